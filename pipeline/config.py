@@ -1,0 +1,115 @@
+"""The pipeline's TOML config: one schema, validated in full before any work starts."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekiln.stages.data import DataConfig
+from edgekiln.stages.distill import StudentConfig
+from edgekiln.stages.export import TargetConfig
+from edgekiln.stages.prune import PruneConfig
+from edgekiln.stages.quantize import QuantizeConfig
+from edgekiln.stages.teacher import TeacherConfig
+from edgekiln.stages.training import KDConfig
+
+BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or does not fit the schema; names key paths."""
+
+
+class StageBudgets(BaseModel):
+    """`[budget.max_drop]`: accuracy points a stage may lose against the stage before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distill: float | None = Field(None, ge=0.0, le=100.0)
+    prune: float | None = Field(None, ge=0.0, le=100.0)
+    quantize: float | None = Field(None, ge=0.0, le=100.0)
+    export: float | None = Field(None, ge=0.0, le=100.0)
+
+
+class BudgetConfig(BaseModel):
+    """`[budget]`: accuracy points any stage or artifact may lose against the teacher."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_drop_total: float = Field(5.0, ge=0.0, le=100.0)
+    max_drop: StageBudgets = StageBudgets()
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: StudentConfig = StudentConfig()
+    distill: KDConfig = KDConfig()
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    budget: BudgetConfig = BudgetConfig()
+    targets: list[TargetConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> "PipelineConfig":
+        for attr in ("name", "artifact_name"):
+            seen: dict[str, int] = {}
+            for i, t in enumerate(self.targets):
+                value = getattr(t, attr)
+                if value in seen:
+                    raise ValueError(f"targets[{i}] has the same {attr.replace('_name', '')} {value!r} "
+                                     f"as targets[{seen[value]}]")
+                seen[value] = i
+        return self
+
+
+def _key_path(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]" if parts else f"[{item}]"]
+        elif item in ("str", "TeacherCandidate") or "[" in str(item):
+            continue  # union branch names are not part of the user's key path
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        message = "unknown key (misspelled?)" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {_key_path(e['loc'])}: {message}")
+    return "\n".join(dict.fromkeys(lines))  # union branches repeat the same complaint
+
+
+def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
+    """Relative paths in the config are relative to the config file, not the working directory."""
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p).resolve()
+
+    cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
+    for cand in cfg.teacher.candidates:
+        if not isinstance(cand, str):
+            cand.checkpoint = fix(cand.checkpoint)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline TOML file; ConfigError lists every problem by key path."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{_describe(e)}") from None
+    _resolve_paths(cfg, path.resolve().parent)
+    return cfg

@@ -1,0 +1,27 @@
+"""The staged DAG: each node names its function, the config sections it reads and its inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from edgekiln.stages import distill, export, prune, quantize, teacher
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    run: Callable  # (data, {section: config}, {input: StageResult}, workdir) -> StageResult
+    sections: tuple[str, ...]  # config sections the stage reads: part of its cache key
+    inputs: tuple[str, ...]  # upstream nodes whose results it takes
+    preflight: Callable | None = None  # cheap checks of its own section, before any work
+    budgeted: bool = True  # gated against the stage before it (the teacher is the reference)
+
+
+STAGES: tuple[Node, ...] = (
+    Node("teacher", teacher.run, ("teacher",), (), preflight=teacher.preflight, budgeted=False),
+    Node("distill", distill.run, ("student", "distill"), ("teacher",), preflight=distill.preflight),
+    Node("prune", prune.run, ("prune", "distill"), ("distill", "teacher")),
+    Node("quantize", quantize.run, ("quantize",), ("prune",)),
+    Node("export", export.run, ("targets",), ("quantize",)),
+)

@@ -1,0 +1,84 @@
+"""manifest.json, the contract release builds read, and atomic publishing of artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from edgekiln import __version__
+from edgekiln.targets.files import sha256, size_bytes
+
+TOOLS = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "torch_pruning": "torch-pruning",
+         "torchao": "torchao", "onnx": "onnx", "onnxruntime": "onnxruntime", "litert_torch": "litert-torch",
+         "ai_edge_litert": "ai-edge-litert", "coremltools": "coremltools"}
+
+
+def tool_versions() -> dict[str, str | None]:
+    out = {}
+    for key, dist in TOOLS.items():
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def publish_artifact(source: Path, out_dir: Path, record: dict) -> dict:
+    """Copy an artifact (file or directory) from the cache into `out_dir` atomically, and
+    return its manifest record with path, sha256 and size measured on the published copy."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / source.name
+    tmp = out_dir / f".{source.name}.tmp-{uuid.uuid4().hex[:8]}"
+    if source.is_dir():
+        shutil.copytree(source, tmp)
+        old = out_dir / f".{source.name}.old-{uuid.uuid4().hex[:8]}"
+        if dest.exists():
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    published = {k: v for k, v in record.items() if k != "file"}
+    published.update(path=dest.name, sha256=sha256(dest), size_bytes=size_bytes(dest))
+    return published
+
+
+def build_manifest(cfg, config_text: str, outcome) -> dict:
+    """The run as release tooling sees it (accuracies in percent)."""
+    results = outcome.results
+    teacher = results.get("teacher")
+    export = results.get("export")
+    return {
+        "edgekiln_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "passed": outcome.passed,
+        "error": outcome.error,
+        "config": cfg.model_dump(mode="json"),
+        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "tool_versions": tool_versions(),
+        "teacher": None if teacher is None else {
+            "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
+            "candidates": teacher.metrics["candidates"]},
+        "stages": [vars(s) for s in outcome.stages],
+        "gates": [g.to_dict() for g in outcome.gates],
+        "artifacts": outcome.artifacts,
+        "preprocessing": None if export is None else export.metrics["preprocessing"],
+        "labels": outcome.labels,
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> Path:
+    """Write `out_dir/manifest.json` atomically (temp file + rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "manifest.json"
+    tmp = out_dir / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,82 @@
+"""What a person reads after a run: the summary table on the console and report.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from edgekiln.stages.progress import console
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _millions(value) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f}M"
+
+
+def print_summary(manifest: dict, manifest_path: Path) -> None:
+    """Stage table, then one row per artifact, then the verdict."""
+    stages = Table(title="stages", title_justify="left")
+    for col in ("stage", "accuracy %", "drop", "budget", "params", "MACs", "cached", "seconds", "gate"):
+        stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
+    for s in manifest["stages"]:
+        stages.add_row(s["name"], f"{s['accuracy']:.2f}", _num(s["drop"], "+.2f"), _num(s["budget"], "g"),
+                       _millions(s["params"]), _millions(s["macs"]), "yes" if s["cached"] else "no",
+                       f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
+    console.print(stages)
+    if manifest["artifacts"]:
+        artifacts = Table(title="artifacts", title_justify="left")
+        for col in ("target", "format", "size", "accuracy %", "source", "p50 ms", "p90 ms", "latency", "gate"):
+            artifacts.add_column(col, justify="left" if col in ("target", "format", "source", "latency", "gate")
+                                 else "right")
+        for a in manifest["artifacts"]:
+            lat = a["latency_ms"]
+            artifacts.add_row(
+                a["target"], a["format"], f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
+                a["accuracy_source"], _num(lat and lat["p50"], ".3f"), _num(lat and lat["p90"], ".3f"),
+                a["latency_source"] or "not measured", "pass" if a["passed"] else "[red]FAIL")
+        console.print(artifacts)
+        for a in manifest["artifacts"]:
+            if a["accuracy_source"] == "proxy":
+                console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not "
+                              f"measured in its runtime; latency not measured ({a['not_measured']}).")
+        if any(a["latency_source"] == "host" for a in manifest["artifacts"]):
+            console.print("note: host latencies are this machine's, not a phone's.")
+    verdict = "[bold green]PASSED" if manifest["passed"] else "[bold red]FAILED"
+    console.print(f"{verdict}[/] — manifest: {manifest_path}")
+
+
+def plot(manifest: dict, path: Path) -> Path:
+    """Accuracy after each stage and of each artifact, with the total budget as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["name"] for s in manifest["stages"]] + [a["target"] for a in manifest["artifacts"]]
+    values = [s["accuracy"] for s in manifest["stages"]] + [a["accuracy"] for a in manifest["artifacts"]]
+    passed = [s["passed"] for s in manifest["stages"]] + [a["passed"] for a in manifest["artifacts"]]
+    kinds = ["stage"] * len(manifest["stages"]) + [a["accuracy_source"] for a in manifest["artifacts"]]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
+    bars = ax.bar(names, values, color=colors)
+    for bar, kind in zip(bars, kinds):
+        if kind == "proxy":
+            bar.set_hatch("//")
+    if manifest["teacher"]:
+        floor = manifest["teacher"]["accuracy"] - manifest["config"]["budget"]["max_drop_total"]
+        ax.axhline(floor, color="gray", linestyle="--", label="teacher - max_drop_total")
+        ax.legend(loc="lower left")
+    low = min(values + [100.0]) - 5
+    ax.set_ylim(max(0.0, low), 100.5)
+    ax.set_ylabel("val accuracy (%)")
+    ax.set_title("accuracy by stage and artifact (hatched: proxy, red: gate failed)")
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,160 @@
+"""Runs the staged DAG: cache look-ups, stage runs, gates, artifact publishing, manifest."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekiln import __version__
+from edgekiln.cache import StageCache, stage_key
+from edgekiln.config import BUDGETED_STAGES, PipelineConfig
+from edgekiln.gates import GateCheck, checks
+from edgekiln.graph import STAGES, Node
+from edgekiln.manifest import publish_artifact, write_manifest, build_manifest
+from edgekiln.stages.data import Dataset, load_dataset
+from edgekiln.stages.progress import console
+from edgekiln.stages.result import StageResult, load_result, save_result
+
+
+@dataclass
+class StageRecord:
+    name: str
+    accuracy: float
+    drop: float | None  # points below the previous stage
+    budget: float | None  # that stage's own max_drop, if set
+    passed: bool
+    cached: bool
+    seconds: float  # wall time in this run (a cached stage only loads)
+    compute_seconds: float  # wall time when the stage was computed
+    params: int | None
+    macs: int | None
+    key: str
+
+
+@dataclass
+class RunOutcome:
+    stages: list[StageRecord] = field(default_factory=list)
+    gates: list[GateCheck] = field(default_factory=list)
+    results: dict[str, StageResult] = field(default_factory=dict)
+    artifacts: list[dict] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(g.passed for g in self.gates) and "export" in self.results
+
+
+def _fingerprint(value):
+    """Config values as they enter a cache key: a file path also contributes its size and
+    mtime, so replacing a checkpoint in place re-runs the stages that read it."""
+    if isinstance(value, dict):
+        return {k: _fingerprint(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_fingerprint(v) for v in value]
+    if isinstance(value, Path):
+        if value.is_file():
+            stat = value.stat()
+            return {"path": str(value), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return str(value)
+    return value
+
+
+def _section(cfg: PipelineConfig, name: str):
+    return getattr(cfg, name)
+
+
+def _dump(section) -> object:
+    if isinstance(section, list):
+        return [s.model_dump() for s in section]
+    return section.model_dump()
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """Every stage's cheap checks of its own config (unknown architectures, missing files)."""
+    for node in STAGES:
+        if node.preflight is not None:
+            node.preflight({s: _section(cfg, s) for s in node.sections})
+
+
+def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
+               results: dict[str, StageResult]) -> tuple[StageResult, bool]:
+    entry = cache.lookup(node.name, key)
+    if entry is not None:
+        return load_result(entry), True
+    started = time.perf_counter()
+    config = {s: _section(cfg, s) for s in node.sections}
+    with cache.writing(node.name, key) as workdir:
+        result = node.run(data, config, {i: results[i] for i in node.inputs}, workdir)
+        result.metrics["compute_seconds"] = time.perf_counter() - started
+        save_result(result, workdir)
+    result.directory = cache.entry(node.name, key)
+    return result, False
+
+
+def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome) -> list[GateCheck]:
+    if not node.budgeted:
+        return []
+    teacher = outcome.results["teacher"].accuracy
+    previous = outcome.stages[-1]
+    budget = getattr(cfg.budget.max_drop, node.name) if node.name in BUDGETED_STAGES else None
+    common = dict(previous=(previous.name, previous.accuracy), stage_budget=budget,
+                  stage_budget_key=f"budget.max_drop.{node.name}", teacher=teacher,
+                  max_drop_total=cfg.budget.max_drop_total)
+    if node.name != "export":
+        return checks(f"stage {node.name}", result.accuracy, **common)
+    gates = []
+    for artifact in result.metrics["artifacts"]:
+        artifact_gates = checks(f"target {artifact['target']}", artifact["accuracy"], **common)
+        artifact["passed"] = all(g.passed for g in artifact_gates)
+        gates += artifact_gates
+    return gates
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str) -> RunOutcome:
+    """Run every stage (re-using cached ones), gate each, publish artifacts into `out_dir`,
+    and write `out_dir/manifest.json`. Stops at the first failed gate. Raises InputError /
+    ConversionError (after writing a manifest with the error) for bad input."""
+    outcome = RunOutcome()
+    preflight(cfg)
+    data = load_dataset(cfg.data)
+    outcome.labels = data.classes
+    console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val images, "
+                  f"{data.num_classes} classes, {data.image_size} px")
+    cache = StageCache(cache_dir)
+    keys: dict[str, str] = {}
+    try:
+        for node in STAGES:
+            sections = {s: _fingerprint(_dump(_section(cfg, s))) for s in node.sections}
+            key = keys[node.name] = stage_key(node.name, __version__, sections,
+                                              [data.fingerprint] + [keys[i] for i in node.inputs])
+            console.rule(f"[bold]{node.name}")
+            started = time.perf_counter()
+            result, cached = _run_stage(node, cfg, data, cache, key, outcome.results)
+            outcome.results[node.name] = result
+            gates = _gate(node, result, cfg, outcome)
+            outcome.gates += gates
+            previous = outcome.stages[-1] if outcome.stages else None
+            outcome.stages.append(StageRecord(
+                name=node.name, accuracy=result.accuracy,
+                drop=None if previous is None else previous.accuracy - result.accuracy,
+                budget=getattr(cfg.budget.max_drop, node.name, None) if node.budgeted else None,
+                passed=all(g.passed for g in gates), cached=cached,
+                seconds=time.perf_counter() - started,
+                compute_seconds=result.metrics.get("compute_seconds", 0.0),
+                params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key))
+            console.print(f"  {node.name}: {result.accuracy:.2f}%" + ("  (cached)" if cached else ""))
+            for gate in gates:
+                console.print(("  " if gate.passed else "  [bold red]") + gate.message())
+            if node.name == "export":
+                outcome.artifacts = [
+                    publish_artifact(result.directory / a["file"], out_dir, a) for a in result.metrics["artifacts"]]
+            if not all(g.passed for g in gates):
+                break
+    except Exception as e:
+        outcome.error = f"{type(e).__name__}: {e}"
+        write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+        raise
+    write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+    return outcome

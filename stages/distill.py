@@ -1,0 +1,48 @@
+"""Stage `distill`: logit knowledge distillation from the selected teacher into a student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekiln.stages import modeling, training
+from edgekiln.stages.data import Dataset
+from edgekiln.stages.errors import InputError
+from edgekiln.stages.result import StageResult
+
+
+class StudentConfig(BaseModel):
+    """`[student]`: the mobile architecture to distil into (a timm name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "mobilenetv3_small_050"
+    pretrained: bool = False
+    epochs: int = Field(10, ge=0, le=1000)
+    lr: float = Field(3e-3, gt=0.0)
+
+
+def preflight(config: dict) -> None:
+    """Fail fast on a student architecture timm does not know."""
+    import timm
+
+    cfg: StudentConfig = config["student"]
+    if not timm.is_model(cfg.arch):
+        raise InputError(f"student.arch: unknown timm architecture {cfg.arch!r}")
+
+
+def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+    cfg: StudentConfig = config["student"]
+    kd: training.KDConfig = config["distill"]
+    teacher = inputs["teacher"].bundle
+    teacher_logits = training.logits(teacher, data.train_x)  # once: inputs are not augmented
+    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained)
+    student = modeling.ModelBundle(
+        cfg.arch, model, data.num_classes, data.image_size,
+        tuple(model.pretrained_cfg.get("mean", modeling.IMAGENET_MEAN)),
+        tuple(model.pretrained_cfg.get("std", modeling.IMAGENET_STD)), source=f"distilled from {teacher.source}")
+    training.fit(student, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"distill {cfg.arch}",
+                 teacher_logits=teacher_logits, kd=kd)
+    return StageResult.with_model(training.evaluate(student, data), student, metrics={
+        "arch": cfg.arch, "params": modeling.params(model), "macs": modeling.macs(model, student.input_size)})

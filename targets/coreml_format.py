@@ -1,0 +1,110 @@
+"""Core ML artifacts: mlprogram with INT8 (linear symmetric, per-channel) weights.
+
+Core ML predictions run only on macOS. Elsewhere the package is still built and
+checked structurally, and its accuracy is measured on a torch-side proxy: the
+model with its weights quantized by coremltools' own torch-side quantizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
+from edgekiln.targets.timing import Latency, measure
+
+NAME = "coreml"
+SUFFIX = ".mlpackage"
+RUNTIME = "coremltools"
+INPUT, OUTPUT = "input", "logits"
+RUNTIME_AVAILABLE = sys.platform == "darwin"
+
+
+def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray,
+                path: Path, metadata: dict[str, str]) -> None:
+    """Write an .mlpackage with INT8 weights (W8; activations stay float16, as activation
+    calibration needs Core ML predictions, i.e. macOS). `calibration` is unused here."""
+    import coremltools as ct
+    import coremltools.optimize as cto
+
+    model, example = model.cpu().eval(), example.cpu()
+    try:
+        traced = torch.jit.trace(model, example)
+        mlmodel = ct.convert(
+            traced, inputs=[ct.TensorType(name=INPUT, shape=tuple(example.shape))],
+            outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS16,
+        )
+        config = cto.coreml.OptimizationConfig(
+            global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+        mlmodel = cto.coreml.linear_quantize_weights(mlmodel, config)
+    except Exception as e:
+        raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    mlmodel.short_description = metadata.get("description", "")
+    for key, value in metadata.items():
+        mlmodel.user_defined_metadata[key] = value
+    mlmodel.save(str(path))
+    check(path, tuple(example.shape))
+
+
+def check(path: Path, input_shape: tuple[int, ...]) -> dict:
+    """Structural check that runs on any OS: the package loads, input/output names and the
+    input shape are as exported, and the weights are stored as INT8. Returns what it found."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.description.input}
+    outputs = [o.name for o in spec.description.output]
+    if inputs != {INPUT: input_shape} or outputs != [OUTPUT]:
+        raise ConversionError(NAME, f"package has inputs {inputs} and outputs {outputs}, "
+                                    f"expected {{'{INPUT}': {input_shape}}} and ['{OUTPUT}']")
+    program = str(spec.mlProgram)
+    int8_weights = program.count("constexpr_affine_dequantize") + program.count("constexpr_blockwise_shift_scale")
+    if int8_weights == 0:
+        raise ConversionError(NAME, "no INT8 weight ops in the saved package")
+    return {"inputs": {k: list(v) for k, v in inputs.items()}, "outputs": outputs,
+            "int8_weight_ops": int8_weights}
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+    return dict(spec.description.metadata.userDefined)
+
+
+def proxy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Torch-side stand-in for the artifact: weights quantized INT8 per channel, symmetric,
+    by coremltools.optimize.torch (what linear_quantize_weights does to the mlprogram)."""
+    from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
+
+    config = PostTrainingQuantizerConfig.from_dict({"global_config": {
+        "weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}})
+    return PostTrainingQuantizer(copy.deepcopy(model).cpu().eval(), config).compress()
+
+
+def _mlmodel(path: Path):
+    if not RUNTIME_AVAILABLE:
+        raise RuntimeUnavailable("Core ML predictions need macOS; coremltools cannot run them on "
+                                 f"{sys.platform}")
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path))
+
+
+def predict(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Logits computed by Core ML (macOS only), one image at a time."""
+    mlmodel = _mlmodel(path)
+    return np.stack([mlmodel.predict({INPUT: image[None].astype(np.float32)})[OUTPUT][0]
+                     for image in images])
+
+
+def benchmark(path: Path, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Latency:
+    """Latency of one Core ML prediction (macOS only; `threads` does not apply)."""
+    mlmodel = _mlmodel(path)
+    feed = {INPUT: sample[None].astype(np.float32)}
+    return measure(lambda: mlmodel.predict(feed), warmup, runs)

@@ -1,0 +1,103 @@
+"""ONNX artifacts: INT8 QDQ through onnxruntime's static quantization, run in onnxruntime."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.timing import Latency, measure
+
+NAME = "onnx"
+SUFFIX = ".onnx"
+RUNTIME = "onnxruntime"
+INPUT, OUTPUT = "input", "logits"
+
+
+def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    # The TorchScript-based exporter inlines weights into one file; the dynamo
+    # exporter may write a separate .data file, which a single artifact must not need.
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=17,
+            input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+        )
+    except Exception as e:  # the exporter raises many types; the message names the op
+        raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an array of preprocessed images."""
+
+    def __init__(self, images: np.ndarray):
+        self._it = iter(images[i : i + 1] for i in range(len(images)))
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {INPUT: x.astype(np.float32)}
+
+
+def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray,
+                path: Path, metadata: dict[str, str]) -> None:
+    """Write an INT8 (QDQ, per-channel weights, MinMax-calibrated activations) ONNX model.
+
+    Weights are uint8 like the activations (U8U8): with int8 weights (U8S8) onnxruntime's
+    x86 kernels without VNNI saturate, which cost 2.5 points on the digits demo
+    (90.6% vs 93.1% for U8U8, equal to fp32, at the same host latency).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        _export_float(model.cpu().eval(), example.cpu(), fp32)
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(
+            str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    write_metadata(path, metadata)
+
+
+def write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Store string key/values in the model's metadata_props (read by any ONNX runtime)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def predict(path: Path, images: np.ndarray, threads: int = 1, batch_size: int = 64) -> np.ndarray:
+    """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime."""
+    session = _session(path, threads)
+    outs = [session.run([OUTPUT], {INPUT: images[i : i + batch_size].astype(np.float32)})[0]
+            for i in range(0, len(images), batch_size)]
+    return np.concatenate(outs)
+
+
+def benchmark(path: Path, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Latency:
+    """Host latency of one batch-1 inference in onnxruntime with `threads` intra-op threads."""
+    session = _session(path, threads)
+    feed = {INPUT: sample[None].astype(np.float32)}
+    return measure(lambda: session.run([OUTPUT], feed), warmup, runs)
