@@ -56,10 +56,12 @@ def plot(manifest: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [s["name"] for s in manifest["stages"]] + [a["target"] for a in manifest["artifacts"]]
-    values = [s["accuracy"] for s in manifest["stages"]] + [a["accuracy"] for a in manifest["artifacts"]]
-    passed = [s["passed"] for s in manifest["stages"]] + [a["passed"] for a in manifest["artifacts"]]
-    kinds = ["stage"] * len(manifest["stages"]) + [a["accuracy_source"] for a in manifest["artifacts"]]
+    stages = [s for s in manifest["stages"] if s["name"] != "export"]  # export = its artifacts' bars
+    artifacts = manifest["artifacts"]
+    names = [s["name"] for s in stages] + [a["target"] for a in artifacts]
+    values = [s["accuracy"] for s in stages] + [a["accuracy"] for a in artifacts]
+    passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
+    kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
     bars = ax.bar(names, values, color=colors)

@@ -37,7 +37,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     kd: training.KDConfig = config["distill"]
     teacher = inputs["teacher"].bundle
     teacher_logits = training.logits(teacher, data.train_x)  # once: inputs are not augmented
-    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained)
+    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed)
     student = modeling.ModelBundle(
         cfg.arch, model, data.num_classes, data.image_size,
         tuple(model.pretrained_cfg.get("mean", modeling.IMAGENET_MEAN)),

@@ -38,10 +38,13 @@ class ModelBundle:
         return torch.randn(batch, 3, self.input_size, self.input_size)
 
 
-def create(arch: str, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """A timm model with a fresh `num_classes` head; a clear InputError for unknown names."""
+def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | None = None) -> nn.Module:
+    """A timm model with a fresh `num_classes` head (initialised from `seed` when given, so
+    a stage's result does not depend on what ran before it); InputError for unknown names."""
     import timm
 
+    if seed is not None:
+        torch.manual_seed(seed)
     if not timm.is_model(arch):
         raise InputError(f"unknown timm architecture {arch!r}")
     try:

@@ -62,7 +62,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     cfg: TeacherConfig = config["teacher"]
     scored = []
     for cand in cfg.resolved():
-        model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint)
+        model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint,
+                                 seed=data.seed)
         note = ""
         if cand.checkpoint is not None:
             skipped = modeling.load_checkpoint(model, cand.checkpoint)

@@ -41,7 +41,7 @@ def logits(bundle: ModelBundle, images: torch.Tensor, batch_size: int = 256) -> 
 def accuracy(predicted_logits, labels) -> float:
     """Top-1 accuracy in percent."""
     predicted = torch.as_tensor(predicted_logits).argmax(1)
-    return float((predicted == torch.as_tensor(labels)).float().mean() * 100.0)
+    return float((predicted == torch.as_tensor(labels)).double().mean() * 100.0)
 
 
 def evaluate(bundle: ModelBundle, data: Dataset) -> float:

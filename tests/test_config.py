@@ -1,0 +1,101 @@
+import textwrap
+
+import pytest
+
+from edgekiln.config import ConfigError, load_config
+
+BASE = """
+[data]
+source = "digits"
+image_size = 32
+
+[teacher]
+candidates = ["resnet10t"]
+
+[prune]
+macs_ratio = 0.5
+
+[[targets]]
+name = "phone"
+format = "tflite"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "p.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(tmp_path, text) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_valid_config_gets_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.student.arch == "mobilenetv3_small_050"
+    assert cfg.quantize.mode == "ptq"
+    assert cfg.targets[0].artifact_name == "model.tflite"
+    assert cfg.budget.max_drop.prune is None
+
+
+def test_misspelled_key_is_named_with_its_path(tmp_path):
+    message = error_of(tmp_path, BASE.replace("macs_ratio", "macs_ration"))
+    assert "prune.macs_ration: unknown key" in message
+
+
+def test_unknown_section_is_named(tmp_path):
+    assert "distil: unknown key" in error_of(tmp_path, BASE + "\n[distil]\nalpha = 0.5\n")
+
+
+def test_out_of_range_value_names_key(tmp_path):
+    message = error_of(tmp_path, BASE.replace("macs_ratio = 0.5", "macs_ratio = 1.5"))
+    assert "prune.macs_ratio" in message and "less than or equal to 1" in message
+
+
+def test_wrong_type_names_key(tmp_path):
+    assert "data.image_size" in error_of(tmp_path, BASE.replace("image_size = 32", 'image_size = "big"'))
+
+
+def test_bad_target_format_names_list_index(tmp_path):
+    text = BASE + '\n[[targets]]\nname = "x"\nformat = "tensorrt"\n'
+    assert "targets[1].format" in error_of(tmp_path, text)
+
+
+def test_duplicate_target_names_rejected(tmp_path):
+    text = BASE + '\n[[targets]]\nname = "phone"\nformat = "onnx"\n'
+    assert "same name 'phone'" in error_of(tmp_path, text)
+
+
+def test_two_targets_same_format_need_distinct_artifacts(tmp_path):
+    text = BASE + '\n[[targets]]\nname = "phone2"\nformat = "tflite"\n'
+    assert "same artifact 'model.tflite'" in error_of(tmp_path, text)
+
+
+def test_nested_budget_keys_validated(tmp_path):
+    text = BASE + "\n[budget.max_drop]\npruning = 1.0\n"
+    assert "budget.max_drop.pruning: unknown key" in error_of(tmp_path, text)
+
+
+def test_imagefolder_needs_path(tmp_path):
+    assert "path" in error_of(tmp_path, BASE.replace('source = "digits"', 'source = "imagefolder"'))
+
+
+def test_teacher_table_candidate_rejects_unknown_key(tmp_path):
+    text = BASE.replace('candidates = ["resnet10t"]', 'candidates = [{arch = "resnet10t", ckpt = "x"}]')
+    assert "teacher.candidates[0].ckpt: unknown key" in error_of(tmp_path, text)
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    assert "not valid TOML" in error_of(tmp_path, "[data\n")
+
+
+def test_relative_checkpoint_path_resolves_against_config_dir(tmp_path):
+    text = BASE.replace('candidates = ["resnet10t"]',
+                        'candidates = [{arch = "resnet10t", checkpoint = "w/t.safetensors"}]')
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.teacher.candidates[0].checkpoint == (tmp_path / "w" / "t.safetensors").resolve()

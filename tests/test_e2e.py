@@ -1,0 +1,222 @@
+"""One tiny pipeline, end to end, through the CLI: artifacts in their runtimes, manifest,
+cache re-use, targets-only re-runs, resume after a killed stage, gate failure, bad input."""
+
+import hashlib
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekiln.cli import app
+from edgekiln.stages import prune as prune_stage
+from edgekiln.stages.data import DataConfig, load_dataset, to_input
+from edgekiln.targets import coreml_format, get_format
+
+TINY = """
+[data]
+source = "digits"
+image_size = 32
+seed = 0
+
+[teacher]
+candidates = ["resnet10t", "mobilenetv3_small_050"]
+epochs = 4
+
+[student]
+arch = "mobilenetv3_small_050"
+epochs = 6
+lr = 6e-3
+
+[prune]
+macs_ratio = 0.7
+finetune_epochs = 2
+
+[quantize]
+calibration_samples = 32
+
+[budget]
+max_drop_total = 60.0
+
+{targets}
+"""
+
+ALL_TARGETS = """
+[[targets]]
+name = "android"
+format = "tflite"
+
+[[targets]]
+name = "server"
+format = "onnx"
+threads = 2
+
+[[targets]]
+name = "iphone"
+format = "coreml"
+"""
+
+
+def write_config(directory, targets=ALL_TARGETS, extra=""):
+    path = directory / "tiny.toml"
+    path.write_text(textwrap.dedent(TINY.format(targets=targets)) + extra)
+    return path
+
+
+def invoke(config, out, cache):
+    return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    result = invoke(write_config(root), root / "out", root / "cache")
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    return root, result, manifest
+
+
+def test_pipeline_passes_and_writes_every_artifact(run):
+    root, result, manifest = run
+    assert result.exit_code == 0, result.output
+    assert manifest["passed"] is True and manifest["error"] is None
+    assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune", "quantize", "export"]
+    for name in ("model.onnx", "model.tflite", "model.mlpackage", "report.png"):
+        assert (root / "out" / name).exists(), name
+    assert "android" in result.output and "PASSED" in result.output
+
+
+def test_manifest_fields(run):
+    _, _, manifest = run
+    for key in ("edgekiln_version", "config", "config_sha256", "tool_versions", "teacher", "stages",
+                "artifacts", "preprocessing", "labels"):
+        assert key in manifest, key
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["preprocessing"]["image_size"] == 32 and manifest["preprocessing"]["layout"] == "NCHW"
+    teacher = manifest["teacher"]
+    assert [c["name"] for c in teacher["candidates"]] == ["resnet10t", "mobilenetv3_small_050"]
+    assert sum(c["chosen"] for c in teacher["candidates"]) == 1
+    assert teacher["accuracy"] == max(c["accuracy"] for c in teacher["candidates"])
+    assert teacher["accuracy"] > 80  # far above chance (10%): the teacher really learned
+    for stage in manifest["stages"]:
+        assert 0 <= stage["accuracy"] <= 100 and stage["params"] > 0 and stage["macs"] > 0
+    prune = next(s for s in manifest["stages"] if s["name"] == "prune")
+    distill = next(s for s in manifest["stages"] if s["name"] == "distill")
+    assert prune["macs"] <= 0.7 * distill["macs"]
+
+
+def test_artifact_hashes_and_sizes_match_files(run):
+    root, _, manifest = run
+    for artifact in manifest["artifacts"]:
+        path = root / "out" / artifact["path"]
+        if path.is_file():
+            assert artifact["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            assert artifact["size_bytes"] == path.stat().st_size
+        else:
+            assert artifact["size_bytes"] == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            before = artifact["sha256"]
+            weights = next(path.rglob("weight.bin"))
+            weights.write_bytes(weights.read_bytes() + b"\0")
+            from edgekiln.targets.files import sha256
+
+            assert sha256(path) != before
+
+
+def test_artifacts_run_in_their_runtimes_with_the_recorded_accuracy(run):
+    root, _, manifest = run
+    data = load_dataset(DataConfig(image_size=32, seed=0))
+    pre = manifest["preprocessing"]
+    val_x = to_input(data.val_x, pre["mean"], pre["std"]).numpy()
+    for artifact in manifest["artifacts"]:
+        fmt = get_format(artifact["format"])
+        path = root / "out" / artifact["path"]
+        metadata = fmt.read_metadata(path)
+        assert json.loads(metadata["labels"]) == manifest["labels"]
+        assert json.loads(metadata["preprocessing"]) == pre
+        if artifact["format"] == "coreml":
+            assert artifact["accuracy_source"] == "proxy" and artifact["latency_ms"] is None
+            assert coreml_format.check(path, (1, 3, 32, 32))["int8_weight_ops"] > 0
+            continue
+        assert artifact["accuracy_source"] == "runtime" and artifact["latency_source"] == "host"
+        assert artifact["latency_ms"]["runs"] >= 50 and 0 < artifact["latency_ms"]["p50"] <= artifact["latency_ms"]["p90"]
+        logits = fmt.predict(path, val_x)
+        accuracy = float((logits.argmax(1) == data.val_y.numpy()).mean() * 100)
+        assert accuracy == pytest.approx(artifact["accuracy"], abs=1e-6)
+        assert accuracy > 60
+
+
+def test_rerun_reuses_every_stage(run):
+    root, _, first = run
+    result = invoke(root / "tiny.toml", root / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    assert all(s["cached"] for s in manifest["stages"])
+    assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
+
+
+def test_changing_only_targets_reruns_only_export(run):
+    root, _, _ = run
+    other = root / "targets-only"
+    other.mkdir()
+    targets = '[[targets]]\nname = "server"\nformat = "onnx"\nartifact = "server.onnx"\n'
+    result = invoke(write_config(other, targets=targets), other / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((other / "out" / "manifest.json").read_text())
+    assert {s["name"]: s["cached"] for s in manifest["stages"]} == {
+        "teacher": True, "distill": True, "prune": True, "quantize": True, "export": False}
+    assert [a["path"] for a in manifest["artifacts"]] == ["server.onnx"]
+
+
+def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monkeypatch):
+    root, _, _ = run
+    work = root / "killed"
+    work.mkdir()
+    config = write_config(work, extra="")
+    config.write_text(config.read_text().replace("finetune_epochs = 2", "finetune_epochs = 3"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # like Ctrl-C in the middle of pruning
+
+    monkeypatch.setattr(prune_stage, "prune_to_macs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        from edgekiln.config import load_config
+        from edgekiln.runner import run_pipeline
+
+        run_pipeline(load_config(config), work / "out", root / "cache", config.read_text())
+    assert list((root / "cache" / ".tmp").iterdir()) == []
+    monkeypatch.undo()
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    stages = json.loads((work / "out" / "manifest.json").read_text())["stages"]
+    assert {s["name"]: s["cached"] for s in stages} == {
+        "teacher": True, "distill": True, "prune": False, "quantize": False, "export": False}
+
+
+def test_unmeetable_budget_exits_1_names_the_stage_and_writes_a_manifest(run):
+    root, _, _ = run
+    work = root / "strict"
+    work.mkdir()
+    config = write_config(work, extra="\n[budget.max_drop]\ndistill = 0.0\n")
+    config.write_text(config.read_text().replace("max_drop_total = 60.0", "max_drop_total = 0.0"))
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 1, result.output
+    assert "gate FAILED: stage distill" in result.output and "budget.max_drop.distill = 0" in result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False
+    assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill"]
+    assert [g["passed"] for g in manifest["gates"] if g["subject"] == "stage distill"] == [False, False]
+
+
+def test_bad_config_and_bad_input_exit_2(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("macs_ratio", "macs_ration"))
+    result = invoke(config, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 2 and "prune.macs_ration: unknown key" in result.output
+    assert not (tmp_path / "out").exists()
+
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace('"resnet10t"', '"resnet_does_not_exist"'))
+    result = invoke(config, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 2
+    assert "teacher.candidates[0]: unknown timm architecture 'resnet_does_not_exist'" in result.output
+    assert not (tmp_path / "cache").exists()  # failed before any work
