@@ -1,4 +1,8 @@
-"""`edgekiln` command line. Exit codes: 0 every gate passed, 1 a gate failed, 2 bad config or input."""
+"""`edgekiln` command line.
+
+Exit codes: 0 every gate passed, 1 a gate failed, 2 bad config or input, 3 an internal
+error (a bug: never reported as a failed gate, so release scripts can tell them apart).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Optional
 
 import typer
 
-EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compress an image classifier into gated mobile artifacts.")
@@ -67,6 +71,10 @@ def run(
         console.print(f"[bold red]input error:[/] {e}")
         console.print(f"(manifest with the error: {out / 'manifest.json'})")
         raise typer.Exit(EXIT_BAD_INPUT)
+    except Exception:
+        console.print_exception()
+        console.print(f"[bold red]internal error[/] (a bug in edgekiln; manifest: {out / 'manifest.json'})")
+        raise typer.Exit(EXIT_INTERNAL)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     report.plot(manifest, out / "report.png")

@@ -220,3 +220,23 @@ def test_bad_config_and_bad_input_exit_2(tmp_path):
     assert result.exit_code == 2
     assert "teacher.candidates[0]: unknown timm architecture 'resnet_does_not_exist'" in result.output
     assert not (tmp_path / "cache").exists()  # failed before any work
+
+
+def test_a_crash_inside_a_stage_exits_3_not_1_and_records_the_error(run, monkeypatch):
+    root, _, _ = run
+    work = root / "crash"
+    work.mkdir()
+    config = write_config(work)
+    config.write_text(config.read_text().replace("calibration_samples = 32", "calibration_samples = 33"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    from edgekiln.stages import quantize
+
+    monkeypatch.setattr(quantize, "pt2e_int8", broken)
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 3, result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False and "simulated bug" in manifest["error"]
+    assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune"]
