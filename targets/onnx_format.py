@@ -46,8 +46,8 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
     """Write an INT8 (QDQ, per-channel weights, MinMax-calibrated activations) ONNX model.
 
     Weights are uint8 like the activations (U8U8): with int8 weights (U8S8) onnxruntime's
-    x86 kernels without VNNI saturate, which cost 2.5 points on the digits demo
-    (90.6% vs 93.1% for U8U8, equal to fp32, at the same host latency).
+    x86 kernels without VNNI saturate, which cost 13 points on the digits demo while U8U8
+    kept the accuracy at the same latency (benchmarks/onnx_int8_weight_types.py).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
