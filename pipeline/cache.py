@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -19,6 +20,18 @@ from typing import Iterator
 
 _TMP = ".tmp"
 _STALE_SECONDS = 24 * 3600
+
+
+def code_version(version: str, tools: dict[str, str | None], packages: list[str]) -> str:
+    """The code a result depends on: edgekiln's version, the hash of its own source files
+    (so an edited checkout never re-uses results of the old code) and the toolchain versions
+    (a converter upgrade re-exports)."""
+    h = hashlib.sha256(json.dumps([version, tools], sort_keys=True).encode())
+    for package in packages:
+        directory = Path(importlib.import_module(package).__file__).parent
+        for source in sorted(directory.glob("*.py")):
+            h.update(source.name.encode() + b"\0" + source.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def stage_key(stage: str, version: str, sections: dict, input_keys: list[str]) -> str:

@@ -7,14 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekiln import __version__
-from edgekiln.cache import StageCache, stage_key
+from edgekiln.cache import StageCache, code_version, stage_key
 from edgekiln.config import BUDGETED_STAGES, PipelineConfig
 from edgekiln.gates import GateCheck, checks
 from edgekiln.graph import STAGES, Node
-from edgekiln.manifest import publish_artifact, write_manifest, build_manifest
+from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
+
+
+_PACKAGES = ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration")
 
 
 @dataclass
@@ -61,10 +64,6 @@ def _fingerprint(value):
     return value
 
 
-def _section(cfg: PipelineConfig, name: str):
-    return getattr(cfg, name)
-
-
 def _dump(section) -> object:
     if isinstance(section, list):
         return [s.model_dump() for s in section]
@@ -75,7 +74,7 @@ def preflight(cfg: PipelineConfig) -> None:
     """Every stage's cheap checks of its own config (unknown architectures, missing files)."""
     for node in STAGES:
         if node.preflight is not None:
-            node.preflight({s: _section(cfg, s) for s in node.sections})
+            node.preflight({s: getattr(cfg, s) for s in node.sections})
 
 
 def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
@@ -84,7 +83,7 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
     if entry is not None:
         return load_result(entry), True
     started = time.perf_counter()
-    config = {s: _section(cfg, s) for s in node.sections}
+    config = {s: getattr(cfg, s) for s in node.sections}
     with cache.writing(node.name, key) as workdir:
         result = node.run(data, config, {i: results[i] for i in node.inputs}, workdir)
         result.metrics["compute_seconds"] = time.perf_counter() - started
@@ -123,11 +122,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val images, "
                   f"{data.num_classes} classes, {data.image_size} px")
     cache = StageCache(cache_dir)
+    code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
     try:
         for node in STAGES:
-            sections = {s: _fingerprint(_dump(_section(cfg, s))) for s in node.sections}
-            key = keys[node.name] = stage_key(node.name, __version__, sections,
+            sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections}
+            key = keys[node.name] = stage_key(node.name, code, sections,
                                               [data.fingerprint] + [keys[i] for i in node.inputs])
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()

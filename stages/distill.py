@@ -38,10 +38,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     teacher = inputs["teacher"].bundle
     teacher_logits = training.logits(teacher, data.train_x)  # once: inputs are not augmented
     model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed)
-    student = modeling.ModelBundle(
-        cfg.arch, model, data.num_classes, data.image_size,
-        tuple(model.pretrained_cfg.get("mean", modeling.IMAGENET_MEAN)),
-        tuple(model.pretrained_cfg.get("std", modeling.IMAGENET_STD)), source=f"distilled from {teacher.source}")
+    student = modeling.bundle(cfg.arch, model, data.num_classes, data.image_size,
+                              source=f"distilled from {teacher.source}")
     training.fit(student, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"distill {cfg.arch}",
                  teacher_logits=teacher_logits, kd=kd)
     return StageResult.with_model(training.evaluate(student, data), student, metrics={

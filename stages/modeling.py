@@ -53,6 +53,13 @@ def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | No
         raise InputError(f"cannot create {arch!r} (pretrained={pretrained}): {e}") from e
 
 
+def bundle(arch: str, model: nn.Module, num_classes: int, input_size: int, source: str = "") -> ModelBundle:
+    """Wrap a timm model with the normalization it was (pre)trained with."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return ModelBundle(arch, model, num_classes, input_size, tuple(cfg.get("mean", IMAGENET_MEAN)),
+                       tuple(cfg.get("std", IMAGENET_STD)), source=source)
+
+
 def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -68,19 +68,16 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         if cand.checkpoint is not None:
             skipped = modeling.load_checkpoint(model, cand.checkpoint)
             note = f" (new head: {len(skipped)} tensors re-initialised)" if skipped else ""
-        mean, std = model.pretrained_cfg.get("mean", modeling.IMAGENET_MEAN), model.pretrained_cfg.get(
-            "std", modeling.IMAGENET_STD)
-        bundle = modeling.ModelBundle(cand.arch, model, data.num_classes, data.image_size,
-                                      tuple(mean), tuple(std), source=cand.name)
+        bundle = modeling.bundle(cand.arch, model, data.num_classes, data.image_size, source=cand.name)
         training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}")
         acc = training.evaluate(bundle, data)
         scored.append((acc, bundle, {"name": cand.name, "accuracy": acc, "params": modeling.params(model),
                                      "macs": modeling.macs(model, bundle.input_size)}))
         console.print(f"  candidate {cand.name}: {acc:.2f}%{note}")
     # Best accuracy wins; ties go to the smaller model.
-    best_acc, best, _ = max(scored, key=lambda s: (s[0], -s[2]["params"]))
+    best_acc, best, best_record = max(scored, key=lambda s: (s[0], -s[2]["params"]))
     for _, bundle, record in scored:
         record["chosen"] = bundle is best
     return StageResult.with_model(best_acc, best, metrics={
         "name": best.source, "candidates": [r for _, _, r in scored],
-        "params": modeling.params(best.model), "macs": modeling.macs(best.model, best.input_size)})
+        "params": best_record["params"], "macs": best_record["macs"]})

@@ -33,3 +33,19 @@ def test_failed_stage_leaves_no_entry_and_no_temporary(tmp_path):
 def test_leftover_from_a_killed_run_is_not_an_entry(tmp_path):
     (tmp_path / ".tmp" / "teacher-abc-1234").mkdir(parents=True)
     assert StageCache(tmp_path).lookup("teacher", "abc") is None
+
+
+def test_code_version_follows_sources_and_tools(tmp_path, monkeypatch):
+    import sys
+
+    from edgekiln.cache import code_version
+
+    (tmp_path / "fakepkg").mkdir()
+    (tmp_path / "fakepkg" / "__init__.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
+    assert base == code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
+    assert base != code_version("0.1.0", {"torch": "2.15.0"}, ["fakepkg"])
+    (tmp_path / "fakepkg" / "__init__.py").write_text("x = 2\n")
+    assert base != code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
+    sys.modules.pop("fakepkg", None)
