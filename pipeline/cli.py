@@ -85,5 +85,47 @@ def run(
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
 
 
+@app.command()
+def check(
+    out_dir: Path = typer.Argument(..., help="output directory of `edgekiln run`"),
+    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy",
+                                  help="re-run each artifact over the val split"),
+) -> None:
+    """Verify a finished run: sha256 of every artifact against the manifest, accuracy
+    re-measured in each runtime, host latency re-timed. Exit 0 / 1 / 2 as `run`."""
+    _quiet_converters()
+    from rich.table import Table
+
+    from edgekiln.check import check_run
+    from edgekiln.stages.errors import InputError
+    from edgekiln.stages.progress import console
+
+    try:
+        manifest, checks = check_run(out_dir, measure_accuracy=accuracy)
+    except InputError as e:
+        console.print(f"[bold red]input error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    table = Table(title=f"check {out_dir}", title_justify="left")
+    for col in ("target", "artifact", "sha256", "accuracy %", "manifest %", "host p50 ms", "result"):
+        table.add_column(col)
+    recorded = {a["target"]: a for a in manifest["artifacts"]}
+    for c in checks:
+        table.add_row(c.target, c.path, "ok" if not any("sha256" in p for p in c.problems) else "[red]MISMATCH",
+                      "-" if c.accuracy is None else f"{c.accuracy:.2f}", f"{recorded[c.target]['accuracy']:.2f}",
+                      "-" if c.latency_p50 is None else f"{c.latency_p50:.3f}",
+                      "pass" if c.passed else "[red]FAIL")
+    console.print(table)
+    for c in checks:
+        for line in c.problems:
+            console.print(f"[bold red]{c.target}:[/] {line}")
+        for line in c.notes:
+            console.print(f"{c.target}: {line}")
+    if not manifest.get("passed", False):
+        console.print("[bold red]the run itself did not pass its gates[/] (manifest: passed false)")
+    ok = manifest.get("passed", False) and all(c.passed for c in checks)
+    console.print("[bold green]PASSED" if ok else "[bold red]FAILED")
+    raise typer.Exit(EXIT_OK if ok else EXIT_GATE_FAILED)
+
+
 def main() -> None:
     sys.exit(app())

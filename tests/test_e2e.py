@@ -3,6 +3,7 @@ cache re-use, targets-only re-runs, resume after a killed stage, gate failure, b
 
 import hashlib
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -13,6 +14,7 @@ from edgekiln.cli import app
 from edgekiln.stages import prune as prune_stage
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.targets import coreml_format, get_format
+from edgekiln.targets.files import sha256
 
 TINY = """
 [data]
@@ -114,12 +116,12 @@ def test_artifact_hashes_and_sizes_match_files(run):
             assert artifact["size_bytes"] == path.stat().st_size
         else:
             assert artifact["size_bytes"] == sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            before = artifact["sha256"]
-            weights = next(path.rglob("weight.bin"))
+            copy = root / "tampered" / path.name
+            shutil.copytree(path, copy)
+            assert sha256(copy) == artifact["sha256"]
+            weights = next(copy.rglob("weight.bin"))
             weights.write_bytes(weights.read_bytes() + b"\0")
-            from edgekiln.targets.files import sha256
-
-            assert sha256(path) != before
+            assert sha256(copy) != artifact["sha256"]
 
 
 def test_artifacts_run_in_their_runtimes_with_the_recorded_accuracy(run):
@@ -240,3 +242,24 @@ def test_a_crash_inside_a_stage_exits_3_not_1_and_records_the_error(run, monkeyp
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["passed"] is False and "simulated bug" in manifest["error"]
     assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune"]
+
+
+def test_check_verifies_a_finished_run(run):
+    root, _, _ = run
+    result = CliRunner().invoke(app, ["check", str(root / "out")])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and "structure checked" in result.output
+
+
+def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
+    root, _, _ = run
+    copy = tmp_path / "out"
+    shutil.copytree(root / "out", copy)
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    result = CliRunner().invoke(app, ["check", str(copy), "--no-accuracy"])
+    assert result.exit_code == 1, result.output
+    assert "server: sha256 differs from the manifest" in result.output
+
+    result = CliRunner().invoke(app, ["check", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "manifest.json does not exist" in result.output
