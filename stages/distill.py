@@ -25,10 +25,8 @@ class StudentConfig(BaseModel):
 
 def preflight(config: dict) -> None:
     """Fail fast on a student architecture timm does not know."""
-    import timm
-
     cfg: StudentConfig = config["student"]
-    if not timm.is_model(cfg.arch):
+    if not modeling.is_known_arch(cfg.arch):
         raise InputError(f"student.arch: unknown timm architecture {cfg.arch!r}")
 
 

@@ -38,6 +38,14 @@ class ModelBundle:
         return torch.randn(batch, 3, self.input_size, self.input_size)
 
 
+def is_known_arch(arch: str) -> bool:
+    """A timm registry name, or a timm Hugging Face hub id (`hf-hub:org/name`, resolved
+    when the model is created)."""
+    import timm
+
+    return arch.startswith("hf-hub:") or timm.is_model(arch)
+
+
 def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | None = None) -> nn.Module:
     """A timm model with a fresh `num_classes` head (initialised from `seed` when given, so
     a stage's result does not depend on what ran before it); InputError for unknown names."""
@@ -45,7 +53,7 @@ def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | No
 
     if seed is not None:
         torch.manual_seed(seed)
-    if not timm.is_model(arch):
+    if not is_known_arch(arch):
         raise InputError(f"unknown timm architecture {arch!r}")
     try:
         return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes)

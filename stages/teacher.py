@@ -44,15 +44,13 @@ class TeacherConfig(BaseModel):
 
 def preflight(config: dict) -> None:
     """Fail fast, before any training, on a candidate that cannot be loaded."""
-    import timm
-
     cfg: TeacherConfig = config["teacher"]
     for i, cand in enumerate(cfg.resolved()):
         key = f"teacher.candidates[{i}]"
         if cand.arch.endswith(CHECKPOINT_SUFFIXES):
             raise InputError(f"{key}: {cand.arch!r} is a file; give it as {{arch = \"<timm name>\", "
                              f"checkpoint = \"{cand.arch}\"}}")
-        if not timm.is_model(cand.arch):
+        if not modeling.is_known_arch(cand.arch):
             raise InputError(f"{key}: unknown timm architecture {cand.arch!r}")
         if cand.checkpoint is not None:
             modeling.load_checkpoint(modeling.create(cand.arch, num_classes=2), cand.checkpoint)

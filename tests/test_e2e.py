@@ -263,3 +263,15 @@ def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
 
     result = CliRunner().invoke(app, ["check", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "manifest.json does not exist" in result.output
+
+
+def test_corrupt_teacher_checkpoint_exits_2_naming_it_before_training(tmp_path):
+    broken = tmp_path / "teacher.safetensors"
+    broken.write_bytes(b"\x00" * 64)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(
+        '"resnet10t"', '{arch = "resnet10t", checkpoint = "teacher.safetensors"}'))
+    result = invoke(config, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 2, result.output
+    assert "teacher.safetensors cannot be read" in result.output
+    assert not (tmp_path / "cache").exists()

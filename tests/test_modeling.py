@@ -62,3 +62,8 @@ def test_corrupt_missing_and_mismatched_checkpoints_are_input_errors(tmp_path):
               str(other))
     with pytest.raises(InputError, match="does not fit"):
         modeling.load_checkpoint(modeling.create("resnet10t", 10), other)
+
+
+def test_timm_hub_ids_pass_the_name_check():
+    assert modeling.is_known_arch("hf-hub:timm/resnet18.a1_in1k")
+    assert not modeling.is_known_arch("resnet_999")
