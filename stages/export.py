@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
@@ -54,15 +55,19 @@ def preprocessing(bundle) -> dict:
 def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_top1, workdir, metadata):
     fmt = get_format(target.format)
     path = workdir / target.artifact_name
-    console.print(f"  {target.name}: converting to {target.format}...")
-    fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata)
+    started = time.perf_counter()
+    with console.status(f"  {target.name}: converting to {target.format}"):
+        fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata)
+    console.print(f"  {target.name}: {target.format} artifact written ({time.perf_counter() - started:.0f} s)")
     record = {"target": target.name, "format": target.format, "file": target.artifact_name,
               "runtime": fmt.RUNTIME, "threads": target.threads}
     try:
-        predicted = fmt.predict(path, val_x, threads=target.threads)
+        with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
+            predicted = fmt.predict(path, val_x, threads=target.threads)
         record.update(accuracy_source="runtime", accuracy=training.accuracy(predicted, val_y),
                       agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
-        latency = fmt.benchmark(path, val_x[0], target.threads, target.warmup_runs, target.latency_runs)
+        with console.status(f"  {target.name}: timing {target.latency_runs} runs"):
+            latency = fmt.benchmark(path, val_x[0], target.threads, target.warmup_runs, target.latency_runs)
         record.update(latency_ms=latency.to_dict(), latency_source="host")
     except RuntimeUnavailable as e:
         proxy = fmt.proxy_model(bundle.model)
