@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +32,6 @@ class ModelBundle:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     source: str = ""  # where the weights came from (timm name, checkpoint path), for reports
-    extra: dict = field(default_factory=dict)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return torch.randn(batch, 3, self.input_size, self.input_size)
@@ -97,7 +96,7 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> None:
             structure[name] = attrs
     meta = {"arch": bundle.arch, "num_classes": bundle.num_classes, "input_size": bundle.input_size,
             "mean": list(bundle.mean), "std": list(bundle.std), "source": bundle.source,
-            "extra": bundle.extra, "structure": structure}
+            "structure": structure}
     (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -114,7 +113,7 @@ def load_bundle(directory: Path) -> ModelBundle:
     _put_tensors(model, load_file(str(directory / "weights.safetensors")))
     return ModelBundle(arch=meta["arch"], model=model.eval(), num_classes=meta["num_classes"],
                        input_size=meta["input_size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                       source=meta["source"], extra=meta["extra"])
+                       source=meta["source"])
 
 
 def _put_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -2,12 +2,12 @@
 
 
 class ConversionError(Exception):
-    """A model could not be converted to a format; names the format and, where known, the op."""
+    """A model could not be converted to a format; names the format and the converter's
+    own first line of complaint (which usually names the op)."""
 
-    def __init__(self, fmt: str, message: str, op: str | None = None):
-        self.fmt, self.op = fmt, op
-        where = f" (op: {op})" if op else ""
-        super().__init__(f"{fmt} conversion failed{where}: {message}")
+    def __init__(self, fmt: str, message: str):
+        self.fmt = fmt
+        super().__init__(f"{fmt} conversion failed: {message}")
 
 
 class RuntimeUnavailable(Exception):

@@ -275,3 +275,24 @@ def test_corrupt_teacher_checkpoint_exits_2_naming_it_before_training(tmp_path):
     assert result.exit_code == 2, result.output
     assert "teacher.safetensors cannot be read" in result.output
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_conversion_failure_exits_2_naming_the_format_and_keeps_the_cache_clean(run, monkeypatch):
+    root, _, _ = run
+    work = root / "unconvertible"
+    work.mkdir()
+    config = write_config(work, targets='[[targets]]\nname = "server"\nformat = "onnx"\nartifact = "u.onnx"\n')
+    from edgekiln.targets import onnx_format
+    from edgekiln.targets.errors import ConversionError
+
+    def refuse(*args, **kwargs):
+        raise ConversionError("onnx", "Exporting the operator 'aten::fft_rfft2' is not supported")
+
+    monkeypatch.setattr(onnx_format, "export_int8", refuse)
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 2, result.output
+    assert "onnx conversion failed" in result.output and "aten::fft_rfft2" in result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False and "aten::fft_rfft2" in manifest["error"]
+    assert not (work / "out" / "u.onnx").exists()
+    assert list((root / "cache" / ".tmp").iterdir()) == []
