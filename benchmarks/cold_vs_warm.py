@@ -40,6 +40,9 @@ def main() -> None:
     print(f"\nwarm / cold = {warm / cold:.3f}")
     print("\nstage compute seconds (cold): " + ", ".join(
         f"{s['name']} {s['compute_seconds']:.1f}" for s in manifest["stages"]))
+    print("teacher candidates: " + ", ".join(
+        f"{c['name']} {c['accuracy']:.2f}" + (" (chosen)" if c["chosen"] else "")
+        for c in manifest["teacher"]["candidates"]))
     print("accuracy: teacher {:.2f}, ".format(manifest["teacher"]["accuracy"]) + ", ".join(
         f"{s['name']} {s['accuracy']:.2f}" for s in manifest["stages"][1:]))
     for a in manifest["artifacts"]:
