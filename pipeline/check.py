@@ -8,11 +8,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.training import accuracy
 from edgekiln.targets import get_format
-from edgekiln.targets.errors import RuntimeUnavailable
+from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
 from edgekiln.targets.files import sha256
 
 # Runtimes are deterministic on one machine; across machines (another CPU's kernels)
@@ -24,6 +26,7 @@ ACCURACY_TOLERANCE = 0.5
 class ArtifactCheck:
     target: str
     path: str
+    sha256_matches: bool = True
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     accuracy: float | None = None
@@ -64,32 +67,34 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, val) -> ArtifactC
     if not path.exists():
         raise InputError(f"artifact {path} listed in the manifest does not exist")
     if sha256(path) != record["sha256"]:
+        result.sha256_matches = False
         result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
         return result
     if not record.get("passed", False):
         result.problems.append("its gate failed in the run")
     fmt = get_format(record["format"])
-    threads = target.get("threads", record.get("threads", 1))
+    threads = record.get("threads", 1)
+    size = _declared_image_size(fmt, path)
     try:
         if val is not None:
             result.accuracy = accuracy(fmt.predict(path, val[0], threads=threads), val[1])
             if record["accuracy_source"] == "runtime" and abs(result.accuracy - record["accuracy"]) > ACCURACY_TOLERANCE:
                 result.problems.append(f"accuracy {result.accuracy:.2f}% in {fmt.RUNTIME} differs from the "
                                        f"manifest's {record['accuracy']:.2f}%")
-        sample = val[0][0] if val is not None else _blank_input(fmt, path)
+        sample = val[0][0] if val is not None else np.zeros((3, size, size), dtype=np.float32)
         latency = fmt.benchmark(path, sample, threads, target.get("warmup_runs", 10), target.get("latency_runs", 100))
         result.latency_p50 = latency.p50
     except RuntimeUnavailable as e:
         result.notes.append(f"not run here: {e}")
         if record["format"] == "coreml":
-            fmt.check(path, tuple(record.get("structure", {}).get("inputs", {}).get("input", ())))
-            result.notes.append("structure checked: loads, input/output names and shape, INT8 weights")
+            try:
+                fmt.check(path, (1, 3, size, size))
+                result.notes.append("structure checked: loads, input/output names and shape, INT8 weights")
+            except ConversionError as structural:
+                result.problems.append(str(structural))
     return result
 
 
-def _blank_input(fmt, path: Path):
-    """A zero image of the size the artifact's own metadata declares (for timing only)."""
-    import numpy as np
-
-    size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])
-    return np.zeros((3, size, size), dtype=np.float32)
+def _declared_image_size(fmt, path: Path) -> int:
+    """The input size the artifact's own embedded preprocessing metadata declares."""
+    return int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])

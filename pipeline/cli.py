@@ -110,7 +110,7 @@ def check(
         table.add_column(col)
     recorded = {a["target"]: a for a in manifest["artifacts"]}
     for c in checks:
-        table.add_row(c.target, c.path, "ok" if not any("sha256" in p for p in c.problems) else "[red]MISMATCH",
+        table.add_row(c.target, c.path, "ok" if c.sha256_matches else "[red]MISMATCH",
                       "-" if c.accuracy is None else f"{c.accuracy:.2f}", f"{recorded[c.target]['accuracy']:.2f}",
                       "-" if c.latency_p50 is None else f"{c.latency_p50:.3f}",
                       "pass" if c.passed else "[red]FAIL")
