@@ -33,9 +33,12 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
 
     model, example = model.cpu().eval(), example.cpu()
     try:
-        traced = torch.jit.trace(model, example)
+        # torch.export, not jit.trace: traced shape arithmetic (MobileViT's unfold) becomes
+        # `int` ops that coremltools 9.0 cannot convert under numpy >= 2.4
+        # (apple/coremltools#2633, #2755); export specialises the shapes instead.
+        exported = torch.export.export(model, (example,)).run_decompositions({})
         mlmodel = ct.convert(
-            traced, inputs=[ct.TensorType(name=INPUT, shape=tuple(example.shape))],
+            exported, inputs=[ct.TensorType(name=INPUT, shape=tuple(example.shape))],
             outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram",
             minimum_deployment_target=ct.target.iOS16,
         )
