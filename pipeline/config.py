@@ -13,7 +13,7 @@ from edgekiln.stages.export import TargetConfig
 from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.teacher import TeacherConfig
-from edgekiln.stages.training import KDConfig
+from edgekiln.stages.training import DistillConfig, TrainConfig
 
 BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
 
@@ -48,7 +48,8 @@ class PipelineConfig(BaseModel):
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
     student: StudentConfig = StudentConfig()
-    distill: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     budget: BudgetConfig = BudgetConfig()

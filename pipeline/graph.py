@@ -19,9 +19,9 @@ class Node:
 
 
 STAGES: tuple[Node, ...] = (
-    Node("teacher", teacher.run, ("teacher",), (), preflight=teacher.preflight, budgeted=False),
-    Node("distill", distill.run, ("student", "distill"), ("teacher",), preflight=distill.preflight),
-    Node("prune", prune.run, ("prune", "distill"), ("distill", "teacher")),
+    Node("teacher", teacher.run, ("teacher", "train"), (), preflight=teacher.preflight, budgeted=False),
+    Node("distill", distill.run, ("student", "distill", "train"), ("teacher",), preflight=distill.preflight),
+    Node("prune", prune.run, ("prune", "distill", "train"), ("distill", "teacher")),
     Node("quantize", quantize.run, ("quantize",), ("prune",)),
     Node("export", export.run, ("targets",), ("quantize",)),
 )

@@ -65,7 +65,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "tool_versions": tool_versions(),
         "teacher": None if teacher is None else {
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
-            "candidates": teacher.metrics["candidates"]},
+            "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
         "stages": [vars(s) for s in outcome.stages],
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,

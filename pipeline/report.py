@@ -18,7 +18,18 @@ def _millions(value) -> str:
 
 
 def print_summary(manifest: dict, manifest_path: Path) -> None:
-    """Stage table, then one row per artifact, then the verdict."""
+    """Teacher candidates, stage table, then one row per artifact, then the verdict."""
+    teacher = manifest.get("teacher")
+    if teacher and teacher.get("candidates"):
+        candidates = Table(title=f"teacher candidates (select = {teacher.get('select', 'accuracy')})",
+                           title_justify="left")
+        for col in ("candidate", "accuracy %", "params", "MACs", "px", "host ms", "chosen", "why"):
+            candidates.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
+        for c in teacher["candidates"]:
+            candidates.add_row(c["name"], _num(c["accuracy"], ".2f"), _millions(c["params"]), _millions(c["macs"]),
+                               str(c.get("input_size", "-")), _num(c.get("host_latency_ms"), ".2f"),
+                               "yes" if c["chosen"] else "no", c.get("why", ""))
+        console.print(candidates)
     stages = Table(title="stages", title_justify="left")
     for col in ("stage", "accuracy %", "drop", "budget", "params", "MACs", "cached", "seconds", "gate"):
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")

@@ -62,9 +62,13 @@ class Dataset:
         return int(self.train_x.shape[-1])
 
 
-def to_input(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 NCHW -> float32 normalized model input."""
-    x = images.float().div_(255.0)
+def to_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:
+    """uint8 NCHW (or float in [0, 1]) -> float32 normalized model input, resized to `size`
+    when given (a teacher may run at another resolution than the data is stored at)."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    if size is not None and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=size < x.shape[-1])
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s

@@ -1,4 +1,4 @@
-"""Stage `distill`: logit knowledge distillation from the selected teacher into a student."""
+"""Stage `distill`: knowledge distillation from the selected teacher(s) into a mobile student."""
 
 from __future__ import annotations
 
@@ -32,13 +32,15 @@ def preflight(config: dict) -> None:
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: StudentConfig = config["student"]
-    kd: training.KDConfig = config["distill"]
-    teacher = inputs["teacher"].bundle
-    teacher_logits = training.logits(teacher, data.train_x)  # once: inputs are not augmented
-    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed)
+    kd: training.DistillConfig = config["distill"]
+    teachers = inputs["teacher"].bundles
+    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
+                            image_size=data.image_size)
     student = modeling.bundle(cfg.arch, model, data.num_classes, data.image_size,
-                              source=f"distilled from {teacher.source}")
+                              source="distilled from " + " + ".join(t.source for t in teachers))
+    teacher, hint = training.hinted_teacher(teachers, student, kd)
     training.fit(student, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"distill {cfg.arch}",
-                 teacher_logits=teacher_logits, kd=kd)
+                 train=config["train"], teacher=teacher, hint=hint, kd=kd)
     return StageResult.with_model(training.evaluate(student, data), student, metrics={
-        "arch": cfg.arch, "params": modeling.params(model), "macs": modeling.macs(model, student.input_size)})
+        "arch": cfg.arch, "params": modeling.params(model), "macs": modeling.macs(model, student.input_size),
+        "feature_loss": kd.feature_loss})

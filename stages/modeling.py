@@ -37,17 +37,52 @@ class ModelBundle:
         return torch.randn(batch, 3, self.input_size, self.input_size)
 
 
+TRANSFORMERS_PREFIX = "hf:"  # a Hugging Face transformers checkpoint: hub id or local directory
+
+
+def is_transformers(arch: str) -> bool:
+    return arch.startswith(TRANSFORMERS_PREFIX)
+
+
 def is_known_arch(arch: str) -> bool:
-    """A timm registry name, or a timm Hugging Face hub id (`hf-hub:org/name`, resolved
-    when the model is created)."""
+    """A timm registry name, a timm Hugging Face hub id (`hf-hub:org/name`), or a
+    transformers image classifier (`hf:org/name` or `hf:/local/dir`); the last two are
+    resolved when the model is created."""
     import timm
 
-    return arch.startswith("hf-hub:") or timm.is_model(arch)
+    return arch.startswith("hf-hub:") or is_transformers(arch) or timm.is_model(arch)
 
 
-def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | None = None) -> nn.Module:
-    """A timm model with a fresh `num_classes` head (initialised from `seed` when given, so
-    a stage's result does not depend on what ran before it); InputError for unknown names."""
+class TransformersClassifier(nn.Module):
+    """A transformers `AutoModelForImageClassification` as a plain images -> logits module."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=x).logits
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.hf(pixel_values=x, output_hidden_states=True)
+        return out.hidden_states[-1], out.logits
+
+
+def _create_transformers(ref: str, num_classes: int) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(
+        ref, num_labels=num_classes, ignore_mismatched_sizes=True)  # a new head for our classes
+    return TransformersClassifier(model)
+
+
+def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | None = None,
+           image_size: int | None = None) -> nn.Module:
+    """A model with a fresh `num_classes` head (initialised from `seed` when given, so a
+    stage's result does not depend on what ran before it). timm names and `hf-hub:` ids load
+    published weights when `pretrained`; `hf:` transformers checkpoints always load theirs.
+    `image_size` is passed on to timm models that are built for one input size (ViTs);
+    InputError, naming the model, when it cannot be created."""
     import timm
 
     if seed is not None:
@@ -55,16 +90,49 @@ def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | No
     if not is_known_arch(arch):
         raise InputError(f"unknown timm architecture {arch!r}")
     try:
+        if is_transformers(arch):
+            return _create_transformers(arch[len(TRANSFORMERS_PREFIX):], num_classes)
+        if image_size is not None:
+            try:
+                return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, img_size=image_size)
+            except TypeError as e:  # a model that takes any input size has no `img_size`
+                if "img_size" not in str(e):
+                    raise
         return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes)
-    except Exception as e:  # downloads fail offline, hub ids may not exist
-        raise InputError(f"cannot create {arch!r} (pretrained={pretrained}): {e}") from e
+    except Exception as e:  # downloads fail offline, hub ids may not exist, files may be corrupt
+        raise InputError(f"cannot create {arch!r} (pretrained={pretrained}): {str(e).splitlines()[0]}") from e
 
 
-def bundle(arch: str, model: nn.Module, num_classes: int, input_size: int, source: str = "") -> ModelBundle:
-    """Wrap a timm model with the normalization it was (pre)trained with."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return ModelBundle(arch, model, num_classes, input_size, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                       tuple(cfg.get("std", IMAGENET_STD)), source=source)
+def native_data_config(arch: str, model: nn.Module) -> dict:
+    """The input size, mean and std the model's weights were trained with: timm's data
+    config, or a transformers checkpoint's image processor."""
+    if isinstance(model, TransformersClassifier):
+        from transformers import AutoImageProcessor
+
+        config = model.hf.config
+        size = getattr(config, "image_size", 224)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        try:
+            processor = AutoImageProcessor.from_pretrained(arch[len(TRANSFORMERS_PREFIX):])
+            mean, std = processor.image_mean, processor.image_std
+            size = processor.size.get("height") or processor.size.get("shortest_edge") or size
+        except (OSError, ValueError, AttributeError):
+            pass  # no processor saved: the config's image size and ImageNet statistics
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return {"input_size": int(size), "mean": tuple(mean), "std": tuple(std)}
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return {"input_size": int(cfg["input_size"][-1]), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+
+
+def bundle(arch: str, model: nn.Module, num_classes: int, input_size: int, source: str = "",
+           native_size: bool = False) -> ModelBundle:
+    """Wrap a model with the normalization its weights were trained with. It is fed at
+    `input_size`, or at its weights' own input size when `native_size`."""
+    cfg = native_data_config(arch, model)
+    size = cfg["input_size"] if native_size else input_size
+    return ModelBundle(arch, model, num_classes, size, cfg["mean"], cfg["std"], source=source)
 
 
 def params(model: nn.Module) -> int:
@@ -90,13 +158,15 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> None:
     save_file(state, str(directory / "weights.safetensors"))
     structure = {}
     for name, module in model.named_modules():
-        attrs = {a: getattr(module, a) for a in _STRUCTURE_ATTRS
-                 if isinstance(getattr(module, a, None), (int, tuple, list))}
+        own = vars(module)  # instance attributes only: some modules expose these as properties
+        attrs = {a: own[a] for a in _STRUCTURE_ATTRS if isinstance(own.get(a), (int, tuple, list))}
         if attrs:
             structure[name] = attrs
     meta = {"arch": bundle.arch, "num_classes": bundle.num_classes, "input_size": bundle.input_size,
             "mean": list(bundle.mean), "std": list(bundle.std), "source": bundle.source,
             "structure": structure}
+    if isinstance(model, TransformersClassifier):
+        model.hf.config.save_pretrained(str(directory / "transformers"))
     (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -105,7 +175,13 @@ def load_bundle(directory: Path) -> ModelBundle:
     from safetensors.torch import load_file
 
     meta = json.loads((directory / "bundle.json").read_text())
-    model = create(meta["arch"], meta["num_classes"])
+    if is_transformers(meta["arch"]):  # rebuilt from the saved config, not from the hub
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        config = AutoConfig.from_pretrained(str(directory / "transformers"))
+        model = TransformersClassifier(AutoModelForImageClassification.from_config(config))
+    else:
+        model = create(meta["arch"], meta["num_classes"], image_size=meta["input_size"])
     modules = dict(model.named_modules())
     for name, attrs in meta["structure"].items():
         for attr, value in attrs.items():

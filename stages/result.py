@@ -20,36 +20,50 @@ class StageResult:
     accuracy: float
     metrics: dict = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
-    _model: ModelBundle | None = None
-    _model_dir: Path | None = None
+    _models: list[ModelBundle] | None = None
+    _model_dirs: list[Path] = field(default_factory=list)
     directory: Path | None = None  # set once stored
 
     @property
     def bundle(self) -> ModelBundle:
-        """The stage's model, read from disk on first use (a cached run often never needs it)."""
-        if self._model is None:
-            if self._model_dir is None:
+        """The stage's (first) model, read from disk on first use (a cached run often never
+        needs it)."""
+        return self.bundles[0]
+
+    @property
+    def bundles(self) -> list[ModelBundle]:
+        """All the stage's models (a teacher ensemble has several), best first."""
+        if self._models is None:
+            if not self._model_dirs:
                 raise LookupError("this stage produced no model")
-            self._model = load_bundle(self._model_dir)
-        return self._model
+            self._models = [load_bundle(d) for d in self._model_dirs]
+        return self._models
 
     @classmethod
     def with_model(cls, accuracy: float, bundle: ModelBundle, **kw) -> "StageResult":
-        return cls(accuracy=accuracy, _model=bundle, **kw)
+        return cls(accuracy=accuracy, _models=[bundle], **kw)
+
+    @classmethod
+    def with_models(cls, accuracy: float, bundles: list[ModelBundle], **kw) -> "StageResult":
+        return cls(accuracy=accuracy, _models=list(bundles), **kw)
+
+
+def _model_dir(directory: Path, index: int) -> Path:
+    return directory / (_MODEL_DIR if index == 0 else f"{_MODEL_DIR}_{index}")
 
 
 def save_result(result: StageResult, directory: Path) -> None:
     """Store `result` in `directory` (which already holds its files); result.json is last."""
-    has_model = result._model is not None
-    if has_model:
-        save_bundle(result._model, directory / _MODEL_DIR)
+    models = result._models or []
+    for i, bundle in enumerate(models):
+        save_bundle(bundle, _model_dir(directory, i))
     record = {"accuracy": result.accuracy, "metrics": result.metrics, "files": result.files,
-              "has_model": has_model}
+              "models": len(models)}
     (directory / _RESULT_FILE).write_text(json.dumps(record, indent=1))
 
 
 def load_result(directory: Path) -> StageResult:
     record = json.loads((directory / _RESULT_FILE).read_text())
     return StageResult(accuracy=record["accuracy"], metrics=record["metrics"], files=record["files"],
-                       _model_dir=directory / _MODEL_DIR if record["has_model"] else None,
+                       _model_dirs=[_model_dir(directory, i) for i in range(record["models"])],
                        directory=directory)

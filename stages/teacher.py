@@ -1,9 +1,12 @@
-"""Stage `teacher`: fine-tune every candidate teacher on the data, score it, keep the best."""
+"""Stage `teacher`: fine-tune every candidate teacher on the data, score it, keep the best
+(or the best k, whose averaged logits then teach the student)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgekiln.stages import modeling, training
@@ -11,12 +14,13 @@ from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
+from edgekiln.targets.timing import measure
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 class TeacherCandidate(BaseModel):
-    """A candidate given as a table: a timm architecture and, optionally, local weights."""
+    """A candidate given as a table: an architecture and, optionally, local weights."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,7 +33,8 @@ class TeacherCandidate(BaseModel):
 
 
 class TeacherConfig(BaseModel):
-    """`[teacher]`: candidates are timm names or {arch, checkpoint} tables."""
+    """`[teacher]`: candidates are timm names, `hf-hub:` timm ids, `hf:` transformers
+    checkpoints (hub id or local directory), or {arch, checkpoint} tables."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +42,11 @@ class TeacherConfig(BaseModel):
     pretrained: bool = False
     epochs: int = Field(5, ge=0, le=1000)
     lr: float = Field(3e-3, gt=0.0)
+    image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
+    select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
+    max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9
+    max_latency_ms: float | None = Field(None, gt=0)  # host, batch 1, torch on the CPU
+    ensemble: int = Field(1, ge=1, le=16)
 
     def resolved(self) -> list[TeacherCandidate]:
         return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
@@ -45,37 +55,124 @@ class TeacherConfig(BaseModel):
 def preflight(config: dict) -> None:
     """Fail fast, before any training, on a candidate that cannot be loaded."""
     cfg: TeacherConfig = config["teacher"]
-    for i, cand in enumerate(cfg.resolved()):
+    candidates = cfg.resolved()
+    if cfg.ensemble > len(candidates):
+        raise InputError(f"teacher.ensemble = {cfg.ensemble} but there are only {len(candidates)} candidates")
+    for i, cand in enumerate(candidates):
         key = f"teacher.candidates[{i}]"
         if cand.arch.endswith(CHECKPOINT_SUFFIXES):
             raise InputError(f"{key}: {cand.arch!r} is a file; give it as {{arch = \"<timm name>\", "
                              f"checkpoint = \"{cand.arch}\"}}")
         if not modeling.is_known_arch(cand.arch):
             raise InputError(f"{key}: unknown timm architecture {cand.arch!r}")
+        if modeling.is_transformers(cand.arch):
+            _check_transformers(key, cand.arch)
+        elif cfg.pretrained and not cand.checkpoint and not cand.arch.startswith("hf-hub:"):
+            import timm
+
+            if not timm.list_pretrained(cand.arch):
+                raise InputError(f"{key}: timm has no pretrained weights for {cand.arch!r} (teacher.pretrained = true)")
         if cand.checkpoint is not None:
-            modeling.load_checkpoint(modeling.create(cand.arch, num_classes=2), cand.checkpoint)
+            if modeling.is_transformers(cand.arch):
+                raise InputError(f"{key}: a transformers checkpoint is a directory: give it as \"hf:<dir>\"")
+            try:
+                modeling.load_checkpoint(modeling.create(cand.arch, num_classes=2), cand.checkpoint)
+            except InputError as e:
+                raise InputError(f"{key} ({cand.name}): {e}") from None
+
+
+def _check_transformers(key: str, arch: str) -> None:
+    """A transformers reference must at least have a readable image-classification config."""
+    from transformers import AutoConfig
+
+    ref = arch[len(modeling.TRANSFORMERS_PREFIX):]
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except Exception as e:
+        raise InputError(f"{key}: cannot load transformers checkpoint {ref!r}: {str(e).splitlines()[0]}") from None
+    if not any(a.endswith("ForImageClassification") for a in (config.architectures or ["ForImageClassification"])):
+        raise InputError(f"{key}: {ref!r} is a {config.architectures} checkpoint, not an image classifier")
+
+
+def _native_size(cfg: TeacherConfig, cand: TeacherCandidate) -> bool:
+    """Whether the candidate runs at its weights' own input size (published, hub or local
+    checkpoint weights) rather than at the data's (trained from scratch here)."""
+    return cfg.image_size is None and (cfg.pretrained or cand.checkpoint is not None
+                                       or modeling.is_transformers(cand.arch))
+
+
+@torch.no_grad()
+def host_latency_ms(bundle: modeling.ModelBundle) -> float:
+    """Median batch-1 latency of the torch model on this machine's CPU, in milliseconds."""
+    model = bundle.model.cpu().eval()
+    x = bundle.example_input()
+    return measure(lambda: model(x), warmup=3, runs=10).p50
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: TeacherConfig = config["teacher"]
-    scored = []
+    train: training.TrainConfig = config["train"]
+    scored, records = [], []
     for cand in cfg.resolved():
+        native = _native_size(cfg, cand)
         model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint,
-                                 seed=data.seed)
+                                seed=data.seed, image_size=None if native else cfg.image_size or data.image_size)
         note = ""
         if cand.checkpoint is not None:
             skipped = modeling.load_checkpoint(model, cand.checkpoint)
             note = f" (new head: {len(skipped)} tensors re-initialised)" if skipped else ""
-        bundle = modeling.bundle(cand.arch, model, data.num_classes, data.image_size, source=cand.name)
-        training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}")
-        acc = training.evaluate(bundle, data)
-        scored.append((acc, bundle, {"name": cand.name, "accuracy": acc, "params": modeling.params(model),
-                                     "macs": modeling.macs(model, bundle.input_size)}))
-        console.print(f"  candidate {cand.name}: {acc:.2f}%{note}")
-    # Best accuracy wins; ties go to the smaller model.
-    best_acc, best, best_record = max(scored, key=lambda s: (s[0], -s[2]["params"]))
-    for _, bundle, record in scored:
-        record["chosen"] = bundle is best
-    return StageResult.with_model(best_acc, best, metrics={
-        "name": best.source, "candidates": [r for _, _, r in scored],
-        "params": best_record["params"], "macs": best_record["macs"]})
+        bundle = modeling.bundle(cand.arch, model, data.num_classes, cfg.image_size or data.image_size,
+                                 source=cand.name, native_size=native)
+        record = {"name": cand.name, "accuracy": None, "params": modeling.params(model),
+                  "macs": modeling.macs(model, bundle.input_size), "input_size": bundle.input_size,
+                  "host_latency_ms": host_latency_ms(bundle), "chosen": False}
+        records.append(record)
+        excluded = _excluded(cfg, record)
+        if excluded:
+            record["why"] = excluded
+            console.print(f"  candidate {cand.name}: excluded, {excluded}")
+            continue
+        training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}", train=train)
+        record["accuracy"] = training.evaluate(bundle, data)
+        record["score"] = _score(cfg, record)
+        scored.append((bundle, record))
+        console.print(f"  candidate {cand.name}: {record['accuracy']:.2f}% at {bundle.input_size} px{note}")
+    if not scored:
+        raise InputError("teacher: every candidate is excluded by teacher.max_macs / teacher.max_latency_ms")
+    # Highest score wins; ties go to the smaller model.
+    scored.sort(key=lambda s: (s[1]["score"], -s[1]["params"]), reverse=True)
+    chosen = scored[: cfg.ensemble]
+    rule = "accuracy" if cfg.select == "accuracy" else "accuracy per GFLOP"
+    for rank, (_, record) in enumerate(scored):
+        record["chosen"] = rank < cfg.ensemble
+        if rank == 0:
+            record["why"] = f"best {rule}"
+        elif record["chosen"]:
+            record["why"] = f"ensemble member {rank + 1} of {cfg.ensemble} by {rule}"
+        else:
+            record["why"] = f"lower {rule} than {chosen[-1][1]['name']}"
+    bundles = [b for b, _ in chosen]
+    accuracy = chosen[0][1]["accuracy"]
+    if len(bundles) > 1:
+        ensemble_logits = torch.stack([training.logits(b, data.val_x) for b in bundles]).mean(0)
+        accuracy = training.accuracy(ensemble_logits, data.val_y)
+        console.print(f"  ensemble of {len(bundles)}: {accuracy:.2f}%")
+    best = chosen[0][1]
+    return StageResult.with_models(accuracy, bundles, metrics={
+        "name": " + ".join(b.source for b in bundles), "select": cfg.select, "candidates": records,
+        "params": sum(r["params"] for _, r in chosen), "macs": sum(r["macs"] for _, r in chosen),
+        "best_single_accuracy": best["accuracy"]})
+
+
+def _excluded(cfg: TeacherConfig, record: dict) -> str:
+    if cfg.max_macs is not None and record["macs"] > cfg.max_macs:
+        return f"MACs {record['macs'] / 1e6:.1f}M > teacher.max_macs {cfg.max_macs / 1e6:.1f}M"
+    if cfg.max_latency_ms is not None and record["host_latency_ms"] > cfg.max_latency_ms:
+        return f"host latency {record['host_latency_ms']:.2f} ms > teacher.max_latency_ms {cfg.max_latency_ms}"
+    return ""
+
+
+def _score(cfg: TeacherConfig, record: dict) -> float:
+    if cfg.select == "accuracy":
+        return record["accuracy"]
+    return record["accuracy"] / (2 * record["macs"] / 1e9)  # one MAC is two FLOPs
