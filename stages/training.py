@@ -297,7 +297,7 @@ def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int
                 schedule.step_update(step)
                 if ema is not None:
                     ema.update(model, step=step)
-                total, seen = total + float(loss) * len(idx), seen + len(idx)
+                total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
             epoch_seconds.append(time.perf_counter() - epoch_start)
             bar.update(task, advance=1, status=f"loss {total / max(seen, 1):.3f}")
     if ema is not None:

@@ -20,8 +20,10 @@ def run(config, out, cache):
     return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
 
 
-def test_demo_config_passes_its_own_budget(tmp_path):
-    result = run(ROOT / "examples" / "digits.toml", tmp_path / "out", tmp_path / "cache")
+@pytest.mark.parametrize("example", ["digits.toml", "mobilevit.toml", "mobilenetv4.toml"])
+def test_example_config_passes_its_own_budget(example, tmp_path):
+    """The demo and one example per student family: exit 0 and all three artifacts."""
+    result = run(ROOT / "examples" / example, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {a["path"] for a in manifest["artifacts"]} == {"model.tflite", "model.onnx", "model.mlpackage"}
