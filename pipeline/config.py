@@ -94,9 +94,11 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
         return p if p is None or p.is_absolute() else (base / p).resolve()
 
     cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
-    for cand in cfg.teacher.candidates:
+    for i, cand in enumerate(cfg.teacher.candidates):
         if not isinstance(cand, str):
             cand.checkpoint = fix(cand.checkpoint)
+        elif cand.startswith("hf:") and (base / cand[3:]).is_dir():  # a local directory, not a hub id
+            cfg.teacher.candidates[i] = f"hf:{(base / cand[3:]).resolve()}"
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -58,9 +58,10 @@ def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_t
     started = time.perf_counter()
     with console.status(f"  {target.name}: converting to {target.format}"):
         fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata)
-    console.print(f"  {target.name}: {target.format} artifact written ({time.perf_counter() - started:.0f} s)")
+    convert_seconds = time.perf_counter() - started
+    console.print(f"  {target.name}: {target.format} artifact written ({convert_seconds:.0f} s)")
     record = {"target": target.name, "format": target.format, "file": target.artifact_name,
-              "runtime": fmt.RUNTIME, "threads": target.threads}
+              "runtime": fmt.RUNTIME, "threads": target.threads, "convert_seconds": round(convert_seconds, 1)}
     try:
         with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
             predicted = fmt.predict(path, val_x, threads=target.threads)

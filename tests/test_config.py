@@ -99,3 +99,18 @@ def test_relative_checkpoint_path_resolves_against_config_dir(tmp_path):
                         'candidates = [{arch = "resnet10t", checkpoint = "w/t.safetensors"}]')
     cfg = load_config(write(tmp_path, text))
     assert cfg.teacher.candidates[0].checkpoint == (tmp_path / "w" / "t.safetensors").resolve()
+
+
+def test_transformers_local_directory_resolves_against_config_dir_and_hub_ids_stay(tmp_path):
+    (tmp_path / "my-vit").mkdir()
+    cfg = load_config(write(tmp_path, BASE.replace('["resnet10t"]', '["hf:my-vit", "hf:google/vit-base-patch16-224"]')))
+    assert cfg.teacher.candidates == [f"hf:{tmp_path / 'my-vit'}", "hf:google/vit-base-patch16-224"]
+
+
+def test_train_and_teacher_selection_keys_are_validated(tmp_path):
+    message = error_of(tmp_path, BASE + '\n[train]\nrandaugment = "augmix-m5"\nema_decay = 1.5\n')
+    assert "train.randaugment: Value error, not a timm RandAugment string" in message
+    assert "train.ema_decay" in message
+    message = error_of(tmp_path, BASE.replace('candidates = ["resnet10t"]',
+                                              'candidates = ["resnet10t"]\nselect = "fastest"'))
+    assert "teacher.select" in message

@@ -98,6 +98,8 @@ def test_manifest_fields(run):
     teacher = manifest["teacher"]
     assert [c["name"] for c in teacher["candidates"]] == ["resnet10t", "mobilenetv3_small_050"]
     assert sum(c["chosen"] for c in teacher["candidates"]) == 1
+    for c in teacher["candidates"]:
+        assert c["why"] and c["host_latency_ms"] > 0 and c["input_size"] == 32 and c["macs"] > 0
     assert teacher["accuracy"] == max(c["accuracy"] for c in teacher["candidates"])
     assert teacher["accuracy"] > 80  # far above chance (10%): the teacher really learned
     for stage in manifest["stages"]:
@@ -265,15 +267,18 @@ def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
     assert result.exit_code == 2 and "manifest.json does not exist" in result.output
 
 
-def test_corrupt_teacher_checkpoint_exits_2_naming_it_before_training(tmp_path):
-    broken = tmp_path / "teacher.safetensors"
-    broken.write_bytes(b"\x00" * 64)
+@pytest.mark.parametrize("candidate, message", [
+    ('{arch = "resnet10t", checkpoint = "teacher.safetensors"}', "teacher.safetensors cannot be read"),
+    ('{arch = "resnet10t", checkpoint = "missing.safetensors"}', "missing.safetensors does not exist"),
+    ('"hf:no_such_directory"', "cannot load transformers checkpoint 'no_such_directory'"),
+])
+def test_a_teacher_that_cannot_be_loaded_exits_2_naming_it_before_training(tmp_path, candidate, message):
+    (tmp_path / "teacher.safetensors").write_bytes(b"\x00" * 64)  # corrupt
     config = write_config(tmp_path)
-    config.write_text(config.read_text().replace(
-        '"resnet10t"', '{arch = "resnet10t", checkpoint = "teacher.safetensors"}'))
+    config.write_text(config.read_text().replace('"resnet10t"', candidate))
     result = invoke(config, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 2, result.output
-    assert "teacher.safetensors cannot be read" in result.output
+    assert "teacher.candidates[0]" in result.output and message in result.output
     assert not (tmp_path / "cache").exists()
 
 

@@ -86,10 +86,18 @@ def test_every_candidate_excluded_is_an_input_error(data):
 
 
 def test_ensemble_keeps_the_top_k_and_scores_their_average(data):
-    result = run_teacher(data, candidates=["resnet10t", "mobilenetv3_small_050", "resnet14t"], epochs=1, ensemble=2)
+    result = run_teacher(data, candidates=["resnet10t", "mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=1, ensemble=2)
     chosen = [r for r in result.metrics["candidates"] if r["chosen"]]
     assert len(chosen) == 2 and len(result.bundles) == 2
     best = max(r["accuracy"] for r in result.metrics["candidates"])
     assert chosen[0]["accuracy"] == best or chosen[1]["accuracy"] == best
     averaged = torch.stack([training.logits(b, data.val_x) for b in result.bundles]).mean(0)
     assert result.accuracy == training.accuracy(averaged, data.val_y)
+
+
+def test_teacher_stage_fine_tunes_a_transformers_checkpoint_at_its_own_size(data, hf_dir):
+    result = run_teacher(data, candidates=[f"hf:{hf_dir}", "mobilenetv3_small_050"], epochs=1)
+    records = {r["name"]: r for r in result.metrics["candidates"]}
+    hf = records[f"hf:{hf_dir}"]
+    assert hf["input_size"] == 48 and hf["accuracy"] is not None and hf["macs"] > 0
+    assert records["mobilenetv3_small_050"]["input_size"] == 32

@@ -95,7 +95,7 @@ def test_fitnets_hint_matches_any_teacher_feature_shape(data, teacher_arch):
 
 
 def test_a_teacher_ensemble_averages_logits(data):
-    a, b = teacher_bundle(), modeling.bundle("resnet14t", modeling.create("resnet14t", 10, seed=2), 10, 32)
+    a, b = teacher_bundle(), student("mobilenetv3_small_075")
     x = data.train_x[:4]
     mean = (training.logits(a, x) + training.logits(b, x)) / 2
     got, _ = training.Teacher([a, b]).to(torch.device("cpu"))(x.float() / 255)
