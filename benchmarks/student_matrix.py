@@ -1,11 +1,12 @@
 """Every supported student family through the whole pipeline and every target: a short
-run per student on digits (400 images, few epochs: this checks that each stage and each
+run per student on digits (800 images, 8 epochs: this checks that each stage and each
 converter works, not how accurate a student can get; see kd_vs_scratch.py for that).
 
     .venv/bin/python benchmarks/student_matrix.py [arch ...]
 
-Prints a Markdown table: pruning, and each artifact's accuracy in its runtime next to
-the torch INT8 model's, with conversion seconds.
+Prints a Markdown table: pruning, and each artifact's accuracy in its runtime (and its
+top-1 agreement with the float model it came from) next to the torch INT8 model's, with
+conversion seconds.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ CONFIG = """
 [data]
 source = "digits"
 image_size = 32
-max_samples = 400
+max_samples = 800
 seed = 0
 
 [teacher]
 candidates = ["resnet10t"]
-epochs = 3
+epochs = 4
 
 [student]
 arch = "{arch}"
-epochs = 4
+epochs = 8
 lr = 3e-3
 
 [prune]
@@ -62,8 +63,8 @@ format = "coreml"
 def main() -> None:
     students = sys.argv[1:] or STUDENTS
     edgekiln = Path(sys.executable).with_name("edgekiln")
-    print("| student | exit | MACs distilled -> pruned | quantize (torch) % | tflite % | onnx % | coreml % (proxy) "
-          "| conversion s (tflite / onnx / coreml) |")
+    print("| student | exit | MACs distilled -> pruned | quantize (torch) % | tflite % (agreement) | onnx % (agreement) "
+          "| coreml % (proxy) | conversion s (tflite / onnx / coreml) |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"  # the teacher is shared
@@ -82,7 +83,8 @@ def main() -> None:
             art = {a["format"]: a for a in manifest["artifacts"]}
             macs = (f"{stages['distill']['macs'] / 1e6:.2f}M -> {stages['prune']['macs'] / 1e6:.2f}M"
                     if "prune" in stages else "-")
-            acc = [f"{art[f]['accuracy']:.2f}" if f in art else "-" for f in ("tflite", "onnx", "coreml")]
+            acc = [f"{art[f]['accuracy']:.2f} ({art[f]['agreement']:.1f})" if f in art else "-"
+                   for f in ("tflite", "onnx")] + [f"{art['coreml']['accuracy']:.2f}" if "coreml" in art else "-"]
             secs = " / ".join(f"{art[f]['convert_seconds']:.0f}" if f in art else "-" for f in ("tflite", "onnx", "coreml"))
             quant = f"{stages['quantize']['accuracy']:.2f}" if "quantize" in stages else "-"
             error = f" ({manifest['error']})" if manifest.get("error") else ""
