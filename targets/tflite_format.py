@@ -97,7 +97,11 @@ class _Runner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter.allocate_tensors()
+        except RuntimeError as e:  # the converter wrote an op the runtime cannot prepare
+            raise ConversionError(NAME, f"the converted model does not run in {RUNTIME}: "
+                                        f"{' '.join(str(e).split())}") from e
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
 

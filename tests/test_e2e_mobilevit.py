@@ -8,6 +8,7 @@ import textwrap
 from typer.testing import CliRunner
 
 from edgekiln.cli import app
+from test_e2e import ALL_TARGETS  # the same three targets as the MobileNet pipeline
 
 TINY_MOBILEVIT = """
 [data]
@@ -37,24 +38,12 @@ calibration_samples = 32
 
 [budget]
 max_drop_total = 90.0
-
-[[targets]]
-name = "android"
-format = "tflite"
-
-[[targets]]
-name = "server"
-format = "onnx"
-
-[[targets]]
-name = "iphone"
-format = "coreml"
 """
 
 
 def test_mobilevit_student_runs_every_stage_and_target(tmp_path):
     config = tmp_path / "mobilevit.toml"
-    config.write_text(textwrap.dedent(TINY_MOBILEVIT))
+    config.write_text(textwrap.dedent(TINY_MOBILEVIT) + textwrap.dedent(ALL_TARGETS))
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"),
                                       "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
