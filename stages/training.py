@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from typing import Literal
 
 import numpy as np
@@ -207,8 +208,6 @@ def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int
     epoch (no augmentation) and `cache_teacher` is on, the teacher's outputs are computed
     once up front instead of in every step. Returns timing figures for benchmarks.
     """
-    import time
-
     from timm.data import Mixup
     from timm.scheduler import CosineLRScheduler
     from timm.utils import ModelEmaV3
