@@ -26,6 +26,8 @@ from edgekiln.runner import run_pipeline  # noqa: E402
 from edgekiln.stages.data import load_dataset, to_input  # noqa: E402
 from edgekiln.stages.quantize import calibration_images  # noqa: E402
 from edgekiln.targets import onnx_format  # noqa: E402
+from edgekiln.targets.profiles import RunnerSpec, host_profile  # noqa: E402
+from edgekiln.targets.runners import host  # noqa: E402
 
 VARIANTS = {
     "U8S8 (int8 weights)": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8),
@@ -47,7 +49,7 @@ def main() -> None:
         val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
         val_y = data.val_y.numpy()
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-        onnx_format._export_float(bundle.model, bundle.example_input(), fp32)
+        onnx_format.export_float(bundle.model, bundle.example_input(), fp32)
         quant_pre_process(str(fp32), str(pre))
         models = {"fp32": fp32}
         for name, kwargs in VARIANTS.items():
@@ -60,9 +62,13 @@ def main() -> None:
         base = None
         for name, path in models.items():
             accuracy = (onnx_format.predict(path, val_x).argmax(1) == val_y).mean() * 100
-            p50 = onnx_format.benchmark(path, val_x[0], threads=2, warmup=20, runs=300).p50
+            p50 = host.measure(path, HOST_2_THREADS).latency_ms["p50"]
             base = base or p50
             print(f"| {name} | {accuracy:.2f} | {p50:.3f} | {p50 / base:.2f} |")
+
+
+HOST_2_THREADS = host_profile("onnx", 2).model_copy(
+    update={"runner": RunnerSpec(kind="host", warmup_runs=20, runs=300)})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def code_version(version: str, tools: dict[str, str | None], packages: list[str]
         directory = Path(importlib.import_module(package).__file__).parent
         for source in sorted(directory.glob("*.py")):
             h.update(source.name.encode() + b"\0" + source.read_bytes())
+        for sub in sorted(p for p in directory.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
+            for source in sorted(sub.glob("*.py")):  # subpackages (edgekiln.targets.runners)
+                h.update(f"{sub.name}/{source.name}".encode() + b"\0" + source.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -1,6 +1,7 @@
-"""Re-verify a finished run for a release build: artifacts are the ones the manifest
-describes (sha256), still load in their runtimes, and reproduce the recorded accuracy;
-host latency is measured again."""
+"""Re-verify artifacts for a release build: `edgekiln check` (a whole run) and `edgekiln bench`
+(one artifact). Artifacts must be the ones the manifest describes (sha256), still load in
+their runtimes and reproduce the recorded accuracy, and meet their latency profile's budgets,
+re-measured by the profile's runner (host, device or estimate)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
+from edgekiln.stages.export import TargetConfig
 from edgekiln.stages.training import accuracy
-from edgekiln.targets import get_format
-from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
-from edgekiln.targets.files import sha256
+from edgekiln.targets import FORMATS, get_format, runners
+from edgekiln.targets.cost import CostFeatures
+from edgekiln.targets.errors import ConversionError, DeviceUnreachable, RunnerFailed, RuntimeUnavailable
+from edgekiln.targets.files import sha256, size_bytes
+from edgekiln.targets.profiles import Profile, ProfileError, load_profile
 
 # Runtimes are deterministic on one machine; across machines (another CPU's kernels)
 # a prediction may flip on a near-tie, so a re-measured accuracy may move this much.
@@ -26,15 +29,29 @@ ACCURACY_TOLERANCE = 0.5
 class ArtifactCheck:
     target: str
     path: str
-    sha256_matches: bool = True
+    profile: str | None = None
+    sha256_matches: bool | None = None  # None: no manifest to compare with
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     accuracy: float | None = None
-    latency_p50: float | None = None
+    measurement: dict | None = None
+    budgets: list[BudgetCheck] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.problems
+        return not self.problems and all(b.passed for b in self.budgets)
+
+    @property
+    def latency(self) -> dict:
+        return (self.measurement or {}).get("latency_ms") or {}
+
+
+def format_of(path: Path) -> str:
+    """The artifact format a file name implies (.onnx, .tflite, .mlpackage)."""
+    for name in FORMATS:
+        if path.name.endswith(get_format(name).SUFFIX):
+            return name
+    raise InputError(f"{path}: not an artifact edgekiln knows (.onnx, .tflite or .mlpackage)")
 
 
 def read_manifest(out_dir: Path) -> dict:
@@ -47,54 +64,129 @@ def read_manifest(out_dir: Path) -> dict:
         raise InputError(f"{path} is not valid JSON: {e}") from None
 
 
-def check_run(out_dir: Path, measure_accuracy: bool = True) -> tuple[dict, list[ArtifactCheck]]:
-    """Check every artifact of the run in `out_dir` against its manifest."""
+def _profile(name: str) -> Profile:
+    try:
+        return load_profile(name)
+    except ProfileError as e:
+        raise InputError(f"--profile: {e}") from None
+
+
+def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_estimate: bool) -> None:
+    """Run `profile`'s runner on the artifact and check its budgets (latency, memory, size)."""
+    fmt = get_format(format_of(path))
+    if profile.format != fmt.NAME:
+        raise InputError(f"profile {profile.name!r} is for {profile.format} artifacts; {path.name} is {fmt.NAME}")
+    metadata = fmt.read_metadata(path)
+    features = CostFeatures.from_dict(json.loads(metadata["edgekiln_cost"])) if "edgekiln_cost" in metadata else None
+    precision = metadata.get("edgekiln_precision", fmt.PRECISION)
+    try:
+        measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate)
+    except DeviceUnreachable as e:
+        raise InputError(f"{result.target}: profile {profile.name!r}: device cannot be reached: {e}"
+                         + ("" if profile.estimate is None else " (--allow-estimate estimates instead)")) from e
+    except RunnerFailed as e:
+        raise InputError(f"{result.target}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
+    except RuntimeUnavailable as e:
+        result.notes.append(f"latency not measured: {e}")
+        measurement = None
+    result.profile = profile.name
+    record = {"budget": profile.budget.model_dump(), "profile": profile.name, "size_bytes": size_bytes(path)}
+    if measurement is not None:
+        result.measurement = measurement.to_dict()
+        result.notes += measurement.notes
+        record.update(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
+                      latency_source=measurement.source)
+    result.budgets, unchecked = budget_checks(f"target {result.target}", record)
+    result.notes += unchecked
+
+
+def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
+                   runner: str | None = None) -> ArtifactCheck:
+    """`edgekiln bench`: one artifact against one profile; its sha256 is checked against a
+    manifest.json beside it when there is one that lists it."""
+    if not path.exists():
+        raise InputError(f"artifact {path} does not exist")
+    result = ArtifactCheck(target=path.name, path=str(path))
+    manifest_path = path.parent / "manifest.json"
+    if manifest_path.is_file():
+        records = {a["path"]: a for a in read_manifest(path.parent).get("artifacts", [])}
+        if path.name in records:
+            result.target = records[path.name]["target"]
+            result.sha256_matches = sha256(path) == records[path.name]["sha256"]
+            if not result.sha256_matches:
+                result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
+    profile = _profile(profile_name)
+    if runner is not None:
+        from edgekiln.targets.profiles import RUNNERS
+
+        if runner not in RUNNERS:
+            raise InputError(f"--runner {runner!r}: use one of {', '.join(RUNNERS)}")
+        profile = profile.model_copy(update={"runner": profile.runner.model_copy(update={"kind": runner})})
+    measure_against(result, path, profile, allow_estimate)
+    return result
+
+
+def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str, ...] = (),
+              allow_estimate: bool = False) -> tuple[dict, list[ArtifactCheck]]:
+    """Check every artifact of the run in `out_dir` against its manifest and its profile; a
+    profile given in `profiles` replaces the run's own for the artifacts of its format."""
     manifest = read_manifest(out_dir)
     if not manifest.get("artifacts"):
         raise InputError(f"{out_dir / 'manifest.json'} lists no artifacts (the run stopped before export)")
+    overrides: dict[str, Profile] = {}
+    for name in profiles:
+        profile = _profile(name)
+        if not any(a["format"] == profile.format for a in manifest["artifacts"]):
+            raise InputError(f"--profile {name}: the run has no {profile.format} artifact")
+        overrides[profile.format] = profile
     val = None
     if measure_accuracy:
         data = load_dataset(DataConfig.model_validate(manifest["config"]["data"]))
         pre = manifest["preprocessing"]
         val = (to_input(data.val_x, pre["mean"], pre["std"]).numpy(), data.val_y.numpy())
     targets = {t["name"]: t for t in manifest["config"]["targets"]}
-    return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), val) for a in manifest["artifacts"]]
+    return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), val, overrides, allow_estimate)
+                      for a in manifest["artifacts"]]
 
 
-def _check_artifact(out_dir: Path, record: dict, target: dict, val) -> ArtifactCheck:
+def _run_profile(record: dict, target: dict) -> Profile:
+    """The profile the run measured this artifact with: its own file, the target's overrides."""
+    config = TargetConfig.model_validate(target)
+    if record.get("profile_file"):
+        config.profile = record["profile_file"]
+    try:
+        return config.resolve()
+    except ProfileError as e:
+        raise InputError(f"target {record['target']}: {e}") from None
+
+
+def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: dict, allow_estimate: bool):
     result = ArtifactCheck(record["target"], record["path"])
     path = out_dir / record["path"]
     if not path.exists():
         raise InputError(f"artifact {path} listed in the manifest does not exist")
-    if sha256(path) != record["sha256"]:
-        result.sha256_matches = False
+    result.sha256_matches = sha256(path) == record["sha256"]
+    if not result.sha256_matches:
         result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
         return result
     if not record.get("passed", False):
         result.problems.append("its gate failed in the run")
     fmt = get_format(record["format"])
-    threads = record.get("threads", 1)
-    size = _declared_image_size(fmt, path)
-    try:
-        if val is not None:
-            result.accuracy = accuracy(fmt.predict(path, val[0], threads=threads), val[1])
+    profile = overrides.get(record["format"]) or _run_profile(record, target)
+    if val is not None:
+        try:
+            result.accuracy = accuracy(fmt.predict(path, val[0], threads=profile.runtime.threads), val[1])
             if record["accuracy_source"] == "runtime" and abs(result.accuracy - record["accuracy"]) > ACCURACY_TOLERANCE:
                 result.problems.append(f"accuracy {result.accuracy:.2f}% in {fmt.RUNTIME} differs from the "
                                        f"manifest's {record['accuracy']:.2f}%")
-        sample = val[0][0] if val is not None else np.zeros((3, size, size), dtype=np.float32)
-        latency = fmt.benchmark(path, sample, threads, target.get("warmup_runs", 10), target.get("latency_runs", 100))
-        result.latency_p50 = latency.p50
-    except RuntimeUnavailable as e:
-        result.notes.append(f"not run here: {e}")
-        if record["format"] == "coreml":
-            try:
-                fmt.check(path, (1, 3, size, size))
-                result.notes.append("structure checked: loads, input/output names and shape, INT8 weights")
-            except ConversionError as structural:
-                result.problems.append(str(structural))
+        except RuntimeUnavailable as e:
+            result.notes.append(f"accuracy not re-measured here: {e}")
+    if record["format"] == "coreml":
+        try:
+            size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])
+            fmt.check(path, (1, 3, size, size))
+            result.notes.append("Core ML structure checked: loads, input/output names and shape, INT8 weights")
+        except ConversionError as structural:
+            result.problems.append(str(structural))
+    measure_against(result, path, profile, allow_estimate or target.get("allow_estimate", False))
     return result
-
-
-def _declared_image_size(fmt, path: Path) -> int:
-    """The input size the artifact's own embedded preprocessing metadata declares."""
-    return int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])

@@ -85,46 +85,107 @@ def run(
     raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
 
 
+def _checks_table(title: str, checks, recorded: dict | None = None):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    cols = ["target", "artifact", "sha256", "accuracy %"] + (["manifest %"] if recorded is not None else []) + [
+        "profile", "source", "p50 ms", "p90 ms", "peak MB", "result"]
+    for col in cols:
+        table.add_column(col)
+    for c in checks:
+        lat, m = c.latency, c.measurement or {}
+        row = [c.target, Path(c.path).name, {None: "-", True: "ok", False: "[red]MISMATCH"}[c.sha256_matches],
+               "-" if c.accuracy is None else f"{c.accuracy:.2f}"]
+        if recorded is not None:
+            row.append(f"{recorded[c.target]['accuracy']:.2f}")
+        row += [c.profile or "-", m.get("source") or "not measured",
+                "-" if lat.get("p50") is None else f"{lat['p50']:.3f}",
+                "-" if lat.get("p90") is None else f"{lat['p90']:.3f}",
+                "-" if m.get("peak_memory_mb") is None else f"{m['peak_memory_mb']:.1f}",
+                "pass" if c.passed else "[red]FAIL"]
+        table.add_row(*row)
+    return table
+
+
+def _print_findings(checks) -> None:
+    from edgekiln.stages.progress import console
+
+    for c in checks:
+        for line in c.problems:
+            console.print(f"[bold red]{c.target}:[/] {line}")
+        for gate in c.budgets:
+            console.print(("" if gate.passed else "[bold red]") + gate.message())
+        for line in c.notes:
+            console.print(f"{c.target}: {line}")
+
+
 @app.command()
 def check(
     out_dir: Path = typer.Argument(..., help="output directory of `edgekiln run`"),
-    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy",
-                                  help="re-run each artifact over the val split"),
+    profile: list[str] = typer.Option([], "--profile", help="profile to check against instead of the run's own "
+                                      "(for the artifacts of its format); repeatable"),
+    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="re-run each artifact over the val split"),
+    allow_estimate: bool = typer.Option(False, "--allow-estimate",
+                                        help="estimate latency where the profile's device cannot be reached"),
 ) -> None:
-    """Verify a finished run: sha256 of every artifact against the manifest, accuracy
-    re-measured in each runtime, host latency re-timed. Exit 0 / 1 / 2 as `run`."""
+    """Verify a finished run for a release build: sha256 of every artifact against the manifest,
+    accuracy re-measured in each runtime, latency and memory re-measured on each target's profile
+    (or --profile) and checked against its budgets. Exit 0 / 1 / 2 as `run`."""
     _quiet_converters()
-    from rich.table import Table
-
     from edgekiln.check import check_run
     from edgekiln.stages.errors import InputError
     from edgekiln.stages.progress import console
 
     try:
-        manifest, checks = check_run(out_dir, measure_accuracy=accuracy)
+        manifest, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profile),
+                                     allow_estimate=allow_estimate)
     except InputError as e:
         console.print(f"[bold red]input error:[/] {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    table = Table(title=f"check {out_dir}", title_justify="left")
-    for col in ("target", "artifact", "sha256", "accuracy %", "manifest %", "host p50 ms", "result"):
-        table.add_column(col)
     recorded = {a["target"]: a for a in manifest["artifacts"]}
-    for c in checks:
-        table.add_row(c.target, c.path, "ok" if c.sha256_matches else "[red]MISMATCH",
-                      "-" if c.accuracy is None else f"{c.accuracy:.2f}", f"{recorded[c.target]['accuracy']:.2f}",
-                      "-" if c.latency_p50 is None else f"{c.latency_p50:.3f}",
-                      "pass" if c.passed else "[red]FAIL")
-    console.print(table)
-    for c in checks:
-        for line in c.problems:
-            console.print(f"[bold red]{c.target}:[/] {line}")
-        for line in c.notes:
-            console.print(f"{c.target}: {line}")
+    console.print(_checks_table(f"check {out_dir}", checks, recorded))
+    _print_findings(checks)
     if not manifest.get("passed", False):
         console.print("[bold red]the run itself did not pass its gates[/] (manifest: passed false)")
     ok = manifest.get("passed", False) and all(c.passed for c in checks)
     console.print("[bold green]PASSED" if ok else "[bold red]FAILED")
     raise typer.Exit(EXIT_OK if ok else EXIT_GATE_FAILED)
+
+
+@app.command()
+def bench(
+    artifact: Path = typer.Argument(..., help="an .onnx, .tflite or .mlpackage artifact"),
+    profile: str = typer.Option(..., "--profile", help="latency profile: shipped name or path of a .toml"),
+    allow_estimate: bool = typer.Option(False, "--allow-estimate",
+                                        help="estimate latency where the profile's device cannot be reached"),
+    runner: Optional[str] = typer.Option(None, "--runner", help="host, adb, ssh or estimate instead of the "
+                                         "profile's runner (e.g. compare an estimate with a measurement)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the result as JSON here"),
+) -> None:
+    """Measure one artifact on a latency profile (host, device over adb/ssh, or estimate) and
+    check it against the profile's budgets; sha256 against a manifest.json beside it.
+    Exit 0 within budget, 1 over budget or sha256 mismatch, 2 bad input or unreachable device."""
+    _quiet_converters()
+    from edgekiln.check import bench_artifact
+    from edgekiln.stages.errors import InputError
+    from edgekiln.stages.progress import console
+
+    try:
+        result = bench_artifact(artifact, profile, allow_estimate=allow_estimate, runner=runner)
+    except InputError as e:
+        console.print(f"[bold red]input error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    console.print(_checks_table(f"bench {artifact}", [result]))
+    _print_findings([result])
+    if json_out is not None:
+        json_out.write_text(json.dumps({"artifact": str(artifact), "profile": result.profile,
+                                        "passed": result.passed, "measurement": result.measurement,
+                                        "sha256_matches": result.sha256_matches, "problems": result.problems,
+                                        "budgets": [b.to_dict() for b in result.budgets], "notes": result.notes},
+                                       indent=2))
+    console.print("[bold green]PASSED" if result.passed else "[bold red]FAILED")
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
 
 
 def main() -> None:

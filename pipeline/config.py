@@ -14,6 +14,7 @@ from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.teacher import TeacherConfig
 from edgekiln.stages.training import DistillConfig, TrainConfig
+from edgekiln.targets.profiles import ProfileError
 
 BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
 
@@ -56,16 +57,30 @@ class PipelineConfig(BaseModel):
     targets: list[TargetConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_targets(self) -> "PipelineConfig":
-        for attr in ("name", "artifact_name"):
-            seen: dict[str, int] = {}
-            for i, t in enumerate(self.targets):
-                value = getattr(t, attr)
-                if value in seen:
-                    raise ValueError(f"targets[{i}] has the same {attr.replace('_name', '')} {value!r} "
-                                     f"as targets[{seen[value]}]")
-                seen[value] = i
+    def _unique_target_names(self) -> "PipelineConfig":
+        _first_duplicate([t.name for t in self.targets], "name")
         return self
+
+
+def _first_duplicate(values: list[str], what: str) -> None:
+    seen: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"targets[{i}] has the same {what} {value!r} as targets[{seen[value]}]")
+        seen[value] = i
+
+
+def _resolve_profiles(cfg: PipelineConfig, base: Path, path: Path) -> None:
+    """Load every target's latency profile now, so a bad one stops the run before any work."""
+    for i, target in enumerate(cfg.targets):
+        try:
+            target.resolve(base)
+        except ProfileError as e:
+            raise ConfigError(f"{path}: targets[{i}].profile: {e}") from None
+    try:
+        _first_duplicate([t.artifact_name for t in cfg.targets], "artifact")
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _key_path(loc: tuple) -> str:
@@ -115,4 +130,5 @@ def load_config(path: str | Path) -> PipelineConfig:
     except ValidationError as e:
         raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{_describe(e)}") from None
     _resolve_paths(cfg, path.resolve().parent)
+    _resolve_profiles(cfg, path.resolve().parent, path)
     return cfg

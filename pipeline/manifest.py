@@ -66,6 +66,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "teacher": None if teacher is None else {
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
+        "precheck": outcome.precheck,
         "stages": [vars(s) for s in outcome.stages],
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,

@@ -40,22 +40,26 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
     console.print(stages)
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
-        for col in ("target", "format", "size", "accuracy %", "source", "p50 ms", "p90 ms", "latency", "gate"):
-            artifacts.add_column(col, justify="left" if col in ("target", "format", "source", "latency", "gate")
-                                 else "right")
+        for col in ("target", "format", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",
+                    "peak MB", "latency from", "gate"):
+            artifacts.add_column(col, justify="right" if col in ("size", "accuracy %", "p50 ms", "p90 ms", "peak MB")
+                                 else "left")
         for a in manifest["artifacts"]:
-            lat = a["latency_ms"]
+            lat = a.get("latency_ms") or {}
             artifacts.add_row(
                 a["target"], a["format"], f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
-                a["accuracy_source"], _num(lat and lat["p50"], ".3f"), _num(lat and lat["p90"], ".3f"),
-                a["latency_source"] or "not measured", "pass" if a["passed"] else "[red]FAIL")
+                a["accuracy_source"], a.get("profile") or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
+                _num(a.get("peak_memory_mb"), ".1f"), a.get("latency_source") or "not measured",
+                "pass" if a["passed"] else "[red]FAIL")
         console.print(artifacts)
         for a in manifest["artifacts"]:
             if a["accuracy_source"] == "proxy":
-                console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not "
-                              f"measured in its runtime; latency not measured ({a['not_measured']}).")
-        if any(a["latency_source"] == "host" for a in manifest["artifacts"]):
-            console.print("note: host latencies are this machine's, not a phone's.")
+                console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not measured "
+                              f"in its runtime ({a.get('accuracy_not_measured')}).")
+            for line in a.get("latency_notes", []) + a.get("budgets_not_checked", []):
+                console.print(f"note: {a['target']}: {line}")
+            if a.get("latency_source") == "host" and a.get("profile", "").startswith("host-"):
+                console.print(f"note: {a['target']}: latency is this machine's (no profile named), not a device's.")
     verdict = "[bold green]PASSED" if manifest["passed"] else "[bold red]FAILED"
     console.print(f"{verdict}[/] — manifest: {manifest_path}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 from edgekiln import __version__
 from edgekiln.cache import StageCache, code_version, stage_key
 from edgekiln.config import BUDGETED_STAGES, PipelineConfig
-from edgekiln.gates import GateCheck, checks
+from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.graph import STAGES, Node
 from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
+from edgekiln.stages import precheck
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
+from edgekiln.targets.files import sha256
 
 
 _PACKAGES = ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration")
@@ -38,11 +41,12 @@ class StageRecord:
 @dataclass
 class RunOutcome:
     stages: list[StageRecord] = field(default_factory=list)
-    gates: list[GateCheck] = field(default_factory=list)
+    gates: list[GateCheck | BudgetCheck] = field(default_factory=list)
     results: dict[str, StageResult] = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     error: str | None = None
+    precheck: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -92,6 +96,34 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
     return result, False
 
 
+def _profiles_fingerprint(cfg: PipelineConfig) -> list[dict]:
+    """What the targets' profiles contribute to the export key: their content (budgets,
+    runner, runtime options) and that of their reference tables."""
+    out = []
+    for target in cfg.targets:
+        profile = target.effective_profile
+        entry = profile.model_dump(mode="json", exclude={"path"})
+        if profile.estimate is not None:
+            entry["references_sha256"] = sha256(profile.references_path())
+        out.append(entry)
+    return out
+
+
+def _precheck(cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) -> dict:
+    """Convert the untrained student to every target before any training; cached like a stage."""
+    console.rule("[bold]pre-check")
+    key = stage_key("precheck", code, {"student": cfg.student.arch, "targets": _fingerprint(_dump(cfg.targets))},
+                    [data.fingerprint])
+    entry = cache.lookup("precheck", key)
+    if entry is not None:
+        console.print(f"  {cfg.student.arch} converts to every target  (cached)")
+        return {"cached": True, "targets": json.loads((entry / "precheck.json").read_text())}
+    records = precheck.run(data, cfg.student, cfg.targets)
+    with cache.writing("precheck", key) as workdir:
+        (workdir / "precheck.json").write_text(json.dumps(records))
+    return {"cached": False, "targets": records}
+
+
 def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome) -> list[GateCheck]:
     if not node.budgeted:
         return []
@@ -105,7 +137,11 @@ def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutc
         return checks(f"stage {node.name}", result.accuracy, **common)
     gates = []
     for artifact in result.metrics["artifacts"]:
-        artifact_gates = checks(f"target {artifact['target']}", artifact["accuracy"], **common)
+        subject = f"target {artifact['target']}"
+        artifact_gates = checks(subject, artifact["accuracy"], **common)
+        resource_gates, unchecked = budget_checks(subject, artifact)
+        artifact["budgets_not_checked"] = unchecked
+        artifact_gates += resource_gates
         artifact["passed"] = all(g.passed for g in artifact_gates)
         gates += artifact_gates
     return gates
@@ -125,8 +161,11 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
     try:
+        outcome.precheck = _precheck(cfg, data, cache, code)
         for node in STAGES:
             sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections}
+            if "targets" in node.sections:
+                sections["profiles"] = _profiles_fingerprint(cfg)
             key = keys[node.name] = stage_key(node.name, code, sections,
                                               [data.fingerprint] + [keys[i] for i in node.inputs])
             console.rule(f"[bold]{node.name}")

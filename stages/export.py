@@ -1,4 +1,5 @@
-"""Stage `export`: one INT8 artifact per target, validated in its own runtime and timed."""
+"""Stage `export`: one INT8 artifact per target, validated in its own runtime and measured
+on its target's latency profile (host, device or estimate)."""
 
 from __future__ import annotations
 
@@ -11,28 +12,38 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekiln.stages import training
 from edgekiln.stages.data import Dataset, to_input
+from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.quantize import calibration_images
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import get_format
-from edgekiln.targets.errors import RuntimeUnavailable
+from edgekiln.targets import get_format, runners
+from edgekiln.targets.cost import cost_features
+from edgekiln.targets.files import size_bytes
+from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
+from edgekiln.targets.profiles import SHIPPED_DIR, Budgets, Profile, ProfileError, host_profile, load_profile
+from edgekiln.targets.runners import ssh as ssh_runner
 
 
 class TargetConfig(BaseModel):
-    """One `[[targets]]` entry: an artifact format and how to run it."""
+    """One `[[targets]]` entry: an artifact, and the latency profile it is checked against."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    format: Literal["onnx", "tflite", "coreml"]
-    threads: int = Field(1, ge=1, le=256)
+    format: Literal["onnx", "tflite", "coreml"] | None = None  # default: the profile's
+    profile: str | None = None  # shipped profile name or path of a profile .toml
+    budget: Budgets = Budgets()  # overrides of the profile's budgets
+    runner: Literal["host", "adb", "ssh", "estimate"] | None = None  # override of the profile's runner
+    allow_estimate: bool = False  # estimate instead of failing when the device cannot be reached
+    threads: int | None = Field(None, ge=1, le=256)  # override of the profile's threads
     artifact: str | None = None  # file name in the output directory; default model.<format suffix>
-    latency_runs: int = Field(100, ge=50, le=100_000)
-    warmup_runs: int = Field(10, ge=1, le=10_000)
+    latency_runs: int | None = Field(None, ge=10, le=100_000)
+    warmup_runs: int | None = Field(None, ge=1, le=10_000)
+    _profile: Profile | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -40,6 +51,34 @@ class TargetConfig(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
         return v
+
+    @model_validator(mode="after")
+    def _format_given(self) -> "TargetConfig":
+        if self.format is None and self.profile is None:
+            raise ValueError("give a format (onnx, tflite, coreml) or a profile")
+        return self
+
+    def resolve(self, base: Path | None = None) -> Profile:
+        """Load the profile (relative paths against `base`), check it fits `format`, fill in
+        `format`, and apply this entry's overrides. ProfileError names what is wrong."""
+        if self.profile is None:
+            profile = host_profile(self.format, self.threads or 1)
+        else:
+            profile = load_profile(self.profile, base)
+            if self.format is not None and self.format != profile.format:
+                raise ProfileError(f"profile {profile.name!r} is for {profile.format} artifacts, "
+                                   f"not format {self.format!r}")
+        self.format = profile.format
+        runner = profile.runner.model_copy(update={k: v for k, v in {
+            "kind": self.runner, "runs": self.latency_runs, "warmup_runs": self.warmup_runs}.items() if v is not None})
+        runtime = profile.runtime.model_copy(update={"threads": self.threads} if self.threads else {})
+        self._profile = profile.model_copy(update={"runner": runner, "runtime": runtime,
+                                                   "budget": profile.budget.merged(self.budget)})
+        return self._profile
+
+    @property
+    def effective_profile(self) -> Profile:
+        return self._profile if self._profile is not None else self.resolve()
 
     @property
     def artifact_name(self) -> str:
@@ -52,31 +91,68 @@ def preprocessing(bundle) -> dict:
             "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std)}
 
 
+def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle) -> dict:
+    """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
+    one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
+    try:
+        if target.format == "coreml" and profile.runner.kind == "ssh":
+            with console.status(f"  {target.name}: {len(val_y)} val images in Core ML over ssh"):
+                predicted = ssh_runner.run_remote(path, profile, val_x)[1]
+            source = "runtime"
+        else:
+            with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
+                predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
+            source = "runtime"
+        note = None
+    except RuntimeUnavailable as e:
+        proxy = fmt.proxy_model(bundle.model)
+        with torch.no_grad():
+            predicted = proxy(torch.from_numpy(val_x)).numpy()
+        source, note = "proxy", str(e)
+    record = {"accuracy_source": source, "accuracy": training.accuracy(predicted, val_y),
+              "agreement": float((predicted.argmax(1) == float_top1).mean() * 100)}
+    if note:
+        record["accuracy_not_measured"] = note
+    return record
+
+
+def _latency(target, profile, path, features, precision) -> dict:
+    """The profile's runner on the artifact; the record says where every figure comes from."""
+    try:
+        with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"):
+            m = runners.measure(path, profile, features, precision, allow_estimate=target.allow_estimate)
+    except DeviceUnreachable as e:
+        hint = "" if profile.estimate is None else "; set allow_estimate = true on the target to estimate instead"
+        raise InputError(f"target {target.name}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
+    except RunnerFailed as e:
+        raise InputError(f"target {target.name}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
+    except RuntimeUnavailable as e:
+        return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
+                "latency_notes": [f"latency not measured: {e}"]}
+    return {"latency_ms": m.latency_ms, "latency_source": m.source, "latency_runner": m.runner,
+            "device": m.device, "latency_tool": m.tool, "peak_memory_mb": m.peak_memory_mb,
+            "latency_notes": m.notes, "latency_detail": m.extra}
+
+
 def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_top1, workdir, metadata):
     fmt = get_format(target.format)
+    profile = target.effective_profile
     path = workdir / target.artifact_name
+    features = cost_features(bundle.model, bundle.input_size)
+    metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": fmt.PRECISION}
     started = time.perf_counter()
     with console.status(f"  {target.name}: converting to {target.format}"):
         fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata)
     convert_seconds = time.perf_counter() - started
     console.print(f"  {target.name}: {target.format} artifact written ({convert_seconds:.0f} s)")
     record = {"target": target.name, "format": target.format, "file": target.artifact_name,
-              "runtime": fmt.RUNTIME, "threads": target.threads, "convert_seconds": round(convert_seconds, 1)}
-    try:
-        with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
-            predicted = fmt.predict(path, val_x, threads=target.threads)
-        record.update(accuracy_source="runtime", accuracy=training.accuracy(predicted, val_y),
-                      agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
-        with console.status(f"  {target.name}: timing {target.latency_runs} runs"):
-            latency = fmt.benchmark(path, val_x[0], target.threads, target.warmup_runs, target.latency_runs)
-        record.update(latency_ms=latency.to_dict(), latency_source="host")
-    except RuntimeUnavailable as e:
-        proxy = fmt.proxy_model(bundle.model)
-        with torch.no_grad():
-            predicted = proxy(torch.from_numpy(val_x)).numpy()
-        record.update(accuracy_source="proxy", accuracy=training.accuracy(predicted, val_y),
-                      agreement=float((predicted.argmax(1) == float_top1).mean() * 100),
-                      latency_ms=None, latency_source=None, not_measured=str(e))
+              "runtime": fmt.RUNTIME, "precision": fmt.PRECISION, "threads": profile.runtime.threads,
+              "profile": profile.name, "budget": profile.budget.model_dump(),
+              "profile_file": None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
+              "convert_seconds": round(convert_seconds, 1), "cost_features": features.to_dict()}
+    record["size_bytes"] = size_bytes(path)
+    record.update(_runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle))
+    record.update(_latency(target, profile, path, features, fmt.PRECISION))
     if target.format == "coreml":
         record["structure"] = fmt.check(path, tuple(bundle.example_input().shape))
     return record

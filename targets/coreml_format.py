@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
-from edgekiln.targets.timing import Latency, measure
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
 RUNTIME = "coremltools"
+PRECISION = "w8a16"  # INT8 weights, float16 activations
 INPUT, OUTPUT = "input", "logits"
 RUNTIME_AVAILABLE = sys.platform == "darwin"
 
@@ -90,24 +90,18 @@ def proxy_model(model: torch.nn.Module) -> torch.nn.Module:
     return PostTrainingQuantizer(copy.deepcopy(model).cpu().eval(), config).compress()
 
 
-def _mlmodel(path: Path):
-    if not RUNTIME_AVAILABLE:
-        raise RuntimeUnavailable("Core ML predictions need macOS; coremltools cannot run them on "
-                                 f"{sys.platform}")
+def load(path: Path) -> None:
+    """Structural load (any OS): predictions need macOS, see `predict`."""
     import coremltools as ct
 
-    return ct.models.MLModel(str(path))
+    ct.models.MLModel(str(path), skip_model_load=True)
 
 
 def predict(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     """Logits computed by Core ML (macOS only), one image at a time."""
-    mlmodel = _mlmodel(path)
-    return np.stack([mlmodel.predict({INPUT: image[None].astype(np.float32)})[OUTPUT][0]
-                     for image in images])
+    if not RUNTIME_AVAILABLE:
+        raise RuntimeUnavailable("Core ML predictions need macOS; coremltools cannot run them on "
+                                 f"{sys.platform}")
+    from edgekiln.targets.runtime_bench import CoremlSession, predict as run_each
 
-
-def benchmark(path: Path, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Latency:
-    """Latency of one Core ML prediction (macOS only; `threads` does not apply)."""
-    mlmodel = _mlmodel(path)
-    feed = {INPUT: sample[None].astype(np.float32)}
-    return measure(lambda: mlmodel.predict(feed), warmup, runs)
+    return run_each(CoremlSession(str(path)), images)

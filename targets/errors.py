@@ -12,3 +12,13 @@ class ConversionError(Exception):
 
 class RuntimeUnavailable(Exception):
     """The format's runtime cannot run on this machine (e.g. Core ML off macOS)."""
+
+
+class DeviceUnreachable(Exception):
+    """The device a profile measures on cannot be reached (no adb, no device, ssh refused).
+    A target may then fall back to the estimate runner; otherwise it is bad input (exit 2)."""
+
+
+class RunnerFailed(Exception):
+    """The device was reached but the benchmark on it failed or printed nothing usable;
+    names the runner, the command and what it printed."""

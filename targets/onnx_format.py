@@ -9,15 +9,15 @@ import numpy as np
 import torch
 
 from edgekiln.targets.errors import ConversionError
-from edgekiln.targets.timing import Latency, measure
 
 NAME = "onnx"
 SUFFIX = ".onnx"
 RUNTIME = "onnxruntime"
+PRECISION = "int8"  # weights and activations, as the cost model counts bytes
 INPUT, OUTPUT = "input", "logits"
 
 
-def _export_float(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def export_float(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     # The TorchScript-based exporter inlines weights into one file; the dynamo
     # exporter may write a separate .data file, which a single artifact must not need.
     try:
@@ -54,7 +54,7 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-        _export_float(model.cpu().eval(), example.cpu(), fp32)
+        export_float(model.cpu().eval(), example.cpu(), fp32)
         quant_pre_process(str(fp32), str(pre))
         quantize_static(
             str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
@@ -79,25 +79,19 @@ def read_metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
+def load(path: Path) -> None:
+    """Load the artifact in onnxruntime and run one inference."""
+    from edgekiln.targets.runtime_bench import OnnxSession, predict as run_each
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = OnnxSession(str(path), 1)
+    run_each(session, np.zeros((1, *session.input_shape[1:]), dtype=np.float32))
 
 
 def predict(path: Path, images: np.ndarray, threads: int = 1, batch_size: int = 64) -> np.ndarray:
-    """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime."""
-    session = _session(path, threads)
+    """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime in batches."""
+    from edgekiln.targets.runtime_bench import OnnxSession
+
+    session = OnnxSession(str(path), threads).session
     outs = [session.run([OUTPUT], {INPUT: images[i : i + batch_size].astype(np.float32)})[0]
             for i in range(0, len(images), batch_size)]
     return np.concatenate(outs)
-
-
-def benchmark(path: Path, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Latency:
-    """Host latency of one batch-1 inference in onnxruntime with `threads` intra-op threads."""
-    session = _session(path, threads)
-    feed = {INPUT: sample[None].astype(np.float32)}
-    return measure(lambda: session.run([OUTPUT], feed), warmup, runs)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from edgekiln.targets.errors import ConversionError
-from edgekiln.targets.timing import Latency, measure
 
 NAME = "tflite"
 SUFFIX = ".tflite"
 RUNTIME = "ai-edge-litert"
+PRECISION = "int8"  # weights and activations, as the cost model counts bytes
 
 
 def _quantizer():
@@ -89,51 +89,26 @@ def read_metadata(path: Path) -> dict[str, str]:
     return out
 
 
-class _Runner:
-    """One ai-edge-litert interpreter, taking float input and giving float logits whatever
-    the model's own input/output types (INT8 models are fed through their scale and zero point)."""
+def _session(path: Path, threads: int):
+    from edgekiln.targets.runtime_bench import TfliteSession
 
-    def __init__(self, path: Path, threads: int):
-        from ai_edge_litert.interpreter import Interpreter
+    try:
+        return TfliteSession(str(path), threads)
+    except RuntimeError as e:  # the converter wrote an op the runtime cannot prepare
+        raise ConversionError(NAME, f"the converted model does not run in {RUNTIME}: "
+                                    f"{' '.join(str(e).split())}") from e
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        try:
-            self.interpreter.allocate_tensors()
-        except RuntimeError as e:  # the converter wrote an op the runtime cannot prepare
-            raise ConversionError(NAME, f"the converted model does not run in {RUNTIME}: "
-                                        f"{' '.join(str(e).split())}") from e
-        self.inp = self.interpreter.get_input_details()[0]
-        self.out = self.interpreter.get_output_details()[0]
 
-    def set_input(self, x: np.ndarray) -> None:
-        dtype = self.inp["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero = self.inp["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        self.interpreter.set_tensor(self.inp["index"], x.astype(dtype))
+def load(path: Path) -> None:
+    """Load the artifact in its runtime and run one inference (ConversionError if it cannot)."""
+    from edgekiln.targets.runtime_bench import predict as run_each
 
-    def output(self) -> np.ndarray:
-        y = self.interpreter.get_tensor(self.out["index"])
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero = self.out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
+    session = _session(path, 1)
+    run_each(session, np.zeros((1, *session.input_shape[1:]), dtype=np.float32))
 
 
 def predict(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     """Logits for preprocessed float32 NCHW `images`, computed one by one by ai-edge-litert."""
-    runner = _Runner(path, threads)
-    outs = []
-    for image in images:
-        runner.set_input(image[None])
-        runner.interpreter.invoke()
-        outs.append(runner.output()[0])
-    return np.stack(outs)
+    from edgekiln.targets.runtime_bench import predict as run_each
 
-
-def benchmark(path: Path, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Latency:
-    """Host latency of one batch-1 invoke in ai-edge-litert (XNNPACK) with `threads` threads."""
-    runner = _Runner(path, threads)
-    runner.set_input(sample[None])
-    return measure(runner.interpreter.invoke, warmup, runs)
+    return run_each(_session(path, threads), images)

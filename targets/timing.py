@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import numpy as np
+from edgekiln.targets.runtime_bench import measure_ms
 
 
 @dataclass(frozen=True)
@@ -23,18 +22,4 @@ class Latency:
 
 def measure(call: Callable[[], object], warmup: int, runs: int) -> Latency:
     """Time `call` `runs` times after `warmup` untimed calls; figures in milliseconds."""
-    for _ in range(warmup):
-        call()
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        call()
-        times[i] = time.perf_counter() - start
-    ms = times * 1000.0
-    return Latency(
-        p50=float(np.percentile(ms, 50)),
-        p90=float(np.percentile(ms, 90)),
-        mean=float(ms.mean()),
-        std=float(ms.std()),
-        runs=runs,
-    )
+    return Latency(**measure_ms(call, warmup, runs))

@@ -47,16 +47,16 @@ max_drop_total = 60.0
 ALL_TARGETS = """
 [[targets]]
 name = "android"
-format = "tflite"
+profile = "pixel-3-cpu"
+allow_estimate = true
 
 [[targets]]
 name = "server"
-format = "onnx"
-threads = 2
+profile = "x86-server-avx2"
 
 [[targets]]
 name = "iphone"
-format = "coreml"
+profile = "iphone-15-pro-ane"
 """
 
 
@@ -137,16 +137,43 @@ def test_artifacts_run_in_their_runtimes_with_the_recorded_accuracy(run):
         metadata = fmt.read_metadata(path)
         assert json.loads(metadata["labels"]) == manifest["labels"]
         assert json.loads(metadata["preprocessing"]) == pre
+        assert json.loads(metadata["edgekiln_cost"]) == artifact["cost_features"]
         if artifact["format"] == "coreml":
-            assert artifact["accuracy_source"] == "proxy" and artifact["latency_ms"] is None
+            assert artifact["accuracy_source"] == "proxy"
             assert coreml_format.check(path, (1, 3, 32, 32))["int8_weight_ops"] > 0
             continue
-        assert artifact["accuracy_source"] == "runtime" and artifact["latency_source"] == "host"
-        assert artifact["latency_ms"]["runs"] >= 50 and 0 < artifact["latency_ms"]["p50"] <= artifact["latency_ms"]["p90"]
+        assert artifact["accuracy_source"] == "runtime"
         logits = fmt.predict(path, val_x)
         accuracy = float((logits.argmax(1) == data.val_y.numpy()).mean() * 100)
         assert accuracy == pytest.approx(artifact["accuracy"], abs=1e-6)
         assert accuracy > 60
+
+
+def test_every_artifact_is_measured_on_its_profile_and_says_how(run):
+    _, result, manifest = run
+    artifacts = {a["target"]: a for a in manifest["artifacts"]}
+    server, android, iphone = artifacts["server"], artifacts["android"], artifacts["iphone"]
+    assert server["profile"] == "x86-server-avx2" and server["latency_source"] == "host"
+    assert server["threads"] == 2 and server["latency_ms"]["runs"] == 100
+    assert 0 < server["latency_ms"]["p50"] <= server["latency_ms"]["p90"] and server["peak_memory_mb"] >= 0
+    # No phone on adb here: the target allows an estimate, and the record says it is one.
+    assert android["profile"] == "pixel-3-cpu" and android["latency_source"] == "estimate"
+    assert "could not reach the device" in android["latency_notes"][0]
+    assert android["latency_detail"]["error_pct_leave_one_out"] > 0
+    assert iphone["latency_source"] == "estimate" and iphone["latency_ms"]["p50"] > 0
+    assert any("p90" in line and "not checked" in line for line in android["budgets_not_checked"])
+    budget_gates = [g for g in manifest["gates"] if "metric" in g]
+    assert {(g["subject"], g["metric"]) for g in budget_gates} >= {
+        ("target server", "p50 latency"), ("target server", "p90 latency"), ("target server", "peak memory"),
+        ("target server", "size"), ("target android", "p50 latency"), ("target iphone", "size")}
+    assert all(g["passed"] for g in budget_gates)
+    assert "estimate" in result.output and "host" in result.output
+
+
+def test_the_precheck_ran_first_and_is_cached_on_rerun(run):
+    root, _, manifest = run
+    assert manifest["precheck"]["cached"] is False
+    assert sorted(r["format"] for r in manifest["precheck"]["targets"]) == ["coreml", "onnx", "tflite"]
 
 
 def test_rerun_reuses_every_stage(run):
@@ -154,7 +181,7 @@ def test_rerun_reuses_every_stage(run):
     result = invoke(root / "tiny.toml", root / "out", root / "cache")
     assert result.exit_code == 0, result.output
     manifest = json.loads((root / "out" / "manifest.json").read_text())
-    assert all(s["cached"] for s in manifest["stages"])
+    assert all(s["cached"] for s in manifest["stages"]) and manifest["precheck"]["cached"] is True
     assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
 
 
@@ -251,6 +278,43 @@ def test_check_verifies_a_finished_run(run):
     result = CliRunner().invoke(app, ["check", str(root / "out")])
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output and "structure checked" in result.output
+    assert "x86-server-avx2" in result.output and "estimate" in result.output
+
+
+def test_check_against_a_tighter_profile_fails_naming_the_budget(run, tmp_path):
+    root, _, _ = run
+    tight = tmp_path / "tight-server.toml"
+    tight.write_text('name = "tight-server"\ndevice = "this host"\nformat = "onnx"\n[runtime]\nthreads = 2\n'
+                     '[budget]\np50_ms = 0.0001\n[runner]\nkind = "host"\n')
+    result = CliRunner().invoke(app, ["check", str(root / "out"), "--no-accuracy", "--profile", str(tight)])
+    assert result.exit_code == 1, result.output
+    assert "gate FAILED: target server: p50 latency" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["check", str(root / "out"), "--profile", "raspberry-pi-5-cpu-nope"])
+    assert result.exit_code == 2 and "unknown profile" in result.output
+
+
+def test_bench_measures_one_artifact_on_a_profile(run, tmp_path):
+    root, _, _ = run
+    out = root / "out"
+    result = CliRunner().invoke(app, ["bench", str(out / "model.onnx"), "--profile", "x86-server-avx2",
+                                      "--json", str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "bench.json").read_text())
+    assert record["passed"] and record["sha256_matches"] and record["measurement"]["source"] == "host"
+
+    result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", "pixel-3-cpu"])
+    assert result.exit_code == 2 and "cannot be reached" in result.output and "--allow-estimate" in result.output
+    result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", "pixel-3-cpu",
+                                      "--allow-estimate"])
+    assert result.exit_code == 0 and "estimate" in result.output
+    result = CliRunner().invoke(app, ["bench", str(out / "model.onnx"), "--profile", "pixel-3-cpu"])
+    assert result.exit_code == 2 and "is for tflite artifacts" in result.output
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "model.onnx").write_bytes((copy / "model.onnx").read_bytes() + b"\0")
+    result = CliRunner().invoke(app, ["bench", str(copy / "model.onnx"), "--profile", "x86-server-avx2"])
+    assert result.exit_code == 1 and "sha256 differs" in result.output
 
 
 def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
@@ -290,10 +354,15 @@ def test_a_conversion_failure_exits_2_naming_the_format_and_keeps_the_cache_clea
     from edgekiln.targets import onnx_format
     from edgekiln.targets.errors import ConversionError
 
-    def refuse(*args, **kwargs):
+    real, calls = onnx_format.export_int8, []
+
+    def refuse_after_the_precheck(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the untrained student's pre-check converts; the export itself fails
+            return real(*args, **kwargs)
         raise ConversionError("onnx", "Exporting the operator 'aten::fft_rfft2' is not supported")
 
-    monkeypatch.setattr(onnx_format, "export_int8", refuse)
+    monkeypatch.setattr(onnx_format, "export_int8", refuse_after_the_precheck)
     result = invoke(config, work / "out", root / "cache")
     assert result.exit_code == 2, result.output
     assert "onnx conversion failed" in result.output and "aten::fft_rfft2" in result.output

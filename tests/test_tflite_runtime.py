@@ -9,7 +9,7 @@ from edgekiln.targets.errors import ConversionError
 
 
 class UnpreparableInterpreter:
-    def __init__(self, model_path, num_threads):
+    def __init__(self, model_path, num_threads, **kwargs):
         pass
 
     def allocate_tensors(self):
@@ -21,4 +21,4 @@ def test_a_model_the_runtime_cannot_prepare_is_a_conversion_error_naming_the_op(
     monkeypatch.setattr(litert, "Interpreter", UnpreparableInterpreter)
     with pytest.raises(ConversionError, match=r"tflite conversion failed: .*does not run in ai-edge-litert.*"
                                               r"Node number 105 \(BROADCAST_TO\) failed to prepare"):
-        tflite_format._Runner(tmp_path / "model.tflite", threads=1)
+        tflite_format._session(tmp_path / "model.tflite", threads=1)

@@ -1,0 +1,60 @@
+"""Convertibility pre-check: before any training, the untrained student is converted to every
+configured target (float export and a quick INT8 pass on a few random images) and loaded in
+its runtime, so an architecture a converter cannot handle stops the run in seconds, naming
+the target and the op, instead of after an hour of distillation."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekiln.stages import modeling
+from edgekiln.stages.data import Dataset
+from edgekiln.stages.errors import InputError
+from edgekiln.stages.progress import console
+from edgekiln.targets import get_format
+from edgekiln.targets.errors import ConversionError
+
+# Cheapest converter first: a failure shows up as early as it can.
+_ORDER = {"onnx": 0, "coreml": 1, "tflite": 2}
+CALIBRATION_IMAGES = 4
+
+
+class PrecheckFailed(InputError):
+    """The student cannot be converted to one or more targets (exit 2)."""
+
+
+def run(data: Dataset, student, targets) -> list[dict]:
+    """Convert the untrained `student.arch` to each target's format; returns per-target
+    seconds, or raises PrecheckFailed at the first target that fails, naming it and the op."""
+    model = modeling.create(student.arch, data.num_classes, pretrained=False, seed=data.seed,
+                            image_size=data.image_size)
+    bundle = modeling.bundle(student.arch, model, data.num_classes, data.image_size, source="untrained")
+    example = bundle.example_input()
+    calibration = np.random.default_rng(0).standard_normal(
+        (CALIBRATION_IMAGES, *example.shape[1:])).astype(np.float32)
+    records = []
+    by_format: dict[str, list[str]] = {}
+    for target in targets:
+        by_format.setdefault(target.format, []).append(target.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt_name in sorted(by_format, key=_ORDER.__getitem__):
+            names = ", ".join(repr(n) for n in by_format[fmt_name])
+            fmt = get_format(fmt_name)
+            path = Path(tmp) / f"precheck{fmt.SUFFIX}"
+            started = time.perf_counter()
+            try:
+                with console.status(f"  pre-check: {student.arch} -> {fmt_name}"):
+                    fmt.export_int8(bundle.model, example, calibration, path, {})
+                    fmt.load(path)
+            except Exception as e:  # ConversionError names the op; a runtime's own load error too
+                message = str(e) if isinstance(e, ConversionError) else f"{fmt_name} runtime cannot load it: {e}"
+                raise PrecheckFailed(f"convertibility pre-check: untrained student {student.arch!r} cannot be "
+                                     f"converted for target {names} ({fmt_name}): {message}") from e
+            seconds = time.perf_counter() - started
+            records.append({"targets": by_format[fmt_name], "format": fmt_name, "seconds": round(seconds, 1)})
+            console.print(f"  pre-check: {student.arch} converts to {fmt_name} ({seconds:.0f} s)")
+    return records

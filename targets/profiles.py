@@ -1,0 +1,164 @@
+"""Latency profiles: one TOML data file per device, naming the artifact format, the runtime
+options, the budgets an artifact must meet there, and how to measure it (the runner).
+
+Profiles ship in `targets/profiles/`; a user's own profile is any TOML file of the same
+shape, named by path (relative to the pipeline config) or found in a directory listed in
+EDGEKILN_PROFILE_PATH. No code change is needed to add a device.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+RUNNERS = ("host", "adb", "ssh", "estimate")
+
+
+class ProfileError(Exception):
+    """A profile cannot be found or does not fit the schema; names the profile and the key."""
+
+
+class RuntimeOptions(BaseModel):
+    """How the runtime is set up on the device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(1, ge=1, le=256)
+    delegate: Literal["xnnpack", "gpu", "nnapi", "none"] = "xnnpack"  # TFLite
+    execution_provider: str = "cpu"  # ONNX Runtime: cpu, nnapi, xnnpack, ...
+    compute_units: Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"] = "ALL"  # Core ML
+
+
+class Budgets(BaseModel):
+    """Limits an artifact must meet on the device; an unset budget is not checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p50_ms: float | None = Field(None, gt=0)
+    p90_ms: float | None = Field(None, gt=0)
+    peak_memory_mb: float | None = Field(None, gt=0)
+    size_mb: float | None = Field(None, gt=0)
+
+    def merged(self, overrides: "Budgets") -> "Budgets":
+        """These budgets with every budget set in `overrides` replacing its own."""
+        return self.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+class RunnerSpec(BaseModel):
+    """How to measure. Connection details may instead come from the environment
+    (EDGEKILN_ADB, EDGEKILN_ADB_SERIAL / ANDROID_SERIAL, EDGEKILN_SSH_HOST, _USER, _PORT,
+    _KEY, _PYTHON), which override the file, so one profile serves many lab devices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["host", "adb", "ssh", "estimate"]
+    fallback: Literal["estimate"] | None = None  # when the device cannot be reached
+    warmup_runs: int = Field(10, ge=1, le=10_000)
+    runs: int = Field(100, ge=10, le=100_000)
+    # adb
+    adb: str = "adb"
+    serial: str | None = None
+    benchmark_model: str = "/data/local/tmp/benchmark_model"
+    onnxruntime_perf_test: str = "/data/local/tmp/onnxruntime_perf_test"
+    # ssh
+    host: str | None = None
+    user: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    identity_file: str | None = None
+    python: str = "python3"
+    ssh_options: list[str] = []
+    # both: where artifacts are copied on the device
+    remote_dir: str | None = None
+
+
+class EstimateSpec(BaseModel):
+    """The cost model's calibration: a CSV of reference measurements beside the profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    references: str
+    # An artifact precision estimated as another one (Core ML W8 weights run as fp16).
+    precision_alias: dict[str, str] = {}
+    # latency(precision) = ratio * latency(float), for precisions the table has too few rows
+    # of; each ratio must say where it comes from in `ratio_source`.
+    precision_ratio: dict[str, float] = {}
+    ratio_source: str | None = None
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    device: str
+    description: str = ""
+    format: Literal["onnx", "tflite", "coreml"]
+    runtime: RuntimeOptions = RuntimeOptions()
+    budget: Budgets = Budgets()
+    runner: RunnerSpec
+    estimate: EstimateSpec | None = None
+    path: Path | None = None  # the file it was read from (set by load_profile)
+
+    def references_path(self) -> Path:
+        if self.estimate is None:
+            raise ProfileError(f"profile {self.name!r} has no [estimate] section: it cannot be estimated")
+        return (self.path.parent if self.path else SHIPPED_DIR) / self.estimate.references
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles that ship with edgekiln."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
+
+
+def _search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EDGEKILN_PROFILE_PATH", "").split(os.pathsep) if p]
+    return extra + [SHIPPED_DIR]
+
+
+def find_profile(name_or_path: str | Path, base: Path | None = None) -> Path:
+    """The file of a profile given by name (EDGEKILN_PROFILE_PATH, then the shipped ones) or
+    by path (relative to `base`, the config file's directory)."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or os.sep in text or "/" in text:
+        path = Path(text)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+        return path.resolve()
+    for directory in _search_dirs():
+        candidate = directory / f"{text}.toml"
+        if candidate.is_file():
+            return candidate
+    raise ProfileError(f"unknown profile {text!r}; shipped profiles: {', '.join(shipped_profiles())} "
+                       "(or give the path of a profile .toml file, or add its directory to EDGEKILN_PROFILE_PATH)")
+
+
+def load_profile(name_or_path: str | Path, base: Path | None = None) -> Profile:
+    """Read and validate a profile; ProfileError names the file and each bad key."""
+    path = find_profile(name_or_path, base)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"profile {path} is not valid TOML: {e}") from None
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: "
+                             f"{'unknown key (misspelled?)' if err['type'] == 'extra_forbidden' else err['msg']}"
+                             for err in e.errors())
+        raise ProfileError(f"profile {path} does not fit the schema: {problems}") from None
+    profile.path = path
+    if profile.estimate is not None and not profile.references_path().is_file():
+        raise ProfileError(f"profile {path}: estimate.references file {profile.references_path()} does not exist")
+    return profile
+
+
+def host_profile(fmt: str, threads: int) -> Profile:
+    """The implicit profile of a target that names none: this host, no budgets."""
+    return Profile(name=f"host-{fmt}", device="this host", format=fmt,
+                   runtime=RuntimeOptions(threads=threads), runner=RunnerSpec(kind="host"))

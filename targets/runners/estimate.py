@@ -1,0 +1,137 @@
+"""The `estimate` runner: a per-profile linear cost model over the artifact's cost features,
+calibrated on the profile's table of reference measurements (published or measured).
+
+latency_ms = a * dense MMACs + b * depthwise MMACs + c * MB moved (weights + activations at
+the artifact's precision), with a, b, c >= 0 fitted by non-negative least squares on the
+reference rows of the same precision. With fewer than four rows the model shrinks (total
+MACs and traffic, then MACs alone). A precision the table lacks is estimated as the float
+estimate times the profile's declared ratio, and says so. Every estimate carries the
+model's leave-one-out error on its own reference table.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekiln.targets.cost import CostFeatures
+from edgekiln.targets.errors import RunnerFailed
+from edgekiln.targets.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Reference:
+    model: str
+    precision: str
+    latency_ms: float
+    features: CostFeatures
+    source: str
+
+
+def load_references(path: Path) -> list[Reference]:
+    """Rows of a reference CSV: model, precision, input_px, threads, latency_ms, source and the
+    cost features (macs, depthwise_macs, params, activations)."""
+    with open(path, newline="") as f:
+        return [Reference(model=row["model"], precision=row["precision"], latency_ms=float(row["latency_ms"]),
+                          source=row["source"], features=CostFeatures(
+                              macs=int(row["macs"]), depthwise_macs=int(row["depthwise_macs"]),
+                              params=int(row["params"]), activations=int(row["activations"]),
+                              image_size=int(row["input_px"])))
+                for row in csv.DictReader(f)]
+
+
+def _columns(rows: int) -> tuple[str, ...]:
+    if rows >= 4:
+        return ("dense_mmacs", "depthwise_mmacs", "traffic_mb")
+    return ("mmacs", "traffic_mb") if rows >= 2 else ("mmacs",)
+
+
+def _row(features: CostFeatures, precision: str, columns: tuple[str, ...]) -> np.ndarray:
+    values = {"dense_mmacs": features.dense_macs / 1e6, "depthwise_mmacs": features.depthwise_macs / 1e6,
+              "mmacs": features.macs / 1e6, "traffic_mb": features.traffic_bytes(precision) / 1e6}
+    return np.array([values[c] for c in columns])
+
+
+@dataclass(frozen=True)
+class CostModel:
+    precision: str
+    columns: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    rows: int
+
+    def predict(self, features: CostFeatures) -> float:
+        return float(_row(features, self.precision, self.columns) @ np.array(self.coefficients))
+
+
+def fit(references: list[Reference], precision: str, columns: tuple[str, ...] | None = None) -> CostModel:
+    """Non-negative least squares on the rows of `precision`, weighted so that every row
+    counts by its relative (not absolute) error."""
+    from scipy.optimize import nnls
+
+    rows = [r for r in references if r.precision == precision]
+    if not rows:
+        raise RunnerFailed(f"no reference rows of precision {precision!r}")
+    columns = columns or _columns(len(rows))
+    a = np.stack([_row(r.features, precision, columns) / r.latency_ms for r in rows])
+    coefficients, _ = nnls(a, np.ones(len(rows)))
+    return CostModel(precision, columns, tuple(float(c) for c in coefficients), len(rows))
+
+
+def leave_one_out(references: list[Reference], precision: str) -> list[tuple[Reference, float]]:
+    """(row, its prediction by a model fitted without it) for each row of `precision` that
+    leaves at least one other row to fit on (with the columns the full table would use)."""
+    rows = [r for r in references if r.precision == precision]
+    out = []
+    for i, held in enumerate(rows):
+        rest = rows[:i] + rows[i + 1:]
+        if rest:
+            out.append((held, fit(rest, precision, _columns(len(rest))).predict(held.features)))
+    return out
+
+
+def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
+    """Mean absolute percentage error of (reference, prediction) pairs."""
+    if not pairs:
+        return None
+    return float(np.mean([abs(pred - r.latency_ms) / r.latency_ms * 100 for r, pred in pairs]))
+
+
+def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
+    from edgekiln.targets.runners import Measurement
+
+    spec = profile.estimate
+    if spec is None:
+        raise RunnerFailed(f"profile {profile.name!r} has no [estimate] section: it cannot be estimated")
+    if features is None:
+        raise RunnerFailed(f"{artifact.name} carries no edgekiln cost features (metadata 'edgekiln_cost'): "
+                           "only artifacts written by edgekiln can be estimated")
+    references = load_references(profile.references_path())
+    wanted = spec.precision_alias.get(precision, precision)
+    notes = []
+    if wanted != precision:
+        notes.append(f"{precision} artifact estimated as {wanted} (profile estimate.precision_alias)")
+    ratio = 1.0
+    if not any(r.precision == wanted for r in references):
+        if wanted not in spec.precision_ratio:
+            have = sorted({r.precision for r in references})
+            raise RunnerFailed(f"profile {profile.name!r} has no {wanted} reference measurements (it has "
+                               f"{', '.join(have)}) and no estimate.precision_ratio for {wanted}")
+        ratio = spec.precision_ratio[wanted]
+        notes.append(f"no {wanted} references: float estimate x {ratio:g} ({spec.ratio_source or 'profile'})")
+        wanted = "float"
+    model = fit(references, wanted)
+    loo = error_pct(leave_one_out(references, wanted))
+    in_sample = error_pct([(r, model.predict(r.features)) for r in references if r.precision == wanted])
+    p50 = model.predict(features) * ratio
+    notes.append(f"estimated from {model.rows} {wanted} reference measurements; error on them "
+                 + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
+                 + "; p90 and peak memory are not estimated")
+    return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
+                       latency_ms={"p50": p50, "p90": None, "mean": None, "std": None, "runs": None},
+                       peak_memory_mb=None, notes=notes,
+                       extra={"precision": wanted, "ratio": ratio, "references": model.rows,
+                              "columns": list(model.columns), "coefficients": list(model.coefficients),
+                              "error_pct_leave_one_out": loo, "error_pct_in_sample": in_sample})

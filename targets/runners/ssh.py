@@ -1,0 +1,88 @@
+"""The `ssh` runner: copy the artifact and runtime_bench.py to a Linux board or a Mac and
+run them with the remote python (which needs numpy and the format's runtime: ai-edge-litert,
+onnxruntime, or coremltools on macOS). Given images, it also returns their logits, which is
+how a Core ML artifact's accuracy is measured in Core ML itself."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from edgekiln.targets import runtime_bench
+from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed
+from edgekiln.targets.profiles import Profile
+from edgekiln.targets.runners.host import parse_worker_output, worker_command
+
+DEFAULT_REMOTE_DIR = "/tmp/edgekiln"
+_TIMEOUT_S = 900
+
+
+def connection(profile: Profile) -> tuple[str, list[str], list[str]]:
+    """(destination, ssh options, scp options), EDGEKILN_SSH_* overriding the profile."""
+    r = profile.runner
+    host = os.environ.get("EDGEKILN_SSH_HOST") or r.host
+    if not host:
+        raise DeviceUnreachable(f"profile {profile.name!r} names no ssh host (runner.host or EDGEKILN_SSH_HOST)")
+    user = os.environ.get("EDGEKILN_SSH_USER") or r.user
+    port = os.environ.get("EDGEKILN_SSH_PORT") or str(r.port)
+    key = os.environ.get("EDGEKILN_SSH_KEY") or r.identity_file
+    common = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", *r.ssh_options]
+    if key:
+        common += ["-i", str(Path(key).expanduser())]
+    return (f"{user}@{host}" if user else host), ["-p", port, *common], ["-P", port, *common]
+
+
+def _run(command: list[str], what: str) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DeviceUnreachable(f"{what}: no answer in {_TIMEOUT_S} s") from None
+    if done.returncode == 255:  # ssh's own failure: connection refused, auth, unknown host
+        raise DeviceUnreachable(f"{what}: {' '.join(done.stderr.split())}")
+    if done.returncode != 0:
+        raise RunnerFailed(f"{what} exited {done.returncode}: {' '.join(done.stderr.split()[-60:])}")
+    return done
+
+
+def run_remote(artifact: Path, profile: Profile, images: np.ndarray | None = None):
+    """(Measurement, logits of `images` or None) from runtime_bench.py run on the remote host."""
+    from edgekiln.targets.runners import Measurement
+
+    dest, ssh_opts, scp_opts = connection(profile)
+    remote_dir = f"{profile.runner.remote_dir or DEFAULT_REMOTE_DIR}/{uuid.uuid4().hex[:12]}"
+    ssh = ["ssh", *ssh_opts, dest]
+    _run([*ssh, f"mkdir -p {shlex.quote(remote_dir)}"], f"ssh {dest}")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            uploads = [str(artifact), runtime_bench.__file__]
+            if images is not None:
+                np.save(Path(tmp) / "inputs.npy", images.astype(np.float32))
+                uploads.append(str(Path(tmp) / "inputs.npy"))
+            _run(["scp", "-q", "-r", *scp_opts, *uploads, f"{dest}:{remote_dir}/"], f"scp to {dest}")
+            command = worker_command(profile.runner.python, f"{remote_dir}/runtime_bench.py", profile.format,
+                                     f"{remote_dir}/{artifact.name}", profile)
+            if images is not None:
+                command += ["--inputs", f"{remote_dir}/inputs.npy", "--logits-out", f"{remote_dir}/logits.npy"]
+            done = _run([*ssh, shlex.join(command)], f"ssh {dest} {shlex.join(command[:2])}")
+            result = parse_worker_output(done.stdout, command, done.stderr)
+            logits = None
+            if images is not None:
+                _run(["scp", "-q", *scp_opts, f"{dest}:{remote_dir}/logits.npy", tmp], f"scp from {dest}")
+                logits = np.load(Path(tmp) / "logits.npy")
+    finally:
+        subprocess.run([*ssh, f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)
+    measurement = Measurement(
+        source="device", runner="ssh", device=f"{profile.device} via ssh ({dest}, {result['machine']})",
+        latency_ms=result["latency_ms"], peak_memory_mb=result["peak_memory_mb"],
+        tool=f"{result['runtime']} (python {result['python']})", extra={"threads": profile.runtime.threads})
+    return measurement, logits
+
+
+def measure(artifact: Path, profile: Profile):
+    return run_remote(artifact, profile)[0]

@@ -1,0 +1,140 @@
+"""Latency profiles as data files, target overrides, and the estimate runner's cost model."""
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from edgekiln.config import ConfigError, load_config
+from edgekiln.targets import runners
+from edgekiln.targets.cost import CostFeatures, cost_features
+from edgekiln.targets.errors import RunnerFailed
+from edgekiln.targets.profiles import ProfileError, load_profile, shipped_profiles
+from edgekiln.targets.runners import estimate
+
+CONFIG = """
+[teacher]
+candidates = ["resnet10t"]
+{targets}
+"""
+
+
+def config(tmp_path, targets):
+    path = tmp_path / "pipeline.toml"
+    path.write_text(textwrap.dedent(CONFIG.format(targets=targets)))
+    return path
+
+
+def test_at_least_five_devices_ship_and_every_one_loads():
+    names = shipped_profiles()
+    assert len(names) >= 5
+    for name in names:
+        profile = load_profile(name)
+        assert profile.name == name and profile.device and profile.format in ("onnx", "tflite", "coreml")
+        if profile.estimate is not None:
+            assert len(estimate.load_references(profile.references_path())) >= 2
+
+
+def test_a_target_takes_format_and_budgets_from_its_profile_and_may_override_them(tmp_path):
+    cfg = load_config(config(tmp_path, """
+        [[targets]]
+        name = "phone"
+        profile = "pixel-3-cpu"
+        budget = { p50_ms = 5.0 }
+        threads = 2
+        runner = "estimate"
+        """))
+    target = cfg.targets[0]
+    profile = target.effective_profile
+    assert target.format == "tflite" and target.artifact_name == "model.tflite"
+    assert profile.budget.p50_ms == 5.0 and profile.budget.p90_ms == 25.0  # override, and the profile's own
+    assert profile.runtime.threads == 2 and profile.runner.kind == "estimate"
+    assert load_profile("pixel-3-cpu").budget.p50_ms == 20.0  # the shipped file is untouched
+
+
+def test_a_users_own_profile_file_needs_no_code(tmp_path, monkeypatch):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "lab-board.toml").write_text(
+        'name = "lab-board"\ndevice = "our lab board"\nformat = "onnx"\n[runner]\nkind = "host"\n')
+    cfg = load_config(config(tmp_path, '[[targets]]\nname = "board"\nprofile = "profiles/lab-board.toml"\n'))
+    assert cfg.targets[0].effective_profile.device == "our lab board"
+    monkeypatch.setenv("EDGEKILN_PROFILE_PATH", str(tmp_path / "profiles"))
+    assert load_profile("lab-board").format == "onnx"
+
+
+@pytest.mark.parametrize("targets, message", [
+    ('[[targets]]\nname = "x"\nprofile = "pixel-99"\n', "targets[0].profile: unknown profile 'pixel-99'; shipped profiles:"),
+    ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nformat = "onnx"\n', "is for tflite artifacts, not format 'onnx'"),
+    ('[[targets]]\nname = "x"\nprofile = "missing.toml"\n', "missing.toml does not exist"),
+    ('[[targets]]\nname = "x"\n', "give a format (onnx, tflite, coreml) or a profile"),
+    ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nbudget = { p50 = 3 }\n', "targets[0].budget.p50: unknown key"),
+])
+def test_bad_profiles_are_config_errors_naming_the_key(tmp_path, targets, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(config(tmp_path, targets))
+    assert message in str(e.value)
+
+
+def test_a_profile_with_a_misspelled_key_names_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "bad"\ndevice = "d"\nformat = "onnx"\n[runner]\nkind = "host"\nwarmup = 3\n')
+    with pytest.raises(ProfileError, match=r"bad.toml does not fit the schema: runner.warmup: unknown key"):
+        load_profile(path)
+
+
+def test_cost_features_count_dense_and_depthwise_macs_exactly():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),  # 8x8 out: 64*8*27 = 13824 MACs
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),  # depthwise: 64*8*9 = 4608
+        torch.nn.Flatten(), torch.nn.Linear(8 * 64, 10, bias=False))  # 5120
+    f = cost_features(model, 8)
+    assert (f.macs, f.depthwise_macs, f.dense_macs) == (13824 + 4608 + 5120, 4608, 13824 + 5120)
+    assert f.params == 3 * 8 * 9 + 8 * 9 + 512 * 10
+    assert f.activations == 512 + 512 + 512 + 10
+    assert f.traffic_bytes("int8") == f.params + f.activations and f.traffic_bytes("float") == 4 * f.traffic_bytes("int8")
+
+
+def _synthetic(coefficients, n, precision="float"):
+    rng = np.random.default_rng(0)
+    refs = []
+    for i in range(n):
+        f = CostFeatures(macs=int(rng.integers(50e6, 900e6)), depthwise_macs=int(rng.integers(1e6, 40e6)),
+                         params=int(rng.integers(1e6, 10e6)), activations=int(rng.integers(3e6, 30e6)), image_size=224)
+        x = np.array([f.dense_macs / 1e6, f.depthwise_macs / 1e6, f.traffic_bytes(precision) / 1e6])
+        refs.append(estimate.Reference(f"m{i}", precision, float(x @ coefficients), f, "synthetic"))
+    return refs
+
+
+def test_the_cost_model_recovers_a_linear_device_and_its_leave_one_out_error_is_small():
+    truth = np.array([0.02, 0.3, 0.05])
+    refs = _synthetic(truth, 8)
+    model = estimate.fit(refs, "float")
+    np.testing.assert_allclose(model.coefficients, truth, rtol=1e-6)
+    assert estimate.error_pct(estimate.leave_one_out(refs, "float")) < 1e-6
+
+
+def test_the_estimate_runner_labels_its_figures_and_states_its_error(tmp_path):
+    features = CostFeatures(macs=56_000_000, depthwise_macs=7_000_000, params=2_500_000, activations=4_800_000,
+                            image_size=224)
+    result = runners.measure(tmp_path / "m.tflite", load_profile("pixel-3-cpu").model_copy(
+        update={"runner": load_profile("pixel-3-cpu").runner.model_copy(update={"kind": "estimate"})}),
+        features, "int8")
+    assert result.source == "estimate" and result.latency_ms["p90"] is None and result.peak_memory_mb is None
+    assert 3 < result.latency_ms["p50"] < 30  # MobileNetV3-Small-sized on a Pixel 3 big core (published 10.7 ms)
+    assert result.extra["error_pct_leave_one_out"] is not None and "leave-one-out" in result.notes[-1]
+    pixel6 = runners.measure(tmp_path / "m.tflite", load_profile("pixel-6-cpu").model_copy(
+        update={"runner": load_profile("pixel-6-cpu").runner.model_copy(update={"kind": "estimate"})}),
+        features, "int8")
+    assert pixel6.extra["ratio"] == 0.735 and "float estimate x 0.735" in " ".join(pixel6.notes)
+
+
+def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
+    profile = load_profile("x86-server-avx2").model_copy()
+    with pytest.raises(RunnerFailed, match="carries no edgekiln cost features"):
+        estimate.measure(tmp_path / "foreign.onnx", profile, None, "int8")
+    features = CostFeatures(macs=10, depthwise_macs=0, params=10, activations=10, image_size=8)
+    with pytest.raises(RunnerFailed, match="no fp16 reference measurements"):
+        estimate.measure(tmp_path / "m.onnx", profile, features, "fp16")
+    with pytest.raises(RunnerFailed, match="has no \\[estimate\\] section"):
+        estimate.measure(tmp_path / "m.tflite", load_profile("raspberry-pi-5-cpu"), features, "int8")

@@ -1,0 +1,107 @@
+"""The ssh runner for real: an OpenSSH server started on 127.0.0.1 by the test, logged into
+with a fresh key, runs runtime_bench.py with this python. Skips where sshd cannot start."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekiln.targets import onnx_format, runners
+from edgekiln.targets.errors import DeviceUnreachable
+from edgekiln.targets.profiles import load_profile
+from edgekiln.targets.runners import ssh
+
+SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if Path(p).exists()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("OpenSSH server or client not installed (Debian: openssh-server)")
+    root = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
+    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+    (root / "authorized_keys").chmod(0o600)
+    port = _free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n")
+    Path("/run/sshd").mkdir(exist_ok=True) if Path("/run").is_dir() and Path("/run").stat().st_uid == 0 else None
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(50):
+        if process.poll() is not None:
+            pytest.skip(f"sshd could not start: {process.stdout.read().strip()[:300]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.skip("sshd did not listen within 5 s")
+    profile = root / "loopback.toml"
+    profile.write_text(
+        'name = "loopback"\ndevice = "this machine over ssh"\nformat = "onnx"\n'
+        '[runtime]\nthreads = 1\n[budget]\np50_ms = 1000.0\n'
+        f'[runner]\nkind = "ssh"\nhost = "127.0.0.1"\nport = {port}\nidentity_file = "{root / "user_key"}"\n'
+        f'python = "{sys.executable}"\nremote_dir = "{root / "remote"}"\nruns = 20\n'
+        'ssh_options = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]\n')
+    probe = subprocess.run(["ssh", *ssh.connection(load_profile(profile))[1], "127.0.0.1", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        process.kill()
+        pytest.skip(f"cannot log in to the loopback sshd: {probe.stderr.strip()[:300]}")
+    yield load_profile(profile), root
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    path = tmp_path_factory.mktemp("artifact") / "model.onnx"
+    onnx_format.export_float(model, torch.randn(1, 3, 16, 16), path)
+    return path
+
+
+def test_ssh_runner_measures_on_the_remote_host(sshd, onnx_artifact):
+    profile, root = sshd
+    result = runners.measure(onnx_artifact, profile, None, "float")
+    assert result.source == "device" and result.runner == "ssh" and "127.0.0.1" in result.device
+    assert result.latency_ms["runs"] == 20 and 0 < result.latency_ms["p50"] <= result.latency_ms["p90"]
+    assert result.peak_memory_mb is not None and result.tool.startswith("onnxruntime")
+    assert list((root / "remote").iterdir()) == []  # the remote work directory is removed
+
+
+def test_ssh_runner_returns_the_remote_runtime_logits(sshd, onnx_artifact):
+    profile, _ = sshd
+    images = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    _, logits = ssh.run_remote(onnx_artifact, profile, images)
+    np.testing.assert_allclose(logits, onnx_format.predict(onnx_artifact, images), rtol=1e-5, atol=1e-5)
+
+
+def test_a_refused_connection_is_unreachable_and_can_fall_back_only_with_references(sshd, onnx_artifact):
+    profile, _ = sshd
+    closed = profile.model_copy(update={"runner": profile.runner.model_copy(update={"port": _free_port()})})
+    with pytest.raises(DeviceUnreachable, match="ssh"):
+        runners.measure(onnx_artifact, closed, None, "float")
+    with pytest.raises(DeviceUnreachable):  # no [estimate] section: nothing to fall back on
+        runners.measure(onnx_artifact, closed, None, "float", allow_estimate=True)
