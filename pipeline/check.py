@@ -76,7 +76,10 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
     fmt = get_format(format_of(path))
     if profile.format != fmt.NAME:
         raise InputError(f"profile {profile.name!r} is for {profile.format} artifacts; {path.name} is {fmt.NAME}")
-    metadata = fmt.read_metadata(path)
+    try:
+        metadata = fmt.read_metadata(path)
+    except Exception as e:  # protobuf / flatbuffer / spec parsers raise their own types
+        raise InputError(f"{path} cannot be read as a {fmt.NAME} artifact: {str(e).splitlines()[0]}") from e
     features = CostFeatures.from_dict(json.loads(metadata["edgekiln_cost"])) if "edgekiln_cost" in metadata else None
     precision = metadata.get("edgekiln_precision", fmt.PRECISION)
     try:
@@ -115,6 +118,7 @@ def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
             result.sha256_matches = sha256(path) == records[path.name]["sha256"]
             if not result.sha256_matches:
                 result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
+                return result  # not worth timing: it is not the artifact the manifest describes
     profile = _profile(profile_name)
     if runner is not None:
         from edgekiln.targets.profiles import RUNNERS

@@ -65,7 +65,8 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
 
 
 def plot(manifest: dict, path: Path) -> Path:
-    """Accuracy after each stage and of each artifact, with the total budget as a line."""
+    """Left: accuracy after each stage and of each artifact, with the total budget as a line.
+    Right: each artifact's p50 latency on its profile against its p50 budget, by source."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +78,8 @@ def plot(manifest: dict, path: Path) -> Path:
     values = [s["accuracy"] for s in stages] + [a["accuracy"] for a in artifacts]
     passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
     kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(1.2 * len(names) + 2 + 1.2 * len(artifacts) + 2, 4),
+                                     gridspec_kw={"width_ratios": [max(len(names), 1), max(len(artifacts), 1)]})
     colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
     bars = ax.bar(names, values, color=colors)
     for bar, kind in zip(bars, kinds):
@@ -90,10 +92,37 @@ def plot(manifest: dict, path: Path) -> Path:
     low = min(values + [100.0]) - 5
     ax.set_ylim(max(0.0, low), 100.5)
     ax.set_ylabel("val accuracy (%)")
-    ax.set_title("accuracy by stage and artifact (hatched: proxy, red: gate failed)")
+    ax.set_title("accuracy (hatched: proxy, red: gate failed)")
     for bar, v in zip(bars, values):
         ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    _plot_latency(lat_ax, artifacts)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_latency(ax, artifacts: list[dict]) -> None:
+    colors = {"host": "#55a868", "device": "#4c72b0", "estimate": "#dd8452"}
+    for i, a in enumerate(artifacts):
+        p50 = (a.get("latency_ms") or {}).get("p50")
+        if p50 is None:
+            ax.text(i, 0, "not\nmeasured", ha="center", va="bottom", fontsize=8)
+            continue
+        source = a.get("latency_source")
+        bar = ax.bar(i, p50, color=colors.get(source, "gray"), label=source)[0]
+        if source == "estimate":
+            bar.set_hatch("..")
+        budget = (a.get("budget") or {}).get("p50_ms")
+        if budget is not None:
+            ax.hlines(budget, i - 0.4, i + 0.4, color="#c44e52", linestyle="--")
+            ax.text(i, budget, f"budget {budget:g}", ha="center", va="bottom", fontsize=7, color="#c44e52")
+        ax.text(i, p50, f"{p50:.3g}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(artifacts)), [f"{a['target']}\n{a.get('profile') or ''}" for a in artifacts], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (ms, log)")
+    ax.set_title("latency on each profile (dashed: budget)")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), loc="best", fontsize=7)
