@@ -7,7 +7,8 @@
    features depend only on the architecture and input size) and written to
    targets/profiles/<profile>.references.csv.
 2. For x86-server-avx2, the references are measured on this host: ONNX fp32 and INT8 QDQ
-   artifacts of timm models at 224 px, timed by the host runner (2 threads).
+   artifacts of timm models at 224 px (and some at 64 and 32 px), timed by the host
+   runner (2 threads).
 3. For every profile: the estimate's in-sample and leave-one-out error on its own table.
 """
 
@@ -51,6 +52,10 @@ PUBLISHED = {
 HOST_MODELS = ("mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_075", "mobilenetv3_large_100",
                "mobilenetv2_100", "mobilenetv1_100", "mobilenetv4_conv_small", "mobilevit_xxs", "mobilevit_xs",
                "efficientnet_b0", "resnet18", "resnet50")
+# Small inputs too, so the host table covers models like the digits demo's (32 px, < 1 MMAC).
+HOST_SMALL = {64: ("mobilenetv3_small_050", "mobilenetv3_small_100", "mobilenetv3_large_100", "mobilenetv4_conv_small",
+                   "mobilevit_xxs", "resnet18"),
+              32: ("mobilenetv3_small_050", "mobilenetv3_small_100", "mobilenetv4_conv_small", "resnet18")}
 COLUMNS = ("model", "precision", "input_px", "threads", "latency_ms", "source",
            "macs", "depthwise_macs", "params", "activations")
 
@@ -95,11 +100,11 @@ def host_rows() -> list[dict]:
 
     profile = load_profile("x86-server-avx2")
     rows = []
-    rng = np.random.default_rng(0)
-    calibration = rng.standard_normal((8, 3, 224, 224)).astype(np.float32)
-    for arch in HOST_MODELS:
+    jobs = [(arch, 224) for arch in HOST_MODELS] + [(a, size) for size, archs in HOST_SMALL.items() for a in archs]
+    for arch, size in jobs:
         torch.manual_seed(0)
         model = timm.create_model(arch).eval()
+        calibration = np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
         example = torch.from_numpy(calibration[:1])
         with tempfile.TemporaryDirectory() as tmp:
             fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -107,11 +112,11 @@ def host_rows() -> list[dict]:
             onnx_format.export_int8(model, example, calibration, int8, {})
             for precision, path in (("float", fp32), ("int8", int8)):
                 latency = host.measure(path, profile).latency_ms
-                rows.append({"model": arch, "precision": precision, "input_px": 224,
+                rows.append({"model": arch, "precision": precision, "input_px": size,
                              "threads": profile.runtime.threads, "latency_ms": round(latency["p50"], 3),
                              "source": "measured on this host by benchmarks/estimate_references.py",
-                             **{k: v for k, v in features(arch, 224).to_dict().items() if k != "image_size"}})
-                print(f"  host {arch} {precision}: {latency['p50']:.3f} ms", flush=True)
+                             **{k: v for k, v in features(arch, size).to_dict().items() if k != "image_size"}})
+                print(f"  host {arch} {size} px {precision}: {latency['p50']:.3f} ms", flush=True)
     return rows
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
-from edgekiln.stages.export import TargetConfig
+from edgekiln.stages.export import TargetConfig, budget_keys
 from edgekiln.stages.training import accuracy
 from edgekiln.targets import FORMATS, get_format, runners
 from edgekiln.targets.cost import CostFeatures
@@ -71,7 +71,8 @@ def _profile(name: str) -> Profile:
         raise InputError(f"--profile: {e}") from None
 
 
-def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_estimate: bool) -> None:
+def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_estimate: bool,
+                    target: TargetConfig | None = None) -> None:
     """Run `profile`'s runner on the artifact and check its budgets (latency, memory, size)."""
     fmt = get_format(format_of(path))
     if profile.format != fmt.NAME:
@@ -93,7 +94,8 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         result.notes.append(f"latency not measured: {e}")
         measurement = None
     result.profile = profile.name
-    record = {"budget": profile.budget.model_dump(), "profile": profile.name, "size_bytes": size_bytes(path)}
+    record = {"budget": profile.budget.model_dump(), "profile": profile.name, "size_bytes": size_bytes(path),
+              "budget_keys": budget_keys(target, profile)}
     if measurement is not None:
         result.measurement = measurement.to_dict()
         result.notes += measurement.notes
@@ -176,7 +178,8 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: d
     if not record.get("passed", False):
         result.problems.append("its gate failed in the run")
     fmt = get_format(record["format"])
-    profile = overrides.get(record["format"]) or _run_profile(record, target)
+    override = overrides.get(record["format"])
+    profile = override or _run_profile(record, target)
     if val is not None:
         try:
             result.accuracy = accuracy(fmt.predict(path, val[0], threads=profile.runtime.threads), val[1])
@@ -192,5 +195,6 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: d
             result.notes.append("Core ML structure checked: loads, input/output names and shape, INT8 weights")
         except ConversionError as structural:
             result.problems.append(str(structural))
-    measure_against(result, path, profile, allow_estimate or target.get("allow_estimate", False))
+    measure_against(result, path, profile, allow_estimate or target.get("allow_estimate", False),
+                    None if override or not target else TargetConfig.model_validate(target))
     return result

@@ -88,7 +88,7 @@ def budget_checks(subject: str, artifact: dict) -> tuple[list[BudgetCheck], list
     for field, metric, unit, read, source_key in _BUDGETS:
         if budgets.get(field) is None:
             continue
-        key = f"budget.{field} (profile {artifact.get('profile')} / target override)"
+        key = (artifact.get("budget_keys") or {}).get(field, f"budget.{field} of profile {artifact.get('profile')}")
         value = read(artifact)
         if value is None:
             unchecked.append(f"{key} = {budgets[field]:g} not checked: "

@@ -91,6 +91,13 @@ def preprocessing(bundle) -> dict:
             "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std)}
 
 
+def budget_keys(target: TargetConfig | None, profile: Profile) -> dict[str, str]:
+    """Where each budget was set, for gate messages: the target's override or the profile."""
+    overridden = set() if target is None else set(target.budget.model_dump(exclude_none=True))
+    return {field: f"targets.{target.name}.budget.{field}" if field in overridden
+            else f"budget.{field} of profile {profile.name}" for field in Budgets.model_fields}
+
+
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle) -> dict:
     """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
     one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
@@ -148,6 +155,7 @@ def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_t
     record = {"target": target.name, "format": target.format, "file": target.artifact_name,
               "runtime": fmt.RUNTIME, "precision": fmt.PRECISION, "threads": profile.runtime.threads,
               "profile": profile.name, "budget": profile.budget.model_dump(),
+              "budget_keys": budget_keys(target, profile),
               "profile_file": None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
               "convert_seconds": round(convert_seconds, 1), "cost_features": features.to_dict()}
     record["size_bytes"] = size_bytes(path)

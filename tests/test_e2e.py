@@ -289,6 +289,7 @@ def test_check_against_a_tighter_profile_fails_naming_the_budget(run, tmp_path):
     result = CliRunner().invoke(app, ["check", str(root / "out"), "--no-accuracy", "--profile", str(tight)])
     assert result.exit_code == 1, result.output
     assert "gate FAILED: target server: p50 latency" in " ".join(result.output.split())
+    assert "budget.p50_ms of profile tight-server" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["check", str(root / "out"), "--profile", "raspberry-pi-5-cpu-nope"])
     assert result.exit_code == 2 and "unknown profile" in result.output
 
@@ -301,6 +302,16 @@ def test_bench_measures_one_artifact_on_a_profile(run, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "bench.json").read_text())
     assert record["passed"] and record["sha256_matches"] and record["measurement"]["source"] == "host"
+
+    host_tflite = tmp_path / "host-tflite.toml"
+    host_tflite.write_text('name = "host-tflite"\ndevice = "this host"\nformat = "tflite"\n'
+                           '[budget]\npeak_memory_mb = 512.0\n[runner]\nkind = "host"\nruns = 20\n')
+    result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", str(host_tflite),
+                                      "--json", str(tmp_path / "tflite.json")])
+    assert result.exit_code == 0, result.output
+    measurement = json.loads((tmp_path / "tflite.json").read_text())["measurement"]
+    assert measurement["source"] == "host" and measurement["tool"] == "ai-edge-litert"
+    assert measurement["latency_ms"]["runs"] == 20 and measurement["peak_memory_mb"] is not None
 
     result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", "pixel-3-cpu"])
     assert result.exit_code == 2 and "cannot be reached" in result.output and "--allow-estimate" in result.output

@@ -101,13 +101,13 @@ def _synthetic(coefficients, n, precision="float"):
     for i in range(n):
         f = CostFeatures(macs=int(rng.integers(50e6, 900e6)), depthwise_macs=int(rng.integers(1e6, 40e6)),
                          params=int(rng.integers(1e6, 10e6)), activations=int(rng.integers(3e6, 30e6)), image_size=224)
-        x = np.array([f.dense_macs / 1e6, f.depthwise_macs / 1e6, f.traffic_bytes(precision) / 1e6])
+        x = np.array([f.dense_macs / 1e6, f.depthwise_macs / 1e6, f.traffic_bytes(precision) / 1e6, 1.0])
         refs.append(estimate.Reference(f"m{i}", precision, float(x @ coefficients), f, "synthetic"))
     return refs
 
 
 def test_the_cost_model_recovers_a_linear_device_and_its_leave_one_out_error_is_small():
-    truth = np.array([0.02, 0.3, 0.05])
+    truth = np.array([0.02, 0.3, 0.05, 0.4])  # ms per dense MMAC, depthwise MMAC, MB moved; fixed ms
     refs = _synthetic(truth, 8)
     model = estimate.fit(refs, "float")
     np.testing.assert_allclose(model.coefficients, truth, rtol=1e-6)
@@ -138,3 +138,26 @@ def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
         estimate.measure(tmp_path / "m.onnx", profile, features, "fp16")
     with pytest.raises(RunnerFailed, match="has no \\[estimate\\] section"):
         estimate.measure(tmp_path / "m.tflite", load_profile("raspberry-pi-5-cpu"), features, "int8")
+
+
+def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_path, monkeypatch):
+    from edgekiln.stages import export
+    from edgekiln.targets import coreml_format
+
+    target = export.TargetConfig(name="mac", profile="mac-coreml", budget={"p50_ms": 3.0})
+    profile = target.resolve()
+    val_y = np.array([0, 1, 2, 1])
+    logits = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]  # the Mac's Core ML gets 3 of 4 right
+    calls = []
+
+    def on_the_mac(path, prof, images):
+        calls.append((path, prof.name, images.shape))
+        return None, logits
+
+    monkeypatch.setattr(export.ssh_runner, "run_remote", on_the_mac)
+    record = export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
+                                      np.zeros((4, 3, 8, 8), np.float32), val_y, np.array([0, 1, 2, 1]), None)
+    assert record == {"accuracy_source": "runtime", "accuracy": 75.0, "agreement": 75.0}
+    assert calls == [(tmp_path / "model.mlpackage", "mac-coreml", (4, 3, 8, 8))]
+    keys = export.budget_keys(target, profile)
+    assert keys["p50_ms"] == "targets.mac.budget.p50_ms" and keys["size_mb"] == "budget.size_mb of profile mac-coreml"

@@ -2,9 +2,10 @@
 calibrated on the profile's table of reference measurements (published or measured).
 
 latency_ms = a * dense MMACs + b * depthwise MMACs + c * MB moved (weights + activations at
-the artifact's precision), with a, b, c >= 0 fitted by non-negative least squares on the
-reference rows of the same precision. With fewer than four rows the model shrinks (total
-MACs and traffic, then MACs alone). A precision the table lacks is estimated as the float
+the artifact's precision) [+ d, a fixed per-inference cost, with six rows or more], all
+coefficients >= 0, fitted by non-negative least squares on the reference rows of the same
+precision. With fewer than four rows the model shrinks (total MACs and traffic, then MACs
+alone). A precision the table lacks is estimated as the float
 estimate times the profile's declared ratio, and says so. Every estimate carries the
 model's leave-one-out error on its own reference table.
 """
@@ -44,6 +45,8 @@ def load_references(path: Path) -> list[Reference]:
 
 
 def _columns(rows: int) -> tuple[str, ...]:
+    if rows >= 6:  # enough rows to also fit a fixed per-inference cost (runtime overhead)
+        return ("dense_mmacs", "depthwise_mmacs", "traffic_mb", "overhead_ms")
     if rows >= 4:
         return ("dense_mmacs", "depthwise_mmacs", "traffic_mb")
     return ("mmacs", "traffic_mb") if rows >= 2 else ("mmacs",)
@@ -51,7 +54,8 @@ def _columns(rows: int) -> tuple[str, ...]:
 
 def _row(features: CostFeatures, precision: str, columns: tuple[str, ...]) -> np.ndarray:
     values = {"dense_mmacs": features.dense_macs / 1e6, "depthwise_mmacs": features.depthwise_macs / 1e6,
-              "mmacs": features.macs / 1e6, "traffic_mb": features.traffic_bytes(precision) / 1e6}
+              "mmacs": features.macs / 1e6, "traffic_mb": features.traffic_bytes(precision) / 1e6,
+              "overhead_ms": 1.0}
     return np.array([values[c] for c in columns])
 
 
