@@ -3,6 +3,7 @@ on its target's latency profile (host, device or estimate)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -98,41 +99,47 @@ def budget_keys(target: TargetConfig | None, profile: Profile) -> dict[str, str]
             else f"budget.{field} of profile {profile.name}" for field in Budgets.model_fields}
 
 
+@contextlib.contextmanager
+def _device_errors(target: TargetConfig, profile: Profile):
+    """A device that cannot be reached, or a runner that fails on it, is bad input naming
+    the target and profile (exit 2), never an internal error."""
+    try:
+        yield
+    except DeviceUnreachable as e:
+        hint = "" if profile.estimate is None else "; set allow_estimate = true on the target to estimate instead"
+        raise InputError(f"target {target.name}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
+    except RunnerFailed as e:
+        raise InputError(f"target {target.name}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
+
+
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle) -> dict:
     """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
     one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
+    record = {"accuracy_source": "runtime"}
     try:
         if target.format == "coreml" and profile.runner.kind == "ssh":
-            with console.status(f"  {target.name}: {len(val_y)} val images in Core ML over ssh"):
+            with console.status(f"  {target.name}: {len(val_y)} val images in Core ML over ssh"), \
+                    _device_errors(target, profile):
                 predicted = ssh_runner.run_remote(path, profile, val_x)[1]
-            source = "runtime"
         else:
             with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
                 predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
-            source = "runtime"
-        note = None
     except RuntimeUnavailable as e:
         proxy = fmt.proxy_model(bundle.model)
         with torch.no_grad():
             predicted = proxy(torch.from_numpy(val_x)).numpy()
-        source, note = "proxy", str(e)
-    record = {"accuracy_source": source, "accuracy": training.accuracy(predicted, val_y),
-              "agreement": float((predicted.argmax(1) == float_top1).mean() * 100)}
-    if note:
-        record["accuracy_not_measured"] = note
+        record = {"accuracy_source": "proxy", "accuracy_not_measured": str(e)}
+    record.update(accuracy=training.accuracy(predicted, val_y),
+                  agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
     return record
 
 
 def _latency(target, profile, path, features, precision) -> dict:
     """The profile's runner on the artifact; the record says where every figure comes from."""
     try:
-        with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"):
+        with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"), \
+                _device_errors(target, profile):
             m = runners.measure(path, profile, features, precision, allow_estimate=target.allow_estimate)
-    except DeviceUnreachable as e:
-        hint = "" if profile.estimate is None else "; set allow_estimate = true on the target to estimate instead"
-        raise InputError(f"target {target.name}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
-    except RunnerFailed as e:
-        raise InputError(f"target {target.name}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
     except RuntimeUnavailable as e:
         return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
                 "latency_notes": [f"latency not measured: {e}"]}

@@ -19,9 +19,6 @@ from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import Profile
 
-SOURCES = {"host": "host", "adb": "device", "ssh": "device", "estimate": "estimate"}
-
-
 @dataclass
 class Measurement:
     source: str  # host | device | estimate
