@@ -16,12 +16,16 @@ class Node:
     inputs: tuple[str, ...]  # upstream nodes whose results it takes
     preflight: Callable | None = None  # cheap checks of its own section, before any work
     budgeted: bool = True  # gated against the stage before it (the teacher is the reference)
+    # Sections the stage reads that cannot change its result under this config: left out of its key.
+    unkeyed: Callable[[dict], set[str]] | None = None
 
 
 STAGES: tuple[Node, ...] = (
     Node("teacher", teacher.run, ("teacher", "train"), (), preflight=teacher.preflight, budgeted=False),
     Node("distill", distill.run, ("student", "distill", "train"), ("teacher",), preflight=distill.preflight),
-    Node("prune", prune.run, ("prune", "distill", "train"), ("distill", "teacher")),
+    # [budget] decides where stepwise pruning stops; with one step it only gates the result.
+    Node("prune", prune.run, ("prune", "distill", "train", "budget"), ("distill", "teacher"),
+         preflight=prune.preflight, unkeyed=lambda c: set() if c["prune"].steps > 1 else {"budget"}),
     Node("quantize", quantize.run, ("quantize",), ("prune",)),
     Node("export", export.run, ("targets",), ("quantize",)),
 )

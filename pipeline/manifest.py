@@ -68,6 +68,8 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
         "precheck": outcome.precheck,
         "stages": [vars(s) for s in outcome.stages],
+        "prune": None if results.get("prune") is None else {
+            k: results["prune"].metrics.get(k) for k in ("target", "importance", "steps", "stopped")},
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,
         "preprocessing": None if export is None else export.metrics["preprocessing"],

@@ -38,6 +38,17 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                        _millions(s["params"]), _millions(s["macs"]), "yes" if s["cached"] else "no",
                        f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
     console.print(stages)
+    prune = manifest.get("prune") or {}
+    if len(prune.get("steps") or []) > 2:
+        steps = Table(title=f"prune steps (importance = {prune.get('importance')})", title_justify="left")
+        for col in ("step", "params", "MACs", "latency ms", "accuracy %", "note"):
+            steps.add_column(col, justify="left" if col == "note" else "right")
+        for p in prune["steps"]:
+            latency = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ({p['latency_source']})"
+            steps.add_row(str(p["step"]), _millions(p["params"]), _millions(p["macs"]), latency,
+                          f"{p['accuracy']:.2f}", p["note"])
+        console.print(steps)
+        console.print(f"prune: {prune['stopped']}")
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
         for col in ("target", "format", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",

@@ -163,7 +163,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     try:
         outcome.precheck = _precheck(cfg, data, cache, code)
         for node in STAGES:
-            sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections}
+            unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
+            sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
             if "targets" in node.sections:
                 sections["profiles"] = _profiles_fingerprint(cfg)
             key = keys[node.name] = stage_key(node.name, code, sections,

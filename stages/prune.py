@@ -1,29 +1,70 @@
-"""Stage `prune`: structured channel pruning (torch-pruning) to a MACs ratio, then KD recovery."""
+"""Stage `prune`: structured channel pruning (torch-pruning) to a MACs ratio or a latency on a
+profile, in one or more steps, each followed by KD recovery; backs off a step that breaks the budget."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekiln.stages import modeling, training
 from edgekiln.stages.data import Dataset
+from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
+from edgekiln.targets.cost import cost_features
+from edgekiln.targets.profiles import ProfileError, load_profile
 
 _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's channels
 _STEPS = 45  # granularity of the search for the MACs target
 
 
 class PruneConfig(BaseModel):
-    """`[prune]`: keep `macs_ratio` of the student's MACs (1.0 = no pruning)."""
+    """`[prune]`: how far to prune the student, and how.
+
+    The target is `macs_ratio` (share of the student's MACs to keep), or `latency_ms` on
+    `profile` (estimated by the profile's cost model at each step). With `steps` > 1 the
+    target is approached in equal steps, each followed by a KD recovery fine-tune of
+    `finetune_epochs`; a step whose accuracy breaks the budget ([budget]: max_drop.prune
+    against the distilled student, max_drop_total against the teacher) is undone, and
+    pruning stops at the last step that held."""
 
     model_config = ConfigDict(extra="forbid")
 
-    macs_ratio: float = Field(0.5, gt=0.0, le=1.0)
+    macs_ratio: float | None = Field(None, gt=0.0, le=1.0)  # default 0.5 when no latency target
+    latency_ms: float | None = Field(None, gt=0.0)
+    profile: str | None = None
+    steps: int = Field(1, ge=1, le=50)
+    importance: Literal["magnitude", "taylor"] = "magnitude"
     finetune_epochs: int = Field(3, ge=0, le=1000)
     lr: float = Field(1e-3, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PruneConfig":
+        if self.latency_ms is not None and self.macs_ratio is not None:
+            raise ValueError("give macs_ratio or latency_ms, not both")
+        if (self.latency_ms is None) != (self.profile is None):
+            raise ValueError("latency_ms and profile go together (the latency is estimated on that profile)")
+        if self.latency_ms is None and self.macs_ratio is None:
+            self.macs_ratio = 0.5
+        return self
+
+
+def preflight(config: dict) -> None:
+    """A latency target needs a profile whose cost model can estimate the pruned student."""
+    cfg: PruneConfig = config["prune"]
+    if cfg.profile is None:
+        return
+    try:
+        profile = load_profile(cfg.profile)
+    except ProfileError as e:
+        raise InputError(f"prune.profile: {e}") from None
+    if profile.estimate is None:
+        raise InputError(f"prune.profile: profile {profile.name!r} has no [estimate] reference table, "
+                         "which latency-targeted pruning needs to estimate each step")
 
 
 def kept_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -42,39 +83,152 @@ def kept_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return kept
 
 
-def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tuple[int, int]:
-    """Prune `model` in place, uniformly per layer by L2 magnitude, in small steps until its
-    MACs are at most `ratio` of the original. Returns (MACs before, MACs after)."""
+def _importance(kind: str):
     import torch_pruning as tp
 
-    model.eval()
-    example = torch.randn(1, 3, input_size, input_size)
-    before, _ = tp.utils.count_ops_and_params(model, example)
-    if ratio >= 1.0:
-        return int(before), int(before)
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=2)
+
+
+def taylor_gradients(bundle, data: Dataset, batches: int = 4, batch_size: int = 64):
+    """A callable filling .grad with the cross-entropy gradient of a few training batches
+    (Taylor importance is |weight x gradient|)."""
+    def fill() -> None:
+        model = bundle.model
+        model.train()
+        model.zero_grad()
+        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(data.seed))
+        for i in range(0, batches * batch_size, batch_size):
+            idx = order[i : i + batch_size]
+            x = training.model_input(bundle, data.train_x[idx])
+            torch.nn.functional.cross_entropy(model(x), data.train_y[idx].to(x.device)).backward()
+        model.eval()
+    return fill
+
+
+def prune_until(model: torch.nn.Module, input_size: int, reached, importance: str = "magnitude",
+                gradients=None) -> bool:
+    """Prune `model` in place, uniformly per layer, in small steps until `reached(model)` is
+    true. Taylor importance calls `gradients()` before each step. Returns whether the target
+    was reached before no layer could give up more channels."""
+    import torch_pruning as tp
+
+    model.cpu().eval()
+    if reached(model):
+        return True
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=_MAX_CHANNEL_RATIO, iterative_steps=_STEPS, ignored_layers=kept_layers(model),
-    )
-    after = before
-    for _ in range(_STEPS):
-        pruner.step()
-        after, _ = tp.utils.count_ops_and_params(model, example)
-        if after <= ratio * before:
-            break
-    return int(before), int(after)
+        model, torch.randn(1, 3, input_size, input_size), importance=_importance(importance),
+        pruning_ratio=_MAX_CHANNEL_RATIO, iterative_steps=_STEPS, ignored_layers=kept_layers(model))
+    try:
+        for _ in range(_STEPS):
+            if importance == "taylor":
+                gradients()
+            pruner.step()
+            if reached(model):
+                return True
+        return False
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tuple[int, int]:
+    """Prune `model` in place by L2 magnitude until its MACs are at most `ratio` of the
+    original. Returns (MACs before, MACs after)."""
+    before = modeling.macs(model, input_size)
+    if ratio < 1.0:
+        prune_until(model, input_size, lambda m: modeling.macs(m, input_size) <= ratio * before)
+    return int(before), int(modeling.macs(model, input_size))
+
+
+class _Latency:
+    """The prune profile's latency estimate of a torch model, at the precision its format exports."""
+
+    def __init__(self, profile_name: str, input_size: int):
+        from edgekiln.targets import get_format
+        from edgekiln.targets.runners import estimate
+
+        self.profile = load_profile(profile_name)
+        self.precision = get_format(self.profile.format).PRECISION
+        self.input_size = input_size
+        self._estimate = estimate
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        features = cost_features(model, self.input_size)
+        m = self._estimate.measure(Path(f"pruned-student{self.profile.format}"), self.profile, features,
+                                   self.precision)
+        return m.latency_ms["p50"]
+
+
+def _budget_breach(accuracy: float, distilled: float, teacher: float, budget) -> str | None:
+    """Why `accuracy` breaks the budget, or None. `budget` is the pipeline's [budget]."""
+    if budget is None:
+        return None
+    stage = budget.max_drop.prune
+    if stage is not None and distilled - accuracy > stage + 1e-9:
+        return f"{distilled - accuracy:.2f} points below distill > budget.max_drop.prune = {stage:g}"
+    if teacher - accuracy > budget.max_drop_total + 1e-9:
+        return f"{teacher - accuracy:.2f} points below the teacher > budget.max_drop_total = {budget.max_drop_total:g}"
+    return None
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: PruneConfig = config["prune"]
     kd: training.DistillConfig = config["distill"]
     student = inputs["distill"].bundle
-    before, after = prune_to_macs(student.model, student.input_size, cfg.macs_ratio)
-    console.print(f"  MACs {before / 1e6:.2f}M -> {after / 1e6:.2f}M ({after / before:.2f} of the student)")
+    size = student.input_size
+    latency = _Latency(cfg.profile, size) if cfg.latency_ms is not None else None
     # Recovery uses logit KD only: a hint projection would start untrained here.
     teacher = training.Teacher(inputs["teacher"].bundles)
-    training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed, desc="prune: recovery fine-tune",
-                 train=config["train"], teacher=teacher, kd=kd)
-    return StageResult.with_model(training.evaluate(student, data), student, metrics={
-        "params": modeling.params(student.model), "macs": after, "macs_before": before,
-        "macs_ratio": after / before})
+    macs_before = modeling.macs(student.model, size)
+    start_latency = latency(student.model) if latency else None
+
+    def record(step: int, accuracy: float, note: str = "") -> dict:
+        model = student.model
+        return {"step": step, "params": modeling.params(model), "macs": modeling.macs(model, size),
+                "latency_ms": latency(model) if latency else None,
+                "latency_source": "estimate" if latency else None, "accuracy": accuracy, "note": note}
+
+    gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
+    steps = [record(0, inputs["distill"].accuracy, "distilled student")]
+    stopped = None
+    for k in range(1, cfg.steps + 1):
+        previous = copy.deepcopy(student.model)
+        share = k / cfg.steps
+        if latency:
+            goal = start_latency - share * (start_latency - cfg.latency_ms)
+            done = lambda m: latency(m) <= goal + 1e-9  # noqa: E731
+        else:
+            goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
+            done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
+        reached = prune_until(student.model, size, done, cfg.importance, gradients)
+        training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
+                     desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
+                     teacher=teacher, kd=kd)
+        accuracy = training.evaluate(student, data)
+        breach = _budget_breach(accuracy, inputs["distill"].accuracy, inputs["teacher"].accuracy,
+                                config.get("budget"))
+        steps.append(record(k, accuracy, "" if reached else "target not reached: no layer can give up more"))
+        console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
+                      + (f", {steps[-1]['latency_ms']:.3f} ms est." if latency else "")
+                      + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))
+        if breach and k > 1:
+            student.model = previous
+            steps[-1]["note"] = f"undone: {breach}"
+            stopped = f"backed off to step {k - 1}: step {k} broke the budget ({breach})"
+            break
+        if breach:
+            stopped = f"step 1 already breaks the budget ({breach}); nothing to back off to"
+            break
+        if not reached:
+            stopped = f"stopped at step {k}: the target cannot be reached"
+            break
+    final = next(s for s in reversed(steps) if not s["note"].startswith("undone"))
+    stopped = stopped or ("reached the latency target" if latency else "reached the MACs target")
+    console.print(f"  MACs {macs_before / 1e6:.2f}M -> {final['macs'] / 1e6:.2f}M "
+                  f"({final['macs'] / macs_before:.2f} of the student); {stopped}")
+    return StageResult.with_model(final["accuracy"], student, metrics={
+        "params": final["params"], "macs": final["macs"], "macs_before": macs_before,
+        "macs_ratio": final["macs"] / macs_before, "steps": steps, "stopped": stopped,
+        "target": {"latency_ms": cfg.latency_ms, "profile": cfg.profile} if latency else {"macs_ratio": cfg.macs_ratio},
+        "importance": cfg.importance})

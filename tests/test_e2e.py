@@ -208,7 +208,7 @@ def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monk
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # like Ctrl-C in the middle of pruning
 
-    monkeypatch.setattr(prune_stage, "prune_to_macs", killed)
+    monkeypatch.setattr(prune_stage, "prune_until", killed)
     with pytest.raises(KeyboardInterrupt):
         from edgekiln.config import load_config
         from edgekiln.runner import run_pipeline

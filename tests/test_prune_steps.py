@@ -1,0 +1,83 @@
+"""Pruning in steps to a MACs or latency target, backing off a step that breaks the budget."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from edgekiln.config import BudgetConfig
+from edgekiln.stages import modeling, prune, training
+from edgekiln.stages.data import DataConfig, load_dataset
+from edgekiln.stages.errors import InputError
+from edgekiln.stages.result import StageResult
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataConfig(image_size=32, seed=0))
+
+
+def inputs(data, distilled=90.0, teacher=95.0):
+    def bundle():
+        model = modeling.create("mobilenetv3_small_050", data.num_classes, seed=0)
+        return modeling.bundle("mobilenetv3_small_050", model, data.num_classes, data.image_size)
+
+    return {"distill": StageResult.with_model(distilled, bundle()),
+            "teacher": StageResult.with_models(teacher, [bundle()])}
+
+
+def config(prune_cfg, budget):
+    return {"prune": prune_cfg, "distill": training.DistillConfig(), "train": training.TrainConfig(),
+            "budget": budget}
+
+
+def scripted_accuracies(monkeypatch, values):
+    it = iter(values)
+    monkeypatch.setattr(training, "evaluate", lambda bundle, data: next(it))
+
+
+def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_good_step(data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [85.0, 80.0, 70.0])  # step 3 loses 20 points against distill
+    budget = BudgetConfig(max_drop_total=50.0, max_drop={"prune": 15.0})
+    cfg = prune.PruneConfig(macs_ratio=0.4, steps=3, finetune_epochs=0)
+    result = prune.run(data, config(cfg, budget), inputs(data), tmp_path)
+    steps = result.metrics["steps"]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"] > steps[3]["macs"]
+    assert steps[3]["note"].startswith("undone: 20.00 points below distill > budget.max_drop.prune = 15")
+    assert result.metrics["stopped"].startswith("backed off to step 2")
+    assert result.accuracy == 80.0 and result.metrics["macs"] == steps[2]["macs"]
+    assert modeling.macs(result.bundle.model, data.image_size) == steps[2]["macs"]  # the model is step 2's
+
+
+def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [88.0, 88.0])
+    start = prune._Latency("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
+    cfg = prune.PruneConfig(latency_ms=0.95 * start, profile="x86-server-avx2", steps=2, finetune_epochs=0,
+                            importance="taylor")
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    steps = result.metrics["steps"]
+    assert [s["latency_source"] for s in steps] == ["estimate"] * 3
+    assert steps[0]["latency_ms"] > steps[1]["latency_ms"] > steps[2]["latency_ms"]
+    assert steps[1]["latency_ms"] <= 0.975 * start + 1e-9  # half-way goal after step 1
+    assert steps[2]["latency_ms"] <= 0.95 * start + 1e-9 and result.metrics["stopped"] == "reached the latency target"
+
+
+def test_a_latency_below_the_runtimes_fixed_cost_is_reported_unreachable(data, monkeypatch, tmp_path):
+    # The x86 cost model has a fixed per-inference cost (about 0.48 ms): no pruning gets below it.
+    scripted_accuracies(monkeypatch, [88.0])
+    cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", finetune_epochs=0)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    assert result.metrics["stopped"] == "stopped at step 1: the target cannot be reached"
+    assert result.metrics["steps"][1]["latency_ms"] > 0.1
+
+
+def test_prune_targets_are_validated():
+    with pytest.raises(ValidationError, match="macs_ratio or latency_ms, not both"):
+        prune.PruneConfig(macs_ratio=0.5, latency_ms=3.0, profile="pixel-3-cpu")
+    with pytest.raises(ValidationError, match="latency_ms and profile go together"):
+        prune.PruneConfig(latency_ms=3.0)
+    assert prune.PruneConfig().macs_ratio == 0.5
+    with pytest.raises(InputError, match="raspberry-pi-5-cpu' has no \\[estimate\\] reference table"):
+        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu")})
+    with pytest.raises(InputError, match="prune.profile: unknown profile"):
+        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="nope")})
