@@ -96,14 +96,13 @@ def taylor_gradients(bundle, data: Dataset, batches: int = 4, batch_size: int = 
     (Taylor importance is |weight x gradient|)."""
     def fill() -> None:
         model = bundle.model
-        model.train()
+        model.eval()  # BatchNorm on its running statistics: these passes must not update them
         model.zero_grad()
         order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(data.seed))
         for i in range(0, batches * batch_size, batch_size):
             idx = order[i : i + batch_size]
             x = training.model_input(bundle, data.train_x[idx])
             torch.nn.functional.cross_entropy(model(x), data.train_y[idx].to(x.device)).backward()
-        model.eval()
     return fill
 
 
