@@ -141,22 +141,19 @@ def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tupl
 
 
 class _Latency:
-    """The prune profile's latency estimate of a torch model, at the precision its format exports."""
+    """The prune profile's latency estimate of a torch model, at the precision its format
+    exports; the cost model is fitted once, then evaluated at every pruning increment."""
 
     def __init__(self, profile_name: str, input_size: int):
         from edgekiln.targets import get_format
         from edgekiln.targets.runners import estimate
 
-        self.profile = load_profile(profile_name)
-        self.precision = get_format(self.profile.format).PRECISION
+        profile = load_profile(profile_name)
+        self.calibrated = estimate.calibrate(profile, get_format(profile.format).PRECISION)
         self.input_size = input_size
-        self._estimate = estimate
 
     def __call__(self, model: torch.nn.Module) -> float:
-        features = cost_features(model, self.input_size)
-        m = self._estimate.measure(Path(f"pruned-student{self.profile.format}"), self.profile, features,
-                                   self.precision)
-        return m.latency_ms["p50"]
+        return self.calibrated.predict(cost_features(model, self.input_size))
 
 
 def _budget_breach(accuracy: float, distilled: float, teacher: float, budget) -> str | None:

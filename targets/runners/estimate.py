@@ -103,15 +103,25 @@ def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
     return float(np.mean([abs(pred - r.latency_ms) / r.latency_ms * 100 for r, pred in pairs]))
 
 
-def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
-    from edgekiln.targets.runners import Measurement
+@dataclass(frozen=True)
+class Calibrated:
+    """A profile's cost model for one artifact precision: latency = model x ratio."""
 
+    model: CostModel
+    ratio: float
+    references: list[Reference]
+    notes: list[str]
+
+    def predict(self, features: CostFeatures) -> float:
+        return self.model.predict(features) * self.ratio
+
+
+def calibrate(profile: Profile, precision: str) -> Calibrated:
+    """Fit `profile`'s cost model for artifacts of `precision` (through its precision alias,
+    or the float model times its declared ratio where the table has no such rows)."""
     spec = profile.estimate
     if spec is None:
         raise RunnerFailed(f"profile {profile.name!r} has no [estimate] section: it cannot be estimated")
-    if features is None:
-        raise RunnerFailed(f"{artifact.name} carries no edgekiln cost features (metadata 'edgekiln_cost'): "
-                           "only artifacts written by edgekiln can be estimated")
     references = load_references(profile.references_path())
     wanted = spec.precision_alias.get(precision, precision)
     notes = []
@@ -126,16 +136,27 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         ratio = spec.precision_ratio[wanted]
         notes.append(f"no {wanted} references: float estimate x {ratio:g} ({spec.ratio_source or 'profile'})")
         wanted = "float"
-    model = fit(references, wanted)
+    return Calibrated(fit(references, wanted), ratio, references, notes)
+
+
+def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
+    from edgekiln.targets.runners import Measurement
+
+    if features is None:
+        raise RunnerFailed(f"{artifact.name} carries no edgekiln cost features (metadata 'edgekiln_cost'): "
+                           "only artifacts written by edgekiln can be estimated")
+    calibrated = calibrate(profile, precision)
+    model, references, wanted = calibrated.model, calibrated.references, calibrated.model.precision
     loo = error_pct(leave_one_out(references, wanted))
     in_sample = error_pct([(r, model.predict(r.features)) for r in references if r.precision == wanted])
-    p50 = model.predict(features) * ratio
-    notes.append(f"estimated from {model.rows} {wanted} reference measurements; error on them "
-                 + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
-                 + "; p90 and peak memory are not estimated")
+    notes = calibrated.notes + [
+        f"estimated from {model.rows} {wanted} reference measurements; error on them "
+        + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
+        + "; p90 and peak memory are not estimated"]
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
-                       latency_ms={"p50": p50, "p90": None, "mean": None, "std": None, "runs": None},
+                       latency_ms={"p50": calibrated.predict(features), "p90": None, "mean": None, "std": None,
+                                   "runs": None},
                        peak_memory_mb=None, notes=notes,
-                       extra={"precision": wanted, "ratio": ratio, "references": model.rows,
+                       extra={"precision": wanted, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
                               "error_pct_leave_one_out": loo, "error_pct_in_sample": in_sample})
