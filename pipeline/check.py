@@ -12,11 +12,11 @@ from pathlib import Path
 from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
-from edgekiln.stages.export import TargetConfig, budget_keys
+from edgekiln.stages.export import TargetConfig, budget_keys, device_errors
 from edgekiln.stages.training import accuracy
 from edgekiln.targets import FORMATS, get_format, runners
 from edgekiln.targets.cost import CostFeatures
-from edgekiln.targets.errors import ConversionError, DeviceUnreachable, RunnerFailed, RuntimeUnavailable
+from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.profiles import Profile, ProfileError, load_profile
 
@@ -84,12 +84,8 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
     features = CostFeatures.from_dict(json.loads(metadata["edgekiln_cost"])) if "edgekiln_cost" in metadata else None
     precision = metadata.get("edgekiln_precision", fmt.PRECISION)
     try:
-        measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate)
-    except DeviceUnreachable as e:
-        raise InputError(f"{result.target}: profile {profile.name!r}: device cannot be reached: {e}"
-                         + ("" if profile.estimate is None else " (--allow-estimate estimates instead)")) from e
-    except RunnerFailed as e:
-        raise InputError(f"{result.target}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
+        with device_errors(result.target, profile, estimate_hint="pass --allow-estimate"):
+            measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate)
     except RuntimeUnavailable as e:
         result.notes.append(f"latency not measured: {e}")
         measurement = None

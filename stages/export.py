@@ -100,16 +100,16 @@ def budget_keys(target: TargetConfig | None, profile: Profile) -> dict[str, str]
 
 
 @contextlib.contextmanager
-def _device_errors(target: TargetConfig, profile: Profile):
+def device_errors(subject: str, profile: Profile, estimate_hint: str = "set allow_estimate = true on the target"):
     """A device that cannot be reached, or a runner that fails on it, is bad input naming
-    the target and profile (exit 2), never an internal error."""
+    `subject` (the target) and the profile (exit 2), never an internal error."""
     try:
         yield
     except DeviceUnreachable as e:
-        hint = "" if profile.estimate is None else "; set allow_estimate = true on the target to estimate instead"
-        raise InputError(f"target {target.name}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
+        hint = "" if profile.estimate is None else f"; {estimate_hint} to estimate instead"
+        raise InputError(f"{subject}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
     except RunnerFailed as e:
-        raise InputError(f"target {target.name}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
+        raise InputError(f"{subject}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
 
 
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle) -> dict:
@@ -119,7 +119,7 @@ def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bund
     try:
         if target.format == "coreml" and profile.runner.kind == "ssh":
             with console.status(f"  {target.name}: {len(val_y)} val images in Core ML over ssh"), \
-                    _device_errors(target, profile):
+                    device_errors(f"target {target.name}", profile):
                 predicted = ssh_runner.run_remote(path, profile, val_x)[1]
         else:
             with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
@@ -138,7 +138,7 @@ def _latency(target, profile, path, features, precision) -> dict:
     """The profile's runner on the artifact; the record says where every figure comes from."""
     try:
         with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"), \
-                _device_errors(target, profile):
+                device_errors(f"target {target.name}", profile):
             m = runners.measure(path, profile, features, precision, allow_estimate=target.allow_estimate)
     except RuntimeUnavailable as e:
         return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
