@@ -26,6 +26,9 @@ STAGES: tuple[Node, ...] = (
     # [budget] decides where stepwise pruning stops; with one step it only gates the result.
     Node("prune", prune.run, ("prune", "distill", "train", "budget"), ("distill", "teacher"),
          preflight=prune.preflight, unkeyed=lambda c: set() if c["prune"].steps > 1 else {"budget"}),
-    Node("quantize", quantize.run, ("quantize",), ("prune",)),
-    Node("export", export.run, ("targets",), ("quantize",)),
+    Node("quantize", quantize.run, ("quantize", "distill", "train"), ("prune", "teacher"),
+         unkeyed=quantize.unkeyed),
+    # [budget] decides which layers accuracy-aware quantization keeps in float.
+    Node("export", export.run, ("targets", "quantize", "budget"), ("quantize", "teacher"),
+         unkeyed=export.unkeyed),
 )

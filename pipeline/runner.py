@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekiln import __version__
+from edgekiln.calibration import folder_fingerprint
 from edgekiln.cache import StageCache, code_version, stage_key
 from edgekiln.config import BUDGETED_STAGES, PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
@@ -55,7 +57,8 @@ class RunOutcome:
 
 def _fingerprint(value):
     """Config values as they enter a cache key: a file path also contributes its size and
-    mtime, so replacing a checkpoint in place re-runs the stages that read it."""
+    mtime, so replacing a checkpoint in place re-runs the stages that read it; a folder, the
+    same of every image in it."""
     if isinstance(value, dict):
         return {k: _fingerprint(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -64,6 +67,9 @@ def _fingerprint(value):
         if value.is_file():
             stat = value.stat()
             return {"path": str(value), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if value.is_dir():  # a folder of images (calibration): its listing
+            listing = json.dumps(folder_fingerprint(value)).encode()
+            return {"path": str(value), "listing_sha256": hashlib.sha256(listing).hexdigest()}
         return str(value)
     return value
 

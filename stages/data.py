@@ -138,7 +138,7 @@ def _image_folder(root: Path, size: int, key: str):
         for f in files:
             try:
                 with Image.open(f) as im:
-                    images.append(_square(im.convert("RGB"), size))
+                    images.append(center_square(im.convert("RGB"), size))
             except (UnidentifiedImageError, OSError) as e:
                 raise InputError(f"{key}: cannot read image {f}: {e}") from e
             labels.append(label)
@@ -149,7 +149,7 @@ def _image_folder(root: Path, size: int, key: str):
     return x, torch.tensor(labels, dtype=torch.int64), classes, source_id
 
 
-def _square(image, size: int) -> np.ndarray:
+def center_square(image, size: int) -> np.ndarray:
     """Resize the shorter side to `size`, then center-crop (the usual eval transform)."""
     from PIL import Image
 

@@ -1,5 +1,7 @@
 """Stage `export`: one INT8 artifact per target, validated in its own runtime and measured
-on its target's latency profile (host, device or estimate)."""
+on its target's latency profile (host, device or estimate). An artifact that misses its
+accuracy budget gets its most sensitive layers kept in float (accuracy-aware quantization)
+where its format can mix precisions."""
 
 from __future__ import annotations
 
@@ -15,15 +17,16 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from edgekiln.stages import training
+from edgekiln.stages import budget, mixed_precision, training
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
-from edgekiln.stages.quantize import calibration_images
+from edgekiln.stages.quantize import QuantizeConfig, calibration_images
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import get_format, runners
+from edgekiln.targets import get_format, pt2e, runners
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.files import size_bytes
+from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
 from edgekiln.targets.profiles import SHIPPED_DIR, Budgets, Profile, ProfileError, host_profile, load_profile
 from edgekiln.targets.runners import ssh as ssh_runner
@@ -112,7 +115,12 @@ def device_errors(subject: str, profile: Profile, estimate_hint: str = "set allo
         raise InputError(f"{subject}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
 
 
-def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle) -> dict:
+def unkeyed(config: dict) -> set[str]:
+    """[budget] decides the artifacts only when accuracy-aware quantization may act on it."""
+    return set() if config["quantize"].accuracy_aware else {"budget"}
+
+
+def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options) -> dict:
     """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
     one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
     record = {"accuracy_source": "runtime"}
@@ -125,13 +133,66 @@ def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bund
             with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
                 predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
     except RuntimeUnavailable as e:
-        proxy = fmt.proxy_model(bundle.model)
+        proxy = fmt.proxy_model(bundle.model, options)
         with torch.no_grad():
             predicted = proxy(torch.from_numpy(val_x)).numpy()
         record = {"accuracy_source": "proxy", "accuracy_not_measured": str(e)}
     record.update(accuracy=training.accuracy(predicted, val_y),
                   agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
     return record
+
+
+class _AccuracyAware:
+    """What accuracy-aware quantization needs across targets: the budget check, and the
+    layer ranking, computed once (on first need) and shared by every target."""
+
+    def __init__(self, bundle, calibration, options: Int8Options, budget_config, previous, teacher):
+        self.bundle, self.calibration, self.options = bundle, calibration, options
+        self.budget, self.previous, self.teacher = budget_config, previous, teacher
+        self._ranking: list[dict] | None = None
+        self._graph = None
+
+    def breach(self, accuracy: float) -> str | None:
+        return budget.breach(accuracy, "export", self.previous, self.teacher, self.budget)
+
+    @property
+    def ranking(self) -> list[dict]:
+        if self._ranking is None:
+            console.print(f"  ranking {self.bundle.arch}'s layers by sensitivity to INT8")
+            self._ranking = mixed_precision.rank_layers(self.bundle.model, self.calibration, self.options)
+        return self._ranking
+
+    def simulated_accuracy(self, options: Int8Options, val_x, val_y) -> float:
+        """Accuracy of the PT2E simulation (the TFLite scheme) with `options`."""
+        if self._graph is None:
+            self._graph = pt2e.export_dynamic_batch(self.bundle.model.cpu().eval(),
+                                                    torch.from_numpy(self.calibration[:1]).float())
+        simulated = pt2e.simulate(self.bundle.model, self.calibration, options, graph=self._graph)
+        return training.accuracy(pt2e.predict(simulated, val_x), val_y)
+
+
+def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_x, val_y) -> tuple[dict, Int8Options]:
+    """Accuracy-aware quantization of one artifact that broke its budget (`why`): layers kept
+    in float one at a time. Each step is scored in the runtime, except TFLite, whose steps
+    are scored on its torch simulation (a conversion takes half a minute) and whose final
+    artifact is then measured in the runtime like any other."""
+    console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float")
+    if not fmt.MIXED_PRECISION:
+        return {"applied": False, "breach": why,
+                "why_not": f"{target.format} artifacts cannot keep layers in float here"}, aware.options
+
+    def accuracy_of(options: Int8Options) -> tuple[float, str]:
+        if target.format == "tflite":
+            return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
+        build(options)
+        return score(options)["accuracy"], "runtime"
+
+    found = mixed_precision.keep_float(aware.ranking, aware.options, accuracy_of, aware.breach, target.name)
+    options = Int8Options(aware.options.calibrator, aware.options.per_channel, tuple(found["float_layers"]))
+    if target.format == "tflite":  # its steps were simulated: now the artifact itself
+        build(options)
+    return {"applied": True, "breach": why, "sensitivity": mixed_precision.SENSITIVITY,
+            "ranking": aware.ranking, **found}, options
 
 
 def _latency(target, profile, path, features, precision) -> dict:
@@ -148,15 +209,24 @@ def _latency(target, profile, path, features, precision) -> dict:
             "latency_notes": m.notes, "latency_detail": m.extra}
 
 
-def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_top1, workdir, metadata):
+def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_top1, workdir, metadata,
+                aware: _AccuracyAware | None, options: Int8Options):
     fmt = get_format(target.format)
     profile = target.effective_profile
     path = workdir / target.artifact_name
     features = cost_features(bundle.model, bundle.input_size)
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": fmt.PRECISION}
+    applied: dict = {}
+
+    def build(opts: Int8Options) -> None:
+        with console.status(f"  {target.name}: converting to {target.format}"):
+            applied.update(fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata, opts))
+
+    def score(opts: Int8Options) -> dict:
+        return _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, opts)
+
     started = time.perf_counter()
-    with console.status(f"  {target.name}: converting to {target.format}"):
-        fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata)
+    build(options)
     convert_seconds = time.perf_counter() - started
     console.print(f"  {target.name}: {target.format} artifact written ({convert_seconds:.0f} s)")
     record = {"target": target.name, "format": target.format, "file": target.artifact_name,
@@ -165,8 +235,15 @@ def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_t
               "budget_keys": budget_keys(target, profile),
               "profile_file": None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
               "convert_seconds": round(convert_seconds, 1), "cost_features": features.to_dict()}
+    accuracy = score(options)
+    why = aware.breach(accuracy["accuracy"]) if aware is not None else None
+    if why is not None:
+        record["int8_accuracy"] = accuracy["accuracy"]
+        record["mixed_precision"], options = _keep_float(fmt, target, aware, why, build, score, val_x, val_y)
+        accuracy = score(options)
+    record["quantization"] = dict(applied)
     record["size_bytes"] = size_bytes(path)
-    record.update(_runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle))
+    record.update(accuracy)
     record.update(_latency(target, profile, path, features, fmt.PRECISION))
     if target.format == "coreml":
         record["structure"] = fmt.check(path, tuple(bundle.example_input().shape))
@@ -175,9 +252,15 @@ def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_t
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     targets: list[TargetConfig] = config["targets"]
+    quantize: QuantizeConfig = config["quantize"]
     quantized = inputs["quantize"]
     bundle = quantized.bundle
-    calibration = calibration_images(data, bundle, quantized.metrics["calibration_indices"])
+    calibration = calibration_images(quantized, bundle)
+    options = quantize.options()
+    aware = None
+    if quantize.accuracy_aware:
+        aware = _AccuracyAware(bundle, calibration, options, config["budget"], ("quantize", quantized.accuracy),
+                               inputs["teacher"].accuracy)
     val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
     float_top1 = training.logits(bundle, data.val_x).argmax(1).numpy()
     metadata = {
@@ -186,8 +269,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         "preprocessing": json.dumps(preprocessing(bundle)),
         "description": f"{bundle.arch} ({bundle.source}), INT8, {data.num_classes} classes",
     }
-    artifacts = [_export_one(t, bundle, calibration, val_x, data.val_y.numpy(), float_top1, workdir, metadata)
-                 for t in targets]
+    artifacts = [_export_one(t, bundle, calibration, val_x, data.val_y.numpy(), float_top1, workdir, metadata,
+                             aware, options) for t in targets]
     worst = min(a["accuracy"] for a in artifacts)
     return StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
         "artifacts": artifacts, "preprocessing": preprocessing(bundle), "labels": data.classes,

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgekiln.stages import modeling, training
+from edgekiln.stages import budget, modeling, training
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
@@ -156,18 +156,6 @@ class _Latency:
         return self.calibrated.predict(cost_features(model, self.input_size))
 
 
-def _budget_breach(accuracy: float, distilled: float, teacher: float, budget) -> str | None:
-    """Why `accuracy` breaks the budget, or None. `budget` is the pipeline's [budget]."""
-    if budget is None:
-        return None
-    stage = budget.max_drop.prune
-    if stage is not None and distilled - accuracy > stage + 1e-9:
-        return f"{distilled - accuracy:.2f} points below distill > budget.max_drop.prune = {stage:g}"
-    if teacher - accuracy > budget.max_drop_total + 1e-9:
-        return f"{teacher - accuracy:.2f} points below the teacher > budget.max_drop_total = {budget.max_drop_total:g}"
-    return None
-
-
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: PruneConfig = config["prune"]
     kd: training.DistillConfig = config["distill"]
@@ -202,7 +190,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                      desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
                      teacher=teacher, kd=kd)
         accuracy = training.evaluate(student, data)
-        breach = _budget_breach(accuracy, inputs["distill"].accuracy, inputs["teacher"].accuracy,
+        breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
                                 config.get("budget"))
         steps.append(record(k, accuracy, "" if reached else "target not reached: no layer can give up more"))
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"

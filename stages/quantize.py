@@ -1,50 +1,105 @@
-"""Stage `quantize`: INT8 post-training quantization, calibrated on a representative sample.
+"""Stage `quantize`: INT8 by post-training quantization (PTQ) or quantization-aware training
+with distillation (QAT), calibrated on a representative sample.
 
-The stage picks the calibration sample (class-balanced, seeded) and scores the INT8
-model simulated in torch (static activations, per-channel symmetric weights). The
-export stage then builds each target's INT8 artifact from the same float model and the
-same calibration sample, and measures it again in the target's own runtime.
+The stage picks the calibration sample (class-balanced and seeded from the training split,
+or seeded from a folder of unlabelled images) and stores it beside its result, so every
+target's backend calibrates on the same images. It scores the INT8 model simulated in torch
+(the TFLite scheme: per-tensor activations, per-channel symmetric weights). With QAT it
+first fine-tunes the student under fake quantization with the KD loss; its model is then
+the QAT-adapted float student, which the export stage quantizes per target and measures
+again in each target's own runtime.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekiln.calibration import balanced_sample
-from edgekiln.stages import modeling, training
+from edgekiln.calibration import balanced_sample, folder_sample
+from edgekiln.stages import modeling, qat, training
 from edgekiln.stages.data import Dataset, to_input
+from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
-from edgekiln.targets.tflite_format import pt2e_int8
+from edgekiln.targets import pt2e
+from edgekiln.targets.int8 import Int8Options
 
-SCHEME = "int8: static per-tensor activations, per-channel symmetric weights"
+SCHEME = "int8: static per-tensor activations, symmetric weights"
+CALIBRATION_FILE = "calibration.npy"  # uint8 NCHW images, beside the stage's result
 
 
 class QuantizeConfig(BaseModel):
-    """`[quantize]`: INT8 post-training quantization."""
+    """`[quantize]`: how the student becomes INT8."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["ptq"] = "ptq"
+    mode: Literal["ptq", "qat"] = "ptq"
+    epochs: int = Field(3, ge=0, le=1000)  # QAT fine-tuning epochs
+    lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
     calibration_samples: int = Field(256, ge=1, le=100_000)
+    calibration_path: Path | None = None  # folder of unlabelled images; default: the train split
+    calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
+    # layers in float, one at a time, until it holds (formats that can mix precisions).
+    accuracy_aware: bool = True
+
+    def options(self) -> Int8Options:
+        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)
 
 
-def calibration_images(data: Dataset, bundle: modeling.ModelBundle, indices: list[int]):
-    """The calibration sample as preprocessed float32 NCHW numpy, for every backend."""
-    return to_input(data.train_x[torch.as_tensor(indices)], bundle.mean, bundle.std).numpy()
+def unkeyed(config: dict) -> set[str]:
+    """PTQ reads neither the distillation recipe nor the training recipe."""
+    return {"distill", "train"} if config["quantize"].mode == "ptq" else set()
+
+
+def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor, dict]:
+    """The representative images (uint8 NCHW) and a record of where they came from."""
+    if cfg.calibration_path is not None:
+        images, files = folder_sample(cfg.calibration_path, cfg.calibration_samples, data.seed, data.image_size)
+        return images, {"source": str(cfg.calibration_path), "count": len(files), "files": files}
+    indices = balanced_sample(data.train_y.numpy(), cfg.calibration_samples, data.seed).tolist()
+    return data.train_x[torch.as_tensor(indices)], {
+        "source": "train split, class-balanced", "count": len(indices), "indices": indices}
+
+
+def calibration_images(result: StageResult, bundle: modeling.ModelBundle) -> np.ndarray:
+    """The stage's calibration sample as preprocessed float32 NCHW numpy, for every backend."""
+    images = torch.from_numpy(np.load(result.directory / CALIBRATION_FILE, allow_pickle=False))
+    return to_input(images, bundle.mean, bundle.std).numpy()
+
+
+def _simulated_accuracy(graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
+    val = to_input(data.val_x, bundle.mean, bundle.std).numpy()
+    return training.accuracy(pt2e.predict(graph, val), data.val_y)
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: QuantizeConfig = config["quantize"]
     bundle = inputs["prune"].bundle
-    indices = balanced_sample(data.train_y.numpy(), cfg.calibration_samples, data.seed).tolist()
-    simulated = pt2e_int8(bundle.model, calibration_images(data, bundle, indices))
-    with torch.no_grad():
-        val = to_input(data.val_x, bundle.mean, bundle.std)
-        predicted = torch.cat([simulated(val[i : i + 256]) for i in range(0, len(val), 256)])
-    return StageResult.with_model(training.accuracy(predicted, data.val_y), bundle, metrics={
-        "mode": cfg.mode, "scheme": SCHEME, "calibration_indices": indices,
-        "params": modeling.params(bundle.model), "macs": inputs["prune"].metrics["macs"]})
+    images, sample = calibration_sample(data, cfg)
+    np.save(workdir / CALIBRATION_FILE, images.numpy(), allow_pickle=False)
+    calibration = to_input(images, bundle.mean, bundle.std).numpy()
+    options = cfg.options()
+    with console.status("  PTQ: calibrating and scoring the INT8 simulation"):
+        ptq_accuracy = _simulated_accuracy(pt2e.simulate(bundle.model, calibration, options), data, bundle)
+    metrics = {"mode": cfg.mode, "scheme": SCHEME, "calibration": sample, "calibrator": cfg.calibrator,
+               "simulation_calibrator": pt2e.calibrator_used(options), "per_channel": cfg.per_channel,
+               "ptq_accuracy": ptq_accuracy, "params": modeling.params(bundle.model),
+               "macs": inputs["prune"].metrics["macs"]}
+    accuracy = ptq_accuracy
+    if cfg.mode == "qat":
+        console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
+        started = time.perf_counter()
+        simulated = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
+                                 options=options, train=config["train"], kd=config["distill"], example=calibration)
+        accuracy = _simulated_accuracy(simulated, data, bundle)
+        metrics["qat"] = {"epochs": cfg.epochs, "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
+                          "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy}
+        console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
+                      f"{metrics['qat']['float_accuracy']:.2f}% in float")
+    return StageResult.with_model(accuracy, bundle, metrics=metrics)

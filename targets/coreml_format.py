@@ -15,19 +15,26 @@ import numpy as np
 import torch
 
 from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
+from edgekiln.targets.int8 import Int8Options
 
 NAME = "coreml"
 SUFFIX = ".mlpackage"
 RUNTIME = "coremltools"
 PRECISION = "w8a16"  # INT8 weights, float16 activations
+MIXED_PRECISION = False  # weight-only INT8 everywhere; edgekiln keeps no layer float here
+NOT_CALIBRATED = ("float16 (W8A16): calibrating INT8 activations needs Core ML predictions, "
+                  "which run only on macOS")
 INPUT, OUTPUT = "input", "logits"
 RUNTIME_AVAILABLE = sys.platform == "darwin"
 
 
 def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray,
-                path: Path, metadata: dict[str, str]) -> None:
+                path: Path, metadata: dict[str, str], options: Int8Options = Int8Options()) -> dict:
     """Write an .mlpackage with INT8 weights (W8; activations stay float16, as activation
-    calibration needs Core ML predictions, i.e. macOS). `calibration` is unused here."""
+    calibration needs Core ML predictions, i.e. macOS). `calibration` is unused here, and
+    so is `options.calibrator`. Returns what was applied."""
+    if options.float_layers:
+        raise ValueError("Core ML artifacts do not keep layers in float (no mixed precision)")
     import coremltools as ct
     import coremltools.optimize as cto
 
@@ -43,7 +50,8 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
             minimum_deployment_target=ct.target.iOS16,
         )
         config = cto.coreml.OptimizationConfig(
-            global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+            global_config=cto.coreml.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity=_granularity(options)))
         mlmodel = cto.coreml.linear_quantize_weights(mlmodel, config)
     except Exception as e:
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
@@ -52,6 +60,12 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
         mlmodel.user_defined_metadata[key] = value
     mlmodel.save(str(path))
     check(path, tuple(example.shape))
+    return {"calibrator": None, "per_channel": options.per_channel, "float_layers": [],
+            "activations": NOT_CALIBRATED}
+
+
+def _granularity(options: Int8Options) -> str:
+    return "per_channel" if options.per_channel else "per_tensor"
 
 
 def check(path: Path, input_shape: tuple[int, ...]) -> dict:
@@ -80,13 +94,13 @@ def read_metadata(path: Path) -> dict[str, str]:
     return dict(spec.description.metadata.userDefined)
 
 
-def proxy_model(model: torch.nn.Module) -> torch.nn.Module:
+def proxy_model(model: torch.nn.Module, options: Int8Options = Int8Options()) -> torch.nn.Module:
     """Torch-side stand-in for the artifact: weights quantized INT8 per channel, symmetric,
     by coremltools.optimize.torch (what linear_quantize_weights does to the mlprogram)."""
     from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
 
     config = PostTrainingQuantizerConfig.from_dict({"global_config": {
-        "weight_dtype": "int8", "granularity": "per_channel", "quantization_scheme": "symmetric"}})
+        "weight_dtype": "int8", "granularity": _granularity(options), "quantization_scheme": "symmetric"}})
     return PostTrainingQuantizer(copy.deepcopy(model).cpu().eval(), config).compress()
 
 

@@ -1,4 +1,5 @@
-"""TFLite (LiteRT) artifacts: INT8 through litert-torch's PT2E quantizer, run in ai-edge-litert."""
+"""TFLite (LiteRT) artifacts: INT8 through litert-torch's PT2E quantizer (see pt2e.py), run in
+ai-edge-litert. Layers can be kept in float (mixed precision)."""
 
 from __future__ import annotations
 
@@ -7,55 +8,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekiln.targets import pt2e
 from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.int8 import Int8Options
 
 NAME = "tflite"
 SUFFIX = ".tflite"
 RUNTIME = "ai-edge-litert"
 PRECISION = "int8"  # weights and activations, as the cost model counts bytes
-
-
-def _quantizer():
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-
-
-def pt2e_int8(model: torch.nn.Module, calibration: np.ndarray) -> torch.fx.GraphModule:
-    """INT8-simulated copy of `model` (static activations, per-channel weights), calibrated
-    on `calibration` (preprocessed float32 NCHW). It runs in torch at any batch size, so it
-    measures the accuracy the TFLite INT8 artifact should have."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    model = model.cpu().eval()
-    # A batch-1 example would specialise the batch dimension to the constant 1.
-    example = torch.from_numpy(np.repeat(calibration[:1], 2, axis=0)).float()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    try:
-        graph = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
-    except Exception as e:
-        raise ConversionError(NAME, f"torch.export failed: {str(e).splitlines()[0]}") from e
-    prepared = prepare_pt2e(graph, _quantizer())
-    with torch.no_grad():
-        for i in range(len(calibration)):
-            prepared(torch.from_numpy(calibration[i : i + 1]).float())
-    return convert_pt2e(prepared, fold_quantize=False)
+MIXED_PRECISION = True  # layers can stay float inside an INT8 model
 
 
 def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray,
-                path: Path, metadata: dict[str, str]) -> None:
-    """Write a fully INT8 .tflite (INT8 input and output; see `predict` for the scaling)."""
+                path: Path, metadata: dict[str, str], options: Int8Options = Int8Options()) -> dict:
+    """Write an INT8 .tflite (INT8 input and output; see `predict` for the scaling), with
+    `options.float_layers` left in float. Returns what was applied."""
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
-    quantized = pt2e_int8(model, calibration)
+    simulated = pt2e.simulate(model, calibration, options)
     try:
-        edge = litert_torch.convert(quantized, (example.cpu(),),
-                                    quant_config=QuantConfig(pt2e_quantizer=_quantizer()))
+        edge = litert_torch.convert(simulated, (example.cpu(),),
+                                    quant_config=QuantConfig(pt2e_quantizer=pt2e.quantizer(options)))
         edge.export(str(path))
     except Exception as e:
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     write_metadata(path, metadata)
+    return {"calibrator": pt2e.calibrator_used(options), "per_channel": options.per_channel,
+            "float_layers": list(options.float_layers), "calibration_images": len(calibration)}
 
 
 def write_metadata(path: Path, metadata: dict[str, str]) -> None:

@@ -263,9 +263,9 @@ def test_a_crash_inside_a_stage_exits_3_not_1_and_records_the_error(run, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    from edgekiln.stages import quantize
+    from edgekiln.targets import pt2e
 
-    monkeypatch.setattr(quantize, "pt2e_int8", broken)
+    monkeypatch.setattr(pt2e, "simulate", broken)
     result = invoke(config, work / "out", root / "cache")
     assert result.exit_code == 3, result.output
     manifest = json.loads((work / "out" / "manifest.json").read_text())

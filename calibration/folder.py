@@ -1,0 +1,43 @@
+"""Calibration images from a folder of unlabelled images (any layout, searched recursively)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekiln.stages.data import IMAGE_SUFFIXES, center_square
+from edgekiln.stages.errors import InputError
+
+
+def folder_sample(root: Path, count: int, seed: int, size: int, key: str = "quantize.calibration_path"):
+    """Up to `count` images drawn at random (seeded) from `root`, resized and center-cropped
+    to `size`: uint8 NCHW, and their paths relative to `root`. InputError names `key` when
+    the folder is missing, empty or holds an unreadable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise InputError(f"{key}: {root} is not a directory")
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{key}: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.permutation(len(files))[:count].tolist())
+    images = []
+    for i in picked:
+        try:
+            with Image.open(files[i]) as im:
+                images.append(center_square(im.convert("RGB"), size))
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"{key}: cannot read image {files[i]}: {e}") from e
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, [files[i].relative_to(root).as_posix() for i in picked]
+
+
+def folder_fingerprint(root: Path) -> list:
+    """What a folder contributes to a cache key: every image's path, size and mtime."""
+    if not root.is_dir():
+        return [str(root)]
+    return [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(root.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]

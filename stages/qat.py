@@ -1,0 +1,67 @@
+"""Quantization-aware training: the student fine-tuned with the distillation loss while its
+convolutions, linears and activations are fake-quantized with the INT8 scheme (PT2E).
+
+The fine-tuned weights (BatchNorm statistics included) are copied back into the student's
+own module, so the stage cache stores a plain safetensors checkpoint and every target's INT8
+backend quantizes the QAT-adapted weights itself, calibrated on the same sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekiln.stages import modeling, training
+from edgekiln.stages.data import Dataset
+from edgekiln.targets import pt2e
+from edgekiln.targets.int8 import Int8Options
+
+
+class _Prepared(nn.Module):
+    """A prepared (fake-quantized) exported graph that `training.fit` can drive: exported
+    graphs switch train/eval through torchao's helpers, not nn.Module.train()."""
+
+    def __init__(self, graph: torch.fx.GraphModule):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> "_Prepared":
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        self.training = mode
+        return self
+
+
+def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
+             epochs: int, lr: float, options: Int8Options, train: training.TrainConfig,
+             kd: training.DistillConfig, example: np.ndarray) -> torch.fx.GraphModule:
+    """Fine-tune `bundle.model` in place under fake quantization, distilling from `teachers`;
+    returns the INT8-simulated (converted) QAT graph, which scores what QAT reached."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    pt2e.enable_qat_patterns()
+    model = bundle.model.cpu().train()
+    graph = pt2e.export_dynamic_batch(model, torch.from_numpy(example[:1]).float())
+    prepared = prepare_qat_pt2e(graph, pt2e.quantizer(options, qat=True))
+    wrapper = _Prepared(prepared)
+    # An exponential moving average would also average the observers' ranges: QAT trains without.
+    recipe = train.model_copy(update={"ema_decay": None})
+    training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
+                 desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd)
+    if wrapper.training:  # fit leaves the model in eval mode, unless there was nothing to train
+        wrapper.train(False)
+    trained = prepared.state_dict()
+    own = model.state_dict()
+    missing = [k for k in own if k not in trained]
+    if missing:  # torch.export renamed a parameter: never silently keep the pre-QAT weights
+        raise RuntimeError(f"QAT graph lost the student's tensors {missing[:3]}")
+    model.load_state_dict({k: trained[k] for k in own})
+    model.eval()
+    return convert_pt2e(prepared, fold_quantize=False)

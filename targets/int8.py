@@ -1,0 +1,32 @@
+"""What an INT8 export is asked for, common to every format: the activation calibrator,
+per-channel or per-tensor weights, and the layers to keep in float (mixed precision)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CALIBRATORS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    calibrator: str = "minmax"  # how activation ranges are chosen from the calibration sample
+    per_channel: bool = True  # one weight scale per output channel (else one per tensor)
+    float_layers: tuple[str, ...] = field(default_factory=tuple)  # torch module names kept float
+
+    def __post_init__(self):
+        if self.calibrator not in CALIBRATORS:
+            raise ValueError(f"unknown calibrator {self.calibrator!r}; known: {', '.join(CALIBRATORS)}")
+
+
+def quantizable_layers(model) -> list[str]:
+    """Names of the modules an INT8 export quantizes and mixed precision may keep in float:
+    every convolution and linear layer, in definition order."""
+    import torch
+
+    return [name for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def in_layers(module_path: str, layers: tuple[str, ...] | set[str]) -> bool:
+    """Whether a module path lies in (or is) one of `layers`."""
+    return any(module_path == layer or module_path.startswith(layer + ".") for layer in layers)

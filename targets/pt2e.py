@@ -1,0 +1,164 @@
+"""INT8 in torch through PT2E (torch.export + torchao), with litert-torch's quantizer: the
+scheme of the TFLite artifact (per-channel symmetric INT8 weights, per-tensor asymmetric INT8
+activations). Used to build TFLite artifacts, to simulate them at any batch size, for QAT,
+and to rank layers by their sensitivity to quantization."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import torch
+
+from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.int8 import Int8Options, in_layers
+
+CALIBRATION_BATCH = 64
+
+
+def module_path(node) -> str | None:
+    """The fully qualified name of the innermost module an exported graph node came from."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else None
+
+
+@functools.cache
+def _filtered_quantizer_class():
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    class FilteredQuantizer(PT2EQuantizer):
+        """litert-torch's quantizer, restricted by module: nodes of `keep_float` layers, or of
+        every layer outside `only`, lose their annotation and stay float. (Its own
+        set_module_name cannot exclude a module, and matches names torch.export no longer
+        writes.)"""
+
+        def __init__(self, keep_float: tuple[str, ...] = (), only: tuple[str, ...] | None = None):
+            super().__init__()
+            self.keep_float, self.only = tuple(keep_float), only
+
+        def annotate(self, model):
+            model = super().annotate(model)
+            if not self.keep_float and self.only is None:
+                return model
+            for node in model.graph.nodes:
+                path = module_path(node)
+                if path is None:
+                    continue
+                if in_layers(path, self.keep_float) or (self.only is not None and not in_layers(path, self.only)):
+                    node.meta.pop(_ANNOTATION, None)
+            _drop_orphan_activations(model.graph)
+            return model
+
+    return FilteredQuantizer
+
+
+_ANNOTATION = "quantization_annotation"
+_WEIGHTED_OPS = ("conv", "linear", "addmm", "matmul")
+
+
+def _drop_orphan_activations(graph) -> None:
+    """Unquantize the activations (relu, pooling, adds...) that only float nodes read: between
+    two layers kept in float, a quantize-dequantize pair would only lose precision."""
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(graph.nodes):
+            if _ANNOTATION not in node.meta or any(op in str(node.target) for op in _WEIGHTED_OPS):
+                continue
+            if node.users and all(_ANNOTATION not in user.meta for user in node.users):
+                node.meta.pop(_ANNOTATION)
+                changed = True
+
+
+def quantizer(options: Int8Options = Int8Options(), *, qat: bool = False, only: tuple[str, ...] | None = None):
+    """The PT2E quantizer for `options` (QAT: fake-quantize modules for training instead)."""
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=options.per_channel, is_qat=qat)
+    if not qat and options.calibrator == "minmax":  # litert-torch's default is a HistogramObserver
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return _filtered_quantizer_class()(options.float_layers, only).set_global(config)
+
+
+def calibrator_used(options: Int8Options) -> str:
+    """What the PT2E activation observer really is for the asked-for calibrator: torchao has
+    no entropy or percentile observer, so both map to its histogram observer (the range that
+    minimises the L2 quantization error)."""
+    return "minmax" if options.calibrator == "minmax" else "histogram (L2 error)"
+
+
+def export_dynamic_batch(model: torch.nn.Module, example: torch.Tensor, *, name: str = "tflite"):
+    """torch.export with a dynamic batch dimension, as a GraphModule."""
+    # A batch-1 example would specialise the batch dimension to the constant 1.
+    example = example[:1].repeat(2, *([1] * (example.dim() - 1)))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    except Exception as e:
+        raise ConversionError(name, f"torch.export failed: {str(e).splitlines()[0]}") from e
+
+
+def calibrate(prepared, calibration: np.ndarray) -> None:
+    """Run the calibration sample through a prepared graph so its observers see it."""
+    with torch.no_grad():
+        for i in range(0, len(calibration), CALIBRATION_BATCH):
+            prepared(torch.from_numpy(calibration[i : i + CALIBRATION_BATCH]).float())
+
+
+def simulate(model: torch.nn.Module, calibration: np.ndarray, options: Int8Options = Int8Options(),
+             only: tuple[str, ...] | None = None, graph=None) -> torch.fx.GraphModule:
+    """INT8-simulated copy of `model`, calibrated on `calibration` (preprocessed float32
+    NCHW). It runs in torch at any batch size, so it measures the accuracy the TFLite INT8
+    artifact should have. `graph`: an already exported `model` to start from (copied)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if graph is None:
+        graph = export_dynamic_batch(model.cpu().eval(), torch.from_numpy(calibration[:1]).float())
+    else:
+        graph = copy.deepcopy(graph)
+    prepared = prepare_pt2e(graph, quantizer(options, only=only))
+    calibrate(prepared, calibration)
+    return convert_pt2e(prepared, fold_quantize=False)
+
+
+def predict(graph, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of an exported (or simulated) graph for preprocessed float32 NCHW images."""
+    with torch.no_grad():
+        return torch.cat([graph(torch.from_numpy(images[i : i + batch_size]).float())
+                          for i in range(0, len(images), batch_size)]).numpy()
+
+
+def enable_qat_patterns() -> None:
+    """torchao's QAT pass exports its conv-bn pattern functions with torch.export, which
+    since torch 2.14 accepts only nn.Module (it fails with "Expected `mod` to be an instance
+    of `torch.nn.Module`, got function"). Wrap such a function in a module first."""
+    import litert_torch.quantize.pt2e_quantizer_utils as litert_utils
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+    import torchao.quantization.pt2e.utils as pt2e_utils
+
+    original = pt2e_utils._get_aten_graph_module_for_pattern
+    if getattr(original, "edgekiln_wrapped", False):
+        return
+
+    class Pattern(torch.nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, *args, **kwargs):
+            return self.fn(*args, **kwargs)
+
+    def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
+        if not isinstance(pattern, torch.nn.Module):
+            pattern = Pattern(pattern)
+        return original(pattern, example_inputs, is_cuda, **kwargs)
+
+    wrapped.edgekiln_wrapped = True
+    for module in (pt2e_utils, qat_utils, litert_utils):  # each imported the function by name
+        module._get_aten_graph_module_for_pattern = wrapped

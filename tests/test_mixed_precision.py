@@ -1,0 +1,110 @@
+"""Accuracy-aware quantization: an artifact whose plain INT8 misses the accuracy budget gets
+its most sensitive layers kept in float until the budget holds, and says which."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekiln.config import BudgetConfig
+from edgekiln.gates import checks
+from edgekiln.stages import export, training
+from edgekiln.stages.data import DataConfig, load_dataset, to_input
+from edgekiln.stages.modeling import ModelBundle
+from edgekiln.stages.quantize import CALIBRATION_FILE, QuantizeConfig
+from edgekiln.stages.result import StageResult
+from edgekiln.targets.int8 import quantizable_layers
+
+
+# Wide enough that coremltools quantizes conv1 (it leaves tensors under 2048 weights in float16).
+WIDTH = 96
+
+
+class SmallNet(nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, WIDTH, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(WIDTH, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def with_outlier_channel(model: SmallNet) -> SmallNet:
+    """The same function with one extra conv1 channel of huge weights that conv2 ignores:
+    float logits do not change, but one INT8 scale per tensor (weights and activations)
+    can no longer represent conv1's real channels."""
+    conv1 = nn.Conv2d(3, WIDTH + 1, 3, stride=2, padding=1)
+    conv2 = nn.Conv2d(WIDTH + 1, 16, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv1.weight[:WIDTH], conv1.bias[:WIDTH] = model.conv1.weight, model.conv1.bias
+        conv1.weight[WIDTH], conv1.bias[WIDTH] = 500.0, 0.0
+        conv2.weight.zero_()
+        conv2.weight[:, :WIDTH], conv2.bias[:] = model.conv2.weight, model.conv2.bias
+    model.conv1, model.conv2 = conv1, conv2
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = load_dataset(DataConfig(image_size=16, seed=0))
+    torch.manual_seed(0)
+    bundle = ModelBundle("smallnet", SmallNet(data.num_classes), data.num_classes, 16, source="test")
+    training.fit(bundle, data, 8, lr=1e-2, seed=0, desc="smallnet")
+    float_accuracy = training.evaluate(bundle, data)
+    with_outlier_channel(bundle.model)
+    assert training.evaluate(bundle, data) == pytest.approx(float_accuracy)  # the surgery keeps the function
+    directory = tmp_path_factory.mktemp("quantize")
+    np.save(directory / CALIBRATION_FILE, data.train_x[:64].numpy())
+    quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, metrics={"params": 0, "macs": 0})
+    return data, quantized, float_accuracy
+
+
+def export_once(data, quantized, accuracy_aware, workdir, targets):
+    config = {"targets": [export.TargetConfig(name=fmt, format=fmt) for fmt in targets],
+              "quantize": QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
+              "budget": BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})}
+    inputs = {"quantize": quantized, "teacher": StageResult(accuracy=quantized.accuracy)}
+    workdir.mkdir()
+    return export.run(data, config, inputs, workdir).metrics["artifacts"]
+
+
+def test_plain_int8_misses_the_budget_and_mixed_precision_recovers_it_listing_the_float_layers(trained, tmp_path):
+    data, quantized, float_accuracy = trained
+    budget = BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})
+
+    def gates(artifact):
+        return checks(f"target {artifact['target']}", artifact["accuracy"], ("quantize", float_accuracy),
+                      budget.max_drop.export, "budget.max_drop.export", float_accuracy, budget.max_drop_total)
+
+    [plain] = export_once(data, quantized, False, tmp_path / "plain", ["onnx"])
+    assert "mixed_precision" not in plain and plain["quantization"]["float_layers"] == []
+    assert not all(g.passed for g in gates(plain)), plain["accuracy"]
+
+    onnx, tflite = export_once(data, quantized, True, tmp_path / "aware", ["onnx", "tflite"])
+    for artifact in (onnx, tflite):
+        mixed = artifact["mixed_precision"]
+        assert mixed["applied"] and mixed["held"]
+        assert artifact["int8_accuracy"] < float_accuracy - 5.0
+        assert all(g.passed for g in gates(artifact)), (artifact["target"], artifact["accuracy"], mixed["steps"])
+        # The layers are named, kept in float in the artifact, and fewer than all of them.
+        assert 1 <= len(mixed["float_layers"]) < len(quantizable_layers(quantized.bundle.model))
+        assert artifact["quantization"]["float_layers"] == mixed["float_layers"]
+        assert [s["float_layers"] for s in mixed["steps"]] == list(range(1, len(mixed["float_layers"]) + 1))
+        assert mixed["steps"][-1]["breach"] is None and all(s["breach"] for s in mixed["steps"][:-1])
+        assert {r["layer"] for r in mixed["ranking"]} == set(quantizable_layers(quantized.bundle.model))
+    assert "conv1" in onnx["mixed_precision"]["float_layers"]
+    assert onnx["mixed_precision"]["steps"][-1]["accuracy_source"] == "runtime"
+    assert tflite["mixed_precision"]["steps"][-1]["accuracy_source"] == "torch simulation"
+    assert tflite["accuracy_source"] == "runtime"  # the final artifact is measured in ai-edge-litert
+
+
+def test_a_format_that_cannot_mix_precisions_says_so(trained, tmp_path):
+    data, quantized, _ = trained
+    [coreml] = export_once(data, quantized, True, tmp_path / "coreml", ["coreml"])
+    # Per-tensor INT8 weights break conv1 in Core ML too, and it keeps no layer in float.
+    mixed = coreml["mixed_precision"]
+    assert mixed["applied"] is False and "cannot keep layers in float" in mixed["why_not"]
+    assert coreml["accuracy"] == coreml["int8_accuracy"] < quantized.accuracy - 5.0
