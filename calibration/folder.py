@@ -7,21 +7,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekiln.stages.data import IMAGE_SUFFIXES, center_square
-from edgekiln.stages.errors import InputError
+from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
 
 
-def folder_sample(root: Path, count: int, seed: int, size: int, key: str = "quantize.calibration_path"):
-    """Up to `count` images drawn at random (seeded) from `root`, resized and center-cropped
-    to `size`: uint8 NCHW, and their paths relative to `root`. InputError names `key` when
-    the folder is missing, empty or holds an unreadable image."""
-    from PIL import Image, UnidentifiedImageError
-
+def image_files(root: Path) -> list[Path]:
+    """Every image under `root`, sorted; ValueError when it is not a folder or holds none."""
     if not root.is_dir():
-        raise InputError(f"{key}: {root} is not a directory")
+        raise ValueError(f"{root} is not a directory")
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"{key}: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ValueError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def folder_sample(root: Path, count: int, seed: int, size: int):
+    """Up to `count` images drawn at random (seeded) from `root`, resized and center-cropped
+    to `size`: uint8 NCHW, and their paths relative to `root`. ValueError when the folder
+    is missing, empty or holds an unreadable image (naming it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = image_files(root)
     rng = np.random.default_rng(seed)
     picked = sorted(rng.permutation(len(files))[:count].tolist())
     images = []
@@ -30,7 +35,7 @@ def folder_sample(root: Path, count: int, seed: int, size: int, key: str = "quan
             with Image.open(files[i]) as im:
                 images.append(center_square(im.convert("RGB"), size))
         except (UnidentifiedImageError, OSError) as e:
-            raise InputError(f"{key}: cannot read image {files[i]}: {e}") from e
+            raise ValueError(f"cannot read image {files[i]}: {e}") from e
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return x, [files[i].relative_to(root).as_posix() for i in picked]
 

@@ -109,6 +109,7 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
         return p if p is None or p.is_absolute() else (base / p).resolve()
 
     cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
+    cfg.quantize.calibration_path = fix(cfg.quantize.calibration_path)
     if cfg.prune.profile and (cfg.prune.profile.endswith(".toml") or "/" in cfg.prune.profile):
         cfg.prune.profile = str(fix(Path(cfg.prune.profile)))  # a profile file beside the config
     for i, cand in enumerate(cfg.teacher.candidates):

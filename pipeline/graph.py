@@ -27,7 +27,7 @@ STAGES: tuple[Node, ...] = (
     Node("prune", prune.run, ("prune", "distill", "train", "budget"), ("distill", "teacher"),
          preflight=prune.preflight, unkeyed=lambda c: set() if c["prune"].steps > 1 else {"budget"}),
     Node("quantize", quantize.run, ("quantize", "distill", "train"), ("prune", "teacher"),
-         unkeyed=quantize.unkeyed),
+         preflight=quantize.preflight, unkeyed=quantize.unkeyed),
     # [budget] decides which layers accuracy-aware quantization keeps in float.
     Node("export", export.run, ("targets", "quantize", "budget"), ("quantize", "teacher"),
          unkeyed=export.unkeyed),

@@ -70,6 +70,10 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "stages": [vars(s) for s in outcome.stages],
         "prune": None if results.get("prune") is None else {
             k: results["prune"].metrics.get(k) for k in ("target", "importance", "steps", "stopped")},
+        "quantize": None if results.get("quantize") is None else {
+            k: results["quantize"].metrics.get(k) for k in (
+                "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel",
+                "ptq_accuracy", "qat")},
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,
         "preprocessing": None if export is None else export.metrics["preprocessing"],

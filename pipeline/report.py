@@ -49,6 +49,11 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                           f"{p['accuracy']:.2f}", p["note"])
         console.print(steps)
         console.print(f"prune: {prune['stopped']}")
+    quantize = manifest.get("quantize") or {}
+    if quantize.get("qat"):
+        qat = quantize["qat"]
+        console.print(f"quantize: QAT {qat['epochs']} epochs -> {qat['accuracy']:.2f}% INT8-simulated "
+                      f"(PTQ would give {quantize['ptq_accuracy']:.2f}%; {qat['float_accuracy']:.2f}% in float)")
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
         for col in ("target", "format", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",
@@ -67,6 +72,15 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             if a["accuracy_source"] == "proxy":
                 console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not measured "
                               f"in its runtime ({a.get('accuracy_not_measured')}).")
+            mixed = a.get("mixed_precision")
+            if mixed and mixed["applied"]:
+                console.print(f"note: {a['target']}: INT8 gave {a['int8_accuracy']:.2f}% ({mixed['breach']}); "
+                              f"{mixed['outcome']}: {', '.join(mixed['float_layers'])}")
+            elif mixed:
+                console.print(f"note: {a['target']}: INT8 gave {a['int8_accuracy']:.2f}% ({mixed['breach']}); "
+                              f"{mixed['why_not']}")
+            if a.get("quantization", {}).get("activations"):
+                console.print(f"note: {a['target']}: activations {a['quantization']['activations']}")
             for line in a.get("latency_notes", []) + a.get("budgets_not_checked", []):
                 console.print(f"note: {a['target']}: {line}")
             if a.get("latency_source") == "host" and a.get("profile", "").startswith("host-"):

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
 from edgekiln.stages.errors import InputError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class DataConfig(BaseModel):
@@ -147,15 +147,3 @@ def _image_folder(root: Path, size: int, key: str):
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     return x, torch.tensor(labels, dtype=torch.int64), classes, source_id
-
-
-def center_square(image, size: int) -> np.ndarray:
-    """Resize the shorter side to `size`, then center-crop (the usual eval transform)."""
-    from PIL import Image
-
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgekiln.calibration import balanced_sample, folder_sample
+from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.stages import modeling, qat, training
 from edgekiln.stages.data import Dataset, to_input
+from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import pt2e
@@ -52,6 +53,16 @@ class QuantizeConfig(BaseModel):
         return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)
 
 
+def preflight(config: dict) -> None:
+    """A calibration folder that is missing or holds no images stops the run before training."""
+    cfg: QuantizeConfig = config["quantize"]
+    if cfg.calibration_path is not None:
+        try:
+            image_files(cfg.calibration_path)
+        except ValueError as e:
+            raise InputError(f"quantize.calibration_path: {e}") from e
+
+
 def unkeyed(config: dict) -> set[str]:
     """PTQ reads neither the distillation recipe nor the training recipe."""
     return {"distill", "train"} if config["quantize"].mode == "ptq" else set()
@@ -60,7 +71,10 @@ def unkeyed(config: dict) -> set[str]:
 def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor, dict]:
     """The representative images (uint8 NCHW) and a record of where they came from."""
     if cfg.calibration_path is not None:
-        images, files = folder_sample(cfg.calibration_path, cfg.calibration_samples, data.seed, data.image_size)
+        try:
+            images, files = folder_sample(cfg.calibration_path, cfg.calibration_samples, data.seed, data.image_size)
+        except ValueError as e:
+            raise InputError(f"quantize.calibration_path: {e}") from e
         return images, {"source": str(cfg.calibration_path), "count": len(files), "files": files}
     indices = balanced_sample(data.train_y.numpy(), cfg.calibration_samples, data.seed).tolist()
     return data.train_x[torch.as_tensor(indices)], {

@@ -198,6 +198,31 @@ def test_changing_only_targets_reruns_only_export(run):
     assert [a["path"] for a in manifest["artifacts"]] == ["server.onnx"]
 
 
+def test_qat_reuses_the_upstream_stages_and_writes_int8_artifacts(run):
+    root, _, first = run
+    work = root / "qat"
+    work.mkdir()
+    config = write_config(work)
+    config.write_text(config.read_text().replace("[quantize]\n", '[quantize]\nmode = "qat"\nepochs = 1\n'))
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert {s["name"]: s["cached"] for s in manifest["stages"]} == {
+        "teacher": True, "distill": True, "prune": True, "quantize": False, "export": False}
+    quantize = manifest["quantize"]
+    assert quantize["mode"] == "qat" and quantize["qat"]["epochs"] == 1
+    assert quantize["ptq_accuracy"] == first["quantize"]["ptq_accuracy"]  # same model, same sample
+    quantize_stage = next(s for s in manifest["stages"] if s["name"] == "quantize")
+    assert quantize_stage["accuracy"] == quantize["qat"]["accuracy"]
+    # The QAT-tuned weights differ from the PTQ run's, and every artifact stores INT8 weights:
+    # well under the 4 bytes per parameter of float32.
+    float_bytes = 4 * quantize_stage["params"]
+    by_target = {a["target"]: a for a in manifest["artifacts"]}
+    for target in ("android", "server", "iphone"):
+        assert by_target[target]["sha256"] != next(a for a in first["artifacts"] if a["target"] == target)["sha256"]
+        assert by_target[target]["size_bytes"] < 0.5 * float_bytes, (target, by_target[target]["size_bytes"])
+
+
 def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monkeypatch):
     root, _, _ = run
     work = root / "killed"
