@@ -1,0 +1,106 @@
+"""Accuracy, MACs and host latency across pruning ratios, on digits, in one run.
+
+    .venv/bin/python benchmarks/prune_curve.py [--out DIR] [--arch mobilenetv3_small_100]
+
+The pipeline runs once per MACs ratio on one cache (teacher and distillation shared), each
+pruned in one step with 2 epochs of KD recovery, to an INT8 ONNX artifact measured by the
+host runner on the x86-server-avx2 profile (this machine, 2 threads). Prints a Markdown
+table and writes prune_curve.png and prune_curve.json into DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RATIOS = [1.0, 0.8, 0.6, 0.45, 0.3, 0.2]
+
+CONFIG = """
+[data]
+source = "digits"
+image_size = 32
+seed = 0
+
+[teacher]
+candidates = ["resnet10t"]
+epochs = 4
+
+[student]
+arch = "{arch}"
+epochs = 10
+lr = 3e-3
+
+[prune]
+macs_ratio = {ratio}
+finetune_epochs = 2
+
+[budget]
+max_drop_total = 100.0
+
+[[targets]]
+name = "server"
+profile = "x86-server-avx2"
+latency_runs = 300
+"""
+
+
+def plot(rows: list[dict], arch: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    macs = [r["macs"] / 1e6 for r in rows]
+    fig, (acc_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    acc_ax.plot(macs, [r["pruned"] for r in rows], "o-", label="pruned student (torch, float)")
+    acc_ax.plot(macs, [r["onnx"] for r in rows], "s--", label="INT8 ONNX (onnxruntime)")
+    acc_ax.set(xlabel="MMACs", ylabel="val accuracy %", title=f"{arch} on digits: accuracy vs MACs")
+    acc_ax.legend()
+    lat_ax.plot(macs, [r["p50_ms"] for r in rows], "o-")
+    for r, m in zip(rows, macs):
+        lat_ax.annotate(f"{r['ratio']:g}", (m, r["p50_ms"]), textcoords="offset points", xytext=(4, 4))
+    lat_ax.set(xlabel="MMACs", ylabel="p50 ms (host, 2 threads)", title="INT8 ONNX latency vs MACs (label: ratio)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", default="mobilenetv3_small_100")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    edgekiln = Path(sys.executable).with_name("edgekiln")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.out or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for ratio in RATIOS:
+            config = work / f"prune-{ratio}.toml"
+            config.write_text(CONFIG.format(arch=args.arch, ratio=ratio))
+            out = work / f"prune-{ratio}"
+            proc = subprocess.run([str(edgekiln), "run", str(config), "--out", str(out), "--cache-dir",
+                                   str(work / "cache")], capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"ratio {ratio}: exit {proc.returncode}\n{proc.stdout[-2000:]}")
+            manifest = json.loads((out / "manifest.json").read_text())
+            stages = {s["name"]: s for s in manifest["stages"]}
+            [onnx] = manifest["artifacts"]
+            rows.append({"ratio": ratio, "macs": stages["prune"]["macs"], "params": stages["prune"]["params"],
+                         "distilled": stages["distill"]["accuracy"], "pruned": stages["prune"]["accuracy"],
+                         "onnx": onnx["accuracy"], "p50_ms": onnx["latency_ms"]["p50"],
+                         "p90_ms": onnx["latency_ms"]["p90"]})
+        (work / "prune_curve.json").write_text(json.dumps(rows, indent=1))
+        plot(rows, args.arch, work / "prune_curve.png")
+    print("| MACs ratio | MACs | params | pruned float % | INT8 ONNX % | host p50 ms | host p90 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['ratio']:g} | {r['macs'] / 1e6:.2f}M | {r['params'] / 1e6:.2f}M | {r['pruned']:.2f} | "
+              f"{r['onnx']:.2f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
