@@ -20,9 +20,10 @@ def run(config, out, cache):
     return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
 
 
-@pytest.mark.parametrize("example", ["digits.toml", "mobilevit.toml", "mobilenetv4.toml", "prune_to_latency.toml"])
+@pytest.mark.parametrize("example", ["digits.toml", "mobilevit.toml", "mobilenetv4.toml", "prune_to_latency.toml",
+                                     "qat.toml"])
 def test_example_config_passes_its_own_budget(example, tmp_path):
-    """The demo, one example per student family, and pruning to a latency: exit 0 and all three artifacts."""
+    """The demo, one example per student family, pruning to a latency and QAT: exit 0 and all three artifacts."""
     result = run(ROOT / "examples" / example, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
