@@ -1,0 +1,75 @@
+"""[quantize] calibrator and per_channel reach each backend, and what each applied is recorded."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from edgekiln.targets import onnx_format, pt2e
+from edgekiln.targets.int8 import Int8Options
+
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def weight_scale_shapes(path) -> list[tuple]:
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    shapes = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].ndim == 4:
+            shapes.append(inits[node.input[1]].shape)  # the scale of a conv weight
+    return shapes
+
+
+@pytest.mark.parametrize("calibrator", ["minmax", "entropy", "percentile"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_onnx_applies_the_calibrator_and_weight_granularity(tmp_path, calibrator, per_channel):
+    calibration = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    applied = onnx_format.export_int8(small_model(), torch.randn(1, 3, 8, 8), calibration, path, {},
+                                      Int8Options(calibrator=calibrator, per_channel=per_channel))
+    assert applied == {"calibrator": calibrator, "per_channel": per_channel, "float_layers": [], "float_nodes": 0,
+                       "calibration_images": 16}
+    shapes = weight_scale_shapes(path)
+    assert len(shapes) == 2
+    assert all(s == ((8,) if per_channel else ()) for s in shapes), shapes
+    assert onnx_format.predict(path, calibration[:2]).shape == (2, 4)
+
+
+def test_onnx_keeps_the_named_layers_float(tmp_path):
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    applied = onnx_format.export_int8(small_model(), torch.randn(1, 3, 8, 8), calibration, path, {},
+                                      Int8Options(float_layers=("2",)))  # the second conv
+    assert applied["float_nodes"] >= 1
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    model = onnx.load(str(path))
+    float_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4}
+    assert [onnx_format.module_of(n.name) for n in convs if n.input[1] in float_weights] == ["2"]
+
+
+def test_onnx_node_scopes_map_to_module_paths():
+    assert onnx_format.module_of("/blocks/blocks.0/blocks.0.0/conv_dw/Conv") == "blocks.0.0.conv_dw"
+    assert onnx_format.module_of("/conv_stem/Conv") == "conv_stem"
+    assert onnx_format.module_of("/classifier/Gemm") == "classifier"
+
+
+def test_the_pt2e_observer_follows_the_calibrator_and_says_so():
+    minmax = pt2e.quantizer(Int8Options(calibrator="minmax")).global_config.input_activation
+    entropy = pt2e.quantizer(Int8Options(calibrator="entropy")).global_config.input_activation
+    assert "MinMaxObserver" in repr(minmax.observer_or_fake_quant_ctr)
+    assert "HistogramObserver" in repr(entropy.observer_or_fake_quant_ctr)
+    assert pt2e.calibrator_used(Int8Options(calibrator="percentile")) == "histogram (L2 error)"
+    per_tensor = pt2e.quantizer(Int8Options(per_channel=False)).global_config.weight
+    assert per_tensor.qscheme == torch.per_tensor_symmetric
+
+
+def test_an_unknown_calibrator_is_refused():
+    with pytest.raises(ValueError, match="unknown calibrator 'kl'"):
+        Int8Options(calibrator="kl")
