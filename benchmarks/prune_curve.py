@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-RATIOS = [1.0, 0.8, 0.6, 0.45, 0.3, 0.2]
+RATIOS = [1.0, 0.7, 0.45, 0.25]
 
 CONFIG = """
 [data]
