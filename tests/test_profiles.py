@@ -156,7 +156,7 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
 
     monkeypatch.setattr(export.ssh_runner, "run_remote", on_the_mac)
     record = export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
-                                      np.zeros((4, 3, 8, 8), np.float32), val_y, np.array([0, 1, 2, 1]), None)
+                                      np.zeros((4, 3, 8, 8), np.float32), val_y, np.array([0, 1, 2, 1]), None, None)
     assert record == {"accuracy_source": "runtime", "accuracy": 75.0, "agreement": 75.0}
     from edgekiln.stages.errors import InputError
     from edgekiln.targets.errors import DeviceUnreachable
@@ -167,7 +167,7 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
     monkeypatch.setattr(export.ssh_runner, "run_remote", mac_asleep)
     with pytest.raises(InputError, match="target mac: profile 'mac-coreml' device cannot be reached: .*refused"):
         export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
-                                 np.zeros((4, 3, 8, 8), np.float32), val_y, val_y, None)
+                                 np.zeros((4, 3, 8, 8), np.float32), val_y, val_y, None, None)
     assert calls == [(tmp_path / "model.mlpackage", "mac-coreml", (4, 3, 8, 8))]
     keys = export.budget_keys(target, profile)
     assert keys["p50_ms"] == "targets.mac.budget.p50_ms" and keys["size_mb"] == "budget.size_mb of profile mac-coreml"
