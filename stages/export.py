@@ -6,6 +6,7 @@ where its format can mix precisions."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -188,7 +189,7 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_
         return score(options)["accuracy"], "runtime"
 
     found = mixed_precision.keep_float(aware.ranking, aware.options, accuracy_of, aware.breach, target.name)
-    options = Int8Options(aware.options.calibrator, aware.options.per_channel, tuple(found["float_layers"]))
+    options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
     if target.format == "tflite":  # its steps were simulated: now the artifact itself
         build(options)
     return {"applied": True, "breach": why, "sensitivity": mixed_precision.SENSITIVITY,
