@@ -2,8 +2,10 @@
 convolutions, linears and activations are fake-quantized with the INT8 scheme (PT2E).
 
 The fine-tuned weights (BatchNorm statistics included) are copied back into the student's
-own module, so the stage cache stores a plain safetensors checkpoint and every target's INT8
-backend quantizes the QAT-adapted weights itself, calibrated on the same sample.
+own module, so the stage cache stores a plain safetensors checkpoint. The fake-quantize
+state (the activation ranges QAT tracked) is returned too: the TFLite backend, whose INT8
+scheme QAT trained with, restores it; ONNX and Core ML quantize the QAT-adapted weights with
+their own schemes, calibrated on the same sample.
 """
 
 from __future__ import annotations
@@ -41,15 +43,14 @@ class _Prepared(nn.Module):
 
 def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
              epochs: int, lr: float, options: Int8Options, train: training.TrainConfig,
-             kd: training.DistillConfig, example: np.ndarray) -> torch.fx.GraphModule:
+             kd: training.DistillConfig, example: np.ndarray) -> tuple[torch.fx.GraphModule, dict]:
     """Fine-tune `bundle.model` in place under fake quantization, distilling from `teachers`;
-    returns the INT8-simulated (converted) QAT graph, which scores what QAT reached."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    returns the INT8-simulated (converted) QAT graph, which scores what QAT reached, and its
+    fake-quantize state (see pt2e.restore_qat)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    pt2e.enable_qat_patterns()
-    model = bundle.model.cpu().train()
-    graph = pt2e.export_dynamic_batch(model, torch.from_numpy(example[:1]).float())
-    prepared = prepare_qat_pt2e(graph, pt2e.quantizer(options, qat=True))
+    model = bundle.model
+    prepared = pt2e.prepare_qat(model, torch.from_numpy(example[:1]), options)
     wrapper = _Prepared(prepared)
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
@@ -64,4 +65,5 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
         raise RuntimeError(f"QAT graph lost the student's tensors {missing[:3]}")
     model.load_state_dict({k: trained[k] for k in own})
     model.eval()
-    return convert_pt2e(prepared, fold_quantize=False)
+    state = pt2e.qat_state(prepared, model)  # before converting, which replaces the fake-quantize modules
+    return convert_pt2e(prepared, fold_quantize=False), state

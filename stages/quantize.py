@@ -7,11 +7,13 @@ target's backend calibrates on the same images. It scores the INT8 model simulat
 (the TFLite scheme: per-tensor activations, per-channel symmetric weights). With QAT it
 first fine-tunes the student under fake quantization with the KD loss; its model is then
 the QAT-adapted float student, which the export stage quantizes per target and measures
-again in each target's own runtime.
+again in each target's own runtime, and QAT's fake-quantize state, stored beside it, gives
+the TFLite artifact the activation ranges QAT trained with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Literal
@@ -19,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.stages import modeling, qat, training
@@ -31,6 +34,7 @@ from edgekiln.targets.int8 import Int8Options
 
 SCHEME = "int8: static per-tensor activations, symmetric weights"
 CALIBRATION_FILE = "calibration.npy"  # uint8 NCHW images, beside the stage's result
+QAT_STATE_FILE = "qat_state.safetensors"  # QAT's fake-quantize state (mode = "qat" only)
 
 
 class QuantizeConfig(BaseModel):
@@ -81,6 +85,12 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
         "source": "train split, class-balanced", "count": len(indices), "indices": indices}
 
 
+def int8_options(result: StageResult, cfg: QuantizeConfig) -> Int8Options:
+    """The INT8 options the artifacts are built with: the config's, and QAT's state if any."""
+    state = result.directory / QAT_STATE_FILE
+    return dataclasses.replace(cfg.options(), qat_state=str(state) if state.is_file() else None)
+
+
 def calibration_images(result: StageResult, bundle: modeling.ModelBundle) -> np.ndarray:
     """The stage's calibration sample as preprocessed float32 NCHW numpy, for every backend."""
     images = torch.from_numpy(np.load(result.directory / CALIBRATION_FILE, allow_pickle=False))
@@ -109,8 +119,10 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     if cfg.mode == "qat":
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
         started = time.perf_counter()
-        simulated = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
-                                 options=options, train=config["train"], kd=config["distill"], example=calibration)
+        simulated, state = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
+                                        options=options, train=config["train"], kd=config["distill"],
+                                        example=calibration)
+        save_file(state, workdir / QAT_STATE_FILE)
         accuracy = _simulated_accuracy(simulated, data, bundle)
         metrics["qat"] = {"epochs": cfg.epochs, "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
                           "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy}

@@ -13,6 +13,9 @@ class Int8Options:
     calibrator: str = "minmax"  # how activation ranges are chosen from the calibration sample
     per_channel: bool = True  # one weight scale per output channel (else one per tensor)
     float_layers: tuple[str, ...] = field(default_factory=tuple)  # torch module names kept float
+    # QAT's fake-quantize state (safetensors file): the PT2E scheme (TFLite) takes its
+    # activation ranges from it instead of calibrating, when no layer is kept in float.
+    qat_state: str | None = None
 
     def __post_init__(self):
         if self.calibrator not in CALIBRATORS:

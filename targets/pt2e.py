@@ -72,7 +72,8 @@ def _drop_orphan_activations(graph) -> None:
 
 
 def quantizer(options: Int8Options = Int8Options(), *, qat: bool = False, only: tuple[str, ...] | None = None):
-    """The PT2E quantizer for `options` (QAT: fake-quantize modules for training instead)."""
+    """The PT2E quantizer for `options` (QAT: fake-quantize modules for training instead;
+    also what a graph restored from QAT state was quantized with)."""
     import dataclasses
 
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
@@ -89,8 +90,52 @@ def quantizer(options: Int8Options = Int8Options(), *, qat: bool = False, only: 
 def calibrator_used(options: Int8Options) -> str:
     """What the PT2E activation observer really is for the asked-for calibrator: torchao has
     no entropy or percentile observer, so both map to its histogram observer (the range that
-    minimises the L2 quantization error)."""
+    minimises the L2 quantization error). With QAT state, the ranges QAT's observers tracked."""
+    if uses_qat_state(options):
+        return "QAT (ranges tracked by its fake-quantize observers in training)"
     return "minmax" if options.calibrator == "minmax" else "histogram (L2 error)"
+
+
+def uses_qat_state(options: Int8Options, only: tuple[str, ...] | None = None) -> bool:
+    """Whether the PT2E scheme restores QAT's ranges: only for the graph QAT trained (every
+    layer quantized); a graph with float layers is calibrated afresh."""
+    return options.qat_state is not None and not options.float_layers and only is None
+
+
+def prepare_qat(model: torch.nn.Module, example: torch.Tensor, options: Int8Options):
+    """`model` (train mode: BatchNorm stays separate, as QAT needs) exported and prepared for
+    QAT with fake-quantize modules. The same model and options give the same graph, whose
+    fake-quantize state `qat_state` can then be restored."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    enable_qat_patterns()
+    graph = export_dynamic_batch(model.cpu().train(), example[:1].float())
+    return prepare_qat_pt2e(graph, quantizer(options, qat=True))
+
+
+def qat_state(prepared, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of a QAT-prepared graph that are not `model`'s own: its fake-quantize
+    modules' observed ranges, scales and zero points."""
+    own = set(model.state_dict())
+    return {k: v.detach().clone().contiguous() for k, v in prepared.state_dict().items() if k not in own}
+
+
+def restore_qat(model: torch.nn.Module, example: torch.Tensor, options: Int8Options) -> torch.fx.GraphModule:
+    """The INT8-simulated graph QAT ended with: `model` (holding the QAT-tuned weights)
+    prepared as in QAT, its fake-quantize state loaded from `options.qat_state`, converted."""
+    from safetensors.torch import load_file
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    prepared = prepare_qat(copy.deepcopy(model), example, options)
+    state = load_file(options.qat_state)
+    wanted = set(qat_state(prepared, model))
+    if set(state) != wanted:  # another graph than QAT trained: never quantize with wrong ranges
+        raise ConversionError("tflite", f"QAT state {options.qat_state} does not fit the model's QAT graph "
+                                        f"({len(set(state) ^ wanted)} tensors differ)")
+    prepared.load_state_dict(state, strict=False)
+    move_exported_model_to_eval(prepared)
+    return convert_pt2e(prepared, fold_quantize=False)
 
 
 def export_dynamic_batch(model: torch.nn.Module, example: torch.Tensor, *, name: str = "tflite"):
@@ -115,9 +160,12 @@ def simulate(model: torch.nn.Module, calibration: np.ndarray, options: Int8Optio
              only: tuple[str, ...] | None = None, graph=None) -> torch.fx.GraphModule:
     """INT8-simulated copy of `model`, calibrated on `calibration` (preprocessed float32
     NCHW). It runs in torch at any batch size, so it measures the accuracy the TFLite INT8
-    artifact should have. `graph`: an already exported `model` to start from (copied)."""
+    artifact should have. `graph`: an already exported `model` to start from (copied).
+    With `options.qat_state` (and no float layers), QAT's ranges instead of calibration."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    if uses_qat_state(options, only):
+        return restore_qat(model, torch.from_numpy(calibration[:1]), options)
     if graph is None:
         graph = export_dynamic_batch(model.cpu().eval(), torch.from_numpy(calibration[:1]).float())
     else:

@@ -1,0 +1,77 @@
+"""QAT's fake-quantize state survives the cache: saved after training, restored into a graph
+prepared afresh from the tuned model, it gives the very INT8 simulation QAT ended with, and
+the TFLite artifact built from it uses those ranges."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from edgekiln.targets import pt2e, tflite_format
+from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.int8 import Int8Options
+
+
+def conv_bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A QAT-prepared net after a few training steps (observers and weights moved), its state
+    saved the way the quantize stage saves it, and the weights copied back."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    model = conv_bn_net()
+    images = torch.randn(64, 3, 12, 12)
+    prepared = pt2e.prepare_qat(model, images[:1], Int8Options())
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.05)
+    for i in range(0, 64, 16):
+        loss = prepared(images[i : i + 16] * 3).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in prepared.state_dict().items() if k in own})
+    model.eval()
+    move_exported_model_to_eval(prepared)
+    path = tmp_path_factory.mktemp("qat") / "qat_state.safetensors"
+    save_file(pt2e.qat_state(prepared, model), path)
+    expected = convert_pt2e(prepared, fold_quantize=False)
+    return model, images.numpy(), expected, str(path)
+
+
+def test_restored_state_gives_the_simulation_qat_ended_with(trained):
+    model, images, expected, path = trained
+    options = Int8Options(qat_state=path)
+    restored = pt2e.simulate(model, images, options)
+    assert np.array_equal(pt2e.predict(restored, images), pt2e.predict(expected, images))
+    recalibrated = pt2e.simulate(model, images, Int8Options())  # what PTQ calibration gives instead
+    assert not np.array_equal(pt2e.predict(recalibrated, images), pt2e.predict(expected, images))
+    assert pt2e.calibrator_used(options).startswith("QAT")
+    # a layer kept in float is not the graph QAT trained: calibrated afresh, and says so
+    assert not pt2e.uses_qat_state(Int8Options(qat_state=path, float_layers=("0",)))
+
+
+def test_the_tflite_artifact_uses_qat_ranges(trained, tmp_path):
+    model, images, expected, path = trained
+    options = Int8Options(qat_state=path)
+    applied = tflite_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "m.tflite", {},
+                                        options)
+    assert applied["calibrator"].startswith("QAT")
+    got = tflite_format.predict(tmp_path / "m.tflite", images)
+    reference = pt2e.predict(expected, images)
+    assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_state_of_another_model_is_refused(trained, tmp_path):
+    _, images, _, path = trained
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    other(torch.from_numpy(images[:1]))
+    with pytest.raises(ConversionError, match="does not fit"):
+        pt2e.simulate(other.eval(), images, Int8Options(qat_state=path))
