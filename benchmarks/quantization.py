@@ -87,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("students", nargs="*", default=STUDENTS)
     parser.add_argument("--out", type=Path, default=None, help="keep the runs (configs, manifests) here")
+    parser.add_argument("--skip-aware", action="store_true", help="PTQ vs QAT only, no per-tensor runs")
     args = parser.parse_args()
     edgekiln = Path(sys.executable).with_name("edgekiln")
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,22 +100,26 @@ def main() -> None:
             results.append(run(edgekiln, work, cache, f"{arch}-qat", arch, 'mode = "qat"\nepochs = 3'))
         arch = args.students[0]
         tight = "[budget.max_drop]\nexport = 0.5"
-        results.append(run(edgekiln, work, cache, f"{arch}-per-tensor-plain", arch,
-                           "per_channel = false\naccuracy_aware = false", tight))
-        results.append(run(edgekiln, work, cache, f"{arch}-per-tensor-aware", arch,
-                           "per_channel = false\naccuracy_aware = true", tight))
+        if not args.skip_aware:
+            results.append(run(edgekiln, work, cache, f"{arch}-per-tensor-plain", arch,
+                               "per_channel = false\naccuracy_aware = false", tight))
+            results.append(run(edgekiln, work, cache, f"{arch}-per-tensor-aware", arch,
+                               "per_channel = false\naccuracy_aware = true", tight))
         (work / "results.json").write_text(json.dumps(results, indent=1))
 
     print("| student | mode | pruned float % | INT8 simulated % | TFLite % | ONNX % | Core ML % (proxy) | run s |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in results[:-2]:
+    aware = [] if args.skip_aware else results[-2:]
+    for r in results[: len(results) - len(aware)]:
         q = r["quantize"]
         print(f"| {r['arch']} | {q['mode']} | {r['prune']:.2f} | {r['quantize_stage']['accuracy']:.2f} | "
               + " | ".join(f"{r['artifacts'][f]['accuracy']:.2f}" for f in FORMATS) + f" | {r['seconds']} |")
+    if not aware:
+        return
     print()
     print("| per-tensor weights, max_drop.export = 0.5 | target | INT8 % | final % | layers kept float | exit |")
     print("|---|---|---|---|---|---|")
-    for r in results[-2:]:
+    for r in aware:
         for f in FORMATS:
             a = r["artifacts"][f]
             mixed = a.get("mixed_precision") or {}

@@ -187,8 +187,9 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: d
     if record["format"] == "coreml":
         try:
             size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])
-            fmt.check(path, (1, 3, size, size))
-            result.notes.append("Core ML structure checked: loads, input/output names and shape, INT8 weights")
+            found = fmt.check(path, (1, 3, size, size))
+            result.notes.append("Core ML structure checked: loads, input/output names and shape"
+                                + (", INT8 weights" if found["int8_weight_ops"] else ""))
         except ConversionError as structural:
             result.problems.append(str(structural))
     measure_against(result, path, profile, allow_estimate or target.get("allow_estimate", False),

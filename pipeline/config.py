@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgekiln.stages.data import DataConfig
 from edgekiln.stages.distill import StudentConfig
-from edgekiln.stages.export import TargetConfig
+from edgekiln.stages.export import EncodingError, TargetConfig
 from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.teacher import TeacherConfig
@@ -75,6 +75,8 @@ def _resolve_profiles(cfg: PipelineConfig, base: Path, path: Path) -> None:
     for i, target in enumerate(cfg.targets):
         try:
             target.resolve(base)
+        except EncodingError as e:
+            raise ConfigError(f"{path}: targets[{i}].encoding: {e}") from None
         except ProfileError as e:
             raise ConfigError(f"{path}: targets[{i}].profile: {e}") from None
     try:

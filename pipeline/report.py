@@ -56,14 +56,14 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                       f"(PTQ would give {quantize['ptq_accuracy']:.2f}%; {qat['float_accuracy']:.2f}% in float)")
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
-        for col in ("target", "format", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",
+        for col in ("target", "format", "encoding", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",
                     "peak MB", "latency from", "gate"):
             artifacts.add_column(col, justify="right" if col in ("size", "accuracy %", "p50 ms", "p90 ms", "peak MB")
                                  else "left")
         for a in manifest["artifacts"]:
             lat = a.get("latency_ms") or {}
             artifacts.add_row(
-                a["target"], a["format"], f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
+                a["target"], a["format"], a.get("encoding", "int8"), f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
                 a["accuracy_source"], a.get("profile") or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
                 _num(a.get("peak_memory_mb"), ".1f"), a.get("latency_source") or "not measured",
                 "pass" if a["passed"] else "[red]FAIL")
@@ -72,6 +72,11 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             if a["accuracy_source"] == "proxy":
                 console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not measured "
                               f"in its runtime ({a.get('accuracy_not_measured')}).")
+            choice = a.get("encoding_choice")
+            if choice:
+                tried = ", ".join(f"{c['encoding']} {_num(c['p50_ms'], '.3g')} ms {c['accuracy']:.2f}%"
+                                  for c in choice["candidates"])
+                console.print(f"note: {a['target']}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
             mixed = a.get("mixed_precision")
             if mixed and mixed["applied"]:
                 console.print(f"note: {a['target']}: INT8 gave {a['int8_accuracy']:.2f}% ({mixed['breach']}); "

@@ -1,7 +1,8 @@
-"""Stage `export`: one INT8 artifact per target, validated in its own runtime and measured
-on its target's latency profile (host, device or estimate). An artifact that misses its
-accuracy budget gets its most sensitive layers kept in float (accuracy-aware quantization)
-where its format can mix precisions."""
+"""Stage `export`: one artifact per target, validated in its own runtime and measured on its
+target's latency profile (host, device or estimate). The artifact is INT8 unless the target
+asks for a choice of encodings (then the fastest within budget ships; see encoding.py). An
+INT8 artifact that misses its accuracy budget gets its most sensitive layers kept in float
+(accuracy-aware quantization) where its format can mix precisions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -19,10 +21,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekiln.stages import budget, mixed_precision, training
+from edgekiln.stages import encoding as encodings
+from edgekiln.stages.encoding import Encoding
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
-from edgekiln.stages.quantize import QuantizeConfig, calibration_images
+from edgekiln.stages.quantize import QuantizeConfig, calibration_images, int8_options
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import get_format, pt2e, runners
 from edgekiln.targets.cost import cost_features
@@ -31,6 +35,10 @@ from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
 from edgekiln.targets.profiles import SHIPPED_DIR, Budgets, Profile, ProfileError, host_profile, load_profile
 from edgekiln.targets.runners import ssh as ssh_runner
+
+
+class EncodingError(ProfileError):
+    """A target lists an encoding its format cannot write."""
 
 
 class TargetConfig(BaseModel):
@@ -46,6 +54,9 @@ class TargetConfig(BaseModel):
     allow_estimate: bool = False  # estimate instead of failing when the device cannot be reached
     threads: int | None = Field(None, ge=1, le=256)  # override of the profile's threads
     artifact: str | None = None  # file name in the output directory; default model.<format suffix>
+    # "auto" (every encoding the format has) or a list: the fastest within budget ships.
+    # Unset: INT8, as [quantize] asks.
+    encoding: Literal["auto"] | list[Encoding] | None = Field(None, min_length=1)
     latency_runs: int | None = Field(None, ge=10, le=100_000)
     warmup_runs: int | None = Field(None, ge=1, le=10_000)
     _profile: Profile | None = PrivateAttr(None)
@@ -55,6 +66,13 @@ class TargetConfig(BaseModel):
     def _plain_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '.', '_' and '-' only")
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("lists an encoding twice")
         return v
 
     @model_validator(mode="after")
@@ -74,6 +92,10 @@ class TargetConfig(BaseModel):
                 raise ProfileError(f"profile {profile.name!r} is for {profile.format} artifacts, "
                                    f"not format {self.format!r}")
         self.format = profile.format
+        missing = encodings.unsupported(self.encoding, get_format(self.format).ENCODINGS)
+        if missing:
+            raise EncodingError(f"{self.format} artifacts cannot be {', '.join(missing)}; "
+                                f"{self.format} encodings: {', '.join(get_format(self.format).ENCODINGS)}")
         runner = profile.runner.model_copy(update={k: v for k, v in {
             "kind": self.runner, "runs": self.latency_runs, "warmup_runs": self.warmup_runs}.items() if v is not None})
         runtime = profile.runtime.model_copy(update={"threads": self.threads} if self.threads else {})
@@ -117,11 +139,14 @@ def device_errors(subject: str, profile: Profile, estimate_hint: str = "set allo
 
 
 def unkeyed(config: dict) -> set[str]:
-    """[budget] decides the artifacts only when accuracy-aware quantization may act on it."""
-    return set() if config["quantize"].accuracy_aware else {"budget"}
+    """[budget] decides the artifacts only when accuracy-aware quantization or a choice of
+    encodings may act on it."""
+    choosing = any(t.encoding is not None for t in config["targets"])
+    return set() if config["quantize"].accuracy_aware or choosing else {"budget"}
 
 
-def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options) -> dict:
+def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options,
+                      encoding: str = encodings.DEFAULT) -> dict:
     """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
     one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
     record = {"accuracy_source": "runtime"}
@@ -134,7 +159,7 @@ def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bund
             with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
                 predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
     except RuntimeUnavailable as e:
-        proxy = fmt.proxy_model(bundle.model, options)
+        proxy = fmt.proxy_model(bundle.model, options, encoding)
         with torch.no_grad():
             predicted = proxy(torch.from_numpy(val_x)).numpy()
         record = {"accuracy_source": "proxy", "accuracy_not_measured": str(e)}
@@ -210,34 +235,40 @@ def _latency(target, profile, path, features, precision) -> dict:
             "latency_notes": m.notes, "latency_detail": m.extra}
 
 
-def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_top1, workdir, metadata,
-                aware: _AccuracyAware | None, options: Int8Options):
+def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, calibration, val_x, val_y, float_top1,
+               metadata, aware: _AccuracyAware | None, options: Int8Options) -> dict:
+    """Build the target's artifact in `encoding` at `path`, score it in its runtime (keeping
+    layers in float where INT8 breaks the budget), and measure it on the target's profile."""
     fmt = get_format(target.format)
     profile = target.effective_profile
-    path = workdir / target.artifact_name
+    precision = fmt.ENCODINGS[encoding]
     features = cost_features(bundle.model, bundle.input_size)
-    metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": fmt.PRECISION}
+    metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
+                "edgekiln_encoding": encoding,
+                "description": f"{metadata['description']}, {encodings.DESCRIPTION[encoding]}"}
     applied: dict = {}
+    int8 = encoding == "int8"
 
     def build(opts: Int8Options) -> None:
-        with console.status(f"  {target.name}: converting to {target.format}"):
-            applied.update(fmt.export_int8(bundle.model, bundle.example_input(), calibration, path, metadata, opts))
+        with console.status(f"  {target.name}: converting to {target.format} ({encoding})"):
+            applied.update(fmt.export(bundle.model, bundle.example_input(), calibration, path, metadata,
+                                      encoding, opts))
 
     def score(opts: Int8Options) -> dict:
-        return _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, opts)
+        return _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, opts, encoding)
 
     started = time.perf_counter()
     build(options)
     convert_seconds = time.perf_counter() - started
-    console.print(f"  {target.name}: {target.format} artifact written ({convert_seconds:.0f} s)")
-    record = {"target": target.name, "format": target.format, "file": target.artifact_name,
-              "runtime": fmt.RUNTIME, "precision": fmt.PRECISION, "threads": profile.runtime.threads,
+    console.print(f"  {target.name}: {target.format} {encoding} artifact written ({convert_seconds:.0f} s)")
+    record = {"target": target.name, "format": target.format, "file": path.name, "encoding": encoding,
+              "runtime": fmt.RUNTIME, "precision": precision, "threads": profile.runtime.threads,
               "profile": profile.name, "budget": profile.budget.model_dump(),
               "budget_keys": budget_keys(target, profile),
               "profile_file": None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
               "convert_seconds": round(convert_seconds, 1), "cost_features": features.to_dict()}
     accuracy = score(options)
-    why = aware.breach(accuracy["accuracy"]) if aware is not None else None
+    why = aware.breach(accuracy["accuracy"]) if aware is not None and int8 else None
     if why is not None:
         record["int8_accuracy"] = accuracy["accuracy"]
         record["mixed_precision"], options = _keep_float(fmt, target, aware, why, build, score, val_x, val_y)
@@ -245,9 +276,37 @@ def _export_one(target: TargetConfig, bundle, calibration, val_x, val_y, float_t
     record["quantization"] = dict(applied)
     record["size_bytes"] = size_bytes(path)
     record.update(accuracy)
-    record.update(_latency(target, profile, path, features, fmt.PRECISION))
+    record.update(_latency(target, profile, path, features, precision))
     if target.format == "coreml":
-        record["structure"] = fmt.check(path, tuple(bundle.example_input().shape))
+        record["structure"] = fmt.check(path, tuple(bundle.example_input().shape), int8_weights=int8)
+    return record
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> dict:
+    """The target's artifact: INT8, or the fastest within budget of its candidate encodings
+    (the others are deleted; the manifest keeps what each measured, and why the winner won)."""
+    fmt = get_format(target.format)
+    final = workdir / target.artifact_name
+    wanted = encodings.candidates(target.encoding, fmt.ENCODINGS)
+    if target.encoding is None:
+        return _candidate(target, wanted[0], final, **inputs)
+    console.print(f"  {target.name}: choosing among {', '.join(wanted)} on profile {target.effective_profile.name}")
+    stem = final.name[: -len(fmt.SUFFIX)] if final.name.endswith(fmt.SUFFIX) else final.stem
+    records = [_candidate(target, e, workdir / f"{stem}.{e}{fmt.SUFFIX}", **inputs) for e in wanted]
+    best, why = encodings.choose(records, breach)
+    for i, r in enumerate(records):
+        if i != best:
+            _remove(workdir / r["file"])
+    _remove(final)
+    (workdir / records[best]["file"]).rename(final)
+    record = {**records[best], "file": target.artifact_name}
+    record["encoding_choice"] = {"asked": target.encoding, "chosen": record["encoding"], "why": why,
+                                 "candidates": [encodings.summary(r, breach) for r in records]}
+    console.print(f"  {target.name}: {record['encoding']} ships: {why}")
     return record
 
 
@@ -257,21 +316,25 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     quantized = inputs["quantize"]
     bundle = quantized.bundle
     calibration = calibration_images(quantized, bundle)
-    options = quantize.options()
+    options = int8_options(quantized, quantize)
+    previous, teacher = ("quantize", quantized.accuracy), inputs["teacher"].accuracy
     aware = None
     if quantize.accuracy_aware:
-        aware = _AccuracyAware(bundle, calibration, options, config["budget"], ("quantize", quantized.accuracy),
-                               inputs["teacher"].accuracy)
+        aware = _AccuracyAware(bundle, calibration, options, config["budget"], previous, teacher)
     val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
     float_top1 = training.logits(bundle, data.val_x).argmax(1).numpy()
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
         "preprocessing": json.dumps(preprocessing(bundle)),
-        "description": f"{bundle.arch} ({bundle.source}), INT8, {data.num_classes} classes",
+        "description": f"{bundle.arch} ({bundle.source}), {data.num_classes} classes",
     }
-    artifacts = [_export_one(t, bundle, calibration, val_x, data.val_y.numpy(), float_top1, workdir, metadata,
-                             aware, options) for t in targets]
+    def breach(accuracy: float) -> str | None:
+        return budget.breach(accuracy, "export", previous, teacher, config["budget"])
+
+    artifacts = [_export_one(t, workdir, breach, bundle=bundle, calibration=calibration, val_x=val_x,
+                             val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata, aware=aware,
+                             options=options) for t in targets]
     worst = min(a["accuracy"] for a in artifacts)
     return StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
         "artifacts": artifacts, "preprocessing": preprocessing(bundle), "labels": data.classes,

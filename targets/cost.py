@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 # Bytes per weight and per activation value for an artifact's precision.
-PRECISION_BYTES = {"float": (4, 4), "fp16": (2, 2), "w8a16": (1, 2), "w8a8": (1, 1), "int8": (1, 1)}
+PRECISION_BYTES = {"float": (4, 4), "fp16": (2, 2), "w8a16": (1, 2), "w8a8": (1, 1), "int8": (1, 1),
+                   "dynamic": (1, 4)}  # dynamic-range INT8: INT8 weights, float activations
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""ONNX artifacts: INT8 QDQ through onnxruntime's static quantization, run in onnxruntime.
-Layers can be kept in float (mixed precision)."""
+"""ONNX artifacts, run in onnxruntime: INT8 QDQ through onnxruntime's static quantization
+(layers can be kept in float: mixed precision), or fp32, fp16, or dynamic-range INT8."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ SUFFIX = ".onnx"
 RUNTIME = "onnxruntime"
 PRECISION = "int8"  # weights and activations, as the cost model counts bytes
 MIXED_PRECISION = True  # nodes can stay float inside a QDQ model
+# encoding -> precision, as the cost model and the latency references name it
+ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
 INPUT, OUTPUT = "input", "logits"
 
 
@@ -85,6 +87,37 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
     return {"calibrator": options.calibrator, "per_channel": options.per_channel,
             "float_layers": list(options.float_layers), "float_nodes": len(excluded),
             "calibration_images": len(calibration)}
+
+
+def export(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray, path: Path,
+           metadata: dict[str, str], encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+    """Write the model in `encoding` (see ENCODINGS); returns what was applied.
+    fp16 keeps float32 inputs and outputs; dynamic stores INT8 weights and quantizes
+    activations at run time (no calibration)."""
+    if encoding == "int8":
+        return export_int8(model, example, calibration, path, metadata, options)
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_float(model.cpu().eval(), example.cpu(), fp32)
+        if encoding == "fp32":
+            fp32.replace(path)
+        elif encoding == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
+        elif encoding == "dynamic":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(fp32), str(pre))
+            quantize_dynamic(str(pre), str(path), per_channel=options.per_channel, weight_type=QuantType.QUInt8)
+        else:
+            raise ValueError(f"unknown ONNX encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
+    write_metadata(path, metadata)
+    return {"per_channel": options.per_channel, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
 
 def write_metadata(path: Path, metadata: dict[str, str]) -> None:

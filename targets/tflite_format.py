@@ -1,5 +1,6 @@
-"""TFLite (LiteRT) artifacts: INT8 through litert-torch's PT2E quantizer (see pt2e.py), run in
-ai-edge-litert. Layers can be kept in float (mixed precision)."""
+"""TFLite (LiteRT) artifacts, run in ai-edge-litert: INT8 through litert-torch's PT2E quantizer
+(see pt2e.py; layers can be kept in float: mixed precision), or fp32 from litert-torch, with
+fp16 weights or dynamic-range INT8 applied to it by ai-edge-quantizer."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ SUFFIX = ".tflite"
 RUNTIME = "ai-edge-litert"
 PRECISION = "int8"  # weights and activations, as the cost model counts bytes
 MIXED_PRECISION = True  # layers can stay float inside an INT8 model
+# encoding -> precision, as the cost model and the latency references name it. fp16 stores
+# float16 weights that CPU kernels dequantize to float32; GPU delegates compute in fp16.
+ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
 
 
 def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray,
@@ -29,13 +33,52 @@ def export_int8(model: torch.nn.Module, example: torch.Tensor, calibration: np.n
     simulated = pt2e.simulate(model, calibration, options)
     try:
         edge = litert_torch.convert(simulated, (example.cpu(),),
-                                    quant_config=QuantConfig(pt2e_quantizer=pt2e.quantizer(options)))
+                                    quant_config=QuantConfig(pt2e_quantizer=pt2e.quantizer(
+                                        options, qat=pt2e.uses_qat_state(options))))
         edge.export(str(path))
     except Exception as e:
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     write_metadata(path, metadata)
     return {"calibrator": pt2e.calibrator_used(options), "per_channel": options.per_channel,
             "float_layers": list(options.float_layers), "calibration_images": len(calibration)}
+
+
+def export(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarray, path: Path,
+           metadata: dict[str, str], encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+    """Write the model in `encoding` (see ENCODINGS); returns what was applied.
+    dynamic: INT8 weights, activations quantized at run time (no calibration)."""
+    if encoding == "int8":
+        return export_int8(model, example, calibration, path, metadata, options)
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown TFLite encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
+    import litert_torch
+
+    try:
+        litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+        if encoding != "fp32":
+            path.write_bytes(_ai_edge_quantized(path, encoding))
+    except Exception as e:
+        raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    write_metadata(path, metadata)
+    return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
+
+
+def _ai_edge_quantized(fp32: Path, encoding: str) -> bytes:
+    """The fp32 model at `fp32` with fp16 weights (float casting) or dynamic-range INT8
+    weights (ai-edge-quantizer's dynamic_wi8_afp32 recipe: per-channel)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    qt = quantizer.Quantizer(str(fp32))
+    if encoding == "fp16":
+        qt.update_quantization_recipe(
+            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
+            op_config=qtyping.OpQuantizationConfig(
+                weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+                compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+    else:
+        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
 def write_metadata(path: Path, metadata: dict[str, str]) -> None:

@@ -198,6 +198,33 @@ def test_changing_only_targets_reruns_only_export(run):
     assert [a["path"] for a in manifest["artifacts"]] == ["server.onnx"]
 
 
+def test_encoding_auto_ships_the_fastest_candidate_within_budget_and_records_each(run):
+    root, _, first = run
+    work = root / "auto"
+    work.mkdir()
+    targets = '[[targets]]\nname = "server"\nprofile = "x86-server-avx2"\nencoding = "auto"\n'
+    result = invoke(write_config(work, targets=targets), work / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    artifact = manifest["artifacts"][0]
+    choice = artifact["encoding_choice"]
+    candidates = {c["encoding"]: c for c in choice["candidates"]}
+    assert list(candidates) == ["fp32", "fp16", "int8", "dynamic"] and choice["asked"] == "auto"
+    for c in candidates.values():  # every candidate measured in onnxruntime and on this host
+        assert c["accuracy_source"] == "runtime" and c["latency_source"] == "host" and c["p50_ms"] > 0
+    assert candidates["int8"]["size_bytes"] < candidates["fp16"]["size_bytes"] < candidates["fp32"]["size_bytes"]
+    within = [c for c in candidates.values() if not c["over_budget"]]
+    assert artifact["encoding"] == choice["chosen"] == min(within, key=lambda c: c["p50_ms"])["encoding"]
+    assert artifact["size_bytes"] == candidates[artifact["encoding"]]["size_bytes"]
+    assert "lowest p50" in choice["why"]
+    # only the winner is published, under the target's artifact name, and says what it is
+    out = work / "out"
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == ["model.onnx"]
+    assert get_format("onnx").read_metadata(out / "model.onnx")["edgekiln_encoding"] == artifact["encoding"]
+    int8_run = next(a for a in first["artifacts"] if a["target"] == "server")
+    assert int8_run["encoding"] == "int8" and "encoding_choice" not in int8_run
+
+
 def test_qat_reuses_the_upstream_stages_and_writes_int8_artifacts(run):
     root, _, first = run
     work = root / "qat"

@@ -1,0 +1,120 @@
+"""Candidate encodings per format (fp32, fp16, INT8, dynamic-range INT8) and the choice among
+them: what each writes runs in its runtime, close to torch, at the expected size; the fastest
+within the accuracy and size budgets ships."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch import nn
+
+from edgekiln.config import ConfigError, load_config
+from edgekiln.stages import encoding
+from edgekiln.targets import coreml_format, get_format
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Small enough to convert in seconds; its convolutions are big enough (over 2048 weights)
+    that coremltools quantizes them."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 64, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt_name", ["onnx", "tflite"])
+def test_every_encoding_runs_in_its_runtime_close_to_torch_at_its_size(fmt_name, model, images, tmp_path):
+    fmt = get_format(fmt_name)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(images)).numpy()
+    scale = np.abs(reference).max()
+    sizes, errors = {}, {}
+    for name in fmt.ENCODINGS:
+        path = tmp_path / f"m.{name}{fmt.SUFFIX}"
+        fmt.export(model, torch.from_numpy(images[:1]), images, path, {"edgekiln_encoding": name}, name)
+        assert fmt.read_metadata(path)["edgekiln_encoding"] == name
+        errors[name] = np.abs(fmt.predict(path, images) - reference).max() / scale
+        sizes[name] = path.stat().st_size
+    assert errors["fp32"] < 1e-5 and errors["fp16"] < 1e-2, errors
+    assert errors["int8"] < 0.2 and errors["dynamic"] < 0.2, errors
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    assert sizes["fp32"] > weights  # float32 weights, and the graph
+    assert sizes["fp16"] < 0.6 * sizes["fp32"], sizes
+    assert sizes["int8"] < 0.4 * sizes["fp32"] and sizes["dynamic"] < 0.4 * sizes["fp32"], sizes
+
+
+def test_core_ml_float_encodings_store_no_int8_weights_and_have_float_proxies(model, images, tmp_path):
+    example = torch.from_numpy(images[:1])
+    sizes = {}
+    for name in coreml_format.ENCODINGS:
+        path = tmp_path / f"m.{name}.mlpackage"
+        coreml_format.export(model, example, images, path, {"edgekiln_precision": coreml_format.ENCODINGS[name]}, name)
+        found = coreml_format.check(path, tuple(example.shape))  # reads the precision from the package
+        assert (found["int8_weight_ops"] > 0) == (name == "int8")
+        sizes[name] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"], sizes
+    assert "dynamic" not in coreml_format.ENCODINGS
+    with torch.no_grad():
+        reference = model(torch.from_numpy(images))
+        half = coreml_format.proxy_model(model, encoding="fp16")(torch.from_numpy(images))
+    assert half.dtype == torch.float32
+    assert 0 < (half - reference).abs().max() < 1e-2 * reference.abs().max()
+
+
+def _candidate(name, accuracy, p50, size=1_000_000, source="host"):
+    return {"encoding": name, "precision": name, "accuracy": accuracy, "accuracy_source": "runtime",
+            "size_bytes": size, "latency_ms": None if p50 is None else {"p50": p50}, "latency_source": source,
+            "budget": {"size_mb": 2.0}, "budget_keys": {"size_mb": "budget.size_mb of profile p"}}
+
+
+def _breach_below(floor):
+    return lambda accuracy: None if accuracy >= floor else f"below {floor}"
+
+
+def test_the_fastest_candidate_within_budget_ships_and_the_reason_names_the_runner_up():
+    records = [_candidate("fp32", 95.0, 1.6), _candidate("fp16", 95.0, 2.4), _candidate("int8", 94.0, 6.4)]
+    best, why = encoding.choose(records, _breach_below(90))
+    assert records[best]["encoding"] == "fp32"
+    assert "1.6 ms" in why and "next: fp16 at 2.4 ms (1.50x)" in why
+
+
+def test_a_faster_candidate_over_the_accuracy_or_size_budget_loses_and_is_named():
+    records = [_candidate("fp32", 95.0, 3.0, size=4_000_000), _candidate("fp16", 95.0, 2.0),
+               _candidate("int8", 80.0, 1.0)]
+    best, why = encoding.choose(records, _breach_below(90))
+    assert records[best]["encoding"] == "fp16"
+    assert "int8 (accuracy 80.00%: below 90)" in why
+    assert "fp32 (size 4.00 MB > budget.size_mb of profile p = 2)" in why
+
+
+def test_unknown_latency_ranks_last_and_no_eligible_candidate_ships_the_most_accurate():
+    records = [_candidate("dynamic", 95.0, None), _candidate("int8", 94.0, 5.0)]
+    best, why = encoding.choose(records, _breach_below(90))
+    assert records[best]["encoding"] == "int8" and "latency unknown, so not preferred: dynamic" in why
+    best, why = encoding.choose(records, _breach_below(99))
+    assert records[best]["encoding"] == "dynamic" and why.startswith("no candidate meets the budgets")
+
+
+def test_candidates_auto_is_every_encoding_of_the_format_and_none_is_int8():
+    assert encoding.candidates("auto", coreml_format.ENCODINGS) == ["fp32", "fp16", "int8"]
+    assert encoding.candidates(None, coreml_format.ENCODINGS) == ["int8"]
+    assert encoding.candidates(["int8", "fp32"], coreml_format.ENCODINGS) == ["int8", "fp32"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ('["dynamic"]', "targets[0].encoding: coreml artifacts cannot be dynamic"),
+    ('["fp32", "fp32"]', "lists an encoding twice"),
+    ('"fastest"', "targets[0].encoding"),
+])
+def test_a_bad_encoding_is_a_config_error_naming_the_key(tmp_path, value, message):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "t"\nformat = "coreml"\n'
+                    f"encoding = {value}\n")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path)
