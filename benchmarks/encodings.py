@@ -71,9 +71,10 @@ def pipeline(work: Path) -> list[dict]:
     config = work / "auto.toml"
     config.write_text(CONFIG)
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "edgekiln", "run", str(config), "--out", str(work / "out"),
+    edgekiln = Path(sys.executable).with_name("edgekiln")
+    run = subprocess.run([str(edgekiln), "run", str(config), "--out", str(work / "out"),
                           "--cache-dir", str(work / "cache")], capture_output=True, text=True)
-    if run.returncode not in (0, 1):
+    if run.returncode not in (0, 1) or not (work / "out" / "manifest.json").is_file():
         sys.exit(f"pipeline failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
     print(f"pipeline: exit {run.returncode} in {time.perf_counter() - started:.0f} s")
     manifest = json.loads((work / "out" / "manifest.json").read_text())
