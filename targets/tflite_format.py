@@ -55,11 +55,15 @@ def export(model: torch.nn.Module, example: torch.Tensor, calibration: np.ndarra
 
     try:
         litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+        # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
+        # flatbuffer (buffer offsets), which write_metadata cannot repack.
+        write_metadata(path, metadata)
         if encoding != "fp32":
             path.write_bytes(_ai_edge_quantized(path, encoding))
+    except ConversionError:
+        raise
     except Exception as e:
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-    write_metadata(path, metadata)
     return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
 
@@ -87,6 +91,9 @@ def write_metadata(path: Path, metadata: dict[str, str]) -> None:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    if any((b.offset or 0) > 1 for b in model.buffers or []):  # data stored past the flatbuffer
+        raise ConversionError(NAME, f"{path.name} keeps its weights outside the flatbuffer; "
+                                    "edgekiln cannot add metadata to it")
     model.metadata = list(model.metadata or [])
     for key, value in metadata.items():
         buffer = schema.BufferT()
