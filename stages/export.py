@@ -200,23 +200,42 @@ class _AccuracyAware:
 def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_x, val_y) -> tuple[dict, Int8Options]:
     """Accuracy-aware quantization of one artifact that broke its budget (`why`): layers kept
     in float one at a time. Each step is scored in the runtime, except TFLite, whose steps
-    are scored on its torch simulation (a conversion takes half a minute) and whose final
-    artifact is then measured in the runtime like any other."""
+    are scored on its torch simulation (a conversion takes half a minute); its chosen
+    artifact is then measured in the runtime, and where the runtime disagrees, the search
+    goes on there, one converted artifact per step."""
     console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float")
     if not fmt.MIXED_PRECISION:
         return {"applied": False, "breach": why,
                 "why_not": f"{target.format} artifacts cannot keep layers in float here"}, aware.options
 
-    def accuracy_of(options: Int8Options) -> tuple[float, str]:
-        if target.format == "tflite":
-            return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
+    def in_runtime(options: Int8Options) -> tuple[float, str]:
         build(options)
         return score(options)["accuracy"], "runtime"
 
-    found = mixed_precision.keep_float(aware.ranking, aware.options, accuracy_of, aware.breach, target.name)
+    def simulated(options: Int8Options) -> tuple[float, str]:
+        return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
+
+    simulate = target.format == "tflite"
+    found = mixed_precision.keep_float(aware.ranking, aware.options, simulated if simulate else in_runtime,
+                                       aware.breach, target.name)
     options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
-    if target.format == "tflite":  # its steps were simulated: now the artifact itself
-        build(options)
+    if simulate:
+        accuracy, source = in_runtime(options)
+        missed = aware.breach(accuracy)
+        found["steps"].append({"float_layers": len(options.float_layers), "layer": None, "accuracy": accuracy,
+                               "accuracy_source": source, "breach": missed,
+                               "note": "the simulation's choice, measured in the runtime"})
+        if missed is not None and found["held"]:
+            console.print(f"  [yellow]{target.name}: the runtime gives {accuracy:.2f}% ({missed}); "
+                          "going on in the runtime")
+            more = mixed_precision.keep_float(aware.ranking, aware.options, in_runtime, aware.breach, target.name,
+                                              start=len(options.float_layers))
+            found = {**more, "steps": found["steps"] + more["steps"],
+                     "outcome": f"{more['outcome']} (the simulation's choice of {len(options.float_layers)} "
+                                "missed in the runtime; the search went on there)"}
+            options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
+        elif missed is not None:
+            found["held"] = False
     return {"applied": True, "breach": why, "sensitivity": mixed_precision.SENSITIVITY,
             "ranking": aware.ranking, **found}, options
 

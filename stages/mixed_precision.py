@@ -41,14 +41,15 @@ def rank_layers(model: torch.nn.Module, calibration: np.ndarray, options: Int8Op
 
 
 def keep_float(ranking: list[dict], options: Int8Options, accuracy_of: Callable[[Int8Options], tuple[float, str]],
-               breach_of: Callable[[float], str | None], subject: str) -> dict:
+               breach_of: Callable[[float], str | None], subject: str, start: int = 0) -> dict:
     """Keep the top layers of `ranking` in float, one more at a time, until `breach_of`
     (the budget check of an accuracy) finds nothing. `accuracy_of(options)` builds and scores
     the model with `options.float_layers` in float: (accuracy, where it was measured).
-    Returns the layers kept in float and every step, for the manifest."""
+    `start`: the top layers already known not to be enough. Returns the layers kept in float
+    and every step, for the manifest."""
     steps, held = [], False
-    float_layers: tuple[str, ...] = ()
-    for entry in ranking:
+    float_layers = tuple(entry["layer"] for entry in ranking[:start])
+    for entry in ranking[start:]:
         float_layers += (entry["layer"],)
         accuracy, source = accuracy_of(dataclasses.replace(options, float_layers=float_layers))
         why = breach_of(accuracy)

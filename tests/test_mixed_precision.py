@@ -92,13 +92,38 @@ def test_plain_int8_misses_the_budget_and_mixed_precision_recovers_it_listing_th
         # The layers are named, kept in float in the artifact, and fewer than all of them.
         assert 1 <= len(mixed["float_layers"]) < len(quantizable_layers(quantized.bundle.model))
         assert artifact["quantization"]["float_layers"] == mixed["float_layers"]
-        assert [s["float_layers"] for s in mixed["steps"]] == list(range(1, len(mixed["float_layers"]) + 1))
-        assert mixed["steps"][-1]["breach"] is None and all(s["breach"] for s in mixed["steps"][:-1])
+        search = [s for s in mixed["steps"] if s["layer"] is not None]
+        assert [s["float_layers"] for s in search] == list(range(1, len(mixed["float_layers"]) + 1))
+        assert search[-1]["breach"] is None and all(s["breach"] for s in search[:-1])
         assert {r["layer"] for r in mixed["ranking"]} == set(quantizable_layers(quantized.bundle.model))
     assert "conv1" in onnx["mixed_precision"]["float_layers"]
     assert onnx["mixed_precision"]["steps"][-1]["accuracy_source"] == "runtime"
-    assert tflite["mixed_precision"]["steps"][-1]["accuracy_source"] == "torch simulation"
-    assert tflite["accuracy_source"] == "runtime"  # the final artifact is measured in ai-edge-litert
+    # TFLite's steps are simulated; the simulation's choice is then measured in ai-edge-litert
+    *simulated, checked = tflite["mixed_precision"]["steps"]
+    assert {s["accuracy_source"] for s in simulated} == {"torch simulation"}
+    assert checked["accuracy_source"] == "runtime" and checked["breach"] is None
+    assert checked["float_layers"] == len(tflite["mixed_precision"]["float_layers"])
+    assert tflite["accuracy_source"] == "runtime" and tflite["accuracy"] == checked["accuracy"]
+
+
+def test_when_the_runtime_disagrees_with_the_simulation_the_search_goes_on_in_the_runtime(
+        trained, tmp_path, monkeypatch):
+    data, quantized, _ = trained
+    # A simulation that says any layer in float is enough, and a ranking whose first layers
+    # leave the outlier conv1 quantized: ai-edge-litert must disagree until conv1 is float.
+    monkeypatch.setattr(export._AccuracyAware, "simulated_accuracy", lambda self, options, x, y: 100.0)
+    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options: [
+        {"layer": layer, "logit_mse": 1.0} for layer in ("head", "conv2", "conv1")])
+    [tflite] = export_once(data, quantized, True, tmp_path / "disagree", ["tflite"])
+    mixed = tflite["mixed_precision"]
+    assert mixed["held"] and mixed["float_layers"][-1] == "conv1"
+    assert "the search went on there" in mixed["outcome"]
+    simulated, checked, *in_runtime = mixed["steps"]
+    assert simulated["accuracy_source"] == "torch simulation" and simulated["layer"] == "head"
+    assert checked["accuracy_source"] == "runtime" and checked["breach"] is not None
+    assert [s["accuracy_source"] for s in in_runtime] == ["runtime"] * len(in_runtime)
+    assert in_runtime[-1]["layer"] == "conv1" and in_runtime[-1]["breach"] is None
+    assert tflite["accuracy"] == in_runtime[-1]["accuracy"]
 
 
 def test_a_format_that_cannot_mix_precisions_says_so(trained, tmp_path):
