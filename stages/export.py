@@ -240,8 +240,10 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_
             "ranking": aware.ranking, **found}, options
 
 
-def _latency(target, profile, path, features, precision) -> dict:
-    """The profile's runner on the artifact; the record says where every figure comes from."""
+def _latency(target, profile, path, features, precision, candidate: bool = False) -> dict:
+    """The profile's runner on the artifact; the record says where every figure comes from.
+    A `candidate` encoding the runner cannot time (an estimate without references of its
+    precision) gets no latency, and a note, rather than failing the run."""
     try:
         with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"), \
                 device_errors(f"target {target.name}", profile):
@@ -249,13 +251,18 @@ def _latency(target, profile, path, features, precision) -> dict:
     except RuntimeUnavailable as e:
         return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
                 "latency_notes": [f"latency not measured: {e}"]}
+    except InputError as e:
+        if not (candidate and isinstance(e.__cause__, RunnerFailed)):
+            raise
+        return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
+                "latency_notes": [f"latency neither measured nor estimated: {e.__cause__}"]}
     return {"latency_ms": m.latency_ms, "latency_source": m.source, "latency_runner": m.runner,
             "device": m.device, "latency_tool": m.tool, "peak_memory_mb": m.peak_memory_mb,
             "latency_notes": m.notes, "latency_detail": m.extra}
 
 
 def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, calibration, val_x, val_y, float_top1,
-               metadata, aware: _AccuracyAware | None, options: Int8Options) -> dict:
+               metadata, aware: _AccuracyAware | None, options: Int8Options, choosing: bool = False) -> dict:
     """Build the target's artifact in `encoding` at `path`, score it in its runtime (keeping
     layers in float where INT8 breaks the budget), and measure it on the target's profile."""
     fmt = get_format(target.format)
@@ -295,7 +302,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, calibrat
     record["quantization"] = dict(applied)
     record["size_bytes"] = size_bytes(path)
     record.update(accuracy)
-    record.update(_latency(target, profile, path, features, precision))
+    record.update(_latency(target, profile, path, features, precision, candidate=choosing))
     if target.format == "coreml":
         record["structure"] = fmt.check(path, tuple(bundle.example_input().shape), int8_weights=int8)
     return record
@@ -315,7 +322,7 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> dict:
         return _candidate(target, wanted[0], final, **inputs)
     console.print(f"  {target.name}: choosing among {', '.join(wanted)} on profile {target.effective_profile.name}")
     stem = final.name[: -len(fmt.SUFFIX)] if final.name.endswith(fmt.SUFFIX) else final.stem
-    records = [_candidate(target, e, workdir / f"{stem}.{e}{fmt.SUFFIX}", **inputs) for e in wanted]
+    records = [_candidate(target, e, workdir / f"{stem}.{e}{fmt.SUFFIX}", choosing=True, **inputs) for e in wanted]
     best, why = encodings.choose(records, breach)
     for i, r in enumerate(records):
         if i != best:

@@ -119,3 +119,19 @@ def test_a_bad_encoding_is_a_config_error_naming_the_key(tmp_path, value, messag
                     f"encoding = {value}\n")
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path)
+
+
+def test_a_candidate_the_profile_cannot_time_gets_no_latency_but_a_lone_artifact_fails(model, tmp_path):
+    from edgekiln.stages import export
+    from edgekiln.stages.errors import InputError
+    from edgekiln.targets.cost import cost_features
+
+    target = export.TargetConfig(name="android", profile="pixel-3-cpu", runner="estimate")
+    profile = target.resolve()
+    features = cost_features(model, 16)
+    # pixel-3-cpu has float and int8 references, none of dynamic-range INT8
+    record = export._latency(target, profile, tmp_path / "m.tflite", features, "dynamic", candidate=True)
+    assert record["latency_ms"] is None and "no dynamic reference measurements" in record["latency_notes"][0]
+    with pytest.raises(InputError, match="no dynamic reference measurements"):
+        export._latency(target, profile, tmp_path / "m.tflite", features, "dynamic")
+    assert export._latency(target, profile, tmp_path / "m.tflite", features, "fp16")["latency_ms"]["p50"] > 0
