@@ -172,14 +172,11 @@ class _AccuracyAware:
     """What accuracy-aware quantization needs across targets: the budget check, and the
     layer ranking, computed once (on first need) and shared by every target."""
 
-    def __init__(self, bundle, calibration, options: Int8Options, budget_config, previous, teacher):
+    def __init__(self, bundle, calibration, options: Int8Options, breach):
         self.bundle, self.calibration, self.options = bundle, calibration, options
-        self.budget, self.previous, self.teacher = budget_config, previous, teacher
+        self.breach = breach
         self._ranking: list[dict] | None = None
         self._graph = None
-
-    def breach(self, accuracy: float) -> str | None:
-        return budget.breach(accuracy, "export", self.previous, self.teacher, self.budget)
 
     @property
     def ranking(self) -> list[dict]:
@@ -261,14 +258,14 @@ def _latency(target, profile, path, features, precision, candidate: bool = False
             "latency_notes": m.notes, "latency_detail": m.extra}
 
 
-def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, calibration, val_x, val_y, float_top1,
-               metadata, aware: _AccuracyAware | None, options: Int8Options, choosing: bool = False) -> dict:
+def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features, calibration, val_x, val_y,
+               float_top1, metadata, aware: _AccuracyAware | None, options: Int8Options,
+               choosing: bool = False) -> dict:
     """Build the target's artifact in `encoding` at `path`, score it in its runtime (keeping
     layers in float where INT8 breaks the budget), and measure it on the target's profile."""
     fmt = get_format(target.format)
     profile = target.effective_profile
     precision = fmt.ENCODINGS[encoding]
-    features = cost_features(bundle.model, bundle.input_size)
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
                 "edgekiln_encoding": encoding,
                 "description": f"{metadata['description']}, {encodings.DESCRIPTION[encoding]}"}
@@ -344,9 +341,11 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     calibration = calibration_images(quantized, bundle)
     options = int8_options(quantized, quantize)
     previous, teacher = ("quantize", quantized.accuracy), inputs["teacher"].accuracy
-    aware = None
-    if quantize.accuracy_aware:
-        aware = _AccuracyAware(bundle, calibration, options, config["budget"], previous, teacher)
+
+    def breach(accuracy: float) -> str | None:
+        return budget.breach(accuracy, "export", previous, teacher, config["budget"])
+
+    aware = _AccuracyAware(bundle, calibration, options, breach) if quantize.accuracy_aware else None
     val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
     float_top1 = training.logits(bundle, data.val_x).argmax(1).numpy()
     metadata = {
@@ -355,12 +354,10 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         "preprocessing": json.dumps(preprocessing(bundle)),
         "description": f"{bundle.arch} ({bundle.source}), {data.num_classes} classes",
     }
-    def breach(accuracy: float) -> str | None:
-        return budget.breach(accuracy, "export", previous, teacher, config["budget"])
-
-    artifacts = [_export_one(t, workdir, breach, bundle=bundle, calibration=calibration, val_x=val_x,
-                             val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata, aware=aware,
-                             options=options) for t in targets]
+    features = cost_features(bundle.model, bundle.input_size)
+    artifacts = [_export_one(t, workdir, breach, bundle=bundle, features=features, calibration=calibration,
+                             val_x=val_x, val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata,
+                             aware=aware, options=options) for t in targets]
     worst = min(a["accuracy"] for a in artifacts)
     return StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
         "artifacts": artifacts, "preprocessing": preprocessing(bundle), "labels": data.classes,
