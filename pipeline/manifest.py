@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 import uuid
@@ -27,6 +28,18 @@ def tool_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[key] = None
     return out
+
+
+def compute_device() -> dict[str, str]:
+    """Where this run's training and torch evaluation ran (stages taken from the cache may
+    have run elsewhere: their records say `cached`)."""
+    import torch
+
+    from edgekiln.stages.training import device
+
+    dev = device()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": dev.type, "name": name}
 
 
 def publish_artifact(source: Path, out_dir: Path, record: dict) -> dict:
@@ -63,6 +76,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "config": cfg.model_dump(mode="json"),
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tool_versions": tool_versions(),
+        "compute": compute_device(),
         "teacher": None if teacher is None else {
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},

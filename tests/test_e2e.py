@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from edgekiln.cli import app
@@ -90,9 +91,10 @@ def test_pipeline_passes_and_writes_every_artifact(run):
 
 def test_manifest_fields(run):
     _, _, manifest = run
-    for key in ("edgekiln_version", "config", "config_sha256", "tool_versions", "teacher", "stages",
+    for key in ("edgekiln_version", "config", "config_sha256", "tool_versions", "compute", "teacher", "stages",
                 "artifacts", "preprocessing", "labels"):
         assert key in manifest, key
+    assert manifest["compute"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert manifest["labels"] == [str(i) for i in range(10)]
     assert manifest["preprocessing"]["image_size"] == 32 and manifest["preprocessing"]["layout"] == "NCHW"
     teacher = manifest["teacher"]
