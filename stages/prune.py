@@ -1,9 +1,11 @@
 """Stage `prune`: structured channel pruning (torch-pruning) to a MACs ratio or a latency on a
-profile, in one or more steps, each followed by KD recovery; backs off a step that breaks the budget."""
+profile (estimated, or measured by the profile's runner), in one or more steps, each followed
+by KD recovery; backs off a step that breaks the budget."""
 
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +28,8 @@ class PruneConfig(BaseModel):
     """`[prune]`: how far to prune the student, and how.
 
     The target is `macs_ratio` (share of the student's MACs to keep), or `latency_ms` on
-    `profile` (estimated by the profile's cost model at each step). With `steps` > 1 the
+    `profile`: estimated by the profile's cost model at each step, or with `measure` the
+    p50 of the step's INT8 artifact timed by the profile's runner (host, adb or ssh). With `steps` > 1 the
     target is approached in equal steps, each followed by a KD recovery fine-tune of
     `finetune_epochs`; a step whose accuracy breaks the budget ([budget]: max_drop.prune
     against the distilled student, max_drop_total against the teacher) is undone, and
@@ -37,6 +40,7 @@ class PruneConfig(BaseModel):
     macs_ratio: float | None = Field(None, gt=0.0, le=1.0)  # default 0.5 when no latency target
     latency_ms: float | None = Field(None, gt=0.0)
     profile: str | None = None
+    measure: bool = False  # time each step's INT8 artifact on the profile's runner instead of estimating
     steps: int = Field(1, ge=1, le=50)
     importance: Literal["magnitude", "taylor"] = "magnitude"
     finetune_epochs: int = Field(3, ge=0, le=1000)
@@ -48,13 +52,16 @@ class PruneConfig(BaseModel):
             raise ValueError("give macs_ratio or latency_ms, not both")
         if (self.latency_ms is None) != (self.profile is None):
             raise ValueError("latency_ms and profile go together (the latency is estimated on that profile)")
+        if self.measure and self.latency_ms is None:
+            raise ValueError("measure needs a latency target (latency_ms and profile)")
         if self.latency_ms is None and self.macs_ratio is None:
             self.macs_ratio = 0.5
         return self
 
 
 def preflight(config: dict) -> None:
-    """A latency target needs a profile whose cost model can estimate the pruned student."""
+    """A latency target needs a profile whose cost model can estimate the pruned student, or,
+    with `measure`, a runner that measures."""
     cfg: PruneConfig = config["prune"]
     if cfg.profile is None:
         return
@@ -62,9 +69,13 @@ def preflight(config: dict) -> None:
         profile = load_profile(cfg.profile)
     except ProfileError as e:
         raise InputError(f"prune.profile: {e}") from None
-    if profile.estimate is None:
+    if cfg.measure and profile.runner.kind == "estimate":
+        raise InputError(f"prune.measure: profile {profile.name!r} has no runner that measures (its runner is "
+                         "estimate); drop measure to estimate each step, or pick a host, adb or ssh profile")
+    if not cfg.measure and profile.estimate is None:
         raise InputError(f"prune.profile: profile {profile.name!r} has no [estimate] reference table, "
-                         "which latency-targeted pruning needs to estimate each step")
+                         "which latency-targeted pruning needs to estimate each step (or set "
+                         "prune.measure = true to time each step on its runner)")
 
 
 def kept_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -140,9 +151,11 @@ def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tupl
     return int(before), int(modeling.macs(model, input_size))
 
 
-class _Latency:
+class _EstimatedLatency:
     """The prune profile's latency estimate of a torch model, at the precision its format
     exports; the cost model is fitted once, then evaluated at every pruning increment."""
+
+    source = "estimate"
 
     def __init__(self, profile_name: str, input_size: int):
         from edgekiln.targets import get_format
@@ -156,12 +169,72 @@ class _Latency:
         return self.calibrated.predict(cost_features(model, self.input_size))
 
 
+# Rounds of prune-then-measure per step: a measurement is a conversion and a timing run, so
+# the search scales MACs by the measured shortfall instead of measuring every increment.
+_MEASURE_ROUNDS = 4
+
+
+class _MeasuredLatency:
+    """p50 of a torch model's INT8 artifact in the prune profile's format, timed by the
+    profile's runner. Measurements are kept per architecture (params, MACs): recovery
+    fine-tuning changes the weights, not the latency."""
+
+    def __init__(self, profile_name: str, data: Dataset, bundle: modeling.ModelBundle, workdir: Path,
+                 calibration_samples: int = 64):
+        from edgekiln.calibration.sampling import balanced_sample
+        from edgekiln.targets import get_format
+
+        self.profile = load_profile(profile_name)
+        self.format = get_format(self.profile.format)
+        self.bundle, self.workdir = bundle, workdir
+        indices = torch.as_tensor(balanced_sample(data.train_y.numpy(), calibration_samples, data.seed))
+        self.calibration = training.model_input(bundle, data.train_x[indices]).numpy()
+        self.source = self.profile.runner.kind if self.profile.runner.kind == "host" else "device"
+        self._seen: dict[tuple[int, int], float] = {}
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        from edgekiln.stages.export import device_errors
+        from edgekiln.targets import runners
+
+        size = self.bundle.input_size
+        key = (modeling.params(model), modeling.macs(model, size))
+        if key not in self._seen:
+            features = cost_features(model, size)
+            with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+                path = Path(tmp) / f"step{self.format.SUFFIX}"
+                with console.status(f"  timing the pruned student on {self.profile.name}"):
+                    self.format.export(copy.deepcopy(model).cpu().eval(), self.bundle.example_input(),
+                                       self.calibration, path, {"description": "pruning step"}, "int8")
+                    with device_errors("prune.measure", self.profile, estimate_hint="drop prune.measure"):
+                        measured = runners.measure(path, self.profile, features, self.format.PRECISION)
+            self._seen[key] = measured.latency_ms["p50"]
+            self.source = measured.source
+        return self._seen[key]
+
+
+def _prune_to_measured(model: torch.nn.Module, size: int, latency: _MeasuredLatency, goal: float,
+                       importance: str, gradients) -> bool:
+    """Prune until the measured latency is at most `goal`: each round scales the MACs by the
+    shortfall (latency is roughly MACs plus a fixed cost, so this undershoots and repeats)."""
+    for _ in range(_MEASURE_ROUNDS):
+        now = latency(model)
+        if now <= goal:
+            return True
+        macs_goal = modeling.macs(model, size) * min(goal / now, 0.97)
+        if not prune_until(model, size, lambda m: modeling.macs(m, size) <= macs_goal, importance, gradients):
+            return latency(model) <= goal
+    return latency(model) <= goal
+
+
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: PruneConfig = config["prune"]
     kd: training.DistillConfig = config["distill"]
     student = inputs["distill"].bundle
     size = student.input_size
-    latency = _Latency(cfg.profile, size) if cfg.latency_ms is not None else None
+    latency = None
+    if cfg.latency_ms is not None:
+        latency = (_MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
+                   else _EstimatedLatency(cfg.profile, size))
     # Recovery uses logit KD only: a hint projection would start untrained here.
     teacher = training.Teacher(inputs["teacher"].bundles)
     macs_before = modeling.macs(student.model, size)
@@ -171,7 +244,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         model = student.model
         return {"step": step, "params": modeling.params(model), "macs": modeling.macs(model, size),
                 "latency_ms": latency(model) if latency else None,
-                "latency_source": "estimate" if latency else None, "accuracy": accuracy, "note": note}
+                "latency_source": latency.source if latency else None, "accuracy": accuracy, "note": note}
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
     steps = [record(0, inputs["distill"].accuracy, "distilled student")]
@@ -179,13 +252,17 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     for k in range(1, cfg.steps + 1):
         previous = copy.deepcopy(student.model)
         share = k / cfg.steps
-        if latency:
+        if cfg.measure:
             goal = start_latency - share * (start_latency - cfg.latency_ms)
-            done = lambda m: latency(m) <= goal + 1e-9  # noqa: E731
+            reached = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
         else:
-            goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
-            done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
-        reached = prune_until(student.model, size, done, cfg.importance, gradients)
+            if latency:
+                goal = start_latency - share * (start_latency - cfg.latency_ms)
+                done = lambda m: latency(m) <= goal + 1e-9  # noqa: E731
+            else:
+                goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
+                done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
+            reached = prune_until(student.model, size, done, cfg.importance, gradients)
         training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
                      desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
                      teacher=teacher, kd=kd)
@@ -194,7 +271,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                                 config.get("budget"))
         steps.append(record(k, accuracy, "" if reached else "target not reached: no layer can give up more"))
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
-                      + (f", {steps[-1]['latency_ms']:.3f} ms est." if latency else "")
+                      + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))
         if breach and k > 1:
             student.model = previous
@@ -214,5 +291,6 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     return StageResult.with_model(final["accuracy"], student, metrics={
         "params": final["params"], "macs": final["macs"], "macs_before": macs_before,
         "macs_ratio": final["macs"] / macs_before, "steps": steps, "stopped": stopped,
-        "target": {"latency_ms": cfg.latency_ms, "profile": cfg.profile} if latency else {"macs_ratio": cfg.macs_ratio},
+        "target": ({"latency_ms": cfg.latency_ms, "profile": cfg.profile, "measured": cfg.measure} if latency
+                   else {"macs_ratio": cfg.macs_ratio}),
         "importance": cfg.importance})

@@ -9,6 +9,7 @@ from edgekiln.stages import modeling, prune, training
 from edgekiln.stages.data import DataConfig, load_dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.result import StageResult
+from edgekiln.targets.cost import cost_features
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_g
 
 def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])
-    start = prune._Latency("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
+    start = prune._EstimatedLatency("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
     cfg = prune.PruneConfig(latency_ms=0.95 * start, profile="x86-server-avx2", steps=2, finetune_epochs=0,
                             importance="taylor")
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
@@ -71,6 +72,54 @@ def test_a_latency_below_the_runtimes_fixed_cost_is_reported_unreachable(data, m
     assert result.metrics["steps"][1]["latency_ms"] > 0.1
 
 
+def fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.5):
+    """The host runner replaced by a latency of a fixed cost plus a share per MAC (pruning
+    lowers only the second), after checking it was handed a real INT8 ONNX artifact."""
+    import onnx
+
+    from edgekiln.targets import runners
+
+    timed = []
+
+    def measure(path, profile, features, precision, allow_estimate=False):
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert precision == "int8" and "QuantizeLinear" in ops
+        timed.append(fixed_ms + ms_per_mmac * features.macs / 1e6)
+        return runners.Measurement(source="host", runner="host", device="fake", tool="fake",
+                                   latency_ms={"p50": timed[-1]}, peak_memory_mb=None)
+
+    monkeypatch.setattr(runners, "measure", measure)
+    return timed
+
+
+def test_pruning_to_a_measured_latency_prunes_until_the_runner_says_so(data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [88.0, 88.0])
+    timed = fake_runner(monkeypatch)
+    start = 0.2 + 0.5 * cost_features(inputs(data)["distill"].bundle.model, data.image_size).macs / 1e6
+    target = 0.2 + 0.6 * (start - 0.2)  # 40% of the MAC-bound part: a fixed cost keeps one round short
+    cfg = prune.PruneConfig(latency_ms=target, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    steps = result.metrics["steps"]
+    assert [s["latency_source"] for s in steps] == ["host"] * 3
+    assert steps[0]["latency_ms"] == pytest.approx(start)
+    assert steps[1]["latency_ms"] <= start - 0.5 * (start - target) + 1e-9  # half-way goal after step 1
+    assert steps[2]["latency_ms"] <= target and result.metrics["stopped"] == "reached the latency target"
+    assert all(s["latency_ms"] in timed for s in steps)  # every recorded figure is one the runner gave
+    assert len(timed) > 3  # more than one measurement per step: the search measured as it went
+    assert result.metrics["target"] == {"latency_ms": target, "profile": "x86-server-avx2", "measured": True}
+    assert list(tmp_path.iterdir()) == []  # the timed artifacts are not left behind
+
+
+def test_pruning_to_a_measured_latency_times_each_step_on_the_host(data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [88.0])
+    cfg = prune.PruneConfig(latency_ms=0.001, profile="x86-server-avx2", measure=True, finetune_epochs=0)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    steps = result.metrics["steps"]
+    assert [s["latency_source"] for s in steps] == ["host", "host"]
+    assert all(s["latency_ms"] > 0.001 for s in steps) and steps[1]["macs"] < steps[0]["macs"]
+    assert result.metrics["stopped"] == "stopped at step 1: the target cannot be reached"
+
+
 def test_prune_targets_are_validated():
     with pytest.raises(ValidationError, match="macs_ratio or latency_ms, not both"):
         prune.PruneConfig(macs_ratio=0.5, latency_ms=3.0, profile="pixel-3-cpu")
@@ -79,5 +128,10 @@ def test_prune_targets_are_validated():
     assert prune.PruneConfig().macs_ratio == 0.5
     with pytest.raises(InputError, match="raspberry-pi-5-cpu' has no \\[estimate\\] reference table"):
         prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu")})
+    with pytest.raises(ValidationError, match="measure needs a latency target"):
+        prune.PruneConfig(macs_ratio=0.5, measure=True)
+    with pytest.raises(InputError, match="prune.measure: profile 'iphone-15-pro-ane' has no runner that measures"):
+        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="iphone-15-pro-ane", measure=True)})
+    prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu", measure=True)})
     with pytest.raises(InputError, match="prune.profile: unknown profile"):
         prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="nope")})
