@@ -190,7 +190,7 @@ class _MeasuredLatency:
         indices = torch.as_tensor(balanced_sample(data.train_y.numpy(), calibration_samples, data.seed))
         self.calibration = training.model_input(bundle, data.train_x[indices]).numpy()
         self.source = self.profile.runner.kind if self.profile.runner.kind == "host" else "device"
-        self._seen: dict[tuple[int, int], float] = {}
+        self._seen: dict[tuple[int, int], tuple[float, str]] = {}
 
     def __call__(self, model: torch.nn.Module) -> float:
         from edgekiln.stages.export import device_errors
@@ -207,9 +207,9 @@ class _MeasuredLatency:
                                        self.calibration, path, {"description": "pruning step"}, "int8")
                     with device_errors("prune.measure", self.profile, estimate_hint="drop prune.measure"):
                         measured = runners.measure(path, self.profile, features, self.format.PRECISION)
-            self._seen[key] = measured.latency_ms["p50"]
-            self.source = measured.source
-        return self._seen[key]
+            self._seen[key] = measured.latency_ms["p50"], measured.source  # estimate if the runner fell back
+        latency, self.source = self._seen[key]
+        return latency
 
 
 def _prune_to_measured(model: torch.nn.Module, size: int, latency: _MeasuredLatency, goal: float,
