@@ -6,6 +6,10 @@ The pipeline runs once per MACs ratio on one cache (teacher and distillation sha
 pruned in one step with 2 epochs of KD recovery, to an INT8 ONNX artifact measured by the
 host runner on the x86-server-avx2 profile (this machine, 2 threads). Prints a Markdown
 table and writes prune_curve.png and prune_curve.json into DIR.
+
+Then one more run prunes to a latency instead of a ratio (`--latency-ms`, default: half-way
+between the curve's unpruned and 0.45 p50s), measured on the host at every step
+(`[prune] measure = true`, 2 steps) under `max_drop.prune = 3`, and prints its steps.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ epochs = 10
 lr = 3e-3
 
 [prune]
-macs_ratio = {ratio}
+{prune}
 finetune_epochs = 2
 
 [budget]
 max_drop_total = 100.0
+{budget}
 
 [[targets]]
 name = "server"
@@ -72,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", default="mobilenetv3_small_100")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--latency-ms", type=float, default=None, help="the latency-target run's p50 target")
     args = parser.parse_args()
     edgekiln = Path(sys.executable).with_name("edgekiln")
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +86,7 @@ def main() -> None:
         rows = []
         for ratio in RATIOS:
             config = work / f"prune-{ratio}.toml"
-            config.write_text(CONFIG.format(arch=args.arch, ratio=ratio))
+            config.write_text(CONFIG.format(arch=args.arch, prune=f"macs_ratio = {ratio}", budget=""))
             out = work / f"prune-{ratio}"
             proc = subprocess.run([str(edgekiln), "run", str(config), "--out", str(out), "--cache-dir",
                                    str(work / "cache")], capture_output=True, text=True)
@@ -95,11 +101,36 @@ def main() -> None:
                          "p90_ms": onnx["latency_ms"]["p90"]})
         (work / "prune_curve.json").write_text(json.dumps(rows, indent=1))
         plot(rows, args.arch, work / "prune_curve.png")
+        by_ratio = {r["ratio"]: r["p50_ms"] for r in rows}
+        target = args.latency_ms or round((by_ratio[1.0] + by_ratio[0.45]) / 2, 3)
+        latency_run = _latency_run(edgekiln, work, args.arch, target)
     print("| MACs ratio | MACs | params | pruned float % | INT8 ONNX % | host p50 ms | host p90 ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['ratio']:g} | {r['macs'] / 1e6:.2f}M | {r['params'] / 1e6:.2f}M | {r['pruned']:.2f} | "
               f"{r['onnx']:.2f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} |")
+    print(f"\nPruning to p50 <= {target} ms, measured on the host at each step: {latency_run['stopped']}")
+    print("| step | MACs | params | host p50 ms (INT8 ONNX) | source | float % | note |")
+    print("|---|---|---|---|---|---|---|")
+    for s in latency_run["steps"]:
+        print(f"| {s['step']} | {s['macs'] / 1e6:.2f}M | {s['params'] / 1e6:.2f}M | {s['latency_ms']:.3f} | "
+              f"{s['latency_source']} | {s['accuracy']:.2f} | {s['note']} |")
+    print(f"shipped INT8 ONNX: {latency_run['onnx']:.2f}%, host p50 {latency_run['p50_ms']:.3f} ms")
+
+
+def _latency_run(edgekiln: Path, work: Path, arch: str, target: float) -> dict:
+    config = work / "prune-latency.toml"
+    config.write_text(CONFIG.format(
+        arch=arch, prune=f'latency_ms = {target}\nprofile = "x86-server-avx2"\nmeasure = true\nsteps = 2',
+        budget="\n[budget.max_drop]\nprune = 3.0"))
+    out = work / "prune-latency"
+    proc = subprocess.run([str(edgekiln), "run", str(config), "--out", str(out), "--cache-dir", str(work / "cache")],
+                          capture_output=True, text=True)
+    if not (out / "manifest.json").exists():
+        sys.exit(f"latency run: exit {proc.returncode}\n{proc.stdout[-2000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    [onnx] = manifest["artifacts"]
+    return {**manifest["prune"], "exit": proc.returncode, "onnx": onnx["accuracy"], "p50_ms": onnx["latency_ms"]["p50"]}
 
 
 if __name__ == "__main__":
