@@ -172,9 +172,9 @@ class _AccuracyAware:
     """What accuracy-aware quantization needs across targets: the budget check, and the
     layer ranking, computed once (on first need) and shared by every target."""
 
-    def __init__(self, bundle, calibration, options: Int8Options, breach):
+    def __init__(self, bundle, calibration, options: Int8Options, breach, float_accuracy: float):
         self.bundle, self.calibration, self.options = bundle, calibration, options
-        self.breach = breach
+        self.breach, self.float_accuracy = breach, float_accuracy
         self._ranking: list[dict] | None = None
         self._graph = None
 
@@ -194,12 +194,20 @@ class _AccuracyAware:
         return training.accuracy(pt2e.predict(simulated, val_x), val_y)
 
 
-def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_x, val_y) -> tuple[dict, Int8Options]:
+def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: float, build, score,
+                val_x, val_y) -> tuple[dict, Int8Options]:
     """Accuracy-aware quantization of one artifact that broke its budget (`why`): layers kept
     in float one at a time. Each step is scored in the runtime, except TFLite, whose steps
     are scored on its torch simulation (a conversion takes half a minute); its chosen
     artifact is then measured in the runtime, and where the runtime disagrees, the search
-    goes on there, one converted artifact per step."""
+    goes on there, one converted artifact per step. When no step holds, the most accurate
+    one measured in the runtime ships (plain INT8 if none beat it)."""
+    ceiling = aware.breach(aware.float_accuracy)
+    if ceiling is not None:  # the reference (the INT8 simulation) can beat float by noise
+        console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}), and so does the float model")
+        return {"applied": False, "breach": why,
+                "why_not": f"no layer kept in float can meet the budget: the float model itself scores "
+                           f"{aware.float_accuracy:.2f}% ({ceiling})"}, aware.options
     console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float")
     if not fmt.MIXED_PRECISION:
         return {"applied": False, "breach": why,
@@ -233,8 +241,27 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, build, score, val_
             options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
         elif missed is not None:
             found["held"] = False
+    if not found["held"]:
+        found, options = _most_accurate(found, aware, int8_accuracy, build)
     return {"applied": True, "breach": why, "sensitivity": mixed_precision.SENSITIVITY,
             "ranking": aware.ranking, **found}, options
+
+
+def _most_accurate(found: dict, aware: _AccuracyAware, int8_accuracy: float, build) -> tuple[dict, Int8Options]:
+    """A search that never met the budget ships its most accurate step measured in the
+    runtime (fewest float layers on a tie), or plain INT8 when no step beat it; the
+    artifact is rebuilt unless that is the last one built."""
+    measured = [(s["accuracy"], -s["float_layers"]) for s in found["steps"] if s["accuracy_source"] == "runtime"]
+    accuracy, count = max(measured + [(int8_accuracy, 0)])
+    count = -count
+    layers = tuple(entry["layer"] for entry in aware.ranking[:count])
+    options = dataclasses.replace(aware.options, float_layers=layers)
+    last_built = found["steps"][-1]["float_layers"] if found["steps"] else 0  # the last step is a runtime one
+    if count != last_built:
+        build(options)
+    what = f"{count} layers in float" if count else "plain INT8"
+    return {**found, "float_layers": list(layers),
+            "outcome": f"{found['outcome']}; ships the most accurate measured: {what} ({accuracy:.2f}%)"}, options
 
 
 def _latency(target, profile, path, features, precision, candidate: bool = False) -> dict:
@@ -294,7 +321,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     why = aware.breach(accuracy["accuracy"]) if aware is not None and int8 else None
     if why is not None:
         record["int8_accuracy"] = accuracy["accuracy"]
-        record["mixed_precision"], options = _keep_float(fmt, target, aware, why, build, score, val_x, val_y)
+        record["mixed_precision"], options = _keep_float(fmt, target, aware, why, accuracy["accuracy"], build, score,
+                                                         val_x, val_y)
         accuracy = score(options)
     record["quantization"] = dict(applied)
     record["size_bytes"] = size_bytes(path)
@@ -345,9 +373,12 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     def breach(accuracy: float) -> str | None:
         return budget.breach(accuracy, "export", previous, teacher, config["budget"])
 
-    aware = _AccuracyAware(bundle, calibration, options, breach) if quantize.accuracy_aware else None
     val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
-    float_top1 = training.logits(bundle, data.val_x).argmax(1).numpy()
+    float_logits = training.logits(bundle, data.val_x)
+    float_top1 = float_logits.argmax(1).numpy()
+    aware = None
+    if quantize.accuracy_aware:
+        aware = _AccuracyAware(bundle, calibration, options, breach, training.accuracy(float_logits, data.val_y))
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),

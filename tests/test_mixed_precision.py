@@ -133,3 +133,29 @@ def test_a_format_that_cannot_mix_precisions_says_so(trained, tmp_path):
     mixed = coreml["mixed_precision"]
     assert mixed["applied"] is False and "cannot keep layers in float" in mixed["why_not"]
     assert coreml["accuracy"] == coreml["int8_accuracy"] < quantized.accuracy - 5.0
+
+
+def test_a_budget_that_even_the_float_model_misses_is_not_searched(trained, tmp_path):
+    data, quantized, float_accuracy = trained
+    # The reference (the quantize stage's INT8 simulation) above float by more than the budget:
+    # no layer kept in float can help, so no artifact is converted for nothing.
+    lucky = StageResult.with_model(float_accuracy + 6.0, quantized.bundle, directory=quantized.directory,
+                                   metrics=quantized.metrics)
+    [onnx] = export_once(data, lucky, True, tmp_path / "ceiling", ["onnx"])
+    mixed = onnx["mixed_precision"]
+    assert mixed["applied"] is False and "steps" not in mixed
+    assert f"the float model itself scores {float_accuracy:.2f}%" in mixed["why_not"]
+    assert onnx["accuracy"] == onnx["int8_accuracy"] and onnx["quantization"]["float_layers"] == []
+
+
+def test_when_no_step_meets_the_budget_the_most_accurate_measured_one_ships(trained, tmp_path, monkeypatch):
+    data, quantized, _ = trained
+    # A ranking that never reaches the outlier conv1: no step can meet the budget.
+    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options: [
+        {"layer": layer, "logit_mse": 1.0} for layer in ("head", "conv2")])
+    [onnx] = export_once(data, quantized, True, tmp_path / "never", ["onnx"])
+    mixed = onnx["mixed_precision"]
+    assert mixed["applied"] and not mixed["held"] and "ships the most accurate measured" in mixed["outcome"]
+    best = max([(s["accuracy"], -s["float_layers"]) for s in mixed["steps"]] + [(onnx["int8_accuracy"], 0)])
+    assert onnx["accuracy"] == best[0]  # scored on the shipped file, rebuilt if it was not the last step
+    assert onnx["quantization"]["float_layers"] == mixed["float_layers"] == ["head", "conv2"][: -best[1]]
