@@ -1,7 +1,7 @@
 """Latency-aware encoding: what `encoding = "auto"` chooses per target, against always
 shipping INT8 (what a user gets without it), in the same run.
 
-    .venv/bin/python benchmarks/encodings.py [--out DIR] [--size 224]
+    .venv/bin/python benchmarks/encodings.py [--out DIR] [--size 224] [--skip-pipeline | --skip-latency]
 
 Part 1, the pipeline: the digits pipeline (mobilenetv3_small_100, 32 px) with three targets
 asking for "auto": the x86 server (measured on this host in onnxruntime), the Pixel 3
@@ -137,11 +137,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true", help="part 1 only")
     args = parser.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="edgekiln-encodings-"))
     work.mkdir(parents=True, exist_ok=True)
     results = {"pipeline": None if args.skip_pipeline else pipeline(work),
-               "host_latency": host_latency(args.size, work)}
+               "host_latency": None if args.skip_latency else host_latency(args.size, work)}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nresults: {work / 'results.json'}")
 
