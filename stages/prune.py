@@ -213,17 +213,24 @@ class _MeasuredLatency:
 
 
 def _prune_to_measured(model: torch.nn.Module, size: int, latency: _MeasuredLatency, goal: float,
-                       importance: str, gradients) -> bool:
+                       importance: str, gradients) -> str | None:
     """Prune until the measured latency is at most `goal`: each round scales the MACs by the
-    shortfall (latency is roughly MACs plus a fixed cost, so this undershoots and repeats)."""
+    shortfall (latency is roughly MACs plus a fixed cost, so this undershoots and repeats).
+    Returns None when the goal is met, else why not."""
     for _ in range(_MEASURE_ROUNDS):
         now = latency(model)
         if now <= goal:
-            return True
+            return None
         macs_goal = modeling.macs(model, size) * min(goal / now, 0.97)
         if not prune_until(model, size, lambda m: modeling.macs(m, size) <= macs_goal, importance, gradients):
-            return latency(model) <= goal
-    return latency(model) <= goal
+            return None if latency(model) <= goal else _NO_MORE
+    if latency(model) <= goal:
+        return None
+    return (f"target not reached: still {latency(model):.3f} ms measured against {goal:.3f} after "
+            f"{_MEASURE_ROUNDS} rounds of pruning and measuring")
+
+
+_NO_MORE = "target not reached: no layer can give up more"
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
@@ -254,7 +261,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         share = k / cfg.steps
         if cfg.measure:
             goal = start_latency - share * (start_latency - cfg.latency_ms)
-            reached = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
+            missed = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
         else:
             if latency:
                 goal = start_latency - share * (start_latency - cfg.latency_ms)
@@ -262,14 +269,14 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             else:
                 goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
                 done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
-            reached = prune_until(student.model, size, done, cfg.importance, gradients)
+            missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
         training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
                      desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
                      teacher=teacher, kd=kd)
         accuracy = training.evaluate(student, data)
         breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
                                 config.get("budget"))
-        steps.append(record(k, accuracy, "" if reached else "target not reached: no layer can give up more"))
+        steps.append(record(k, accuracy, missed or ""))
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
                       + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))
@@ -281,8 +288,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         if breach:
             stopped = f"step 1 already breaks the budget ({breach}); nothing to back off to"
             break
-        if not reached:
-            stopped = f"stopped at step {k}: the target cannot be reached"
+        if missed:
+            stopped = f"stopped at step {k}: the target cannot be reached ({missed.removeprefix('target not reached: ')})"
             break
     final = next(s for s in reversed(steps) if not s["note"].startswith("undone"))
     stopped = stopped or ("reached the latency target" if latency else "reached the MACs target")
