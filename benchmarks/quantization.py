@@ -83,7 +83,8 @@ def run(edgekiln: Path, work: Path, cache: Path, name: str, arch: str, quantize:
             "prune": stages["prune"]["accuracy"], "quantize_stage": stages["quantize"],
             "quantize": manifest["quantize"],
             "artifacts": {a["format"]: {k: a.get(k) for k in ("accuracy", "accuracy_source", "int8_accuracy",
-                                                               "size_bytes", "mixed_precision", "quantization")}
+                                                               "size_bytes", "mixed_precision", "quantization",
+                                                               "passed")}
                           for a in manifest["artifacts"]}}
 
 
@@ -127,17 +128,17 @@ def main() -> None:
     print(f"Per-tensor INT8 weights; float (pruned) {aware[0]['prune']:.2f}%; the export budget's reference, "
           f"the INT8 simulation, {reference:.2f}%; max_drop.export = {AWARE_EXPORT_DROP}, so at least "
           f"{reference - AWARE_EXPORT_DROP:.2f}%.\n")
-    print("| run | target | INT8 % | final % | layers kept float | outcome | size KB | exit |")
+    print("| run | target | INT8 % | final % | layers kept float | outcome | size KB | gate |")
     print("|---|---|---|---|---|---|---|---|")
     for r in aware:
         for f in FORMATS:
             a = r["artifacts"][f]
             mixed = a.get("mixed_precision") or {}
             kept = len(mixed["float_layers"]) if mixed.get("applied") else "-"
-            outcome = mixed.get("outcome") or mixed.get("why_not") or "within budget: nothing to do"
+            outcome = mixed.get("outcome") or mixed.get("why_not") or "-"
             int8 = a["int8_accuracy"] if a.get("int8_accuracy") is not None else a["accuracy"]
             print(f"| {r['name']} | {f} | {int8:.2f} | {a['accuracy']:.2f} | {kept} | {outcome} | "
-                  f"{a['size_bytes'] / 1024:.0f} | {r['exit']} |")
+                  f"{a['size_bytes'] / 1024:.0f} | {'passes' if a['passed'] else 'fails'} |")
 
 
 if __name__ == "__main__":
