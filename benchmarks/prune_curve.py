@@ -79,13 +79,16 @@ def main() -> None:
     parser.add_argument("--arch", default="mobilenetv3_small_100")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--latency-ms", type=float, default=None, help="the latency-target run's p50 target")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency-target run (needs --latency-ms)")
     args = parser.parse_args()
+    if args.latency_only and args.latency_ms is None:
+        parser.error("--latency-only needs --latency-ms")
     edgekiln = Path(sys.executable).with_name("edgekiln")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         rows = []
-        for ratio in RATIOS:
+        for ratio in [] if args.latency_only else RATIOS:
             config = work / f"prune-{ratio}.toml"
             config.write_text(CONFIG.format(arch=args.arch, prune=f"macs_ratio = {ratio}", budget=""))
             out = work / f"prune-{ratio}"
@@ -100,10 +103,10 @@ def main() -> None:
                          "distilled": stages["distill"]["accuracy"], "pruned": stages["prune"]["accuracy"],
                          "onnx": onnx["accuracy"], "p50_ms": onnx["latency_ms"]["p50"],
                          "p90_ms": onnx["latency_ms"]["p90"]})
-        (work / "prune_curve.json").write_text(json.dumps(rows, indent=1))
-        plot(rows, args.arch, work / "prune_curve.png")
-        by_ratio = {r["ratio"]: r["p50_ms"] for r in rows}
-        target = args.latency_ms or round(by_ratio[0.45], 3)
+        if rows:
+            (work / "prune_curve.json").write_text(json.dumps(rows, indent=1))
+            plot(rows, args.arch, work / "prune_curve.png")
+        target = args.latency_ms or round({r["ratio"]: r["p50_ms"] for r in rows}[0.45], 3)
         latency_run = _latency_run(edgekiln, work, args.arch, target)
     print("| MACs ratio | MACs | params | pruned float % | INT8 ONNX % | host p50 ms | host p90 ms |")
     print("|---|---|---|---|---|---|---|")

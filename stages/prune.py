@@ -288,7 +288,10 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         if breach:
             stopped = f"step 1 already breaks the budget ({breach}); nothing to back off to"
             break
-        if missed:
+        # A step whose measured goal was missed after its rounds may be noise: later steps aim
+        # lower and go on from here. Only the last step's miss, or a model that cannot give up
+        # more channels, ends the search.
+        if missed == _NO_MORE or (missed and k == cfg.steps):
             stopped = f"stopped at step {k}: the target cannot be reached ({missed.removeprefix('target not reached: ')})"
             break
     final = next(s for s in reversed(steps) if not s["note"].startswith("undone"))

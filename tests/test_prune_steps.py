@@ -110,15 +110,19 @@ def test_pruning_to_a_measured_latency_prunes_until_the_runner_says_so(data, mon
     assert list(tmp_path.iterdir()) == []  # the timed artifacts are not left behind
 
 
-def test_a_measured_latency_that_pruning_does_not_move_stops_after_its_rounds(data, monkeypatch, tmp_path):
-    scripted_accuracies(monkeypatch, [88.0])
+def test_a_measured_goal_missed_after_its_rounds_goes_on_to_the_next_step_and_the_last_miss_stops(
+        data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [88.0, 88.0])
     timed = fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.0)  # all fixed cost: MACs do not matter
-    cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", measure=True, finetune_epochs=0)
+    cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
-    assert result.metrics["steps"][1]["note"] == (f"target not reached: still 0.200 ms measured against 0.100 "
-                                                  f"after {prune._MEASURE_ROUNDS} rounds of pruning and measuring")
-    assert len(timed) == prune._MEASURE_ROUNDS + 1  # the start, then one per round
-    assert result.metrics["stopped"].startswith("stopped at step 1: the target cannot be reached (still 0.200 ms")
+    steps = result.metrics["steps"]
+    assert steps[1]["note"] == (f"target not reached: still 0.200 ms measured against 0.150 "
+                                f"after {prune._MEASURE_ROUNDS} rounds of pruning and measuring")
+    assert steps[2]["note"].startswith("target not reached: still 0.200 ms measured against 0.100")
+    assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"]  # step 2 went on pruning from step 1
+    assert len(timed) == 2 * prune._MEASURE_ROUNDS + 1  # the start, then one per round
+    assert result.metrics["stopped"].startswith("stopped at step 2: the target cannot be reached (still 0.200 ms")
 
 
 def test_pruning_to_a_measured_latency_times_each_step_on_the_host(data, monkeypatch, tmp_path):
