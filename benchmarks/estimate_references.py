@@ -79,15 +79,14 @@ def write(profile: str, rows: list[dict]) -> Path:
 
 
 def published_rows(published: Path, device: str, runtime: str, threads: str | None) -> list[dict]:
-    rows = []
+    rows, source = [], None
     with open(published, newline="") as f:
         for r in csv.DictReader(f):
+            # The CSV says "same" for the source of the row above it, whichever device that was.
+            source = source if r["source"].startswith("same") and source else r["source"]
             if r["device"] != device or r["runtime"] != runtime or (threads and r["threads"] != threads):
                 continue
             arch, size = TIMM_NAMES[r["model"]], int(r["input_px"])
-            source = r["source"]
-            if source.startswith("same"):  # the CSV says "same" for the row above's source
-                source = rows[-1]["source"] if rows else source
             rows.append({"model": arch, "precision": PRECISIONS[r["precision"]], "input_px": size,
                          "threads": r["threads"], "latency_ms": float(r["latency_ms"]),
                          "source": f"{r['device']} {r['runtime']}: {source}", **features(arch, size).to_dict()})
@@ -125,12 +124,19 @@ def report(profile_name: str) -> None:
     refs = estimate.load_references(profile.references_path())
     for precision in sorted({r.precision for r in refs}):
         rows = [r for r in refs if r.precision == precision]
-        model = estimate.fit(refs, precision)
-        in_sample = estimate.error_pct([(r, model.predict(r.features)) for r in rows])
+        if estimate.by_ratio(refs, precision):
+            ratio, pairs = estimate.paired_ratio(refs, precision)
+            fitted = estimate.fit(refs, "float")
+            how = f"float fit x {ratio:.3f} (mean ratio of {pairs} pairs)"
+            in_sample = estimate.error_pct([(r, fitted.predict(r.features) * ratio) for r in rows])
+        else:
+            model = estimate.fit(refs, precision)
+            how = ", ".join(model.columns)
+            in_sample = estimate.error_pct([(r, model.predict(r.features)) for r in rows])
         loo_pairs = estimate.leave_one_out(refs, precision)
         loo = estimate.error_pct(loo_pairs)
         worst = max((abs(p - r.latency_ms) / r.latency_ms * 100 for r, p in loo_pairs), default=None)
-        print(f"| {profile_name} | {precision} | {len(rows)} | {', '.join(model.columns)} | {in_sample:.1f} | "
+        print(f"| {profile_name} | {precision} | {len(rows)} | {how} | {in_sample:.1f} | "
               + ("-" if loo is None else f"{loo:.1f}") + " | " + ("-" if worst is None else f"{worst:.0f}") + " |")
 
 

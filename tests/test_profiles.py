@@ -129,6 +129,32 @@ def test_the_estimate_runner_labels_its_figures_and_states_its_error(tmp_path):
     assert pixel6.extra["ratio"] == 0.735 and "float estimate x 0.735" in " ".join(pixel6.notes)
 
 
+def test_a_precision_with_few_rows_is_estimated_as_float_times_its_paired_ratio():
+    truth = np.array([0.02, 0.3, 0.05, 0.4])
+    floats = _synthetic(truth, 8)
+    # Two int8 rows, each 0.7x its float pair: too few to fit their own model.
+    int8 = [estimate.Reference(r.model, "int8", 0.7 * r.latency_ms, r.features, "synthetic") for r in floats[:2]]
+    refs = floats + int8
+    assert estimate.paired_ratio(refs, "int8") == (pytest.approx(0.7), 2) and estimate.by_ratio(refs, "int8")
+    assert not estimate.by_ratio(refs, "float") and not estimate.by_ratio(floats + [
+        estimate.Reference(r.model, "int8", r.latency_ms, r.features, "s") for r in floats], "int8")
+    # Held out, an int8 row is predicted from the float rows of other models and the other pair's ratio.
+    assert estimate.error_pct(estimate.leave_one_out(refs, "int8")) < 1e-6
+
+
+def test_phone_int8_estimates_keep_the_published_int8_speed_up_at_small_inputs(tmp_path):
+    # Pixel 3 runs MobileNetV3 INT8 at 0.73-0.74x float (TF-slim table, 224 px). Its two int8
+    # rows alone fitted a model that put a 32 px INT8 MobileNetV3-Small at 4.9x float.
+    torch.manual_seed(0)
+    import timm
+    profile = load_profile("pixel-3-cpu")
+    for size in (224, 32):
+        features = cost_features(timm.create_model("mobilenetv3_small_100"), size)
+        int8, fp = (estimate.measure(tmp_path / "m.tflite", profile, features, p) for p in ("int8", "float"))
+        assert int8.latency_ms["p50"] / fp.latency_ms["p50"] == pytest.approx(0.735, abs=0.01)
+        assert "paired reference" in int8.notes[0] and int8.extra["error_pct_leave_one_out"] < 10
+
+
 def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
     profile = load_profile("x86-server-avx2").model_copy()
     with pytest.raises(RunnerFailed, match="carries no edgekiln cost features"):

@@ -5,9 +5,12 @@ latency_ms = a * dense MMACs + b * depthwise MMACs + c * MB moved (weights + act
 the artifact's precision) [+ d, a fixed per-inference cost, with six rows or more], all
 coefficients >= 0, fitted by non-negative least squares on the reference rows of the same
 precision. With fewer than four rows the model shrinks (total MACs and traffic, then MACs
-alone). A precision the table lacks is estimated as the float
-estimate times the profile's declared ratio, and says so. Every estimate carries the
-model's leave-one-out error on its own reference table.
+alone). A precision with fewer rows than float, some of them paired with a float row (same
+model, same input size), is estimated as the float estimate times the paired rows' mean
+ratio: two rows at 224 px fit a model that says nothing about a 32 px input, while the ratio
+of one precision to the other holds across sizes far better. A precision the table lacks is
+estimated as the float estimate times the profile's declared ratio. Every estimate says which
+way it was made and carries its leave-one-out error on its own reference table.
 """
 
 from __future__ import annotations
@@ -84,15 +87,42 @@ def fit(references: list[Reference], precision: str, columns: tuple[str, ...] | 
     return CostModel(precision, columns, tuple(float(c) for c in coefficients), len(rows))
 
 
+def paired_ratio(references: list[Reference], precision: str) -> tuple[float, int] | None:
+    """(geometric mean of latency(precision) / latency(float), number of pairs) over the rows
+    measured in both precisions on the same model and input size; None without such pairs."""
+    floats = {(r.model, r.features.image_size): r.latency_ms for r in references if r.precision == "float"}
+    ratios = [r.latency_ms / floats[r.model, r.features.image_size] for r in references
+              if r.precision == precision and (r.model, r.features.image_size) in floats]
+    return (float(np.exp(np.mean(np.log(ratios)))), len(ratios)) if ratios else None
+
+
+def by_ratio(references: list[Reference], precision: str) -> bool:
+    """Whether `precision` is estimated as float x its paired ratio rather than by its own fit:
+    it has fewer rows than float and at least one pair."""
+    own = sum(r.precision == precision for r in references)
+    floats = sum(r.precision == "float" for r in references)
+    return precision != "float" and own < floats and paired_ratio(references, precision) is not None
+
+
 def leave_one_out(references: list[Reference], precision: str) -> list[tuple[Reference, float]]:
-    """(row, its prediction by a model fitted without it) for each row of `precision` that
-    leaves at least one other row to fit on (with the columns the full table would use)."""
+    """(row, its prediction without it) for each row of `precision` that leaves something to
+    fit on, made the way the full table's estimate is made. For a ratio estimate, the held
+    row's model and size leave the table in every precision: neither its float row nor its
+    pair may inform its prediction."""
     rows = [r for r in references if r.precision == precision]
+    ratio = by_ratio(references, precision)
     out = []
     for i, held in enumerate(rows):
-        rest = rows[:i] + rows[i + 1:]
-        if rest:
-            out.append((held, fit(rest, precision, _columns(len(rest))).predict(held.features)))
+        if ratio:
+            key = (held.model, held.features.image_size)
+            rest = [r for r in references if (r.model, r.features.image_size) != key]
+            if paired_ratio(rest, precision) and any(r.precision == "float" for r in rest):
+                ratio_of_rest, _ = paired_ratio(rest, precision)
+                out.append((held, fit(rest, "float").predict(held.features) * ratio_of_rest))
+        else:
+            rest = rows[:i] + rows[i + 1:]
+            if rest:
+                out.append((held, fit(rest, precision, _columns(len(rest))).predict(held.features)))
     return out
 
 
@@ -105,12 +135,15 @@ def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """A profile's cost model for one artifact precision: latency = model x ratio."""
+    """A profile's cost model for one artifact precision: latency = model x ratio.
+    `precision` is what is estimated (after the profile's alias); `model.precision` the
+    reference rows it was fitted on."""
 
     model: CostModel
     ratio: float
     references: list[Reference]
     notes: list[str]
+    precision: str
 
     def predict(self, features: CostFeatures) -> float:
         return self.model.predict(features) * self.ratio
@@ -123,11 +156,17 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
     if spec is None:
         raise RunnerFailed(f"profile {profile.name!r} has no [estimate] section: it cannot be estimated")
     references = load_references(profile.references_path())
-    wanted = spec.precision_alias.get(precision, precision)
+    wanted = asked = spec.precision_alias.get(precision, precision)
     notes = []
     if wanted != precision:
         notes.append(f"{precision} artifact estimated as {wanted} (profile estimate.precision_alias)")
     ratio = 1.0
+    if by_ratio(references, wanted):
+        ratio, pairs = paired_ratio(references, wanted)
+        own = sum(r.precision == wanted for r in references)
+        notes.append(f"{wanted} estimated as the float estimate x {ratio:.3f}, the mean {wanted}/float ratio of "
+                     f"{pairs} paired reference(s): {own} {wanted} row(s) are too few to fit on their own")
+        return Calibrated(fit(references, "float"), ratio, references, notes, wanted)
     if not any(r.precision == wanted for r in references):
         if wanted not in spec.precision_ratio:
             have = sorted({r.precision for r in references})
@@ -136,7 +175,7 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
         ratio = spec.precision_ratio[wanted]
         notes.append(f"no {wanted} references: float estimate x {ratio:g} ({spec.ratio_source or 'profile'})")
         wanted = "float"
-    return Calibrated(fit(references, wanted), ratio, references, notes)
+    return Calibrated(fit(references, wanted), ratio, references, notes, asked)
 
 
 def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
@@ -146,17 +185,22 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         raise RunnerFailed(f"{artifact.name} carries no edgekiln cost features (metadata 'edgekiln_cost'): "
                            "only artifacts written by edgekiln can be estimated")
     calibrated = calibrate(profile, precision)
-    model, references, wanted = calibrated.model, calibrated.references, calibrated.model.precision
-    loo = error_pct(leave_one_out(references, wanted))
-    in_sample = error_pct([(r, model.predict(r.features)) for r in references if r.precision == wanted])
+    model, references = calibrated.model, calibrated.references
+    # The error on the rows of the precision estimated; a declared ratio has none: the float fit's.
+    if any(r.precision == calibrated.precision for r in references):
+        scored, predict = calibrated.precision, calibrated.predict
+    else:
+        scored, predict = model.precision, model.predict
+    loo = error_pct(leave_one_out(references, scored))
+    in_sample = error_pct([(r, predict(r.features)) for r in references if r.precision == scored])
     notes = calibrated.notes + [
-        f"estimated from {model.rows} {wanted} reference measurements; error on them "
+        f"estimated from {model.rows} {model.precision} reference measurements; error on the {scored} rows "
         + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
         + "; p90 and peak memory are not estimated"]
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
                        latency_ms={"p50": calibrated.predict(features), "p90": None, "mean": None, "std": None,
                                    "runs": None},
                        peak_memory_mb=None, notes=notes,
-                       extra={"precision": wanted, "ratio": calibrated.ratio, "references": model.rows,
+                       extra={"precision": model.precision, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
                               "error_pct_leave_one_out": loo, "error_pct_in_sample": in_sample})
