@@ -5,12 +5,12 @@
 The pipeline runs once per MACs ratio on one cache (teacher and distillation shared), each
 pruned in one step with 2 epochs of KD recovery, to an INT8 ONNX artifact measured by the
 host runner on the x86-server-avx2 profile (this machine, 2 threads). Prints a Markdown
-table and writes prune_curve.png and prune_curve.json into DIR.
+table and writes prune_curve.png and prune_curve.json into DIR (`--curve-only`: nothing more).
 
 Then one more run prunes to a latency instead of a ratio (`--latency-ms`, default: the
 curve's p50 at 0.45), measured on the host at every step (`[prune] measure = true`, 3 steps)
 under `max_drop.prune = 8`, and prints its steps: it stops at the target or at the budget,
-whichever comes first.
+whichever comes first (`--latency-only --latency-ms X`: only this run).
 """
 
 from __future__ import annotations
@@ -80,9 +80,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--latency-ms", type=float, default=None, help="the latency-target run's p50 target")
     parser.add_argument("--latency-only", action="store_true", help="only the latency-target run (needs --latency-ms)")
+    parser.add_argument("--curve-only", action="store_true", help="only the curve across ratios")
     args = parser.parse_args()
     if args.latency_only and args.latency_ms is None:
         parser.error("--latency-only needs --latency-ms")
+    if args.latency_only and args.curve_only:
+        parser.error("--latency-only and --curve-only exclude each other")
     edgekiln = Path(sys.executable).with_name("edgekiln")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.out or Path(tmp)
@@ -106,13 +109,16 @@ def main() -> None:
         if rows:
             (work / "prune_curve.json").write_text(json.dumps(rows, indent=1))
             plot(rows, args.arch, work / "prune_curve.png")
-        target = args.latency_ms or round({r["ratio"]: r["p50_ms"] for r in rows}[0.45], 3)
-        latency_run = _latency_run(edgekiln, work, args.arch, target)
+        if not args.curve_only:
+            target = args.latency_ms or round({r["ratio"]: r["p50_ms"] for r in rows}[0.45], 3)
+            latency_run = _latency_run(edgekiln, work, args.arch, target)
     print("| MACs ratio | MACs | params | pruned float % | INT8 ONNX % | host p50 ms | host p90 ms |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['ratio']:g} | {r['macs'] / 1e6:.2f}M | {r['params'] / 1e6:.2f}M | {r['pruned']:.2f} | "
               f"{r['onnx']:.2f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} |")
+    if args.curve_only:
+        return
     print(f"\nPruning to p50 <= {target} ms, measured on the host at each step: {latency_run['stopped']}")
     print("| step | MACs | params | host p50 ms (INT8 ONNX) | source | float % | note |")
     print("|---|---|---|---|---|---|---|")
