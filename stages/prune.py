@@ -259,16 +259,15 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     for k in range(1, cfg.steps + 1):
         previous = copy.deepcopy(student.model)
         share = k / cfg.steps
-        if cfg.measure:
+        if latency:
             goal = start_latency - share * (start_latency - cfg.latency_ms)
+            done = lambda m: latency(m) <= goal + 1e-9  # noqa: E731
+        else:
+            goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
+            done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
+        if cfg.measure:  # a measurement per pruning increment would cost a conversion each: rounds instead
             missed = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
         else:
-            if latency:
-                goal = start_latency - share * (start_latency - cfg.latency_ms)
-                done = lambda m: latency(m) <= goal + 1e-9  # noqa: E731
-            else:
-                goal = macs_before * (1 - share * (1 - cfg.macs_ratio))
-                done = lambda m: modeling.macs(m, size) <= goal  # noqa: E731
             missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
         training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
                      desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
