@@ -124,15 +124,10 @@ def report(profile_name: str) -> None:
     refs = estimate.load_references(profile.references_path())
     for precision in sorted({r.precision for r in refs}):
         rows = [r for r in refs if r.precision == precision]
-        if estimate.by_ratio(refs, precision):
-            ratio, pairs = estimate.paired_ratio(refs, precision)
-            fitted = estimate.fit(refs, "float")
-            how = f"float fit x {ratio:.3f} (mean ratio of {pairs} pairs)"
-            in_sample = estimate.error_pct([(r, fitted.predict(r.features) * ratio) for r in rows])
-        else:
-            model = estimate.fit(refs, precision)
-            how = ", ".join(model.columns)
-            in_sample = estimate.error_pct([(r, model.predict(r.features)) for r in rows])
+        calibrated = estimate.calibrate(profile, precision)  # the fit the estimate runner uses
+        how = ", ".join(calibrated.model.columns) if calibrated.model.precision == precision else (
+            f"float fit x {calibrated.ratio:.3f} (mean ratio of {estimate.paired_ratio(refs, precision)[1]} pairs)")
+        in_sample = estimate.error_pct([(r, calibrated.predict(r.features)) for r in rows])
         loo_pairs = estimate.leave_one_out(refs, precision)
         loo = estimate.error_pct(loo_pairs)
         worst = max((abs(p - r.latency_ms) / r.latency_ms * 100 for r, p in loo_pairs), default=None)

@@ -110,15 +110,14 @@ def leave_one_out(references: list[Reference], precision: str) -> list[tuple[Ref
     row's model and size leave the table in every precision: neither its float row nor its
     pair may inform its prediction."""
     rows = [r for r in references if r.precision == precision]
-    ratio = by_ratio(references, precision)
+    from_pairs = by_ratio(references, precision)
     out = []
     for i, held in enumerate(rows):
-        if ratio:
+        if from_pairs:
             key = (held.model, held.features.image_size)
             rest = [r for r in references if (r.model, r.features.image_size) != key]
-            if paired_ratio(rest, precision) and any(r.precision == "float" for r in rest):
-                ratio_of_rest, _ = paired_ratio(rest, precision)
-                out.append((held, fit(rest, "float").predict(held.features) * ratio_of_rest))
+            if (pairs := paired_ratio(rest, precision)) is not None:  # a pair left means a float row left
+                out.append((held, fit(rest, "float").predict(held.features) * pairs[0]))
         else:
             rest = rows[:i] + rows[i + 1:]
             if rest:
