@@ -33,7 +33,8 @@ class ArtifactCheck:
     sha256_matches: bool | None = None  # None: no manifest to compare with
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    accuracy: float | None = None
+    accuracy: float | None = None  # val
+    test_accuracy: float | None = None
     measurement: dict | None = None
     budgets: list[BudgetCheck] = field(default_factory=list)
 
@@ -141,13 +142,15 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
         if not any(a["format"] == profile.format for a in manifest["artifacts"]):
             raise InputError(f"--profile {name}: the run has no {profile.format} artifact")
         overrides[profile.format] = profile
-    val = None
+    splits = {}
     if measure_accuracy:
         data = load_dataset(DataConfig.model_validate(manifest["config"]["data"]))
         pre = manifest["preprocessing"]
-        val = (to_input(data.val_x, pre["mean"], pre["std"]).numpy(), data.val_y.numpy())
+        splits["val"] = (to_input(data.val_x, pre["mean"], pre["std"]).numpy(), data.val_y.numpy())
+        if data.has_test:
+            splits["test"] = (to_input(data.test_x, pre["mean"], pre["std"]).numpy(), data.test_y.numpy())
     targets = {t["name"]: t for t in manifest["config"]["targets"]}
-    return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), val, overrides, allow_estimate)
+    return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), splits, overrides, allow_estimate)
                       for a in manifest["artifacts"]]
 
 
@@ -162,7 +165,7 @@ def _run_profile(record: dict, target: dict) -> Profile:
         raise InputError(f"target {record['target']}: {e}") from None
 
 
-def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: dict, allow_estimate: bool):
+def _check_artifact(out_dir: Path, record: dict, target: dict, splits: dict, overrides: dict, allow_estimate: bool):
     result = ArtifactCheck(record["target"], record["path"])
     path = out_dir / record["path"]
     if not path.exists():
@@ -176,14 +179,20 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, val, overrides: d
     fmt = get_format(record["format"])
     override = overrides.get(record["format"])
     profile = override or _run_profile(record, target)
-    if val is not None:
+    for split, (x, y) in splits.items():  # val, and the held-out test split the release gates used
+        key = "accuracy" if split == "val" else "test_accuracy"
         try:
-            result.accuracy = accuracy(fmt.predict(path, val[0], threads=profile.runtime.threads), val[1])
-            if record["accuracy_source"] == "runtime" and abs(result.accuracy - record["accuracy"]) > ACCURACY_TOLERANCE:
-                result.problems.append(f"accuracy {result.accuracy:.2f}% in {fmt.RUNTIME} differs from the "
-                                       f"manifest's {record['accuracy']:.2f}%")
+            measured = accuracy(fmt.predict(path, x, threads=profile.runtime.threads), y)
         except RuntimeUnavailable as e:
-            result.notes.append(f"accuracy not re-measured here: {e}")
+            result.notes.append(f"{split} accuracy not re-measured here: {e}")
+            break
+        setattr(result, key, measured)
+        recorded = record.get(key)
+        if recorded is None:
+            result.notes.append(f"the manifest has no {split} accuracy to compare with")
+        elif record.get(f"{key}_source", "runtime") == "runtime" and abs(measured - recorded) > ACCURACY_TOLERANCE:
+            result.problems.append(f"{split} accuracy {measured:.2f}% in {fmt.RUNTIME} differs from the "
+                                   f"manifest's {recorded:.2f}%")
     if record["format"] == "coreml":
         try:
             size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])

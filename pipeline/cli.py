@@ -89,7 +89,8 @@ def _checks_table(title: str, checks, recorded: dict | None = None):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    cols = ["target", "artifact", "sha256", "accuracy %"] + (["manifest %"] if recorded is not None else []) + [
+    cols = ["target", "artifact", "sha256", "val %"] + (["manifest %"] if recorded is not None else []) + (
+        ["test %", "manifest test %"] if recorded is not None else []) + [
         "profile", "source", "p50 ms", "p90 ms", "peak MB", "result"]
     for col in cols:
         table.add_column(col)
@@ -98,7 +99,9 @@ def _checks_table(title: str, checks, recorded: dict | None = None):
         row = [c.target, Path(c.path).name, {None: "-", True: "ok", False: "[red]MISMATCH"}[c.sha256_matches],
                "-" if c.accuracy is None else f"{c.accuracy:.2f}"]
         if recorded is not None:
-            row.append(f"{recorded[c.target]['accuracy']:.2f}")
+            manifest_test = recorded[c.target].get("test_accuracy")
+            row += [f"{recorded[c.target]['accuracy']:.2f}", "-" if c.test_accuracy is None else f"{c.test_accuracy:.2f}",
+                    "-" if manifest_test is None else f"{manifest_test:.2f}"]
         row += [c.profile or "-", m.get("source") or "not measured",
                 "-" if lat.get("p50") is None else f"{lat['p50']:.3f}",
                 "-" if lat.get("p90") is None else f"{lat['p90']:.3f}",
@@ -125,7 +128,8 @@ def check(
     out_dir: Path = typer.Argument(..., help="output directory of `edgekiln run`"),
     profile: list[str] = typer.Option([], "--profile", help="profile to check against instead of the run's own "
                                       "(for the artifacts of its format); repeatable"),
-    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy", help="re-run each artifact over the val split"),
+    accuracy: bool = typer.Option(True, "--accuracy/--no-accuracy",
+                                  help="re-run each artifact over the val and test splits"),
     allow_estimate: bool = typer.Option(False, "--allow-estimate",
                                         help="estimate latency where the profile's device cannot be reached"),
 ) -> None:

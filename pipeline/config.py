@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgekiln.stages.data import DataConfig
@@ -41,6 +43,10 @@ class BudgetConfig(BaseModel):
 
     max_drop_total: float = Field(5.0, ge=0.0, le=100.0)
     max_drop: StageBudgets = StageBudgets()
+    # How the release gates (artifacts on the test split) treat the drop's 95% interval:
+    # "point" decides on the drop itself; "strict" passes only when the interval's upper end
+    # is within budget; "lenient" fails only when its lower end is over budget.
+    gate: Literal["point", "strict", "lenient"] = "point"
 
 
 class PipelineConfig(BaseModel):

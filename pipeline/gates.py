@@ -8,6 +8,12 @@ from dataclasses import asdict, dataclass
 _EPS = 1e-9
 
 
+# How an accuracy gate with an interval decides (`[budget] gate`): on the drop itself; only
+# when the whole 95% interval of the drop is within budget; or failing only when the drop is
+# significantly over budget (the interval's lower end above it).
+GATE_RULES = ("point", "strict", "lenient")
+
+
 @dataclass(frozen=True)
 class GateCheck:
     subject: str  # "stage prune" or "target pixel-cpu"
@@ -16,33 +22,53 @@ class GateCheck:
     reference_name: str  # what the drop is measured against
     reference: float
     budget: float  # points
+    split: str = "val"  # the images the accuracies were measured on
+    drop_interval: tuple[float, float] | None = None  # paired 95% interval of the drop (test gates)
+    rule: str = "point"  # GATE_RULES; without an interval a gate decides on the point value
 
     @property
     def drop(self) -> float:
         return self.reference - self.value
 
     @property
+    def decided_on(self) -> float:
+        """The drop figure the gate compares with its budget, under its rule."""
+        if self.drop_interval is None or self.rule == "point":
+            return self.drop
+        return self.drop_interval[1] if self.rule == "strict" else self.drop_interval[0]
+
+    @property
     def passed(self) -> bool:
-        return self.drop <= self.budget + _EPS
+        return self.decided_on <= self.budget + _EPS
 
     def message(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return (f"gate {verdict}: {self.subject}: accuracy {self.value:.2f}% is {self.drop:.2f} points "
-                f"below {self.reference_name} ({self.reference:.2f}%), budget {self.budget_key} = "
-                f"{self.budget:g}")
+        interval = "" if self.drop_interval is None else (
+            f" (95% interval {self.drop_interval[0]:+.2f} to {self.drop_interval[1]:+.2f}"
+            + ("" if self.rule == "point" else f", gate = {self.rule}") + ")")
+        return (f"gate {verdict}: {self.subject}: {self.split} accuracy {self.value:.2f}% is {self.drop:.2f} "
+                f"points below {self.reference_name} ({self.reference:.2f}%){interval}, budget "
+                f"{self.budget_key} = {self.budget:g}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "drop": self.drop, "passed": self.passed}
+        record = {**asdict(self), "drop": self.drop, "passed": self.passed, "decided_on": self.decided_on}
+        record["drop_interval"] = None if self.drop_interval is None else list(self.drop_interval)
+        return record
 
 
 def checks(subject: str, value: float, previous: tuple[str, float] | None, stage_budget: float | None,
-           stage_budget_key: str, teacher: float, max_drop_total: float) -> list[GateCheck]:
+           stage_budget_key: str, teacher: float, max_drop_total: float, split: str = "val",
+           intervals: dict[str, tuple[float, float]] | None = None, rule: str = "point") -> list[GateCheck]:
     """The gates one stage or artifact must pass: its own per-stage budget against `previous`
-    (when both are set) and the total budget against the teacher."""
+    (when both are set) and the total budget against the teacher. `intervals` maps a
+    reference name ("teacher", the previous stage's) to the drop's interval against it."""
+    intervals = intervals or {}
     out = []
     if previous is not None and stage_budget is not None:
-        out.append(GateCheck(subject, stage_budget_key, value, previous[0], previous[1], stage_budget))
-    out.append(GateCheck(subject, "budget.max_drop_total", value, "teacher", teacher, max_drop_total))
+        out.append(GateCheck(subject, stage_budget_key, value, previous[0], previous[1], stage_budget, split,
+                             intervals.get(previous[0]), rule))
+    out.append(GateCheck(subject, "budget.max_drop_total", value, "teacher", teacher, max_drop_total, split,
+                         intervals.get("teacher"), rule))
     return out
 
 

@@ -58,7 +58,8 @@ def publish_artifact(source: Path, out_dir: Path, record: dict) -> dict:
     else:
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
-    published = {k: v for k, v in record.items() if k != "file"}
+    # Per-image predictions stay in the cache; the manifest carries the figures.
+    published = {k: v for k, v in record.items() if k not in ("file", "test_top1")}
     published.update(path=dest.name, sha256=sha256(dest), size_bytes=size_bytes(dest))
     return published
 
@@ -79,8 +80,10 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "compute": compute_device(),
         "teacher": None if teacher is None else {
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
+            "test_accuracy": teacher.metrics.get("test_accuracy"),
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
         "precheck": outcome.precheck,
+        "splits": outcome.splits,
         "stages": [vars(s) for s in outcome.stages],
         "prune": None if results.get("prune") is None else {
             k: results["prune"].metrics.get(k) for k in ("target", "importance", "steps", "stopped")},
@@ -95,11 +98,16 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
     }
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    """Write `out_dir/manifest.json` atomically (temp file + rename)."""
+def write_json(out_dir: Path, name: str, value) -> Path:
+    """Write `out_dir/name` as JSON atomically (temp file + rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "manifest.json"
-    tmp = out_dir / f".manifest.json.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(manifest, indent=2))
+    path = out_dir / name
+    tmp = out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(value, indent=2))
     os.replace(tmp, path)
     return path
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> Path:
+    """Write `out_dir/manifest.json` atomically (temp file + rename)."""
+    return write_json(out_dir, "manifest.json", manifest)

@@ -13,6 +13,14 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _interval(pair, fmt: str = ".1f") -> str:
+    return "-" if not pair else f"[{format(pair[0], fmt)}, {format(pair[1], fmt)}]"
+
+
+def _with_interval(value, pair) -> str:
+    return "-" if value is None else f"{value:.2f} {_interval(pair)}".strip(" -")
+
+
 def _millions(value) -> str:
     return "-" if value is None else f"{value / 1e6:.2f}M"
 
@@ -30,11 +38,26 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                                str(c.get("input_size", "-")), _num(c.get("host_latency_ms"), ".2f"),
                                "yes" if c["chosen"] else "no", c.get("why", ""))
         console.print(candidates)
-    stages = Table(title="stages", title_justify="left")
-    for col in ("stage", "accuracy %", "drop", "budget", "params", "MACs", "cached", "seconds", "gate"):
+    student = manifest.get("student")
+    if student and len(student.get("candidates") or []) > 1:
+        table = Table(title=f"student candidates (select = {student['select']})", title_justify="left")
+        for col in ("candidate", "val %", "epochs", "params", "MACs", "INT8 KB", "latency ms", "chosen", "why"):
+            table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
+        for c in student["candidates"]:
+            table.add_row(c["name"], _num(c.get("accuracy"), ".2f"), str(c.get("epochs_trained", "-")),
+                          _millions(c.get("params")), _millions(c.get("macs")),
+                          _num(None if c.get("int8_bytes") is None else c["int8_bytes"] / 1e3, ".0f"),
+                          _num(c.get("latency_ms"), ".3g"), "yes" if c["chosen"] else "no", c.get("why", ""))
+        console.print(table)
+    splits = manifest.get("splits") or {}
+    stages = Table(title=f"stages (decided on val; test held out: {splits.get('test') or 0} images)",
+                   title_justify="left")
+    for col in ("stage", "val %", "drop", "budget", "test % (95% CI)", "params", "MACs", "cached",
+                "seconds", "gate"):
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
     for s in manifest["stages"]:
         stages.add_row(s["name"], f"{s['accuracy']:.2f}", _num(s["drop"], "+.2f"), _num(s["budget"], "g"),
+                       _with_interval(s.get("test_accuracy"), s.get("test_accuracy_ci")),
                        _millions(s["params"]), _millions(s["macs"]), "yes" if s["cached"] else "no",
                        f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
     console.print(stages)
@@ -56,18 +79,26 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                       f"(PTQ would give {quantize['ptq_accuracy']:.2f}%; {qat['float_accuracy']:.2f}% in float)")
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
-        for col in ("target", "format", "encoding", "size", "accuracy %", "measured in", "profile", "p50 ms", "p90 ms",
-                    "peak MB", "latency from", "gate"):
-            artifacts.add_column(col, justify="right" if col in ("size", "accuracy %", "p50 ms", "p90 ms", "peak MB")
-                                 else "left")
+        numeric = ("size", "val %", "test % (95% CI)", "drop vs teacher", "p50 ms", "p90 ms", "peak MB")
+        for col in ("target", "format", "encoding", "size", "val %", "test % (95% CI)", "drop vs teacher",
+                    "measured in", "profile", "p50 ms", "p90 ms", "peak MB", "latency from", "gate"):
+            artifacts.add_column(col, justify="right" if col in numeric else "left")
         for a in manifest["artifacts"]:
             lat = a.get("latency_ms") or {}
+            drop = "-" if a.get("test_drop") is None else f"{a['test_drop']:+.2f} {_interval(a.get('drop_ci'), '+.2f')}"
             artifacts.add_row(
                 a["target"], a["format"], a.get("encoding", "int8"), f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
+                _with_interval(a.get("test_accuracy"), a.get("test_accuracy_ci")), drop,
                 a["accuracy_source"], a.get("profile") or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
                 _num(a.get("peak_memory_mb"), ".1f"), a.get("latency_source") or "not measured",
                 "pass" if a["passed"] else "[red]FAIL")
         console.print(artifacts)
+        if splits.get("test"):
+            console.print(f"note: release gates are judged on the {splits['test']} held-out test images "
+                          f"(one image = {100 / splits['test']:.2f} points); intervals are 95%: Clopper-Pearson "
+                          f"for accuracy, exact paired (McNemar) for the drop. Members: {splits.get('file')}.")
+        elif splits:
+            console.print(f"note: {splits.get('note')}")
         for a in manifest["artifacts"]:
             if a["accuracy_source"] == "proxy":
                 console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not measured "
@@ -105,23 +136,31 @@ def plot(manifest: dict, path: Path) -> Path:
     stages = [s for s in manifest["stages"] if s["name"] != "export"]  # export = its artifacts' bars
     artifacts = manifest["artifacts"]
     names = [s["name"] for s in stages] + [a["target"] for a in artifacts]
-    values = [s["accuracy"] for s in stages] + [a["accuracy"] for a in artifacts]
+    # The held-out test figures with their 95% intervals where the run has a test split.
+    on_test = all(r.get("test_accuracy") is not None for r in stages + artifacts)
+    split = "test" if on_test else "val"
+    values = [r["test_accuracy"] if on_test else r["accuracy"] for r in stages + artifacts]
+    intervals = [r.get("test_accuracy_ci") for r in stages + artifacts] if on_test else []
     passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
     kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
     fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(1.2 * len(names) + 2 + 1.2 * len(artifacts) + 2, 4),
                                      gridspec_kw={"width_ratios": [max(len(names), 1), max(len(artifacts), 1)]})
     colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
     bars = ax.bar(names, values, color=colors)
+    if intervals and all(intervals):
+        ax.errorbar(range(len(values)), values, fmt="none", ecolor="black", capsize=3,
+                    yerr=[[v - ci[0] for v, ci in zip(values, intervals)], [ci[1] - v for v, ci in zip(values, intervals)]])
     for bar, kind in zip(bars, kinds):
         if kind == "proxy":
             bar.set_hatch("//")
     if manifest["teacher"]:
-        floor = manifest["teacher"]["accuracy"] - manifest["config"]["budget"]["max_drop_total"]
+        reference = manifest["teacher"]["test_accuracy"] if on_test else manifest["teacher"]["accuracy"]
+        floor = reference - manifest["config"]["budget"]["max_drop_total"]
         ax.axhline(floor, color="gray", linestyle="--", label="teacher - max_drop_total")
         ax.legend(loc="lower left")
-    low = min(values + [100.0]) - 5
+    low = min(values + [100.0] + [ci[0] for ci in intervals if ci]) - 5
     ax.set_ylim(max(0.0, low), 100.5)
-    ax.set_ylabel("val accuracy (%)")
+    ax.set_ylabel(f"{split} accuracy (%)" + (", 95% interval" if on_test else ""))
     ax.set_title("accuracy (hatched: proxy, red: gate failed)")
     for bar, v in zip(bars, values):
         ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)

@@ -14,9 +14,10 @@ from edgekiln.cache import StageCache, code_version, stage_key
 from edgekiln.config import BUDGETED_STAGES, PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.graph import STAGES, Node
-from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_manifest
+from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
-from edgekiln.stages import precheck
+from edgekiln.stages import grading, precheck
+from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.targets.files import sha256
@@ -38,6 +39,12 @@ class StageRecord:
     params: int | None
     macs: int | None
     key: str
+    # On the held-out test split (None without one): accuracy, its 95% interval, and the
+    # paired drop against the teacher on the same images with its interval.
+    test_accuracy: float | None = None
+    test_accuracy_ci: list[float] | None = None
+    test_drop: float | None = None
+    drop_ci: list[float] | None = None
 
 
 @dataclass
@@ -49,6 +56,7 @@ class RunOutcome:
     labels: list[str] = field(default_factory=list)
     error: str | None = None
     precheck: dict | None = None
+    splits: dict | None = None  # what splits.json lists, and which split the release gates used
 
     @property
     def passed(self) -> bool:
@@ -89,17 +97,35 @@ def preflight(cfg: PipelineConfig) -> None:
 
 def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
                results: dict[str, StageResult]) -> tuple[StageResult, bool]:
+    """The stage's result from the cache, or computed: the stage sees train and val only;
+    its result is then graded on the test split, and stored with those figures."""
     entry = cache.lookup(node.name, key)
     if entry is not None:
         return load_result(entry), True
     started = time.perf_counter()
     config = {s: getattr(cfg, s) for s in node.sections}
     with cache.writing(node.name, key) as workdir:
-        result = node.run(data, config, {i: results[i] for i in node.inputs}, workdir)
+        result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
+        if data.has_test:
+            grader = result.grader or grading.models_grader(result.bundles)
+            with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
+                result.metrics.update(grader(data.test_x, data.test_y))
         result.metrics["compute_seconds"] = time.perf_counter() - started
         save_result(result, workdir)
     result.directory = cache.entry(node.name, key)
     return result, False
+
+
+def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels) -> dict:
+    """A model's test accuracy interval and its paired drop against the teacher."""
+    if top1 is None or labels is None:
+        return {}
+    correct = hits(top1, labels)
+    out = {"test_accuracy_ci": accuracy_interval(correct)}
+    if teacher_top1 is not None:
+        drop = paired_drop(hits(teacher_top1, labels), correct)
+        out.update(test_drop=drop.drop, drop_ci=[drop.low, drop.high], drop_test=drop.to_dict())
+    return out
 
 
 def _profiles_fingerprint(cfg: PipelineConfig) -> list[dict]:
@@ -130,27 +156,64 @@ def _precheck(cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) 
     return {"cached": False, "targets": records}
 
 
-def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome) -> list[GateCheck]:
+def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
+    """Stage gates decide on val (what the stages decided on). Artifacts are the release:
+    their accuracy gates are judged on the held-out test split where there is one."""
     if not node.budgeted:
         return []
-    teacher = outcome.results["teacher"].accuracy
+    teacher = outcome.results["teacher"]
     previous = outcome.stages[-1]
     budget = getattr(cfg.budget.max_drop, node.name) if node.name in BUDGETED_STAGES else None
-    common = dict(previous=(previous.name, previous.accuracy), stage_budget=budget,
-                  stage_budget_key=f"budget.max_drop.{node.name}", teacher=teacher,
+    common = dict(stage_budget=budget, stage_budget_key=f"budget.max_drop.{node.name}",
                   max_drop_total=cfg.budget.max_drop_total)
     if node.name != "export":
-        return checks(f"stage {node.name}", result.accuracy, **common)
+        return checks(f"stage {node.name}", result.accuracy, previous=(previous.name, previous.accuracy),
+                      teacher=teacher.accuracy, **common)
+    on_test = data.has_test and "test_top1" in teacher.metrics
+    quantized = outcome.results[previous.name]
     gates = []
     for artifact in result.metrics["artifacts"]:
         subject = f"target {artifact['target']}"
-        artifact_gates = checks(subject, artifact["accuracy"], **common)
+        if on_test:
+            correct = hits(artifact["test_top1"], data.test_y)
+            intervals = {"teacher": paired_drop(hits(teacher.metrics["test_top1"], data.test_y), correct),
+                         previous.name: paired_drop(hits(quantized.metrics["test_top1"], data.test_y), correct)}
+            artifact_gates = checks(subject, artifact["test_accuracy"],
+                                    previous=(previous.name, quantized.metrics["test_accuracy"]),
+                                    teacher=teacher.metrics["test_accuracy"], split="test",
+                                    intervals={k: (d.low, d.high) for k, d in intervals.items()},
+                                    rule=cfg.budget.gate, **common)
+        else:
+            artifact_gates = checks(subject, artifact["accuracy"], previous=(previous.name, previous.accuracy),
+                                    teacher=teacher.accuracy, **common)
         resource_gates, unchecked = budget_checks(subject, artifact)
         artifact["budgets_not_checked"] = unchecked
         artifact_gates += resource_gates
         artifact["passed"] = all(g.passed for g in artifact_gates)
         gates += artifact_gates
     return gates
+
+
+def _publish(result: StageResult, out_dir: Path, teacher: StageResult, data: Dataset) -> list[dict]:
+    """Copy the artifacts into `out_dir`; each record gets its test interval and paired drop."""
+    published = []
+    for a in result.metrics["artifacts"]:
+        record = publish_artifact(result.directory / a["file"], out_dir, a)
+        record.update(_test_figures(a.get("test_top1"), teacher.metrics.get("test_top1"), data.test_y))
+        published.append(record)
+    return published
+
+
+def _write_splits(out_dir: Path, data: Dataset) -> dict:
+    """splits.json: the members of val and test, so anyone can re-evaluate the artifacts on
+    exactly the same images; the manifest records its sha256 and which split graded."""
+    path = write_json(out_dir, "splits.json", data.splits)
+    return {"file": path.name, "sha256": sha256(path), "train": data.splits["train_count"],
+            "val": data.splits["val"]["count"],
+            "test": None if data.splits["test"] is None else data.splits["test"]["count"],
+            "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",
+            **({} if data.has_test else {"note": "no test split (data.test_fraction = 0): the release gates "
+                                                 "are judged on val, which every decision looked at"})}
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str) -> RunOutcome:
@@ -161,13 +224,15 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     preflight(cfg)
     data = load_dataset(cfg.data)
     outcome.labels = data.classes
-    console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val images, "
+    test = f" / {len(data.test_y)} test" if data.has_test else " (no test split)"
+    console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val{test} images, "
                   f"{data.num_classes} classes, {data.image_size} px")
     cache = StageCache(cache_dir)
     code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
     try:
-        outcome.precheck = _precheck(cfg, data, cache, code)
+        outcome.splits = _write_splits(out_dir, data)
+        outcome.precheck = _precheck(cfg, data.for_stages(), cache, code)
         for node in STAGES:
             unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
             sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
@@ -179,7 +244,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             started = time.perf_counter()
             result, cached = _run_stage(node, cfg, data, cache, key, outcome.results)
             outcome.results[node.name] = result
-            gates = _gate(node, result, cfg, outcome)
+            gates = _gate(node, result, cfg, outcome, data)
             outcome.gates += gates
             previous = outcome.stages[-1] if outcome.stages else None
             outcome.stages.append(StageRecord(
@@ -189,13 +254,17 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                 passed=all(g.passed for g in gates), cached=cached,
                 seconds=time.perf_counter() - started,
                 compute_seconds=result.metrics.get("compute_seconds", 0.0),
-                params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key))
-            console.print(f"  {node.name}: {result.accuracy:.2f}%" + ("  (cached)" if cached else ""))
+                params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
+                test_accuracy=result.metrics.get("test_accuracy"),
+                **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
+                                                  outcome.results["teacher"].metrics.get("test_top1"),
+                                                  data.test_y).items() if k != "drop_test"}))
+            test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
+            console.print(f"  {node.name}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))
             for gate in gates:
                 console.print(("  " if gate.passed else "  [bold red]") + gate.message())
             if node.name == "export":
-                outcome.artifacts = [
-                    publish_artifact(result.directory / a["file"], out_dir, a) for a in result.metrics["artifacts"]]
+                outcome.artifacts = _publish(result, out_dir, outcome.results["teacher"], data)
             if not all(g.passed for g in gates):
                 break
     except Exception as e:

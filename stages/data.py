@@ -1,14 +1,17 @@
 """Datasets: sklearn's digits (ships with scikit-learn) or a folder of class sub-folders.
 
 Images are held in memory as uint8 NCHW at the configured size; models normalize them
-with their own mean/std (see `to_input`). Splits are deterministic for a given seed.
+with their own mean/std (see `to_input`). Three disjoint splits, deterministic for a seed:
+train (fitting), val (every decision: selection, gates inside stages, searches) and test
+(held out: only the final grading sees it; stages get a view without it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +23,6 @@ from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
 from edgekiln.stages.errors import InputError
 
 
-
 class DataConfig(BaseModel):
     """`[data]`: where the images come from and how they are split."""
 
@@ -29,8 +31,12 @@ class DataConfig(BaseModel):
     source: Literal["digits", "imagefolder"] = "digits"
     path: Path | None = None
     val_path: Path | None = None
+    test_path: Path | None = None
     image_size: int = Field(32, ge=16, le=1024)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # Share of the images held out for the final figures (release gate); 0 with no
+    # test_path: no test split, and the manifest says its figures are graded on val.
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
     max_samples: int | None = Field(None, ge=20)
 
@@ -38,8 +44,11 @@ class DataConfig(BaseModel):
     def _paths_fit_source(self) -> "DataConfig":
         if self.source == "imagefolder" and self.path is None:
             raise ValueError("source 'imagefolder' needs `path` (a folder of class sub-folders)")
-        if self.source == "digits" and (self.path or self.val_path):
-            raise ValueError("source 'digits' takes no `path` or `val_path`")
+        if self.source == "digits" and (self.path or self.val_path or self.test_path):
+            raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
+        carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
+        if carved >= 0.9:
+            raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")
         return self
 
 
@@ -52,6 +61,10 @@ class Dataset:
     classes: list[str]
     fingerprint: str  # changes when the images or the split change
     seed: int = 0  # seeds every stage's training and sampling
+    test_x: torch.Tensor | None = None  # None: no test split, or a stage's view (see `for_stages`)
+    test_y: torch.Tensor | None = None
+    # Members of each split, so anyone can re-evaluate on exactly these images (splits.json).
+    splits: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -60,6 +73,14 @@ class Dataset:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_y is not None and len(self.test_y) > 0
+
+    def for_stages(self) -> "Dataset":
+        """The data every stage decides on: train and val, and no test images at all."""
+        return dataclasses.replace(self, test_x=None, test_y=None)
 
 
 def to_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:
@@ -74,43 +95,83 @@ def to_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.
     return (x - m) / s
 
 
+@dataclass
+class _Pool:
+    """Images from one source, with an id per image: a sample index (digits) or a file path
+    relative to `root` (folders), as splits.json lists them."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: list
+    classes: list[str]
+    source_id: str
+    root: str  # the config key the ids are relative to ("digits" for the bundled data)
+
+    def take(self, idx) -> "_Pool":
+        idx = np.asarray(idx, dtype=np.int64)
+        return dataclasses.replace(self, x=self.x[torch.as_tensor(idx)], y=self.y[torch.as_tensor(idx)],
+                                   ids=[self.ids[i] for i in idx])
+
+    def members(self) -> dict:
+        return {"root": self.root, "count": len(self.ids), "members": list(self.ids)}
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load and split the data `cfg` describes; InputError (naming the key) if unusable."""
-    if cfg.source == "digits":
-        x, y, classes, source_id = _digits(cfg.image_size)
-    else:
-        x, y, classes, source_id = _image_folder(cfg.path, cfg.image_size, "data.path")
-    if cfg.max_samples is not None and cfg.max_samples < len(y):
-        keep = _split(y, cfg.max_samples / len(y), cfg.seed)[1]
-        x, y = x[keep], y[keep]
+    """Load and split the data `cfg` describes; InputError (naming the key) if unusable.
+
+    The test split is carved first (stratified, seeded), then val from what is left, so val
+    and test are `val_fraction` and `test_fraction` of all the images and never overlap."""
+    pool = _digits(cfg.image_size) if cfg.source == "digits" else _image_folder(cfg.path, cfg.image_size, "data.path")
+    if cfg.max_samples is not None and cfg.max_samples < len(pool.y):
+        pool = pool.take(_split(pool.y, cfg.max_samples / len(pool.y), cfg.seed)[1])
+    source_id, test = pool.source_id, None
+    if cfg.test_path is not None:
+        test = _image_folder(cfg.test_path, cfg.image_size, "data.test_path")
+        _same_classes(test, pool, "data.test_path")
+        source_id += test.source_id
+    elif cfg.test_fraction > 0:
+        rest, held = _split(pool.y, cfg.test_fraction, cfg.seed, "data.test_fraction")
+        pool, test = pool.take(rest), pool.take(held)
     if cfg.val_path is not None:
-        vx, vy, vclasses, val_id = _image_folder(cfg.val_path, cfg.image_size, "data.val_path")
-        if vclasses != classes:
-            raise InputError(f"data.val_path classes {vclasses} differ from data.path classes {classes}")
-        train_x, train_y, val_x, val_y = x, y, vx, vy
-        source_id += val_id
+        train, val = pool, _image_folder(cfg.val_path, cfg.image_size, "data.val_path")
+        _same_classes(val, pool, "data.val_path")
+        source_id += val.source_id
     else:
-        train_idx, val_idx = _split(y, cfg.val_fraction, cfg.seed)
-        train_x, train_y, val_x, val_y = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    if len(val_y) == 0 or len(train_y) == 0:
+        # val_fraction is of all the images: of what the test split left, a larger share.
+        carved = cfg.test_fraction if (cfg.test_path is None and test is not None) else 0.0
+        rest, held = _split(pool.y, cfg.val_fraction / (1.0 - carved), cfg.seed, "data.val_fraction")
+        train, val = pool.take(rest), pool.take(held)
+    if len(val.y) == 0 or len(train.y) == 0:
         raise InputError("data: the split leaves no training or no validation images")
     fingerprint = hashlib.sha256(
-        (source_id + cfg.model_dump_json(exclude={"path", "val_path"})).encode()).hexdigest()
-    return Dataset(train_x, train_y, val_x, val_y, classes, fingerprint, cfg.seed)
+        (source_id + cfg.model_dump_json(exclude={"path", "val_path", "test_path"})).encode()).hexdigest()
+    splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
+              "val": val.members(), "test": None if test is None else test.members()}
+    return Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
+                   test_x=None if test is None else test.x, test_y=None if test is None else test.y,
+                   splits=splits)
 
 
-def _split(y: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _same_classes(other: _Pool, pool: _Pool, key: str) -> None:
+    if other.classes != pool.classes:
+        raise InputError(f"{key} classes {other.classes} differ from data.path classes {pool.classes}")
+
+
+def _split(y: torch.Tensor, fraction: float, seed: int, key: str = "data") -> tuple[np.ndarray, np.ndarray]:
     """Stratified split: (rest, fraction) index arrays, reproducible for `seed`."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(y))
     labels = y.numpy()
     stratify = labels if np.bincount(labels).min() >= 2 else None
-    rest, part = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    try:
+        rest, part = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as e:  # too few images to give every class a place in both parts
+        raise InputError(f"{key}: cannot split {len(y)} images: {e}") from None
     return np.sort(rest), np.sort(part)
 
 
-def _digits(size: int):
+def _digits(size: int) -> _Pool:
     import sklearn
     from sklearn.datasets import load_digits
 
@@ -119,10 +180,11 @@ def _digits(size: int):
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
     classes = [str(c) for c in digits.target_names]
-    return x, torch.tensor(digits.target, dtype=torch.int64), classes, f"sklearn-digits-{sklearn.__version__}"
+    return _Pool(x, torch.tensor(digits.target, dtype=torch.int64), list(range(len(digits.target))), classes,
+                 f"sklearn-digits-{sklearn.__version__}", "digits")
 
 
-def _image_folder(root: Path, size: int, key: str):
+def _image_folder(root: Path, size: int, key: str) -> _Pool:
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -146,4 +208,5 @@ def _image_folder(root: Path, size: int, key: str):
             listing.append((f.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    return x, torch.tensor(labels, dtype=torch.int64), classes, source_id
+    return _Pool(x, torch.tensor(labels, dtype=torch.int64), [entry[0] for entry in listing], classes,
+                 source_id, key)

@@ -146,17 +146,18 @@ def unkeyed(config: dict) -> set[str]:
 
 
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options,
-                      encoding: str = encodings.DEFAULT) -> dict:
-    """Accuracy and top-1 agreement with the torch model, in the artifact's own runtime where
-    one can run it (here, or a Mac over ssh for Core ML), else on the format's torch proxy."""
+                      encoding: str = encodings.DEFAULT, split: str = "val", with_top1: bool = False) -> dict:
+    """Accuracy and top-1 agreement with the torch model on `split`'s images, in the
+    artifact's own runtime where one can run it (here, or a Mac over ssh for Core ML), else
+    on the format's torch proxy; `with_top1` adds the per-image top-1."""
     record = {"accuracy_source": "runtime"}
     try:
         if target.format == "coreml" and profile.runner.kind == "ssh":
-            with console.status(f"  {target.name}: {len(val_y)} val images in Core ML over ssh"), \
+            with console.status(f"  {target.name}: {len(val_y)} {split} images in Core ML over ssh"), \
                     device_errors(f"target {target.name}", profile):
                 predicted = ssh_runner.run_remote(path, profile, val_x)[1]
         else:
-            with console.status(f"  {target.name}: {len(val_y)} val images in {fmt.RUNTIME}"):
+            with console.status(f"  {target.name}: {len(val_y)} {split} images in {fmt.RUNTIME}"):
                 predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
     except RuntimeUnavailable as e:
         proxy = fmt.proxy_model(bundle.model, options, encoding)
@@ -165,6 +166,8 @@ def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bund
         record = {"accuracy_source": "proxy", "accuracy_not_measured": str(e)}
     record.update(accuracy=training.accuracy(predicted, val_y),
                   agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
+    if with_top1:
+        record["top1"] = predicted.argmax(1).tolist()
     return record
 
 
@@ -390,6 +393,27 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                              val_x=val_x, val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata,
                              aware=aware, options=options) for t in targets]
     worst = min(a["accuracy"] for a in artifacts)
-    return StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
+    result = StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
         "artifacts": artifacts, "preprocessing": preprocessing(bundle), "labels": data.classes,
         "params": quantized.metrics["params"], "macs": quantized.metrics["macs"]})
+    result.grader = _artifacts_grader(targets, artifacts, workdir, bundle, options)
+    return result
+
+
+def _artifacts_grader(targets: list[TargetConfig], artifacts: list[dict], workdir: Path, bundle,
+                      options: Int8Options):
+    """Grades every artifact on the test split the way it was scored on val: in its own
+    runtime (or the format's proxy where none runs here), recorded in its record."""
+    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
+        x = to_input(test_x, bundle.mean, bundle.std).numpy()
+        float_top1 = training.logits(bundle, test_x).argmax(1).numpy()
+        for target, record in zip(targets, artifacts):
+            fmt = get_format(target.format)
+            measured = _runtime_accuracy(fmt, target, target.effective_profile, workdir / record["file"], x,
+                                         test_y.numpy(), float_top1, bundle, options, record["encoding"],
+                                         split="test", with_top1=True)
+            record.update({f"test_{k}": v for k, v in measured.items()})
+            console.print(f"  {target.name}: {record['test_accuracy']:.2f}% on the test split "
+                          f"({record['test_accuracy_source']})")
+        return {"test_accuracy": min(a["test_accuracy"] for a in artifacts)}
+    return grade

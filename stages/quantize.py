@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
-from edgekiln.stages import modeling, qat, training
+from edgekiln.stages import grading, modeling, qat, training
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
@@ -97,9 +97,12 @@ def calibration_images(result: StageResult, bundle: modeling.ModelBundle) -> np.
     return to_input(images, bundle.mean, bundle.std).numpy()
 
 
+def _simulated_logits(graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
+    return pt2e.predict(graph, to_input(images, bundle.mean, bundle.std).numpy())
+
+
 def _simulated_accuracy(graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
-    val = to_input(data.val_x, bundle.mean, bundle.std).numpy()
-    return training.accuracy(pt2e.predict(graph, val), data.val_y)
+    return training.accuracy(_simulated_logits(graph, data.val_x, bundle), data.val_y)
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
@@ -110,7 +113,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     calibration = to_input(images, bundle.mean, bundle.std).numpy()
     options = cfg.options()
     with console.status("  PTQ: calibrating and scoring the INT8 simulation"):
-        ptq_accuracy = _simulated_accuracy(pt2e.simulate(bundle.model, calibration, options), data, bundle)
+        graph = pt2e.simulate(bundle.model, calibration, options)
+        ptq_accuracy = _simulated_accuracy(graph, data, bundle)
     metrics = {"mode": cfg.mode, "scheme": SCHEME, "calibration": sample, "calibrator": cfg.calibrator,
                "simulation_calibrator": pt2e.calibrator_used(options), "per_channel": cfg.per_channel,
                "ptq_accuracy": ptq_accuracy, "params": modeling.params(bundle.model),
@@ -119,13 +123,16 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     if cfg.mode == "qat":
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
         started = time.perf_counter()
-        simulated, state = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
+        graph, state = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
                                         options=options, train=config["train"], kd=config["distill"],
                                         example=calibration)
         save_file(state, workdir / QAT_STATE_FILE)
-        accuracy = _simulated_accuracy(simulated, data, bundle)
+        accuracy = _simulated_accuracy(graph, data, bundle)
         metrics["qat"] = {"epochs": cfg.epochs, "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
                           "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
-    return StageResult.with_model(accuracy, bundle, metrics=metrics)
+    result = StageResult.with_model(accuracy, bundle, metrics=metrics)
+    # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
+    result.grader = lambda test_x, test_y: grading.top1_record(_simulated_logits(graph, test_x, bundle), test_y)
+    return result

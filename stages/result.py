@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from edgekiln.stages.modeling import ModelBundle, load_bundle, save_bundle
 
@@ -23,6 +24,9 @@ class StageResult:
     _models: list[ModelBundle] | None = None
     _model_dirs: list[Path] = field(default_factory=list)
     directory: Path | None = None  # set once stored
+    # Set by a stage that grades itself on the test split in its own way (not stored); the
+    # runner calls it after the stage returns. Default: the stage's models (grading.py).
+    grader: Callable | None = None
 
     @property
     def bundle(self) -> ModelBundle:

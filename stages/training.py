@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
     randaugment: str | None = None  # a timm RandAugment string, e.g. "rand-m9-mstd0.5"
     mixup: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of mixup; 0 = off
     cutmix: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of cutmix; 0 = off
+    # Random translation of up to this share of the image size each way (edges replicated),
+    # applied per image on the device: cheap, and the augmentation small images need most.
+    translate: float = Field(0.0, ge=0.0, le=0.5)
+    hflip: bool = False  # random horizontal flips (not for digits or text)
 
     @field_validator("randaugment")
     @classmethod
@@ -54,7 +58,8 @@ class TrainConfig(BaseModel):
     @property
     def deterministic_inputs(self) -> bool:
         """Every epoch feeds the same images: a teacher's outputs can be computed once."""
-        return self.randaugment is None and self.mixup == 0.0 and self.cutmix == 0.0
+        return (self.randaugment is None and self.mixup == 0.0 and self.cutmix == 0.0
+                and self.translate == 0.0 and not self.hflip)
 
 
 class DistillConfig(BaseModel):
@@ -198,6 +203,20 @@ def _randaugment(images: torch.Tensor, transform) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
+def shift_and_flip(images: torch.Tensor, translate: float, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random translation (up to `translate` of the size each way, edge pixels replicated) and
+    optional horizontal flip of a float NCHW batch, drawn from `generator` (on the CPU)."""
+    n = images.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    if hflip:
+        theta[:, 0, 0] = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    if translate > 0:
+        theta[:, :, 2] = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * translate  # grid spans [-1, 1]
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
@@ -264,6 +283,8 @@ def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int
                 if augment is not None:
                     images = _randaugment(images, augment)
                 images = images.to(dev).float().div_(255.0)
+                if train.translate > 0 or train.hflip:
+                    images = shift_and_flip(images, train.translate, train.hflip, generator)
                 y = data.train_y[idx].to(dev)
                 if mix is not None:
                     images, y = mix(images, y)  # soft targets, label smoothing included

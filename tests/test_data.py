@@ -14,9 +14,45 @@ def test_digits_split_is_deterministic_stratified_and_disjoint():
     assert torch.equal(a.val_x, b.val_x) and a.fingerprint == b.fingerprint
     assert a.fingerprint != c.fingerprint and not torch.equal(a.val_y, c.val_y)
     assert a.train_x.shape[1:] == (3, 16, 16) and a.train_x.dtype == torch.uint8
-    assert len(a.train_y) + len(a.val_y) == 1797
+    assert len(a.train_y) + len(a.val_y) + len(a.test_y) == 1797
+    assert len(a.val_y) == len(a.test_y) == 360  # 20% of all the images each
     assert np.bincount(a.val_y.numpy()).min() >= 30  # every class in val, ~20% each
+    assert np.bincount(a.test_y.numpy()).min() >= 30
     assert a.classes == [str(i) for i in range(10)]
+    assert torch.equal(a.test_x, b.test_x) and a.splits == b.splits
+
+
+def test_val_and_test_are_disjoint_and_listed_by_sample_index():
+    from sklearn.datasets import load_digits
+
+    data = load_dataset(DataConfig(image_size=16, seed=3))
+    val, test = data.splits["val"]["members"], data.splits["test"]["members"]
+    assert not set(val) & set(test)
+    assert data.splits["train_count"] + len(val) + len(test) == 1797
+    # the listed indices are the images: anyone can rebuild the test split from splits.json
+    assert np.array_equal(np.asarray(load_digits().target)[test], data.test_y.numpy())
+    # every image is in exactly one split (train is what is left)
+    assert len(set(val) | set(test)) == len(val) + len(test)
+
+
+def test_stages_see_no_test_images():
+    data = load_dataset(DataConfig(image_size=16))
+    view = data.for_stages()
+    assert data.has_test and not view.has_test and view.test_x is None
+    assert torch.equal(view.val_x, data.val_x)
+
+
+def test_no_test_split_when_asked_and_the_split_is_stable():
+    without = load_dataset(DataConfig(image_size=16, test_fraction=0.0))
+    assert not without.has_test and without.splits["test"] is None
+    assert len(without.train_y) + len(without.val_y) == 1797
+
+
+def test_fractions_that_leave_nothing_to_train_on_are_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="leaves under 10%"):
+        DataConfig(val_fraction=0.5, test_fraction=0.45)
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=6, size=(40, 30)):
@@ -30,15 +66,34 @@ def make_folder(root, classes=("cat", "dog"), per_class=6, size=(40, 30)):
 
 def test_image_folder_loads_classes_and_crops_square(tmp_path):
     root = make_folder(tmp_path / "imgs")
-    data = load_dataset(DataConfig(source="imagefolder", path=root, image_size=24, val_fraction=0.5))
+    data = load_dataset(DataConfig(source="imagefolder", path=root, image_size=24, val_fraction=0.5,
+                                   test_fraction=0.0))
     assert data.classes == ["cat", "dog"]
     assert data.train_x.shape[1:] == (3, 24, 24)
     assert len(data.train_y) == len(data.val_y) == 6
 
 
+def test_image_folder_test_split_lists_relative_paths(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=10)
+    data = load_dataset(DataConfig(source="imagefolder", path=root, image_size=16, val_fraction=0.2,
+                                   test_fraction=0.2))
+    test = data.splits["test"]
+    assert test["root"] == "data.path" and test["count"] == 4 == len(data.test_y)
+    assert all((root / member).is_file() for member in test["members"])
+    assert not set(test["members"]) & set(data.splits["val"]["members"])
+
+
+def test_image_folder_with_a_separate_test_path(tmp_path):
+    data = load_dataset(DataConfig(source="imagefolder", path=make_folder(tmp_path / "t"),
+                                   test_path=make_folder(tmp_path / "x", per_class=3), image_size=16))
+    assert len(data.test_y) == 6 and data.splits["test"]["root"] == "data.test_path"
+    assert len(data.train_y) + len(data.val_y) == 12
+
+
 def test_image_folder_with_separate_val_path(tmp_path):
     data = load_dataset(DataConfig(source="imagefolder", path=make_folder(tmp_path / "t"),
-                                   val_path=make_folder(tmp_path / "v", per_class=2), image_size=16))
+                                   val_path=make_folder(tmp_path / "v", per_class=2), image_size=16,
+                                   test_fraction=0.0))
     assert len(data.train_y) == 12 and len(data.val_y) == 4
 
 
