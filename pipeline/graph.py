@@ -22,7 +22,9 @@ class Node:
 
 STAGES: tuple[Node, ...] = (
     Node("teacher", teacher.run, ("teacher", "train"), (), preflight=teacher.preflight, budgeted=False),
-    Node("distill", distill.run, ("student", "distill", "train"), ("teacher",), preflight=distill.preflight),
+    # [budget] decides which of several candidate students wins.
+    Node("distill", distill.run, ("student", "distill", "train", "budget"), ("teacher",),
+         preflight=distill.preflight, unkeyed=distill.unkeyed),
     # [budget] decides where stepwise pruning stops; with one step it only gates the result.
     Node("prune", prune.run, ("prune", "distill", "train", "budget"), ("distill", "teacher"),
          preflight=prune.preflight, unkeyed=lambda c: set() if c["prune"].steps > 1 else {"budget"}),

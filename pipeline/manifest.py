@@ -82,6 +82,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
             "test_accuracy": teacher.metrics.get("test_accuracy"),
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
+        "student": _student(results.get("distill"), outcome.precheck),
         "precheck": outcome.precheck,
         "splits": outcome.splits,
         "stages": [vars(s) for s in outcome.stages],
@@ -96,6 +97,17 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "preprocessing": None if export is None else export.metrics["preprocessing"],
         "labels": outcome.labels,
     }
+
+
+def _student(distill, precheck: dict | None) -> dict | None:
+    """The student search: every candidate, trained or dropped by the pre-check, and why."""
+    if distill is None or "student" not in distill.metrics:
+        return None
+    student = dict(distill.metrics["student"])
+    dropped = [{"name": d["name"], "accuracy": None, "epochs_trained": 0, "chosen": False,
+                "why": f"dropped before training: {d['why']}"} for d in (precheck or {}).get("dropped", [])]
+    student["candidates"] = student["candidates"] + dropped
+    return student
 
 
 def write_json(out_dir: Path, name: str, value) -> Path:

@@ -142,18 +142,27 @@ def _profiles_fingerprint(cfg: PipelineConfig) -> list[dict]:
 
 
 def _precheck(cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) -> dict:
-    """Convert the untrained student to every target before any training; cached like a stage."""
+    """Convert every untrained candidate student to every target before any training; cached
+    like a stage. Candidates that cannot convert leave `cfg.student` with their reason."""
     console.rule("[bold]pre-check")
-    key = stage_key("precheck", code, {"student": cfg.student.arch, "targets": _fingerprint(_dump(cfg.targets))},
+    archs = cfg.student.candidates
+    key = stage_key("precheck", code, {"student": archs, "targets": _fingerprint(_dump(cfg.targets))},
                     [data.fingerprint])
     entry = cache.lookup("precheck", key)
     if entry is not None:
-        console.print(f"  {cfg.student.arch} converts to every target  (cached)")
-        return {"cached": True, "targets": json.loads((entry / "precheck.json").read_text())}
-    records = precheck.run(data, cfg.student, cfg.targets)
-    with cache.writing("precheck", key) as workdir:
-        (workdir / "precheck.json").write_text(json.dumps(records))
-    return {"cached": False, "targets": records}
+        found = json.loads((entry / "precheck.json").read_text())
+        console.print(f"  {', '.join(archs)}: pre-check cached")
+        record = {"cached": True, **found}
+    else:
+        records, dropped = precheck.run(data, archs, cfg.targets)
+        found = {"targets": records, "dropped": dropped}
+        with cache.writing("precheck", key) as workdir:
+            (workdir / "precheck.json").write_text(json.dumps(found))
+        record = {"cached": False, **found}
+    if found["dropped"]:
+        gone = {d["name"] for d in found["dropped"]}
+        cfg.student = cfg.student.model_copy(update={"arch": [a for a in archs if a not in gone]})
+    return record
 
 
 def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:

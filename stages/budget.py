@@ -18,3 +18,8 @@ def breach(accuracy: float, stage: str, previous: tuple[str, float], teacher: fl
     if teacher - accuracy > budget.max_drop_total + _EPS:
         return f"{teacher - accuracy:.2f} points below the teacher > budget.max_drop_total = {budget.max_drop_total:g}"
     return None
+
+
+def within_total(accuracy: float, teacher: float, budget) -> bool:
+    """Whether `accuracy` is within `budget.max_drop_total` of the teacher (no budget: yes)."""
+    return budget is None or teacher - accuracy <= budget.max_drop_total + _EPS

@@ -1,46 +1,185 @@
-"""Stage `distill`: knowledge distillation from the selected teacher(s) into a mobile student."""
+"""Stage `distill`: knowledge distillation from the selected teacher(s) into a mobile student,
+or into the best of several candidate students found by successive halving."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgekiln.stages import budget as budgets
 from edgekiln.stages import modeling, training
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
+from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
+
+SELECT_RULES = ("accuracy", "smallest", "fastest")
 
 
 class StudentConfig(BaseModel):
-    """`[student]`: the mobile architecture to distil into (a timm name)."""
+    """`[student]`: the mobile architecture to distil into (a timm name), or a list of
+    candidates searched by successive halving and chosen by `select`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: str = "mobilenetv3_small_050"
+    arch: str | list[str] = "mobilenetv3_small_050"
     pretrained: bool = False
     epochs: int = Field(10, ge=0, le=1000)
     lr: float = Field(3e-3, gt=0.0)
+    # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
+    # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
+    # "accuracy" (the most accurate); none within budget: the most accurate.
+    select: Literal["accuracy", "smallest", "fastest"] = "smallest"
+    profile: str | None = None  # with select = "fastest": a profile with an [estimate] table
+
+    @field_validator("arch")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one architecture")
+            if len(set(v)) != len(v):
+                raise ValueError("lists an architecture twice")
+        return v
+
+    @model_validator(mode="after")
+    def _profile_for_fastest(self) -> "StudentConfig":
+        if self.select == "fastest" and self.profile is None:
+            raise ValueError("select = 'fastest' needs `profile` (the device whose latency decides)")
+        if self.profile is not None and self.select != "fastest":
+            raise ValueError("profile is only read with select = 'fastest'")
+        return self
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
 
 
 def preflight(config: dict) -> None:
-    """Fail fast on a student architecture timm does not know."""
+    """Fail fast on a student architecture timm does not know, or a profile that cannot rank."""
     cfg: StudentConfig = config["student"]
-    if not modeling.is_known_arch(cfg.arch):
-        raise InputError(f"student.arch: unknown timm architecture {cfg.arch!r}")
+    for i, arch in enumerate(cfg.candidates):
+        if not modeling.is_known_arch(arch):
+            key = "student.arch" if isinstance(cfg.arch, str) else f"student.arch[{i}]"
+            raise InputError(f"{key}: unknown timm architecture {arch!r}")
+    if cfg.profile is not None:
+        from edgekiln.targets.profiles import ProfileError, load_profile
+
+        try:
+            profile = load_profile(cfg.profile)
+        except ProfileError as e:
+            raise InputError(f"student.profile: {e}") from None
+        if profile.estimate is None:
+            raise InputError(f"student.profile: profile {profile.name!r} has no [estimate] reference table, "
+                             "which select = 'fastest' needs to rank the candidates before converting them")
+
+
+def unkeyed(config: dict) -> set[str]:
+    """[budget] decides which candidate wins only when there is more than one."""
+    return {"budget"} if len(config["student"].candidates) == 1 else set()
+
+
+def halving_schedule(candidates: int, epochs: int) -> list[int]:
+    """Epochs every survivor has trained after each round of successive halving: the last
+    round reaches `epochs`, each earlier one half the next (at least 1)."""
+    rounds = math.ceil(math.log2(candidates)) if candidates > 1 else 0
+    return [max(1, round(epochs / 2 ** (rounds - r))) for r in range(rounds)] + [epochs]
+
+
+def rank_key(record: dict, select: str, within: bool) -> tuple:
+    """Sort key (higher is better) of a candidate under `select`: within budget first, then
+    by the rule; outside the budget, by accuracy (the fallback)."""
+    accuracy = record["accuracy"]
+    if not within or select == "accuracy":
+        return (within, accuracy, -record["params"])
+    cost = record["int8_bytes"] if select == "smallest" else record["latency_ms"]
+    return (within, -cost, accuracy)
+
+
+class _Candidate:
+    """One student candidate under training, with its record for the manifest."""
+
+    def __init__(self, arch: str, cfg: StudentConfig, data: Dataset, teachers, kd, train, estimator):
+        model = modeling.create(arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
+                                image_size=data.image_size)
+        self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
+                                      source="distilled from " + " + ".join(t.source for t in teachers))
+        teacher, hint = training.hinted_teacher(teachers, self.bundle, kd)
+        self.trainer = training.Trainer(self.bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed,
+                                        desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd)
+        params = modeling.params(model)
+        self.record = {"name": arch, "params": params, "macs": modeling.macs(model, data.image_size),
+                       # INT8 weights are one byte each: the artifact's size, less a few float scales
+                       "int8_bytes": params,
+                       "latency_ms": None if estimator is None else estimator(model),
+                       "accuracy": None, "epochs_trained": 0, "rounds": [], "chosen": False}
+
+    def train_to(self, epochs: int, data: Dataset) -> float:
+        self.trainer.train_until(epochs)
+        current = dataclasses.replace(self.bundle, model=self.trainer.current())
+        accuracy = training.accuracy(training.logits(current, data.val_x), data.val_y)
+        self.record.update(accuracy=accuracy, epochs_trained=self.trainer.epoch)
+        self.record["rounds"].append({"epochs": self.trainer.epoch, "accuracy": accuracy})
+        return accuracy
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: StudentConfig = config["student"]
     kd: training.DistillConfig = config["distill"]
     teachers = inputs["teacher"].bundles
-    model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
-                            image_size=data.image_size)
-    student = modeling.bundle(cfg.arch, model, data.num_classes, data.image_size,
-                              source="distilled from " + " + ".join(t.source for t in teachers))
-    teacher, hint = training.hinted_teacher(teachers, student, kd)
-    training.fit(student, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"distill {cfg.arch}",
-                 train=config["train"], teacher=teacher, hint=hint, kd=kd)
-    return StageResult.with_model(training.evaluate(student, data), student, metrics={
-        "arch": cfg.arch, "params": modeling.params(model), "macs": modeling.macs(model, student.input_size),
-        "feature_loss": kd.feature_loss})
+    teacher_accuracy = inputs["teacher"].accuracy
+    estimator = None
+    if cfg.select == "fastest" and len(cfg.candidates) > 1:
+        from edgekiln.targets.runners.estimate import ProfileEstimator
+
+        estimator = ProfileEstimator(cfg.profile, data.image_size)
+    candidates = [_Candidate(arch, cfg, data, teachers, kd, config["train"], estimator) for arch in cfg.candidates]
+    schedule = halving_schedule(len(candidates), cfg.epochs)
+    alive = list(candidates)
+    total = config.get("budget")
+    for round_index, epochs in enumerate(schedule):
+        for c in alive:
+            c.train_to(epochs, data)
+        if len(alive) == 1:
+            break
+        keep = math.ceil(len(alive) / 2)
+        ranked = sorted(alive, key=lambda c: _key(c.record, cfg.select, teacher_accuracy, total), reverse=True)
+        for c in ranked[keep:]:
+            c.record["why"] = (f"dropped after round {round_index + 1} ({epochs} epochs): ranked "
+                               f"{ranked.index(c) + 1} of {len(ranked)} by {_rule(cfg.select)}")
+        alive = ranked[:keep]
+        console.print(f"  round {round_index + 1} ({epochs} epochs): "
+                      + ", ".join(f"{c.record['name']} {c.record['accuracy']:.2f}%" for c in ranked)
+                      + f"; {', '.join(c.record['name'] for c in alive)} go on")
+    winner = alive[0]
+    winner.trainer.finish()
+    winner.record["chosen"] = True
+    within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
+    if len(candidates) == 1:
+        winner.record["why"] = "the only candidate"
+    elif within:
+        winner.record["why"] = f"{_rule(cfg.select)} among those within budget.max_drop_total of the teacher"
+    else:
+        winner.record["why"] = (f"no candidate within budget.max_drop_total of the teacher "
+                                f"({teacher_accuracy:.2f}%): the most accurate")
+    model = winner.bundle.model
+    spent = sum(c.record["epochs_trained"] for c in candidates)
+    return StageResult.with_model(winner.record["accuracy"], winner.bundle, metrics={
+        "arch": winner.record["name"], "params": modeling.params(model),
+        "macs": modeling.macs(model, winner.bundle.input_size), "feature_loss": kd.feature_loss,
+        "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
+                    "schedule": schedule, "epochs_spent": spent, "epochs_if_each_trained_fully":
+                        cfg.epochs * len(candidates), "within_budget": within,
+                    "candidates": [c.record for c in candidates]}})
+
+
+def _key(record: dict, select: str, teacher: float, budget) -> tuple:
+    return rank_key(record, select, budgets.within_total(record["accuracy"], teacher, budget))
+
+
+def _rule(select: str) -> str:
+    return {"accuracy": "accuracy", "smallest": "fewest INT8 bytes", "fastest": "estimated INT8 latency"}[select]

@@ -27,12 +27,30 @@ class PrecheckFailed(InputError):
     """The student cannot be converted to one or more targets (exit 2)."""
 
 
-def run(data: Dataset, student, targets) -> list[dict]:
-    """Convert the untrained `student.arch` to each target's format; returns per-target
-    seconds, or raises PrecheckFailed at the first target that fails, naming it and the op."""
-    model = modeling.create(student.arch, data.num_classes, pretrained=False, seed=data.seed,
-                            image_size=data.image_size)
-    bundle = modeling.bundle(student.arch, model, data.num_classes, data.image_size, source="untrained")
+def run(data: Dataset, archs: list[str], targets) -> tuple[list[dict], list[dict]]:
+    """Convert each untrained candidate student to every target's format. Returns the
+    per-target records of those that convert and, for those that do not, the reason; raises
+    PrecheckFailed when none converts (naming each target and op)."""
+    records, dropped = [], []
+    for arch in archs:
+        try:
+            records += _check(data, arch, targets)
+        except PrecheckFailed as e:
+            if len(archs) == 1:
+                raise
+            dropped.append({"name": arch, "why": str(e)})
+            console.print(f"  [yellow]pre-check: candidate {arch} dropped: {e}")
+    if len(dropped) == len(archs):
+        raise PrecheckFailed("convertibility pre-check: no candidate student converts to every target:\n"
+                             + "\n".join(f"  {d['name']}: {d['why']}" for d in dropped))
+    return records, dropped
+
+
+def _check(data: Dataset, arch: str, targets) -> list[dict]:
+    """Convert the untrained `arch` to each target's format; per-format seconds, or
+    PrecheckFailed at the first target that fails, naming it and the op."""
+    model = modeling.create(arch, data.num_classes, pretrained=False, seed=data.seed, image_size=data.image_size)
+    bundle = modeling.bundle(arch, model, data.num_classes, data.image_size, source="untrained")
     example = bundle.example_input()
     calibration = np.random.default_rng(0).standard_normal(
         (CALIBRATION_IMAGES, *example.shape[1:])).astype(np.float32)
@@ -47,14 +65,15 @@ def run(data: Dataset, student, targets) -> list[dict]:
             path = Path(tmp) / f"precheck{fmt.SUFFIX}"
             started = time.perf_counter()
             try:
-                with console.status(f"  pre-check: {student.arch} -> {fmt_name}"):
+                with console.status(f"  pre-check: {arch} -> {fmt_name}"):
                     fmt.export_int8(bundle.model, example, calibration, path, {})
                     fmt.load(path)
             except Exception as e:  # ConversionError names the op; a runtime's own load error too
                 message = str(e) if isinstance(e, ConversionError) else f"{fmt_name} runtime cannot load it: {e}"
-                raise PrecheckFailed(f"convertibility pre-check: untrained student {student.arch!r} cannot be "
+                raise PrecheckFailed(f"convertibility pre-check: untrained student {arch!r} cannot be "
                                      f"converted for target {names} ({fmt_name}): {message}") from e
             seconds = time.perf_counter() - started
-            records.append({"targets": by_format[fmt_name], "format": fmt_name, "seconds": round(seconds, 1)})
-            console.print(f"  pre-check: {student.arch} converts to {fmt_name} ({seconds:.0f} s)")
+            records.append({"student": arch, "targets": by_format[fmt_name], "format": fmt_name,
+                            "seconds": round(seconds, 1)})
+            console.print(f"  pre-check: {arch} converts to {fmt_name} ({seconds:.0f} s)")
     return records

@@ -19,6 +19,7 @@ from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.profiles import ProfileError, load_profile
+from edgekiln.targets.runners import estimate
 
 _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's channels
 _STEPS = 45  # granularity of the search for the MACs target
@@ -151,24 +152,6 @@ def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tupl
     return int(before), int(modeling.macs(model, input_size))
 
 
-class _EstimatedLatency:
-    """The prune profile's latency estimate of a torch model, at the precision its format
-    exports; the cost model is fitted once, then evaluated at every pruning increment."""
-
-    source = "estimate"
-
-    def __init__(self, profile_name: str, input_size: int):
-        from edgekiln.targets import get_format
-        from edgekiln.targets.runners import estimate
-
-        profile = load_profile(profile_name)
-        self.calibrated = estimate.calibrate(profile, get_format(profile.format).PRECISION)
-        self.input_size = input_size
-
-    def __call__(self, model: torch.nn.Module) -> float:
-        return self.calibrated.predict(cost_features(model, self.input_size))
-
-
 # Rounds of prune-then-measure per step: a measurement is a conversion and a timing run, so
 # the search scales MACs by the measured shortfall instead of measuring every increment.
 _MEASURE_ROUNDS = 4
@@ -241,7 +224,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     latency = None
     if cfg.latency_ms is not None:
         latency = (_MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
-                   else _EstimatedLatency(cfg.profile, size))
+                   else estimate.ProfileEstimator(cfg.profile, size))
     # Recovery uses logit KD only: a hint projection would start untrained here.
     teacher = training.Teacher(inputs["teacher"].bundles)
     macs_before = modeling.macs(student.model, size)

@@ -217,112 +217,148 @@ def shift_and_flip(images: torch.Tensor, translate: float, hflip: bool, generato
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+class Trainer:
+    """One training run of `bundle.model` on the train split with the `train` recipe, over a
+    schedule of `epochs`, that can stop after any epoch and go on later (`train_until`):
+    stopping at epoch k and going on gives the same weights as running straight through.
+
+    With a `teacher` the loss is `kd`'s distillation loss. When the inputs are the same every
+    epoch (no augmentation) and `cache_teacher` is on, the teacher's outputs are computed
+    once up front instead of in every step."""
+
+    def __init__(self, bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
+                 train: TrainConfig | None = None, teacher: Teacher | None = None,
+                 hint: HintProjection | None = None, kd: DistillConfig | None = None, cache_teacher: bool = True):
+        from timm.data import Mixup
+        from timm.scheduler import CosineLRScheduler
+        from timm.utils import ModelEmaV3
+
+        self.bundle, self.data, self.epochs, self.desc = bundle, data, epochs, desc
+        self.train, self.kd = train or TrainConfig(), kd or DistillConfig()
+        self.teacher, self.hint = teacher, hint
+        self.epoch, self.step = 0, 0
+        self.epoch_seconds: list[float] = []
+        self.dev = device()
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        self.model = bundle.model.to(self.dev).train()
+        params = list(self.model.parameters()) + (list(hint.to(self.dev).parameters()) if hint is not None else [])
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.train.weight_decay)
+        steps_per_epoch = math.ceil(len(data.train_y) / self.train.batch_size)
+        total_steps = max(epochs * steps_per_epoch, 2)
+        warmup = min(int(self.train.warmup_epochs * steps_per_epoch), total_steps - 1)
+        self.schedule = CosineLRScheduler(self.optimizer, t_initial=total_steps - warmup, lr_min=lr * 0.01,
+                                          warmup_t=warmup, warmup_lr_init=lr * 0.01, warmup_prefix=True,
+                                          t_in_epochs=False)
+        self.ema = ModelEmaV3(self.model, decay=self.train.ema_decay, use_warmup=True) if self.train.ema_decay else None
+        self.augment = None
+        if self.train.randaugment:
+            from timm.data.auto_augment import rand_augment_transform
+
+            self.augment = rand_augment_transform(self.train.randaugment, {"img_mean": (124, 116, 104)})
+        self.mix = None
+        if self.train.mixup > 0 or self.train.cutmix > 0:
+            self.mix = Mixup(mixup_alpha=self.train.mixup, cutmix_alpha=self.train.cutmix,
+                             label_smoothing=self.train.label_smoothing, num_classes=data.num_classes)
+        self.cached = None
+        started = time.perf_counter()
+        if teacher is not None and cache_teacher and self.train.deterministic_inputs:
+            self.cached = teacher.precompute(data.train_x)
+        self.precompute_seconds = time.perf_counter() - started
+
+    def train_until(self, epoch: int) -> None:
+        """Train on until `epoch` (of the schedule's `epochs`) is finished."""
+        epoch = min(epoch, self.epochs)
+        if epoch <= self.epoch:
+            return
+        self.model.to(self.dev).train()
+        if self.teacher is not None and self.cached is None:
+            self.teacher.to(self.dev)
+        with epoch_bar() as bar:
+            task = bar.add_task(self.desc, total=self.epochs, completed=self.epoch, status="")
+            while self.epoch < epoch:
+                loss = self._one_epoch()
+                self.epoch += 1
+                bar.update(task, advance=1, status=f"loss {loss:.3f}")
+        if self.teacher is not None:
+            self.teacher.to(torch.device("cpu"))
+        self.model.cpu().eval()
+
+    def current(self) -> nn.Module:
+        """The model as it stands (the EMA weights when EMA is on), for evaluation."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def finish(self) -> dict:
+        """Puts the result (EMA weights if any) into `bundle.model`; returns timing figures."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
+        self.model.cpu().eval()
+        return {"epoch_seconds": self.epoch_seconds, "teacher_precompute_seconds": self.precompute_seconds}
+
+    def _one_epoch(self) -> float:
+        train, kd, dev, model = self.train, self.kd, self.dev, self.model
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(self.data.train_y), generator=self.generator)
+        total, seen = 0.0, 0
+        for start in range(0, len(order), train.batch_size):
+            idx = order[start : start + train.batch_size]
+            if self.mix is not None and len(idx) % 2:  # timm's mixup pairs images within the batch
+                idx = idx[:-1]
+            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            images = self.data.train_x[idx]
+            if self.augment is not None:
+                images = _randaugment(images, self.augment)
+            images = images.to(dev).float().div_(255.0)
+            if train.translate > 0 or train.hflip:
+                images = shift_and_flip(images, train.translate, train.hflip, self.generator)
+            y = self.data.train_y[idx].to(dev)
+            if self.mix is not None:
+                images, y = self.mix(images, y)  # soft targets, label smoothing included
+            x = model_input(self.bundle, images)
+            if self.hint is not None:
+                features, out = features_and_logits(model, x)
+            else:
+                out = model(x)
+            if y.dim() == 2:
+                hard = F.cross_entropy(out, y)
+            else:
+                hard = F.cross_entropy(out, y, label_smoothing=train.label_smoothing)
+            loss = hard
+            if self.teacher is not None:
+                if self.cached is not None:
+                    t_logits = self.cached[0][idx].to(dev)
+                    t_hint = self.cached[1][idx].to(dev).float() if self.cached[1] is not None else None
+                else:
+                    t_logits, t_hint = self.teacher(images)
+                t = kd.temperature
+                soft = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(t_logits / t, 1),
+                                reduction="batchmean", log_target=True) * t * t
+                loss = (1.0 - kd.alpha) * hard + kd.alpha * soft
+                if self.hint is not None:
+                    loss = loss + kd.feature_weight * F.mse_loss(self.hint(features), t_hint)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            self.schedule.step_update(self.step)
+            if self.ema is not None:
+                self.ema.update(model, step=self.step)
+            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
+        self.epoch_seconds.append(time.perf_counter() - epoch_start)
+        return total / max(seen, 1)
+
+
 def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
         cache_teacher: bool = True) -> dict:
-    """Train `bundle.model` in place on the train split with the `train` recipe.
-
-    With a `teacher` the loss is `kd`'s distillation loss. When the inputs are the same every
-    epoch (no augmentation) and `cache_teacher` is on, the teacher's outputs are computed
-    once up front instead of in every step. Returns timing figures for benchmarks.
-    """
-    from timm.data import Mixup
-    from timm.scheduler import CosineLRScheduler
-    from timm.utils import ModelEmaV3
-
-    train, kd = train or TrainConfig(), kd or DistillConfig()
+    """Train `bundle.model` in place for `epochs` (see `Trainer`); returns timing figures."""
     if epochs <= 0:
         return {}
-    dev = device()
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    model = bundle.model.to(dev).train()
-    params = list(model.parameters()) + (list(hint.to(dev).parameters()) if hint is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train_y) / train.batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup = min(int(train.warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = CosineLRScheduler(optimizer, t_initial=total_steps - warmup, lr_min=lr * 0.01,
-                                 warmup_t=warmup, warmup_lr_init=lr * 0.01, warmup_prefix=True,
-                                 t_in_epochs=False)
-    ema = ModelEmaV3(model, decay=train.ema_decay, use_warmup=True) if train.ema_decay else None
-    augment = None
-    if train.randaugment:
-        from timm.data.auto_augment import rand_augment_transform
-
-        augment = rand_augment_transform(train.randaugment, {"img_mean": (124, 116, 104)})
-    mix = None
-    if train.mixup > 0 or train.cutmix > 0:
-        mix = Mixup(mixup_alpha=train.mixup, cutmix_alpha=train.cutmix, label_smoothing=train.label_smoothing,
-                    num_classes=data.num_classes)
-    cached = None
-    started = time.perf_counter()
-    if teacher is not None and cache_teacher and train.deterministic_inputs:
-        cached = teacher.precompute(data.train_x)
-    elif teacher is not None:
-        teacher.to(dev)
-    precompute_seconds = time.perf_counter() - started
-    epoch_seconds = []
-    step = 0
-    with epoch_bar() as bar:
-        task = bar.add_task(desc, total=epochs, status="")
-        for _ in range(epochs):
-            epoch_start = time.perf_counter()
-            order = torch.randperm(len(data.train_y), generator=generator)
-            total, seen = 0.0, 0
-            for start in range(0, len(order), train.batch_size):
-                idx = order[start : start + train.batch_size]
-                if mix is not None and len(idx) % 2:  # timm's mixup pairs images within the batch
-                    idx = idx[:-1]
-                if len(idx) < 2:  # BatchNorm cannot train on a batch of one
-                    continue
-                images = data.train_x[idx]
-                if augment is not None:
-                    images = _randaugment(images, augment)
-                images = images.to(dev).float().div_(255.0)
-                if train.translate > 0 or train.hflip:
-                    images = shift_and_flip(images, train.translate, train.hflip, generator)
-                y = data.train_y[idx].to(dev)
-                if mix is not None:
-                    images, y = mix(images, y)  # soft targets, label smoothing included
-                x = model_input(bundle, images)
-                if hint is not None:
-                    features, out = features_and_logits(model, x)
-                else:
-                    out = model(x)
-                if y.dim() == 2:
-                    hard = F.cross_entropy(out, y)
-                else:
-                    hard = F.cross_entropy(out, y, label_smoothing=train.label_smoothing)
-                loss = hard
-                if teacher is not None:
-                    if cached is not None:
-                        t_logits = cached[0][idx].to(dev)
-                        t_hint = cached[1][idx].to(dev).float() if cached[1] is not None else None
-                    else:
-                        t_logits, t_hint = teacher(images)
-                    t = kd.temperature
-                    soft = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(t_logits / t, 1),
-                                    reduction="batchmean", log_target=True) * t * t
-                    loss = (1.0 - kd.alpha) * hard + kd.alpha * soft
-                    if hint is not None:
-                        loss = loss + kd.feature_weight * F.mse_loss(hint(features), t_hint)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                schedule.step_update(step)
-                if ema is not None:
-                    ema.update(model, step=step)
-                total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
-            epoch_seconds.append(time.perf_counter() - epoch_start)
-            bar.update(task, advance=1, status=f"loss {total / max(seen, 1):.3f}")
-    if ema is not None:
-        model.load_state_dict(ema.module.state_dict())
-    if teacher is not None:
-        teacher.to(torch.device("cpu"))
-    model.cpu().eval()
-    return {"epoch_seconds": epoch_seconds, "teacher_precompute_seconds": precompute_seconds}
+    trainer = Trainer(bundle, data, epochs, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
+                      kd=kd, cache_teacher=cache_teacher)
+    trainer.train_until(epochs)
+    return trainer.finish()

@@ -10,6 +10,7 @@ from edgekiln.stages.data import DataConfig, load_dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
+from edgekiln.targets.runners import estimate
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_g
 
 def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])
-    start = prune._EstimatedLatency("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
+    start = estimate.ProfileEstimator("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
     cfg = prune.PruneConfig(latency_ms=0.95 * start, profile="x86-server-avx2", steps=2, finetune_epochs=0,
                             importance="taylor")
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)

@@ -11,7 +11,7 @@ from edgekiln.stages.data import DataConfig, load_dataset
 
 @pytest.fixture(scope="module")
 def data():
-    return load_dataset(DataConfig(source="digits", image_size=32, max_samples=160))
+    return load_dataset(DataConfig(source="digits", image_size=32, max_samples=160, test_fraction=0.0))
 
 
 def student(arch="mobilenetv3_small_050"):

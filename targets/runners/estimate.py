@@ -203,3 +203,24 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                        extra={"precision": model.precision, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
                               "error_pct_leave_one_out": loo, "error_pct_in_sample": in_sample})
+
+
+class ProfileEstimator:
+    """A profile's latency estimate of a torch model, at the precision its format exports
+    (INT8 for every format but fp32-only ones): the cost model is fitted once, then any model
+    at `input_size` is estimated from its cost features (pruning steps, student candidates)."""
+
+    source = "estimate"
+
+    def __init__(self, profile_name: str, input_size: int):
+        from edgekiln.targets import get_format
+        from edgekiln.targets.profiles import load_profile
+
+        self.profile = load_profile(profile_name)
+        self.calibrated = calibrate(self.profile, get_format(self.profile.format).PRECISION)
+        self.input_size = input_size
+
+    def __call__(self, model) -> float:
+        from edgekiln.targets.cost import cost_features
+
+        return self.calibrated.predict(cost_features(model, self.input_size))

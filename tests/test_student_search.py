@@ -1,0 +1,115 @@
+"""Student search: successive halving under the budget, the selection rules and their
+fallback, resumable training, and candidates the pre-check drops."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from edgekiln.config import BudgetConfig
+from edgekiln.stages import distill, modeling, training
+from edgekiln.stages.data import DataConfig, load_dataset
+from edgekiln.stages.distill import StudentConfig, halving_schedule, rank_key
+from edgekiln.stages.result import StageResult
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataConfig(image_size=32, max_samples=200)).for_stages()
+
+
+def test_halving_schedule_ends_at_the_full_epochs_and_costs_well_under_n_runs():
+    assert halving_schedule(1, 10) == [10]
+    assert halving_schedule(2, 16) == [8, 16]
+    assert halving_schedule(3, 16) == [4, 8, 16]
+    assert halving_schedule(4, 16) == [4, 8, 16]
+    assert halving_schedule(8, 2) == [1, 1, 1, 2]
+    # 4 candidates: 4 x 4 + 2 x 4 more + 1 x 8 more = 32 epochs, against 64 for four full runs
+    trained = [4, 4, 8, 16]
+    assert sum(trained) == 32 < 4 * 16
+
+
+def _record(name, accuracy, params, latency=None):
+    return {"name": name, "accuracy": accuracy, "params": params, "int8_bytes": params, "latency_ms": latency}
+
+
+def _pick(records, select, teacher=99.0, budget=1.0):
+    within = {r["name"]: teacher - r["accuracy"] <= budget for r in records}
+    return max(records, key=lambda r: rank_key(r, select, within[r["name"]]))["name"]
+
+
+def test_smallest_and_fastest_pick_among_those_within_budget():
+    records = [_record("big", 99.0, 3_000_000, 9.0), _record("mid", 98.2, 1_000_000, 2.0),
+               _record("tiny", 96.0, 200_000, 1.0)]  # tiny is out of budget
+    assert _pick(records, "smallest") == "mid"
+    assert _pick(records, "fastest") == "mid"
+    assert _pick(records, "accuracy") == "big"
+
+
+def test_none_within_budget_falls_back_to_the_most_accurate():
+    records = [_record("a", 90.0, 100), _record("b", 93.0, 5_000), _record("c", 91.0, 10)]
+    assert _pick(records, "smallest") == "b" and _pick(records, "fastest") == "b"
+
+
+def test_config_checks_the_candidates_and_the_profile_rule():
+    assert StudentConfig(arch=["a", "b"]).candidates == ["a", "b"]
+    with pytest.raises(ValidationError, match="twice"):
+        StudentConfig(arch=["a", "a"])
+    with pytest.raises(ValidationError, match="needs `profile`"):
+        StudentConfig(arch=["a", "b"], select="fastest")
+    with pytest.raises(ValidationError, match="only read with select"):
+        StudentConfig(arch="a", profile="pixel-3-cpu")
+
+
+def test_a_stopped_and_resumed_trainer_equals_one_run_straight_through(data):
+    def bundle():
+        return modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", 10, seed=0,
+                                                                        image_size=32), 10, 32)
+    recipe = training.TrainConfig(batch_size=32, translate=0.1)
+    straight = bundle()
+    training.fit(straight, data, 2, lr=3e-3, seed=0, desc="t", train=recipe)
+    resumed = bundle()
+    trainer = training.Trainer(resumed, data, 2, lr=3e-3, seed=0, desc="t", train=recipe)
+    trainer.train_until(1)
+    training.evaluate(resumed, data)  # evaluating between rounds must not disturb training
+    trainer.train_until(2)
+    trainer.finish()
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_search_distils_each_candidate_and_records_the_rounds(data):
+    teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
+    training.fit(teacher, data, 2, lr=3e-3, seed=0, desc="teacher")
+    inputs = {"teacher": StageResult.with_model(training.evaluate(teacher, data), teacher)}
+    config = {"student": StudentConfig(arch=["mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=2,
+                                       select="smallest"),
+              "distill": training.DistillConfig(), "train": training.TrainConfig(batch_size=32),
+              "budget": BudgetConfig(max_drop_total=100.0)}
+    result = distill.run(data, config, inputs, None)
+    student = result.metrics["student"]
+    by_name = {c["name"]: c for c in student["candidates"]}
+    # everything within a 100-point budget: the smallest wins, the other stopped after round 1
+    assert student["name"] == result.metrics["arch"] == "mobilenetv3_small_050"
+    assert by_name["mobilenetv3_small_050"]["chosen"] and by_name["mobilenetv3_small_050"]["epochs_trained"] == 2
+    assert by_name["mobilenetv3_small_075"]["epochs_trained"] == 1
+    assert "dropped after round 1" in by_name["mobilenetv3_small_075"]["why"]
+    assert student["epochs_spent"] == 3 < student["epochs_if_each_trained_fully"] == 4
+    assert result.accuracy == by_name["mobilenetv3_small_050"]["accuracy"]
+    assert result.bundle.arch == "mobilenetv3_small_050"
+
+
+def test_precheck_drops_a_candidate_that_cannot_convert_and_keeps_the_rest(data, monkeypatch):
+    from edgekiln.stages import precheck
+
+    def fake(data, arch, targets):
+        if arch.startswith("bad"):
+            raise precheck.PrecheckFailed(f"untrained student {arch!r} cannot be converted: op X")
+        return [{"student": arch, "format": "onnx"}]
+    monkeypatch.setattr(precheck, "_check", fake)
+    records, dropped = precheck.run(data, ["good", "bad"], [])
+    assert [r["student"] for r in records] == ["good"] and dropped[0]["name"] == "bad"
+    assert "op X" in dropped[0]["why"]
+    with pytest.raises(precheck.PrecheckFailed, match="no candidate student converts"):
+        precheck.run(data, ["bad", "bad2"], [])
+    with pytest.raises(precheck.PrecheckFailed, match="'bad' cannot be converted"):
+        precheck.run(data, ["bad"], [])  # one candidate: its own message, as before
