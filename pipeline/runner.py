@@ -247,6 +247,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
             if "targets" in node.sections:
                 sections["profiles"] = _profiles_fingerprint(cfg)
+            if "budget" in sections:  # how the release gates read intervals changes no stage's result
+                sections["budget"].pop("gate", None)
             key = keys[node.name] = stage_key(node.name, code, sections,
                                               [data.fingerprint] + [keys[i] for i in node.inputs])
             console.rule(f"[bold]{node.name}")

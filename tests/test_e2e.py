@@ -111,6 +111,44 @@ def test_manifest_fields(run):
     assert prune["macs"] <= 0.7 * distill["macs"]
 
 
+def test_every_stage_and_artifact_is_graded_on_the_held_out_test_split(run):
+    from sklearn.datasets import load_digits
+
+    root, _, manifest = run
+    splits = json.loads((root / "out" / "splits.json").read_text())
+    assert manifest["splits"]["sha256"] == sha256(root / "out" / "splits.json")
+    assert manifest["splits"]["release_gates_on"] == "test" and manifest["splits"]["decisions_on"] == "val"
+    val, test = splits["val"]["members"], splits["test"]["members"]
+    assert not set(val) & set(test) and len(test) == manifest["splits"]["test"] == 360
+    # the listed test members are exactly the images the artifacts were graded on
+    data = load_dataset(DataConfig(image_size=32, seed=0))
+    assert np.array_equal(load_digits().target[test], data.test_y.numpy())
+    for record in manifest["stages"] + manifest["artifacts"]:
+        assert 0 <= record["test_accuracy"] <= 100
+    for record in manifest["stages"][:-1] + manifest["artifacts"]:
+        low, high = record["test_accuracy_ci"]
+        assert low <= record["test_accuracy"] <= high
+        low, high = record["drop_ci"]
+        assert low <= record["test_drop"] <= high
+    teacher = manifest["stages"][0]
+    assert teacher["test_drop"] == 0 and manifest["teacher"]["test_accuracy"] == teacher["test_accuracy"]
+    pre = manifest["preprocessing"]
+    for artifact in manifest["artifacts"]:
+        assert "test_top1" not in artifact  # per-image predictions stay in the cache
+        assert artifact["test_accuracy_source"] == artifact["accuracy_source"]
+        if artifact["format"] != "coreml":
+            predicted = get_format(artifact["format"]).predict(root / "out" / artifact["path"],
+                                                               to_input(data.test_x, pre["mean"], pre["std"]).numpy())
+            hits = predicted.argmax(1) == data.test_y.numpy()
+            assert artifact["test_accuracy"] == pytest.approx(hits.mean() * 100)
+            assert artifact["test_drop"] == pytest.approx(manifest["teacher"]["test_accuracy"] - hits.mean() * 100)
+    release = [g for g in manifest["gates"] if g["subject"].startswith("target") and "reference_name" in g]
+    assert release and all(g["split"] == "test" and g["drop_interval"] for g in release)
+    assert all(g["split"] == "val" for g in manifest["gates"] if g["subject"].startswith("stage"))
+    assert manifest["student"]["name"] == "mobilenetv3_small_050"
+    assert manifest["student"]["candidates"][0]["why"] == "the only candidate"
+
+
 def test_artifact_hashes_and_sizes_match_files(run):
     root, _, manifest = run
     for artifact in manifest["artifacts"]:
