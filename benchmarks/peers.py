@@ -86,6 +86,22 @@ def nncf_quantize(fp32: Path, out: Path, calibration: np.ndarray) -> Path | str:
     return out
 
 
+def timing_session(fmt: str, path: Path, threads: int):
+    """A session for interleaved timing. onnxruntime's intra-op threads spin after each run
+    by default; with a dozen sessions interleaved on two cores, the idle ones' spinning would
+    steal the running one's cores, so spinning is off (for every ONNX model alike)."""
+    session = open_session(fmt, str(path), threads=threads)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session
+
+
 def interleaved_p50(sessions: dict[str, tuple[object, tuple[int, ...]]], warmup: int, runs: int) -> dict[str, float]:
     """Median batch-1 latency (ms) of each (session, input shape), every session once per round."""
     rng = np.random.default_rng(0)
@@ -168,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     best_peer = max(peers, key=lambda n: rows[n]["val"])
     notes.append(f"best peer (most accurate on val): {best_peer}")
     for threads in (1, 2):
-        sessions = {n: (open_session(r["format"], str(r["path"]), threads=threads),
+        sessions = {n: (timing_session(r["format"], r["path"], threads),
                         (t_val if r["kind"] != "edgekiln" else s_val)[:1].shape)
                     for n, r in rows.items() if r["format"] != "coreml"}
         for name, p50 in interleaved_p50(sessions, args.warmup, args.runs).items():
             rows[name][f"p50_{threads}t"] = p50
     phone = estimate.ProfileEstimator(PHONE, teacher.input_size)
-    int8 = estimate.calibrate(phone.profile, "int8")
+    int8, float32 = estimate.calibrate(phone.profile, "int8"), estimate.calibrate(phone.profile, "float")
     for name, row in rows.items():
         if row["kind"] == "edgekiln":
             features = row["record"].get("cost_features")
@@ -182,15 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             if features is None or row["format"] == "coreml":
                 row["phone_ms"] = None
                 continue
-            calibrated = int8 if precision == "int8" else estimate.calibrate(phone.profile, precision)
+            calibrated = {"int8": int8, "float": float32}.get(precision) or estimate.calibrate(phone.profile, precision)
             row["phone_ms"] = calibrated.predict(CostFeatures.from_dict(features))
         else:
-            row["phone_ms"] = (phone.calibrated if row["kind"] == "teacher" else int8).predict(teacher_features)
+            row["phone_ms"] = (float32 if row["kind"] == "teacher" else int8).predict(teacher_features)
     print(table(rows, "teacher fp32 (onnxruntime)", best_peer))
     for note in notes:
         print(f"\n{note}")
     print(f"\n{len(data.test_y)} test images (one image = {100 / len(data.test_y):.2f} points); "
-          f"{args.runs} interleaved timed runs after {args.warmup} warm-up; phone: {PHONE} estimate")
+          f"{args.runs} interleaved timed runs after {args.warmup} warm-up (onnxruntime thread spinning off); "
+          f"phone: {PHONE} estimate of each model's cost features at its precision")
     if args.json:
         args.json.write_text(json.dumps({n: {k: v for k, v in r.items() if k not in ("path", "record")}
                                          for n, r in rows.items()}, indent=2, default=str))

@@ -50,7 +50,7 @@ def run(
     if not verbose:
         _quiet_converters()
     from edgekiln.config import ConfigError, load_config
-    from edgekiln.stages.errors import InputError
+    from edgekiln.stages.errors import InputError, TrainingDiverged
     from edgekiln.stages.progress import console
     from edgekiln.targets.errors import ConversionError
 
@@ -71,6 +71,10 @@ def run(
         console.print(f"[bold red]input error:[/] {e}")
         console.print(f"(manifest with the error: {out / 'manifest.json'})")
         raise typer.Exit(EXIT_BAD_INPUT)
+    except TrainingDiverged as e:  # the run failed on its own terms, as a gate would; nothing of it was cached
+        console.print(f"[bold red]training diverged:[/] {e}")
+        console.print(f"(manifest with the error: {out / 'manifest.json'}; nothing of that stage was cached)")
+        raise typer.Exit(EXIT_GATE_FAILED)
     except Exception:
         console.print_exception()
         console.print(f"[bold red]internal error[/] (a bug in edgekiln; manifest: {out / 'manifest.json'})")

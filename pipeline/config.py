@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -111,6 +113,23 @@ def _describe(error: ValidationError) -> str:
     return "\n".join(dict.fromkeys(lines))  # union branches repeat the same complaint
 
 
+def _non_finite(value, key: str = "") -> str | None:
+    """The key path of the first inf or nan in the raw TOML, if any (TOML allows them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key or "(top level)"
+    if isinstance(value, dict):
+        items = ((f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _non_finite(v, sub)
+        if found:
+            return found
+    return None
+
+
 def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
     """Relative paths in the config are relative to the config file, not the working directory."""
     def fix(p: Path | None) -> Path | None:
@@ -136,8 +155,13 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    bad = _non_finite(raw)
+    if bad:
+        raise ConfigError(f"{path} has 1 problem(s):\n  {bad}: not a finite number (inf and nan are not allowed)")
     try:
-        cfg = PipelineConfig.model_validate(raw)
+        # Strict: a string where a number belongs ("1") is an error naming the key, never
+        # silently converted. Validated as JSON, where strict mode still reads paths from text.
+        cfg = PipelineConfig.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as e:
         raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{_describe(e)}") from None
     _resolve_paths(cfg, path.resolve().parent)

@@ -61,6 +61,12 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                        _millions(s["params"]), _millions(s["macs"]), "yes" if s["cached"] else "no",
                        f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
     console.print(stages)
+    chance = 100.0 / max(len(manifest.get("labels") or []), 1)
+    for s in manifest["stages"]:
+        if s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance
+            console.print(f"[bold yellow]warning:[/] stage {s['name']} is at chance ({s['accuracy']:.2f}% with "
+                          f"{len(manifest['labels'])} classes): it learned nothing; check the data and the "
+                          "learning rates before trusting any later figure")
     prune = manifest.get("prune") or {}
     if len(prune.get("steps") or []) > 2:
         steps = Table(title=f"prune steps (importance = {prune.get('importance')})", title_justify="left")

@@ -110,7 +110,8 @@ class _Candidate:
                                       source="distilled from " + " + ".join(t.source for t in teachers))
         teacher, hint = training.hinted_teacher(teachers, self.bundle, kd)
         self.trainer = training.Trainer(self.bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed,
-                                        desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd)
+                                        desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
+                                        lr_key="student.lr")
         params = modeling.params(model)
         self.record = {"name": arch, "params": params, "macs": modeling.macs(model, data.image_size),
                        # INT8 weights are one byte each: the artifact's size, less a few float scales

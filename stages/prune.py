@@ -254,7 +254,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
         training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
                      desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
-                     teacher=teacher, kd=kd)
+                     teacher=teacher, kd=kd, lr_key="prune.lr")
         accuracy = training.evaluate(student, data)
         breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
                                 config.get("budget"))

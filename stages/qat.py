@@ -55,7 +55,8 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
     training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
-                 desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd)
+                 desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd,
+                 lr_key="quantize.lr")
     if wrapper.training:  # fit leaves the model in eval mode, unless there was nothing to train
         wrapper.train(False)
     trained = prepared.state_dict()

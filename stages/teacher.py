@@ -132,7 +132,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             record["why"] = excluded
             console.print(f"  candidate {cand.name}: excluded, {excluded}")
             continue
-        training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}", train=train)
+        training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}", train=train,
+                     lr_key="teacher.lr")
         record["accuracy"] = training.evaluate(bundle, data)
         record["score"] = _score(cfg, record)
         scored.append((bundle, record))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from edgekiln.stages.data import Dataset, to_input
+from edgekiln.stages.errors import TrainingDiverged
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.progress import epoch_bar
 
@@ -228,12 +229,14 @@ class Trainer:
 
     def __init__(self, bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
                  train: TrainConfig | None = None, teacher: Teacher | None = None,
-                 hint: HintProjection | None = None, kd: DistillConfig | None = None, cache_teacher: bool = True):
+                 hint: HintProjection | None = None, kd: DistillConfig | None = None, cache_teacher: bool = True,
+                 lr_key: str = "lr"):
         from timm.data import Mixup
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
         self.bundle, self.data, self.epochs, self.desc = bundle, data, epochs, desc
+        self.lr, self.lr_key = lr, lr_key  # named when training diverges
         self.train, self.kd = train or TrainConfig(), kd or DistillConfig()
         self.teacher, self.hint = teacher, hint
         self.epoch, self.step = 0, 0
@@ -281,10 +284,26 @@ class Trainer:
             while self.epoch < epoch:
                 loss = self._one_epoch()
                 self.epoch += 1
+                self._check_weights()
                 bar.update(task, advance=1, status=f"loss {loss:.3f}")
         if self.teacher is not None:
             self.teacher.to(torch.device("cpu"))
         self.model.cpu().eval()
+
+    def _diverged(self, what: str):
+        if self.teacher is not None:
+            self.teacher.to(torch.device("cpu"))
+        self.model.cpu()
+        raise TrainingDiverged(
+            f"{self.desc}: training diverged at epoch {self.epoch + 1}/{self.epochs}, step {self.step + 1}: {what}; "
+            f"the likely cause is the learning rate: lower {self.lr_key} (now {self.lr:g}) or add warm-up "
+            "(train.warmup_epochs)")
+
+    def _check_weights(self) -> None:
+        for name, p in self.model.named_parameters():
+            if not torch.isfinite(p).all():
+                self.epoch -= 1  # name the epoch that produced them
+                self._diverged(f"weight {name} is no longer finite")
 
     def current(self) -> nn.Module:
         """The model as it stands (the EMA weights when EMA is on), for evaluation."""
@@ -339,6 +358,8 @@ class Trainer:
                 loss = (1.0 - kd.alpha) * hard + kd.alpha * soft
                 if self.hint is not None:
                     loss = loss + kd.feature_weight * F.mse_loss(self.hint(features), t_hint)
+            if not torch.isfinite(loss):
+                self._diverged(f"the loss is {float(loss)}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -354,11 +375,12 @@ class Trainer:
 def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
-        cache_teacher: bool = True) -> dict:
-    """Train `bundle.model` in place for `epochs` (see `Trainer`); returns timing figures."""
+        cache_teacher: bool = True, lr_key: str = "lr") -> dict:
+    """Train `bundle.model` in place for `epochs` (see `Trainer`); returns timing figures.
+    TrainingDiverged (naming `lr_key`) on a non-finite loss or weights."""
     if epochs <= 0:
         return {}
     trainer = Trainer(bundle, data, epochs, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
-                      kd=kd, cache_teacher=cache_teacher)
+                      kd=kd, cache_teacher=cache_teacher, lr_key=lr_key)
     trainer.train_until(epochs)
     return trainer.finish()

@@ -114,3 +114,26 @@ def test_train_and_teacher_selection_keys_are_validated(tmp_path):
     message = error_of(tmp_path, BASE.replace('candidates = ["resnet10t"]',
                                               'candidates = ["resnet10t"]\nselect = "fastest"'))
     assert "teacher.select" in message
+
+
+def test_a_string_where_a_number_belongs_is_an_error_naming_the_key(tmp_path):
+    message = error_of(tmp_path, BASE + '\n[student]\nepochs = "1"\n')
+    assert "student.epochs" in message and "integer" in message
+    assert "data.image_size" in error_of(tmp_path, BASE.replace("image_size = 32", 'image_size = "32"'))
+    # an integer where a float belongs is a number all the same
+    assert load_config(write(tmp_path, BASE + "\n[student]\nlr = 1\n")).student.lr == 1.0
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_non_finite_numbers_are_errors_naming_the_key(tmp_path, value):
+    message = error_of(tmp_path, BASE + f"\n[student]\nlr = {value}\n")
+    assert "student.lr: not a finite number" in message
+    message = error_of(tmp_path, BASE.replace('candidates = ["resnet10t"]', f'candidates = ["resnet10t"]\nlr = {value}'))
+    assert "teacher.lr" in message
+
+
+def test_student_candidates_and_the_budget_gate_rule_are_validated(tmp_path):
+    cfg = load_config(write(tmp_path, BASE + '\n[student]\narch = ["mobilenetv3_small_050", "mobilevit_xxs"]\n'))
+    assert cfg.student.candidates == ["mobilenetv3_small_050", "mobilevit_xxs"]
+    assert "budget.gate" in error_of(tmp_path, BASE + '\n[budget]\ngate = "sometimes"\n')
+    assert "data.test_fraction" in error_of(tmp_path, BASE.replace("image_size = 32", "test_fraction = 1.5"))

@@ -113,3 +113,12 @@ def test_teacher_runs_at_its_own_size_and_normalization(data):
                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     x = training.model_input(t, data.train_x[:2])
     assert x.shape[-1] == 64 and x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_a_diverging_run_stops_at_once_naming_epoch_step_and_key(data):
+    from edgekiln.stages.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"distill x: training diverged at epoch 1/3, step \d+: .*student.lr "
+                                               r"\(now 1e\+30\)"):
+        training.fit(student(), data, 3, lr=1e30, seed=0, desc="distill x", lr_key="student.lr",
+                     train=training.TrainConfig(batch_size=32, warmup_epochs=0.0))

@@ -1,0 +1,64 @@
+"""Faults injected on purpose: each gives its stated exit code and message, and nothing
+corrupt is published or re-used (README: "What edgekiln guarantees")."""
+
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekiln.cli import app
+
+QUICK = """
+[data]
+source = "digits"
+image_size = 16
+max_samples = 200
+
+[teacher]
+candidates = ["resnet10t"]
+epochs = 1
+{teacher_extra}
+
+[student]
+epochs = 1
+
+[[targets]]
+name = "server"
+format = "onnx"
+"""
+
+
+def run(tmp_path, teacher_extra="", replace=None):
+    text = textwrap.dedent(QUICK.format(teacher_extra=teacher_extra))
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    config = tmp_path / "quick.toml"
+    config.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    return result
+
+
+def test_a_diverging_stage_exits_1_names_stage_epoch_step_and_key_and_caches_nothing(tmp_path, monkeypatch):
+    from edgekiln.stages import precheck
+
+    monkeypatch.setattr(precheck, "run", lambda data, archs, targets: ([], []))  # conversion is not under test
+    result = run(tmp_path, teacher_extra="lr = 1e30\nselect = \"accuracy\"",
+                 replace={"[teacher]": "[train]\nwarmup_epochs = 0.0\n\n[teacher]"})
+    assert result.exit_code == 1, result.output
+    assert "training diverged" in result.output and "teacher.lr" in result.output and "epoch 1/1" in result.output
+    assert not (tmp_path / "cache" / "teacher").exists() or not any((tmp_path / "cache" / "teacher").iterdir())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False and "TrainingDiverged" in manifest["error"]
+
+
+@pytest.mark.parametrize("line, key", [("lr = inf", "teacher.lr"), ("lr = nan", "teacher.lr"),
+                                       ('epochs = "1"', "teacher.epochs")])
+def test_non_finite_or_mistyped_numbers_exit_2_naming_the_key(tmp_path, line, key):
+    result = run(tmp_path, teacher_extra=line.replace("epochs", "max_macs") if "epochs" in line else line,
+                 replace={"epochs = 1\nmax_macs": "epochs"} if "epochs" in line else None)
+    assert result.exit_code == 2, result.output
+    assert key in result.output
+    assert not (tmp_path / "cache").exists()  # refused before any work
