@@ -63,11 +63,12 @@ def run(
     cache_dir = cache_dir or Path(".edgekiln-cache")
 
     from edgekiln import report
+    from edgekiln.manifest import PublishError
     from edgekiln.runner import run_pipeline
 
     try:
         outcome = run_pipeline(cfg, out, cache_dir, config.read_text())
-    except (InputError, ConversionError) as e:
+    except (InputError, ConversionError, PublishError) as e:
         console.print(f"[bold red]input error:[/] {e}")
         console.print(f"(manifest with the error: {out / 'manifest.json'})")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -194,6 +195,87 @@ def bench(
                                        indent=2))
     console.print("[bold green]PASSED" if result.passed else "[bold red]FAILED")
     raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="See, check and prune the stage cache.")
+app.add_typer(cache_app, name="cache")
+_CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",
+                             help="stage cache [default: .edgekiln-cache]")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+
+
+def _quantity(text: str, units: dict, option: str) -> float:
+    import re
+
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    unit = (match.group(2).lower() if match else "") or next(iter(units))
+    if not match or unit not in units:
+        raise typer.BadParameter(f"{text!r}: a number and one of {', '.join(units)}", param_hint=option)
+    return float(match.group(1)) * units[unit]
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: Optional[Path] = _CACHE_OPTION) -> None:
+    """List the cache's entries: stage, key, size, when written and last used."""
+    import time
+
+    from rich.table import Table
+
+    from edgekiln.cache import StageCache
+    from edgekiln.stages.progress import console
+
+    entries = StageCache(cache_dir or Path(".edgekiln-cache")).entries()
+    table = Table(title=f"{cache_dir or '.edgekiln-cache'}: {len(entries)} entries, "
+                        f"{sum(e.size_bytes for e in entries) / 1e6:.1f} MB", title_justify="left")
+    for col in ("stage", "key", "MB", "written", "last used"):
+        table.add_column(col, justify="right" if col == "MB" else "left")
+    for e in entries:
+        table.add_row(e.stage, e.key, f"{e.size_bytes / 1e6:.1f}", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
+    console.print(table)
+
+
+@cache_app.command("verify")
+def cache_verify(cache_dir: Optional[Path] = _CACHE_OPTION,
+                 discard: bool = typer.Option(False, "--discard", help="delete the damaged entries")) -> None:
+    """Check every entry's files against the sizes and sha256 recorded when it was written.
+    Exit 0 all intact, 1 damaged entries found (deleted with --discard)."""
+    from edgekiln.cache import StageCache, verify_entry
+    from edgekiln.stages.progress import console
+
+    cache = StageCache(cache_dir or Path(".edgekiln-cache"))
+    damaged = 0
+    entries = cache.entries()
+    for e in entries:
+        problem = verify_entry(e.path)
+        if problem is not None:
+            damaged += 1
+            console.print(f"[bold red]{e.stage}/{e.key}:[/] {problem}" + ("; discarded" if discard else ""))
+            if discard:
+                cache.discard(e.path, problem)
+    console.print(f"{len(entries) - damaged} of {len(entries)} entries intact")
+    raise typer.Exit(EXIT_GATE_FAILED if damaged else EXIT_OK)
+
+
+@cache_app.command("gc")
+def cache_gc(cache_dir: Optional[Path] = _CACHE_OPTION,
+             older_than: Optional[str] = typer.Option(None, "--older-than", help="delete entries unused for this "
+                                                      "long, e.g. 30d, 12h"),
+             max_size: Optional[str] = typer.Option(None, "--max-size", help="then delete the least recently used "
+                                                    "until the cache is at most this, e.g. 5GB")) -> None:
+    """Prune the cache: entries unused for --older-than, then the least recently used above --max-size."""
+    from edgekiln.cache import StageCache
+    from edgekiln.stages.progress import console
+
+    if older_than is None and max_size is None:
+        raise typer.BadParameter("give --older-than, --max-size or both", param_hint="gc")
+    removed = StageCache(cache_dir or Path(".edgekiln-cache")).gc(
+        None if older_than is None else _quantity(older_than, _UNITS, "--older-than"),
+        None if max_size is None else int(_quantity(max_size, _SIZES, "--max-size")))
+    for e in removed:
+        console.print(f"removed {e.stage}/{e.key} ({e.size_bytes / 1e6:.1f} MB)")
+    console.print(f"{len(removed)} entries removed, {sum(e.size_bytes for e in removed) / 1e6:.1f} MB freed")
 
 
 def main() -> None:

@@ -42,25 +42,41 @@ def compute_device() -> dict[str, str]:
     return {"device": dev.type, "name": name}
 
 
-def publish_artifact(source: Path, out_dir: Path, record: dict) -> dict:
+class PublishError(Exception):
+    """An artifact copied out of the cache is not the one its stage wrote: nothing published."""
+
+
+def publish_artifact(source: Path, out_dir: Path, record: dict, expected_sha256: str | None = None) -> dict:
     """Copy an artifact (file or directory) from the cache into `out_dir` atomically, and
-    return its manifest record with path, sha256 and size measured on the published copy."""
+    return its manifest record with path, sha256 and size measured on the published copy,
+    which must equal `expected_sha256` (recorded when the stage wrote it) when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / source.name
     tmp = out_dir / f".{source.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if source.is_dir():
+            shutil.copytree(source, tmp)
+        else:
+            shutil.copyfile(source, tmp)
+    except OSError:  # a full disk leaves no partial artifact behind
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
+    digest = sha256(tmp)
+    if expected_sha256 is not None and digest != expected_sha256:
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise PublishError(f"{source} changed after the export stage wrote it (sha256 {digest[:12]}..., recorded "
+                           f"{expected_sha256[:12]}...): not published; re-run to rebuild it")
     if source.is_dir():
-        shutil.copytree(source, tmp)
         old = out_dir / f".{source.name}.old-{uuid.uuid4().hex[:8]}"
         if dest.exists():
             os.rename(dest, old)
         os.rename(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
     # Per-image predictions stay in the cache; the manifest carries the figures.
     published = {k: v for k, v in record.items() if k not in ("file", "test_top1")}
-    published.update(path=dest.name, sha256=sha256(dest), size_bytes=size_bytes(dest))
+    published.update(path=dest.name, sha256=digest, size_bytes=size_bytes(dest))
     return published
 
 
@@ -85,6 +101,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "student": _student(results.get("distill"), outcome.precheck),
         "precheck": outcome.precheck,
         "splits": outcome.splits,
+        "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
         "prune": None if results.get("prune") is None else {
             k: results["prune"].metrics.get(k) for k in ("target", "importance", "steps", "stopped")},
@@ -115,8 +132,12 @@ def write_json(out_dir: Path, name: str, value) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
     tmp = out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(value, indent=2))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.graph import STAGES, Node
 from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
+from edgekiln.stages.errors import InputError
 from edgekiln.stages import grading, precheck
 from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
@@ -57,6 +60,7 @@ class RunOutcome:
     error: str | None = None
     precheck: dict | None = None
     splits: dict | None = None  # what splits.json lists, and which split the release gates used
+    cache: object | None = None  # the StageCache: the manifest lists entries it discarded
 
     @property
     def passed(self) -> bool:
@@ -88,6 +92,19 @@ def _dump(section) -> object:
     return section.model_dump()
 
 
+def check_writable(path: Path, option: str) -> None:
+    """Create `path` if need be and create, write, rename and delete a probe file in it, so an
+    unwritable output or cache stops the run before any work (InputError naming the path)."""
+    probe = path / f".edgekiln-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        os.replace(probe, probe.with_suffix(".renamed"))
+        probe.with_suffix(".renamed").unlink()
+    except OSError as e:
+        raise InputError(f"{option} {path}: not writable: {e.strerror or e}") from None
+
+
 def preflight(cfg: PipelineConfig) -> None:
     """Every stage's cheap checks of its own config (unknown architectures, missing files)."""
     for node in STAGES:
@@ -102,16 +119,21 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
     entry = cache.lookup(node.name, key)
     if entry is not None:
         return load_result(entry), True
-    started = time.perf_counter()
-    config = {s: getattr(cfg, s) for s in node.sections}
-    with cache.writing(node.name, key) as workdir:
-        result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
-        if data.has_test:
-            grader = result.grader or grading.models_grader(result.bundles)
-            with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
-                result.metrics.update(grader(data.test_x, data.test_y))
-        result.metrics["compute_seconds"] = time.perf_counter() - started
-        save_result(result, workdir)
+    with cache.locked(node.name, key, on_wait=lambda: console.print(
+            f"  {node.name}: another run is computing this stage; waiting to re-use its result")):
+        entry = cache.lookup(node.name, key)  # the run we waited for finished it
+        if entry is not None:
+            return load_result(entry), True
+        started = time.perf_counter()
+        config = {s: getattr(cfg, s) for s in node.sections}
+        with cache.writing(node.name, key) as workdir:
+            result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
+            if data.has_test:
+                grader = result.grader or grading.models_grader(result.bundles)
+                with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
+                    result.metrics.update(grader(data.test_x, data.test_y))
+            result.metrics["compute_seconds"] = time.perf_counter() - started
+            save_result(result, workdir)
     result.directory = cache.entry(node.name, key)
     return result, False
 
@@ -148,17 +170,18 @@ def _precheck(cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) 
     archs = cfg.student.candidates
     key = stage_key("precheck", code, {"student": archs, "targets": _fingerprint(_dump(cfg.targets))},
                     [data.fingerprint])
-    entry = cache.lookup("precheck", key)
-    if entry is not None:
-        found = json.loads((entry / "precheck.json").read_text())
-        console.print(f"  {', '.join(archs)}: pre-check cached")
-        record = {"cached": True, **found}
-    else:
-        records, dropped = precheck.run(data, archs, cfg.targets)
-        found = {"targets": records, "dropped": dropped}
-        with cache.writing("precheck", key) as workdir:
-            (workdir / "precheck.json").write_text(json.dumps(found))
-        record = {"cached": False, **found}
+    with cache.locked("precheck", key):
+        entry = cache.lookup("precheck", key)
+        if entry is not None:
+            found = json.loads((entry / "precheck.json").read_text())
+            console.print(f"  {', '.join(archs)}: pre-check cached")
+            record = {"cached": True, **found}
+        else:
+            records, dropped = precheck.run(data, archs, cfg.targets)
+            found = {"targets": records, "dropped": dropped}
+            with cache.writing("precheck", key) as workdir:
+                (workdir / "precheck.json").write_text(json.dumps(found))
+            record = {"cached": False, **found}
     if found["dropped"]:
         gone = {d["name"] for d in found["dropped"]}
         cfg.student = cfg.student.model_copy(update={"arch": [a for a in archs if a not in gone]})
@@ -203,11 +226,14 @@ def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutc
     return gates
 
 
-def _publish(result: StageResult, out_dir: Path, teacher: StageResult, data: Dataset) -> list[dict]:
-    """Copy the artifacts into `out_dir`; each record gets its test interval and paired drop."""
+def _publish(result: StageResult, out_dir: Path, teacher: StageResult, data: Dataset,
+             cache: StageCache) -> list[dict]:
+    """Copy the artifacts into `out_dir`, each checked against the sha256 recorded when the
+    export stage wrote it; each record gets its test interval and paired drop."""
     published = []
     for a in result.metrics["artifacts"]:
-        record = publish_artifact(result.directory / a["file"], out_dir, a)
+        record = publish_artifact(result.directory / a["file"], out_dir, a,
+                                  expected_sha256=cache.recorded_sha256(result.directory, a["file"]))
         record.update(_test_figures(a.get("test_top1"), teacher.metrics.get("test_top1"), data.test_y))
         published.append(record)
     return published
@@ -230,13 +256,16 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     and write `out_dir/manifest.json`. Stops at the first failed gate. Raises InputError /
     ConversionError (after writing a manifest with the error) for bad input."""
     outcome = RunOutcome()
+    check_writable(out_dir, "--out")
+    check_writable(cache_dir, "--cache-dir")
     preflight(cfg)
     data = load_dataset(cfg.data)
     outcome.labels = data.classes
     test = f" / {len(data.test_y)} test" if data.has_test else " (no test split)"
     console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val{test} images, "
                   f"{data.num_classes} classes, {data.image_size} px")
-    cache = StageCache(cache_dir)
+    cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
+    outcome.cache = cache
     code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
     try:
@@ -275,12 +304,23 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             for gate in gates:
                 console.print(("  " if gate.passed else "  [bold red]") + gate.message())
             if node.name == "export":
-                outcome.artifacts = _publish(result, out_dir, outcome.results["teacher"], data)
+                outcome.artifacts = _publish(result, out_dir, outcome.results["teacher"], data, cache)
             if not all(g.passed for g in gates):
                 break
+    except OSError as e:  # the disk under --out or --cache-dir failed us mid-run: bad input, not a bug
+        outcome.error = f"{type(e).__name__}: {e}"
+        with contextlib.suppress(OSError):
+            write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+        raise InputError(f"cannot write {e.filename or out_dir}: {e.strerror or e} (the stages finished so "
+                         "far stay cached: a re-run resumes after them)") from e
     except Exception as e:
         outcome.error = f"{type(e).__name__}: {e}"
-        write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+        with contextlib.suppress(OSError):
+            write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
         raise
-    write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+    try:
+        write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+    except OSError as e:
+        raise InputError(f"--out {out_dir}: cannot write manifest.json: {e.strerror or e} (every stage is "
+                         "cached: a re-run with a writable --out is warm)") from e
     return outcome

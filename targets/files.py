@@ -8,7 +8,8 @@ from pathlib import Path
 _CHUNK = 1 << 20
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of one file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -20,10 +21,15 @@ def sha256(path: str | Path) -> str:
     """sha256 of a file; of a directory, sha256 over its sorted `relpath\\0filesha256\\n` lines."""
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path)
+        return file_sha256(path)
+    return tree_sha256({f.relative_to(path).as_posix(): file_sha256(f) for f in path.rglob("*") if f.is_file()})
+
+
+def tree_sha256(file_hashes: dict[str, str]) -> str:
+    """A directory's sha256 from its files' (relative path -> sha256), as `sha256` computes it."""
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
+    for relative in sorted(file_hashes):
+        h.update(f"{relative}\0{file_hashes[relative]}\n".encode())
     return h.hexdigest()
 
 

@@ -49,3 +49,95 @@ def test_code_version_follows_sources_and_tools(tmp_path, monkeypatch):
     (tmp_path / "fakepkg" / "__init__.py").write_text("x = 2\n")
     assert base != code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
     sys.modules.pop("fakepkg", None)
+
+
+def _entry(tmp_path, files=None):
+    cache = StageCache(tmp_path, warn=lambda m: warnings.append(m))
+    with cache.writing("export", "k1") as work:
+        for name, data in (files or {"result.json": b'{"accuracy": 91.0}', "model.onnx": b"\x01" * 1000}).items():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            (work / name).write_bytes(data)
+    return cache, cache.entry("export", "k1")
+
+
+warnings: list[str] = []
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda e: (e / "model.onnx").write_bytes(b"\x01" * 999 + b"\x02"), "model.onnx differs"),  # a flipped byte
+    (lambda e: (e / "result.json").write_text('{"accuracy": 99.0}'), "result.json differs"),  # an edited figure
+    (lambda e: (e / "model.onnx").write_bytes(b"\x01" * 10), "model.onnx has 10 bytes"),  # truncated
+    (lambda e: (e / "model.onnx").unlink(), "model.onnx is missing"),
+    (lambda e: (e / "extra.bin").write_bytes(b"x"), "extra.bin was added"),
+    (lambda e: (e / ".entry.json").unlink(), "no readable integrity record"),
+])
+def test_a_damaged_entry_is_discarded_with_a_warning_naming_it(tmp_path, damage, why):
+    warnings.clear()
+    cache, entry = _entry(tmp_path)
+    assert cache.lookup("export", "k1") == entry  # intact: used
+    damage(entry)
+    assert cache.lookup("export", "k1") is None  # damaged: recomputed
+    assert not entry.exists()
+    assert len(warnings) == 1 and "export/k1 discarded" in warnings[0] and why in warnings[0]
+    assert cache.discarded[0]["entry"] == "export/k1"
+
+
+def test_recorded_hash_of_a_directory_artifact_matches_the_published_form(tmp_path):
+    from edgekiln.targets.files import sha256
+
+    cache, entry = _entry(tmp_path, {"result.json": b"{}", "model.mlpackage/Data/weight.bin": b"w" * 50,
+                                     "model.mlpackage/Manifest.json": b"{}"})
+    assert cache.recorded_sha256(entry, "model.mlpackage") == sha256(entry / "model.mlpackage")
+    assert cache.recorded_sha256(entry, "result.json") == sha256(entry / "result.json")
+
+
+def test_a_second_run_waits_for_the_stage_lock_and_a_killed_holder_releases_it(tmp_path):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cache = StageCache(tmp_path)
+    waited = []
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with cache.locked("distill", "k"):
+            held.set()
+            release.wait(5)
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    threading.Timer(0.3, release.set).start()
+    started = time.perf_counter()
+    with cache.locked("distill", "k", on_wait=lambda: waited.append(True)):
+        assert waited == [True] and time.perf_counter() - started >= 0.25
+    thread.join()
+    # a holder killed with -9 leaves the lock free
+    code = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(60)")
+    lock_file = tmp_path / ".locks" / "distill-k.lock"
+    child = subprocess.Popen([sys.executable, "-c", code, str(lock_file)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    child.kill()
+    child.wait()
+    waited.clear()
+    with cache.locked("distill", "k", on_wait=lambda: waited.append(True)):
+        assert waited == []
+
+
+def test_gc_removes_unused_then_least_recently_used_entries(tmp_path):
+    import os
+    import time
+
+    cache = StageCache(tmp_path)
+    for key, age in (("old", 10 * 86400), ("mid", 3600), ("new", 0)):
+        with cache.writing("teacher", key) as work:
+            (work / "w.bin").write_bytes(b"x" * 1000)
+        stamp = time.time() - age
+        os.utime(cache.entry("teacher", key) / ".entry.json", (stamp, stamp))
+    removed = cache.gc(older_than_seconds=86400)
+    assert [e.key for e in removed] == ["old"]
+    removed = cache.gc(max_size_bytes=1500)
+    assert [e.key for e in removed] == ["mid"] and [e.key for e in cache.entries()] == ["new"]

@@ -473,3 +473,80 @@ def test_a_conversion_failure_exits_2_naming_the_format_and_keeps_the_cache_clea
     assert manifest["passed"] is False and "aten::fft_rfft2" in manifest["error"]
     assert not (work / "out" / "u.onnx").exists()
     assert list((root / "cache" / ".tmp").iterdir()) == []
+
+
+def _entry_of(root, manifest, stage):
+    key = next(s["key"] for s in manifest["stages"] if s["name"] == stage)
+    return root / "cache" / stage / key
+
+
+def test_a_flipped_byte_in_a_cached_artifact_is_caught_recomputed_and_never_published(run):
+    root, _, first = run
+    entry = _entry_of(root, first, "export")
+    onnx = entry / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    result = invoke(root / "tiny.toml", root / "flipped", root / "cache")
+    assert result.exit_code == 0, result.output
+    assert "discarded" in result.output and "model.onnx differs" in result.output
+    manifest = json.loads((root / "flipped" / "manifest.json").read_text())
+    stages = {s["name"]: s["cached"] for s in manifest["stages"]}
+    assert stages == {"teacher": True, "distill": True, "prune": True, "quantize": True, "export": False}
+    assert manifest["cache"]["discarded"][0]["entry"].startswith("export/")
+    record = next(a for a in manifest["artifacts"] if a["target"] == "server")
+    assert record["sha256"] == sha256(root / "flipped" / "model.onnx")
+    assert record["sha256"] == sha256(entry / "model.onnx") != hashlib.sha256(bytes(data)).hexdigest()
+
+
+def test_an_edited_cached_accuracy_is_caught_and_recomputed(run):
+    root, _, first = run
+    result_json = _entry_of(root, first, "quantize") / "result.json"
+    record = json.loads(result_json.read_text())
+    record["accuracy"] = 99.0
+    result_json.write_text(json.dumps(record, indent=1))
+    result = invoke(root / "tiny.toml", root / "edited", root / "cache")
+    assert result.exit_code == 0, result.output
+    assert "result.json differs" in result.output
+    manifest = json.loads((root / "edited" / "manifest.json").read_text())
+    quantize = next(s for s in manifest["stages"] if s["name"] == "quantize")
+    assert quantize["cached"] is False and quantize["accuracy"] == next(
+        s["accuracy"] for s in first["stages"] if s["name"] == "quantize")
+
+
+def test_a_full_disk_while_publishing_leaves_no_partial_artifact_and_the_rerun_is_warm(run, monkeypatch):
+    import errno
+
+    root, _, _ = run
+    out = root / "full-disk"
+    real = shutil.copyfile
+
+    def half_then_enospc(src, dst, *args, **kwargs):
+        if str(src).endswith(".tflite"):
+            with open(dst, "wb") as f:
+                f.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", half_then_enospc)
+    result = invoke(root / "tiny.toml", out, root / "cache")
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in result.output
+    assert not (out / "model.tflite").exists() and not any(p.name.startswith(".model") for p in out.iterdir())
+    monkeypatch.setattr(shutil, "copyfile", real)
+    result = invoke(root / "tiny.toml", out, root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(s["cached"] for s in manifest["stages"]) and (out / "model.tflite").exists()
+
+
+def test_an_unwritable_out_or_cache_dir_exits_2_before_any_work(run, tmp_path):
+    root, _, _ = run
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = invoke(root / "tiny.toml", blocker / "out", tmp_path / "cache")
+    assert result.exit_code == 2, result.output
+    assert "--out" in result.output and "not writable" in result.output
+    assert not (tmp_path / "cache").exists()  # nothing ran
+    result = invoke(root / "tiny.toml", tmp_path / "out", blocker / "cache")
+    assert result.exit_code == 2 and "--cache-dir" in result.output and "not writable" in result.output

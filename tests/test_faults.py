@@ -62,3 +62,27 @@ def test_non_finite_or_mistyped_numbers_exit_2_naming_the_key(tmp_path, line, ke
     assert result.exit_code == 2, result.output
     assert key in result.output
     assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+class _Payload:
+    """Unpickling this runs code: it would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_with_pickled_code_is_refused_and_runs_nothing(tmp_path):
+    import torch
+
+    from edgekiln.stages import modeling
+    from edgekiln.stages.errors import InputError
+
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"fc.weight": _Payload(marker)}}, path)
+    with pytest.raises(InputError, match="evil.pt"):
+        modeling.load_checkpoint(modeling.create("resnet10t", 10), path)
+    assert not marker.exists()
