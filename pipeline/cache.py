@@ -29,6 +29,7 @@ from edgekiln.targets.files import file_sha256, tree_sha256
 
 _TMP = ".tmp"
 _LOCKS = ".locks"
+_PARTIAL = ".partial"  # per-epoch checkpoints of stages under way, kept across a kill
 INDEX = ".entry.json"  # the entry's integrity record
 _STALE_SECONDS = 24 * 3600
 
@@ -107,6 +108,11 @@ class StageCache:
         if not inside:
             raise KeyError(f"{relative} is not in cache entry {entry}")
         return tree_sha256(inside)
+
+    def partial(self, stage: str, key: str) -> Path:
+        """Where (stage, key)'s training loops checkpoint while it runs: a re-run after a kill
+        resumes there; removed when the entry is written."""
+        return self.root / _PARTIAL / f"{stage}-{key}"
 
     def discard(self, path: Path, why: str) -> None:
         """Move a damaged entry out of the way (one rename), then delete it."""
@@ -188,13 +194,13 @@ class StageCache:
         return removed
 
     def _sweep_stale_temporaries(self) -> None:
-        tmp_root = self.root / _TMP
-        if not tmp_root.is_dir():
-            return
-        for leftover in tmp_root.iterdir():  # from killed runs; a live run's are recent
-            with contextlib.suppress(OSError):
-                if time.time() - leftover.stat().st_mtime > _STALE_SECONDS:
-                    shutil.rmtree(leftover, ignore_errors=True)
+        for folder, stale in ((_TMP, _STALE_SECONDS), (_PARTIAL, 7 * _STALE_SECONDS)):
+            if not (self.root / folder).is_dir():
+                continue
+            for leftover in (self.root / folder).iterdir():  # from killed runs; a live run's are recent
+                with contextlib.suppress(OSError):
+                    if time.time() - leftover.stat().st_mtime > stale:
+                        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def verify_entry(path: Path, hashes: bool = True) -> str | None:

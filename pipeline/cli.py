@@ -280,3 +280,7 @@ def cache_gc(cache_dir: Optional[Path] = _CACHE_OPTION,
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

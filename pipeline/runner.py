@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.graph import STAGES, Node
 from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.stages import training
+from edgekiln.stages.errors import InputError, TrainingDiverged
 from edgekiln.stages import grading, precheck
 from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
@@ -126,14 +128,21 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
             return load_result(entry), True
         started = time.perf_counter()
         config = {s: getattr(cfg, s) for s in node.sections}
+        checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
-            result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
+            try:
+                with training.checkpointing(checkpoints):
+                    result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
+            except TrainingDiverged:
+                shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
+                raise
             if data.has_test:
                 grader = result.grader or grading.models_grader(result.bundles)
                 with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
                     result.metrics.update(grader(data.test_x, data.test_y))
             result.metrics["compute_seconds"] = time.perf_counter() - started
             save_result(result, workdir)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the stage is complete
     result.directory = cache.entry(node.name, key)
     return result, False
 

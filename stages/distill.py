@@ -121,10 +121,14 @@ class _Candidate:
 
     def train_to(self, epochs: int, data: Dataset) -> float:
         self.trainer.train_until(epochs)
-        current = dataclasses.replace(self.bundle, model=self.trainer.current())
-        accuracy = training.accuracy(training.logits(current, data.val_x), data.val_y)
-        self.record.update(accuracy=accuracy, epochs_trained=self.trainer.epoch)
-        self.record["rounds"].append({"epochs": self.trainer.epoch, "accuracy": accuracy})
+        scored = self.trainer.notes.setdefault("val_accuracy_at", {})
+        if epochs not in scored:  # a resumed search re-uses each round's score, so it ranks as before
+            current = dataclasses.replace(self.bundle, model=self.trainer.current())
+            scored[epochs] = training.accuracy(training.logits(current, data.val_x), data.val_y)
+            self.trainer.save()
+        accuracy = scored[epochs]
+        self.record.update(accuracy=accuracy, epochs_trained=epochs)
+        self.record["rounds"].append({"epochs": epochs, "accuracy": accuracy})
         return accuracy
 
 

@@ -56,7 +56,7 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     recipe = train.model_copy(update={"ema_decay": None})
     training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
                  desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd,
-                 lr_key="quantize.lr")
+                 lr_key="quantize.lr", resumable=False)  # its fake-quantize graph is rebuilt each run
     if wrapper.training:  # fit leaves the model in eval mode, unless there was nothing to train
         wrapper.train(False)
     trained = prepared.state_dict()

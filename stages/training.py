@@ -8,10 +8,15 @@ FitNets hint loss on the last feature map through a learned 1x1 projection.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
 import random
+import re
 import time
-from typing import Literal
+from pathlib import Path
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -22,7 +27,51 @@ from torch import nn
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import TrainingDiverged
 from edgekiln.stages.modeling import ModelBundle
-from edgekiln.stages.progress import epoch_bar
+from edgekiln.stages.progress import console, epoch_bar
+
+# Where the running stage's training loops checkpoint every epoch (set by the runner per
+# stage key, so a re-run after a kill resumes there); None: no checkpoints.
+_CHECKPOINTS: contextvars.ContextVar[Path | None] = contextvars.ContextVar("checkpoints", default=None)
+
+
+@contextlib.contextmanager
+def checkpointing(directory: Path | None) -> Iterator[None]:
+    """Training loops inside checkpoint every epoch into `directory` and resume from it."""
+    token = _CHECKPOINTS.set(directory)
+    try:
+        yield
+    finally:
+        _CHECKPOINTS.reset(token)
+
+
+def _capture_rng() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_for_storage(state: dict) -> dict:
+    """The RNG states in types torch.load(weights_only=True) reads back."""
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    return {**state, "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                               float(gauss)], "python": [state["python"][0], list(state["python"][1]),
+                                                         state["python"][2]]}
+
+
+def _rng_from_storage(stored: dict) -> dict:
+    kind, keys, pos, has_gauss, gauss = stored["numpy"]
+    version, internal, gauss_next = stored["python"]
+    return {**stored, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
+            "python": (version, tuple(internal), gauss_next)}
 
 
 class TrainConfig(BaseModel):
@@ -230,7 +279,7 @@ class Trainer:
     def __init__(self, bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
                  train: TrainConfig | None = None, teacher: Teacher | None = None,
                  hint: HintProjection | None = None, kd: DistillConfig | None = None, cache_teacher: bool = True,
-                 lr_key: str = "lr"):
+                 lr_key: str = "lr", resumable: bool = True):
         from timm.data import Mixup
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
@@ -243,9 +292,17 @@ class Trainer:
         self.epoch_seconds: list[float] = []
         self.dev = device()
         self.generator = torch.Generator().manual_seed(seed)
+        # Its own global RNG states (dropout, mixup, RandAugment), swapped in while it trains:
+        # trainers interleaved in one stage stay independent, and a checkpoint restores them.
+        outer = _capture_rng()
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
+        self._rng = _capture_rng()
+        _restore_rng(outer)
+        self.notes: dict = {}  # what the caller decided between rounds (kept in the checkpoint)
+        directory = _CHECKPOINTS.get() if resumable else None
+        self.checkpoint = None if directory is None else directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", desc) + ".pt")
         self.model = bundle.model.to(self.dev).train()
         params = list(self.model.parameters()) + (list(hint.to(self.dev).parameters()) if hint is not None else [])
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.train.weight_decay)
@@ -270,6 +327,45 @@ class Trainer:
         if teacher is not None and cache_teacher and self.train.deterministic_inputs:
             self.cached = teacher.precompute(data.train_x)
         self.precompute_seconds = time.perf_counter() - started
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            self._resume()
+
+    def save(self) -> None:
+        """Checkpoint everything the next epoch depends on (atomically), when checkpointing."""
+        if self.checkpoint is None:
+            return
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
+                 "rng": _rng_for_storage(self._rng), "epoch": self.epoch, "step": self.step,
+                 "epoch_seconds": self.epoch_seconds, "notes": self.notes,
+                 "ema": None if self.ema is None else self.ema.module.state_dict(),
+                 "hint": None if self.hint is None else self.hint.state_dict()}
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(f".tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint)
+
+    def _resume(self) -> None:
+        try:
+            state = torch.load(self.checkpoint, map_location=self.dev, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(state["ema"])
+            if self.hint is not None:
+                self.hint.load_state_dict(state["hint"])
+        except Exception as e:  # another shape (pruning went another way), a truncated file
+            console.print(f"  [yellow]{self.desc}: checkpoint {self.checkpoint.name} does not fit ({type(e).__name__});"
+                          " starting this loop over")
+            self.checkpoint.unlink(missing_ok=True)
+            return
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"].cpu())
+        self._rng = _rng_from_storage(state["rng"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.epoch_seconds, self.notes = list(state["epoch_seconds"]), state["notes"]
+        self.model.cpu().eval()
+        console.print(f"  {self.desc}: resuming at epoch {self.epoch}/{self.epochs}")
 
     def train_until(self, epoch: int) -> None:
         """Train on until `epoch` (of the schedule's `epochs`) is finished."""
@@ -279,13 +375,21 @@ class Trainer:
         self.model.to(self.dev).train()
         if self.teacher is not None and self.cached is None:
             self.teacher.to(self.dev)
-        with epoch_bar() as bar:
-            task = bar.add_task(self.desc, total=self.epochs, completed=self.epoch, status="")
-            while self.epoch < epoch:
-                loss = self._one_epoch()
-                self.epoch += 1
-                self._check_weights()
-                bar.update(task, advance=1, status=f"loss {loss:.3f}")
+        outer = _capture_rng()
+        _restore_rng(self._rng)
+        try:
+            with epoch_bar() as bar:
+                task = bar.add_task(self.desc, total=self.epochs, completed=self.epoch, status="")
+                while self.epoch < epoch:
+                    loss = self._one_epoch()
+                    self.epoch += 1
+                    self._check_weights()
+                    self._rng = _capture_rng()
+                    self.save()
+                    bar.update(task, advance=1, status=f"loss {loss:.3f}")
+        finally:
+            self._rng = _capture_rng()
+            _restore_rng(outer)
         if self.teacher is not None:
             self.teacher.to(torch.device("cpu"))
         self.model.cpu().eval()
@@ -375,12 +479,12 @@ class Trainer:
 def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
-        cache_teacher: bool = True, lr_key: str = "lr") -> dict:
+        cache_teacher: bool = True, lr_key: str = "lr", resumable: bool = True) -> dict:
     """Train `bundle.model` in place for `epochs` (see `Trainer`); returns timing figures.
     TrainingDiverged (naming `lr_key`) on a non-finite loss or weights."""
     if epochs <= 0:
         return {}
     trainer = Trainer(bundle, data, epochs, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
-                      kd=kd, cache_teacher=cache_teacher, lr_key=lr_key)
+                      kd=kd, cache_teacher=cache_teacher, lr_key=lr_key, resumable=resumable)
     trainer.train_until(epochs)
     return trainer.finish()

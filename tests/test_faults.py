@@ -23,6 +23,9 @@ epochs = 1
 [student]
 epochs = 1
 
+[budget]
+max_drop_total = 100.0   # the faults, not the accuracy of so tiny a run, are under test
+
 [[targets]]
 name = "server"
 format = "onnx"
@@ -86,3 +89,47 @@ def test_a_checkpoint_with_pickled_code_is_refused_and_runs_nothing(tmp_path):
     with pytest.raises(InputError, match="evil.pt"):
         modeling.load_checkpoint(modeling.create("resnet10t", 10), path)
     assert not marker.exists()
+
+
+# Runs the CLI in a child process that kills itself (SIGKILL: no clean-up runs) right after
+# distillation's checkpoint of epoch 2.
+_KILLED_AFTER_EPOCH_2 = """
+import os, signal, sys
+from edgekiln.stages import training
+real = training.Trainer.save
+def save_then_die(self):
+    real(self)
+    if self.desc.startswith("distill") and self.epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+training.Trainer.save = save_then_die
+from edgekiln.cli import main
+sys.argv = ["edgekiln"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_stage_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_never_killed(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "quick.toml"
+    config.write_text(textwrap.dedent(QUICK.format(teacher_extra="")).replace(
+        "[student]\nepochs = 1", "[student]\nepochs = 4"))
+
+    def cli(cache, out, script=None):
+        argv = ["run", str(config), "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / cache)]
+        command = [sys.executable, "-c", script, *argv] if script else [sys.executable, "-m", "edgekiln.cli", *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    straight = cli("cache-a", "out-a")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    killed = cli("cache-b", "out-b", _KILLED_AFTER_EPOCH_2)
+    assert killed.returncode == -9
+    assert not (tmp_path / "cache-b" / "distill").exists()  # no entry, only its checkpoints
+    resumed = cli("cache-b", "out-b")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at epoch 2/4" in resumed.stdout
+    assert not any((tmp_path / "cache-b" / ".partial").iterdir())  # checkpoints go when the stage completes
+    a, b = (json.loads((tmp_path / out / "manifest.json").read_text()) for out in ("out-a", "out-b"))
+    assert [s["accuracy"] for s in a["stages"]] == [s["accuracy"] for s in b["stages"]]
+    assert a["artifacts"][0]["sha256"] == b["artifacts"][0]["sha256"]

@@ -113,3 +113,24 @@ def test_precheck_drops_a_candidate_that_cannot_convert_and_keeps_the_rest(data,
         precheck.run(data, ["bad", "bad2"], [])
     with pytest.raises(precheck.PrecheckFailed, match="'bad' cannot be converted"):
         precheck.run(data, ["bad"], [])  # one candidate: its own message, as before
+
+
+def test_a_new_trainer_resumes_from_the_last_checkpoint_and_ends_where_a_straight_run_ends(data, tmp_path):
+    def bundle():
+        return modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", 10, seed=0,
+                                                                        image_size=32), 10, 32)
+    recipe = training.TrainConfig(batch_size=32, translate=0.1, ema_decay=0.9)
+    straight = bundle()
+    training.fit(straight, data, 3, lr=3e-3, seed=0, desc="distill s", train=recipe)
+    with training.checkpointing(tmp_path):
+        killed = bundle()
+        first = training.Trainer(killed, data, 3, lr=3e-3, seed=0, desc="distill s", train=recipe)
+        first.train_until(2)  # ... then the process dies: only the checkpoint survives
+        assert (tmp_path / "distill_s.pt").is_file()
+        resumed = bundle()
+        second = training.Trainer(resumed, data, 3, lr=3e-3, seed=0, desc="distill s", train=recipe)
+        assert second.epoch == 2
+        second.train_until(3)
+        second.finish()
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
