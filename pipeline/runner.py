@@ -98,6 +98,7 @@ def check_writable(path: Path, option: str) -> None:
     """Create `path` if need be and create, write, rename and delete a probe file in it, so an
     unwritable output or cache stops the run before any work (InputError naming the path)."""
     probe = path / f".edgekiln-probe-{os.getpid()}"
+    created = [p for p in [path, *path.parents] if not p.exists()]  # what the probe makes, deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"probe")
@@ -105,6 +106,10 @@ def check_writable(path: Path, option: str) -> None:
         probe.with_suffix(".renamed").unlink()
     except OSError as e:
         raise InputError(f"{option} {path}: not writable: {e.strerror or e}") from None
+    finally:  # leave no trace: a run refused later (a bad config) must not leave folders behind
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def preflight(cfg: PipelineConfig) -> None:

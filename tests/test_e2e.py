@@ -489,8 +489,9 @@ def test_a_flipped_byte_in_a_cached_artifact_is_caught_recomputed_and_never_publ
     onnx.write_bytes(bytes(data))
     result = invoke(root / "tiny.toml", root / "flipped", root / "cache")
     assert result.exit_code == 0, result.output
-    assert "discarded" in result.output and "model.onnx differs" in result.output
+    assert "discarded" in result.output
     manifest = json.loads((root / "flipped" / "manifest.json").read_text())
+    assert manifest["cache"]["discarded"][0]["why"] == "model.onnx differs from what was written (sha256)"
     stages = {s["name"]: s["cached"] for s in manifest["stages"]}
     assert stages == {"teacher": True, "distill": True, "prune": True, "quantize": True, "export": False}
     assert manifest["cache"]["discarded"][0]["entry"].startswith("export/")
@@ -507,8 +508,10 @@ def test_an_edited_cached_accuracy_is_caught_and_recomputed(run):
     result_json.write_text(json.dumps(record, indent=1))
     result = invoke(root / "tiny.toml", root / "edited", root / "cache")
     assert result.exit_code == 0, result.output
-    assert "result.json differs" in result.output
+    assert "discarded" in result.output
     manifest = json.loads((root / "edited" / "manifest.json").read_text())
+    (discarded,) = manifest["cache"]["discarded"]
+    assert discarded["entry"].startswith("quantize/") and discarded["why"].startswith("result.json")
     quantize = next(s for s in manifest["stages"] if s["name"] == "quantize")
     assert quantize["cached"] is False and quantize["accuracy"] == next(
         s["accuracy"] for s in first["stages"] if s["name"] == "quantize")

@@ -1,6 +1,7 @@
 """The ssh runner for real: an OpenSSH server started on 127.0.0.1 by the test, logged into
 with a fresh key, runs runtime_bench.py with this python. Skips where sshd cannot start."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     if SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        if os.environ.get("EDGEKILN_REQUIRE_SSHD"):  # CI installs it: a skip there would hide a failure
+            pytest.fail("OpenSSH server or client not installed, and EDGEKILN_REQUIRE_SSHD is set")
         pytest.skip("OpenSSH server or client not installed (Debian: openssh-server)")
     root = tmp_path_factory.mktemp("sshd")
     for key in ("host_key", "user_key"):
@@ -46,7 +49,8 @@ def sshd(tmp_path_factory):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for _ in range(50):
         if process.poll() is not None:
-            pytest.skip(f"sshd could not start: {process.stdout.read().strip()[:300]}")
+            why = f"sshd could not start: {process.stdout.read().strip()[:300]}"
+            pytest.fail(why) if os.environ.get("EDGEKILN_REQUIRE_SSHD") else pytest.skip(why)
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
