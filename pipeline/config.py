@@ -139,6 +139,8 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
     cfg.quantize.calibration_path = fix(cfg.quantize.calibration_path)
     if cfg.prune.profile and (cfg.prune.profile.endswith(".toml") or "/" in cfg.prune.profile):
         cfg.prune.profile = str(fix(Path(cfg.prune.profile)))  # a profile file beside the config
+    if cfg.student.profile and (cfg.student.profile.endswith(".toml") or "/" in cfg.student.profile):
+        cfg.student.profile = str(fix(Path(cfg.student.profile)))
     for i, cand in enumerate(cfg.teacher.candidates):
         if not isinstance(cand, str):
             cand.checkpoint = fix(cand.checkpoint)

@@ -26,6 +26,7 @@ from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.targets.files import sha256
+from edgekiln.targets.profiles import load_profile
 
 
 _PACKAGES = ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration")
@@ -164,16 +165,36 @@ def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels
     return out
 
 
-def _profiles_fingerprint(cfg: PipelineConfig) -> list[dict]:
-    """What the targets' profiles contribute to the export key: their content (budgets,
-    runner, runtime options) and that of their reference tables."""
-    out = []
-    for target in cfg.targets:
-        profile = target.effective_profile
-        entry = profile.model_dump(mode="json", exclude={"path"})
-        if profile.estimate is not None:
-            entry["references_sha256"] = sha256(profile.references_path())
-        out.append(entry)
+def stage_key_of(node: Node, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str]) -> str:
+    """The cache key of `node` under `cfg`: every input its result depends on (its config
+    sections, the content of the profiles they name, the data, its inputs' keys, the code)."""
+    unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
+    sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
+    sections.update(_profiles_fingerprint(cfg, node))
+    if "budget" in sections:  # how the release gates read intervals changes no stage's result
+        sections["budget"].pop("gate", None)
+    return stage_key(node.name, code, sections, [data_fingerprint] + [keys[i] for i in node.inputs])
+
+
+def _profile_content(profile) -> dict:
+    """What a profile contributes to a cache key: its content (budgets, runner, runtime
+    options, estimate settings) and that of its reference table, never just its name."""
+    entry = profile.model_dump(mode="json", exclude={"path"})
+    if profile.estimate is not None:
+        entry["references_sha256"] = sha256(profile.references_path())
+    return entry
+
+
+def _profiles_fingerprint(cfg: PipelineConfig, node: Node) -> dict:
+    """The content of every profile the node's sections name: the targets' (export), the
+    prune latency target's (prune), the student search's (distill with select = fastest)."""
+    out = {}
+    if "targets" in node.sections:
+        out["profiles"] = [_profile_content(t.effective_profile) for t in cfg.targets]
+    for section in ("prune", "student"):
+        name = getattr(getattr(cfg, section), "profile", None) if section in node.sections else None
+        if name is not None:
+            out[f"{section}.profile"] = _profile_content(load_profile(name))
     return out
 
 
@@ -286,14 +307,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
         outcome.splits = _write_splits(out_dir, data)
         outcome.precheck = _precheck(cfg, data.for_stages(), cache, code)
         for node in STAGES:
-            unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
-            sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
-            if "targets" in node.sections:
-                sections["profiles"] = _profiles_fingerprint(cfg)
-            if "budget" in sections:  # how the release gates read intervals changes no stage's result
-                sections["budget"].pop("gate", None)
-            key = keys[node.name] = stage_key(node.name, code, sections,
-                                              [data.fingerprint] + [keys[i] for i in node.inputs])
+            key = keys[node.name] = stage_key_of(node, cfg, code, data.fingerprint, keys)
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()
             result, cached = _run_stage(node, cfg, data, cache, key, outcome.results)

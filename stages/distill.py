@@ -63,9 +63,14 @@ def preflight(config: dict) -> None:
     """Fail fast on a student architecture timm does not know, or a profile that cannot rank."""
     cfg: StudentConfig = config["student"]
     for i, arch in enumerate(cfg.candidates):
+        key = "student.arch" if isinstance(cfg.arch, str) else f"student.arch[{i}]"
         if not modeling.is_known_arch(arch):
-            key = "student.arch" if isinstance(cfg.arch, str) else f"student.arch[{i}]"
             raise InputError(f"{key}: unknown timm architecture {arch!r}")
+        if cfg.pretrained and not arch.startswith("hf-hub:"):
+            import timm
+
+            if not timm.list_pretrained(arch):
+                raise InputError(f"{key}: timm has no pretrained weights for {arch!r} (student.pretrained = true)")
     if cfg.profile is not None:
         from edgekiln.targets.profiles import ProfileError, load_profile
 

@@ -141,3 +141,46 @@ def test_gc_removes_unused_then_least_recently_used_entries(tmp_path):
     assert [e.key for e in removed] == ["old"]
     removed = cache.gc(max_size_bytes=1500)
     assert [e.key for e in removed] == ["mid"] and [e.key for e in cache.entries()] == ["new"]
+
+
+def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_names(tmp_path):
+    import shutil as sh
+    import textwrap
+
+    from edgekiln.config import load_config
+    from edgekiln.graph import STAGES
+    from edgekiln.runner import stage_key_of
+    from edgekiln.targets.profiles import SHIPPED_DIR
+
+    for name in ("pixel-3-cpu.toml", "pixel-3-cpu.references.csv"):
+        sh.copy(SHIPPED_DIR / name, tmp_path / name)
+    config = tmp_path / "p.toml"
+    config.write_text(textwrap.dedent("""
+        [teacher]
+        candidates = ["resnet10t"]
+        [student]
+        arch = ["mobilenetv3_small_050", "mobilenetv3_small_075"]
+        select = "fastest"
+        profile = "pixel-3-cpu.toml"
+        [prune]
+        latency_ms = 0.5
+        profile = "pixel-3-cpu.toml"
+        [[targets]]
+        name = "server"
+        format = "onnx"
+    """))
+    nodes = {n.name: n for n in STAGES}
+
+    def keys():
+        cfg, out = load_config(config), {}
+        for node in STAGES:
+            out[node.name] = stage_key_of(nodes[node.name], cfg, "code", "data", out)
+        return out
+    before = keys()
+    assert keys() == before
+    table = tmp_path / "pixel-3-cpu.references.csv"
+    table.write_text(table.read_text() + table.read_text().splitlines()[-1] + "\n")  # one more reference row
+    after = keys()
+    assert after["teacher"] == before["teacher"]
+    assert after["distill"] != before["distill"]  # select = fastest ranks on this profile
+    assert after["prune"] != before["prune"]  # prunes to a latency estimated on it

@@ -134,3 +134,21 @@ def test_a_new_trainer_resumes_from_the_last_checkpoint_and_ends_where_a_straigh
         second.finish()
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_preflight_names_the_candidate_that_cannot_be_a_student():
+    from edgekiln.stages.errors import InputError
+
+    with pytest.raises(InputError, match=r"student.arch\[1\]: unknown timm architecture 'no_such_net'"):
+        distill.preflight({"student": StudentConfig(arch=["mobilenetv3_small_050", "no_such_net"])})
+    with pytest.raises(InputError, match=r"student.arch\[0\]: timm has no pretrained weights"):
+        distill.preflight({"student": StudentConfig(arch=["edgekiln_no_weights_net", "mobilenetv3_small_050"],
+                                                    pretrained=True)})
+
+
+from timm.models import register_model  # noqa: E402  (a model timm knows but has no weights for)
+
+
+@register_model
+def edgekiln_no_weights_net(pretrained=False, num_classes=10, **kwargs):
+    return torch.nn.Linear(3, num_classes)
