@@ -184,3 +184,22 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
     assert after["teacher"] == before["teacher"]
     assert after["distill"] != before["distill"]  # select = fastest ranks on this profile
     assert after["prune"] != before["prune"]  # prunes to a latency estimated on it
+
+
+def test_cache_commands_list_verify_and_prune(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekiln.cli import app
+
+    cache, entry = _entry(tmp_path)
+    cli = CliRunner()
+    listed = cli.invoke(app, ["cache", "ls", "--cache-dir", str(tmp_path)])
+    assert listed.exit_code == 0 and "export" in listed.output and "1 entries" in listed.output
+    assert cli.invoke(app, ["cache", "verify", "--cache-dir", str(tmp_path)]).exit_code == 0
+    (entry / "model.onnx").write_bytes(b"\x00" * 1000)
+    damaged = cli.invoke(app, ["cache", "verify", "--cache-dir", str(tmp_path)])
+    assert damaged.exit_code == 1 and "model.onnx differs" in damaged.output and entry.exists()
+    assert cli.invoke(app, ["cache", "verify", "--cache-dir", str(tmp_path), "--discard"]).exit_code == 1
+    assert not entry.exists()
+    assert cli.invoke(app, ["cache", "gc", "--cache-dir", str(tmp_path), "--older-than", "3x"]).exit_code == 2
+    assert cli.invoke(app, ["cache", "gc", "--cache-dir", str(tmp_path), "--max-size", "1GB"]).exit_code == 0
