@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         session = open_session(row["format"], str(row["path"]), threads=2)
         top1 = predict(session, test_x).argmax(1)
-        row.update(val=accuracy(predict(session, val_x), data.val_y), test=accuracy_from(top1, data.test_y),
+        row.update(val=accuracy(predict(session, val_x), data.val_y), test=float(hits(top1, data.test_y).mean() * 100),
                    source="runtime", test_ci=accuracy_interval(hits(top1, data.test_y)))
         if row["kind"] == "teacher":
             teacher_hits = hits(top1, data.test_y)
@@ -212,10 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({n: {k: v for k, v in r.items() if k not in ("path", "record")}
                                          for n, r in rows.items()}, indent=2, default=str))
     return 0
-
-
-def accuracy_from(top1: np.ndarray, labels) -> float:
-    return float((np.asarray(top1) == np.asarray(labels)).mean() * 100)
 
 
 def table(rows: dict, teacher: str, best_peer: str) -> str:

@@ -165,9 +165,10 @@ class StageCache:
 
     def entries(self) -> list[EntryInfo]:
         """Every finished entry, oldest use first."""
+        if not self.root.is_dir():
+            return []
         out = []
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-                if self.root.is_dir() else []:
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for path in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
                 index = path / INDEX
                 created = last_used = index.stat().st_mtime if index.is_file() else path.stat().st_mtime

@@ -242,13 +242,16 @@ def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutc
     for artifact in result.metrics["artifacts"]:
         subject = f"target {artifact['target']}"
         if on_test:
-            correct = hits(artifact["test_top1"], data.test_y)
-            intervals = {"teacher": paired_drop(hits(teacher.metrics["test_top1"], data.test_y), correct),
-                         previous.name: paired_drop(hits(quantized.metrics["test_top1"], data.test_y), correct)}
+            # The artifact's test interval and paired drop against the teacher, once: the
+            # gate reads them, and the manifest publishes them with the record.
+            artifact.update(_test_figures(artifact["test_top1"], teacher.metrics["test_top1"], data.test_y))
+            against_previous = paired_drop(hits(quantized.metrics["test_top1"], data.test_y),
+                                           hits(artifact["test_top1"], data.test_y))
             artifact_gates = checks(subject, artifact["test_accuracy"],
                                     previous=(previous.name, quantized.metrics["test_accuracy"]),
                                     teacher=teacher.metrics["test_accuracy"], split="test",
-                                    intervals={k: (d.low, d.high) for k, d in intervals.items()},
+                                    intervals={"teacher": tuple(artifact["drop_ci"]),
+                                               previous.name: (against_previous.low, against_previous.high)},
                                     rule=cfg.budget.gate, **common)
         else:
             artifact_gates = checks(subject, artifact["accuracy"], previous=(previous.name, previous.accuracy),
@@ -261,17 +264,12 @@ def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutc
     return gates
 
 
-def _publish(result: StageResult, out_dir: Path, teacher: StageResult, data: Dataset,
-             cache: StageCache) -> list[dict]:
+def _publish(result: StageResult, out_dir: Path, cache: StageCache) -> list[dict]:
     """Copy the artifacts into `out_dir`, each checked against the sha256 recorded when the
-    export stage wrote it; each record gets its test interval and paired drop."""
-    published = []
-    for a in result.metrics["artifacts"]:
-        record = publish_artifact(result.directory / a["file"], out_dir, a,
-                                  expected_sha256=cache.recorded_sha256(result.directory, a["file"]))
-        record.update(_test_figures(a.get("test_top1"), teacher.metrics.get("test_top1"), data.test_y))
-        published.append(record)
-    return published
+    export stage wrote it (their records already carry their gates' test figures)."""
+    return [publish_artifact(result.directory / a["file"], out_dir, a,
+                             expected_sha256=cache.recorded_sha256(result.directory, a["file"]))
+            for a in result.metrics["artifacts"]]
 
 
 def _write_splits(out_dir: Path, data: Dataset) -> dict:
@@ -332,7 +330,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             for gate in gates:
                 console.print(("  " if gate.passed else "  [bold red]") + gate.message())
             if node.name == "export":
-                outcome.artifacts = _publish(result, out_dir, outcome.results["teacher"], data, cache)
+                outcome.artifacts = _publish(result, out_dir, cache)
             if not all(g.passed for g in gates):
                 break
     except OSError as e:  # the disk under --out or --cache-dir failed us mid-run: bad input, not a bug

@@ -17,9 +17,6 @@ from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
 
-SELECT_RULES = ("accuracy", "smallest", "fastest")
-
-
 class StudentConfig(BaseModel):
     """`[student]`: the mobile architecture to distil into (a timm name), or a list of
     candidates searched by successive halving and chosen by `select`."""
