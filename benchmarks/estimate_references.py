@@ -95,7 +95,8 @@ def published_rows(published: Path, device: str, runtime: str, threads: str | No
 
 
 def host_rows() -> list[dict]:
-    from edgekiln.targets import onnx_format
+    from edgekiln.targets import get_format
+    from edgekiln.targets.formats import onnx as onnx_module
 
     profile = load_profile("x86-server-avx2")
     rows = []
@@ -107,8 +108,8 @@ def host_rows() -> list[dict]:
         example = torch.from_numpy(calibration[:1])
         with tempfile.TemporaryDirectory() as tmp:
             fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            onnx_format.export_float(model, example, fp32)
-            onnx_format.export_int8(model, example, calibration, int8, {})
+            onnx_module.export_float(model, example, fp32)
+            get_format("onnx").export_int8(model, example, calibration, int8, {})
             for precision, path in (("float", fp32), ("int8", int8)):
                 latency = host.measure(path, profile).latency_ms
                 rows.append({"model": arch, "precision": precision, "input_px": size,

@@ -25,7 +25,8 @@ from edgekiln.config import load_config  # noqa: E402
 from edgekiln.runner import run_pipeline  # noqa: E402
 from edgekiln.stages.data import load_dataset, to_input  # noqa: E402
 from edgekiln.stages.quantize import calibration_images  # noqa: E402
-from edgekiln.targets import onnx_format  # noqa: E402
+from edgekiln.targets import get_format  # noqa: E402
+from edgekiln.targets.formats import onnx as onnx_format  # noqa: E402
 from edgekiln.targets.profiles import RunnerSpec, host_profile  # noqa: E402
 from edgekiln.targets.runners import host  # noqa: E402
 
@@ -61,7 +62,7 @@ def main() -> None:
         print("| encoding | val accuracy % | host p50 ms | p50 / fp32 |\n|---|---|---|---|")
         base = None
         for name, path in models.items():
-            accuracy = (onnx_format.predict(path, val_x).argmax(1) == val_y).mean() * 100
+            accuracy = (get_format("onnx").predict(path, val_x).argmax(1) == val_y).mean() * 100
             p50 = host.measure(path, HOST_2_THREADS).latency_ms["p50"]
             base = base or p50
             print(f"| {name} | {accuracy:.2f} | {p50:.3f} | {p50 / base:.2f} |")

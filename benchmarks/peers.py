@@ -40,7 +40,11 @@ from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.runners import estimate
-from edgekiln.targets.runtime_bench import open_session, predict
+from edgekiln.targets.format import predict_each as predict
+
+
+def open_session(fmt: str, path: str, threads: int = 1):
+    return get_format(fmt).session(path, threads)
 
 PHONE = "pixel-3-cpu"
 

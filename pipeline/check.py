@@ -12,13 +12,14 @@ from pathlib import Path
 from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
-from edgekiln.stages.export import TargetConfig, budget_keys, device_errors
-from edgekiln.stages.training import accuracy
-from edgekiln.targets import FORMATS, get_format, runners
+from edgekiln.targets import evaluate, format as formats, get_format, runners
 from edgekiln.targets.cost import CostFeatures
+from edgekiln.targets.evaluate import device_errors
 from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
+from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.profiles import Profile, ProfileError, load_profile
+from edgekiln.targets.target import TargetConfig, budget_keys
 
 # Runtimes are deterministic on one machine; across machines (another CPU's kernels)
 # a prediction may flip on a near-tie, so a re-measured accuracy may move this much.
@@ -48,11 +49,11 @@ class ArtifactCheck:
 
 
 def format_of(path: Path) -> str:
-    """The artifact format a file name implies (.onnx, .tflite, .mlpackage)."""
-    for name in FORMATS:
-        if path.name.endswith(get_format(name).SUFFIX):
-            return name
-    raise InputError(f"{path}: not an artifact edgekiln knows (.onnx, .tflite or .mlpackage)")
+    """The artifact format a file name implies (its suffix, as the formats declare them)."""
+    try:
+        return formats.format_of(path).NAME
+    except KeyError as e:
+        raise InputError(f"{path}: {e.args[0]}") from None
 
 
 def read_manifest(out_dir: Path) -> dict:
@@ -91,14 +92,15 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         result.notes.append(f"latency not measured: {e}")
         measurement = None
     result.profile = profile.name
-    record = {"budget": profile.budget.model_dump(), "profile": profile.name, "size_bytes": size_bytes(path),
-              "budget_keys": budget_keys(target, profile)}
+    measured = Artifact(target=result.target, format=fmt.NAME, file=path.name, precision=precision,
+                        profile=profile.name, budget=profile.budget.model_dump(),
+                        budget_keys=budget_keys(target, profile), size_bytes=size_bytes(path))
     if measurement is not None:
         result.measurement = measurement.to_dict()
         result.notes += measurement.notes
-        record.update(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
-                      latency_source=measurement.source)
-    result.budgets, unchecked = budget_checks(f"target {result.target}", record)
+        measured.update(dict(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
+                             latency_source=measurement.source))
+    result.budgets, unchecked = budget_checks(f"target {result.target}", measured)
     result.notes += unchecked
 
 
@@ -166,41 +168,42 @@ def _run_profile(record: dict, target: dict) -> Profile:
 
 
 def _check_artifact(out_dir: Path, record: dict, target: dict, splits: dict, overrides: dict, allow_estimate: bool):
-    result = ArtifactCheck(record["target"], record["path"])
-    path = out_dir / record["path"]
+    artifact = Artifact.from_dict(record)
+    result = ArtifactCheck(artifact.target, artifact.path)
+    path = out_dir / artifact.path
     if not path.exists():
         raise InputError(f"artifact {path} listed in the manifest does not exist")
-    result.sha256_matches = sha256(path) == record["sha256"]
+    result.sha256_matches = sha256(path) == artifact.sha256
     if not result.sha256_matches:
         result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
         return result
-    if not record.get("passed", False):
+    if not artifact.passed:
         result.problems.append("its gate failed in the run")
-    fmt = get_format(record["format"])
-    override = overrides.get(record["format"])
+    fmt = get_format(artifact.format)
+    override = overrides.get(artifact.format)
     profile = override or _run_profile(record, target)
     for split, (x, y) in splits.items():  # val, and the held-out test split the release gates used
-        key = "accuracy" if split == "val" else "test_accuracy"
+        recorded, source = ((artifact.accuracy, artifact.accuracy_source) if split == "val"
+                            else (artifact.test_accuracy, artifact.test_accuracy_source or "runtime"))
         try:
-            measured = accuracy(fmt.predict(path, x, threads=profile.runtime.threads), y)
+            logits, _ = evaluate.runtime_logits(fmt, f"target {artifact.target}", profile, path, x)
+            measured = evaluate.top1_accuracy(logits, y)
         except RuntimeUnavailable as e:
             result.notes.append(f"{split} accuracy not re-measured here: {e}")
             break
-        setattr(result, key, measured)
-        recorded = record.get(key)
+        setattr(result, "accuracy" if split == "val" else "test_accuracy", measured)
         if recorded is None:
             result.notes.append(f"the manifest has no {split} accuracy to compare with")
-        elif record.get(f"{key}_source", "runtime") == "runtime" and abs(measured - recorded) > ACCURACY_TOLERANCE:
+        elif source == "runtime" and abs(measured - recorded) > ACCURACY_TOLERANCE:
             result.problems.append(f"{split} accuracy {measured:.2f}% in {fmt.RUNTIME} differs from the "
                                    f"manifest's {recorded:.2f}%")
-    if record["format"] == "coreml":
-        try:
-            size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])
-            found = fmt.check(path, (1, 3, size, size))
-            result.notes.append("Core ML structure checked: loads, input/output names and shape"
-                                + (", INT8 weights" if found["int8_weight_ops"] else ""))
-        except ConversionError as structural:
-            result.problems.append(str(structural))
+    try:
+        size = int(json.loads(fmt.read_metadata(path)["preprocessing"])["image_size"])
+        found = fmt.check(path, (1, 3, size, size), artifact.encoding)
+        if found is not None:
+            result.notes.append(f"{fmt.NAME} structure checked: {json.dumps(found)}")
+    except ConversionError as structural:
+        result.problems.append(str(structural))
     measure_against(result, path, profile, allow_estimate or target.get("allow_estimate", False),
                     None if override or not target else TargetConfig.model_validate(target))
     return result

@@ -9,33 +9,22 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from edgekiln.stages.data import DataConfig
-from edgekiln.stages.distill import StudentConfig
-from edgekiln.stages.export import EncodingError, TargetConfig
-from edgekiln.stages.prune import PruneConfig
-from edgekiln.stages.quantize import QuantizeConfig
-from edgekiln.stages.teacher import TeacherConfig
-from edgekiln.stages.training import DistillConfig, TrainConfig
+from edgekiln.stages.config import (BUDGETED_STAGES, DataConfig, DistillConfig, PruneConfig, QuantizeConfig,
+                                    StudentConfig, TeacherConfig, TrainConfig)
 from edgekiln.targets.profiles import ProfileError
-
-BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
+from edgekiln.targets.target import EncodingError, TargetConfig
 
 
 class ConfigError(Exception):
     """The config file is missing, not TOML, or does not fit the schema; names key paths."""
 
 
-class StageBudgets(BaseModel):
-    """`[budget.max_drop]`: accuracy points a stage may lose against the stage before it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    distill: float | None = Field(None, ge=0.0, le=100.0)
-    prune: float | None = Field(None, ge=0.0, le=100.0)
-    quantize: float | None = Field(None, ge=0.0, le=100.0)
-    export: float | None = Field(None, ge=0.0, le=100.0)
+# `[budget.max_drop]`: accuracy points a stage may lose against the stage before it.
+StageBudgets = create_model(
+    "StageBudgets", __config__=ConfigDict(extra="forbid"),
+    **{stage: (float | None, Field(None, ge=0.0, le=100.0)) for stage in BUDGETED_STAGES})
 
 
 class BudgetConfig(BaseModel):
@@ -146,6 +135,26 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
             cand.checkpoint = fix(cand.checkpoint)
         elif cand.startswith("hf:") and (base / cand[3:]).is_dir():  # a local directory, not a hub id
             cfg.teacher.candidates[i] = f"hf:{(base / cand[3:]).resolve()}"
+
+
+# What `validate` cannot check without importing torch (timm and transformers need it): the
+# run's preflight checks these before any work, with the same exit code.
+DEFERRED_CHECKS = (
+    "timm architecture names (teacher.candidates, student.arch) and their pretrained weights",
+    "teacher checkpoints load into their architecture",
+    "train.randaugment parses as a timm RandAugment string",
+)
+
+
+def check_files(cfg: PipelineConfig) -> None:
+    """Every file and folder the config names exists (ConfigError naming the key)."""
+    named = [("data.path", cfg.data.path), ("data.val_path", cfg.data.val_path),
+             ("data.test_path", cfg.data.test_path), ("quantize.calibration_path", cfg.quantize.calibration_path)]
+    named += [(f"teacher.candidates[{i}].checkpoint", c.checkpoint) for i, c in enumerate(cfg.teacher.candidates)
+              if not isinstance(c, str)]
+    for key, path in named:
+        if path is not None and not path.exists():
+            raise ConfigError(f"{key}: {path} does not exist")
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -13,16 +13,22 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edgekiln import __version__
+from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256, size_bytes
 
+# The training stack; each format adds its own converters and runtime (Format.TOOLS).
 TOOLS = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "torch_pruning": "torch-pruning",
-         "torchao": "torchao", "onnx": "onnx", "onnxruntime": "onnxruntime", "litert_torch": "litert-torch",
-         "ai_edge_litert": "ai-edge-litert", "coremltools": "coremltools"}
+         "torchao": "torchao"}
 
 
 def tool_versions() -> dict[str, str | None]:
+    from edgekiln.targets import format_names, get_format
+
+    tools = dict(TOOLS)
+    for name in format_names():
+        tools.update(get_format(name).TOOLS)
     out = {}
-    for key, dist in TOOLS.items():
+    for key, dist in tools.items():
         try:
             out[key] = version(dist)
         except PackageNotFoundError:
@@ -46,7 +52,7 @@ class PublishError(Exception):
     """An artifact copied out of the cache is not the one its stage wrote: nothing published."""
 
 
-def publish_artifact(source: Path, out_dir: Path, record: dict, expected_sha256: str | None = None) -> dict:
+def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_sha256: str | None = None) -> dict:
     """Copy an artifact (file or directory) from the cache into `out_dir` atomically, and
     return its manifest record with path, sha256 and size measured on the published copy,
     which must equal `expected_sha256` (recorded when the stage wrote it) when given."""
@@ -74,10 +80,9 @@ def publish_artifact(source: Path, out_dir: Path, record: dict, expected_sha256:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
+    artifact.path, artifact.sha256, artifact.size_bytes = dest.name, digest, size_bytes(dest)
     # Per-image predictions stay in the cache; the manifest carries the figures.
-    published = {k: v for k, v in record.items() if k not in ("file", "test_top1")}
-    published.update(path=dest.name, sha256=digest, size_bytes=size_bytes(dest))
-    return published
+    return artifact.to_dict(published=True)
 
 
 def build_manifest(cfg, config_text: str, outcome) -> dict:
@@ -98,8 +103,8 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
             "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
             "test_accuracy": teacher.metrics.get("test_accuracy"),
             "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
-        "student": _student(results.get("distill"), outcome.precheck),
-        "precheck": outcome.precheck,
+        "student": _student(results.get("distill"), outcome.checks.get("precheck")),
+        "precheck": outcome.checks.get("precheck"),
         "splits": outcome.splits,
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],

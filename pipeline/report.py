@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from edgekiln.stages.progress import console
+from edgekiln.targets.artifact import Artifact
 
 
 def _num(value, fmt: str) -> str:
@@ -89,15 +90,15 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         for col in ("target", "format", "encoding", "size", "val %", "test % (95% CI)", "drop vs teacher",
                     "measured in", "profile", "p50 ms", "p90 ms", "peak MB", "latency from", "gate"):
             artifacts.add_column(col, justify="right" if col in numeric else "left")
-        for a in manifest["artifacts"]:
-            lat = a.get("latency_ms") or {}
-            drop = "-" if a.get("test_drop") is None else f"{a['test_drop']:+.2f} {_interval(a.get('drop_ci'), '+.2f')}"
+        for a in map(Artifact.from_dict, manifest["artifacts"]):
+            lat = a.latency_ms or {}
+            drop = "-" if a.test_drop is None else f"{a.test_drop:+.2f} {_interval(a.drop_ci, '+.2f')}"
             artifacts.add_row(
-                a["target"], a["format"], a.get("encoding", "int8"), f"{a['size_bytes'] / 1e3:.0f} KB", f"{a['accuracy']:.2f}",
-                _with_interval(a.get("test_accuracy"), a.get("test_accuracy_ci")), drop,
-                a["accuracy_source"], a.get("profile") or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
-                _num(a.get("peak_memory_mb"), ".1f"), a.get("latency_source") or "not measured",
-                "pass" if a["passed"] else "[red]FAIL")
+                a.target, a.format, a.encoding, f"{a.size_bytes / 1e3:.0f} KB", f"{a.accuracy:.2f}",
+                _with_interval(a.test_accuracy, a.test_accuracy_ci), drop,
+                a.accuracy_source, a.profile or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
+                _num(a.peak_memory_mb, ".1f"), a.latency_source or "not measured",
+                "pass" if a.passed else "[red]FAIL")
         console.print(artifacts)
         if splits.get("test"):
             console.print(f"note: release gates are judged on the {splits['test']} held-out test images "
@@ -105,28 +106,28 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                           f"for accuracy, exact paired (McNemar) for the drop. Members: {splits.get('file')}.")
         elif splits:
             console.print(f"note: {splits.get('note')}")
-        for a in manifest["artifacts"]:
-            if a["accuracy_source"] == "proxy":
-                console.print(f"note: {a['target']} ({a['format']}) accuracy is a torch-side proxy, not measured "
-                              f"in its runtime ({a.get('accuracy_not_measured')}).")
-            choice = a.get("encoding_choice")
+        for a in map(Artifact.from_dict, manifest["artifacts"]):
+            if a.accuracy_source == "proxy":
+                console.print(f"note: {a.target} ({a.format}) accuracy is a torch-side proxy, not measured "
+                              f"in its runtime ({a.accuracy_not_measured}).")
+            choice = a.encoding_choice
             if choice:
                 tried = ", ".join(f"{c['encoding']} {_num(c['p50_ms'], '.3g')} ms {c['accuracy']:.2f}%"
                                   for c in choice["candidates"])
-                console.print(f"note: {a['target']}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
-            mixed = a.get("mixed_precision")
+                console.print(f"note: {a.target}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
+            mixed = a.mixed_precision
             if mixed and mixed["applied"]:
-                console.print(f"note: {a['target']}: INT8 gave {a['int8_accuracy']:.2f}% ({mixed['breach']}); "
+                console.print(f"note: {a.target}: INT8 gave {a.int8_accuracy:.2f}% ({mixed['breach']}); "
                               f"{mixed['outcome']}: {', '.join(mixed['float_layers'])}")
             elif mixed:
-                console.print(f"note: {a['target']}: INT8 gave {a['int8_accuracy']:.2f}% ({mixed['breach']}); "
+                console.print(f"note: {a.target}: INT8 gave {a.int8_accuracy:.2f}% ({mixed['breach']}); "
                               f"{mixed['why_not']}")
-            if a.get("quantization", {}).get("activations"):
-                console.print(f"note: {a['target']}: activations {a['quantization']['activations']}")
-            for line in a.get("latency_notes", []) + a.get("budgets_not_checked", []):
-                console.print(f"note: {a['target']}: {line}")
-            if a.get("latency_source") == "host" and a.get("profile", "").startswith("host-"):
-                console.print(f"note: {a['target']}: latency is this machine's (no profile named), not a device's.")
+            if a.quantization.get("activations"):
+                console.print(f"note: {a.target}: activations {a.quantization['activations']}")
+            for line in a.latency_notes + a.budgets_not_checked:
+                console.print(f"note: {a.target}: {line}")
+            if a.latency_source == "host" and (a.profile or "").startswith("host-"):
+                console.print(f"note: {a.target}: latency is this machine's (no profile named), not a device's.")
     verdict = "[bold green]PASSED" if manifest["passed"] else "[bold red]FAILED"
     console.print(f"{verdict}[/] — manifest: {manifest_path}")
 
@@ -177,23 +178,24 @@ def plot(manifest: dict, path: Path) -> Path:
     return path
 
 
-def _plot_latency(ax, artifacts: list[dict]) -> None:
+def _plot_latency(ax, records: list[dict]) -> None:
     colors = {"host": "#55a868", "device": "#4c72b0", "estimate": "#dd8452"}
+    artifacts = [Artifact.from_dict(r) for r in records]
     for i, a in enumerate(artifacts):
-        p50 = (a.get("latency_ms") or {}).get("p50")
+        p50 = a.p50_ms
         if p50 is None:
             ax.text(i, 0, "not\nmeasured", ha="center", va="bottom", fontsize=8)
             continue
-        source = a.get("latency_source")
+        source = a.latency_source
         bar = ax.bar(i, p50, color=colors.get(source, "gray"), label=source)[0]
         if source == "estimate":
             bar.set_hatch("..")
-        budget = (a.get("budget") or {}).get("p50_ms")
+        budget = a.budget.get("p50_ms")
         if budget is not None:
             ax.hlines(budget, i - 0.4, i + 0.4, color="#c44e52", linestyle="--")
             ax.text(i, budget, f"budget {budget:g}", ha="center", va="bottom", fontsize=7, color="#c44e52")
         ax.text(i, p50, f"{p50:.3g}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(artifacts)), [f"{a['target']}\n{a.get('profile') or ''}" for a in artifacts], fontsize=7)
+    ax.set_xticks(range(len(artifacts)), [f"{a.target}\n{a.profile or ''}" for a in artifacts], fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency (ms, log)")
     ax.set_title("latency on each profile (dashed: budget)")

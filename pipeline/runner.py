@@ -14,17 +14,18 @@ from pathlib import Path
 from edgekiln import __version__
 from edgekiln.calibration import folder_fingerprint
 from edgekiln.cache import StageCache, code_version, stage_key
-from edgekiln.config import BUDGETED_STAGES, PipelineConfig
+from edgekiln.config import PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
-from edgekiln.graph import STAGES, Node
+from edgekiln.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
 from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
 from edgekiln.stages import training
 from edgekiln.stages.errors import InputError, TrainingDiverged
-from edgekiln.stages import grading, precheck
+from edgekiln.stages import grading
 from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
+from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256
 from edgekiln.targets.profiles import load_profile
 
@@ -61,13 +62,13 @@ class RunOutcome:
     artifacts: list[dict] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     error: str | None = None
-    precheck: dict | None = None
+    checks: dict[str, dict] = field(default_factory=dict)  # the graph's pre-stage checks' records
     splits: dict | None = None  # what splits.json lists, and which split the release gates used
     cache: object | None = None  # the StageCache: the manifest lists entries it discarded
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(g.passed for g in self.gates) and "export" in self.results
+        return self.error is None and all(g.passed for g in self.gates) and PUBLISHER in self.results
 
 
 def _fingerprint(value):
@@ -198,29 +199,27 @@ def _profiles_fingerprint(cfg: PipelineConfig, node: Node) -> dict:
     return out
 
 
-def _precheck(cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) -> dict:
-    """Convert every untrained candidate student to every target before any training; cached
-    like a stage. Candidates that cannot convert leave `cfg.student` with their reason."""
-    console.rule("[bold]pre-check")
-    archs = cfg.student.candidates
-    key = stage_key("precheck", code, {"student": archs, "targets": _fingerprint(_dump(cfg.targets))},
-                    [data.fingerprint])
-    with cache.locked("precheck", key):
-        entry = cache.lookup("precheck", key)
+def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) -> dict:
+    """Run one of the graph's pre-stage checks (cached like a stage) and apply the config
+    sections it narrows. Returns its record for the manifest."""
+    console.rule(f"[bold]{check.name}")
+    key = stage_key(check.name, code, _fingerprint(check.inputs(cfg)), [data.fingerprint])
+    with cache.locked(check.name, key):
+        entry = cache.lookup(check.name, key)
         if entry is not None:
-            found = json.loads((entry / "precheck.json").read_text())
-            console.print(f"  {', '.join(archs)}: pre-check cached")
-            record = {"cached": True, **found}
+            stored = json.loads((entry / f"{check.name}.json").read_text())
+            console.print(f"  {check.name}: cached")
+            record, narrowed = stored["record"], stored["narrowed"]
+            cached = True
         else:
-            records, dropped = precheck.run(data, archs, cfg.targets)
-            found = {"targets": records, "dropped": dropped}
-            with cache.writing("precheck", key) as workdir:
-                (workdir / "precheck.json").write_text(json.dumps(found))
-            record = {"cached": False, **found}
-    if found["dropped"]:
-        gone = {d["name"] for d in found["dropped"]}
-        cfg.student = cfg.student.model_copy(update={"arch": [a for a in archs if a not in gone]})
-    return record
+            record, narrowed_sections = check.run(data, cfg)
+            narrowed = {k: _dump(v) for k, v in narrowed_sections.items()}
+            with cache.writing(check.name, key) as workdir:
+                (workdir / f"{check.name}.json").write_text(json.dumps({"record": record, "narrowed": narrowed}))
+            cached = False
+    for section, value in narrowed.items():
+        setattr(cfg, section, type(getattr(cfg, section)).model_validate(value))
+    return {"cached": cached, **record}
 
 
 def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
@@ -228,48 +227,51 @@ def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutc
     their accuracy gates are judged on the held-out test split where there is one."""
     if not node.budgeted:
         return []
-    teacher = outcome.results["teacher"]
+    teacher = outcome.results[REFERENCE]
     previous = outcome.stages[-1]
-    budget = getattr(cfg.budget.max_drop, node.name) if node.name in BUDGETED_STAGES else None
+    budget = getattr(cfg.budget.max_drop, node.name)
     common = dict(stage_budget=budget, stage_budget_key=f"budget.max_drop.{node.name}",
                   max_drop_total=cfg.budget.max_drop_total)
-    if node.name != "export":
+    if not node.publishes:
         return checks(f"stage {node.name}", result.accuracy, previous=(previous.name, previous.accuracy),
                       teacher=teacher.accuracy, **common)
     on_test = data.has_test and "test_top1" in teacher.metrics
     quantized = outcome.results[previous.name]
     gates = []
-    for artifact in result.metrics["artifacts"]:
-        subject = f"target {artifact['target']}"
+    artifacts = [Artifact.from_dict(record) for record in result.metrics["artifacts"]]
+    for artifact in artifacts:
+        subject = f"target {artifact.target}"
         if on_test:
             # The artifact's test interval and paired drop against the teacher, once: the
             # gate reads them, and the manifest publishes them with the record.
-            artifact.update(_test_figures(artifact["test_top1"], teacher.metrics["test_top1"], data.test_y))
+            artifact.update(_test_figures(artifact.test_top1, teacher.metrics["test_top1"], data.test_y))
             against_previous = paired_drop(hits(quantized.metrics["test_top1"], data.test_y),
-                                           hits(artifact["test_top1"], data.test_y))
-            artifact_gates = checks(subject, artifact["test_accuracy"],
+                                           hits(artifact.test_top1, data.test_y))
+            artifact_gates = checks(subject, artifact.test_accuracy,
                                     previous=(previous.name, quantized.metrics["test_accuracy"]),
                                     teacher=teacher.metrics["test_accuracy"], split="test",
-                                    intervals={"teacher": tuple(artifact["drop_ci"]),
+                                    intervals={"teacher": tuple(artifact.drop_ci),
                                                previous.name: (against_previous.low, against_previous.high)},
                                     rule=cfg.budget.gate, **common)
         else:
-            artifact_gates = checks(subject, artifact["accuracy"], previous=(previous.name, previous.accuracy),
+            artifact_gates = checks(subject, artifact.accuracy, previous=(previous.name, previous.accuracy),
                                     teacher=teacher.accuracy, **common)
-        resource_gates, unchecked = budget_checks(subject, artifact)
-        artifact["budgets_not_checked"] = unchecked
+        resource_gates, artifact.budgets_not_checked = budget_checks(subject, artifact)
         artifact_gates += resource_gates
-        artifact["passed"] = all(g.passed for g in artifact_gates)
+        artifact.gates = [g.to_dict() for g in artifact_gates]
+        artifact.passed = all(g.passed for g in artifact_gates)
         gates += artifact_gates
+    result.metrics["artifacts"] = [a.to_dict() for a in artifacts]
     return gates
 
 
 def _publish(result: StageResult, out_dir: Path, cache: StageCache) -> list[dict]:
     """Copy the artifacts into `out_dir`, each checked against the sha256 recorded when the
     export stage wrote it (their records already carry their gates' test figures)."""
-    return [publish_artifact(result.directory / a["file"], out_dir, a,
-                             expected_sha256=cache.recorded_sha256(result.directory, a["file"]))
-            for a in result.metrics["artifacts"]]
+    artifacts = [Artifact.from_dict(record) for record in result.metrics["artifacts"]]
+    return [publish_artifact(result.directory / a.file, out_dir, a,
+                             expected_sha256=cache.recorded_sha256(result.directory, a.file))
+            for a in artifacts]
 
 
 def _write_splits(out_dir: Path, data: Dataset) -> dict:
@@ -303,7 +305,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     keys: dict[str, str] = {}
     try:
         outcome.splits = _write_splits(out_dir, data)
-        outcome.precheck = _precheck(cfg, data.for_stages(), cache, code)
+        for check in CHECKS:
+            outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache, code)
         for node in STAGES:
             key = keys[node.name] = stage_key_of(node, cfg, code, data.fingerprint, keys)
             console.rule(f"[bold]{node.name}")
@@ -323,13 +326,13 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                 params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
                 test_accuracy=result.metrics.get("test_accuracy"),
                 **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
-                                                  outcome.results["teacher"].metrics.get("test_top1"),
+                                                  outcome.results[REFERENCE].metrics.get("test_top1"),
                                                   data.test_y).items() if k != "drop_test"}))
             test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
             console.print(f"  {node.name}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))
             for gate in gates:
                 console.print(("  " if gate.passed else "  [bold red]") + gate.message())
-            if node.name == "export":
+            if node.publishes:
                 outcome.artifacts = _publish(result, out_dir, cache)
             if not all(g.passed for g in gates):
                 break

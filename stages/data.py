@@ -13,43 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 
 from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
+from edgekiln.stages.config import DataConfig
 from edgekiln.stages.errors import InputError
-
-
-class DataConfig(BaseModel):
-    """`[data]`: where the images come from and how they are split."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: Literal["digits", "imagefolder"] = "digits"
-    path: Path | None = None
-    val_path: Path | None = None
-    test_path: Path | None = None
-    image_size: int = Field(32, ge=16, le=1024)
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    # Share of the images held out for the final figures (release gate); 0 with no
-    # test_path: no test split, and the manifest says its figures are graded on val.
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    seed: int = 0
-    max_samples: int | None = Field(None, ge=20)
-
-    @model_validator(mode="after")
-    def _paths_fit_source(self) -> "DataConfig":
-        if self.source == "imagefolder" and self.path is None:
-            raise ValueError("source 'imagefolder' needs `path` (a folder of class sub-folders)")
-        if self.source == "digits" and (self.path or self.val_path or self.test_path):
-            raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
-        carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
-        if carved >= 0.9:
-            raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")
-        return self
 
 
 @dataclass

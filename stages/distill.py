@@ -6,55 +6,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekiln.stages import budget as budgets
 from edgekiln.stages import modeling, training
+from edgekiln.stages.config import StudentConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult
-
-class StudentConfig(BaseModel):
-    """`[student]`: the mobile architecture to distil into (a timm name), or a list of
-    candidates searched by successive halving and chosen by `select`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    arch: str | list[str] = "mobilenetv3_small_050"
-    pretrained: bool = False
-    epochs: int = Field(10, ge=0, le=1000)
-    lr: float = Field(3e-3, gt=0.0)
-    # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
-    # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
-    # "accuracy" (the most accurate); none within budget: the most accurate.
-    select: Literal["accuracy", "smallest", "fastest"] = "smallest"
-    profile: str | None = None  # with select = "fastest": a profile with an [estimate] table
-
-    @field_validator("arch")
-    @classmethod
-    def _distinct(cls, v):
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("give at least one architecture")
-            if len(set(v)) != len(v):
-                raise ValueError("lists an architecture twice")
-        return v
-
-    @model_validator(mode="after")
-    def _profile_for_fastest(self) -> "StudentConfig":
-        if self.select == "fastest" and self.profile is None:
-            raise ValueError("select = 'fastest' needs `profile` (the device whose latency decides)")
-        if self.profile is not None and self.select != "fastest":
-            raise ValueError("profile is only read with select = 'fastest'")
-        return self
-
-    @property
-    def candidates(self) -> list[str]:
-        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
-
 
 def preflight(config: dict) -> None:
     """Fail fast on a student architecture timm does not know, or a profile that cannot rank."""

@@ -1,9 +1,8 @@
-"""Errors a stage raises for bad input (the CLI maps them to exit code 2)."""
+"""Errors a stage raises: bad input (the CLI maps it to exit code 2) and a diverged training run."""
 
+from edgekiln.targets.errors import InputError
 
-class InputError(Exception):
-    """Bad input: a missing or unreadable file, an unknown model name, an unusable data folder.
-    The message names the config key, file or candidate at fault."""
+__all__ = ["InputError", "TrainingDiverged"]
 
 
 class TrainingDiverged(Exception):

@@ -6,136 +6,33 @@ INT8 artifact that misses its accuracy budget gets its most sensitive layers kep
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import re
 import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekiln.stages import budget, mixed_precision, training
-from edgekiln.stages import encoding as encodings
-from edgekiln.stages.encoding import Encoding
 from edgekiln.stages.data import Dataset, to_input
-from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, calibration_images, int8_options
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import get_format, pt2e, runners
+from edgekiln.targets import encodings, evaluate, get_format, pt2e
+from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.files import size_bytes
 from edgekiln.targets.int8 import Int8Options
-from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
-from edgekiln.targets.profiles import SHIPPED_DIR, Budgets, Profile, ProfileError, host_profile, load_profile
-from edgekiln.targets.runners import ssh as ssh_runner
-
-
-class EncodingError(ProfileError):
-    """A target lists an encoding its format cannot write."""
-
-
-class TargetConfig(BaseModel):
-    """One `[[targets]]` entry: an artifact, and the latency profile it is checked against."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    format: Literal["onnx", "tflite", "coreml"] | None = None  # default: the profile's
-    profile: str | None = None  # shipped profile name or path of a profile .toml
-    budget: Budgets = Budgets()  # overrides of the profile's budgets
-    runner: Literal["host", "adb", "ssh", "estimate"] | None = None  # override of the profile's runner
-    allow_estimate: bool = False  # estimate instead of failing when the device cannot be reached
-    threads: int | None = Field(None, ge=1, le=256)  # override of the profile's threads
-    artifact: str | None = None  # file name in the output directory; default model.<format suffix>
-    # "auto" (every encoding the format has) or a list: the fastest within budget ships.
-    # Unset: INT8, as [quantize] asks.
-    encoding: Literal["auto"] | list[Encoding] | None = Field(None, min_length=1)
-    latency_runs: int | None = Field(None, ge=10, le=100_000)
-    warmup_runs: int | None = Field(None, ge=1, le=10_000)
-    _profile: Profile | None = PrivateAttr(None)
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
-            raise ValueError("use letters, digits, '.', '_' and '-' only")
-        return v
-
-    @field_validator("encoding")
-    @classmethod
-    def _distinct(cls, v):
-        if isinstance(v, list) and len(set(v)) != len(v):
-            raise ValueError("lists an encoding twice")
-        return v
-
-    @model_validator(mode="after")
-    def _format_given(self) -> "TargetConfig":
-        if self.format is None and self.profile is None:
-            raise ValueError("give a format (onnx, tflite, coreml) or a profile")
-        return self
-
-    def resolve(self, base: Path | None = None) -> Profile:
-        """Load the profile (relative paths against `base`), check it fits `format`, fill in
-        `format`, and apply this entry's overrides. ProfileError names what is wrong."""
-        if self.profile is None:
-            profile = host_profile(self.format, self.threads or 1)
-        else:
-            profile = load_profile(self.profile, base)
-            if self.format is not None and self.format != profile.format:
-                raise ProfileError(f"profile {profile.name!r} is for {profile.format} artifacts, "
-                                   f"not format {self.format!r}")
-        self.format = profile.format
-        missing = encodings.unsupported(self.encoding, get_format(self.format).ENCODINGS)
-        if missing:
-            raise EncodingError(f"{self.format} artifacts cannot be {', '.join(missing)}; "
-                                f"{self.format} encodings: {', '.join(get_format(self.format).ENCODINGS)}")
-        runner = profile.runner.model_copy(update={k: v for k, v in {
-            "kind": self.runner, "runs": self.latency_runs, "warmup_runs": self.warmup_runs}.items() if v is not None})
-        runtime = profile.runtime.model_copy(update={"threads": self.threads} if self.threads else {})
-        self._profile = profile.model_copy(update={"runner": runner, "runtime": runtime,
-                                                   "budget": profile.budget.merged(self.budget)})
-        return self._profile
-
-    @property
-    def effective_profile(self) -> Profile:
-        return self._profile if self._profile is not None else self.resolve()
-
-    @property
-    def artifact_name(self) -> str:
-        return self.artifact or f"model{get_format(self.format).SUFFIX}"
+from edgekiln.targets.profiles import SHIPPED_DIR
+from edgekiln.targets.target import TargetConfig, budget_keys
 
 
 def preprocessing(bundle) -> dict:
     """What an app must do to an image before feeding any artifact."""
     return {"image_size": bundle.input_size, "layout": "NCHW", "color": "RGB",
             "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std)}
-
-
-def budget_keys(target: TargetConfig | None, profile: Profile) -> dict[str, str]:
-    """Where each budget was set, for gate messages: the target's override or the profile."""
-    overridden = set() if target is None else set(target.budget.model_dump(exclude_none=True))
-    return {field: f"targets.{target.name}.budget.{field}" if field in overridden
-            else f"budget.{field} of profile {profile.name}" for field in Budgets.model_fields}
-
-
-@contextlib.contextmanager
-def device_errors(subject: str, profile: Profile, estimate_hint: str = "set allow_estimate = true on the target"):
-    """A device that cannot be reached, or a runner that fails on it, is bad input naming
-    `subject` (the target) and the profile (exit 2), never an internal error."""
-    try:
-        yield
-    except DeviceUnreachable as e:
-        hint = "" if profile.estimate is None else f"; {estimate_hint} to estimate instead"
-        raise InputError(f"{subject}: profile {profile.name!r} device cannot be reached: {e}{hint}") from e
-    except RunnerFailed as e:
-        raise InputError(f"{subject}: profile {profile.name!r} runner {profile.runner.kind}: {e}") from e
 
 
 def unkeyed(config: dict) -> set[str]:
@@ -148,23 +45,12 @@ def unkeyed(config: dict) -> set[str]:
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options,
                       encoding: str = encodings.DEFAULT, split: str = "val", with_top1: bool = False) -> dict:
     """Accuracy and top-1 agreement with the torch model on `split`'s images, in the
-    artifact's own runtime where one can run it (here, or a Mac over ssh for Core ML), else
-    on the format's torch proxy; `with_top1` adds the per-image top-1."""
-    record = {"accuracy_source": "runtime"}
-    try:
-        if target.format == "coreml" and profile.runner.kind == "ssh":
-            with console.status(f"  {target.name}: {len(val_y)} {split} images in Core ML over ssh"), \
-                    device_errors(f"target {target.name}", profile):
-                predicted = ssh_runner.run_remote(path, profile, val_x)[1]
-        else:
-            with console.status(f"  {target.name}: {len(val_y)} {split} images in {fmt.RUNTIME}"):
-                predicted = fmt.predict(path, val_x, threads=profile.runtime.threads)
-    except RuntimeUnavailable as e:
-        proxy = fmt.proxy_model(bundle.model, options, encoding)
-        with torch.no_grad():
-            predicted = proxy(torch.from_numpy(val_x)).numpy()
-        record = {"accuracy_source": "proxy", "accuracy_not_measured": str(e)}
-    record.update(accuracy=training.accuracy(predicted, val_y),
+    artifact's own runtime where one can run it (here, or a device over ssh), else on the
+    format's torch proxy; `with_top1` adds the per-image top-1."""
+    predicted, record = evaluate.runtime_logits(
+        fmt, f"target {target.name}", profile, path, val_x,
+        proxy=lambda: fmt.proxy_model(bundle.model, options, encoding), status=console.status)
+    record.update(accuracy=evaluate.top1_accuracy(predicted, val_y),
                   agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
     if with_top1:
         record["top1"] = predicted.argmax(1).tolist()
@@ -201,7 +87,8 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
                 val_x, val_y) -> tuple[dict, Int8Options]:
     """Accuracy-aware quantization of one artifact that broke its budget (`why`): layers kept
     in float one at a time. Each step is scored in the runtime, except TFLite, whose steps
-    are scored on its torch simulation (a conversion takes half a minute); its chosen
+    are scored on its torch simulation (formats whose INT8 is the PT2E scheme: a conversion
+    takes half a minute); its chosen
     artifact is then measured in the runtime, and where the runtime disagrees, the search
     goes on there, one converted artifact per step. When no step holds, the most accurate
     one measured in the runtime ships (plain INT8 if none beat it)."""
@@ -223,7 +110,7 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
     def simulated(options: Int8Options) -> tuple[float, str]:
         return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
 
-    simulate = target.format == "tflite"
+    simulate = fmt.PT2E_SIMULATED
     found = mixed_precision.keep_float(aware.ranking, aware.options, simulated if simulate else in_runtime,
                                        aware.breach, target.name)
     options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
@@ -268,29 +155,13 @@ def _most_accurate(found: dict, aware: _AccuracyAware, int8_accuracy: float, bui
 
 
 def _latency(target, profile, path, features, precision, candidate: bool = False) -> dict:
-    """The profile's runner on the artifact; the record says where every figure comes from.
-    A `candidate` encoding the runner cannot time (an estimate without references of its
-    precision) gets no latency, and a note, rather than failing the run."""
-    try:
-        with console.status(f"  {target.name}: latency on {profile.device} ({profile.runner.kind})"), \
-                device_errors(f"target {target.name}", profile):
-            m = runners.measure(path, profile, features, precision, allow_estimate=target.allow_estimate)
-    except RuntimeUnavailable as e:
-        return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
-                "latency_notes": [f"latency not measured: {e}"]}
-    except InputError as e:
-        if not (candidate and isinstance(e.__cause__, RunnerFailed)):
-            raise
-        return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
-                "latency_notes": [f"latency neither measured nor estimated: {e.__cause__}"]}
-    return {"latency_ms": m.latency_ms, "latency_source": m.source, "latency_runner": m.runner,
-            "device": m.device, "latency_tool": m.tool, "peak_memory_mb": m.peak_memory_mb,
-            "latency_notes": m.notes, "latency_detail": m.extra}
+    return evaluate.latency(f"target {target.name}", profile, path, features, precision,
+                            allow_estimate=target.allow_estimate, candidate=candidate, status=console.status)
 
 
 def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features, calibration, val_x, val_y,
                float_top1, metadata, aware: _AccuracyAware | None, options: Int8Options,
-               choosing: bool = False) -> dict:
+               choosing: bool = False) -> Artifact:
     """Build the target's artifact in `encoding` at `path`, score it in its runtime (keeping
     layers in float where INT8 breaks the budget), and measure it on the target's profile."""
     fmt = get_format(target.format)
@@ -298,7 +169,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     precision = fmt.ENCODINGS[encoding]
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
                 "edgekiln_encoding": encoding,
-                "description": f"{metadata['description']}, {encodings.DESCRIPTION[encoding]}"}
+                "description": f"{metadata['description']}, {encodings.DESCRIPTION.get(encoding, encoding)}"}
     applied: dict = {}
     int8 = encoding == "int8"
 
@@ -314,33 +185,32 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     build(options)
     convert_seconds = time.perf_counter() - started
     console.print(f"  {target.name}: {target.format} {encoding} artifact written ({convert_seconds:.0f} s)")
-    record = {"target": target.name, "format": target.format, "file": path.name, "encoding": encoding,
-              "runtime": fmt.RUNTIME, "precision": precision, "threads": profile.runtime.threads,
-              "profile": profile.name, "budget": profile.budget.model_dump(),
-              "budget_keys": budget_keys(target, profile),
-              "profile_file": None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
-              "convert_seconds": round(convert_seconds, 1), "cost_features": features.to_dict()}
+    artifact = Artifact(
+        target=target.name, format=target.format, file=path.name, encoding=encoding, runtime=fmt.RUNTIME,
+        precision=precision, threads=profile.runtime.threads, profile=profile.name,
+        budget=profile.budget.model_dump(), budget_keys=budget_keys(target, profile),
+        profile_file=None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
+        convert_seconds=round(convert_seconds, 1), cost_features=features.to_dict())
     accuracy = score(options)
     why = aware.breach(accuracy["accuracy"]) if aware is not None and int8 else None
     if why is not None:
-        record["int8_accuracy"] = accuracy["accuracy"]
-        record["mixed_precision"], options = _keep_float(fmt, target, aware, why, accuracy["accuracy"], build, score,
-                                                         val_x, val_y)
+        artifact.int8_accuracy = accuracy["accuracy"]
+        artifact.mixed_precision, options = _keep_float(fmt, target, aware, why, accuracy["accuracy"], build, score,
+                                                        val_x, val_y)
         accuracy = score(options)
-    record["quantization"] = dict(applied)
-    record["size_bytes"] = size_bytes(path)
-    record.update(accuracy)
-    record.update(_latency(target, profile, path, features, precision, candidate=choosing))
-    if target.format == "coreml":
-        record["structure"] = fmt.check(path, tuple(bundle.example_input().shape), int8_weights=int8)
-    return record
+    artifact.quantization = dict(applied)
+    artifact.size_bytes = size_bytes(path)
+    artifact.update(accuracy)
+    artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
+    artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
+    return artifact
 
 
 def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> dict:
+def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifact:
     """The target's artifact: INT8, or the fastest within budget of its candidate encodings
     (the others are deleted; the manifest keeps what each measured, and why the winner won)."""
     fmt = get_format(target.format)
@@ -354,14 +224,14 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> dict:
     best, why = encodings.choose(records, breach)
     for i, r in enumerate(records):
         if i != best:
-            _remove(workdir / r["file"])
+            _remove(workdir / r.file)
     _remove(final)
-    (workdir / records[best]["file"]).rename(final)
-    record = {**records[best], "file": target.artifact_name}
-    record["encoding_choice"] = {"asked": target.encoding, "chosen": record["encoding"], "why": why,
-                                 "candidates": [encodings.summary(r, breach) for r in records]}
-    console.print(f"  {target.name}: {record['encoding']} ships: {why}")
-    return record
+    (workdir / records[best].file).rename(final)
+    artifact = dataclasses.replace(records[best], file=target.artifact_name)
+    artifact.encoding_choice = {"asked": target.encoding, "chosen": artifact.encoding, "why": why,
+                                "candidates": [encodings.summary(r, breach) for r in records]}
+    console.print(f"  {target.name}: {artifact.encoding} ships: {why}")
+    return artifact
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
@@ -392,29 +262,31 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     artifacts = [_export_one(t, workdir, breach, bundle=bundle, features=features, calibration=calibration,
                              val_x=val_x, val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata,
                              aware=aware, options=options) for t in targets]
-    worst = min(a["accuracy"] for a in artifacts)
-    result = StageResult(accuracy=worst, files=[a["file"] for a in artifacts], metrics={
-        "artifacts": artifacts, "preprocessing": preprocessing(bundle), "labels": data.classes,
+    worst = min(a.accuracy for a in artifacts)
+    result = StageResult(accuracy=worst, files=[a.file for a in artifacts], metrics={
+        "artifacts": [a.to_dict() for a in artifacts], "preprocessing": preprocessing(bundle), "labels": data.classes,
         "params": quantized.metrics["params"], "macs": quantized.metrics["macs"]})
     result.grader = _artifacts_grader(targets, artifacts, workdir, bundle, options)
     return result
 
 
-def _artifacts_grader(targets: list[TargetConfig], artifacts: list[dict], workdir: Path, bundle,
+def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], workdir: Path, bundle,
                       options: Int8Options):
     """Grades every artifact on the test split the way it was scored on val: in its own
-    runtime (or the format's proxy where none runs here), recorded in its record."""
+    runtime (or the format's proxy where none runs here), recorded in its record (the
+    stage's `artifacts` metrics are replaced with the graded records)."""
     def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
         x = to_input(test_x, bundle.mean, bundle.std).numpy()
         float_top1 = training.logits(bundle, test_x).argmax(1).numpy()
-        for target, record in zip(targets, artifacts):
+        for target, artifact in zip(targets, artifacts):
             fmt = get_format(target.format)
-            measured = _runtime_accuracy(fmt, target, target.effective_profile, workdir / record["file"], x,
-                                         test_y.numpy(), float_top1, bundle, options, record["encoding"],
+            measured = _runtime_accuracy(fmt, target, target.effective_profile, workdir / artifact.file, x,
+                                         test_y.numpy(), float_top1, bundle, options, artifact.encoding,
                                          split="test", with_top1=True)
-            record.update({f"test_{k}": v for k, v in measured.items()})
-            console.print(f"  {target.name}: {record['test_accuracy']:.2f}% on the test split "
-                          f"({record['test_accuracy_source']})")
-        worst = min(artifacts, key=lambda a: a["test_accuracy"])  # the stage's figure, as on val
-        return {"test_accuracy": worst["test_accuracy"], "test_top1": worst["test_top1"]}
+            artifact.update({f"test_{k}": v for k, v in measured.items()})
+            console.print(f"  {target.name}: {artifact.test_accuracy:.2f}% on the test split "
+                          f"({artifact.test_accuracy_source})")
+        worst = min(artifacts, key=lambda a: a.test_accuracy)  # the stage's figure, as on val
+        return {"test_accuracy": worst.test_accuracy, "test_top1": worst.test_top1,
+                "artifacts": [a.to_dict() for a in artifacts]}
     return grade

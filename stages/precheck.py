@@ -18,13 +18,26 @@ from edgekiln.stages.progress import console
 from edgekiln.targets import get_format
 from edgekiln.targets.errors import ConversionError
 
-# Cheapest converter first: a failure shows up as early as it can.
-_ORDER = {"onnx": 0, "coreml": 1, "tflite": 2}
 CALIBRATION_IMAGES = 4
 
 
 class PrecheckFailed(InputError):
     """The student cannot be converted to one or more targets (exit 2)."""
+
+
+def inputs(cfg) -> dict:
+    """What the pre-check's result depends on (besides the data and the code)."""
+    return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
+
+
+def check(data: Dataset, cfg) -> tuple[dict, dict]:
+    """The pre-check as the graph runs it: its record, and the [student] section without the
+    candidates that cannot convert (the run stops here when none can)."""
+    archs = cfg.student.candidates
+    records, dropped = run(data, archs, cfg.targets)
+    gone = {d["name"] for d in dropped}
+    narrowed = {"student": cfg.student.model_copy(update={"arch": [a for a in archs if a not in gone]})} if gone else {}
+    return {"targets": records, "dropped": dropped}, narrowed
 
 
 def run(data: Dataset, archs: list[str], targets) -> tuple[list[dict], list[dict]]:
@@ -59,7 +72,8 @@ def _check(data: Dataset, arch: str, targets) -> list[dict]:
     for target in targets:
         by_format.setdefault(target.format, []).append(target.name)
     with tempfile.TemporaryDirectory() as tmp:
-        for fmt_name in sorted(by_format, key=_ORDER.__getitem__):
+        # Cheapest converter first: a failure shows up as early as it can.
+        for fmt_name in sorted(by_format, key=lambda name: get_format(name).PRECHECK_ORDER):
             names = ", ".join(repr(n) for n in by_format[fmt_name])
             fmt = get_format(fmt_name)
             path = Path(tmp) / f"precheck{fmt.SUFFIX}"

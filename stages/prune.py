@@ -7,12 +7,11 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekiln.stages import budget, modeling, training
+from edgekiln.stages.config import PruneConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
@@ -23,41 +22,6 @@ from edgekiln.targets.runners import estimate
 
 _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's channels
 _STEPS = 45  # granularity of the search for the MACs target
-
-
-class PruneConfig(BaseModel):
-    """`[prune]`: how far to prune the student, and how.
-
-    The target is `macs_ratio` (share of the student's MACs to keep), or `latency_ms` on
-    `profile`: estimated by the profile's cost model at each step, or with `measure` the
-    p50 of the step's INT8 artifact timed by the profile's runner (host, adb or ssh). With `steps` > 1 the
-    target is approached in equal steps, each followed by a KD recovery fine-tune of
-    `finetune_epochs`; a step whose accuracy breaks the budget ([budget]: max_drop.prune
-    against the distilled student, max_drop_total against the teacher) is undone, and
-    pruning stops at the last step that held."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    macs_ratio: float | None = Field(None, gt=0.0, le=1.0)  # default 0.5 when no latency target
-    latency_ms: float | None = Field(None, gt=0.0)
-    profile: str | None = None
-    measure: bool = False  # time each step's INT8 artifact on the profile's runner instead of estimating
-    steps: int = Field(1, ge=1, le=50)
-    importance: Literal["magnitude", "taylor"] = "magnitude"
-    finetune_epochs: int = Field(3, ge=0, le=1000)
-    lr: float = Field(1e-3, gt=0.0)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> "PruneConfig":
-        if self.latency_ms is not None and self.macs_ratio is not None:
-            raise ValueError("give macs_ratio or latency_ms, not both")
-        if (self.latency_ms is None) != (self.profile is None):
-            raise ValueError("latency_ms and profile go together (the latency is estimated on that profile)")
-        if self.measure and self.latency_ms is None:
-            raise ValueError("measure needs a latency target (latency_ms and profile)")
-        if self.latency_ms is None and self.macs_ratio is None:
-            self.macs_ratio = 0.5
-        return self
 
 
 def preflight(config: dict) -> None:
@@ -176,8 +140,8 @@ class _MeasuredLatency:
         self._seen: dict[tuple[int, int], tuple[float, str]] = {}
 
     def __call__(self, model: torch.nn.Module) -> float:
-        from edgekiln.stages.export import device_errors
         from edgekiln.targets import runners
+        from edgekiln.targets.evaluate import device_errors
 
         size = self.bundle.input_size
         key = (modeling.params(model), modeling.macs(model, size))

@@ -16,15 +16,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.stages import grading, modeling, qat, training
+from edgekiln.stages.config import QuantizeConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
@@ -35,26 +34,6 @@ from edgekiln.targets.int8 import Int8Options
 SCHEME = "int8: static per-tensor activations, symmetric weights"
 CALIBRATION_FILE = "calibration.npy"  # uint8 NCHW images, beside the stage's result
 QAT_STATE_FILE = "qat_state.safetensors"  # QAT's fake-quantize state (mode = "qat" only)
-
-
-class QuantizeConfig(BaseModel):
-    """`[quantize]`: how the student becomes INT8."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["ptq", "qat"] = "ptq"
-    epochs: int = Field(3, ge=0, le=1000)  # QAT fine-tuning epochs
-    lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
-    calibration_samples: int = Field(256, ge=1, le=100_000)
-    calibration_path: Path | None = None  # folder of unlabelled images; default: the train split
-    calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
-    # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
-    # layers in float, one at a time, until it holds (formats that can mix precisions).
-    accuracy_aware: bool = True
-
-    def options(self) -> Int8Options:
-        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)
 
 
 def preflight(config: dict) -> None:

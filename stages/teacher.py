@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgekiln.stages import modeling, training
+from edgekiln.stages.config import TeacherCandidate, TeacherConfig, TrainConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
@@ -19,42 +18,22 @@ from edgekiln.targets.timing import measure
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
-class TeacherCandidate(BaseModel):
-    """A candidate given as a table: an architecture and, optionally, local weights."""
+def _check_randaugment(train: TrainConfig) -> None:
+    """[train] randaugment must be a string timm parses (checked here: timm imports torch)."""
+    if train.randaugment is not None:
+        from timm.data.auto_augment import rand_augment_transform
 
-    model_config = ConfigDict(extra="forbid")
-
-    arch: str
-    checkpoint: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.arch}@{self.checkpoint.name}" if self.checkpoint else self.arch
-
-
-class TeacherConfig(BaseModel):
-    """`[teacher]`: candidates are timm names, `hf-hub:` timm ids, `hf:` transformers
-    checkpoints (hub id or local directory), or {arch, checkpoint} tables."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    candidates: list[str | TeacherCandidate] = Field(min_length=1)
-    pretrained: bool = False
-    epochs: int = Field(5, ge=0, le=1000)
-    lr: float = Field(3e-3, gt=0.0)
-    image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
-    select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
-    max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9
-    max_latency_ms: float | None = Field(None, gt=0)  # host, batch 1, torch on the CPU
-    ensemble: int = Field(1, ge=1, le=16)
-
-    def resolved(self) -> list[TeacherCandidate]:
-        return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
+        try:
+            rand_augment_transform(train.randaugment, {})
+        except Exception as e:
+            raise InputError(f"train.randaugment: not a timm RandAugment string ({e}); "
+                             "e.g. 'rand-m9-mstd0.5'") from None
 
 
 def preflight(config: dict) -> None:
     """Fail fast, before any training, on a candidate that cannot be loaded."""
     cfg: TeacherConfig = config["teacher"]
+    _check_randaugment(config["train"])
     candidates = cfg.resolved()
     if cfg.ensemble > len(candidates):
         raise InputError(f"teacher.ensemble = {cfg.ensemble} but there are only {len(candidates)} candidates")

@@ -16,14 +16,14 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from edgekiln.stages.config import DistillConfig, TrainConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import TrainingDiverged
 from edgekiln.stages.modeling import ModelBundle
@@ -72,56 +72,6 @@ def _rng_from_storage(stored: dict) -> dict:
     version, internal, gauss_next = stored["python"]
     return {**stored, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss),
             "python": (version, tuple(internal), gauss_next)}
-
-
-class TrainConfig(BaseModel):
-    """`[train]`: the recipe every training loop uses (teacher fine-tune, distillation,
-    pruning recovery). Epochs and learning rates stay in each stage's own section."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(64, ge=2, le=4096)
-    weight_decay: float = Field(0.05, ge=0.0)
-    warmup_epochs: float = Field(1.0, ge=0.0)
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
-    randaugment: str | None = None  # a timm RandAugment string, e.g. "rand-m9-mstd0.5"
-    mixup: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of mixup; 0 = off
-    cutmix: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of cutmix; 0 = off
-    # Random translation of up to this share of the image size each way (edges replicated),
-    # applied per image on the device: cheap, and the augmentation small images need most.
-    translate: float = Field(0.0, ge=0.0, le=0.5)
-    hflip: bool = False  # random horizontal flips (not for digits or text)
-
-    @field_validator("randaugment")
-    @classmethod
-    def _timm_accepts(cls, value: str | None) -> str | None:
-        if value is not None:
-            from timm.data.auto_augment import rand_augment_transform
-
-            try:
-                rand_augment_transform(value, {})
-            except Exception as e:
-                raise ValueError(f"not a timm RandAugment string ({e}); e.g. 'rand-m9-mstd0.5'") from None
-        return value
-
-    @property
-    def deterministic_inputs(self) -> bool:
-        """Every epoch feeds the same images: a teacher's outputs can be computed once."""
-        return (self.randaugment is None and self.mixup == 0.0 and self.cutmix == 0.0
-                and self.translate == 0.0 and not self.hflip)
-
-
-class DistillConfig(BaseModel):
-    """`[distill]`: loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher || student)
-    [+ feature_weight * MSE(hint(student features), teacher features) with FitNets]."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(4.0, gt=0.0)
-    alpha: float = Field(0.9, ge=0.0, le=1.0)
-    feature_loss: Literal["none", "fitnets"] = "none"
-    feature_weight: float = Field(1.0, ge=0.0)
 
 
 def device() -> torch.device:

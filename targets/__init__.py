@@ -1,20 +1,9 @@
-"""Artifact formats: export, load-and-predict and host benchmark, one module per format.
+"""Artifact formats (one file each under formats/, see format.py), latency profiles and runners.
 
-`get_format(name)` is the one place a format name is resolved (like timm's
-registry), so stages and the config schema never hard-code module paths.
+`get_format(name)` is the one place a format name is resolved (like timm's registry), so
+stages and the config schema never hard-code module paths.
 """
 
-from __future__ import annotations
+from edgekiln.targets.format import format_names, get_format
 
-import importlib
-from types import ModuleType
-
-FORMATS = ("onnx", "tflite", "coreml")
-
-
-def get_format(name: str) -> ModuleType:
-    """Return the module implementing artifact format `name` (onnx, tflite or coreml)."""
-    if name not in FORMATS:
-        raise KeyError(f"unknown artifact format {name!r}; known: {', '.join(FORMATS)}")
-    # Imported lazily: each format drags in its converter stack (seconds each).
-    return importlib.import_module(f"edgekiln.targets.{name}_format")
+__all__ = ["format_names", "get_format"]

@@ -1,4 +1,10 @@
-"""Errors raised by the artifact formats."""
+"""Errors raised by the artifact formats and runners, and the bad-input error every layer uses."""
+
+
+class InputError(Exception):
+    """Bad input: a missing or unreadable file, an unknown model name, an unusable data folder,
+    a device that cannot be reached. The message names the config key, file or candidate at
+    fault; the CLI maps it to exit code 2."""
 
 
 class ConversionError(Exception):

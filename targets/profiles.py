@@ -13,7 +13,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekiln.targets.format import format_names, get_format
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 RUNNERS = ("host", "adb", "ssh", "estimate")
@@ -24,14 +26,13 @@ class ProfileError(Exception):
 
 
 class RuntimeOptions(BaseModel):
-    """How the runtime is set up on the device."""
+    """How the runtime is set up on the device: `threads`, and the options the profile's
+    format declares (its RUNTIME_OPTIONS: delegate for TFLite, execution_provider for ONNX,
+    compute_units for Core ML...), checked against the format by the profile."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     threads: int = Field(1, ge=1, le=256)
-    delegate: Literal["xnnpack", "gpu", "nnapi", "none"] = "xnnpack"  # TFLite
-    execution_provider: str = "cpu"  # ONNX Runtime: cpu, nnapi, xnnpack, ...
-    compute_units: Literal["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"] = "ALL"  # Core ML
 
 
 class Budgets(BaseModel):
@@ -63,8 +64,7 @@ class RunnerSpec(BaseModel):
     # adb
     adb: str = "adb"
     serial: str | None = None
-    benchmark_model: str = "/data/local/tmp/benchmark_model"
-    onnxruntime_perf_test: str = "/data/local/tmp/onnxruntime_perf_test"
+    benchmark_tool: str | None = None  # on-device benchmark binary; default: the format's ADB_TOOL
     # ssh
     host: str | None = None
     user: str | None = None
@@ -96,12 +96,40 @@ class Profile(BaseModel):
     name: str
     device: str
     description: str = ""
-    format: Literal["onnx", "tflite", "coreml"]
+    format: str  # a registered format (targets/formats/)
     runtime: RuntimeOptions = RuntimeOptions()
     budget: Budgets = Budgets()
     runner: RunnerSpec
     estimate: EstimateSpec | None = None
     path: Path | None = None  # the file it was read from (set by load_profile)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v not in format_names():
+            raise ValueError(f"unknown format {v!r}; known: {', '.join(format_names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _runtime_options_of_format(self) -> "Profile":
+        known = get_format(self.format).RUNTIME_OPTIONS
+        for key, value in (self.runtime.model_extra or {}).items():
+            if key not in known:
+                raise ValueError(f"runtime.{key}: not an option of {self.format} runtimes "
+                                 f"(options: threads{''.join(', ' + k for k in known)})")
+            allowed = known[key][1]
+            if not isinstance(value, str) or (allowed is not None and value not in allowed):
+                raise ValueError(f"runtime.{key} = {value!r}: use one of {', '.join(allowed or ('a string',))}")
+        return self
+
+    def runtime_option(self, key: str) -> str:
+        """A runtime option of the profile's format, its default where the profile sets none."""
+        default = get_format(self.format).RUNTIME_OPTIONS[key][0]
+        return str((self.runtime.model_extra or {}).get(key, default))
+
+    def runtime_options(self) -> dict[str, str]:
+        """Every runtime option of the profile's format (besides threads), defaults filled in."""
+        return {key: self.runtime_option(key) for key in get_format(self.format).RUNTIME_OPTIONS}
 
     def references_path(self) -> Path:
         if self.estimate is None:

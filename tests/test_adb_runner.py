@@ -13,7 +13,8 @@ from edgekiln.targets import runners
 from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import load_profile
-from edgekiln.targets.runners.adb import parse_benchmark_model, parse_perf_test
+from edgekiln.targets.formats.onnx import parse_perf_test
+from edgekiln.targets.formats.tflite import parse_benchmark_model
 
 DATA = Path(__file__).parent / "data"
 FEATURES = CostFeatures(macs=900_000, depthwise_macs=90_000, params=580_000, activations=72_000, image_size=32)
@@ -50,7 +51,7 @@ def fake_adb(tmp_path, state="device", output="benchmark_model_tflite.txt"):
             args = args[2:]
         if args[0] == "get-state":
             print({state!r}) if {state!r} == "device" else sys.exit("error: no devices/emulators found")
-        elif args[0] == "shell" and args[1].endswith(("benchmark_model", "onnxruntime_perf_test")):
+        elif args[0] == "shell" and args[1].endswith(("benchmark_model", "onnxruntime_perf_test", "executor_runner")):
             print(open({str(DATA / output)!r}).read())
         """))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from edgekiln.cli import app
 from edgekiln.stages import prune as prune_stage
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
-from edgekiln.targets import coreml_format, get_format
+from edgekiln.targets import get_format
 from edgekiln.targets.files import sha256
 
 TINY = """
@@ -45,7 +45,7 @@ max_drop_total = 60.0
 {targets}
 """
 
-ALL_TARGETS = """
+THREE_TARGETS = """
 [[targets]]
 name = "android"
 profile = "pixel-3-cpu"
@@ -58,6 +58,13 @@ profile = "x86-server-avx2"
 [[targets]]
 name = "iphone"
 profile = "iphone-15-pro-ane"
+"""
+
+# The fourth format, ExecuTorch, on this host: scored and timed in ExecuTorch's own runtime.
+ALL_TARGETS = THREE_TARGETS + """
+[[targets]]
+name = "pte"
+format = "executorch"
 """
 
 
@@ -84,7 +91,7 @@ def test_pipeline_passes_and_writes_every_artifact(run):
     assert result.exit_code == 0, result.output
     assert manifest["passed"] is True and manifest["error"] is None
     assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune", "quantize", "export"]
-    for name in ("model.onnx", "model.tflite", "model.mlpackage", "report.png"):
+    for name in ("model.onnx", "model.tflite", "model.mlpackage", "model.pte", "report.png"):
         assert (root / "out" / name).exists(), name
     assert "android" in result.output and "PASSED" in result.output
 
@@ -180,7 +187,7 @@ def test_artifacts_run_in_their_runtimes_with_the_recorded_accuracy(run):
         assert json.loads(metadata["edgekiln_cost"]) == artifact["cost_features"]
         if artifact["format"] == "coreml":
             assert artifact["accuracy_source"] == "proxy"
-            assert coreml_format.check(path, (1, 3, 32, 32))["int8_weight_ops"] > 0
+            assert get_format("coreml").check(path, (1, 3, 32, 32))["int8_weight_ops"] > 0
             continue
         assert artifact["accuracy_source"] == "runtime"
         logits = fmt.predict(path, val_x)
@@ -213,7 +220,7 @@ def test_every_artifact_is_measured_on_its_profile_and_says_how(run):
 def test_the_precheck_ran_first_and_is_cached_on_rerun(run):
     root, _, manifest = run
     assert manifest["precheck"]["cached"] is False
-    assert sorted(r["format"] for r in manifest["precheck"]["targets"]) == ["coreml", "onnx", "tflite"]
+    assert sorted(r["format"] for r in manifest["precheck"]["targets"]) == ["coreml", "executorch", "onnx", "tflite"]
 
 
 def test_rerun_reuses_every_stage(run):
@@ -454,7 +461,7 @@ def test_a_conversion_failure_exits_2_naming_the_format_and_keeps_the_cache_clea
     work = root / "unconvertible"
     work.mkdir()
     config = write_config(work, targets='[[targets]]\nname = "server"\nformat = "onnx"\nartifact = "u.onnx"\n')
-    from edgekiln.targets import onnx_format
+    onnx_format = get_format("onnx")
     from edgekiln.targets.errors import ConversionError
 
     real, calls = onnx_format.export_int8, []

@@ -8,7 +8,7 @@ import textwrap
 from typer.testing import CliRunner
 
 from edgekiln.cli import app
-from test_e2e import ALL_TARGETS  # the same three targets as the MobileNet pipeline
+from test_e2e import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
 
 TINY_MOBILEVIT = """
 [data]

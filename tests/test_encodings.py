@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from edgekiln.config import ConfigError, load_config
-from edgekiln.stages import encoding
-from edgekiln.targets import coreml_format, get_format
+from edgekiln.targets import encodings as encoding
+from edgekiln.targets import get_format
+
+coreml_format = get_format("coreml")
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,12 @@ def test_core_ml_float_encodings_store_no_int8_weights_and_have_float_proxies(mo
 
 
 def _candidate(name, accuracy, p50, size=1_000_000, source="host"):
-    return {"encoding": name, "precision": name, "accuracy": accuracy, "accuracy_source": "runtime",
-            "size_bytes": size, "latency_ms": None if p50 is None else {"p50": p50}, "latency_source": source,
-            "budget": {"size_mb": 2.0}, "budget_keys": {"size_mb": "budget.size_mb of profile p"}}
+    from edgekiln.targets.artifact import Artifact
+
+    return Artifact(target="t", format="onnx", file=f"m.{name}.onnx", encoding=name, precision=name,
+                    accuracy=accuracy, accuracy_source="runtime", size_bytes=size,
+                    latency_ms=None if p50 is None else {"p50": p50}, latency_source=source,
+                    budget={"size_mb": 2.0}, budget_keys={"size_mb": "budget.size_mb of profile p"})
 
 
 def _breach_below(floor):
@@ -81,7 +86,7 @@ def _breach_below(floor):
 def test_the_fastest_candidate_within_budget_ships_and_the_reason_names_the_runner_up():
     records = [_candidate("fp32", 95.0, 1.6), _candidate("fp16", 95.0, 2.4), _candidate("int8", 94.0, 6.4)]
     best, why = encoding.choose(records, _breach_below(90))
-    assert records[best]["encoding"] == "fp32"
+    assert records[best].encoding == "fp32"
     assert "1.6 ms" in why and "next: fp16 at 2.4 ms (1.50x)" in why
 
 
@@ -89,7 +94,7 @@ def test_a_faster_candidate_over_the_accuracy_or_size_budget_loses_and_is_named(
     records = [_candidate("fp32", 95.0, 3.0, size=4_000_000), _candidate("fp16", 95.0, 2.0),
                _candidate("int8", 80.0, 1.0)]
     best, why = encoding.choose(records, _breach_below(90))
-    assert records[best]["encoding"] == "fp16"
+    assert records[best].encoding == "fp16"
     assert "int8 (accuracy 80.00%: below 90)" in why
     assert "fp32 (size 4.00 MB > budget.size_mb of profile p = 2)" in why
 
@@ -97,9 +102,9 @@ def test_a_faster_candidate_over_the_accuracy_or_size_budget_loses_and_is_named(
 def test_unknown_latency_ranks_last_and_no_eligible_candidate_ships_the_most_accurate():
     records = [_candidate("dynamic", 95.0, None), _candidate("int8", 94.0, 5.0)]
     best, why = encoding.choose(records, _breach_below(90))
-    assert records[best]["encoding"] == "int8" and "latency unknown, so not preferred: dynamic" in why
+    assert records[best].encoding == "int8" and "latency unknown, so not preferred: dynamic" in why
     best, why = encoding.choose(records, _breach_below(99))
-    assert records[best]["encoding"] == "dynamic" and why.startswith("no candidate meets the budgets")
+    assert records[best].encoding == "dynamic" and why.startswith("no candidate meets the budgets")
 
 
 def test_candidates_auto_is_every_encoding_of_the_format_and_none_is_int8():
@@ -124,9 +129,10 @@ def test_a_bad_encoding_is_a_config_error_naming_the_key(tmp_path, value, messag
 def test_a_candidate_the_profile_cannot_time_gets_no_latency_but_a_lone_artifact_fails(model, tmp_path):
     from edgekiln.stages import export
     from edgekiln.stages.errors import InputError
+    from edgekiln.targets.target import TargetConfig
     from edgekiln.targets.cost import cost_features
 
-    target = export.TargetConfig(name="android", profile="pixel-3-cpu", runner="estimate")
+    target = TargetConfig(name="android", profile="pixel-3-cpu", runner="estimate")
     profile = target.resolve()
     features = cost_features(model, 16)
     # pixel-3-cpu has float and int8 references, none of dynamic-range INT8

@@ -7,7 +7,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgekiln.targets import onnx_format, pt2e
+from edgekiln.targets import get_format, pt2e
+from edgekiln.targets.formats import onnx as onnx_module
+
+onnx_format = get_format("onnx")
 from edgekiln.targets.int8 import Int8Options
 
 
@@ -51,13 +54,13 @@ def test_onnx_keeps_the_named_layers_float(tmp_path):
     convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
     model = onnx.load(str(path))
     float_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 4}
-    assert [onnx_format.module_of(n.name) for n in convs if n.input[1] in float_weights] == ["2"]
+    assert [onnx_module.module_of(n.name) for n in convs if n.input[1] in float_weights] == ["2"]
 
 
 def test_onnx_node_scopes_map_to_module_paths():
-    assert onnx_format.module_of("/blocks/blocks.0/blocks.0.0/conv_dw/Conv") == "blocks.0.0.conv_dw"
-    assert onnx_format.module_of("/conv_stem/Conv") == "conv_stem"
-    assert onnx_format.module_of("/classifier/Gemm") == "classifier"
+    assert onnx_module.module_of("/blocks/blocks.0/blocks.0.0/conv_dw/Conv") == "blocks.0.0.conv_dw"
+    assert onnx_module.module_of("/conv_stem/Conv") == "conv_stem"
+    assert onnx_module.module_of("/classifier/Gemm") == "classifier"
 
 
 def test_the_pt2e_observer_follows_the_calibrator_and_says_so():

@@ -12,6 +12,7 @@ from edgekiln.stages import export, training
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.quantize import CALIBRATION_FILE, QuantizeConfig
+from edgekiln.targets.target import TargetConfig
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.int8 import quantizable_layers
 
@@ -63,7 +64,7 @@ def trained(tmp_path_factory):
 
 
 def export_once(data, quantized, accuracy_aware, workdir, targets):
-    config = {"targets": [export.TargetConfig(name=fmt, format=fmt) for fmt in targets],
+    config = {"targets": [TargetConfig(name=fmt, format=fmt) for fmt in targets],
               "quantize": QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
               "budget": BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})}
     inputs = {"quantize": quantized, "teacher": StageResult(accuracy=quantized.accuracy)}

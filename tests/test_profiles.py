@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgekiln.config import ConfigError, load_config
-from edgekiln.targets import runners
+from edgekiln.targets import format_names, runners
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.errors import RunnerFailed
 from edgekiln.targets.profiles import ProfileError, load_profile, shipped_profiles
@@ -31,7 +31,7 @@ def test_at_least_five_devices_ship_and_every_one_loads():
     assert len(names) >= 5
     for name in names:
         profile = load_profile(name)
-        assert profile.name == name and profile.device and profile.format in ("onnx", "tflite", "coreml")
+        assert profile.name == name and profile.device and profile.format in format_names()
         if profile.estimate is not None:
             assert len(estimate.load_references(profile.references_path())) >= 2
 
@@ -67,7 +67,7 @@ def test_a_users_own_profile_file_needs_no_code(tmp_path, monkeypatch):
     ('[[targets]]\nname = "x"\nprofile = "pixel-99"\n', "targets[0].profile: unknown profile 'pixel-99'; shipped profiles:"),
     ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nformat = "onnx"\n', "is for tflite artifacts, not format 'onnx'"),
     ('[[targets]]\nname = "x"\nprofile = "missing.toml"\n', "missing.toml does not exist"),
-    ('[[targets]]\nname = "x"\n', "give a format (onnx, tflite, coreml) or a profile"),
+    ('[[targets]]\nname = "x"\n', "give a format (coreml, executorch, onnx, tflite) or a profile"),
     ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nbudget = { p50 = 3 }\n', "targets[0].budget.p50: unknown key"),
 ])
 def test_bad_profiles_are_config_errors_naming_the_key(tmp_path, targets, message):
@@ -168,9 +168,11 @@ def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
 
 def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_path, monkeypatch):
     from edgekiln.stages import export
-    from edgekiln.targets import coreml_format
+    from edgekiln.targets import evaluate, get_format, target as targets
 
-    target = export.TargetConfig(name="mac", profile="mac-coreml", budget={"p50_ms": 3.0})
+    coreml_format = get_format("coreml")
+
+    target = targets.TargetConfig(name="mac", profile="mac-coreml", budget={"p50_ms": 3.0})
     profile = target.resolve()
     val_y = np.array([0, 1, 2, 1])
     logits = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]  # the Mac's Core ML gets 3 of 4 right
@@ -180,7 +182,7 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
         calls.append((path, prof.name, images.shape))
         return None, logits
 
-    monkeypatch.setattr(export.ssh_runner, "run_remote", on_the_mac)
+    monkeypatch.setattr(evaluate.ssh_runner, "run_remote", on_the_mac)
     record = export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
                                       np.zeros((4, 3, 8, 8), np.float32), val_y, np.array([0, 1, 2, 1]), None, None)
     assert record == {"accuracy_source": "runtime", "accuracy": 75.0, "agreement": 75.0}
@@ -190,10 +192,10 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
     def mac_asleep(path, prof, images):
         raise DeviceUnreachable("ssh 127.0.0.1: Connection refused")
 
-    monkeypatch.setattr(export.ssh_runner, "run_remote", mac_asleep)
+    monkeypatch.setattr(evaluate.ssh_runner, "run_remote", mac_asleep)
     with pytest.raises(InputError, match="target mac: profile 'mac-coreml' device cannot be reached: .*refused"):
         export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
                                  np.zeros((4, 3, 8, 8), np.float32), val_y, val_y, None, None)
     assert calls == [(tmp_path / "model.mlpackage", "mac-coreml", (4, 3, 8, 8))]
-    keys = export.budget_keys(target, profile)
+    keys = targets.budget_keys(target, profile)
     assert keys["p50_ms"] == "targets.mac.budget.p50_ms" and keys["size_mb"] == "budget.size_mb of profile mac-coreml"

@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from edgekiln.targets import pt2e, tflite_format
+from edgekiln.targets import get_format, pt2e
+
+tflite_format = get_format("tflite")
 from edgekiln.targets.errors import ConversionError
 from edgekiln.targets.int8 import Int8Options
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgekiln.targets import onnx_format, runners
+from edgekiln.targets import get_format, runners
+from edgekiln.targets.formats import onnx as onnx_module
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import load_profile
 from edgekiln.targets.runners import ssh
@@ -82,7 +83,7 @@ def onnx_artifact(tmp_path_factory):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
     path = tmp_path_factory.mktemp("artifact") / "model.onnx"
-    onnx_format.export_float(model, torch.randn(1, 3, 16, 16), path)
+    onnx_module.export_float(model, torch.randn(1, 3, 16, 16), path)
     return path
 
 
@@ -99,7 +100,7 @@ def test_ssh_runner_returns_the_remote_runtime_logits(sshd, onnx_artifact):
     profile, _ = sshd
     images = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
     _, logits = ssh.run_remote(onnx_artifact, profile, images)
-    np.testing.assert_allclose(logits, onnx_format.predict(onnx_artifact, images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits, get_format("onnx").predict(onnx_artifact, images), rtol=1e-5, atol=1e-5)
 
 
 def test_a_refused_connection_is_unreachable_and_can_fall_back_only_with_references(sshd, onnx_artifact):

@@ -4,7 +4,7 @@ that target, naming the op, not an internal error."""
 import ai_edge_litert.interpreter as litert
 import pytest
 
-from edgekiln.targets import tflite_format
+from edgekiln.targets import get_format
 from edgekiln.targets.errors import ConversionError
 
 
@@ -21,4 +21,4 @@ def test_a_model_the_runtime_cannot_prepare_is_a_conversion_error_naming_the_op(
     monkeypatch.setattr(litert, "Interpreter", UnpreparableInterpreter)
     with pytest.raises(ConversionError, match=r"tflite conversion failed: .*does not run in ai-edge-litert.*"
                                               r"Node number 105 \(BROADCAST_TO\) failed to prepare"):
-        tflite_format._session(tmp_path / "model.tflite", threads=1)
+        get_format("tflite").load(tmp_path / "model.tflite")

@@ -102,10 +102,14 @@ def test_a_teacher_ensemble_averages_logits(data):
     assert torch.allclose(got, mean, atol=1e-5)
 
 
-def test_bad_randaugment_string_is_a_config_error():
+def test_bad_randaugment_string_is_bad_input_before_any_work():
+    from edgekiln.stages import teacher
+    from edgekiln.stages.errors import InputError
+
     for bad in ("augmix-m5", "rand-m9-zz3"):
-        with pytest.raises(ValidationError, match="not a timm RandAugment string"):
-            training.TrainConfig(randaugment=bad)
+        with pytest.raises(InputError, match="train.randaugment: not a timm RandAugment string"):
+            teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet10t"]),
+                               "train": training.TrainConfig(randaugment=bad)})
 
 
 def test_teacher_runs_at_its_own_size_and_normalization(data):

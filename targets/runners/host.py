@@ -9,17 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgekiln.targets import runtime_bench
+from edgekiln.targets import get_format, runtime_bench
 from edgekiln.targets.errors import RunnerFailed, RuntimeUnavailable
 from edgekiln.targets.profiles import Profile
 
 
 def worker_command(python: str, script: str, fmt: str, artifact: str, profile: Profile) -> list[str]:
     """The runtime_bench.py command line for `artifact` under `profile`'s runtime options."""
-    rt, runner = profile.runtime, profile.runner
-    return [python, script, fmt, artifact, "--threads", str(rt.threads), "--delegate", rt.delegate,
-            "--execution-provider", rt.execution_provider, "--compute-units", rt.compute_units,
-            "--warmup", str(runner.warmup_runs), "--runs", str(runner.runs)]
+    options = [arg for key, value in profile.runtime_options().items() for arg in ("--option", f"{key}={value}")]
+    return [python, script, fmt, artifact, "--threads", str(profile.runtime.threads), *options,
+            "--warmup", str(profile.runner.warmup_runs), "--runs", str(profile.runner.runs)]
 
 
 def parse_worker_output(stdout: str, command: list[str], stderr: str = "") -> dict:
@@ -45,8 +44,9 @@ def _cpu_name() -> str:
 def measure(artifact: Path, profile: Profile):
     from edgekiln.targets.runners import Measurement
 
-    if profile.format == "coreml" and sys.platform != "darwin":
-        raise RuntimeUnavailable(f"Core ML cannot run on {sys.platform}: the host runner needs macOS")
+    why = get_format(profile.format).runtime_unavailable()
+    if why is not None:
+        raise RuntimeUnavailable(f"the host runner cannot time {profile.format} here: {why}")
     command = worker_command(sys.executable, runtime_bench.__file__, profile.format, str(artifact), profile)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

@@ -1,6 +1,6 @@
-"""The `ssh` runner: copy the artifact and runtime_bench.py to a Linux board or a Mac and
-run them with the remote python (which needs numpy and the format's runtime: ai-edge-litert,
-onnxruntime, or coremltools on macOS). Given images, it also returns their logits, which is
+"""The `ssh` runner: copy the artifact, runtime_bench.py and the format files (zipped) to a
+Linux board or a Mac and run them with the remote python (which needs numpy and the format's
+runtime: ai-edge-litert, onnxruntime, coremltools on macOS, executorch...). Given images, it also returns their logits, which is
 how a Core ML artifact's accuracy is measured in Core ML itself."""
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import shlex
 import subprocess
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from edgekiln.targets import runtime_bench
+from edgekiln.targets.format import format_files
 from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed
 from edgekiln.targets.profiles import Profile
 from edgekiln.targets.runners.host import parse_worker_output, worker_command
@@ -36,6 +38,17 @@ def connection(profile: Profile) -> tuple[str, list[str], list[str]]:
     if key:
         common += ["-i", str(Path(key).expanduser())]
     return (f"{user}@{host}" if user else host), ["-p", port, *common], ["-P", port, *common]
+
+
+def formats_zip(path: Path) -> Path:
+    """A zip of the format files, importable as `edgekiln.targets` on a device that has no
+    edgekiln installed (runtime_bench.py puts it on sys.path)."""
+    targets_dir = Path(runtime_bench.__file__).resolve().parent
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("edgekiln/__init__.py", "")
+        for file in format_files():
+            z.write(file, f"edgekiln/targets/{file.resolve().relative_to(targets_dir).as_posix()}")
+    return path
 
 
 def _run(command: list[str], what: str) -> subprocess.CompletedProcess:
@@ -60,7 +73,8 @@ def run_remote(artifact: Path, profile: Profile, images: np.ndarray | None = Non
     _run([*ssh, f"mkdir -p {shlex.quote(remote_dir)}"], f"ssh {dest}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            uploads = [str(artifact), runtime_bench.__file__]
+            uploads = [str(artifact), runtime_bench.__file__,
+                       str(formats_zip(Path(tmp) / runtime_bench.FORMATS_ZIP))]
             if images is not None:
                 np.save(Path(tmp) / "inputs.npy", images.astype(np.float32))
                 uploads.append(str(Path(tmp) / "inputs.npy"))

@@ -5,10 +5,10 @@ the accuracy and size budgets ships. Without `encoding`, a target gets INT8 as [
 
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from typing import Callable
 
-Encoding = Literal["fp32", "fp16", "int8", "dynamic"]  # every encoding some format has
-ENCODINGS = get_args(Encoding)
+from edgekiln.targets.artifact import Artifact
+
 DEFAULT = "int8"
 DESCRIPTION = {"fp32": "float32", "fp16": "float16 weights", "int8": "INT8", "dynamic": "dynamic-range INT8"}
 
@@ -27,23 +27,19 @@ def unsupported(encoding: str | list[str] | None, supported: dict[str, str]) -> 
     return [] if encoding is None or encoding == "auto" else [e for e in encoding if e not in supported]
 
 
-def p50(record: dict) -> float | None:
-    return (record.get("latency_ms") or {}).get("p50")
-
-
-def failures(record: dict, breach: Callable[[float], str | None]) -> list[str]:
+def failures(record: Artifact, breach: Callable[[float], str | None]) -> list[str]:
     """Why a candidate may not ship: it breaks the accuracy budget or the size budget."""
     out = []
-    why = breach(record["accuracy"])
+    why = breach(record.accuracy)
     if why is not None:
-        out.append(f"accuracy {record['accuracy']:.2f}%: {why}")
-    size_mb = (record.get("budget") or {}).get("size_mb")
-    if size_mb is not None and record["size_bytes"] / 1e6 > size_mb:
-        out.append(f"size {record['size_bytes'] / 1e6:.2f} MB > {record['budget_keys']['size_mb']} = {size_mb:g}")
+        out.append(f"accuracy {record.accuracy:.2f}%: {why}")
+    size_mb = record.budget.get("size_mb")
+    if size_mb is not None and record.size_bytes / 1e6 > size_mb:
+        out.append(f"size {record.size_bytes / 1e6:.2f} MB > {record.budget_keys['size_mb']} = {size_mb:g}")
     return out
 
 
-def choose(records: list[dict], breach: Callable[[float], str | None]) -> tuple[int, str]:
+def choose(records: list[Artifact], breach: Callable[[float], str | None]) -> tuple[int, str]:
     """Index of the candidate to ship, and why: the lowest p50 latency among those within the
     accuracy and size budgets. Candidates whose latency could not be measured nor estimated
     rank after the others (by size). When none is within budget, the most accurate ships
@@ -51,34 +47,34 @@ def choose(records: list[dict], breach: Callable[[float], str | None]) -> tuple[
     failing = [failures(r, breach) for r in records]
     eligible = [i for i, f in enumerate(failing) if not f]
     if not eligible:
-        best = max(range(len(records)), key=lambda i: (records[i]["accuracy"], -records[i]["size_bytes"]))
+        best = max(range(len(records)), key=lambda i: (records[i].accuracy, -records[i].size_bytes))
         return best, ("no candidate meets the budgets; the most accurate ships and its gates report it: "
-                      + "; ".join(f"{records[i]['encoding']}: {', '.join(f)}" for i, f in enumerate(failing)))
-    timed = sorted((i for i in eligible if p50(records[i]) is not None),
-                   key=lambda i: (p50(records[i]), records[i]["size_bytes"]))
+                      + "; ".join(f"{records[i].encoding}: {', '.join(f)}" for i, f in enumerate(failing)))
+    timed = sorted((i for i in eligible if records[i].p50_ms is not None),
+                   key=lambda i: (records[i].p50_ms, records[i].size_bytes))
     if not timed:
-        best = min(eligible, key=lambda i: records[i]["size_bytes"])
+        best = min(eligible, key=lambda i: records[i].size_bytes)
         return best, ("no candidate's latency was measured or estimated on this profile; the smallest "
                       "within the budgets ships")
     best = timed[0]
-    source = records[best].get("latency_source")
-    why = f"lowest p50 ({p50(records[best]):.3g} ms, {source}) of the candidates within the accuracy and size budgets"
+    why = (f"lowest p50 ({records[best].p50_ms:.3g} ms, {records[best].latency_source}) of the candidates "
+           "within the accuracy and size budgets")
     if len(timed) > 1:
         runner_up = records[timed[1]]
-        why += (f"; next: {runner_up['encoding']} at {p50(runner_up):.3g} ms "
-                f"({p50(runner_up) / p50(records[best]):.2f}x)")
-    excluded = [f"{records[i]['encoding']} ({'; '.join(f)})" for i, f in enumerate(failing) if f]
+        why += (f"; next: {runner_up.encoding} at {runner_up.p50_ms:.3g} ms "
+                f"({runner_up.p50_ms / records[best].p50_ms:.2f}x)")
+    excluded = [f"{records[i].encoding} ({'; '.join(f)})" for i, f in enumerate(failing) if f]
     if excluded:
         why += f"; over budget: {', '.join(excluded)}"
-    untimed = [records[i]["encoding"] for i in eligible if p50(records[i]) is None]
+    untimed = [records[i].encoding for i in eligible if records[i].p50_ms is None]
     if untimed:
         why += f"; latency unknown, so not preferred: {', '.join(untimed)}"
     return best, why
 
 
-def summary(record: dict, breach: Callable[[float], str | None]) -> dict:
+def summary(record: Artifact, breach: Callable[[float], str | None]) -> dict:
     """What the manifest keeps of one candidate."""
-    return {"encoding": record["encoding"], "precision": record["precision"], "size_bytes": record["size_bytes"],
-            "accuracy": record["accuracy"], "accuracy_source": record["accuracy_source"],
-            "p50_ms": p50(record), "latency_source": record.get("latency_source"),
-            "latency_notes": record.get("latency_notes", []), "over_budget": failures(record, breach)}
+    return {"encoding": record.encoding, "precision": record.precision, "size_bytes": record.size_bytes,
+            "accuracy": record.accuracy, "accuracy_source": record.accuracy_source,
+            "p50_ms": record.p50_ms, "latency_source": record.latency_source,
+            "latency_notes": record.latency_notes, "over_budget": failures(record, breach)}

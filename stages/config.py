@@ -1,0 +1,213 @@
+"""The stages' config sections ([data], [teacher], [student], [train], [distill], [prune],
+[quantize]): schemas only. Like the rest of the config schema (pipeline/config.py,
+targets/target.py) this module imports neither torch nor a converter, so a config is
+validated in well under two seconds (`edgekiln validate`). Checks that need torch (timm
+architecture names, a RandAugment string) are the stages' preflights, run before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgekiln.targets.int8 import Int8Options
+
+# The stages `[budget.max_drop]` may limit, each against the stage before it. The one
+# declaration: the config's schema and the graph's nodes both read it.
+BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
+
+
+class DataConfig(BaseModel):
+    """`[data]`: where the images come from and how they are split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["digits", "imagefolder"] = "digits"
+    path: Path | None = None
+    val_path: Path | None = None
+    test_path: Path | None = None
+    image_size: int = Field(32, ge=16, le=1024)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # Share of the images held out for the final figures (release gate); 0 with no
+    # test_path: no test split, and the manifest says its figures are graded on val.
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+    max_samples: int | None = Field(None, ge=20)
+
+    @model_validator(mode="after")
+    def _paths_fit_source(self) -> "DataConfig":
+        if self.source == "imagefolder" and self.path is None:
+            raise ValueError("source 'imagefolder' needs `path` (a folder of class sub-folders)")
+        if self.source == "digits" and (self.path or self.val_path or self.test_path):
+            raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
+        carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
+        if carved >= 0.9:
+            raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")
+        return self
+
+
+class TeacherCandidate(BaseModel):
+    """A candidate given as a table: an architecture and, optionally, local weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str
+    checkpoint: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}@{self.checkpoint.name}" if self.checkpoint else self.arch
+
+
+class TeacherConfig(BaseModel):
+    """`[teacher]`: candidates are timm names, `hf-hub:` timm ids, `hf:` transformers
+    checkpoints (hub id or local directory), or {arch, checkpoint} tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str | TeacherCandidate] = Field(min_length=1)
+    pretrained: bool = False
+    epochs: int = Field(5, ge=0, le=1000)
+    lr: float = Field(3e-3, gt=0.0)
+    image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
+    select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
+    max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9
+    max_latency_ms: float | None = Field(None, gt=0)  # host, batch 1, torch on the CPU
+    ensemble: int = Field(1, ge=1, le=16)
+
+    def resolved(self) -> list[TeacherCandidate]:
+        return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
+
+
+class TrainConfig(BaseModel):
+    """`[train]`: the recipe every training loop uses (teacher fine-tune, distillation,
+    pruning recovery). Epochs and learning rates stay in each stage's own section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(64, ge=2, le=4096)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
+    randaugment: str | None = None  # a timm RandAugment string, e.g. "rand-m9-mstd0.5"
+    mixup: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of mixup; 0 = off
+    cutmix: float = Field(0.0, ge=0.0)  # Beta(alpha, alpha) of cutmix; 0 = off
+    # Random translation of up to this share of the image size each way (edges replicated),
+    # applied per image on the device: cheap, and the augmentation small images need most.
+    translate: float = Field(0.0, ge=0.0, le=0.5)
+    hflip: bool = False  # random horizontal flips (not for digits or text)
+
+    @property
+    def deterministic_inputs(self) -> bool:
+        """Every epoch feeds the same images: a teacher's outputs can be computed once."""
+        return (self.randaugment is None and self.mixup == 0.0 and self.cutmix == 0.0
+                and self.translate == 0.0 and not self.hflip)
+
+
+class DistillConfig(BaseModel):
+    """`[distill]`: loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher || student)
+    [+ feature_weight * MSE(hint(student features), teacher features) with FitNets]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.9, ge=0.0, le=1.0)
+    feature_loss: Literal["none", "fitnets"] = "none"
+    feature_weight: float = Field(1.0, ge=0.0)
+
+
+class StudentConfig(BaseModel):
+    """`[student]`: the mobile architecture to distil into (a timm name), or a list of
+    candidates searched by successive halving and chosen by `select`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str | list[str] = "mobilenetv3_small_050"
+    pretrained: bool = False
+    epochs: int = Field(10, ge=0, le=1000)
+    lr: float = Field(3e-3, gt=0.0)
+    # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
+    # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
+    # "accuracy" (the most accurate); none within budget: the most accurate.
+    select: Literal["accuracy", "smallest", "fastest"] = "smallest"
+    profile: str | None = None  # with select = "fastest": a profile with an [estimate] table
+
+    @field_validator("arch")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one architecture")
+            if len(set(v)) != len(v):
+                raise ValueError("lists an architecture twice")
+        return v
+
+    @model_validator(mode="after")
+    def _profile_for_fastest(self) -> "StudentConfig":
+        if self.select == "fastest" and self.profile is None:
+            raise ValueError("select = 'fastest' needs `profile` (the device whose latency decides)")
+        if self.profile is not None and self.select != "fastest":
+            raise ValueError("profile is only read with select = 'fastest'")
+        return self
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
+
+
+class PruneConfig(BaseModel):
+    """`[prune]`: how far to prune the student, and how.
+
+    The target is `macs_ratio` (share of the student's MACs to keep), or `latency_ms` on
+    `profile`: estimated by the profile's cost model at each step, or with `measure` the
+    p50 of the step's INT8 artifact timed by the profile's runner (host, adb or ssh). With `steps` > 1 the
+    target is approached in equal steps, each followed by a KD recovery fine-tune of
+    `finetune_epochs`; a step whose accuracy breaks the budget ([budget]: max_drop.prune
+    against the distilled student, max_drop_total against the teacher) is undone, and
+    pruning stops at the last step that held."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    macs_ratio: float | None = Field(None, gt=0.0, le=1.0)  # default 0.5 when no latency target
+    latency_ms: float | None = Field(None, gt=0.0)
+    profile: str | None = None
+    measure: bool = False  # time each step's INT8 artifact on the profile's runner instead of estimating
+    steps: int = Field(1, ge=1, le=50)
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    finetune_epochs: int = Field(3, ge=0, le=1000)
+    lr: float = Field(1e-3, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PruneConfig":
+        if self.latency_ms is not None and self.macs_ratio is not None:
+            raise ValueError("give macs_ratio or latency_ms, not both")
+        if (self.latency_ms is None) != (self.profile is None):
+            raise ValueError("latency_ms and profile go together (the latency is estimated on that profile)")
+        if self.measure and self.latency_ms is None:
+            raise ValueError("measure needs a latency target (latency_ms and profile)")
+        if self.latency_ms is None and self.macs_ratio is None:
+            self.macs_ratio = 0.5
+        return self
+
+
+class QuantizeConfig(BaseModel):
+    """`[quantize]`: how the student becomes INT8."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["ptq", "qat"] = "ptq"
+    epochs: int = Field(3, ge=0, le=1000)  # QAT fine-tuning epochs
+    lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    calibration_path: Path | None = None  # folder of unlabelled images; default: the train split
+    calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
+    # layers in float, one at a time, until it holds (formats that can mix precisions).
+    accuracy_aware: bool = True
+
+    def options(self) -> Int8Options:
+        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)

@@ -1,0 +1,99 @@
+"""The typed record of one artifact: built once by the export stage, completed by the test
+grading and the gates, and read by the gates, the choice of encodings, the manifest, `check`
+and the report. Its `to_dict` is the manifest's artifact record (the release contract)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Artifact:
+    # what it is
+    target: str
+    format: str
+    file: str  # name in the stage's directory (the manifest's `path` once published)
+    encoding: str = "int8"
+    precision: str = "int8"  # as the cost model counts bytes
+    runtime: str = ""
+    threads: int = 1
+    # the profile it is measured on, and its budgets
+    profile: str | None = None
+    budget: dict = field(default_factory=dict)
+    budget_keys: dict = field(default_factory=dict)  # where each budget was set, for gate messages
+    profile_file: str | None = None
+    cost_features: dict = field(default_factory=dict)
+    convert_seconds: float = 0.0
+    quantization: dict = field(default_factory=dict)  # what the converter applied
+    size_bytes: int = 0
+    # accuracy on val, in its runtime (or the format's proxy where none runs here)
+    accuracy: float = 0.0
+    accuracy_source: str = "runtime"
+    agreement: float | None = None  # top-1 agreement with the torch model, percent
+    accuracy_not_measured: str | None = None
+    # latency and memory on the profile, and where each figure comes from
+    latency_ms: dict | None = None
+    latency_source: str | None = None  # host | device | estimate
+    latency_runner: str | None = None
+    device: str | None = None
+    latency_tool: str | None = None
+    peak_memory_mb: float | None = None
+    latency_notes: list[str] = field(default_factory=list)
+    latency_detail: dict | None = None
+    # how it came to be this way
+    structure: dict | None = None  # the format's structure check
+    int8_accuracy: float | None = None  # before accuracy-aware quantization kept layers float
+    mixed_precision: dict | None = None
+    encoding_choice: dict | None = None
+    # the held-out test split (set by the grader)
+    test_accuracy: float | None = None
+    test_accuracy_source: str | None = None
+    test_agreement: float | None = None
+    test_accuracy_not_measured: str | None = None
+    test_top1: list[int] | None = None  # per-image predictions: cached, never published
+    test_accuracy_ci: list[float] | None = None
+    test_drop: float | None = None
+    drop_ci: list[float] | None = None
+    drop_test: dict | None = None
+    # the gates' outcome (set by the runner)
+    passed: bool | None = None
+    gates: list[dict] = field(default_factory=list)
+    budgets_not_checked: list[str] = field(default_factory=list)
+    # set when published
+    path: str | None = None
+    sha256: str | None = None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return (self.latency_ms or {}).get("p50")
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set fields from a dict of field values (a runtime measurement, a latency record)."""
+        for key, value in values.items():
+            if key not in _FIELDS:
+                raise KeyError(f"Artifact has no field {key!r}")
+            setattr(self, key, value)
+
+    def to_dict(self, published: bool = False) -> dict:
+        """The record as JSON (fields left unset are omitted). `published`: the manifest's
+        record, without the per-image predictions and the cache file name."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k in _ALWAYS}
+        if published:
+            out.pop("test_top1", None)
+            out.pop("file", None)
+        return out
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Artifact":
+        """An Artifact from its record (a cached stage result or a manifest); keys it does
+        not know are ignored, so an older manifest still reads."""
+        known = {k: v for k, v in record.items() if k in _FIELDS}
+        known.setdefault("file", record.get("path", ""))
+        return cls(**known)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Artifact)}
+# Always in the record, even when None: a reader can tell "not measured" from "not recorded".
+_ALWAYS = {"latency_ms", "latency_source", "peak_memory_mb", "agreement", "profile_file"}

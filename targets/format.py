@@ -1,0 +1,228 @@
+"""The artifact format interface and its registry.
+
+A format is one file under `targets/formats/` holding a `Format` subclass decorated with
+`@register_format` (as timm's `@register_model`). It owns everything edgekiln knows about
+that kind of artifact: its encodings, export, the session that runs it (accuracy and
+latency), its metadata, its structure check, its on-device command lines and its tool
+versions. Nothing else in edgekiln names a format.
+
+Format files import only the standard library, numpy and this package's light modules at
+the top (converters and runtimes inside the methods that need them): the config validator
+lists the formats without importing torch, and the ssh runner ships the format files to a
+device that has nothing but numpy and the runtime.
+
+Third-party formats register through the `edgekiln.formats` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgekiln.targets.errors import RunnerFailed, RuntimeUnavailable
+from edgekiln.targets.int8 import Int8Options
+
+if TYPE_CHECKING:  # type names only: importing torch here would slow every config check
+    import torch
+
+    from edgekiln.targets.profiles import Profile
+
+_REGISTRY: dict[str, "Format"] = {}
+_DISCOVERED = False
+
+
+class Session:
+    """One artifact loaded in its runtime, fed float32 NCHW images (whatever the model's own
+    input type: a format converts) and giving float32 logits."""
+
+    runtime: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def set_input(self, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def invoke(self) -> None:
+        raise NotImplementedError
+
+    def output(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Format:
+    """What edgekiln needs of one artifact format. Subclasses set the constants and implement
+    `export` and `open_session`; the rest has defaults a format overrides where it can do more."""
+
+    NAME: str = ""
+    SUFFIX: str = ""  # file (or package directory) suffix, e.g. ".onnx"
+    RUNTIME: str = ""  # the runtime that runs it, in words and as the host benchmark names it
+    RUNTIME_MODULE: str = ""  # imported before the memory baseline of a host benchmark
+    PRECISION: str = "int8"  # the int8 encoding's precision, as the cost model names it
+    MIXED_PRECISION: bool = False  # INT8 artifacts can keep chosen layers in float
+    # Its INT8 artifact computes what edgekiln's PT2E simulation computes (targets/pt2e.py), so
+    # a mixed-precision search scores its steps there instead of converting each (slow).
+    PT2E_SIMULATED: bool = False
+    # encoding -> precision, as the cost model and the latency references name it
+    ENCODINGS: dict[str, str] = {}
+    # runtime option -> (default, allowed values or None for any string). A profile's
+    # [runtime] table may set these besides `threads`.
+    RUNTIME_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+    # import name -> distribution, recorded in the manifest's tool versions
+    TOOLS: dict[str, str] = {}
+    PRECHECK_ORDER: int = 50  # the pre-check converts cheap formats first
+    # The on-device benchmark binary the adb runner calls (a profile's runner.benchmark_tool
+    # overrides the path); empty: the format has no adb command.
+    ADB_TOOL: str = ""
+
+    # --- capabilities -------------------------------------------------------------------
+    def runtime_unavailable(self) -> str | None:
+        """Why this host cannot run the format's runtime, or None when it can."""
+        return None
+
+    def require_runtime(self) -> None:
+        why = self.runtime_unavailable()
+        if why is not None:
+            raise RuntimeUnavailable(why)
+
+    # --- export -------------------------------------------------------------------------
+    def export(self, model: "torch.nn.Module", example: "torch.Tensor", calibration: np.ndarray, path: Path,
+               metadata: dict[str, str], encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+        """Write the model in `encoding` (one of ENCODINGS) at `path`, with `metadata` embedded;
+        returns what was applied (calibrator, float layers...). ConversionError names the op."""
+        raise NotImplementedError
+
+    def export_int8(self, model, example, calibration, path, metadata, options: Int8Options = Int8Options()) -> dict:
+        return self.export(model, example, calibration, path, metadata, "int8", options)
+
+    def proxy_model(self, model: "torch.nn.Module", options: Int8Options = Int8Options(),
+                    encoding: str = "int8") -> "torch.nn.Module":
+        """A torch stand-in for the artifact, scored where the runtime cannot run here."""
+        raise RuntimeUnavailable(f"{self.NAME} has no torch-side proxy")
+
+    # --- metadata and structure -------------------------------------------------------
+    def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        raise NotImplementedError
+
+    def check(self, path: Path, input_shape: tuple[int, ...], encoding: str | None = None) -> dict | None:
+        """A structural check that runs on any OS (what was found), or None where the format
+        has none beyond loading in its runtime. ConversionError when the artifact is wrong."""
+        return None
+
+    # --- running ------------------------------------------------------------------------
+    def open_session(self, path: Path | str, threads: int = 1, **runtime_options: str) -> Session:
+        raise NotImplementedError
+
+    def session(self, path: Path, threads: int = 1, **runtime_options: str) -> Session:
+        """`open_session` here, where a runtime that cannot prepare the model (an op the
+        converter wrote but the runtime lacks) is a ConversionError naming it."""
+        from edgekiln.targets.errors import ConversionError
+
+        self.require_runtime()
+        try:
+            return self.open_session(path, threads, **runtime_options)
+        except RuntimeError as e:
+            raise ConversionError(self.NAME, f"the converted model does not run in {self.RUNTIME}: "
+                                             f"{' '.join(str(e).split())}") from e
+
+    def load(self, path: Path) -> None:
+        """Load the artifact in its runtime and run one inference (ConversionError if it cannot)."""
+        session = self.session(path, 1)
+        predict_each(session, np.zeros((1, *session.input_shape[1:]), dtype=np.float32))
+
+    def predict(self, path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Logits for preprocessed float32 NCHW `images`, computed in the format's runtime."""
+        return predict_each(self.session(path, threads), images)
+
+    # --- devices ------------------------------------------------------------------------
+    def adb_tool(self, profile: "Profile") -> str:
+        """The benchmark binary's path on the device."""
+        if not self.ADB_TOOL:
+            raise RunnerFailed(f"the adb runner cannot run {self.NAME} artifacts "
+                               f"(formats with an adb command: {', '.join(f.NAME for f in _REGISTRY.values() if f.ADB_TOOL)})")
+        return profile.runner.benchmark_tool or self.ADB_TOOL
+
+    def adb_command(self, profile: "Profile", remote_artifact: str) -> list[str]:
+        """The on-device command (after `adb shell`) that times `remote_artifact`."""
+        self.adb_tool(profile)
+        raise NotImplementedError
+
+    def parse_adb_output(self, text: str, profile: "Profile") -> tuple[dict, float | None, list[str]]:
+        """Latency (ms), peak memory (MB) and notes from the adb command's output."""
+        raise NotImplementedError
+
+
+def predict_each(session: Session, images: np.ndarray) -> np.ndarray:
+    """Logits for `images`, one image per invoke (batch 1, as on device)."""
+    outs = []
+    for image in images:
+        session.set_input(image[None])
+        session.invoke()
+        outs.append(np.asarray(session.output())[0])
+    return np.stack(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+
+def register_format(cls: type[Format]) -> type[Format]:
+    """Class decorator: make the format available under its NAME."""
+    if not cls.NAME or not cls.SUFFIX or not cls.ENCODINGS:
+        raise TypeError(f"{cls.__name__} must set NAME, SUFFIX and ENCODINGS")
+    _REGISTRY[cls.NAME] = cls()
+    return cls
+
+
+def _discover() -> None:
+    """Import every format file under targets/formats/, then entry-point plugins."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    from edgekiln.targets import formats
+
+    for module in pkgutil.iter_modules(formats.__path__):
+        importlib.import_module(f"{formats.__name__}.{module.name}")
+    try:
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group="edgekiln.formats"):
+            entry.load()
+    except Exception:  # a remote device running runtime_bench has no installed distribution
+        pass
+
+
+def format_names() -> tuple[str, ...]:
+    """Every registered format's name, sorted."""
+    _discover()
+    return tuple(sorted(_REGISTRY))
+
+
+def get_format(name: str) -> Format:
+    """The registered format called `name`; KeyError lists the known ones."""
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown artifact format {name!r}; known: {', '.join(format_names())}")
+    return _REGISTRY[name]
+
+
+def format_of(path: Path) -> Format:
+    """The format a file name implies (its suffix); KeyError when none does."""
+    _discover()
+    for fmt in _REGISTRY.values():
+        if Path(path).name.endswith(fmt.SUFFIX):
+            return fmt
+    raise KeyError(f"{Path(path).name}: not an artifact edgekiln knows "
+                   f"({', '.join(f.SUFFIX for f in _REGISTRY.values())})")
+
+
+def format_files() -> list[Path]:
+    """The files a device needs to open any format's session (see runners/ssh.py)."""
+    here = Path(__file__).parent
+    return [here / "__init__.py", here / "format.py", here / "errors.py", here / "int8.py",
+            *sorted((here / "formats").glob("*.py"))]

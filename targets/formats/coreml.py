@@ -1,0 +1,195 @@
+"""Core ML artifacts: mlprogram with INT8 (linear symmetric, per-channel) weights, or all
+float16, or all float32.
+
+Core ML predictions run only on macOS. Elsewhere the package is still built and
+checked structurally, and its accuracy is measured on a torch-side proxy: the
+model with its weights quantized by coremltools' own torch-side quantizer.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.format import Format, Session, register_format
+from edgekiln.targets.int8 import Int8Options
+
+NAME = "coreml"
+PRECISION = "w8a16"  # INT8 weights, float16 activations
+NOT_CALIBRATED = ("float16 (W8A16): calibrating INT8 activations needs Core ML predictions, "
+                  "which run only on macOS")
+INPUT, OUTPUT = "input", "logits"
+
+
+class CoremlSession(Session):
+    """A Core ML model (macOS only) on the compute units asked for."""
+
+    def __init__(self, path: str, compute_units: str = "ALL"):
+        import coremltools as ct
+
+        self.model = ct.models.MLModel(path, compute_units=ct.ComputeUnit[compute_units])
+        spec = self.model.get_spec()
+        self.input_name = spec.description.input[0].name
+        self.output_name = spec.description.output[0].name
+        self._shape = tuple(spec.description.input[0].type.multiArrayType.shape)
+        self.runtime = "coremltools"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._feed = {self.input_name: x.astype(np.float32)}
+
+    def invoke(self) -> None:
+        self._out = self.model.predict(self._feed)[self.output_name]
+
+    def output(self) -> np.ndarray:
+        return np.asarray(self._out)
+
+
+def _granularity(options: Int8Options) -> str:
+    return "per_channel" if options.per_channel else "per_tensor"
+
+
+def _float16(model):
+    """A model computing in float16 with float32 inputs and outputs, as an fp16 mlprogram does."""
+    import torch
+
+    class Float16(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model.half()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x.half()).float()
+
+    return Float16(model)
+
+
+@register_format
+class Coreml(Format):
+    NAME = NAME
+    SUFFIX = ".mlpackage"
+    RUNTIME = "coremltools"
+    RUNTIME_MODULE = "coremltools"
+    PRECISION = PRECISION
+    MIXED_PRECISION = False  # weight-only INT8 everywhere; edgekiln keeps no layer float here
+    # No dynamic-range INT8: Core ML has none.
+    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": PRECISION}
+    RUNTIME_OPTIONS = {"compute_units": ("ALL", ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"))}
+    TOOLS = {"coremltools": "coremltools"}
+    PRECHECK_ORDER = 10
+
+    def runtime_unavailable(self) -> str | None:
+        if sys.platform == "darwin":
+            return None
+        return f"Core ML predictions need macOS; coremltools cannot run them on {sys.platform}"
+
+    def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+               encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+        """Write an .mlpackage in `encoding` (see ENCODINGS); returns what was applied.
+        int8: INT8 weights (W8; activations stay float16, as activation calibration needs Core ML
+        predictions, i.e. macOS). `calibration` is unused here, and so is `options.calibrator`."""
+        if encoding not in self.ENCODINGS:
+            raise ValueError(f"Core ML has no {encoding!r} encoding; known: {', '.join(self.ENCODINGS)}")
+        if encoding == "int8" and options.float_layers:
+            raise ValueError("Core ML artifacts do not keep layers in float (no mixed precision)")
+        import coremltools as ct
+        import coremltools.optimize as cto
+        import torch
+
+        model, example = model.cpu().eval(), example.cpu()
+        try:
+            # torch.export, not jit.trace: traced shape arithmetic (MobileViT's unfold) becomes
+            # `int` ops that coremltools 9.0 cannot convert under numpy >= 2.4
+            # (apple/coremltools#2633, #2755); export specialises the shapes instead.
+            exported = torch.export.export(model, (example,)).run_decompositions({})
+            mlmodel = ct.convert(
+                exported, inputs=[ct.TensorType(name=INPUT, shape=tuple(example.shape))],
+                outputs=[ct.TensorType(name=OUTPUT)], convert_to="mlprogram",
+                minimum_deployment_target=ct.target.iOS16,
+                compute_precision=ct.precision.FLOAT32 if encoding == "fp32" else ct.precision.FLOAT16,
+            )
+            if encoding == "int8":
+                config = cto.coreml.OptimizationConfig(
+                    global_config=cto.coreml.OpLinearQuantizerConfig(
+                    mode="linear_symmetric", dtype="int8", granularity=_granularity(options)))
+                mlmodel = cto.coreml.linear_quantize_weights(mlmodel, config)
+        except Exception as e:
+            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        mlmodel.short_description = metadata.get("description", "")
+        for key, value in metadata.items():
+            mlmodel.user_defined_metadata[key] = value
+        mlmodel.save(str(path))
+        self.check(path, tuple(example.shape), encoding)
+        if encoding != "int8":
+            return {}
+        return {"calibrator": None, "per_channel": options.per_channel, "float_layers": [],
+                "activations": NOT_CALIBRATED}
+
+    def check(self, path: Path, input_shape: tuple[int, ...], encoding: str | None = None) -> dict:
+        """Structural check that runs on any OS: the package loads, input/output names and the
+        input shape are as exported, and the weights are stored as INT8 when they should be
+        (`encoding` int8; unset: when the package's edgekiln_precision metadata says so, or it
+        has none). Returns what it found."""
+        import coremltools as ct
+
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        inputs = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.description.input}
+        outputs = [o.name for o in spec.description.output]
+        if inputs != {INPUT: input_shape} or outputs != [OUTPUT]:
+            raise ConversionError(NAME, f"package has inputs {inputs} and outputs {outputs}, "
+                                        f"expected {{'{INPUT}': {input_shape}}} and ['{OUTPUT}']")
+        if encoding is None:
+            int8_weights = spec.description.metadata.userDefined.get("edgekiln_precision", PRECISION) == PRECISION
+        else:
+            int8_weights = encoding == "int8"
+        program = str(spec.mlProgram)
+        int8_ops = program.count("constexpr_affine_dequantize") + program.count("constexpr_blockwise_shift_scale")
+        if int8_weights and int8_ops == 0:
+            raise ConversionError(NAME, "no INT8 weight ops in the saved package")
+        return {"inputs": {k: list(v) for k, v in inputs.items()}, "outputs": outputs, "int8_weight_ops": int8_ops}
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        import coremltools as ct
+
+        spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
+        return dict(spec.description.metadata.userDefined)
+
+    def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
+        import coremltools as ct
+
+        mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
+        for key, value in metadata.items():
+            mlmodel.user_defined_metadata[key] = value
+        mlmodel.save(str(path))
+
+    def proxy_model(self, model, options: Int8Options = Int8Options(), encoding: str = "int8"):
+        """Torch-side stand-in for the artifact. int8: weights quantized INT8 (per channel unless
+        options say per tensor), symmetric, by coremltools.optimize.torch (what
+        linear_quantize_weights does to the mlprogram); fp16: the model computing in float16."""
+        import copy
+
+        model = copy.deepcopy(model).cpu().eval()
+        if encoding == "fp32":
+            return model
+        if encoding == "fp16":
+            return _float16(model)
+        from coremltools.optimize.torch.quantization import PostTrainingQuantizer, PostTrainingQuantizerConfig
+
+        config = PostTrainingQuantizerConfig.from_dict({"global_config": {
+            "weight_dtype": "int8", "granularity": _granularity(options), "quantization_scheme": "symmetric"}})
+        return PostTrainingQuantizer(model, config).compress()
+
+    def open_session(self, path, threads: int = 1, compute_units: str = "ALL", **_) -> CoremlSession:
+        return CoremlSession(str(path), compute_units)
+
+    def load(self, path: Path) -> None:
+        """Structural load (any OS): predictions need macOS, see `predict`."""
+        import coremltools as ct
+
+        ct.models.MLModel(str(path), skip_model_load=True)

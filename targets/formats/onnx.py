@@ -1,0 +1,223 @@
+"""ONNX artifacts, run in onnxruntime: INT8 QDQ through onnxruntime's static quantization
+(layers can be kept in float: mixed precision), or fp32, fp16, or dynamic-range INT8."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgekiln.targets.errors import ConversionError, RunnerFailed
+from edgekiln.targets.format import Format, Session, register_format
+from edgekiln.targets.int8 import Int8Options, in_layers
+
+if TYPE_CHECKING:
+    import torch
+
+NAME = "onnx"
+INPUT, OUTPUT = "input", "logits"
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
+              "nnapi": "NnapiExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+
+
+def export_float(model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> None:
+    import torch
+
+    # The TorchScript-based exporter inlines weights into one file; the dynamo
+    # exporter may write a separate .data file, which a single artifact must not need.
+    try:
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=17,
+            input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+        )
+    except Exception as e:  # the exporter raises many types; the message names the op
+        raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an array of preprocessed images."""
+
+    def __init__(self, images: np.ndarray):
+        self._it = iter(images[i : i + 1] for i in range(len(images)))
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {INPUT: x.astype(np.float32)}
+
+
+_CALIBRATE_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def module_of(node_name: str) -> str:
+    """The torch module path of a node written by the TorchScript exporter, from its scope:
+    "/blocks/blocks.0/blocks.0.0/conv_dw/Conv" -> "blocks.0.0.conv_dw"."""
+    path = ""
+    for part in node_name.strip("/").split("/")[:-1]:
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path
+
+
+class OnnxSession(Session):
+    """An onnxruntime session with `threads` intra-op threads on one execution provider."""
+
+    def __init__(self, path: str, threads: int, execution_provider: str = "cpu"):
+        import onnxruntime as ort
+
+        provider = _PROVIDERS.get(execution_provider, execution_provider)
+        if provider not in ort.get_available_providers():
+            raise ValueError(f"execution provider {execution_provider!r} is not available in this "
+                             f"onnxruntime ({', '.join(ort.get_available_providers())})")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=[provider])
+        self.input = self.session.get_inputs()[0]
+        self.runtime = "onnxruntime"
+        self._feed: dict | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else 1 for d in self.input.shape)
+
+    def set_input(self, x: np.ndarray) -> None:
+        self._feed = {self.input.name: x.astype(np.float32)}
+
+    def invoke(self) -> None:
+        self._out = self.session.run(None, self._feed)[0]
+
+    def output(self) -> np.ndarray:
+        return self._out
+
+
+def parse_perf_test(text: str) -> tuple[dict, float | None, list[str]]:
+    """Latency (ms) and peak memory (MB) from onnxruntime_perf_test's summary. Percentile
+    lines are in seconds ("P50 Latency: 0.0012 s", older builds "P50 Latency is 0.0012 sec")."""
+    import re
+
+    def seconds(label: str) -> float | None:
+        m = re.search(rf"{label} Latency(?::| is)\s*([\d.e+-]+)\s*s", text)
+        return None if m is None else float(m.group(1)) * 1000
+
+    mean = re.search(r"Average (?:inference )?time cost:\s*([\d.e+-]+)\s*ms", text)
+    runs = re.search(r"Total (?:inference requests|iterations):\s*(\d+)", text)
+    if mean is None:
+        raise RunnerFailed("onnxruntime_perf_test printed no latency summary: " + " ".join(text.split()[-40:]))
+    notes = []
+    p50 = seconds("P50")
+    if p50 is None:  # builds before percentiles were added print the mean only
+        p50 = float(mean.group(1))
+        notes.append("onnxruntime_perf_test printed no percentiles: p50 is its mean, p90 unknown")
+    peak = re.search(r"Peak working set size:\s*(\d+)\s*bytes", text)
+    latency = {"p50": p50, "p90": seconds("P90"), "mean": float(mean.group(1)), "std": None,
+               "runs": int(runs.group(1)) if runs else None}
+    return latency, None if peak is None else int(peak.group(1)) / 2**20, notes
+
+
+@register_format
+class Onnx(Format):
+    NAME = NAME
+    SUFFIX = ".onnx"
+    RUNTIME = "onnxruntime"
+    RUNTIME_MODULE = "onnxruntime"
+    PRECISION = "int8"  # weights and activations, as the cost model counts bytes
+    MIXED_PRECISION = True  # nodes can stay float inside a QDQ model
+    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
+    RUNTIME_OPTIONS = {"execution_provider": ("cpu", None)}  # cpu, nnapi, xnnpack, coreml or a provider name
+    TOOLS = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
+    PRECHECK_ORDER = 0
+    ADB_TOOL = "/data/local/tmp/onnxruntime_perf_test"
+
+    def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+                    options: Int8Options = Int8Options()) -> dict:
+        """Write an INT8 QDQ ONNX model (activations calibrated by `options.calibrator`), with
+        the nodes of `options.float_layers` left in float. Returns what was applied.
+
+        Weights are uint8 like the activations (U8U8): with int8 weights (U8S8) onnxruntime's
+        x86 kernels without VNNI saturate, which cost 13 points on the digits demo while U8U8
+        kept the accuracy at the same latency (benchmarks/onnx_int8_weight_types.py).
+        """
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+            export_float(model.cpu().eval(), example.cpu(), fp32)
+            quant_pre_process(str(fp32), str(pre))
+            excluded = [n.name for n in onnx.load(str(pre)).graph.node
+                        if options.float_layers and in_layers(module_of(n.name), options.float_layers)]
+            quantize_static(
+                str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                calibrate_method=getattr(CalibrationMethod, _CALIBRATE_METHOD[options.calibrator]),
+                nodes_to_exclude=excluded,
+            )
+        self.write_metadata(path, metadata)
+        return {"calibrator": options.calibrator, "per_channel": options.per_channel,
+                "float_layers": list(options.float_layers), "float_nodes": len(excluded),
+                "calibration_images": len(calibration)}
+
+    def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+               encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+        """Write the model in `encoding` (see ENCODINGS); returns what was applied.
+        fp16 keeps float32 inputs and outputs; dynamic stores INT8 weights and quantizes
+        activations at run time (no calibration)."""
+        if encoding == "int8":
+            return self.export_int8(model, example, calibration, path, metadata, options)
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            export_float(model.cpu().eval(), example.cpu(), fp32)
+            if encoding == "fp32":
+                fp32.replace(path)
+            elif encoding == "fp16":
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
+            elif encoding == "dynamic":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+                from onnxruntime.quantization.shape_inference import quant_pre_process
+
+                pre = Path(tmp) / "pre.onnx"
+                quant_pre_process(str(fp32), str(pre))
+                quantize_dynamic(str(pre), str(path), per_channel=options.per_channel, weight_type=QuantType.QUInt8)
+            else:
+                raise ValueError(f"unknown ONNX encoding {encoding!r}; known: {', '.join(self.ENCODINGS)}")
+        self.write_metadata(path, metadata)
+        return {"per_channel": options.per_channel, "activations": "quantized at run time"} if encoding == "dynamic" else {}
+
+    def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
+        """Store string key/values in the model's metadata_props (read by any ONNX runtime)."""
+        import onnx
+
+        proto = onnx.load(str(path))
+        onnx.helper.set_model_props(proto, metadata)
+        onnx.save(proto, str(path))
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        import onnx
+
+        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+    def open_session(self, path, threads: int = 1, execution_provider: str = "cpu", **_) -> OnnxSession:
+        return OnnxSession(str(path), threads, execution_provider)
+
+    def predict(self, path: Path, images: np.ndarray, threads: int = 1, batch_size: int = 64) -> np.ndarray:
+        """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime in batches."""
+        session = OnnxSession(str(path), threads).session
+        outs = [session.run([OUTPUT], {INPUT: images[i : i + batch_size].astype(np.float32)})[0]
+                for i in range(0, len(images), batch_size)]
+        return np.concatenate(outs)
+
+    def adb_command(self, profile, remote_artifact: str) -> list[str]:
+        # -I: random input bound by the tool; -m times -r N: exactly N timed runs.
+        rt, runner = profile.runtime, profile.runner
+        return [self.adb_tool(profile), "-m", "times", "-r", str(runner.runs), "-x", str(rt.threads),
+                "-e", profile.runtime_option("execution_provider"), "-I", remote_artifact]
+
+    def parse_adb_output(self, text: str, profile=None) -> tuple[dict, float | None, list[str]]:
+        return parse_perf_test(text)

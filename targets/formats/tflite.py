@@ -1,0 +1,212 @@
+"""TFLite (LiteRT) artifacts, run in ai-edge-litert: INT8 through litert-torch's PT2E quantizer
+(see pt2e.py; layers can be kept in float: mixed precision), or fp32 from litert-torch, with
+fp16 weights or dynamic-range INT8 applied to it by ai-edge-quantizer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from edgekiln.targets.errors import ConversionError, RunnerFailed
+from edgekiln.targets.format import Format, Session, register_format
+from edgekiln.targets.int8 import Int8Options
+
+NAME = "tflite"
+
+
+class TfliteSession(Session):
+    """An ai-edge-litert interpreter taking float NCHW input and giving float logits, whatever
+    the model's own input/output types (INT8 models are fed through their scale and zero point)."""
+
+    def __init__(self, path: str, threads: int, delegate: str = "xnnpack"):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        if delegate not in ("xnnpack", "none"):
+            raise ValueError(f"delegate {delegate!r} is not available to ai-edge-litert on this machine "
+                             "(xnnpack and none are)")
+        resolver = (OpResolverType.AUTO if delegate == "xnnpack"
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter = Interpreter(model_path=path, num_threads=threads,
+                                       experimental_op_resolver_type=resolver)
+        self.interpreter.allocate_tensors()  # RuntimeError: an op the runtime cannot prepare
+        self.inp = self.interpreter.get_input_details()[0]
+        self.out = self.interpreter.get_output_details()[0]
+        self.runtime = "ai-edge-litert"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.inp["shape"])
+
+    def set_input(self, x: np.ndarray) -> None:
+        dtype = self.inp["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = self.inp["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(self.inp["index"], x.astype(dtype))
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def output(self) -> np.ndarray:
+        y = self.interpreter.get_tensor(self.out["index"])
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+_STAT = re.compile(r"count=(\d+)\s.*?avg=([\d.e+]+)\s+std=([\d.e+]+)(?:.*?median=([\d.e+]+))?(?:.*?p95=([\d.e+]+))?")
+
+
+def parse_benchmark_model(text: str) -> tuple[dict, float | None, list[str]]:
+    """Latency (ms), peak memory (MB) and notes from benchmark_model's log. Its last
+    `count=... avg=... std=... [p5= median= p95=]` line is the timed runs (in microseconds)."""
+    stats = [m for m in _STAT.finditer(text)]
+    if not stats:
+        raise RunnerFailed("benchmark_model printed no timing statistics: "
+                           + " ".join(text.split()[-40:]))
+    count, avg, std, median, p95 = stats[-1].groups()
+    notes = []
+    if median is not None:
+        p50 = float(median) / 1000
+    else:
+        p50 = float(avg) / 1000
+        notes.append("benchmark_model printed no median: p50 is its mean")
+    p90 = None
+    if p95 is not None:
+        p90 = float(p95) / 1000
+        notes.append("benchmark_model reports p5/median/p95: the p90 figure is its p95 (an upper bound)")
+    peak = re.search(r"Overall peak memory footprint \(MB\) via periodic monitoring:\s*([\d.]+)", text)
+    delta = re.search(r"Memory footprint delta from the start of the tool \(MB\):.*?overall=([\d.]+)", text)
+    memory = float(peak.group(1)) if peak else float(delta.group(1)) if delta else None
+    latency = {"p50": p50, "p90": p90, "mean": float(avg) / 1000, "std": float(std) / 1000, "runs": int(count)}
+    return latency, memory, notes
+
+
+@register_format
+class Tflite(Format):
+    NAME = NAME
+    SUFFIX = ".tflite"
+    RUNTIME = "ai-edge-litert"
+    RUNTIME_MODULE = "ai_edge_litert.interpreter"
+    PRECISION = "int8"  # weights and activations, as the cost model counts bytes
+    MIXED_PRECISION = True  # layers can stay float inside an INT8 model
+    PT2E_SIMULATED = True  # litert-torch's INT8 path is the PT2E scheme itself
+    # fp16 stores float16 weights that CPU kernels dequantize to float32; GPU delegates
+    # compute in fp16.
+    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
+    RUNTIME_OPTIONS = {"delegate": ("xnnpack", ("xnnpack", "gpu", "nnapi", "none"))}
+    TOOLS = {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"}
+    PRECHECK_ORDER = 20
+    ADB_TOOL = "/data/local/tmp/benchmark_model"
+
+    def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+                    options: Int8Options = Int8Options()) -> dict:
+        """Write an INT8 .tflite (INT8 input and output; the session scales them), with
+        `options.float_layers` left in float. Returns what was applied."""
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        from edgekiln.targets import pt2e
+
+        simulated = pt2e.simulate(model, calibration, options)
+        try:
+            edge = litert_torch.convert(simulated, (example.cpu(),),
+                                        quant_config=QuantConfig(pt2e_quantizer=pt2e.quantizer(
+                                            options, qat=pt2e.uses_qat_state(options))))
+            edge.export(str(path))
+        except Exception as e:
+            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        self.write_metadata(path, metadata)
+        return {"calibrator": pt2e.calibrator_used(options), "per_channel": options.per_channel,
+                "float_layers": list(options.float_layers), "calibration_images": len(calibration)}
+
+    def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+               encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
+        """Write the model in `encoding` (see ENCODINGS); returns what was applied.
+        dynamic: INT8 weights, activations quantized at run time (no calibration)."""
+        if encoding == "int8":
+            return self.export_int8(model, example, calibration, path, metadata, options)
+        if encoding not in self.ENCODINGS:
+            raise ValueError(f"unknown TFLite encoding {encoding!r}; known: {', '.join(self.ENCODINGS)}")
+        import litert_torch
+
+        try:
+            litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+            # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
+            # flatbuffer (buffer offsets), which write_metadata cannot repack.
+            self.write_metadata(path, metadata)
+            if encoding != "fp32":
+                path.write_bytes(self._ai_edge_quantized(path, encoding))
+        except ConversionError:
+            raise
+        except Exception as e:
+            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
+
+    @staticmethod
+    def _ai_edge_quantized(fp32: Path, encoding: str) -> bytes:
+        """The fp32 model at `fp32` with fp16 weights (float casting) or dynamic-range INT8
+        weights (ai-edge-quantizer's dynamic_wi8_afp32 recipe: per-channel)."""
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+
+        qt = quantizer.Quantizer(str(fp32))
+        if encoding == "fp16":
+            qt.update_quantization_recipe(
+                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
+                op_config=qtyping.OpQuantizationConfig(
+                    weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+        else:
+            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+    def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
+        """Append each key/value as a named TFLite metadata buffer (schema `Model.metadata`)."""
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+        if any((b.offset or 0) > 1 for b in model.buffers or []):  # data stored past the flatbuffer
+            raise ConversionError(NAME, f"{path.name} keeps its weights outside the flatbuffer; "
+                                        "edgekiln cannot add metadata to it")
+        model.metadata = list(model.metadata or [])
+        for key, value in metadata.items():
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(value.encode(), dtype=np.uint8)
+            model.buffers.append(buffer)
+            entry = schema.MetadataT()
+            entry.name, entry.buffer = key, len(model.buffers) - 1
+            model.metadata.append(entry)
+        builder = flatbuffers.Builder(path.stat().st_size + 4096)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        path.write_bytes(builder.Output())
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        out = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            out[entry.Name().decode()] = bytes(data).decode() if isinstance(data, np.ndarray) else ""
+        return out
+
+    def open_session(self, path, threads: int = 1, delegate: str = "xnnpack", **_) -> TfliteSession:
+        return TfliteSession(str(path), threads, delegate)
+
+    def adb_command(self, profile, remote_artifact: str) -> list[str]:
+        rt, runner = profile.runtime, profile.runner
+        delegate = {"xnnpack": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
+                    "nnapi": ["--use_nnapi=true"], "none": ["--use_xnnpack=false"]}[profile.runtime_option("delegate")]
+        return [self.adb_tool(profile), f"--graph={remote_artifact}", f"--num_threads={rt.threads}",
+                f"--warmup_runs={runner.warmup_runs}", f"--num_runs={runner.runs}",
+                "--report_peak_memory_footprint=true", *delegate]
+
+    def parse_adb_output(self, text: str, profile=None) -> tuple[dict, float | None, list[str]]:
+        return parse_benchmark_model(text)
