@@ -33,7 +33,8 @@ def _check_randaugment(train: TrainConfig) -> None:
 def preflight(config: dict) -> None:
     """Fail fast, before any training, on a candidate that cannot be loaded."""
     cfg: TeacherConfig = config["teacher"]
-    _check_randaugment(config["train"])
+    if "train" in config:
+        _check_randaugment(config["train"])
     candidates = cfg.resolved()
     if cfg.ensemble > len(candidates):
         raise InputError(f"teacher.ensemble = {cfg.ensemble} but there are only {len(candidates)} candidates")
