@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from edgekiln.stages.config import (BUDGETED_STAGES, DataConfig, DistillConfig, PruneConfig, QuantizeConfig,
                                     StudentConfig, TeacherConfig, TrainConfig)
 from edgekiln.targets.profiles import ProfileError
-from edgekiln.targets.target import EncodingError, TargetConfig
+from edgekiln.targets.target import EncodingError, IoError, TargetConfig
 
 
 class ConfigError(Exception):
@@ -74,6 +74,8 @@ def _resolve_profiles(cfg: PipelineConfig, base: Path, path: Path) -> None:
             target.resolve(base)
         except EncodingError as e:
             raise ConfigError(f"{path}: targets[{i}].encoding: {e}") from None
+        except IoError as e:
+            raise ConfigError(f"{path}: targets[{i}].io: {e}") from None
         except ProfileError as e:
             raise ConfigError(f"{path}: targets[{i}].profile: {e}") from None
     try:

@@ -168,7 +168,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     profile = target.effective_profile
     precision = fmt.ENCODINGS[encoding]
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
-                "edgekiln_encoding": encoding,
+                "edgekiln_encoding": encoding, "edgekiln_io": target.app_io,
                 "description": f"{metadata['description']}, {encodings.DESCRIPTION.get(encoding, encoding)}"}
     applied: dict = {}
     int8 = encoding == "int8"
@@ -186,7 +186,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     convert_seconds = time.perf_counter() - started
     console.print(f"  {target.name}: {target.format} {encoding} artifact written ({convert_seconds:.0f} s)")
     artifact = Artifact(
-        target=target.name, format=target.format, file=path.name, encoding=encoding, runtime=fmt.RUNTIME,
+        target=target.name, format=target.format, file=path.name, encoding=encoding, io=target.app_io,
+        runtime=fmt.RUNTIME,
         precision=precision, threads=profile.runtime.threads, profile=profile.name,
         budget=profile.budget.model_dump(), budget_keys=budget_keys(target, profile),
         profile_file=None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
@@ -203,6 +204,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     artifact.update(accuracy)
     artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
     artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
+    artifact.interface = fmt.interface(target.app_io, preprocessing(bundle))
     return artifact
 
 
@@ -256,6 +258,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
         "preprocessing": json.dumps(preprocessing(bundle)),
+        "name": f"{bundle.arch} image classifier",
         "description": f"{bundle.arch} ({bundle.source}), {data.num_classes} classes",
     }
     features = cost_features(bundle.model, bundle.input_size)

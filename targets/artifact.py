@@ -16,6 +16,8 @@ class Artifact:
     format: str
     file: str  # name in the stage's directory (the manifest's `path` once published)
     encoding: str = "int8"
+    io: str | None = None  # how an app feeds it (the format's IO_MODES)
+    interface: dict | None = None  # what exactly an app feeds it and gets back
     precision: str = "int8"  # as the cost model counts bytes
     runtime: str = ""
     threads: int = 1

@@ -70,6 +70,9 @@ class Format:
     PT2E_SIMULATED: bool = False
     # encoding -> precision, as the cost model and the latency references name it
     ENCODINGS: dict[str, str] = {}
+    # How an app feeds the artifact and reads its output ([[targets]] io); the first is the
+    # default. The export reads the asked-for one from the metadata's `edgekiln_io`.
+    IO_MODES: tuple[str, ...] = ("float",)
     # runtime option -> (default, allowed values or None for any string). A profile's
     # [runtime] table may set these besides `threads`.
     RUNTIME_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
@@ -89,6 +92,28 @@ class Format:
         why = self.runtime_unavailable()
         if why is not None:
             raise RuntimeUnavailable(why)
+
+    # --- the app-facing interface -----------------------------------------------------
+    def io_of(self, metadata: dict[str, str]) -> str:
+        """The interface `metadata` asks for (its `edgekiln_io`), the format's default without."""
+        io = metadata.get("edgekiln_io", self.IO_MODES[0])
+        if io not in self.IO_MODES:
+            raise ValueError(f"{self.NAME} artifacts have no io {io!r}; known: {', '.join(self.IO_MODES)}")
+        return io
+
+    def interface(self, io: str, preprocessing: dict) -> dict:
+        """What an app feeds an artifact built with `io`, and what it gets back."""
+        size = preprocessing["image_size"]
+        return {"input": {"layout": "NCHW", "shape": [1, 3, size, size], "dtype": "float32",
+                          "values": "(pixel / 255 - mean) / std per channel, RGB",
+                          "mean": preprocessing["mean"], "std": preprocessing["std"]},
+                "output": "float32 logits, one per label"}
+
+    def io_problem(self, io: str, encoding: str) -> str | None:
+        """Why an artifact cannot be built with interface `io` in `encoding`, or None."""
+        if io not in self.IO_MODES:
+            return f"{self.NAME} artifacts have io {', '.join(self.IO_MODES)}, not {io!r}"
+        return None
 
     # --- export -------------------------------------------------------------------------
     def export(self, model: "torch.nn.Module", example: "torch.Tensor", calibration: np.ndarray, path: Path,

@@ -9,13 +9,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from edgekiln.targets.encodings import unsupported
+from edgekiln.targets.encodings import candidates, unsupported
 from edgekiln.targets.format import format_names, get_format
 from edgekiln.targets.profiles import Budgets, Profile, ProfileError, host_profile, load_profile
 
 
 class EncodingError(ProfileError):
     """A target lists an encoding its format cannot write."""
+
+
+class IoError(ProfileError):
+    """A target asks for an interface (`io`) its format cannot build."""
 
 
 class TargetConfig(BaseModel):
@@ -34,6 +38,9 @@ class TargetConfig(BaseModel):
     # "auto" (every encoding the format has) or a list: the fastest within budget ships.
     # Unset: INT8, as [quantize] asks.
     encoding: Literal["auto"] | list[str] | None = Field(None, min_length=1)
+    # How an app feeds the artifact (the format's IO_MODES; default: the format's first):
+    # tflite float | uint8 | int8, onnx float | uint8, coreml image | tensor.
+    io: str | None = None
     latency_runs: int | None = Field(None, ge=10, le=100_000)
     warmup_runs: int | None = Field(None, ge=1, le=10_000)
     _profile: Profile | None = PrivateAttr(None)
@@ -76,10 +83,15 @@ class TargetConfig(BaseModel):
                 raise ProfileError(f"profile {profile.name!r} is for {profile.format} artifacts, "
                                    f"not format {self.format!r}")
         self.format = profile.format
-        missing = unsupported(self.encoding, get_format(self.format).ENCODINGS)
+        fmt = get_format(self.format)
+        missing = unsupported(self.encoding, fmt.ENCODINGS)
         if missing:
             raise EncodingError(f"{self.format} artifacts cannot be {', '.join(missing)}; "
-                                f"{self.format} encodings: {', '.join(get_format(self.format).ENCODINGS)}")
+                                f"{self.format} encodings: {', '.join(fmt.ENCODINGS)}")
+        for encoding in candidates(self.encoding, fmt.ENCODINGS):
+            problem = fmt.io_problem(self.app_io, encoding)
+            if problem is not None:
+                raise IoError(problem)
         runner = profile.runner.model_copy(update={k: v for k, v in {
             "kind": self.runner, "runs": self.latency_runs, "warmup_runs": self.warmup_runs}.items() if v is not None})
         runtime = profile.runtime.model_copy(update={"threads": self.threads} if self.threads else {})
@@ -90,6 +102,11 @@ class TargetConfig(BaseModel):
     @property
     def effective_profile(self) -> Profile:
         return self._profile if self._profile is not None else self.resolve()
+
+    @property
+    def app_io(self) -> str:
+        """The interface the artifact is built with: `io`, or the format's default."""
+        return self.io or get_format(self.format).IO_MODES[0]
 
     @property
     def artifact_name(self) -> str:

@@ -196,6 +196,31 @@ def test_artifacts_run_in_their_runtimes_with_the_recorded_accuracy(run):
         assert accuracy > 60
 
 
+def test_mediapipe_classifies_the_test_split_with_every_tflite_artifact_as_the_manifest_says(run):
+    """A real client: MediaPipe Tasks' ImageClassifier loads the TFLite artifact with no code of
+    ours in between (its labels and normalization from the standard metadata) and classifies
+    the held-out test images as edgekiln's own runtime measurement did."""
+    mp = pytest.importorskip("mediapipe", reason="MediaPipe Tasks is in the test extra (pip install -e '.[test]')")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    root, _, manifest = run
+    data = load_dataset(DataConfig(image_size=32, seed=0))
+    pre = manifest["preprocessing"]
+    frames = data.test_x.permute(0, 2, 3, 1).numpy()  # what a camera gives: NHWC uint8 RGB
+    tflites = [a for a in manifest["artifacts"] if a["format"] == "tflite"]
+    assert tflites
+    for artifact in tflites:
+        path = root / "out" / artifact["path"]
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            theirs = np.array([manifest["labels"].index(classifier.classify(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
+                .classifications[0].categories[0].category_name) for frame in frames])
+        ours = get_format("tflite").predict(path, to_input(data.test_x, pre["mean"], pre["std"]).numpy()).argmax(1)
+        assert (theirs == ours).mean() >= 0.99
+        assert abs((theirs == data.test_y.numpy()).mean() * 100 - artifact["test_accuracy"]) <= 1.0
+
+
 def test_every_artifact_is_measured_on_its_profile_and_says_how(run):
     _, result, manifest = run
     artifacts = {a["target"]: a for a in manifest["artifacts"]}

@@ -1,8 +1,14 @@
 """ONNX artifacts, run in onnxruntime: INT8 QDQ through onnxruntime's static quantization
-(layers can be kept in float: mixed precision), or fp32, fp16, or dynamic-range INT8."""
+(layers can be kept in float: mixed precision), or fp32, fp16, or dynamic-range INT8.
+
+What an app sees (`io`): "float" (default) is the model as trained, NCHW float32 normalized
+input and logits; "uint8" embeds the normalization, so a client feeds raw NHWC uint8 RGB
+pixels. Labels and preprocessing are in metadata_props (keys in the README), with the
+standard ModelProto fields (producer, version, doc string) filled in."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,14 +44,39 @@ def export_float(model: "torch.nn.Module", example: "torch.Tensor", path: Path) 
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over an array of preprocessed images."""
+    """onnxruntime CalibrationDataReader over an array of model inputs."""
 
     def __init__(self, images: np.ndarray):
         self._it = iter(images[i : i + 1] for i in range(len(images)))
 
     def get_next(self):
         x = next(self._it, None)
-        return None if x is None else {INPUT: x.astype(np.float32)}
+        return None if x is None else {INPUT: x}
+
+
+def to_pixels(images: np.ndarray, mean, std) -> np.ndarray:
+    """Preprocessed float NCHW images back to the NHWC uint8 RGB pixels they came from."""
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.clip(np.round((images * s + m) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _raw_pixels_model(model, mean, std):
+    """`model` behind its own normalization: NHWC uint8 RGB pixels in."""
+    import torch
+
+    class RawPixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def forward(self, pixels):
+            x = pixels.permute(0, 3, 1, 2).float() / 255.0
+            return self.model((x - self.mean) / self.std)
+
+    return RawPixels().eval()
 
 
 _CALIBRATE_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -77,13 +108,25 @@ class OnnxSession(Session):
         self.input = self.session.get_inputs()[0]
         self.runtime = "onnxruntime"
         self._feed: dict | None = None
+        self.pixels = self.input.type == "tensor(uint8)"  # raw NHWC pixels in (io = "uint8")
+        if self.pixels:
+            pre = json.loads(self.session.get_modelmeta().custom_metadata_map["preprocessing"])
+            self._mean, self._std = pre["mean"], pre["std"]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else 1 for d in self.input.shape)
+        shape = tuple(d if isinstance(d, int) else 1 for d in self.input.shape)
+        return (shape[0], shape[3], shape[1], shape[2]) if self.pixels else shape  # as fed: NCHW
+
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed float NCHW images as this model takes them."""
+        return to_pixels(x, self._mean, self._std) if self.pixels else x.astype(np.float32)
+
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input.name: self.model_input(x)})[0]
 
     def set_input(self, x: np.ndarray) -> None:
-        self._feed = {self.input.name: x.astype(np.float32)}
+        self._feed = {self.input.name: self.model_input(x)}
 
     def invoke(self) -> None:
         self._out = self.session.run(None, self._feed)[0]
@@ -129,6 +172,29 @@ class Onnx(Format):
     TOOLS = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
     PRECHECK_ORDER = 0
     ADB_TOOL = "/data/local/tmp/onnxruntime_perf_test"
+    IO_MODES = ("float", "uint8")
+
+    def interface(self, io: str, preprocessing: dict) -> dict:
+        if io == "float":
+            return super().interface(io, preprocessing)
+        size = preprocessing["image_size"]
+        return {"input": {"layout": "NHWC", "shape": [1, size, size, 3], "dtype": "uint8",
+                          "values": "RGB pixels 0..255 (normalization inside the model)"},
+                "output": "float32 logits, one per label"}
+
+    def _exportable(self, model, example, calibration: np.ndarray, metadata: dict[str, str]):
+        """The model, example and calibration inputs for the interface `metadata` asks for."""
+        model, example = model.cpu().eval(), example.cpu()
+        if self.io_of(metadata) != "uint8":
+            return model, example, calibration.astype(np.float32), ""
+        import torch
+
+        pre = json.loads(metadata["preprocessing"])
+        pixels = to_pixels(calibration, pre["mean"], pre["std"])
+        return (_raw_pixels_model(model, pre["mean"], pre["std"]), torch.from_numpy(pixels[:1]), pixels, "model.")
+
+    def io_of(self, metadata: dict[str, str]) -> str:
+        return super().io_of(metadata) if "preprocessing" in metadata else "float"
 
     def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                     options: Int8Options = Int8Options()) -> dict:
@@ -143,14 +209,16 @@ class Onnx(Format):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        model, example, inputs, prefix = self._exportable(model, example, calibration, metadata)
+        float_layers = tuple(prefix + layer for layer in options.float_layers)
         with tempfile.TemporaryDirectory() as tmp:
             fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
-            export_float(model.cpu().eval(), example.cpu(), fp32)
+            export_float(model, example, fp32)
             quant_pre_process(str(fp32), str(pre))
             excluded = [n.name for n in onnx.load(str(pre)).graph.node
-                        if options.float_layers and in_layers(module_of(n.name), options.float_layers)]
+                        if float_layers and in_layers(module_of(n.name), float_layers)]
             quantize_static(
-                str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                str(pre), str(path), _Reader(inputs), quant_format=QuantFormat.QDQ,
                 per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                 calibrate_method=getattr(CalibrationMethod, _CALIBRATE_METHOD[options.calibrator]),
                 nodes_to_exclude=excluded,
@@ -169,9 +237,10 @@ class Onnx(Format):
             return self.export_int8(model, example, calibration, path, metadata, options)
         import onnx
 
+        model, example, _, _ = self._exportable(model, example, calibration, metadata)
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            export_float(model.cpu().eval(), example.cpu(), fp32)
+            export_float(model, example, fp32)
             if encoding == "fp32":
                 fp32.replace(path)
             elif encoding == "fp16":
@@ -191,11 +260,20 @@ class Onnx(Format):
         return {"per_channel": options.per_channel, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
     def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
-        """Store string key/values in the model's metadata_props (read by any ONNX runtime)."""
+        """Store string key/values in the model's metadata_props (read by any ONNX runtime),
+        and fill the standard fields: producer, doc string; for raw-pixel input the Windows ML
+        image keys (Image.BitmapPixelFormat, Image.ColorSpaceGamma, Image.NominalPixelRange)."""
         import onnx
 
         proto = onnx.load(str(path))
-        onnx.helper.set_model_props(proto, metadata)
+        props = dict(metadata)
+        if metadata.get("edgekiln_io") == "uint8":
+            props.update({"Image.BitmapPixelFormat": "Rgb8", "Image.ColorSpaceGamma": "SRGB",
+                          "Image.NominalPixelRange": "NominalRange_0_255"})
+        onnx.helper.set_model_props(proto, props)
+        proto.producer_name = "edgekiln"
+        proto.producer_version = metadata.get("edgekiln_version", "")
+        proto.doc_string = metadata.get("description", "")
         onnx.save(proto, str(path))
 
     def read_metadata(self, path: Path) -> dict[str, str]:
@@ -207,10 +285,10 @@ class Onnx(Format):
         return OnnxSession(str(path), threads, execution_provider)
 
     def predict(self, path: Path, images: np.ndarray, threads: int = 1, batch_size: int = 64) -> np.ndarray:
-        """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime in batches."""
-        session = OnnxSession(str(path), threads).session
-        outs = [session.run([OUTPUT], {INPUT: images[i : i + batch_size].astype(np.float32)})[0]
-                for i in range(0, len(images), batch_size)]
+        """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime in batches
+        (fed as raw pixels to a model that takes them)."""
+        opened = OnnxSession(str(path), threads)
+        outs = [opened.run_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(outs)
 
     def adb_command(self, profile, remote_artifact: str) -> list[str]:

@@ -1,9 +1,15 @@
 """TFLite (LiteRT) artifacts, run in ai-edge-litert: INT8 through litert-torch's PT2E quantizer
 (see pt2e.py; layers can be kept in float: mixed precision), or fp32 from litert-torch, with
-fp16 weights or dynamic-range INT8 applied to it by ai-edge-quantizer."""
+fp16 weights or dynamic-range INT8 applied to it by ai-edge-quantizer.
+
+What an app sees (`io`, targets/litert_model.py): by default NHWC float32 pixels in [-1, 1]
+and float32 class probabilities, with the standard LiteRT Model Metadata (image properties,
+normalization, the labels as an associated file) that MediaPipe's ImageClassifier reads;
+"uint8" takes raw RGB pixels; "int8" keeps the converted body's NCHW INT8 input and output."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -16,9 +22,24 @@ from edgekiln.targets.int8 import Int8Options
 NAME = "tflite"
 
 
+def _buffers(path: str) -> dict[str, bytes]:
+    """The model's named metadata buffers (raw bytes)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(open(path, "rb").read(), 0)
+    out = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        data = model.Buffers(entry.Buffer()).DataAsNumpy()
+        out[entry.Name().decode()] = bytes(data) if isinstance(data, np.ndarray) else b""
+    return out
+
+
 class TfliteSession(Session):
-    """An ai-edge-litert interpreter taking float NCHW input and giving float logits, whatever
-    the model's own input/output types (INT8 models are fed through their scale and zero point)."""
+    """An ai-edge-litert interpreter fed edgekiln's preprocessed float NCHW images and giving
+    float scores, whatever the model's own interface: an app-facing input (NHWC pixels, see
+    `edgekiln_io` in its metadata) gets the images turned back into what an app feeds, an
+    INT8 one is fed through its scale and zero point."""
 
     def __init__(self, path: str, threads: int, delegate: str = "xnnpack"):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -34,12 +55,24 @@ class TfliteSession(Session):
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
         self.runtime = "ai-edge-litert"
+        buffers = _buffers(path)
+        self.io = buffers.get("edgekiln_io", b"int8").decode()
+        if self.io in ("float", "uint8"):
+            pre = json.loads(buffers["preprocessing"])
+            self._mean = np.array(pre["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+            self._std = np.array(pre["std"], dtype=np.float32).reshape(1, 3, 1, 1)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.inp["shape"])
+        shape = tuple(int(d) for d in self.inp["shape"])
+        return shape if self.io == "int8" else (shape[0], shape[3], shape[1], shape[2])  # as fed: NCHW
 
     def set_input(self, x: np.ndarray) -> None:
+        if self.io in ("float", "uint8"):  # back to pixels, as an app has them
+            pixels = ((x * self._std + self._mean) * 255.0).transpose(0, 2, 3, 1)
+            x = (np.clip(np.round(pixels), 0, 255) if self.io == "uint8" else (pixels - 127.5) / 127.5)
+            self.interpreter.set_tensor(self.inp["index"], x.astype(self.inp["dtype"]))
+            return
         dtype = self.inp["dtype"]
         if np.issubdtype(dtype, np.integer):
             scale, zero = self.inp["quantization"]
@@ -99,18 +132,44 @@ class Tflite(Format):
     # compute in fp16.
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
     RUNTIME_OPTIONS = {"delegate": ("xnnpack", ("xnnpack", "gpu", "nnapi", "none"))}
+    IO_MODES = ("float", "uint8", "int8")
     TOOLS = {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"}
     PRECHECK_ORDER = 20
     ADB_TOOL = "/data/local/tmp/benchmark_model"
 
+    def io_of(self, metadata: dict[str, str]) -> str:
+        """Without the preprocessing to fold in (a pre-check, a pruning step's timing), the
+        converted body's own interface."""
+        return super().io_of(metadata) if "preprocessing" in metadata else "int8"
+
+    def interface(self, io: str, preprocessing: dict) -> dict:
+        size = preprocessing["image_size"]
+        if io == "int8":
+            return {"input": {**super().interface(io, preprocessing)["input"], "dtype": "int8",
+                              "quantization": "the input tensor's scale and zero point"},
+                    "output": "int8 logits (the output tensor's scale and zero point)"}
+        values = ("RGB pixels 0..255" if io == "uint8"
+                  else "(pixel - 127.5) / 127.5, RGB (the metadata's NormalizationOptions)")
+        return {"input": {"layout": "NHWC", "shape": [1, size, size, 3], "dtype": io if io == "uint8" else "float32",
+                          "values": values},
+                "output": "float32 probabilities, one per label (labels.txt inside the model)",
+                "metadata": "LiteRT Model Metadata: image properties, normalization, labels"}
+
+    def io_problem(self, io: str, encoding: str) -> str | None:
+        if io == "int8" and encoding != "int8":
+            return f"io = 'int8' is the INT8 body's own interface: a {encoding} artifact has none"
+        return super().io_problem(io, encoding)
+
     def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                     options: Int8Options = Int8Options()) -> dict:
-        """Write an INT8 .tflite (INT8 input and output; the session scales them), with
-        `options.float_layers` left in float. Returns what was applied."""
+        """Write an INT8 .tflite with `options.float_layers` left in float, its interface as
+        `metadata` asks (see `io_of`). Returns what was applied."""
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
 
         from edgekiln.targets import pt2e
+
+        metadata = {**metadata, "edgekiln_io": self.io_of(metadata)}
 
         simulated = pt2e.simulate(model, calibration, options)
         try:
@@ -120,7 +179,9 @@ class Tflite(Format):
             edge.export(str(path))
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-        self.write_metadata(path, metadata)
+        self._app_interface(path, metadata)
+        self.write_metadata(path, {**metadata, **self._standard_metadata(metadata)})
+        self._associated_files(path, metadata)
         return {"calibrator": pt2e.calibrator_used(options), "per_channel": options.per_channel,
                 "float_layers": list(options.float_layers), "calibration_images": len(calibration)}
 
@@ -134,18 +195,54 @@ class Tflite(Format):
             raise ValueError(f"unknown TFLite encoding {encoding!r}; known: {', '.join(self.ENCODINGS)}")
         import litert_torch
 
+        io = self.io_of(metadata)
+        if io == "int8" and "preprocessing" in metadata:
+            raise ValueError(self.io_problem(io, encoding))
+        metadata = {**metadata, "edgekiln_io": io}
+
         try:
             litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+            self._app_interface(path, metadata)
             # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
             # flatbuffer (buffer offsets), which write_metadata cannot repack.
-            self.write_metadata(path, metadata)
+            self.write_metadata(path, {**metadata, **self._standard_metadata(metadata)})
             if encoding != "fp32":
                 path.write_bytes(self._ai_edge_quantized(path, encoding))
+            self._associated_files(path, metadata)
         except ConversionError:
             raise
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
         return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
+
+    def _app_interface(self, path: Path, metadata: dict[str, str]) -> None:
+        """Wrap the converted body in the interface `metadata` asks for (litert_model.adapt_io)."""
+        from edgekiln.targets import litert_model
+
+        io = self.io_of(metadata)
+        if io != "int8":
+            pre = json.loads(metadata["preprocessing"])
+            litert_model.adapt_io(path, io, pre["mean"], pre["std"])
+
+    def _standard_metadata(self, metadata: dict[str, str]) -> dict[str, bytes]:
+        """The LiteRT Model Metadata buffer of an app-facing artifact (none for io = int8, or
+        without labels and preprocessing to describe)."""
+        from edgekiln.targets import litert_model
+
+        io = self.io_of(metadata)
+        if io == "int8" or "labels" not in metadata or "preprocessing" not in metadata:
+            return {}
+        labels, pre = json.loads(metadata["labels"]), json.loads(metadata["preprocessing"])
+        return {litert_model.METADATA_NAME: litert_model.model_metadata(
+            metadata.get("name", "image classifier"), metadata.get("description", ""),
+            metadata.get("edgekiln_version", ""), io, int(pre["image_size"]), len(labels))}
+
+    def _associated_files(self, path: Path, metadata: dict[str, str]) -> None:
+        from edgekiln.targets import litert_model
+
+        if self._standard_metadata(metadata):
+            labels = json.loads(metadata["labels"])
+            litert_model.append_associated_files(path, {litert_model.LABELS_FILE: litert_model.labels_text(labels)})
 
     @staticmethod
     def _ai_edge_quantized(fp32: Path, encoding: str) -> bytes:
@@ -165,8 +262,9 @@ class Tflite(Format):
             qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
         return bytes(qt.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
-    def write_metadata(self, path: Path, metadata: dict[str, str]) -> None:
-        """Append each key/value as a named TFLite metadata buffer (schema `Model.metadata`)."""
+    def write_metadata(self, path: Path, metadata: dict[str, str | bytes]) -> None:
+        """Append each key/value as a named TFLite metadata buffer (schema `Model.metadata`);
+        text is stored UTF-8."""
         import flatbuffers
         from ai_edge_litert import schema_py_generated as schema
 
@@ -177,7 +275,7 @@ class Tflite(Format):
         model.metadata = list(model.metadata or [])
         for key, value in metadata.items():
             buffer = schema.BufferT()
-            buffer.data = np.frombuffer(value.encode(), dtype=np.uint8)
+            buffer.data = np.frombuffer(value if isinstance(value, bytes) else value.encode(), dtype=np.uint8)
             model.buffers.append(buffer)
             entry = schema.MetadataT()
             entry.name, entry.buffer = key, len(model.buffers) - 1
@@ -187,14 +285,16 @@ class Tflite(Format):
         path.write_bytes(builder.Output())
 
     def read_metadata(self, path: Path) -> dict[str, str]:
-        from ai_edge_litert import schema_py_generated as schema
-
-        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        """The text metadata buffers (edgekiln's, the converter's); the binary standard Model
+        Metadata is left out (see litert_model)."""
         out = {}
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            data = model.Buffers(entry.Buffer()).DataAsNumpy()
-            out[entry.Name().decode()] = bytes(data).decode() if isinstance(data, np.ndarray) else ""
+        for name, data in _buffers(str(path)).items():
+            if name == "TFLITE_METADATA":
+                continue
+            try:
+                out[name] = data.decode()
+            except UnicodeDecodeError:
+                continue
         return out
 
     def open_session(self, path, threads: int = 1, delegate: str = "xnnpack", **_) -> TfliteSession:
