@@ -79,6 +79,24 @@ class _Editor:
         return op
 
 
+def _leading_transpose(model, tensor: int):
+    """The TRANSPOSE to NHWC (perm 0, 2, 3, 1) that is the only reader of `tensor`, if any."""
+    schema = _schema()
+    graph = model.subgraphs[0]
+    readers = [op for op in graph.operators if tensor in list(op.inputs)]
+    if len(readers) != 1:
+        return None
+    op = readers[0]
+    code = model.operatorCodes[op.opcodeIndex]
+    if max(code.builtinCode, code.deprecatedBuiltinCode) != schema.BuiltinOperator.TRANSPOSE:
+        return None
+    perm_tensor = graph.tensors[op.inputs[1]]
+    data = model.buffers[perm_tensor.buffer].data if perm_tensor.buffer else None
+    if data is None or np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=np.int32).tolist() != [0, 2, 3, 1]:
+        return None
+    return op
+
+
 def _signature_retarget(model, old: int, new: int, outputs: bool) -> None:
     for signature in model.signatureDefs or []:
         for entry in (signature.outputs if outputs else signature.inputs) or []:
@@ -124,13 +142,26 @@ def adapt_io(path: Path, io: str, mean: list[float], std: list[float]) -> None:
     first.append(edit.operator(Op.ADD, [scaled, edit.constant("shift", shift, T.FLOAT32)], [normalized],
                                Opts.AddOptions, schema.AddOptionsT()))
     body_type = graph.tensors[body_in].type
-    nchw = body_in if body_type == T.FLOAT32 else edit.tensor("image_nchw", [n, c, h, w], T.FLOAT32)
-    perm = edit.constant("nhwc_to_nchw", np.array([0, 3, 1, 2], dtype=np.int32), T.INT32)
-    first.append(edit.operator(Op.TRANSPOSE, [normalized, perm], [nchw], Opts.TransposeOptions,
-                               schema.TransposeOptionsT()))
+    # The converted body starts by transposing its NCHW input to NHWC (TFLite's layout): feed
+    # that transpose's output directly and drop it, instead of transposing back and forth.
+    entry = _leading_transpose(model, body_in)
+    if entry is not None:
+        graph.operators = [op for op in graph.operators if op is not entry]
+        target, target_shape = entry.outputs[0], [n, h, w, c]
+    else:
+        target, target_shape = body_in, [n, c, h, w]
     if body_type != T.FLOAT32:  # an INT8 body: quantize with its own input scale
-        first.append(edit.operator(Op.QUANTIZE, [nchw], [body_in], Opts.QuantizeOptions,
+        quantized = edit.tensor("image_int8", [n, h, w, c], body_type, quantization=graph.tensors[body_in].quantization)
+        first.append(edit.operator(Op.QUANTIZE, [normalized], [quantized], Opts.QuantizeOptions,
                                    schema.QuantizeOptionsT(), version=2))
+        normalized = quantized
+    if entry is None:
+        perm = edit.constant("nhwc_to_nchw", np.array([0, 3, 1, 2], dtype=np.int32), T.INT32)
+        first.append(edit.operator(Op.TRANSPOSE, [normalized, perm], [target], Opts.TransposeOptions,
+                                   schema.TransposeOptionsT(), version=2 if body_type != T.FLOAT32 else 1))
+    else:  # the last adapter op writes the body's NHWC tensor itself
+        first[-1].outputs = [target]
+        assert list(graph.tensors[target].shape) == target_shape
     # The body's logits -> float32 probabilities.
     last: list = []
     logits = body_out
