@@ -226,10 +226,11 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
                       + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))
-        if breach and k > 1:
+        if breach and cfg.steps > 1:  # the last step that held ships: with step 1, the distilled student
             student.model = previous
             steps[-1]["note"] = f"undone: {breach}"
-            stopped = f"backed off to step {k - 1}: step {k} broke the budget ({breach})"
+            stopped = (f"backed off to step {k - 1}: step {k} broke the budget ({breach})" if k > 1 else
+                       f"backed off to the distilled student (no pruning): step 1 broke the budget ({breach})")
             break
         if breach:
             stopped = f"step 1 already breaks the budget ({breach}); nothing to back off to"
