@@ -44,6 +44,20 @@ def _quiet_converters() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _checked_config(path: Path):
+    """The validated config, its files checked; exit 2 naming the problem otherwise."""
+    from edgekiln.config import ConfigError, check_files, load_config
+    from edgekiln.stages.progress import console
+
+    try:
+        cfg = load_config(path)
+        check_files(cfg)
+    except ConfigError as e:
+        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return cfg
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="pipeline TOML file"),
@@ -55,17 +69,11 @@ def run(
     """Run the pipeline CONFIG describes; artifacts and manifest.json go to --out."""
     if not verbose:
         _quiet_converters()
-    from edgekiln.config import ConfigError, check_files, load_config
     from edgekiln.stages.errors import InputError, TrainingDiverged
     from edgekiln.stages.progress import console
     from edgekiln.targets.errors import ConversionError
 
-    try:
-        cfg = load_config(config)
-        check_files(cfg)
-    except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
+    cfg = _checked_config(config)
     out = out or Path("out") / config.stem
     cache_dir = cache_dir or Path(".edgekiln-cache")
 
@@ -101,14 +109,10 @@ def run(
 def validate(config: Path = typer.Argument(..., help="pipeline TOML file")) -> None:
     """Check CONFIG without running it (keys, types, ranges, files, profiles, formats and
     encodings), in well under two seconds: nothing here imports torch. Exit 0 valid, 2 not."""
-    from edgekiln.config import DEFERRED_CHECKS, ConfigError, check_files, load_config
+    from edgekiln.config import DEFERRED_CHECKS
     from edgekiln.stages.progress import console  # rich only: no torch
-    try:
-        cfg = load_config(config)
-        check_files(cfg)
-    except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
+
+    cfg = _checked_config(config)
     targets = ", ".join(f"{t.name} ({t.format} on {t.effective_profile.name})" for t in cfg.targets)
     console.print(f"[green]{config} is valid[/]: {len(cfg.targets)} target(s): {targets}")
     console.print("checked when the run starts (they need torch): " + "; ".join(DEFERRED_CHECKS))

@@ -20,6 +20,15 @@ def run(config, out, cache):
     return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
 
 
+def test_the_executorch_example_ships_a_pte_scored_in_executorch(tmp_path):
+    result = run(ROOT / "examples" / "executorch.toml", tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    [artifact] = manifest["artifacts"]
+    assert artifact["path"] == "model.pte" and artifact["accuracy_source"] == "runtime"
+    assert artifact["test_accuracy_source"] == "runtime" and artifact["latency_source"] == "host"
+
+
 @pytest.mark.parametrize("example", ["digits.toml", "mobilevit.toml", "mobilenetv4.toml", "prune_to_latency.toml",
                                      "qat.toml"])
 def test_example_config_passes_its_own_budget(example, tmp_path):
