@@ -51,6 +51,20 @@ def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_g
     assert modeling.macs(result.bundle.model, data.image_size) == steps[2]["macs"]  # the model is step 2's
 
 
+def test_a_first_step_that_breaks_the_budget_backs_off_to_the_distilled_student(data, monkeypatch, tmp_path):
+    scripted_accuracies(monkeypatch, [70.0])  # step 1 already loses 20 points against distill
+    budget = BudgetConfig(max_drop_total=50.0, max_drop={"prune": 15.0})
+    cfg = prune.PruneConfig(macs_ratio=0.4, steps=2, finetune_epochs=0)
+    distilled = inputs(data)
+    macs_before = modeling.macs(distilled["distill"].bundle.model, data.image_size)
+    result = prune.run(data, config(cfg, budget), distilled, tmp_path)
+    steps = result.metrics["steps"]
+    assert [s["step"] for s in steps] == [0, 1] and steps[1]["note"].startswith("undone: 20.00 points below")
+    assert result.metrics["stopped"].startswith("backed off to the distilled student (no pruning)")
+    assert result.accuracy == 90.0 and result.metrics["macs_ratio"] == 1.0
+    assert modeling.macs(result.bundle.model, data.image_size) == macs_before  # unpruned
+
+
 def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])
     start = estimate.ProfileEstimator("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
