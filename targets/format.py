@@ -73,6 +73,9 @@ class Format:
     # How an app feeds the artifact and reads its output ([[targets]] io); the first is the
     # default. The export reads the asked-for one from the metadata's `edgekiln_io`.
     IO_MODES: tuple[str, ...] = ("float",)
+    # The converted model's own interface, which needs no labels or preprocessing: what an
+    # export without them gets (a pre-check, a pruning step's timing).
+    BODY_IO: str = "float"
     # runtime option -> (default, allowed values or None for any string). A profile's
     # [runtime] table may set these besides `threads`.
     RUNTIME_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
@@ -95,7 +98,10 @@ class Format:
 
     # --- the app-facing interface -----------------------------------------------------
     def io_of(self, metadata: dict[str, str]) -> str:
-        """The interface `metadata` asks for (its `edgekiln_io`), the format's default without."""
+        """The interface `metadata` asks for (its `edgekiln_io`), the format's default without;
+        BODY_IO where it lacks the labels and preprocessing an app interface is built from."""
+        if "labels" not in metadata or "preprocessing" not in metadata:
+            return self.BODY_IO
         io = metadata.get("edgekiln_io", self.IO_MODES[0])
         if io not in self.IO_MODES:
             raise ValueError(f"{self.NAME} artifacts have no io {io!r}; known: {', '.join(self.IO_MODES)}")
@@ -249,5 +255,5 @@ def format_of(path: Path) -> Format:
 def format_files() -> list[Path]:
     """The files a device needs to open any format's session (see runners/ssh.py)."""
     here = Path(__file__).parent
-    return [here / "__init__.py", here / "format.py", here / "errors.py", here / "int8.py",
+    return [here / "__init__.py", here / "format.py", here / "errors.py", here / "int8.py", here / "litert_model.py",
             *sorted((here / "formats").glob("*.py"))]

@@ -270,7 +270,9 @@ def model_metadata(name: str, description: str, version: str, io: str, image_siz
 
 def append_associated_files(path: Path, files: dict[str, str]) -> None:
     """Append `files` (name -> text) to the model as a zip archive (stored, not compressed),
-    where metadata readers look for associated files."""
+    where metadata readers look for associated files. Nothing to append: the file is left as is."""
+    if not files:
+        return
     archive = _io.BytesIO()
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
         for name, text in files.items():

@@ -164,10 +164,7 @@ class Coreml(Format):
     TOOLS = {"coremltools": "coremltools"}
     PRECHECK_ORDER = 10
     IO_MODES = ("image", "tensor")
-
-    def io_of(self, metadata: dict[str, str]) -> str:
-        """Without labels and preprocessing (a pre-check, a pruning step's timing): "tensor"."""
-        return super().io_of(metadata) if "labels" in metadata and "preprocessing" in metadata else "tensor"
+    BODY_IO = "tensor"
 
     def interface(self, io: str, preprocessing: dict) -> dict:
         if io == "tensor":

@@ -193,9 +193,6 @@ class Onnx(Format):
         pixels = to_pixels(calibration, pre["mean"], pre["std"])
         return (_raw_pixels_model(model, pre["mean"], pre["std"]), torch.from_numpy(pixels[:1]), pixels, "model.")
 
-    def io_of(self, metadata: dict[str, str]) -> str:
-        return super().io_of(metadata) if "preprocessing" in metadata else "float"
-
     def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                     options: Int8Options = Int8Options()) -> dict:
         """Write an INT8 QDQ ONNX model (activations calibrated by `options.calibrator`), with

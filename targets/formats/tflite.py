@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekiln.targets import litert_model
 from edgekiln.targets.errors import ConversionError, RunnerFailed
 from edgekiln.targets.format import Format, Session, register_format
 from edgekiln.targets.int8 import Int8Options
@@ -133,14 +134,10 @@ class Tflite(Format):
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
     RUNTIME_OPTIONS = {"delegate": ("xnnpack", ("xnnpack", "gpu", "nnapi", "none"))}
     IO_MODES = ("float", "uint8", "int8")
+    BODY_IO = "int8"
     TOOLS = {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"}
     PRECHECK_ORDER = 20
     ADB_TOOL = "/data/local/tmp/benchmark_model"
-
-    def io_of(self, metadata: dict[str, str]) -> str:
-        """Without the preprocessing to fold in (a pre-check, a pruning step's timing), the
-        converted body's own interface."""
-        return super().io_of(metadata) if "preprocessing" in metadata else "int8"
 
     def interface(self, io: str, preprocessing: dict) -> dict:
         size = preprocessing["image_size"]
@@ -179,9 +176,9 @@ class Tflite(Format):
             edge.export(str(path))
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-        self._app_interface(path, metadata)
-        self.write_metadata(path, {**metadata, **self._standard_metadata(metadata)})
-        self._associated_files(path, metadata)
+        standard, files = self._app_interface(path, metadata)
+        self.write_metadata(path, {**metadata, **standard})
+        litert_model.append_associated_files(path, files)
         return {"calibrator": pt2e.calibrator_used(options), "per_channel": options.per_channel,
                 "float_layers": list(options.float_layers), "calibration_images": len(calibration)}
 
@@ -195,54 +192,38 @@ class Tflite(Format):
             raise ValueError(f"unknown TFLite encoding {encoding!r}; known: {', '.join(self.ENCODINGS)}")
         import litert_torch
 
-        io = self.io_of(metadata)
-        if io == "int8" and "preprocessing" in metadata:
-            raise ValueError(self.io_problem(io, encoding))
-        metadata = {**metadata, "edgekiln_io": io}
+        if metadata.get("edgekiln_io") == "int8":
+            raise ValueError(self.io_problem("int8", encoding))
+        metadata = {**metadata, "edgekiln_io": self.io_of(metadata)}
 
         try:
             litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
-            self._app_interface(path, metadata)
+            standard, files = self._app_interface(path, metadata)
             # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
             # flatbuffer (buffer offsets), which write_metadata cannot repack.
-            self.write_metadata(path, {**metadata, **self._standard_metadata(metadata)})
+            self.write_metadata(path, {**metadata, **standard})
             if encoding != "fp32":
                 path.write_bytes(self._ai_edge_quantized(path, encoding))
-            self._associated_files(path, metadata)
+            litert_model.append_associated_files(path, files)
         except ConversionError:
             raise
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
         return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
-    def _app_interface(self, path: Path, metadata: dict[str, str]) -> None:
-        """Wrap the converted body in the interface `metadata` asks for (litert_model.adapt_io)."""
-        from edgekiln.targets import litert_model
-
-        io = self.io_of(metadata)
-        if io != "int8":
-            pre = json.loads(metadata["preprocessing"])
-            litert_model.adapt_io(path, io, pre["mean"], pre["std"])
-
-    def _standard_metadata(self, metadata: dict[str, str]) -> dict[str, bytes]:
-        """The LiteRT Model Metadata buffer of an app-facing artifact (none for io = int8, or
-        without labels and preprocessing to describe)."""
-        from edgekiln.targets import litert_model
-
-        io = self.io_of(metadata)
-        if io == "int8" or "labels" not in metadata or "preprocessing" not in metadata:
-            return {}
+    def _app_interface(self, path: Path, metadata: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Wrap the converted body in the interface `metadata["edgekiln_io"]` asks for
+        (litert_model.adapt_io); returns the standard Model Metadata buffer and the associated
+        files that describe it (none for the body's own int8 interface)."""
+        io = metadata["edgekiln_io"]
+        if io == "int8":
+            return {}, {}
         labels, pre = json.loads(metadata["labels"]), json.loads(metadata["preprocessing"])
-        return {litert_model.METADATA_NAME: litert_model.model_metadata(
+        litert_model.adapt_io(path, io, pre["mean"], pre["std"])
+        standard = litert_model.model_metadata(
             metadata.get("name", "image classifier"), metadata.get("description", ""),
-            metadata.get("edgekiln_version", ""), io, int(pre["image_size"]), len(labels))}
-
-    def _associated_files(self, path: Path, metadata: dict[str, str]) -> None:
-        from edgekiln.targets import litert_model
-
-        if self._standard_metadata(metadata):
-            labels = json.loads(metadata["labels"])
-            litert_model.append_associated_files(path, {litert_model.LABELS_FILE: litert_model.labels_text(labels)})
+            metadata.get("edgekiln_version", ""), io, int(pre["image_size"]), len(labels))
+        return {litert_model.METADATA_NAME: standard}, {litert_model.LABELS_FILE: litert_model.labels_text(labels)}
 
     @staticmethod
     def _ai_edge_quantized(fp32: Path, encoding: str) -> bytes:
