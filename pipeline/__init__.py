@@ -7,9 +7,17 @@ public API below is imported lazily, on first use.
 __version__ = "0.1.0"
 
 _LAZY = {
+    "run": "edgekiln.api",
+    "check": "edgekiln.api",
+    "diff": "edgekiln.api",
+    "report": "edgekiln.api",
+    "RunResult": "edgekiln.api",
+    "CheckResult": "edgekiln.api",
+    "RunDiff": "edgekiln.regression",
     "load_config": "edgekiln.config",
     "ConfigError": "edgekiln.config",
     "PipelineConfig": "edgekiln.config",
+    "InputError": "edgekiln.stages.errors",
     "run_pipeline": "edgekiln.runner",
 }
 __all__ = ["__version__", *_LAZY]

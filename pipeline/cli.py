@@ -58,34 +58,42 @@ def _checked_config(path: Path):
     return cfg
 
 
+_JUNIT_OPTION = typer.Option(None, "--junit", help="also write the gates as JUnit XML to this file")
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="pipeline TOML file"),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory [default: out/<config name>]"),
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR", help="stage cache [default: .edgekiln-cache]"),
+    junit: Optional[Path] = _JUNIT_OPTION,
+    compare: Optional[Path] = typer.Option(None, "--compare", help="a base release (output folder or manifest.json):"
+                                           " report.html shows the deltas against it (`edgekiln diff` gates them)"),
     verbose: bool = typer.Option(False, "--verbose", help="keep the converters' own output"),
 ) -> None:
-    """Run the pipeline CONFIG describes; artifacts and manifest.json go to --out."""
+    """Run the pipeline CONFIG describes; artifacts, manifest.json, report.html and
+    MODEL_CARD.md go to --out."""
     if not verbose:
         _quiet_converters()
+    from edgekiln import api, summary
+    from edgekiln.config import ConfigError
     from edgekiln.stages.errors import InputError, TrainingDiverged
     from edgekiln.stages.progress import console
     from edgekiln.targets.errors import ConversionError
-
-    cfg = _checked_config(config)
-    out = out or Path("out") / config.stem
-    cache_dir = cache_dir or Path(".edgekiln-cache")
-
-    from edgekiln import report
     from edgekiln.manifest import PublishError
-    from edgekiln.runner import run_pipeline
 
+    out = out or Path("out") / config.stem
+    _checked_config(config)  # exit 2 before any import of torch
     try:
-        outcome = run_pipeline(cfg, out, cache_dir, config.read_text())
+        result = api.run(config, out, cache_dir, junit=junit, compare=compare)
+    except ConfigError as e:
+        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     except (InputError, ConversionError, PublishError) as e:
         console.print(f"[bold red]input error:[/] {e}")
-        console.print(f"(manifest with the error: {out / 'manifest.json'})")
+        if (out / "manifest.json").is_file():
+            console.print(f"(manifest with the error: {out / 'manifest.json'})")
         raise typer.Exit(EXIT_BAD_INPUT)
     except TrainingDiverged as e:  # the run failed on its own terms, as a gate would; nothing of it was cached
         console.print(f"[bold red]training diverged:[/] {e}")
@@ -95,14 +103,12 @@ def run(
         console.print_exception()
         console.print(f"[bold red]internal error[/] (a bug in edgekiln; manifest: {out / 'manifest.json'})")
         raise typer.Exit(EXIT_INTERNAL)
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    report.plot(manifest, out / "report.png")
-    report.print_summary(manifest, manifest_path)
-    for gate in outcome.gates:
-        if not gate.passed:
-            console.print(f"[bold red]{gate.message()}")
-    raise typer.Exit(EXIT_OK if outcome.passed else EXIT_GATE_FAILED)
+    summary.print_summary(result.manifest, result.paths["manifest"])
+    for gate in result.failed_gates:
+        console.print(f"[bold red]{gate.message()}")
+    console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card")
+                                          + (("junit",) if junit else ())))
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
 
 
 @app.command()
@@ -153,7 +159,7 @@ def _print_findings(checks) -> None:
             console.print(f"[bold red]{c.target}:[/] {line}")
         for gate in c.budgets:
             console.print(("" if gate.passed else "[bold red]") + gate.message())
-        for line in c.notes:
+        for line in c.notes + c.budgets_not_checked:
             console.print(f"{c.target}: {line}")
 
 
@@ -166,29 +172,109 @@ def check(
                                   help="re-run each artifact over the val and test splits"),
     allow_estimate: bool = typer.Option(False, "--allow-estimate",
                                         help="estimate latency where the profile's device cannot be reached"),
+    junit: Optional[Path] = _JUNIT_OPTION,
 ) -> None:
     """Verify a finished run for a release build: sha256 of every artifact against the manifest,
     accuracy re-measured in each runtime, latency and memory re-measured on each target's profile
     (or --profile) and checked against its budgets. Exit 0 / 1 / 2 as `run`."""
     _quiet_converters()
-    from edgekiln.check import check_run
+    from edgekiln import api
     from edgekiln.stages.errors import InputError
     from edgekiln.stages.progress import console
 
     try:
-        manifest, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profile),
-                                     allow_estimate=allow_estimate)
+        result = api.check(out_dir, profiles=profile, accuracy=accuracy, allow_estimate=allow_estimate, junit=junit)
     except InputError as e:
         console.print(f"[bold red]input error:[/] {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    recorded = {a["target"]: a for a in manifest["artifacts"]}
-    console.print(_checks_table(f"check {out_dir}", checks, recorded))
-    _print_findings(checks)
-    if not manifest.get("passed", False):
+    recorded = {a["target"]: a for a in result.manifest["artifacts"]}
+    console.print(_checks_table(f"check {out_dir}", result.checks, recorded))
+    _print_findings(result.checks)
+    if not result.run_passed:
         console.print("[bold red]the run itself did not pass its gates[/] (manifest: passed false)")
-    ok = manifest.get("passed", False) and all(c.passed for c in checks)
-    console.print("[bold green]PASSED" if ok else "[bold red]FAILED")
-    raise typer.Exit(EXIT_OK if ok else EXIT_GATE_FAILED)
+    console.print("[bold green]PASSED" if result.passed else "[bold red]FAILED")
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
+
+
+@app.command()
+def diff(
+    base: Path = typer.Argument(..., help="the last release: an output folder of `edgekiln run` or its manifest.json"),
+    new: Path = typer.Argument(..., help="the new run: an output folder or its manifest.json"),
+    max_accuracy_drop: Optional[float] = typer.Option(
+        None, "--max-accuracy-drop", min=0, help="points of test accuracy a target may lose [release.max_accuracy_drop]"),
+    max_latency_increase: Optional[float] = typer.Option(
+        None, "--max-latency-increase", min=0, help="percent p50/p90 may grow [release.max_latency_increase]"),
+    max_size_increase: Optional[float] = typer.Option(
+        None, "--max-size-increase", min=0, help="percent an artifact may grow [release.max_size_increase]"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON here"),
+    junit: Optional[Path] = _JUNIT_OPTION,
+    html: Optional[Path] = typer.Option(None, "--html", help="also write NEW's report.html with the deltas here"),
+) -> None:
+    """Compare a run with the last release, target by target: accuracy, latency, memory, size,
+    encoding, params and MACs, and what changed upstream. Figures that are not comparable
+    (other images, other source, profile or device) are shown and never gate.
+    Exit 0 no regression beyond the thresholds, 1 regressions, 2 bad input."""
+    from edgekiln import api
+    from edgekiln.stages.errors import InputError
+    from edgekiln.stages.progress import console
+
+    try:
+        result = api.diff(base, new, max_accuracy_drop=max_accuracy_drop, max_latency_increase=max_latency_increase,
+                          max_size_increase=max_size_increase, json_out=json_out, junit=junit, html=html)
+    except InputError as e:
+        console.print(f"[bold red]input error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    console.print(_diff_table(result))
+    for change in result.lineage:
+        console.print(f"changed upstream: {change.metric} {change.base} -> {change.new}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    for target, change in result.regressions:
+        console.print(f"[bold red]{change.message(target)}")
+    limits = ", ".join(f"{result.threshold_keys[k]} = {v:g}" for k, v in result.thresholds.items())
+    console.print(("[bold green]NO REGRESSION" if result.passed else
+                   f"[bold red]{len(result.regressions)} REGRESSION(S)") + f"[/] (thresholds: {limits})")
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
+
+
+def _diff_table(result):
+    from rich.table import Table
+
+    from edgekiln.regression import format_figure as _fmt
+
+    table = Table(title=f"diff {result.base} -> {result.new}", title_justify="left")
+    for col in ("target", "figure", "base", "new", "change", "gate"):
+        table.add_column(col, justify="right" if col in ("base", "new", "change") else "left")
+    for t in result.targets:
+        if t.status != "compared":
+            table.add_row(t.target, "-", "-", "-", "-", "new in this run" if t.status == "added" else "removed")
+            continue
+        for c in t.changes:
+            change = "changed" if c.delta is None else (
+                f"{_fmt(c.delta, signed=True)}" + ("" if c.pct is None else f" ({c.pct:+.1f}%)"))
+            gate = ("[bold red]REGRESSION" if c.regressed else f"not compared: {c.why_not_comparable}"
+                    if not c.comparable else f"ok (<= {c.threshold:g})" if c.gated else "")
+            table.add_row(t.target, c.metric + (f" {c.unit}" if c.unit else ""), _fmt(c.base), _fmt(c.new),
+                          change, gate)
+    return table
+
+
+@app.command()
+def report(
+    out_dir: Path = typer.Argument(..., help="output directory of `edgekiln run`"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="a base release: show the deltas against it"),
+) -> None:
+    """(Re)write a run's report.html, report.png, tradeoff.png and MODEL_CARD.md from its manifest."""
+    from edgekiln import api
+    from edgekiln.stages.errors import InputError
+    from edgekiln.stages.progress import console
+
+    try:
+        paths = api.report(out_dir, compare=compare)
+    except InputError as e:
+        console.print(f"[bold red]input error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @app.command()
@@ -205,7 +291,7 @@ def bench(
     check it against the profile's budgets; sha256 against a manifest.json beside it.
     Exit 0 within budget, 1 over budget or sha256 mismatch, 2 bad input or unreachable device."""
     _quiet_converters()
-    from edgekiln.check import bench_artifact
+    from edgekiln.verify import bench_artifact
     from edgekiln.stages.errors import InputError
     from edgekiln.stages.progress import console
 
@@ -220,7 +306,8 @@ def bench(
         json_out.write_text(json.dumps({"artifact": str(artifact), "profile": result.profile,
                                         "passed": result.passed, "measurement": result.measurement,
                                         "sha256_matches": result.sha256_matches, "problems": result.problems,
-                                        "budgets": [b.to_dict() for b in result.budgets], "notes": result.notes},
+                                        "budgets": [b.to_dict() for b in result.budgets], "notes": result.notes,
+                                        "budgets_not_checked": result.budgets_not_checked},
                                        indent=2))
     console.print("[bold green]PASSED" if result.passed else "[bold red]FAILED")
     raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)

@@ -40,6 +40,31 @@ class BudgetConfig(BaseModel):
     gate: Literal["point", "strict", "lenient"] = "point"
 
 
+class ReleaseConfig(BaseModel):
+    """`[release]`: how far a run may regress against the last release before `edgekiln diff`
+    fails (exit 1). Read from the new run's manifest; the diff's flags override it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_accuracy_drop: float = Field(1.0, ge=0.0, le=100.0)  # points of test accuracy
+    max_latency_increase: float = Field(10.0, ge=0.0)  # percent, p50 and p90
+    max_size_increase: float = Field(10.0, ge=0.0)  # percent of the artifact's bytes
+
+
+class CardConfig(BaseModel):
+    """`[card]`: what MODEL_CARD.md says the model is for; every figure in it comes from the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str | None = None
+    intended_use: str | None = None
+    out_of_scope: str | None = None
+    limitations: str | None = None
+    owner: str | None = None
+    license: str | None = None
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +77,8 @@ class PipelineConfig(BaseModel):
     quantize: QuantizeConfig = QuantizeConfig()
     budget: BudgetConfig = BudgetConfig()
     targets: list[TargetConfig] = Field(min_length=1)
+    release: ReleaseConfig = ReleaseConfig()
+    card: CardConfig = CardConfig()
 
     @model_validator(mode="after")
     def _unique_target_names(self) -> "PipelineConfig":
@@ -160,23 +187,39 @@ def check_files(cfg: PipelineConfig) -> None:
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline TOML file; ConfigError lists every problem by key path."""
+    """Read and validate a pipeline TOML file; ConfigError lists every problem by key path.
+    Relative paths in it are relative to the file."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    return config_from_text(text, base=path.resolve().parent, name=str(path))
+
+
+def config_from_text(text: str, base: Path | None = None, name: str = "config") -> PipelineConfig:
+    """Validate TOML text; relative paths are relative to `base` (default: the working directory)."""
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        raise ConfigError(f"{name} is not valid TOML: {e}") from None
+    return config_from_dict(raw, base=base, name=name)
+
+
+def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") -> PipelineConfig:
+    """Validate a config given as a dict (the TOML's tables as nested dicts)."""
     bad = _non_finite(raw)
     if bad:
-        raise ConfigError(f"{path} has 1 problem(s):\n  {bad}: not a finite number (inf and nan are not allowed)")
+        raise ConfigError(f"{name} has 1 problem(s):\n  {bad}: not a finite number (inf and nan are not allowed)")
     try:
         # Strict: a string where a number belongs ("1") is an error naming the key, never
         # silently converted. Validated as JSON, where strict mode still reads paths from text.
         cfg = PipelineConfig.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as e:
-        raise ConfigError(f"{path} has {e.error_count()} problem(s):\n{_describe(e)}") from None
-    _resolve_paths(cfg, path.resolve().parent)
-    _resolve_profiles(cfg, path.resolve().parent, path)
+        raise ConfigError(f"{name} has {e.error_count()} problem(s):\n{_describe(e)}") from None
+    base = (base or Path.cwd()).resolve()
+    _resolve_paths(cfg, base)
+    _resolve_profiles(cfg, base, Path(name))
     return cfg

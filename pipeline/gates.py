@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from edgekiln.stages.budget import GATE_RULES, GateCheck, checks
 from edgekiln.targets.artifact import Artifact
 
-__all__ = ["GATE_RULES", "GateCheck", "checks", "BudgetCheck", "budget_checks"]
+__all__ = ["GATE_RULES", "GateCheck", "checks", "BudgetCheck", "budget_checks", "gate_from_dict"]
 
 _EPS = 1e-9  # as the accuracy rule (stages/budget.py)
 
@@ -64,3 +64,15 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
         source = artifact.latency_source if measured else "file"
         checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source))
     return checks_, unchecked
+
+
+def gate_from_dict(record: dict) -> GateCheck | BudgetCheck:
+    """A gate back from its manifest record (an accuracy gate or a resource budget)."""
+    if "metric" in record:
+        return BudgetCheck(**{k: record[k] for k in ("subject", "budget_key", "metric", "value", "budget", "unit",
+                                                     "source")})
+    interval = record.get("drop_interval")
+    return GateCheck(subject=record["subject"], budget_key=record["budget_key"], value=record["value"],
+                     reference_name=record["reference_name"], reference=record["reference"], budget=record["budget"],
+                     split=record.get("split", "val"), drop_interval=None if interval is None else tuple(interval),
+                     rule=record.get("rule", "point"))

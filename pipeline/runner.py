@@ -278,7 +278,8 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
     """splits.json: the members of val and test, so anyone can re-evaluate the artifacts on
     exactly the same images; the manifest records its sha256 and which split graded."""
     path = write_json(out_dir, "splits.json", data.splits)
-    return {"file": path.name, "sha256": sha256(path), "train": data.splits["train_count"],
+    return {"file": path.name, "sha256": sha256(path), "data_fingerprint": data.fingerprint,
+            "train": data.splits["train_count"],
             "val": data.splits["val"]["count"],
             "test": None if data.splits["test"] is None else data.splits["test"]["count"],
             "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",

@@ -1,4 +1,7 @@
+import json
 import os
+
+import pytest
 
 # Keep the converters' own progress output out of test logs.
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
@@ -9,3 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # No Android device answers in tests, even on a machine that has one attached: the adb
 # runner's tests put their own fake adb in place.
 os.environ["EDGEKILN_ADB"] = "/nonexistent/adb"
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """The tiny pipeline, trained once for the whole session: (root, CLI result, manifest).
+    Its cache (root / "cache") is shared by every test that re-runs a variant of it."""
+    from tiny_pipeline import invoke, write_config
+
+    root = tmp_path_factory.mktemp("e2e")
+    result = invoke(write_config(root), root / "out", root / "cache")
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    return root, result, manifest

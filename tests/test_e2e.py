@@ -4,7 +4,6 @@ cache re-use, targets-only re-runs, resume after a killed stage, gate failure, b
 import hashlib
 import json
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
@@ -17,75 +16,7 @@ from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.targets import get_format
 from edgekiln.targets.files import sha256
 
-TINY = """
-[data]
-source = "digits"
-image_size = 32
-seed = 0
-
-[teacher]
-candidates = ["resnet10t", "mobilenetv3_small_050"]
-epochs = 4
-
-[student]
-arch = "mobilenetv3_small_050"
-epochs = 6
-lr = 6e-3
-
-[prune]
-macs_ratio = 0.7
-finetune_epochs = 2
-
-[quantize]
-calibration_samples = 32
-
-[budget]
-max_drop_total = 60.0
-
-{targets}
-"""
-
-THREE_TARGETS = """
-[[targets]]
-name = "android"
-profile = "pixel-3-cpu"
-allow_estimate = true
-
-[[targets]]
-name = "server"
-profile = "x86-server-avx2"
-
-[[targets]]
-name = "iphone"
-profile = "iphone-15-pro-ane"
-"""
-
-# The fourth format, ExecuTorch, on this host: scored and timed in ExecuTorch's own runtime
-# (its own re-run of the shared pipeline below: lowering is the slowest conversion, and
-# the tests that rebuild the shared run's artifacts need not lower it again).
-EXECUTORCH_TARGET = """
-[[targets]]
-name = "pte"
-format = "executorch"
-"""
-
-
-def write_config(directory, targets=THREE_TARGETS, extra=""):
-    path = directory / "tiny.toml"
-    path.write_text(textwrap.dedent(TINY.format(targets=targets)) + extra)
-    return path
-
-
-def invoke(config, out, cache):
-    return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    result = invoke(write_config(root), root / "out", root / "cache")
-    manifest = json.loads((root / "out" / "manifest.json").read_text())
-    return root, result, manifest
+from tiny_pipeline import EXECUTORCH_TARGET, invoke, write_config  # the shared run: conftest's `run`
 
 
 def test_pipeline_passes_and_writes_every_artifact(run):
@@ -93,7 +24,8 @@ def test_pipeline_passes_and_writes_every_artifact(run):
     assert result.exit_code == 0, result.output
     assert manifest["passed"] is True and manifest["error"] is None
     assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune", "quantize", "export"]
-    for name in ("model.onnx", "model.tflite", "model.mlpackage", "report.png"):
+    for name in ("model.onnx", "model.tflite", "model.mlpackage", "report.png", "tradeoff.png", "report.html",
+                 "MODEL_CARD.md"):
         assert (root / "out" / name).exists(), name
     assert "android" in result.output and "PASSED" in result.output
 

@@ -8,7 +8,7 @@ import textwrap
 from typer.testing import CliRunner
 
 from edgekiln.cli import app
-from test_e2e import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
+from tiny_pipeline import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
 
 TINY_MOBILEVIT = """
 [data]

@@ -1,4 +1,4 @@
-"""What a person reads after a run: the summary table on the console and report.png."""
+"""What a person reads on the console after a run: the candidate, stage and artifact tables and the verdict."""
 
 from __future__ import annotations
 
@@ -130,76 +130,3 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 console.print(f"note: {a.target}: latency is this machine's (no profile named), not a device's.")
     verdict = "[bold green]PASSED" if manifest["passed"] else "[bold red]FAILED"
     console.print(f"{verdict}[/] — manifest: {manifest_path}")
-
-
-def plot(manifest: dict, path: Path) -> Path:
-    """Left: accuracy after each stage and of each artifact, with the total budget as a line.
-    Right: each artifact's p50 latency on its profile against its p50 budget, by source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s for s in manifest["stages"] if s["name"] != "export"]  # export = its artifacts' bars
-    artifacts = manifest["artifacts"]
-    names = [s["name"] for s in stages] + [a["target"] for a in artifacts]
-    # The held-out test figures with their 95% intervals where the run has a test split.
-    on_test = all(r.get("test_accuracy") is not None for r in stages + artifacts)
-    split = "test" if on_test else "val"
-    values = [r["test_accuracy"] if on_test else r["accuracy"] for r in stages + artifacts]
-    intervals = [r.get("test_accuracy_ci") for r in stages + artifacts] if on_test else []
-    passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
-    kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
-    fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(1.2 * len(names) + 2 + 1.2 * len(artifacts) + 2, 4),
-                                     gridspec_kw={"width_ratios": [max(len(names), 1), max(len(artifacts), 1)]})
-    colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
-    bars = ax.bar(names, values, color=colors)
-    if intervals and all(intervals):
-        ax.errorbar(range(len(values)), values, fmt="none", ecolor="black", capsize=3,
-                    yerr=[[v - ci[0] for v, ci in zip(values, intervals)], [ci[1] - v for v, ci in zip(values, intervals)]])
-    for bar, kind in zip(bars, kinds):
-        if kind == "proxy":
-            bar.set_hatch("//")
-    if manifest["teacher"]:
-        reference = manifest["teacher"]["test_accuracy"] if on_test else manifest["teacher"]["accuracy"]
-        floor = reference - manifest["config"]["budget"]["max_drop_total"]
-        ax.axhline(floor, color="gray", linestyle="--", label="teacher - max_drop_total")
-        ax.legend(loc="lower left")
-    low = min(values + [100.0] + [ci[0] for ci in intervals if ci]) - 5
-    ax.set_ylim(max(0.0, low), 100.5)
-    ax.set_ylabel(f"{split} accuracy (%)" + (", 95% interval" if on_test else ""))
-    ax.set_title("accuracy (hatched: proxy, red: gate failed)")
-    for bar, v in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    _plot_latency(lat_ax, artifacts)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _plot_latency(ax, records: list[dict]) -> None:
-    colors = {"host": "#55a868", "device": "#4c72b0", "estimate": "#dd8452"}
-    artifacts = [Artifact.from_dict(r) for r in records]
-    for i, a in enumerate(artifacts):
-        p50 = a.p50_ms
-        if p50 is None:
-            ax.text(i, 0, "not\nmeasured", ha="center", va="bottom", fontsize=8)
-            continue
-        source = a.latency_source
-        bar = ax.bar(i, p50, color=colors.get(source, "gray"), label=source)[0]
-        if source == "estimate":
-            bar.set_hatch("..")
-        budget = a.budget.get("p50_ms")
-        if budget is not None:
-            ax.hlines(budget, i - 0.4, i + 0.4, color="#c44e52", linestyle="--")
-            ax.text(i, budget, f"budget {budget:g}", ha="center", va="bottom", fontsize=7, color="#c44e52")
-        ax.text(i, p50, f"{p50:.3g}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(artifacts)), [f"{a.target}\n{a.profile or ''}" for a in artifacts], fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 latency (ms, log)")
-    ax.set_title("latency on each profile (dashed: budget)")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    if unique:
-        ax.legend(unique.values(), unique.keys(), loc="best", fontsize=7)

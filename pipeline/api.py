@@ -1,0 +1,183 @@
+"""The Python API: `edgekiln.run`, `edgekiln.check`, `edgekiln.diff` and `edgekiln.report`.
+The command line is a thin shell over these (it adds printing and exit codes).
+
+Errors are exceptions: `ConfigError` (the config), `InputError` (files, data, devices),
+`ConversionError` (a converter failed), `PublishError` (an artifact changed in the cache),
+`TrainingDiverged` (a stage's training blew up). A run whose gates fail is not an error: its
+result says `passed = False` and which gates failed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekiln.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
+from edgekiln.gates import BudgetCheck, GateCheck
+from edgekiln.regression import RunDiff, diff_runs, read_run
+from edgekiln.targets.artifact import Artifact
+
+__all__ = ["RunResult", "CheckResult", "run", "check", "diff", "report", "load"]
+
+
+@dataclass
+class RunResult:
+    """What `run` produced: the verdict, every gate, the artifacts and where each file is."""
+
+    passed: bool
+    out_dir: Path
+    manifest: dict
+    gates: list[GateCheck | BudgetCheck]
+    artifacts: list[Artifact]
+    error: str | None = None
+    paths: dict[str, Path] = field(default_factory=dict)  # manifest, reports, junit, and each artifact by target
+
+    @property
+    def failed_gates(self) -> list[GateCheck | BudgetCheck]:
+        return [g for g in self.gates if not g.passed]
+
+
+@dataclass
+class CheckResult:
+    """What `check` found: per artifact its sha256, re-measured accuracy and budgets."""
+
+    passed: bool
+    out_dir: Path
+    manifest: dict
+    checks: list  # verify.ArtifactCheck
+    run_passed: bool
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def load(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
+    """A validated config from a TOML file path, TOML text or a dict, with its text (what the
+    manifest's config_sha256 hashes) and a name. Relative paths in text or a dict are
+    relative to the working directory; in a file, to the file. ConfigError when invalid."""
+    if isinstance(config, dict):
+        return config_from_dict(config), json.dumps(config, sort_keys=True, default=str), "config"
+    if isinstance(config, str) and ("\n" in config or "=" in config):
+        return config_from_text(config), config, "config"
+    path = Path(config)
+    cfg = load_config(path)
+    return cfg, path.read_text(), path.stem
+
+
+def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str | Path | None = None, *,
+        junit: str | Path | None = None, compare: str | Path | None = None) -> RunResult:
+    """Run the pipeline `config` describes: artifacts, manifest.json, report.png,
+    tradeoff.png, report.html and MODEL_CARD.md go to `out` (default out/<config name>).
+    `junit`: also write the gates as JUnit XML there (also when the run ends in an error).
+    `compare`: a base release (output folder or manifest.json) whose deltas report.html shows."""
+    from edgekiln.runner import run_pipeline
+
+    cfg, text, name = load(config)
+    check_files(cfg)
+    out_dir = Path(out) if out is not None else Path("out") / name
+    cache = Path(cache_dir) if cache_dir is not None else Path(".edgekiln-cache")
+    if compare is not None:
+        read_run(Path(compare))  # a bad base stops the run before any work
+    started = time.perf_counter()
+    try:
+        outcome = run_pipeline(cfg, out_dir, cache, text)
+    except Exception:
+        if junit is not None and (out_dir / "manifest.json").is_file():
+            _write_run_junit(Path(junit), json.loads((out_dir / "manifest.json").read_text()), name,
+                             time.perf_counter() - started)
+        raise
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
+    paths.update(report(out_dir, compare=compare, title=name))
+    if junit is not None:
+        paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
+    artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+    paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
+    return RunResult(passed=outcome.passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
+                     artifacts=artifacts, error=outcome.error, paths=paths)
+
+
+def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> Path:
+    from edgekiln.junit import run_cases, write_junit
+
+    return write_junit(path, f"edgekiln run {name}", run_cases(manifest), seconds)
+
+
+def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None,
+           html: str | Path | None = None) -> dict[str, Path]:
+    """(Re)write a finished run's report.png, tradeoff.png, MODEL_CARD.md and report.html
+    (or `html`) from its manifest; `compare`: show the deltas against this base release."""
+    from edgekiln import plots
+    from edgekiln.html_report import write_html
+    from edgekiln.model_card import write_model_card
+
+    out_dir = Path(out_dir)
+    manifest, _ = read_run(out_dir)
+    paths = {"report_png": plots.plot(manifest, out_dir / "report.png"),
+             "tradeoff_png": plots.tradeoff(manifest, out_dir / "tradeoff.png"),
+             "model_card": write_model_card(manifest, out_dir / "MODEL_CARD.md")}
+    comparison = None if compare is None else diff_runs(Path(compare), out_dir)
+    paths["report_html"] = write_html(Path(html) if html is not None else out_dir / "report.html", manifest,
+                                      {"report": paths["report_png"], "tradeoff": paths["tradeoff_png"]},
+                                      comparison, title or out_dir.name)
+    return paths
+
+
+def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), accuracy: bool = True,
+          allow_estimate: bool = False, junit: str | Path | None = None) -> CheckResult:
+    """Re-verify a finished run: every artifact's sha256 against the manifest, its accuracy
+    re-measured in its runtime (unless `accuracy=False`), its latency and memory re-measured
+    on its profile (or one of `profiles`, by format) against its budgets."""
+    from edgekiln.junit import check_cases, write_junit
+    from edgekiln.verify import check_run
+
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    manifest, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profiles),
+                                 allow_estimate=allow_estimate)
+    run_passed = bool(manifest.get("passed", False))
+    result = CheckResult(passed=run_passed and all(c.passed for c in checks), out_dir=out_dir, manifest=manifest,
+                         checks=checks, run_passed=run_passed)
+    if junit is not None:
+        result.paths["junit"] = write_junit(Path(junit), f"edgekiln check {out_dir}", check_cases(checks, run_passed),
+                                            time.perf_counter() - started)
+    return result
+
+
+def diff(base: str | Path, new: str | Path, *, max_accuracy_drop: float | None = None,
+         max_latency_increase: float | None = None, max_size_increase: float | None = None,
+         json_out: str | Path | None = None, junit: str | Path | None = None,
+         html: str | Path | None = None) -> RunDiff:
+    """Compare the run `new` with the release `base` (each an output folder or manifest.json).
+    Thresholds not given come from the new run's `[release]` section. `json_out`, `junit`,
+    `html`: also write the comparison as JSON, JUnit XML, and the new run's report.html with
+    the deltas."""
+    from edgekiln.junit import diff_cases, write_junit
+
+    started = time.perf_counter()
+    result = diff_runs(Path(base), Path(new), max_accuracy_drop=max_accuracy_drop,
+                       max_latency_increase=max_latency_increase, max_size_increase=max_size_increase)
+    if json_out is not None:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result.to_dict(), indent=2))
+    if junit is not None:
+        write_junit(Path(junit), f"edgekiln diff {base} {new}", diff_cases(result), time.perf_counter() - started)
+    if html is not None:
+        _diff_html(Path(html), result)
+    return result
+
+
+def _diff_html(path: Path, comparison: RunDiff) -> Path:
+    """The new run's report.html with the deltas, its plots drawn afresh from its manifest
+    (a manifest.json given alone has no PNGs beside it)."""
+    from edgekiln import plots
+    from edgekiln.html_report import write_html
+
+    manifest = json.loads(Path(comparison.new).read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        images = {"report": plots.plot(manifest, Path(tmp) / "report.png"),
+                  "tradeoff": plots.tradeoff(manifest, Path(tmp) / "tradeoff.png")}
+        return write_html(path, manifest, images, comparison, Path(comparison.new).parent.name)
+

@@ -1,0 +1,76 @@
+"""report.html: the one page a reviewer opens from a CI artifact. Self-contained (styles and
+plots inline, nothing fetched), verdict first, then the comparison with the base release
+when there is one, artifacts, stages, candidates, plots, and what was not measured."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from pathlib import Path
+
+from edgekiln.gates import gate_from_dict
+from edgekiln.model_card import not_measured, student_name
+
+# The plots the page inlines, by file name in the output folder, with their captions.
+PLOTS = {"report": ("report.png", "accuracy after each stage and of each artifact (held-out test, 95% intervals), "
+                                  "and each artifact's p50 latency against its budget"),
+         "tradeoff": ("tradeoff.png", "val accuracy against size and against latency of every candidate the run "
+                                      "evaluated: teachers, students, prune steps, encodings; shipped artifacts "
+                                      "are stars")}
+
+
+def _num(value, fmt: str = "%.2f") -> str:
+    return "-" if value is None else fmt % value
+
+
+def _interval(pair, fmt: str = "%.1f") -> str:
+    return "" if not pair else f"[{fmt % pair[0]}, {fmt % pair[1]}]"
+
+
+def _millions(value) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f}M"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "-" if value is None else str(value)
+
+
+def _signed(value) -> str:
+    return f"{value:+,.0f}" if abs(value) >= 1000 else f"{value:+.3g}"
+
+
+def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
+    """The page as text. `images`: PLOTS key -> PNG path (missing files are left out);
+    `diff`: a RunDiff against the base release, shown after the verdict."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("edgekiln", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)
+    artifacts = []
+    for record in manifest.get("artifacts") or []:
+        gates = [gate_from_dict(g) for g in record.get("gates") or []]
+        artifacts.append({**record, "gate_messages": [{"passed": g.passed, "message": g.message()} for g in gates],
+                          "budgets_not_checked": record.get("budgets_not_checked") or [],
+                          "latency_notes": record.get("latency_notes") or []})
+    failed = [gate_from_dict(g).message() for g in manifest.get("gates") or [] if not g.get("passed")]
+    inline = {name: (PLOTS[name][1], base64.b64encode(path.read_bytes()).decode())
+              for name, path in images.items() if path is not None and path.is_file()}
+    return env.get_template("report.html.j2").render(
+        m={**manifest, "artifacts": artifacts}, title=title or manifest.get("config_name") or "run",
+        diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(manifest),
+        student_name=student_name(manifest), num=_num, interval=_interval, millions=_millions, fmt=_fmt,
+        signed=_signed)
+
+
+def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:
+    """Write report.html atomically."""
+    text = render(manifest, images, diff, title)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,106 @@
+"""MODEL_CARD.md: what a run produced, for the people who will ship it. Every figure comes from
+the manifest; the `[card]` section adds what the model is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekiln.targets.artifact import Artifact
+
+
+def not_measured(manifest: dict) -> list[str]:
+    """What the run's figures do not rest on a measurement for, one line per artifact and gap."""
+    lines = []
+    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
+        if a.accuracy_source == "proxy":
+            lines.append(f"{a.target}: accuracy not measured in {a.runtime or a.format} "
+                         f"({a.accuracy_not_measured}); the figure is the torch-side proxy of the same model")
+        if a.latency_source == "estimate":
+            lines.append(f"{a.target}: latency on {a.device or a.profile} is an estimate of the cost model, "
+                         "not a measurement on the device")
+        elif a.latency_source is None:
+            lines.append(f"{a.target}: latency not measured")
+        elif a.latency_source == "host" and (a.profile or "").startswith("host-"):
+            lines.append(f"{a.target}: latency is this build machine's ({a.device}), not a device's")
+        lines += [f"{a.target}: {line}" for line in a.budgets_not_checked]
+    return lines
+
+
+def student_name(manifest: dict) -> str | None:
+    """The distilled student: the search's choice, or the one architecture configured."""
+    chosen = (manifest.get("student") or {}).get("name")
+    arch = ((manifest.get("config") or {}).get("student") or {}).get("arch")
+    return chosen or (arch if isinstance(arch, str) else None)
+
+
+def _pct(value, ci=None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}%" + ("" if not ci else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+
+
+def model_card(manifest: dict) -> str:
+    """The card as Markdown."""
+    config = manifest.get("config") or {}
+    card = config.get("card") or {}
+    teacher = manifest.get("teacher") or {}
+    splits = manifest.get("splits") or {}
+    pre = manifest.get("preprocessing") or {}
+    labels = manifest.get("labels") or []
+    title = card.get("name") or f"{student_name(manifest) or 'model'} distilled from {teacher.get('name', '?')}"
+    out = [f"# Model card: {title}", ""]
+    out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
+            f"the run {'PASSED' if manifest.get('passed') else 'FAILED'} its gates"
+            + (f" (error: {manifest['error']})" if manifest.get("error") else "") + ".", ""]
+    for key, heading in (("description", "Description"), ("intended_use", "Intended use"),
+                         ("out_of_scope", "Out of scope"), ("limitations", "Limitations")):
+        out += [f"## {heading}", "", card.get(key) or f"_Not stated (set `card.{key}` in the config)._", ""]
+    if card.get("owner") or card.get("license"):
+        out += [f"Owner: {card.get('owner') or '-'} · License: {card.get('license') or '-'}", ""]
+    out += ["## Inputs and outputs", "",
+            f"- Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels),
+            f"- Preprocessing: {pre.get('image_size', '?')} px RGB, mean {pre.get('mean')}, std {pre.get('std')} "
+            "(what each artifact expects is in its interface below)", ""]
+    out += ["## Artifacts", "",
+            "| target | format | encoding | size | test accuracy (95% CI) | drop vs teacher | accuracy measured in | "
+            "p50 latency | latency source | budgets met |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
+        met = [g["budget_key"] for g in a.gates if g.get("passed")]
+        failed = [g["budget_key"] for g in a.gates if not g.get("passed")]
+        p50 = "-" if a.p50_ms is None else f"{a.p50_ms:.3g} ms on {a.profile}"
+        out.append(f"| {a.target} | {a.format} | {a.encoding} | {a.size_bytes / 1e3:.0f} KB | "
+                   f"{_pct(a.test_accuracy if a.test_accuracy is not None else a.accuracy, a.test_accuracy_ci)} | "
+                   f"{'-' if a.test_drop is None else f'{a.test_drop:+.2f} points'} | "
+                   f"{a.runtime if a.accuracy_source == 'runtime' else 'torch proxy'} | {p50} | "
+                   f"{a.latency_source or 'not measured'} | {', '.join(met) or '-'}"
+                   + (f"; FAILED: {', '.join(failed)}" if failed else "") + " |")
+    out.append("")
+    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
+        if a.interface:
+            out.append(f"- `{a.path}` ({a.target}): input {a.interface.get('input')}; output {a.interface.get('output')}")
+    out += ["", "## Evaluation", ""]
+    if splits.get("test"):
+        out.append(f"Accuracies are on {splits['test']} held-out test images that no choice of the pipeline looked "
+                   f"at (one image = {100 / splits['test']:.2f} points); every decision was made on {splits['val']} "
+                   f"val images. Members of each split: `{splits.get('file')}` (sha256 `{splits.get('sha256')}`).")
+    else:
+        out.append(splits.get("note") or "No split record.")
+    data = config.get("data") or {}
+    out += ["", f"Data: source `{data.get('source')}`" + (f", path `{data.get('path')}`" if data.get("path") else "")
+            + (f", fingerprint `{splits['data_fingerprint']}`" if splits.get("data_fingerprint") else "") + ".", ""]
+    out += ["## Lineage", "", f"- Teacher: `{teacher.get('name')}` (val {_pct(teacher.get('accuracy'))}, "
+            f"test {_pct(teacher.get('test_accuracy'))}), chosen from "
+            + ", ".join(f"`{c['name']}`" for c in teacher.get("candidates") or []),
+            f"- Student: `{student_name(manifest)}`, distilled, pruned ({(manifest.get('prune') or {}).get('stopped', '-')}), "
+            f"quantized ({(manifest.get('quantize') or {}).get('mode', '-')})", ""]
+    out += ["## Not measured", ""] + [f"- {line}" for line in not_measured(manifest) or
+                                      ["Everything above was measured (runtime accuracy, latency on its device or host)."]]
+    out += ["", "## Tool versions", ""] + [f"- {k}: {v or 'not installed'}"
+                                           for k, v in (manifest.get("tool_versions") or {}).items()]
+    return "\n".join(out) + "\n"
+
+
+def write_model_card(manifest: dict, path: Path) -> Path:
+    path.write_text(model_card(manifest))
+    return path

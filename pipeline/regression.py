@@ -1,0 +1,290 @@
+"""`edgekiln diff`: a run against the last release, target by target.
+
+Every figure is shown with its change; only comparable figures gate. Accuracy is comparable
+when both runs graded on the same images (the same splits.json) in the same way (both in the
+runtime, or both on the proxy). Latency and peak memory are comparable when both come from
+the same source (host, device or estimate) on the same profile and the same device (for the
+host runner: the same CPU). Size always is: it is the file's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgekiln.model_card import student_name
+from edgekiln.stages.errors import InputError
+
+# The thresholds, by the `[release]` key that sets each and the flag that overrides it.
+THRESHOLD_FLAGS = {"max_accuracy_drop": "--max-accuracy-drop", "max_latency_increase": "--max-latency-increase",
+                   "max_size_increase": "--max-size-increase"}
+
+
+@dataclass
+class Change:
+    """One figure of one target (or of the run) in the base and the new run."""
+
+    metric: str
+    base: object
+    new: object
+    unit: str = ""
+    delta: float | None = None  # new - base
+    pct: float | None = None  # delta as a percentage of base
+    comparable: bool = True
+    why_not_comparable: str | None = None
+    gated: bool = False  # a threshold applies to this figure (it gates when comparable)
+    threshold: float | None = None
+    threshold_key: str | None = None  # where that threshold was set
+    regressed: bool = False
+    note: str | None = None
+
+    def message(self, target: str | None = None) -> str:
+        """One line: the change, and whether and why it gates."""
+        subject = f"{target}: " if target else ""
+        if self.delta is None:
+            change = f"{self.base} -> {self.new}"
+        else:
+            unit = f" {self.unit}" if self.unit else ""
+            pct = "" if self.pct is None else f", {self.pct:+.1f}%"
+            change = f"{format_figure(self.base)} -> {format_figure(self.new)}{unit} ({format_figure(self.delta, signed=True)}{unit}{pct})"
+        if self.regressed:
+            return f"REGRESSION {subject}{self.metric} {change}: over {self.threshold_key} = {self.threshold:g}"
+        if not self.comparable:
+            return f"{subject}{self.metric} {change} (not compared: {self.why_not_comparable})"
+        if self.gated:
+            return f"{subject}{self.metric} {change}: within {self.threshold_key} = {self.threshold:g}"
+        return f"{subject}{self.metric} {change}"
+
+
+def format_figure(value, signed: bool = False) -> str:
+    """A figure as the diff prints it: thousands separated, 4 significant digits below."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        sign = "+" if signed else ""
+        return f"{value:{sign},.0f}" if abs(value) >= 1000 else f"{value:{sign}.4g}"
+    return str(value)
+
+
+@dataclass
+class TargetDiff:
+    target: str
+    status: str  # "compared" | "added" | "removed"
+    format: str | None = None
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.regressed]
+
+
+@dataclass
+class RunDiff:
+    """The comparison `edgekiln diff` prints, writes as JSON and gates on."""
+
+    base: str
+    new: str
+    thresholds: dict[str, float | None]
+    threshold_keys: dict[str, str]
+    targets: list[TargetDiff] = field(default_factory=list)
+    lineage: list[Change] = field(default_factory=list)  # teacher, student, edgekiln and tool versions
+    notes: list[str] = field(default_factory=list)
+    new_run_passed: bool | None = None
+
+    @property
+    def regressions(self) -> list[tuple[str, Change]]:
+        return [(t.target, c) for t in self.targets for c in t.regressions]
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["passed"] = self.passed
+        out["regressions"] = [c.message(t) for t, c in self.regressions]
+        return out
+
+
+def read_run(path: Path) -> tuple[dict, Path]:
+    """A run's manifest from an output folder or a manifest.json path (InputError otherwise)."""
+    path = Path(path)
+    manifest_path = path / "manifest.json" if path.is_dir() else path
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: no manifest.json there (give an output folder of `edgekiln run` or its "
+                         "manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{manifest_path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or "artifacts" not in manifest or "config" not in manifest:
+        raise InputError(f"{manifest_path} is not an edgekiln manifest (no artifacts or config)")
+    return manifest, manifest_path
+
+
+def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
+    """The limits that gate: each flag given, else the new run's `[release]` section, else
+    the section's defaults. Returns (values, where each was set)."""
+    from edgekiln.config import ReleaseConfig
+
+    section = (new_manifest.get("config") or {}).get("release")
+    release = ReleaseConfig.model_validate(section or {})
+    values, keys = {}, {}
+    for key, flag in THRESHOLD_FLAGS.items():
+        if overrides.get(key) is not None:
+            values[key], keys[key] = overrides[key], flag
+        else:
+            values[key] = getattr(release, key)
+            keys[key] = f"release.{key}" + ("" if section and key in section else " (default)")
+    return values, keys
+
+
+def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
+    """Compare the run at `new` with the one at `base` (folders or manifest.json paths).
+    `overrides`: max_accuracy_drop, max_latency_increase, max_size_increase."""
+    unknown = set(overrides) - set(THRESHOLD_FLAGS)
+    if unknown:
+        raise TypeError(f"unknown thresholds: {', '.join(sorted(unknown))}")
+    base_manifest, base_path = read_run(base)
+    new_manifest, new_path = read_run(new)
+    thresholds, keys = thresholds_for(new_manifest, overrides)
+    result = RunDiff(base=str(base_path), new=str(new_path), thresholds=thresholds, threshold_keys=keys,
+                     new_run_passed=new_manifest.get("passed"))
+    same_split, split_note = _same_split(base_manifest, new_manifest)
+    if split_note:
+        result.notes.append(split_note)
+    if new_manifest.get("passed") is False:
+        result.notes.append("the new run itself did not pass its gates (manifest: passed false"
+                            + (f"; error: {new_manifest['error']}" if new_manifest.get("error") else "") + ")")
+    base_artifacts = {a["target"]: a for a in base_manifest.get("artifacts") or []}
+    new_artifacts = {a["target"]: a for a in new_manifest.get("artifacts") or []}
+    for name, record in new_artifacts.items():
+        if name not in base_artifacts:
+            result.targets.append(TargetDiff(name, "added", record.get("format")))
+            result.notes.append(f"target {name} is new in this run (no base to compare with)")
+            continue
+        result.targets.append(_target_diff(name, base_artifacts[name], record, same_split, thresholds, keys))
+    for name, record in base_artifacts.items():
+        if name not in new_artifacts:
+            result.targets.append(TargetDiff(name, "removed", record.get("format")))
+            result.notes.append(f"target {name} was in the base run and is not in this one")
+    result.lineage = _lineage(base_manifest, new_manifest)
+    return result
+
+
+def _same_split(base: dict, new: dict) -> tuple[bool, str | None]:
+    b, n = base.get("splits") or {}, new.get("splits") or {}
+    if not b.get("sha256") or not n.get("sha256"):
+        return False, "a run has no splits.json record: accuracy is shown but not compared"
+    if b["sha256"] != n["sha256"]:
+        return False, ("the runs graded on different images (splits.json sha256 differs: other data, seed or "
+                       "fractions): accuracy is shown but not compared")
+    if n.get("test"):
+        return True, (f"accuracy compared on the same {n['test']} test images (one image = {100 / n['test']:.2f} "
+                      "points); each side's 95% interval is in the JSON")
+    return True, "no test split in either run: accuracy compared on val, which the runs' decisions looked at"
+
+
+def _pct(base: float | None, new: float | None) -> float | None:
+    if base in (None, 0) or new is None:
+        return None
+    return 100.0 * (new - base) / base
+
+
+def _numeric(metric: str, base, new, unit: str) -> Change:
+    delta = None if base is None or new is None else new - base
+    return Change(metric, base, new, unit, delta, _pct(base, new))
+
+
+def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds: dict, keys: dict) -> TargetDiff:
+    out = TargetDiff(name, "compared", new.get("format"))
+    changes = out.changes
+    if base.get("format") != new.get("format"):
+        changes.append(Change("format", base.get("format"), new.get("format"), comparable=False,
+                              why_not_comparable="a different format"))
+    # Accuracy: the release figure (test) gates; val is shown (the runs' decisions looked at it).
+    on_test = new.get("test_accuracy") is not None and base.get("test_accuracy") is not None
+    for split, key in (("test", "test_accuracy"), ("val", "accuracy")):
+        if base.get(key) is None and new.get(key) is None:
+            continue
+        change = _numeric(f"{split} accuracy", base.get(key), new.get(key), "points")
+        change.pct = None
+        sources = (base.get(f"{key}_source") or base.get("accuracy_source"),
+                   new.get(f"{key}_source") or new.get("accuracy_source"))
+        if not same_split:
+            change.comparable, change.why_not_comparable = False, "different test/val images"
+        elif sources[0] != sources[1]:
+            change.comparable, change.why_not_comparable = False, f"measured {sources[0]} vs {sources[1]}"
+        elif change.delta is None:
+            change.comparable, change.why_not_comparable = False, "missing on one side"
+        if split == ("test" if on_test else "val"):
+            _gate(change, None if change.delta is None else -change.delta, thresholds["max_accuracy_drop"],
+                  keys["max_accuracy_drop"])
+        if split == "test":
+            change.note = f"95% intervals: base {base.get('test_accuracy_ci')}, new {new.get('test_accuracy_ci')}"
+        changes.append(change)
+    # Latency and peak memory: comparable only from the same source on the same device.
+    comparable, why = _same_measurement(base, new)
+    for percentile in ("p50", "p90"):
+        b, n = (base.get("latency_ms") or {}).get(percentile), (new.get("latency_ms") or {}).get(percentile)
+        if b is None and n is None:
+            continue
+        change = _numeric(f"{percentile} latency", b, n, "ms")
+        change.note = f"base {base.get('latency_source')} on {base.get('profile')}, new {new.get('latency_source')} on {new.get('profile')}"
+        if not comparable or change.delta is None:
+            change.comparable = False
+            change.why_not_comparable = why if not comparable else "measured on one side only"
+        _gate(change, change.pct, thresholds["max_latency_increase"], keys["max_latency_increase"])
+        changes.append(change)
+    if base.get("peak_memory_mb") is not None or new.get("peak_memory_mb") is not None:
+        change = _numeric("peak memory", base.get("peak_memory_mb"), new.get("peak_memory_mb"), "MB")
+        if not comparable or change.delta is None:
+            change.comparable = False
+            change.why_not_comparable = why if not comparable else "measured on one side only"
+        changes.append(change)
+    size = _numeric("size", base.get("size_bytes"), new.get("size_bytes"), "bytes")
+    _gate(size, size.pct, thresholds["max_size_increase"], keys["max_size_increase"])
+    changes.append(size)
+    for key, metric in (("encoding", "encoding"), ("io", "io")):
+        if base.get(key) != new.get(key):
+            changes.append(Change(metric, base.get(key), new.get(key)))
+    for key, metric in (("params", "params"), ("macs", "MACs")):
+        b, n = (base.get("cost_features") or {}).get(key), (new.get("cost_features") or {}).get(key)
+        if b is not None or n is not None:
+            changes.append(_numeric(metric, b, n, ""))
+    return out
+
+
+def _gate(change: Change, worse_by: float | None, threshold: float | None, key: str) -> None:
+    """`threshold` applies to `change`: it regressed when comparable and worse by more."""
+    change.gated, change.threshold, change.threshold_key = True, threshold, key
+    change.regressed = change.comparable and worse_by is not None and worse_by > threshold + 1e-9
+
+
+def _same_measurement(base: dict, new: dict) -> tuple[bool, str | None]:
+    """Whether two artifacts' latency figures can be compared, and why not."""
+    if base.get("latency_source") != new.get("latency_source"):
+        return False, f"{base.get('latency_source') or 'not measured'} vs {new.get('latency_source') or 'not measured'}"
+    if base.get("profile") != new.get("profile"):
+        return False, f"different profiles ({base.get('profile')} vs {new.get('profile')})"
+    if base.get("device") != new.get("device"):
+        return False, f"different devices ({base.get('device')} vs {new.get('device')})"
+    if base.get("threads") != new.get("threads"):
+        return False, f"different thread counts ({base.get('threads')} vs {new.get('threads')})"
+    return True, None
+
+
+def _lineage(base: dict, new: dict) -> list[Change]:
+    """What changed upstream of the artifacts: teacher, student, edgekiln and tool versions."""
+    out = []
+    pairs = [("teacher", (base.get("teacher") or {}).get("name"), (new.get("teacher") or {}).get("name")),
+             ("student", student_name(base), student_name(new)),
+             ("edgekiln", base.get("edgekiln_version"), new.get("edgekiln_version")),
+             ("config sha256", base.get("config_sha256"), new.get("config_sha256"))]
+    tools = sorted(set(base.get("tool_versions") or {}) | set(new.get("tool_versions") or {}))
+    pairs += [(tool, (base.get("tool_versions") or {}).get(tool), (new.get("tool_versions") or {}).get(tool))
+              for tool in tools]
+    for metric, b, n in pairs:
+        if b != n:
+            out.append(Change(metric, b, n))
+    return out
+

@@ -1,0 +1,70 @@
+"""The tiny pipeline the end-to-end tests share: its config, and how a test runs it.
+conftest.py's `run` fixture trains it once per test session."""
+
+import textwrap
+
+from typer.testing import CliRunner
+
+from edgekiln.cli import app
+
+TINY = """
+[data]
+source = "digits"
+image_size = 32
+seed = 0
+
+[teacher]
+candidates = ["resnet10t", "mobilenetv3_small_050"]
+epochs = 4
+
+[student]
+arch = "mobilenetv3_small_050"
+epochs = 6
+lr = 6e-3
+
+[prune]
+macs_ratio = 0.7
+finetune_epochs = 2
+
+[quantize]
+calibration_samples = 32
+
+[budget]
+max_drop_total = 60.0
+
+{targets}
+"""
+
+THREE_TARGETS = """
+[[targets]]
+name = "android"
+profile = "pixel-3-cpu"
+allow_estimate = true
+
+[[targets]]
+name = "server"
+profile = "x86-server-avx2"
+
+[[targets]]
+name = "iphone"
+profile = "iphone-15-pro-ane"
+"""
+
+# The fourth format, ExecuTorch, on this host: scored and timed in ExecuTorch's own runtime
+# (its own re-run of the shared pipeline below: lowering is the slowest conversion, and
+# the tests that rebuild the shared run's artifacts need not lower it again).
+EXECUTORCH_TARGET = """
+[[targets]]
+name = "pte"
+format = "executorch"
+"""
+
+
+def write_config(directory, targets=THREE_TARGETS, extra=""):
+    path = directory / "tiny.toml"
+    path.write_text(textwrap.dedent(TINY.format(targets=targets)) + extra)
+    return path
+
+
+def invoke(config, out, cache):
+    return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
