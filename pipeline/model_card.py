@@ -39,6 +39,13 @@ def _pct(value, ci=None) -> str:
     return f"{value:.2f}%" + ("" if not ci else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
 
 
+def _described(value) -> str:
+    """An interface entry (text, or a dict of its properties) as one line of text."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
 def model_card(manifest: dict) -> str:
     """The card as Markdown."""
     config = manifest.get("config") or {}
@@ -78,7 +85,8 @@ def model_card(manifest: dict) -> str:
     out.append("")
     for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
         if a.interface:
-            out.append(f"- `{a.path}` ({a.target}): input {a.interface.get('input')}; output {a.interface.get('output')}")
+            out.append(f"- `{a.path}` ({a.target}): input {_described(a.interface.get('input'))}; "
+                       f"output {_described(a.interface.get('output'))}")
     out += ["", "## Evaluation", ""]
     if splits.get("test"):
         out.append(f"Accuracies are on {splits['test']} held-out test images that no choice of the pipeline looked "

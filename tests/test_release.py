@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import tomllib
 
@@ -284,3 +285,34 @@ def test_report_html_is_self_contained_and_renders_its_tables_and_plots_in_a_bro
     for a in manifest["artifacts"]:  # every artifact's gates, by message
         assert a["target"] in text and a["sha256"][:16] in text
     assert "What was not measured" in text and "iphone: accuracy not measured in coremltools" in text
+
+
+def test_diff_needs_no_torch(tmp_path):
+    """A release job's comparison answers in well under a second: it reads two manifests."""
+    base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", _manifest(_artifact()))
+    code = ("import sys; from typer.testing import CliRunner; from edgekiln.cli import app; "
+            f"result = CliRunner().invoke(app, ['diff', {str(base)!r}, {str(new)!r}]); "
+            "assert result.exit_code == 0, result.output; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'onnxruntime')], 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_report_rewrites_the_pages_with_the_deltas_and_run_refuses_a_bad_base_before_any_work(run, tmp_path):
+    root, _, manifest = run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    base = json.loads(json.dumps(manifest))
+    base["artifacts"][0]["size_bytes"] //= 2
+    result = CliRunner().invoke(app, ["report", str(out), "--compare", str(_write(tmp_path, "base", base))])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert 'id="diff-table"' in page and "1 regression(s) beyond the thresholds" in page
+    assert "# Model card" in (out / "MODEL_CARD.md").read_text()
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(textwrap.dedent(TINY.format(targets='[[targets]]\nname = "server"\nformat = "onnx"\n')))
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "new"), "--cache-dir",
+                                      str(tmp_path / "cache"), "--compare", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "no manifest.json there" in result.output
+    assert not (tmp_path / "cache").exists()

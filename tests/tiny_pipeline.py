@@ -66,5 +66,6 @@ def write_config(directory, targets=THREE_TARGETS, extra=""):
     return path
 
 
-def invoke(config, out, cache):
-    return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache)])
+def invoke(config, out, cache, *options):
+    return CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--cache-dir", str(cache),
+                                    *map(str, options)])
