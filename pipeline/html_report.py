@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgekiln.gates import gate_from_dict
 from edgekiln.model_card import not_measured, student_name
+from edgekiln.regression import format_figure
 
 # The plots the page inlines, by file name in the output folder, with their captions.
 PLOTS = {"report": ("report.png", "accuracy after each stage and of each artifact (held-out test, 95% intervals), "
@@ -32,18 +33,6 @@ def _millions(value) -> str:
     return "-" if value is None else f"{value / 1e6:.2f}M"
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return "-" if value is None else str(value)
-
-
-def _signed(value) -> str:
-    return f"{value:+,.0f}" if abs(value) >= 1000 else f"{value:+.3g}"
-
-
 def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
     """The page as text. `images`: PLOTS key -> PNG path (missing files are left out);
     `diff`: a RunDiff against the base release, shown after the verdict."""
@@ -63,8 +52,8 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
     return env.get_template("report.html.j2").render(
         m={**manifest, "artifacts": artifacts}, title=title or manifest.get("config_name") or "run",
         diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(manifest),
-        student_name=student_name(manifest), num=_num, interval=_interval, millions=_millions, fmt=_fmt,
-        signed=_signed)
+        student_name=student_name(manifest), num=_num, interval=_interval, millions=_millions, fmt=format_figure,
+        signed=lambda value: format_figure(value, signed=True))
 
 
 def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:

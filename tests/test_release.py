@@ -308,6 +308,7 @@ def test_report_rewrites_the_pages_with_the_deltas_and_run_refuses_a_bad_base_be
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     assert 'id="diff-table"' in page and "1 regression(s) beyond the thresholds" in page
+    assert ">REGRESSED<" in page  # the run passed its gates; the verdict still says it regressed
     assert "# Model card" in (out / "MODEL_CARD.md").read_text()
 
     config = tmp_path / "tiny.toml"
