@@ -178,6 +178,9 @@ def _same_split(base: dict, new: dict) -> tuple[bool, str | None]:
     if b["sha256"] != n["sha256"]:
         return False, ("the runs graded on different images (splits.json sha256 differs: other data, seed or "
                        "fractions): accuracy is shown but not compared")
+    if b.get("data_fingerprint") and n.get("data_fingerprint") and b["data_fingerprint"] != n["data_fingerprint"]:
+        return False, ("the images changed (the data fingerprint differs, the split members do not): accuracy is "
+                       "shown but not compared")
     if n.get("test"):
         return True, (f"accuracy compared on the same {n['test']} test images (one image = {100 / n['test']:.2f} "
                       "points); each side's 95% interval is in the JSON")

@@ -112,6 +112,11 @@ def test_figures_that_are_not_comparable_are_shown_but_never_gate(tmp_path):
         _artifact(test_accuracy=50.0), splits_sha="t" * 64)))
     assert _change(result, "phone", "test accuracy").comparable is False
     assert any("different images" in note for note in result.notes)
+    changed = _manifest(_artifact(test_accuracy=50.0))
+    changed["splits"]["data_fingerprint"] = "e" * 16  # same members, other image content
+    result = diff_runs(tmp_path / "base", _write(tmp_path, "other-images", changed))
+    assert _change(result, "phone", "test accuracy").comparable is False and result.passed
+    assert any("the images changed" in note for note in result.notes)
 
 
 def test_targets_added_or_removed_and_upstream_changes_are_reported(tmp_path):
