@@ -106,6 +106,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "student": _student(results.get("distill"), outcome.checks.get("precheck")),
         "precheck": outcome.checks.get("precheck"),
         "splits": outcome.splits,
+        "predictions": outcome.predictions,
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
         "prune": None if results.get("prune") is None else {

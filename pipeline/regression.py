@@ -38,6 +38,7 @@ class Change:
     threshold_key: str | None = None  # where that threshold was set
     regressed: bool = False
     note: str | None = None
+    paired: dict | None = None  # test accuracy, both runs' predictions at hand: the exact paired drop
 
     def message(self, target: str | None = None) -> str:
         """One line: the change, and whether and why it gates."""
@@ -48,6 +49,10 @@ class Change:
             unit = f" {self.unit}" if self.unit else ""
             pct = "" if self.pct is None else f", {self.pct:+.1f}%"
             change = f"{format_figure(self.base)} -> {format_figure(self.new)}{unit} ({format_figure(self.delta, signed=True)}{unit}{pct})"
+        if self.paired is not None:
+            low, high = self.paired["interval"]
+            change += (f" [paired over {self.paired['images']} images: drop 95% interval {low:+.2f} to {high:+.2f}, "
+                       f"McNemar p = {self.paired['mcnemar_p']:.2g}]")
         if self.regressed:
             return f"REGRESSION {subject}{self.metric} {change}: over {self.threshold_key} = {self.threshold:g}"
         if not self.comparable:
@@ -121,6 +126,23 @@ def read_run(path: Path) -> tuple[dict, Path]:
     return manifest, manifest_path
 
 
+def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
+    """The run's predictions.json (labels and each artifact's top-1 on test) when its manifest
+    lists one and it lies beside it (None otherwise: a manifest alone is a valid base);
+    InputError when the file there is not the one the run wrote."""
+    from edgekiln.targets.files import sha256
+
+    record = manifest.get("predictions")
+    if not record:
+        return None
+    path = manifest_path.parent / record["file"]
+    if not path.is_file():
+        return None
+    if sha256(path) != record["sha256"]:
+        raise InputError(f"{path}: sha256 differs from {manifest_path}: not the predictions that run wrote")
+    return json.loads(path.read_text())
+
+
 def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
     """The limits that gate: each flag given, else the new run's `[release]` section, else
     the section's defaults. Returns (values, where each was set)."""
@@ -155,6 +177,14 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
     if new_manifest.get("passed") is False:
         result.notes.append("the new run itself did not pass its gates (manifest: passed false"
                             + (f"; error: {new_manifest['error']}" if new_manifest.get("error") else "") + ")")
+    predictions = (read_predictions(base_manifest, base_path), read_predictions(new_manifest, new_path))
+    if same_split and None in predictions:
+        missing = " and ".join(f"{side} ({path.parent})" for side, path, found in (
+            ("base", base_path, predictions[0]), ("new", new_path, predictions[1])) if found is None)
+        result.notes.append(f"no predictions.json beside the manifest of {missing}: test accuracy compared as two "
+                            "accuracies, not image by image (fetch predictions.json with the manifest)")
+    if not same_split or None in predictions or predictions[0]["labels"] != predictions[1]["labels"]:
+        predictions = None
     base_artifacts = {a["target"]: a for a in base_manifest.get("artifacts") or []}
     new_artifacts = {a["target"]: a for a in new_manifest.get("artifacts") or []}
     for name, record in new_artifacts.items():
@@ -162,7 +192,10 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
             result.targets.append(TargetDiff(name, "added", record.get("format")))
             result.notes.append(f"target {name} is new in this run (no base to compare with)")
             continue
-        result.targets.append(_target_diff(name, base_artifacts[name], record, same_split, thresholds, keys))
+        target = _target_diff(name, base_artifacts[name], record, same_split, thresholds, keys)
+        if predictions is not None:
+            _pair(target, name, *predictions)
+        result.targets.append(target)
     for name, record in base_artifacts.items():
         if name not in new_artifacts:
             result.targets.append(TargetDiff(name, "removed", record.get("format")))
@@ -255,6 +288,18 @@ def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds:
         if b is not None or n is not None:
             changes.append(_numeric(metric, b, n, ""))
     return out
+
+
+def _pair(target: TargetDiff, name: str, base: dict, new: dict) -> None:
+    """Attach the exact paired drop (McNemar) to the target's test accuracy change, from both
+    runs' per-image predictions on the same test images."""
+    from edgekiln.stats import hits, paired_drop
+
+    change = next((c for c in target.changes if c.metric == "test accuracy" and c.comparable), None)
+    if change is None or name not in base["top1"] or name not in new["top1"]:
+        return
+    drop = paired_drop(hits(base["top1"][name], base["labels"]), hits(new["top1"][name], new["labels"]))
+    change.paired = drop.to_dict()
 
 
 def _gate(change: Change, worse_by: float | None, threshold: float | None, key: str) -> None:

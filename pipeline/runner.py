@@ -64,6 +64,7 @@ class RunOutcome:
     error: str | None = None
     checks: dict[str, dict] = field(default_factory=dict)  # the graph's pre-stage checks' records
     splits: dict | None = None  # what splits.json lists, and which split the release gates used
+    predictions: dict | None = None  # predictions.json: each artifact's top-1 on the test split
     cache: object | None = None  # the StageCache: the manifest lists entries it discarded
 
     @property
@@ -287,6 +288,21 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
                                                  "are judged on val, which every decision looked at"})}
 
 
+def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dict | None:
+    """predictions.json: every artifact's top-1 class on each test image (with the labels), so
+    `edgekiln diff` can compare two releases image by image (a paired test) instead of as two
+    unrelated accuracies. None without a test split."""
+    path = out_dir / "predictions.json"
+    if not data.has_test:
+        path.unlink(missing_ok=True)  # a previous run's, on other images
+        return None
+    top1 = {a["target"]: [int(c) for c in a["test_top1"]] for a in result.metrics["artifacts"]
+            if a.get("test_top1") is not None}
+    path = write_json(out_dir, "predictions.json", {"split": "test", "labels": [int(y) for y in data.test_y],
+                                                    "top1": top1})
+    return {"file": path.name, "sha256": sha256(path), "split": "test", "targets": sorted(top1)}
+
+
 def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str) -> RunOutcome:
     """Run every stage (re-using cached ones), gate each, publish artifacts into `out_dir`,
     and write `out_dir/manifest.json`. Stops at the first failed gate. Raises InputError /
@@ -335,6 +351,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                 console.print(("  " if gate.passed else "  [bold red]") + gate.message())
             if node.publishes:
                 outcome.artifacts = _publish(result, out_dir, cache)
+                outcome.predictions = _write_predictions(out_dir, result, data)
             if not all(g.passed for g in gates):
                 break
     except OSError as e:  # the disk under --out or --cache-dir failed us mid-run: bad input, not a bug

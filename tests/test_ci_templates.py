@@ -27,8 +27,9 @@ STAND_INS = {
         echo "gh $*" >> "$STAND_IN_LOG"
         if [ "$1 $2" = "release download" ]; then
             dir=$(echo "$@" | sed -E 's/.*--dir ([^ ]+).*/\\1/')
-            [ -n "$RELEASE_MANIFEST" ] && cp "$RELEASE_MANIFEST" "$dir/manifest.json" && exit 0
-            echo "release not found" >&2; exit 1
+            [ -n "$RELEASE_DIR" ] || { echo "release not found" >&2; exit 1; }
+            for f in manifest.json predictions.json; do [ -f "$RELEASE_DIR/$f" ] && cp "$RELEASE_DIR/$f" "$dir/"; done
+            exit 0
         fi
         if [ "$1 $2" = "release create" ]; then
             shift 3
@@ -38,7 +39,7 @@ STAND_INS = {
     "curl": textwrap.dedent('''\
         echo "curl $*" >> "$STAND_IN_LOG"
         out=$(echo "$@" | sed -E 's/.*--output ([^ ]+).*/\\1/')
-        [ -n "$RELEASE_MANIFEST" ] && cp "$RELEASE_MANIFEST" "$out" && exit 0
+        [ -n "$RELEASE_DIR" ] && [ -f "$RELEASE_DIR/$(basename "$out")" ] && cp "$RELEASE_DIR/$(basename "$out")" "$out" && exit 0
         exit 22
         '''),
 }
@@ -53,13 +54,13 @@ def _stand_ins(directory: Path) -> Path:
     return directory
 
 
-def _environment(work: Path, config: Path, variables: dict, cache: Path, release_manifest: Path | None) -> dict:
+def _environment(work: Path, config: Path, variables: dict, cache: Path, release: Path | None) -> dict:
     """The job's environment: the template's variables, the tiny config in place of the
     example's, the shared stage cache, and the stand-ins first on PATH."""
     env = dict(os.environ)
     env.update({k: str(v) for k, v in variables.items()})
     env.update(EDGEKILN_CONFIG=str(config), EDGEKILN_CACHE_DIR=str(cache),
-               STAND_IN_LOG=str(work / "stand-ins.log"), RELEASE_MANIFEST=str(release_manifest or ""),
+               STAND_IN_LOG=str(work / "stand-ins.log"), RELEASE_DIR=str(release or ""),
                PATH=f"{_stand_ins(work / 'bin')}:{Path(sys.executable).parent}:{env['PATH']}")
     return env
 
@@ -114,7 +115,7 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     check_output = " ".join(next(o for line, _, o in results if line.startswith("edgekiln check")).split())
     assert "PASSED" in check_output and "gate passed: target server: p50 latency" in check_output
     log = (work / "stand-ins.log").read_text()
-    assert "gh release create model-v1 manifest.json report.html MODEL_CARD.md" in log
+    assert "gh release create model-v1 manifest.json predictions.json report.html MODEL_CARD.md" in log
 
     # The next build on GitLab CI diffs against that release: the same config, no regression.
     gitlab = yaml.safe_load((ROOT / "examples/ci/gitlab-ci.yml").read_text())
@@ -125,21 +126,25 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     work.mkdir()
     gitlab_env = {**gitlab["variables"], "CI_JOB_TOKEN": "stand-in", "CI_API_V4_URL": "https://gitlab.invalid/api/v4",
                   "CI_PROJECT_ID": "1", "CI_DEFAULT_BRANCH": "main"}
-    env = _environment(work, config, gitlab_env, root / "cache", out / "manifest.json")
+    env = _environment(work, config, gitlab_env, root / "cache", out)  # the release's files
     results = _run_lines(lines, work, env)
     for line, code, output in results:
         assert code == 0, f"{line}\n{output[-3000:]}"
     assert len(results) == len(lines)
     for report in ("run.xml", "check.xml", "diff.xml"):
         _no_failures(work / "reports" / report)
-    assert json.loads((work / "reports" / "diff.json").read_text())["passed"] is True
+    compared = json.loads((work / "reports" / "diff.json").read_text())
+    assert compared["passed"] is True
+    [server] = compared["targets"]  # compared image by image: both releases' predictions.json were fetched
+    assert next(c for c in server["changes"] if c["metric"] == "test accuracy")["paired"]["only_model_right"] == 0
     assert 'id="diff-table"' in (work / gitlab["variables"]["EDGEKILN_OUT"] / "report.html").read_text()
 
     # A release whose artifact was half the size: the same diff line fails the job (exit 1).
     base = json.loads((out / "manifest.json").read_text())
     base["artifacts"][0]["size_bytes"] //= 2
-    smaller = tmp_path / "smaller-release.json"
-    smaller.write_text(json.dumps(base))
+    smaller = tmp_path / "smaller-release"
+    smaller.mkdir()
+    (smaller / "manifest.json").write_text(json.dumps(base))
     env = _environment(work, config, gitlab_env, root / "cache", smaller)
     diff_line = next(line for line in job["script"] if "edgekiln diff" in line)
     results = _run_lines(job["before_script"] + [diff_line], work, env)  # fetch that release, then diff

@@ -17,6 +17,7 @@ import edgekiln
 from edgekiln.api import load
 from edgekiln.cli import app
 from edgekiln.config import ConfigError
+from edgekiln.stages.errors import InputError
 from edgekiln.junit import run_cases, write_junit
 from edgekiln.model_card import model_card
 from edgekiln.regression import diff_runs
@@ -117,6 +118,35 @@ def test_figures_that_are_not_comparable_are_shown_but_never_gate(tmp_path):
     result = diff_runs(tmp_path / "base", _write(tmp_path, "other-images", changed))
     assert _change(result, "phone", "test accuracy").comparable is False and result.passed
     assert any("the images changed" in note for note in result.notes)
+
+
+def _with_predictions(folder, manifest, top1: dict, labels: list):
+    """Write the run's predictions.json beside its manifest, recorded as `run` records it."""
+    from edgekiln.targets.files import sha256
+
+    path = folder / "predictions.json"
+    path.write_text(json.dumps({"split": "test", "labels": labels, "top1": top1}))
+    manifest["predictions"] = {"file": path.name, "sha256": sha256(path), "split": "test", "targets": sorted(top1)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_with_both_runs_predictions_the_accuracy_change_is_paired_image_by_image(tmp_path):
+    labels = [i % 3 for i in range(360)]
+    base_top1 = list(labels)
+    new_top1 = [(y + 1) % 3 if i < 7 else y for i, y in enumerate(labels)]  # 7 images newly wrong, none fixed
+    base = _write(tmp_path, "base", {})
+    new = _write(tmp_path, "new", {})
+    _with_predictions(base, _manifest(_artifact(test_accuracy=100.0)), {"phone": base_top1}, labels)
+    _with_predictions(new, _manifest(_artifact(test_accuracy=100 * 353 / 360)), {"phone": new_top1}, labels)
+    result = diff_runs(base, new)
+    change = _change(result, "phone", "test accuracy")
+    assert change.regressed and change.paired["only_reference_right"] == 7 and change.paired["only_model_right"] == 0
+    assert change.paired["interval"][0] > 0 and change.paired["mcnemar_p"] < 0.05  # not noise
+    assert "paired over 360 images" in change.message("phone")
+    # predictions that are not the ones the run wrote are refused, naming the file
+    (new / "predictions.json").write_text("{}")
+    with pytest.raises(InputError, match="predictions.json: sha256 differs"):
+        diff_runs(base, new)
 
 
 def test_targets_added_or_removed_and_upstream_changes_are_reported(tmp_path):
@@ -235,6 +265,9 @@ def test_a_changed_run_diffs_against_the_release_names_the_regression_and_exits_
     assert record["passed"] is False and any(r.startswith("REGRESSION server: size") for r in record["regressions"])
     assert {t["target"]: t["status"] for t in record["targets"]} == {
         "server": "compared", "android": "removed", "iphone": "removed"}
+    server = next(t for t in record["targets"] if t["target"] == "server")
+    paired = next(c for c in server["changes"] if c["metric"] == "test accuracy")["paired"]
+    assert paired["images"] == base["splits"]["test"]  # both runs' predictions.json: image by image
     cases = _junit(tmp_path / "diff.xml")
     assert ("edgekiln.diff.target.server", "size", "failure") in [c[:3] for c in cases]
     assert [c[2] for c in cases if c[0].endswith(("android", "iphone"))] == ["skipped", "skipped"]
