@@ -4,6 +4,7 @@ resource budgets (latency, memory, size)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from edgekiln.stages.budget import GATE_RULES, GateCheck, checks
@@ -15,7 +16,9 @@ _EPS = 1e-9  # as the accuracy rule (stages/budget.py)
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    """A resource budget of an artifact on its profile: latency, peak memory or size."""
+    """A resource budget of an artifact on its profile: latency, peak memory or size. An
+    estimated latency decides on its interval's upper end (rule "upper") unless the target
+    sets `estimate_gate = "point"`: an estimate without an interval cannot pass that way."""
 
     subject: str  # "target android-cpu"
     budget_key: str  # "budget.p50_ms of profile pixel-3-cpu"
@@ -24,18 +27,35 @@ class BudgetCheck:
     budget: float
     unit: str
     source: str  # host | device | estimate | file
+    interval: tuple[float, float] | None = None  # an estimate's interval
+    rule: str = "point"  # point | upper
+
+    @property
+    def decided_on(self) -> float:
+        if self.rule != "upper":
+            return self.value
+        return self.interval[1] if self.interval is not None else math.inf
 
     @property
     def passed(self) -> bool:
-        return self.value <= self.budget + _EPS
+        return self.decided_on <= self.budget + _EPS
 
     def message(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return (f"gate {verdict}: {self.subject}: {self.metric} {self.value:.3g} {self.unit} ({self.source}) "
+        how = self.source
+        if self.rule == "upper":
+            how = (f"estimate, interval {self.interval[0]:.3g}-{self.interval[1]:.3g}: decided on its upper end"
+                   if self.interval is not None else
+                   'estimate without an interval: it cannot pass unless the target sets estimate_gate = "point"')
+        return (f"gate {verdict}: {self.subject}: {self.metric} {self.value:.3g} {self.unit} ({how}) "
                 f"{'within' if self.passed else 'over'} {self.budget_key} = {self.budget:g}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        record = {**asdict(self), "passed": self.passed, "decided_on": self.decided_on}
+        record["interval"] = None if self.interval is None else list(self.interval)
+        if math.isinf(record["decided_on"]):
+            record["decided_on"] = None  # JSON has no infinity
+        return record
 
 
 # (budget field, metric name, unit, how to read the value off an artifact, whether it is measured)
@@ -62,15 +82,21 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
                              f"{metric} was not measured (source: {artifact.latency_source or 'none'})")
             continue
         source = artifact.latency_source if measured else "file"
-        checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source))
+        interval, rule = None, "point"
+        if source == "estimate" and unit == "ms" and artifact.estimate_gate != "point":
+            interval, rule = (artifact.latency_ms or {}).get(f"{field.split('_')[0]}_interval"), "upper"
+        checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source,
+                                   None if interval is None else tuple(interval), rule))
     return checks_, unchecked
 
 
 def gate_from_dict(record: dict) -> GateCheck | BudgetCheck:
     """A gate back from its manifest record (an accuracy gate or a resource budget)."""
     if "metric" in record:
+        interval = record.get("interval")
         return BudgetCheck(**{k: record[k] for k in ("subject", "budget_key", "metric", "value", "budget", "unit",
-                                                     "source")})
+                                                     "source")},
+                           interval=None if interval is None else tuple(interval), rule=record.get("rule", "point"))
     interval = record.get("drop_interval")
     return GateCheck(subject=record["subject"], budget_key=record["budget_key"], value=record["value"],
                      reference_name=record["reference_name"], reference=record["reference"], budget=record["budget"],

@@ -72,6 +72,9 @@ def _plot_latency(ax, records: list[dict]) -> None:
         bar = ax.bar(i, p50, color=colors.get(source, "gray"), label=source)[0]
         if source == "estimate":
             bar.set_hatch("..")
+        low_high = (a.latency_ms or {}).get("p50_interval")
+        if low_high:  # an estimate's interval: the gate decides on its upper end
+            ax.errorbar(i, p50, yerr=[[p50 - low_high[0]], [low_high[1] - p50]], fmt="none", ecolor="black", capsize=4)
         budget = a.budget.get("p50_ms")
         if budget is not None:
             ax.hlines(budget, i - 0.4, i + 0.4, color="#c44e52", linestyle="--")
@@ -80,7 +83,7 @@ def _plot_latency(ax, records: list[dict]) -> None:
     ax.set_xticks(range(len(artifacts)), [f"{a.target}\n{a.profile or ''}" for a in artifacts], fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("p50 latency (ms, log)")
-    ax.set_title("latency on each profile (dashed: budget)")
+    ax.set_title("latency on each profile (dashed: budget; bars on estimates: interval)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:

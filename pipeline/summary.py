@@ -96,7 +96,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             artifacts.add_row(
                 a.target, a.format, a.encoding, f"{a.size_bytes / 1e3:.0f} KB", f"{a.accuracy:.2f}",
                 _with_interval(a.test_accuracy, a.test_accuracy_ci), drop,
-                a.accuracy_source, a.profile or "-", _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"),
+                a.accuracy_source, a.profile or "-",
+                _num(lat.get("p50"), ".3f") + (f" {_interval(lat['p50_interval'], '.3g')}" if lat.get("p50_interval") else ""),
+                _num(lat.get("p90"), ".3f"),
                 _num(a.peak_memory_mb, ".1f"), a.latency_source or "not measured",
                 "pass" if a.passed else "[red]FAIL")
         console.print(artifacts)

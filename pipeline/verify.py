@@ -95,7 +95,8 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
     result.profile = profile.name
     measured = Artifact(target=result.target, format=fmt.NAME, file=path.name, precision=precision,
                         profile=profile.name, budget=profile.budget.model_dump(),
-                        budget_keys=budget_keys(target, profile), size_bytes=size_bytes(path))
+                        budget_keys=budget_keys(target, profile), size_bytes=size_bytes(path),
+                        estimate_gate="interval" if target is None else target.estimate_gate)
     if measurement is not None:
         result.measurement = measurement.to_dict()
         result.notes += measurement.notes

@@ -190,6 +190,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
         runtime=fmt.RUNTIME,
         precision=precision, threads=profile.runtime.threads, profile=profile.name,
         budget=profile.budget.model_dump(), budget_keys=budget_keys(target, profile),
+        estimate_gate=target.estimate_gate,
         profile_file=None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
         convert_seconds=round(convert_seconds, 1), cost_features=features.to_dict())
     accuracy = score(options)

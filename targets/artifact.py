@@ -25,6 +25,7 @@ class Artifact:
     profile: str | None = None
     budget: dict = field(default_factory=dict)
     budget_keys: dict = field(default_factory=dict)  # where each budget was set, for gate messages
+    estimate_gate: str = "interval"  # how a latency budget treats an estimate: "interval" (its upper end) or "point"
     profile_file: str | None = None
     cost_features: dict = field(default_factory=dict)
     convert_seconds: float = 0.0

@@ -88,6 +88,17 @@ class EstimateSpec(BaseModel):
     # of; each ratio must say where it comes from in `ratio_source`.
     precision_ratio: dict[str, float] = {}
     ratio_source: str | None = None
+    # The runtime's fixed cost per inference (dispatch, I/O copies), ms: every estimate is at
+    # least this. Without it, a table of six rows or more fits one; `floor_source` must say
+    # where a given one comes from (a published minimum, or a measured empty-model run).
+    floor_ms: float | None = Field(None, gt=0)
+    floor_source: str | None = None
+
+    @model_validator(mode="after")
+    def _floor_has_a_source(self) -> "EstimateSpec":
+        if self.floor_ms is not None and not self.floor_source:
+            raise ValueError("estimate.floor_ms needs estimate.floor_source: where the figure comes from")
+        return self
 
 
 class Profile(BaseModel):

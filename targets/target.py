@@ -33,6 +33,9 @@ class TargetConfig(BaseModel):
     budget: Budgets = Budgets()  # overrides of the profile's budgets
     runner: Literal["host", "adb", "ssh", "estimate"] | None = None  # override of the profile's runner
     allow_estimate: bool = False  # estimate instead of failing when the device cannot be reached
+    # A latency budget on an estimate decides on the estimate's interval's upper end
+    # ("interval"), or on the point estimate ("point": accept the cost model's error).
+    estimate_gate: Literal["interval", "point"] = "interval"
     threads: int | None = Field(None, ge=1, le=256)  # override of the profile's threads
     artifact: str | None = None  # file name in the output directory; default model.<format suffix>
     # "auto" (every encoding the format has) or a list: the fastest within budget ships.

@@ -122,11 +122,50 @@ def test_the_estimate_runner_labels_its_figures_and_states_its_error(tmp_path):
         features, "int8")
     assert result.source == "estimate" and result.latency_ms["p90"] is None and result.peak_memory_mb is None
     assert 3 < result.latency_ms["p50"] < 30  # MobileNetV3-Small-sized on a Pixel 3 big core (published 10.7 ms)
-    assert result.extra["error_pct_leave_one_out"] is not None and "leave-one-out" in result.notes[-1]
+    assert result.extra["error_pct_leave_one_out"] is not None and "(leave-one-out)" in " ".join(result.notes)
+    low, high = result.latency_ms["p50_interval"]  # from the held-out rows' errors, around the point
+    assert low <= result.latency_ms["p50"] <= high and "interval" in " ".join(result.notes)
     pixel6 = runners.measure(tmp_path / "m.tflite", load_profile("pixel-6-cpu").model_copy(
         update={"runner": load_profile("pixel-6-cpu").runner.model_copy(update={"kind": "estimate"})}),
         features, "int8")
     assert pixel6.extra["ratio"] == 0.735 and "float estimate x 0.735" in " ".join(pixel6.notes)
+
+
+def test_a_given_floor_is_the_least_any_estimate_can_be_and_must_be_under_every_row():
+    truth = np.array([0.02, 0.3, 0.05, 0.0])
+    refs = [estimate.Reference(r.model, r.precision, r.latency_ms + 0.25, r.features, r.source)
+            for r in _synthetic(truth, 8)]  # a runtime with 0.25 ms per inference whatever the model
+    model = estimate.fit(refs, "float", floor=0.25)
+    assert model.fixed_ms == 0.25 and "overhead_ms" not in model.columns
+    np.testing.assert_allclose(model.coefficients, truth[:3], rtol=1e-6, atol=1e-9)
+    tiny = CostFeatures(macs=10_000, depthwise_macs=1_000, params=1_000, activations=1_000, image_size=8)
+    assert 0.25 <= model.predict(tiny) < 0.26
+    assert estimate.fit(refs, "float").fixed_ms == pytest.approx(0.25, rel=1e-6)  # eight rows: fitted
+    fastest = min(refs, key=lambda r: r.latency_ms)
+    with pytest.raises(RunnerFailed, match=f"is not below the reference row {fastest.model} "):
+        estimate.fit(refs, "float", floor=fastest.latency_ms + 0.1)
+    assert estimate.outside_range(tiny, refs).startswith("0.01 MMACs outside the rows'")
+    assert estimate.outside_range(refs[0].features, refs) is None
+
+
+def test_an_estimate_gate_decides_on_the_interval_upper_end_unless_the_target_says_point():
+    from edgekiln.gates import budget_checks
+    from edgekiln.targets.artifact import Artifact
+
+    artifact = Artifact(target="phone", format="tflite", file="m.tflite", profile="p", budget={"p50_ms": 2.0},
+                        latency_source="estimate", latency_ms={"p50": 1.5, "p50_interval": [1.0, 3.0]})
+    [gate], _ = budget_checks("target phone", artifact)
+    assert not gate.passed and gate.decided_on == 3.0
+    assert "interval 1-3: decided on its upper end" in gate.message() and "over budget.p50_ms of profile p" in gate.message()
+    artifact.estimate_gate = "point"
+    [gate], _ = budget_checks("target phone", artifact)
+    assert gate.passed and gate.rule == "point"
+    artifact.estimate_gate, artifact.latency_ms = "interval", {"p50": 0.5, "p50_interval": None}
+    [gate], _ = budget_checks("target phone", artifact)  # no error bound: cannot pass on the estimate
+    assert not gate.passed and 'estimate_gate = "point"' in gate.message() and gate.to_dict()["decided_on"] is None
+    artifact.latency_source = "device"  # a measurement decides on itself
+    [gate], _ = budget_checks("target phone", artifact)
+    assert gate.passed and gate.rule == "point"
 
 
 def test_a_precision_with_few_rows_is_estimated_as_float_times_its_paired_ratio():
@@ -199,3 +238,19 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
     assert calls == [(tmp_path / "model.mlpackage", "mac-coreml", (4, 3, 8, 8))]
     keys = targets.budget_keys(target, profile)
     assert keys["p50_ms"] == "targets.mac.budget.p50_ms" and keys["size_mb"] == "budget.size_mb of profile mac-coreml"
+
+
+def test_a_profile_floor_needs_its_source_and_no_estimate_of_it_is_below(tmp_path):
+    import shutil
+
+    shutil.copy(load_profile("pixel-3-cpu").references_path(), tmp_path / "refs.csv")
+    body = ('name = "floored"\ndevice = "a phone"\nformat = "tflite"\n[runner]\nkind = "estimate"\n'
+            '[estimate]\nreferences = "refs.csv"\nfloor_ms = 0.8\n')
+    (tmp_path / "unsourced.toml").write_text(body)
+    with pytest.raises(ProfileError, match="floor_ms needs estimate.floor_source"):
+        load_profile(str(tmp_path / "unsourced.toml"))
+    (tmp_path / "floored.toml").write_text(body + 'floor_source = "an empty model on this phone, measured"\n')
+    tiny = CostFeatures(macs=100_000, depthwise_macs=10_000, params=5_000, activations=5_000, image_size=16)
+    result = estimate.measure(tmp_path / "m.tflite", load_profile(str(tmp_path / "floored.toml")), tiny, "int8")
+    assert result.extra["ratio"] < 1 and result.latency_ms["p50"] >= 0.8 and result.extra["fixed_ms"] == 0.8
+    assert "extrapolated: 0.1 MMACs outside" in " ".join(result.notes)

@@ -1,10 +1,11 @@
 """The `estimate` runner: a per-profile linear cost model over the artifact's cost features,
 calibrated on the profile's table of reference measurements (published or measured).
 
-latency_ms = a * dense MMACs + b * depthwise MMACs + c * MB moved (weights + activations at
-the artifact's precision) [+ d, a fixed per-inference cost, with six rows or more], all
-coefficients >= 0, fitted by non-negative least squares on the reference rows of the same
-precision. With fewer than four rows the model shrinks (total MACs and traffic, then MACs
+latency_ms = floor + a * dense MMACs + b * depthwise MMACs + c * MB moved (weights +
+activations at the artifact's precision), all coefficients >= 0, fitted by non-negative least
+squares on the reference rows of the same precision. The floor, the runtime's fixed cost per
+inference, is the profile's `estimate.floor_ms` where it gives one (then no estimate is below
+it), else fitted with six rows or more, else absent (and the estimate says so). With fewer than four rows the model shrinks (total MACs and traffic, then MACs
 alone). A precision with fewer rows than float, some of them paired with a float row (same
 model, same input size), is estimated as the float estimate times the paired rows' mean
 ratio: two rows at 224 px fit a model that says nothing about a 32 px input, while the ratio
@@ -47,8 +48,8 @@ def load_references(path: Path) -> list[Reference]:
                 for row in csv.DictReader(f)]
 
 
-def _columns(rows: int) -> tuple[str, ...]:
-    if rows >= 6:  # enough rows to also fit a fixed per-inference cost (runtime overhead)
+def _columns(rows: int, floor: float = 0.0) -> tuple[str, ...]:
+    if rows >= 6 and not floor:  # enough rows to also fit a fixed per-inference cost (runtime overhead)
         return ("dense_mmacs", "depthwise_mmacs", "traffic_mb", "overhead_ms")
     if rows >= 4:
         return ("dense_mmacs", "depthwise_mmacs", "traffic_mb")
@@ -68,23 +69,45 @@ class CostModel:
     columns: tuple[str, ...]
     coefficients: tuple[float, ...]
     rows: int
+    floor: float = 0.0  # the given per-inference cost, ms (a fitted one is the overhead_ms column)
 
     def predict(self, features: CostFeatures) -> float:
-        return float(_row(features, self.precision, self.columns) @ np.array(self.coefficients))
+        return self.floor + float(_row(features, self.precision, self.columns) @ np.array(self.coefficients))
+
+    def scaled(self, features: CostFeatures, ratio: float) -> float:
+        """The estimate for another precision at `ratio` of this one. A given floor is the
+        runtime's whatever the precision, so the ratio scales only what lies above it (a fitted
+        overhead is part of the float model the paired ratios were measured against)."""
+        return self.floor + (self.predict(features) - self.floor) * ratio
+
+    @property
+    def fixed_ms(self) -> float | None:
+        """The fixed cost per inference every estimate includes; None when the model has none."""
+        if self.floor:
+            return self.floor
+        return self.coefficients[self.columns.index("overhead_ms")] if "overhead_ms" in self.columns else None
 
 
-def fit(references: list[Reference], precision: str, columns: tuple[str, ...] | None = None) -> CostModel:
+def fit(references: list[Reference], precision: str, columns: tuple[str, ...] | None = None,
+        floor: float = 0.0) -> CostModel:
     """Non-negative least squares on the rows of `precision`, weighted so that every row
-    counts by its relative (not absolute) error."""
+    counts by its relative (not absolute) error; `floor` ms is the given fixed cost per
+    inference, and the features explain the rest of each row's latency."""
     from scipy.optimize import nnls
 
     rows = [r for r in references if r.precision == precision]
     if not rows:
         raise RunnerFailed(f"no reference rows of precision {precision!r}")
-    columns = columns or _columns(len(rows))
+    below = [r for r in rows if r.latency_ms <= floor]
+    if below:
+        raise RunnerFailed(f"estimate.floor_ms = {floor:g} is not below the reference row {below[0].model} "
+                           f"({below[0].precision}, {below[0].latency_ms:g} ms): a floor must be under every "
+                           "measurement")
+    columns = columns or _columns(len(rows), floor)
     a = np.stack([_row(r.features, precision, columns) / r.latency_ms for r in rows])
-    coefficients, _ = nnls(a, np.ones(len(rows)))
-    return CostModel(precision, columns, tuple(float(c) for c in coefficients), len(rows))
+    b = np.array([(r.latency_ms - floor) / r.latency_ms for r in rows])
+    coefficients, _ = nnls(a, b)
+    return CostModel(precision, columns, tuple(float(c) for c in coefficients), len(rows), floor)
 
 
 def paired_ratio(references: list[Reference], precision: str) -> tuple[float, int] | None:
@@ -104,7 +127,7 @@ def by_ratio(references: list[Reference], precision: str) -> bool:
     return precision != "float" and own < floats and paired_ratio(references, precision) is not None
 
 
-def leave_one_out(references: list[Reference], precision: str) -> list[tuple[Reference, float]]:
+def leave_one_out(references: list[Reference], precision: str, floor: float = 0.0) -> list[tuple[Reference, float]]:
     """(row, its prediction without it) for each row of `precision` that leaves something to
     fit on, made the way the full table's estimate is made. For a ratio estimate, the held
     row's model and size leave the table in every precision: neither its float row nor its
@@ -117,12 +140,37 @@ def leave_one_out(references: list[Reference], precision: str) -> list[tuple[Ref
             key = (held.model, held.features.image_size)
             rest = [r for r in references if (r.model, r.features.image_size) != key]
             if (pairs := paired_ratio(rest, precision)) is not None:  # a pair left means a float row left
-                out.append((held, fit(rest, "float").predict(held.features) * pairs[0]))
+                out.append((held, fit(rest, "float", floor=floor).scaled(held.features, pairs[0])))
         else:
             rest = rows[:i] + rows[i + 1:]
             if rest:
-                out.append((held, fit(rest, precision, _columns(len(rest))).predict(held.features)))
+                out.append((held, fit(rest, precision, _columns(len(rest), floor), floor).predict(held.features)))
     return out
+
+
+def interval(pairs: list[tuple[Reference, float]], point: float) -> list[float] | None:
+    """[low, high] around `point` from the leave-one-out residuals: the smallest and largest
+    ratio of a held-out row's measurement to its prediction (and 1), applied to the point.
+    With n rows it covers about (n - 1) / (n + 1) of new models like the rows (50% with 3, 90%
+    with 19); None with fewer than two residuals."""
+    ratios = [r.latency_ms / predicted for r, predicted in pairs if predicted > 0]
+    if len(ratios) < 2:
+        return None
+    return [point * min(1.0, *ratios), point * max(1.0, *ratios)]  # always around the point itself
+
+
+def outside_range(features: CostFeatures, rows: list[Reference]) -> str | None:
+    """What puts `features` outside the reference rows the estimate was fitted on (MACs,
+    input size), or None when inside: outside, the estimate is an extrapolation."""
+    problems = []
+    macs = [r.features.macs for r in rows]
+    if not min(macs) <= features.macs <= max(macs):
+        problems.append(f"{features.macs / 1e6:.3g} MMACs outside the rows' {min(macs) / 1e6:.3g}-"
+                        f"{max(macs) / 1e6:.3g}")
+    sizes = [r.features.image_size for r in rows]
+    if not min(sizes) <= features.image_size <= max(sizes):
+        problems.append(f"{features.image_size} px outside the rows' {min(sizes)}-{max(sizes)} px")
+    return "; ".join(problems) or None
 
 
 def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
@@ -134,7 +182,8 @@ def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """A profile's cost model for one artifact precision: latency = model x ratio.
+    """A profile's cost model for one artifact precision: latency = floor + (model - floor) x
+    ratio.
     `precision` is what is estimated (after the profile's alias); `model.precision` the
     reference rows it was fitted on."""
 
@@ -145,7 +194,7 @@ class Calibrated:
     precision: str
 
     def predict(self, features: CostFeatures) -> float:
-        return self.model.predict(features) * self.ratio
+        return self.model.scaled(features, self.ratio)
 
 
 def calibrate(profile: Profile, precision: str) -> Calibrated:
@@ -155,6 +204,7 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
     if spec is None:
         raise RunnerFailed(f"profile {profile.name!r} has no [estimate] section: it cannot be estimated")
     references = load_references(profile.references_path())
+    floor = spec.floor_ms or 0.0
     wanted = asked = spec.precision_alias.get(precision, precision)
     notes = []
     if wanted != precision:
@@ -165,7 +215,7 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
         own = sum(r.precision == wanted for r in references)
         notes.append(f"{wanted} estimated as the float estimate x {ratio:.3f}, the mean {wanted}/float ratio of "
                      f"{pairs} paired reference(s): {own} {wanted} row(s) are too few to fit on their own")
-        return Calibrated(fit(references, "float"), ratio, references, notes, wanted)
+        return Calibrated(fit(references, "float", floor=floor), ratio, references, notes, wanted)
     if not any(r.precision == wanted for r in references):
         if wanted not in spec.precision_ratio:
             have = sorted({r.precision for r in references})
@@ -174,7 +224,7 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
         ratio = spec.precision_ratio[wanted]
         notes.append(f"no {wanted} references: float estimate x {ratio:g} ({spec.ratio_source or 'profile'})")
         wanted = "float"
-    return Calibrated(fit(references, wanted), ratio, references, notes, asked)
+    return Calibrated(fit(references, wanted, floor=floor), ratio, references, notes, asked)
 
 
 def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
@@ -190,19 +240,34 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         scored, predict = calibrated.precision, calibrated.predict
     else:
         scored, predict = model.precision, model.predict
-    loo = error_pct(leave_one_out(references, scored))
+    floor = profile.estimate.floor_ms or 0.0
+    held_out = leave_one_out(references, scored, floor)
+    loo = error_pct(held_out)
     in_sample = error_pct([(r, predict(r.features)) for r in references if r.precision == scored])
+    p50 = calibrated.predict(features)
+    bounds = interval(held_out, p50)
+    fitted_on = [r for r in references if r.precision == model.precision]
+    extrapolated = outside_range(features, fitted_on)
     notes = calibrated.notes + [
         f"estimated from {model.rows} {model.precision} reference measurements; error on the {scored} rows "
         + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
         + "; p90 and peak memory are not estimated"]
+    notes.append(f"interval {bounds[0]:.3g}-{bounds[1]:.3g} ms: the extreme leave-one-out errors of its "
+                 f"{len(held_out)} rows (covers about {100 * (len(held_out) - 1) / (len(held_out) + 1):.0f}% of "
+                 "models like them)" if bounds else "no interval: fewer than two rows to hold out")
+    if model.fixed_ms is None:
+        notes.append("no fixed per-inference cost known (estimate.floor_ms, or six rows to fit one): a model far "
+                     "smaller than the rows may be estimated below what the runtime can do")
+    if extrapolated:
+        notes.append(f"extrapolated: {extrapolated}")
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
-                       latency_ms={"p50": calibrated.predict(features), "p90": None, "mean": None, "std": None,
-                                   "runs": None},
+                       latency_ms={"p50": p50, "p90": None, "mean": None, "std": None, "runs": None,
+                                   "p50_interval": bounds},
                        peak_memory_mb=None, notes=notes,
                        extra={"precision": model.precision, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
-                              "error_pct_leave_one_out": loo, "error_pct_in_sample": in_sample})
+                              "fixed_ms": model.fixed_ms, "error_pct_leave_one_out": loo,
+                              "error_pct_in_sample": in_sample, "extrapolated": extrapolated})
 
 
 class ProfileEstimator:
