@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edgekiln.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
 from edgekiln.gates import BudgetCheck, GateCheck
-from edgekiln.regression import RunDiff, diff_runs, read_run
+from edgekiln.manifest import read_manifest
+from edgekiln.regression import RunDiff, diff_runs
 from edgekiln.targets.artifact import Artifact
 
 __all__ = ["RunResult", "CheckResult", "run", "check", "diff", "report", "load"]
@@ -78,7 +79,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     out_dir = Path(out) if out is not None else Path("out") / name
     cache = Path(cache_dir) if cache_dir is not None else Path(".edgekiln-cache")
     if compare is not None:
-        read_run(Path(compare))  # a bad base stops the run before any work
+        read_manifest(Path(compare))  # a bad base stops the run before any work
     started = time.perf_counter()
     try:
         outcome = run_pipeline(cfg, out_dir, cache, text)
@@ -89,7 +90,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
         raise
     manifest = json.loads((out_dir / "manifest.json").read_text())
     paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
-    paths.update(report(out_dir, compare=compare, title=name))
+    paths.update(_write_reports(out_dir, manifest, compare, name))
     if junit is not None:
         paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
     artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
@@ -104,24 +105,24 @@ def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> P
     return write_junit(path, f"edgekiln run {name}", run_cases(manifest), seconds)
 
 
-def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None,
-           html: str | Path | None = None) -> dict[str, Path]:
+def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
     """(Re)write a finished run's report.png, tradeoff.png, MODEL_CARD.md and report.html
-    (or `html`) from its manifest; `compare`: show the deltas against this base release."""
+    from its manifest; `compare`: show the deltas against this base release."""
+    out_dir = Path(out_dir)
+    manifest, _ = read_manifest(out_dir)
+    return _write_reports(out_dir, manifest, compare, title or out_dir.name)
+
+
+def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None, title: str) -> dict[str, Path]:
     from edgekiln import plots
     from edgekiln.html_report import write_html
     from edgekiln.model_card import write_model_card
 
-    out_dir = Path(out_dir)
-    manifest, _ = read_run(out_dir)
-    paths = {"report_png": plots.plot(manifest, out_dir / "report.png"),
-             "tradeoff_png": plots.tradeoff(manifest, out_dir / "tradeoff.png"),
-             "model_card": write_model_card(manifest, out_dir / "MODEL_CARD.md")}
+    images = plots.draw(manifest, out_dir)
     comparison = None if compare is None else diff_runs(Path(compare), out_dir)
-    paths["report_html"] = write_html(Path(html) if html is not None else out_dir / "report.html", manifest,
-                                      {"report": paths["report_png"], "tradeoff": paths["tradeoff_png"]},
-                                      comparison, title or out_dir.name)
-    return paths
+    return {"report_png": images["report"], "tradeoff_png": images["tradeoff"],
+            "model_card": write_model_card(manifest, out_dir / "MODEL_CARD.md"),
+            "report_html": write_html(out_dir / "report.html", manifest, images, comparison, title)}
 
 
 def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), accuracy: bool = True,
@@ -177,7 +178,6 @@ def _diff_html(path: Path, comparison: RunDiff) -> Path:
     manifest = json.loads(Path(comparison.new).read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        images = {"report": plots.plot(manifest, Path(tmp) / "report.png"),
-                  "tradeoff": plots.tradeoff(manifest, Path(tmp) / "tradeoff.png")}
-        return write_html(path, manifest, images, comparison, Path(comparison.new).parent.name)
+        return write_html(path, manifest, plots.draw(manifest, Path(tmp)), comparison,
+                          Path(comparison.new).parent.name)
 

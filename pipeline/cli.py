@@ -84,7 +84,6 @@ def run(
     from edgekiln.manifest import PublishError
 
     out = out or Path("out") / config.stem
-    _checked_config(config)  # exit 2 before any import of torch
     try:
         result = api.run(config, out, cache_dir, junit=junit, compare=compare)
     except ConfigError as e:

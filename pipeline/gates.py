@@ -84,7 +84,7 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
         source = artifact.latency_source if measured else "file"
         interval, rule = None, "point"
         if source == "estimate" and unit == "ms" and artifact.estimate_gate != "point":
-            interval, rule = (artifact.latency_ms or {}).get(f"{field.split('_')[0]}_interval"), "upper"
+            interval, rule = (artifact.latency_ms or {}).get(field.removesuffix("_ms") + "_interval"), "upper"
         checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source,
                                    None if interval is None else tuple(interval), rule))
     return checks_, unchecked

@@ -5,36 +5,28 @@ when there is one, artifacts, stages, candidates, plots, and what was not measur
 from __future__ import annotations
 
 import base64
-import os
-import uuid
 from pathlib import Path
 
 from edgekiln.gates import gate_from_dict
+from edgekiln.manifest import write_text
 from edgekiln.model_card import not_measured, student_name
 from edgekiln.regression import format_figure
+from edgekiln.summary import millions, num
 
-# The plots the page inlines, by file name in the output folder, with their captions.
-PLOTS = {"report": ("report.png", "accuracy after each stage and of each artifact (held-out test, 95% intervals), "
-                                  "and each artifact's p50 latency against its budget"),
-         "tradeoff": ("tradeoff.png", "val accuracy against size and against latency of every candidate the run "
-                                      "evaluated: teachers, students, prune steps, encodings; shipped artifacts "
-                                      "are stars")}
-
-
-def _num(value, fmt: str = "%.2f") -> str:
-    return "-" if value is None else fmt % value
+# The captions of the plots the page inlines (plots.draw's names).
+CAPTIONS = {"report": "accuracy after each stage and of each artifact (held-out test, 95% intervals), and each "
+                      "artifact's p50 latency against its budget",
+            "tradeoff": "val accuracy against size and against latency of every candidate the run evaluated: "
+                        "teachers, students, prune steps, encodings; shipped artifacts are stars"}
 
 
-def _interval(pair, fmt: str = "%.1f") -> str:
-    return "" if not pair else f"[{fmt % pair[0]}, {fmt % pair[1]}]"
-
-
-def _millions(value) -> str:
-    return "-" if value is None else f"{value / 1e6:.2f}M"
+def _interval(pair, fmt: str = ".1f") -> str:
+    """After a figure: its interval, or nothing."""
+    return "" if not pair else f"[{format(pair[0], fmt)}, {format(pair[1], fmt)}]"
 
 
 def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
-    """The page as text. `images`: PLOTS key -> PNG path (missing files are left out);
+    """The page as text. `images`: plots.draw's name -> PNG path (missing files are left out);
     `diff`: a RunDiff against the base release, shown after the verdict."""
     import jinja2
 
@@ -47,19 +39,15 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
                           "budgets_not_checked": record.get("budgets_not_checked") or [],
                           "latency_notes": record.get("latency_notes") or []})
     failed = [gate_from_dict(g).message() for g in manifest.get("gates") or [] if not g.get("passed")]
-    inline = {name: (PLOTS[name][1], base64.b64encode(path.read_bytes()).decode())
+    inline = {name: (CAPTIONS[name], base64.b64encode(path.read_bytes()).decode())
               for name, path in images.items() if path is not None and path.is_file()}
     return env.get_template("report.html.j2").render(
         m={**manifest, "artifacts": artifacts}, title=title or manifest.get("config_name") or "run",
         diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(manifest),
-        student_name=student_name(manifest), num=_num, interval=_interval, millions=_millions, fmt=format_figure,
+        student_name=student_name(manifest), num=num, interval=_interval, millions=millions, fmt=format_figure,
         signed=lambda value: format_figure(value, signed=True))
 
 
 def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:
     """Write report.html atomically."""
-    text = render(manifest, images, diff, title)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, render(manifest, images, diff, title))

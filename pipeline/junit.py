@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekiln.gates import gate_from_dict
+from edgekiln.manifest import write_text
 
 
 @dataclass
@@ -116,9 +116,4 @@ def write_junit(path: Path, suite: str, cases: list[Case], seconds: float = 0.0)
         else:
             ET.SubElement(node, "system-out").text = case.message
     ET.indent(root)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
-    return path
+    return write_text(Path(path), ET.tostring(root, encoding="utf-8", xml_declaration=True).decode())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgekiln import __version__
 from edgekiln.targets.artifact import Artifact
+from edgekiln.targets.errors import InputError
 from edgekiln.targets.files import sha256, size_bytes
 
 # The training stack; each format adds its own converters and runtime (Format.TOOLS).
@@ -133,18 +134,39 @@ def _student(distill, precheck: dict | None) -> dict | None:
     return student
 
 
-def write_json(out_dir: Path, name: str, value) -> Path:
-    """Write `out_dir/name` as JSON atomically (temp file + rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    tmp = out_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+def read_manifest(path: Path) -> tuple[dict, Path]:
+    """A finished run's manifest, from its output folder or its manifest.json, and the file's
+    path; InputError when there is none or it is not an edgekiln manifest."""
+    path = Path(path)
+    manifest_path = path if path.suffix == ".json" and not path.is_dir() else path / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{manifest_path} does not exist (no manifest.json there): give an output folder of "
+                         "`edgekiln run` or its manifest.json")
     try:
-        tmp.write_text(json.dumps(value, indent=2))
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{manifest_path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or "artifacts" not in manifest or "config" not in manifest:
+        raise InputError(f"{manifest_path} is not an edgekiln manifest (no artifacts or config)")
+    return manifest, manifest_path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `path` atomically (temp file + rename): a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(out_dir: Path, name: str, value) -> Path:
+    """Write `out_dir/name` as JSON atomically (temp file + rename)."""
+    return write_text(out_dir / name, json.dumps(value, indent=2))
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> Path:

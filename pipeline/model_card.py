@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekiln.manifest import write_text
 from edgekiln.targets.artifact import Artifact
 
 
@@ -110,5 +111,5 @@ def model_card(manifest: dict) -> str:
 
 
 def write_model_card(manifest: dict, path: Path) -> Path:
-    path.write_text(model_card(manifest))
-    return path
+    """Write MODEL_CARD.md atomically."""
+    return write_text(path, model_card(manifest))

@@ -9,6 +9,12 @@ from pathlib import Path
 from edgekiln.targets.artifact import Artifact
 
 
+def draw(manifest: dict, directory: Path) -> dict[str, Path]:
+    """Both figures of a run into `directory`, by the names report.html knows them by."""
+    return {"report": plot(manifest, directory / "report.png"),
+            "tradeoff": tradeoff(manifest, directory / "tradeoff.png")}
+
+
 def _pyplot():
     import matplotlib
 

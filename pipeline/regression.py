@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgekiln.manifest import read_manifest
 from edgekiln.model_card import student_name
 from edgekiln.stages.errors import InputError
 
@@ -110,22 +111,6 @@ class RunDiff:
         return out
 
 
-def read_run(path: Path) -> tuple[dict, Path]:
-    """A run's manifest from an output folder or a manifest.json path (InputError otherwise)."""
-    path = Path(path)
-    manifest_path = path / "manifest.json" if path.is_dir() else path
-    if not manifest_path.is_file():
-        raise InputError(f"{path}: no manifest.json there (give an output folder of `edgekiln run` or its "
-                         "manifest.json)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{manifest_path} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or "artifacts" not in manifest or "config" not in manifest:
-        raise InputError(f"{manifest_path} is not an edgekiln manifest (no artifacts or config)")
-    return manifest, manifest_path
-
-
 def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
     """The run's predictions.json (labels and each artifact's top-1 on test) when its manifest
     lists one and it lies beside it (None otherwise: a manifest alone is a valid base);
@@ -166,8 +151,8 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
     unknown = set(overrides) - set(THRESHOLD_FLAGS)
     if unknown:
         raise TypeError(f"unknown thresholds: {', '.join(sorted(unknown))}")
-    base_manifest, base_path = read_run(base)
-    new_manifest, new_path = read_run(new)
+    base_manifest, base_path = read_manifest(base)
+    new_manifest, new_path = read_manifest(new)
     thresholds, keys = thresholds_for(new_manifest, overrides)
     result = RunDiff(base=str(base_path), new=str(new_path), thresholds=thresholds, threshold_keys=keys,
                      new_run_passed=new_manifest.get("passed"))

@@ -292,9 +292,8 @@ def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dic
     """predictions.json: every artifact's top-1 class on each test image (with the labels), so
     `edgekiln diff` can compare two releases image by image (a paired test) instead of as two
     unrelated accuracies. None without a test split."""
-    path = out_dir / "predictions.json"
     if not data.has_test:
-        path.unlink(missing_ok=True)  # a previous run's, on other images
+        (out_dir / "predictions.json").unlink(missing_ok=True)  # a previous run's, on other images
         return None
     top1 = {a["target"]: [int(c) for c in a["test_top1"]] for a in result.metrics["artifacts"]
             if a.get("test_top1") is not None}

@@ -10,7 +10,8 @@ from edgekiln.stages.progress import console
 from edgekiln.targets.artifact import Artifact
 
 
-def _num(value, fmt: str) -> str:
+def num(value, fmt: str = ".2f") -> str:
+    """A figure, or "-" when there is none (also report.html's)."""
     return "-" if value is None else format(value, fmt)
 
 
@@ -22,7 +23,8 @@ def _with_interval(value, pair) -> str:
     return "-" if value is None else f"{value:.2f} {_interval(pair)}".strip(" -")
 
 
-def _millions(value) -> str:
+def millions(value) -> str:
+    """A count in millions, or "-" (also report.html's)."""
     return "-" if value is None else f"{value / 1e6:.2f}M"
 
 
@@ -35,8 +37,8 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         for col in ("candidate", "accuracy %", "params", "MACs", "px", "host ms", "chosen", "why"):
             candidates.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
         for c in teacher["candidates"]:
-            candidates.add_row(c["name"], _num(c["accuracy"], ".2f"), _millions(c["params"]), _millions(c["macs"]),
-                               str(c.get("input_size", "-")), _num(c.get("host_latency_ms"), ".2f"),
+            candidates.add_row(c["name"], num(c["accuracy"], ".2f"), millions(c["params"]), millions(c["macs"]),
+                               str(c.get("input_size", "-")), num(c.get("host_latency_ms"), ".2f"),
                                "yes" if c["chosen"] else "no", c.get("why", ""))
         console.print(candidates)
     student = manifest.get("student")
@@ -45,10 +47,10 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         for col in ("candidate", "val %", "epochs", "params", "MACs", "INT8 KB", "latency ms", "chosen", "why"):
             table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
         for c in student["candidates"]:
-            table.add_row(c["name"], _num(c.get("accuracy"), ".2f"), str(c.get("epochs_trained", "-")),
-                          _millions(c.get("params")), _millions(c.get("macs")),
-                          _num(None if c.get("int8_bytes") is None else c["int8_bytes"] / 1e3, ".0f"),
-                          _num(c.get("latency_ms"), ".3g"), "yes" if c["chosen"] else "no", c.get("why", ""))
+            table.add_row(c["name"], num(c.get("accuracy"), ".2f"), str(c.get("epochs_trained", "-")),
+                          millions(c.get("params")), millions(c.get("macs")),
+                          num(None if c.get("int8_bytes") is None else c["int8_bytes"] / 1e3, ".0f"),
+                          num(c.get("latency_ms"), ".3g"), "yes" if c["chosen"] else "no", c.get("why", ""))
         console.print(table)
     splits = manifest.get("splits") or {}
     stages = Table(title=f"stages (decided on val; test held out: {splits.get('test') or 0} images)",
@@ -57,9 +59,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 "seconds", "gate"):
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
     for s in manifest["stages"]:
-        stages.add_row(s["name"], f"{s['accuracy']:.2f}", _num(s["drop"], "+.2f"), _num(s["budget"], "g"),
+        stages.add_row(s["name"], f"{s['accuracy']:.2f}", num(s["drop"], "+.2f"), num(s["budget"], "g"),
                        _with_interval(s.get("test_accuracy"), s.get("test_accuracy_ci")),
-                       _millions(s["params"]), _millions(s["macs"]), "yes" if s["cached"] else "no",
+                       millions(s["params"]), millions(s["macs"]), "yes" if s["cached"] else "no",
                        f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
     console.print(stages)
     chance = 100.0 / max(len(manifest.get("labels") or []), 1)
@@ -75,7 +77,7 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             steps.add_column(col, justify="left" if col == "note" else "right")
         for p in prune["steps"]:
             latency = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ({p['latency_source']})"
-            steps.add_row(str(p["step"]), _millions(p["params"]), _millions(p["macs"]), latency,
+            steps.add_row(str(p["step"]), millions(p["params"]), millions(p["macs"]), latency,
                           f"{p['accuracy']:.2f}", p["note"])
         console.print(steps)
         console.print(f"prune: {prune['stopped']}")
@@ -97,9 +99,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 a.target, a.format, a.encoding, f"{a.size_bytes / 1e3:.0f} KB", f"{a.accuracy:.2f}",
                 _with_interval(a.test_accuracy, a.test_accuracy_ci), drop,
                 a.accuracy_source, a.profile or "-",
-                _num(lat.get("p50"), ".3f") + (f" {_interval(lat['p50_interval'], '.3g')}" if lat.get("p50_interval") else ""),
-                _num(lat.get("p90"), ".3f"),
-                _num(a.peak_memory_mb, ".1f"), a.latency_source or "not measured",
+                num(lat.get("p50"), ".3f") + (f" {_interval(lat['p50_interval'], '.3g')}" if lat.get("p50_interval") else ""),
+                num(lat.get("p90"), ".3f"),
+                num(a.peak_memory_mb, ".1f"), a.latency_source or "not measured",
                 "pass" if a.passed else "[red]FAIL")
         console.print(artifacts)
         if splits.get("test"):
@@ -114,7 +116,7 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                               f"in its runtime ({a.accuracy_not_measured}).")
             choice = a.encoding_choice
             if choice:
-                tried = ", ".join(f"{c['encoding']} {_num(c['p50_ms'], '.3g')} ms {c['accuracy']:.2f}%"
+                tried = ", ".join(f"{c['encoding']} {num(c['p50_ms'], '.3g')} ms {c['accuracy']:.2f}%"
                                   for c in choice["candidates"])
                 console.print(f"note: {a.target}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
             mixed = a.mixed_precision

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekiln.gates import BudgetCheck, budget_checks
+from edgekiln.manifest import read_manifest
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
 from edgekiln.stages.errors import InputError
 from edgekiln.targets import evaluate, format as formats, get_format, runners
@@ -55,16 +56,6 @@ def format_of(path: Path) -> str:
         return formats.format_of(path).NAME
     except KeyError as e:
         raise InputError(f"{path}: {e.args[0]}") from None
-
-
-def read_manifest(out_dir: Path) -> dict:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: is {out_dir} the output of `edgekiln run`?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
 
 
 def _profile(name: str) -> Profile:
@@ -114,7 +105,7 @@ def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
     result = ArtifactCheck(target=path.name, path=str(path))
     manifest_path = path.parent / "manifest.json"
     if manifest_path.is_file():
-        records = {a["path"]: a for a in read_manifest(path.parent).get("artifacts", [])}
+        records = {a["path"]: a for a in read_manifest(manifest_path)[0]["artifacts"]}
         if path.name in records:
             result.target = records[path.name]["target"]
             result.sha256_matches = sha256(path) == records[path.name]["sha256"]
@@ -136,7 +127,7 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
               allow_estimate: bool = False) -> tuple[dict, list[ArtifactCheck]]:
     """Check every artifact of the run in `out_dir` against its manifest and its profile; a
     profile given in `profiles` replaces the run's own for the artifacts of its format."""
-    manifest = read_manifest(out_dir)
+    manifest, _ = read_manifest(out_dir)
     if not manifest.get("artifacts"):
         raise InputError(f"{out_dir / 'manifest.json'} lists no artifacts (the run stopped before export)")
     overrides: dict[str, Profile] = {}

@@ -5,8 +5,8 @@ latency_ms = floor + a * dense MMACs + b * depthwise MMACs + c * MB moved (weigh
 activations at the artifact's precision), all coefficients >= 0, fitted by non-negative least
 squares on the reference rows of the same precision. The floor, the runtime's fixed cost per
 inference, is the profile's `estimate.floor_ms` where it gives one (then no estimate is below
-it), else fitted with six rows or more, else absent (and the estimate says so). With fewer than four rows the model shrinks (total MACs and traffic, then MACs
-alone). A precision with fewer rows than float, some of them paired with a float row (same
+it), else fitted with six rows or more, else absent (and the estimate says so). With fewer
+than four rows the model shrinks (total MACs and traffic, then MACs alone). A precision with fewer rows than float, some of them paired with a float row (same
 model, same input size), is estimated as the float estimate times the paired rows' mean
 ratio: two rows at 224 px fit a model that says nothing about a 32 px input, while the ratio
 of one precision to the other holds across sizes far better. A precision the table lacks is
@@ -144,7 +144,7 @@ def leave_one_out(references: list[Reference], precision: str, floor: float = 0.
         else:
             rest = rows[:i] + rows[i + 1:]
             if rest:
-                out.append((held, fit(rest, precision, _columns(len(rest), floor), floor).predict(held.features)))
+                out.append((held, fit(rest, precision, floor=floor).predict(held.features)))
     return out
 
 
@@ -183,8 +183,7 @@ def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
 @dataclass(frozen=True)
 class Calibrated:
     """A profile's cost model for one artifact precision: latency = floor + (model - floor) x
-    ratio.
-    `precision` is what is estimated (after the profile's alias); `model.precision` the
+    ratio. `precision` is what is estimated (after the profile's alias); `model.precision` the
     reference rows it was fitted on."""
 
     model: CostModel
@@ -240,8 +239,7 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         scored, predict = calibrated.precision, calibrated.predict
     else:
         scored, predict = model.precision, model.predict
-    floor = profile.estimate.floor_ms or 0.0
-    held_out = leave_one_out(references, scored, floor)
+    held_out = leave_one_out(references, scored, model.floor)
     loo = error_pct(held_out)
     in_sample = error_pct([(r, predict(r.features)) for r in references if r.precision == scored])
     p50 = calibrated.predict(features)
