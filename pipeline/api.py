@@ -9,6 +9,7 @@ result says `passed = False` and which gates failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from edgekiln.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
 from edgekiln.gates import BudgetCheck, GateCheck
-from edgekiln.manifest import read_manifest
+from edgekiln.manifest import read_manifest, write_text
 from edgekiln.regression import RunDiff, diff_runs
+from edgekiln.stages.errors import InputError
 from edgekiln.targets.artifact import Artifact
 
 __all__ = ["RunResult", "CheckResult", "run", "check", "diff", "report", "load"]
@@ -85,18 +87,30 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
         outcome = run_pipeline(cfg, out_dir, cache, text)
     except Exception:
         if junit is not None and (out_dir / "manifest.json").is_file():
-            _write_run_junit(Path(junit), json.loads((out_dir / "manifest.json").read_text()), name,
-                             time.perf_counter() - started)
+            with _output("junit", junit):
+                _write_run_junit(Path(junit), json.loads((out_dir / "manifest.json").read_text()), name,
+                                 time.perf_counter() - started)
         raise
     manifest = json.loads((out_dir / "manifest.json").read_text())
     paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
     paths.update(_write_reports(out_dir, manifest, compare, name))
     if junit is not None:
-        paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
+        with _output("junit", junit):
+            paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
     artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
     return RunResult(passed=outcome.passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
                      artifacts=artifacts, error=outcome.error, paths=paths)
+
+
+@contextlib.contextmanager
+def _output(what: str, path: str | Path):
+    """Writing a file the caller asked for: a path that cannot be written is bad input
+    (InputError naming it, exit 2), not an internal error."""
+    try:
+        yield
+    except OSError as e:
+        raise InputError(f"{what} file {path}: cannot write it: {e.strerror or e}") from e
 
 
 def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> Path:
@@ -141,8 +155,9 @@ def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), ac
     result = CheckResult(passed=run_passed and all(c.passed for c in checks), out_dir=out_dir, manifest=manifest,
                          checks=checks, run_passed=run_passed)
     if junit is not None:
-        result.paths["junit"] = write_junit(Path(junit), f"edgekiln check {out_dir}", check_cases(checks, run_passed),
-                                            time.perf_counter() - started)
+        with _output("junit", junit):
+            result.paths["junit"] = write_junit(Path(junit), f"edgekiln check {out_dir}",
+                                                check_cases(checks, run_passed), time.perf_counter() - started)
     return result
 
 
@@ -160,12 +175,14 @@ def diff(base: str | Path, new: str | Path, *, max_accuracy_drop: float | None =
     result = diff_runs(Path(base), Path(new), max_accuracy_drop=max_accuracy_drop,
                        max_latency_increase=max_latency_increase, max_size_increase=max_size_increase)
     if json_out is not None:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result.to_dict(), indent=2))
+        with _output("json", json_out):
+            write_text(Path(json_out), json.dumps(result.to_dict(), indent=2))
     if junit is not None:
-        write_junit(Path(junit), f"edgekiln diff {base} {new}", diff_cases(result), time.perf_counter() - started)
+        with _output("junit", junit):
+            write_junit(Path(junit), f"edgekiln diff {base} {new}", diff_cases(result), time.perf_counter() - started)
     if html is not None:
-        _diff_html(Path(html), result)
+        with _output("html", html):
+            _diff_html(Path(html), result)
     return result
 
 

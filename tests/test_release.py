@@ -169,6 +169,13 @@ def test_a_folder_that_is_not_a_run_is_bad_input(tmp_path):
     (tmp_path / "empty" / "manifest.json").write_text("{not json")
     result = CliRunner().invoke(app, ["diff", str(tmp_path / "empty"), str(tmp_path / "new")])
     assert result.exit_code == 2 and "not valid JSON" in result.output
+    # an output that cannot be written is bad input too, named, not an internal error
+    (tmp_path / "a-file").write_text("")
+    for option in ("--junit", "--json", "--html"):
+        result = CliRunner().invoke(app, ["diff", str(tmp_path / "new"), str(tmp_path / "new"), option,
+                                          str(tmp_path / "a-file" / "out")])
+        assert result.exit_code == 2, result.output
+        assert f"{option[2:]} file {tmp_path / 'a-file' / 'out'}: cannot write it" in " ".join(result.output.split())
 
 
 def _junit(path):
