@@ -69,7 +69,8 @@ _BUDGETS = (
 
 def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], list[str]]:
     """Checks of an artifact against its profile's budgets, and a note for every budget set
-    that could not be checked because its figure was not measured (nor estimated)."""
+    that could not be checked: its figure was not measured (nor estimated), or only estimated
+    to an order of magnitude (a profile table too small or too wrong to decide on)."""
     checks_, unchecked = [], []
     for field, metric, unit, read, measured in _BUDGETS:
         if artifact.budget.get(field) is None:
@@ -82,6 +83,12 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
                              f"{metric} was not measured (source: {artifact.latency_source or 'none'})")
             continue
         source = artifact.latency_source if measured else "file"
+        weak = (artifact.latency_detail or {}).get("order_of_magnitude") if source == "estimate" else None
+        if weak:
+            unchecked.append(f"{key} = {limit:g} not checked: {metric} {float(value):.3g} {unit} is an order-of-"
+                             f"magnitude estimate ({weak}); measure on the device or calibrate the profile "
+                             "(edgekiln profile calibrate)")
+            continue
         interval, rule = None, "point"
         if source == "estimate" and unit == "ms" and artifact.estimate_gate != "point":
             interval, rule = (artifact.latency_ms or {}).get(field.removesuffix("_ms") + "_interval"), "upper"

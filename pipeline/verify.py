@@ -92,7 +92,7 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         result.measurement = measurement.to_dict()
         result.notes += measurement.notes
         measured.update(dict(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
-                             latency_source=measurement.source))
+                             latency_source=measurement.source, latency_detail=measurement.extra))
     result.budgets, result.budgets_not_checked = budget_checks(f"target {result.target}", measured)
 
 

@@ -27,6 +27,10 @@ class CostFeatures:
     params: int
     activations: int
     image_size: int
+    # Leaf modules run per inference: each is at least one kernel the runtime dispatches, and
+    # that per-op cost, not MACs, is most of a small model's latency. None: counted before
+    # edgekiln recorded it (such an artifact is estimated only by a table without it).
+    layers: int | None = None
 
     @property
     def dense_macs(self) -> int:
@@ -42,7 +46,9 @@ class CostFeatures:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CostFeatures":
-        return cls(**{k: int(d[k]) for k in ("macs", "depthwise_macs", "params", "activations", "image_size")})
+        layers = d.get("layers")
+        return cls(**{k: int(d[k]) for k in ("macs", "depthwise_macs", "params", "activations", "image_size")},
+                   layers=None if layers in (None, "") else int(layers))
 
 
 def cost_features(model: nn.Module, image_size: int) -> CostFeatures:
@@ -52,6 +58,7 @@ def cost_features(model: nn.Module, image_size: int) -> CostFeatures:
     model = model.cpu().eval()
     depthwise = 0
     activations = 0
+    layers = 0
 
     def on_conv(module: nn.Conv2d, _inputs, output) -> None:
         nonlocal depthwise
@@ -60,7 +67,8 @@ def cost_features(model: nn.Module, image_size: int) -> CostFeatures:
             depthwise += output.numel() * kernel
 
     def on_leaf(_module, _inputs, output) -> None:
-        nonlocal activations
+        nonlocal activations, layers
+        layers += 1
         if isinstance(output, torch.Tensor):
             activations += output.numel()
 
@@ -79,4 +87,4 @@ def cost_features(model: nn.Module, image_size: int) -> CostFeatures:
             h.remove()
     return CostFeatures(macs=int(counter.get_total_flops() // 2), depthwise_macs=int(depthwise),
                         params=int(sum(p.numel() for p in model.parameters())),
-                        activations=int(activations), image_size=int(image_size))
+                        activations=int(activations), image_size=int(image_size), layers=layers)

@@ -5,8 +5,8 @@ latency_ms = floor + a * dense MMACs + b * depthwise MMACs + c * MB moved (weigh
 activations at the artifact's precision), all coefficients >= 0, fitted by non-negative least
 squares on the reference rows of the same precision. The floor, the runtime's fixed cost per
 inference, is the profile's `estimate.floor_ms` where it gives one (then no estimate is below
-it), else fitted with six rows or more, else absent (and the estimate says so). With fewer
-than four rows the model shrinks (total MACs and traffic, then MACs alone). A precision with fewer rows than float, some of them paired with a float row (same
+it), else fitted with three rows or more, else absent (and the estimate says so). With fewer
+than six rows the model shrinks (total MACs and the fixed cost; then MACs alone). A precision with fewer rows than float, some of them paired with a float row (same
 model, same input size), is estimated as the float estimate times the paired rows' mean
 ratio: two rows at 224 px fit a model that says nothing about a 32 px input, while the ratio
 of one precision to the other holds across sizes far better. A precision the table lacks is
@@ -38,29 +38,44 @@ class Reference:
 
 def load_references(path: Path) -> list[Reference]:
     """Rows of a reference CSV: model, precision, input_px, threads, latency_ms, source and the
-    cost features (macs, depthwise_macs, params, activations)."""
+    cost features (macs, depthwise_macs, params, activations, and layers where counted)."""
     with open(path, newline="") as f:
         return [Reference(model=row["model"], precision=row["precision"], latency_ms=float(row["latency_ms"]),
-                          source=row["source"], features=CostFeatures(
-                              macs=int(row["macs"]), depthwise_macs=int(row["depthwise_macs"]),
-                              params=int(row["params"]), activations=int(row["activations"]),
-                              image_size=int(row["input_px"])))
+                          source=row["source"], features=CostFeatures.from_dict({**row, "image_size": row["input_px"]}))
                 for row in csv.DictReader(f)]
 
 
-def _columns(rows: int, floor: float = 0.0) -> tuple[str, ...]:
-    if rows >= 6 and not floor:  # enough rows to also fit a fixed per-inference cost (runtime overhead)
-        return ("dense_mmacs", "depthwise_mmacs", "traffic_mb", "overhead_ms")
-    if rows >= 4:
-        return ("dense_mmacs", "depthwise_mmacs", "traffic_mb")
-    return ("mmacs", "traffic_mb") if rows >= 2 else ("mmacs",)
+# A per-layer cost needs this many rows: with fewer, five terms fit five rows exactly and say
+# nothing about a sixth.
+LAYER_ROWS = 8
+
+
+def _columns(rows: int, floor: float = 0.0, layers: bool = False) -> tuple[str, ...]:
+    """The model's terms for a table of `rows` rows of one precision (`layers`: every row has
+    its layer count). Without a given floor, three rows or more fit a fixed per-inference
+    cost (the runtime's overhead): without one, a model far smaller than the rows would be
+    estimated at a few microseconds, which no runtime call takes."""
+    full = ("dense_mmacs", "depthwise_mmacs", "traffic_mb") + (("layers",) if layers and rows >= LAYER_ROWS else ())
+    if floor:
+        if rows >= 4:
+            return full
+        return ("mmacs", "traffic_mb") if rows >= 2 else ("mmacs",)
+    if rows >= 6:
+        return full + ("overhead_ms",)
+    return ("mmacs", "overhead_ms") if rows >= 3 else ("mmacs",)
 
 
 def _row(features: CostFeatures, precision: str, columns: tuple[str, ...]) -> np.ndarray:
+    if "layers" in columns and features.layers is None:
+        raise RunnerFailed("the cost model has a per-layer term, and these cost features have no layer count")
     values = {"dense_mmacs": features.dense_macs / 1e6, "depthwise_mmacs": features.depthwise_macs / 1e6,
               "mmacs": features.macs / 1e6, "traffic_mb": features.traffic_bytes(precision) / 1e6,
-              "overhead_ms": 1.0}
-    return np.array([values[c] for c in columns])
+              "overhead_ms": 1.0, "layers": features.layers}
+    return np.array([values[c] for c in columns], dtype=float)
+
+
+def _counted(rows: list[Reference]) -> bool:
+    return all(r.features.layers is not None for r in rows)
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,7 @@ def fit(references: list[Reference], precision: str, columns: tuple[str, ...] | 
         raise RunnerFailed(f"estimate.floor_ms = {floor:g} is not below the reference row {below[0].model} "
                            f"({below[0].precision}, {below[0].latency_ms:g} ms): a floor must be under every "
                            "measurement")
-    columns = columns or _columns(len(rows), floor)
+    columns = columns or _columns(len(rows), floor, _counted(rows))
     a = np.stack([_row(r.features, precision, columns) / r.latency_ms for r in rows])
     b = np.array([(r.latency_ms - floor) / r.latency_ms for r in rows])
     coefficients, _ = nnls(a, b)
@@ -129,22 +144,25 @@ def by_ratio(references: list[Reference], precision: str) -> bool:
 
 def leave_one_out(references: list[Reference], precision: str, floor: float = 0.0) -> list[tuple[Reference, float]]:
     """(row, its prediction without it) for each row of `precision` that leaves something to
-    fit on, made the way the full table's estimate is made. For a ratio estimate, the held
-    row's model and size leave the table in every precision: neither its float row nor its
-    pair may inform its prediction."""
+    fit on, made the way the full table's estimate is made, with the full table's terms (the
+    error of that model, not of a smaller one). For a ratio estimate, the held row's model and
+    size leave the table in every precision: neither its float row nor its pair may inform its
+    prediction."""
     rows = [r for r in references if r.precision == precision]
     from_pairs = by_ratio(references, precision)
+    fitted = [r for r in references if r.precision == ("float" if from_pairs else precision)]
+    columns = _columns(len(fitted), floor, _counted(fitted))
     out = []
     for i, held in enumerate(rows):
         if from_pairs:
             key = (held.model, held.features.image_size)
             rest = [r for r in references if (r.model, r.features.image_size) != key]
             if (pairs := paired_ratio(rest, precision)) is not None:  # a pair left means a float row left
-                out.append((held, fit(rest, "float", floor=floor).scaled(held.features, pairs[0])))
+                out.append((held, fit(rest, "float", columns, floor).scaled(held.features, pairs[0])))
         else:
             rest = rows[:i] + rows[i + 1:]
             if rest:
-                out.append((held, fit(rest, precision, floor=floor).predict(held.features)))
+                out.append((held, fit(rest, precision, columns, floor).predict(held.features)))
     return out
 
 
@@ -173,11 +191,52 @@ def outside_range(features: CostFeatures, rows: list[Reference]) -> str | None:
     return "; ".join(problems) or None
 
 
-def error_pct(pairs: list[tuple[Reference, float]]) -> float | None:
-    """Mean absolute percentage error of (reference, prediction) pairs."""
+def error_pct(pairs: list[tuple[Reference, float]], statistic=np.mean) -> float | None:
+    """Mean (or `statistic`) absolute percentage error of (reference, prediction) pairs."""
     if not pairs:
         return None
-    return float(np.mean([abs(pred - r.latency_ms) / r.latency_ms * 100 for r, pred in pairs]))
+    return float(statistic([abs(pred - r.latency_ms) / r.latency_ms * 100 for r, pred in pairs]))
+
+
+# An estimate may decide a budget only when its precision has this many reference rows and
+# their leave-one-out median error is under this (nn-Meter's bar is far higher: ~99% of
+# predictions within 10%); otherwise it is an order of magnitude, shown and never gating.
+MIN_ROWS = 6
+MAX_MEDIAN_ERROR_PCT = 25.0
+
+
+def order_of_magnitude(rows: int, median_loo_pct: float | None) -> str | None:
+    """Why an estimate made from `rows` reference rows with this leave-one-out median error is
+    only an order of magnitude, or None when it is calibrated well enough to gate."""
+    problems = []
+    if rows < MIN_ROWS:
+        problems.append(f"{rows} reference row(s) of its precision, fewer than {MIN_ROWS}")
+    if median_loo_pct is None:
+        problems.append("no leave-one-out error")
+    elif median_loo_pct >= MAX_MEDIAN_ERROR_PCT:
+        problems.append(f"leave-one-out median error {median_loo_pct:.0f}% (limit {MAX_MEDIAN_ERROR_PCT:g}%)")
+    return "; ".join(problems) or None
+
+
+def error_table(profile: Profile) -> list[dict]:
+    """Per precision of `profile`'s reference table: its rows, how it is estimated, the
+    leave-one-out error (median, mean, worst, percent) and why it is only an order of
+    magnitude (None when its estimates may decide budgets)."""
+    references = load_references(profile.references_path())
+    floor = profile.estimate.floor_ms or 0.0
+    table = []
+    for precision in sorted({r.precision for r in references}):
+        rows = sum(r.precision == precision for r in references)
+        calibrated = calibrate(profile, precision)
+        how = ", ".join(calibrated.model.columns) if calibrated.ratio == 1.0 else (
+            f"float fit x {calibrated.ratio:.3f} (mean ratio of {paired_ratio(references, precision)[1]} pairs)")
+        held_out = leave_one_out(references, precision, floor)
+        median = error_pct(held_out, np.median)
+        table.append({"precision": precision, "rows": rows, "model": how, "fixed_ms": calibrated.model.fixed_ms,
+                      "loo_median_pct": median, "loo_mean_pct": error_pct(held_out),
+                      "loo_worst_pct": error_pct(held_out, np.max),
+                      "order_of_magnitude": order_of_magnitude(rows, median)})
+    return table
 
 
 @dataclass(frozen=True)
@@ -234,6 +293,10 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                            "only artifacts written by edgekiln can be estimated")
     calibrated = calibrate(profile, precision)
     model, references = calibrated.model, calibrated.references
+    if "layers" in model.columns and features.layers is None:
+        raise RunnerFailed(f"{artifact.name} was written before edgekiln counted layers (metadata 'edgekiln_cost' "
+                           f"has no 'layers'), and profile {profile.name!r} estimates a per-layer cost: re-export "
+                           "it, or measure it on the device")
     # The error on the rows of the precision estimated; a declared ratio has none: the float fit's.
     if any(r.precision == calibrated.precision for r in references):
         scored, predict = calibrated.precision, calibrated.predict
@@ -241,6 +304,9 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         scored, predict = model.precision, model.predict
     held_out = leave_one_out(references, scored, model.floor)
     loo = error_pct(held_out)
+    loo_median = error_pct(held_out, np.median)
+    # A declared ratio (no rows of the precision at all) is borrowed, never calibrated.
+    weak = order_of_magnitude(sum(r.precision == calibrated.precision for r in references), loo_median)
     in_sample = error_pct([(r, predict(r.features)) for r in references if r.precision == scored])
     p50 = calibrated.predict(features)
     bounds = interval(held_out, p50)
@@ -258,6 +324,9 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                      "smaller than the rows may be estimated below what the runtime can do")
     if extrapolated:
         notes.append(f"extrapolated: {extrapolated}")
+    if weak:
+        notes.append(f"order of magnitude only ({weak}): no budget is decided on it; measure on the device "
+                     "or calibrate the profile on it (edgekiln profile calibrate)")
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
                        latency_ms={"p50": p50, "p90": None, "mean": None, "std": None, "runs": None,
                                    "p50_interval": bounds},
@@ -265,7 +334,8 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                        extra={"precision": model.precision, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
                               "fixed_ms": model.fixed_ms, "error_pct_leave_one_out": loo,
-                              "error_pct_in_sample": in_sample, "extrapolated": extrapolated})
+                              "error_pct_leave_one_out_median": loo_median, "error_pct_in_sample": in_sample,
+                              "extrapolated": extrapolated, "order_of_magnitude": weak})
 
 
 class ProfileEstimator:
