@@ -312,6 +312,125 @@ def bench(
     raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
 
 
+profile_app = typer.Typer(no_args_is_help=True, help="Calibrate latency profiles and see how far to trust them.")
+app.add_typer(profile_app, name="profile")
+
+
+def _model_spec(text: str) -> tuple[str, int]:
+    arch, _, size = text.partition("@")
+    if not arch or not size.isdigit() or int(size) < 16:
+        raise ValueError(f"--model {text!r}: give ARCH@SIZE, e.g. mobilenetv3_small_100@224 (size 16 or more)")
+    return arch, int(size)
+
+
+def _error_table(profile):
+    from rich.table import Table
+
+    from edgekiln.targets.runners.estimate import MAX_MEDIAN_ERROR_PCT, MIN_ROWS, error_table
+
+    table = Table(title=f"{profile.name}: leave-one-out error of its estimates ({profile.references_path().name})",
+                  title_justify="left")
+    for col in ("precision", "rows", "model", "fixed ms", "LOO median %", "LOO mean %", "LOO worst %", "estimates"):
+        table.add_column(col, justify="left" if col in ("precision", "model", "estimates") else "right")
+    for row in error_table(profile):
+        table.add_row(row["precision"], str(row["rows"]), row["model"],
+                      "-" if row["fixed_ms"] is None else f"{row['fixed_ms']:.3g}",
+                      *("-" if row[k] is None else f"{row[k]:.0f}" for k in ("loo_median_pct", "loo_mean_pct",
+                                                                              "loo_worst_pct")),
+                      f"order of magnitude only: {row['order_of_magnitude']}" if row["order_of_magnitude"]
+                      else "decide budgets")
+    table.caption = (f"An estimate decides a budget only with {MIN_ROWS}+ rows of its precision and a leave-one-out "
+                     f"median error under {MAX_MEDIAN_ERROR_PCT:g}%.")
+    return table
+
+
+@profile_app.command("calibrate")
+def profile_calibrate(
+    profile: str = typer.Argument(..., help="the profile to calibrate: shipped name or path of a .toml"),
+    runner: str = typer.Option(..., "--runner", help="how to reach the device: host, adb or ssh"),
+    out: Optional[Path] = typer.Option(None, "--out", help="the new profile's .toml (its CSV goes beside it) "
+                                       "[default: ./PROFILE-calibrated.toml]"),
+    model: list[str] = typer.Option([], "--model", help="reference model ARCH@SIZE instead of the default set "
+                                    "(repeat)"),
+    encoding: list[str] = typer.Option([], "--encoding", help="only these encodings (repeat) [default: every "
+                                       "encoding the profile's format writes]"),
+    runs: Optional[int] = typer.Option(None, "--runs", min=10, help="timed runs per artifact [default: the profile's]"),
+) -> None:
+    """Time a set of reference models on the profile's device (through --runner), write their
+    table and a profile that estimates from it, and print its leave-one-out error. Resumable:
+    re-run the same command after an interruption and only the missing rows are measured.
+    Exit 0 done, 2 bad input or unreachable device (the rows measured so far are kept)."""
+    _quiet_converters()
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgekiln.stages.progress import console
+    from edgekiln.targets import device_calibration
+    from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
+    from edgekiln.targets.profiles import ProfileError, load_profile
+
+    try:
+        if runner not in ("host", "adb", "ssh"):
+            raise ValueError(f"--runner {runner!r}: use host, adb or ssh (a profile is calibrated by measuring)")
+        models = [_model_spec(m) for m in model] or None
+        source = load_profile(profile)
+        out = out or Path(f"{source.name}-calibrated.toml")
+        if out.suffix != ".toml":
+            raise ValueError(f"--out {out}: the new profile's file name must end in .toml")
+        out_csv = out.with_name(f"{out.stem}.references.csv")
+        if runner == "host" and (why := get_format(source.format).runtime_unavailable()) is not None:
+            raise ValueError(f"the host runner cannot time {source.format} here: {why}")
+        spec = {"kind": runner, **({"runs": runs} if runs else {})}
+        measuring = source.model_copy(update={"runner": source.runner.model_copy(update=spec)})
+        todo = device_calibration.jobs(measuring, models, encoding or None)
+        done = {(r["model"], int(r["input_px"]), r["encoding"]) for r in device_calibration.read_rows(out_csv)}
+        left = [j for j in todo if j.key not in done]
+        console.print(f"{len(todo)} reference artifacts for {source.name} ({source.format}, {runner} runner): "
+                      f"{len(todo) - len(left)} already in {out_csv}, {len(left)} to measure")
+        with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(left))
+
+            def on_row(job, row, refused):
+                progress.advance(task)
+                what = f"{job.arch} {job.size} px {job.encoding}"
+                console.print(f"  {what}: " + (f"[yellow]not convertible[/] ({refused})" if refused
+                                               else f"{float(row['latency_ms']):.3f} ms"))
+
+            rows, refused = device_calibration.calibrate(measuring, out_csv, left, on_row)
+        device_calibration.write_profile(source, runner, out, out_csv, rows)
+        calibrated = load_profile(out.resolve())
+    except (ProfileError, ValueError, DeviceUnreachable, RuntimeUnavailable, RunnerFailed) as e:
+        console.print(f"[bold red]input error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if refused:
+        console.print(f"[yellow]{len(refused)} reference artifact(s) the converter refused[/] (not in the table): "
+                      + "; ".join(f"{j.arch}@{j.size} {j.encoding}" for j, _ in refused))
+    console.print(f"wrote {out_csv} ({len(rows)} rows) and {out}")
+    console.print(_error_table(calibrated))
+    console.print(escape(f"use it: [[targets]] profile = \"{out}\" (or EDGEKILN_PROFILE_PATH={out.parent.resolve()})"))
+
+
+@profile_app.command("show")
+def profile_show(profile: str = typer.Argument(..., help="shipped name or path of a .toml")) -> None:
+    """A profile's device, format, runner and budgets, and how far its estimates can be
+    trusted: per precision, the leave-one-out error of its reference table."""
+    from edgekiln.stages.progress import console
+    from edgekiln.targets.profiles import ProfileError, load_profile
+
+    try:
+        p = load_profile(profile)
+    except ProfileError as e:
+        console.print(f"[bold red]input error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    console.print(f"{p.name}: {p.device}\n  {p.description}\n  format {p.format}, runner {p.runner.kind}, "
+                  f"budgets {p.budget.model_dump(exclude_none=True)}\n  file {p.path}", soft_wrap=True)
+    if p.estimate is None:
+        console.print("  no reference table: measured only (calibrate one with `edgekiln profile calibrate`)")
+    else:
+        console.print(_error_table(p))
+
+
 cache_app = typer.Typer(no_args_is_help=True, help="See, check and prune the stage cache.")
 app.add_typer(cache_app, name="cache")
 _CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",

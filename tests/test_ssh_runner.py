@@ -110,3 +110,24 @@ def test_a_refused_connection_is_unreachable_and_can_fall_back_only_with_referen
         runners.measure(onnx_artifact, closed, None, "float")
     with pytest.raises(DeviceUnreachable):  # no [estimate] section: nothing to fall back on
         runners.measure(onnx_artifact, closed, None, "float", allow_estimate=True)
+
+
+def test_calibrate_over_ssh_times_the_reference_set_on_the_remote_host(sshd, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekiln.cli import app
+    from edgekiln.targets.runners import estimate
+
+    profile, _ = sshd
+    out = tmp_path / "board.toml"
+    models = [a for m in ("edgekiln_probe_conv1@32", "mobilenetv3_small_050@32", "resnet10t@32") for a in ("--model", m)]
+    result = CliRunner().invoke(app, ["profile", "calibrate", str(profile.path), "--runner", "ssh", "--out", str(out),
+                                      "--encoding", "fp32", "--encoding", "int8", *models])
+    assert result.exit_code == 0, result.output
+    calibrated = load_profile(out)
+    assert calibrated.runner.kind == "ssh" and calibrated.runner.port == profile.runner.port
+    table = estimate.load_references(calibrated.references_path())
+    assert len(table) == 6 and {r.precision for r in table} == {"float", "int8"}
+    assert all("ssh runner" in r.source for r in table)
+    assert "via ssh (127.0.0.1" in calibrated.device
+    assert {row["precision"] for row in estimate.error_table(calibrated)} == {"float", "int8"}
