@@ -109,3 +109,27 @@ def test_no_device_is_unreachable_unless_the_target_allows_an_estimate(tmp_path,
     monkeypatch.setenv("EDGEKILN_ADB", str(tmp_path / "no-such-adb"))
     with pytest.raises(DeviceUnreachable, match="adb executable .* not found"):
         runners.measure(artifact, load_profile("pixel-3-cpu"), FEATURES, "int8")
+
+
+def test_calibrate_over_adb_pushes_and_times_every_reference_artifact(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgekiln.cli import app
+
+    adb, log = fake_adb(tmp_path, output="onnxruntime_perf_test_percentiles.txt")
+    monkeypatch.setenv("EDGEKILN_ADB", str(adb))
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    profile = tmp_path / "android-onnx.toml"
+    profile.write_text('name = "android-onnx"\ndevice = "test phone"\nformat = "onnx"\n'
+                       '[runtime]\nthreads = 4\n[runner]\nkind = "adb"\n')
+    out = tmp_path / "calibrated" / "phone.toml"
+    result = CliRunner().invoke(app, ["profile", "calibrate", str(profile), "--runner", "adb", "--out", str(out),
+                                      "--model", "edgekiln_probe_conv1@32", "--model", "resnet10t@32",
+                                      "--encoding", "fp32", "--encoding", "int8"])
+    assert result.exit_code == 0, result.output
+    pushed = [c[-1] for c in commands(log) if c[0] == "push"]
+    assert pushed == [f"/data/local/tmp/edgekiln/{m}-32-{e}.onnx" for m in ("edgekiln_probe_conv1", "resnet10t")
+                      for e in ("fp32", "int8")]
+    table = (out.parent / "phone.references.csv").read_text().splitlines()
+    assert len(table) == 5 and all("58.71" in row and "test phone via adb" in row for row in table[1:])
+    assert load_profile(out).runner.kind == "adb"
