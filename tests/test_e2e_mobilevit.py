@@ -5,6 +5,7 @@ runtimes, its Core ML package checked structurally."""
 import json
 import textwrap
 
+import pytest
 from typer.testing import CliRunner
 
 from edgekiln.cli import app
@@ -42,6 +43,8 @@ max_drop_total = 90.0
 """
 
 
+# Three minutes on a 2-core CI runner (two TFLite conversions of MobileViT): `make test-all`.
+@pytest.mark.slow
 def test_mobilevit_student_runs_every_stage_and_target(tmp_path):
     config = tmp_path / "mobilevit.toml"
     config.write_text(textwrap.dedent(TINY_MOBILEVIT) + textwrap.dedent(ALL_TARGETS))
