@@ -35,6 +35,12 @@ class DataConfig(BaseModel):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 0
     max_samples: int | None = Field(None, ge=20)
+    # Image folders: true leaves the training images on disk, decoded batch by batch by
+    # `num_workers` processes, so memory does not grow with their number; unset streams a
+    # training split that would take more than STREAM_ABOVE_BYTES decoded. Val and test are
+    # decoded into memory either way: every evaluation reads them whole.
+    streaming: bool | None = None
+    num_workers: int | None = Field(None, ge=0, le=64)  # default: one per core but one, up to 8
 
     @model_validator(mode="after")
     def _paths_fit_source(self) -> "DataConfig":
@@ -42,6 +48,8 @@ class DataConfig(BaseModel):
             raise ValueError("source 'imagefolder' needs `path` (a folder of class sub-folders)")
         if self.source == "digits" and (self.path or self.val_path or self.test_path):
             raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
+        if self.source == "digits" and self.streaming:
+            raise ValueError("streaming = true needs source 'imagefolder': the digits are 1,797 images in memory")
         carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
         if carved >= 0.9:
             raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")

@@ -1,7 +1,8 @@
 """Datasets: sklearn's digits (ships with scikit-learn) or a folder of class sub-folders.
 
-Images are held in memory as uint8 NCHW at the configured size; models normalize them
-with their own mean/std (see `to_input`). Three disjoint splits, deterministic for a seed:
+Images are uint8 NCHW at the configured size, held in memory, or for a large folder's
+training split left on disk and decoded batch by batch (stages/image_files.py); models
+normalize them with their own mean/std (see `to_input`). Three disjoint splits, deterministic for a seed:
 train (fitting), val (every decision: selection, gates inside stages, searches) and test
 (held out: only the final grading sees it; stages get a view without it).
 """
@@ -18,14 +19,21 @@ import numpy as np
 import torch
 
 
-from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
+from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.stages.config import DataConfig
 from edgekiln.stages.errors import InputError
+from edgekiln.stages.image_files import ImageFiles, default_workers
+
+# An image folder whose training split would take more than this decoded is streamed from
+# disk unless `[data] streaming` says otherwise (about 14,000 images at 224 px).
+STREAM_ABOVE_BYTES = 2 * 1024**3
+# Below this many images, decoding in this process beats starting worker processes.
+_WORKERS_ABOVE = 2000
 
 
 @dataclass
 class Dataset:
-    train_x: torch.Tensor  # uint8 [N, 3, S, S]
+    train_x: torch.Tensor | ImageFiles  # uint8 [N, 3, S, S], or files decoded batch by batch
     train_y: torch.Tensor  # int64 [N]
     val_x: torch.Tensor
     val_y: torch.Tensor
@@ -36,6 +44,11 @@ class Dataset:
     test_y: torch.Tensor | None = None
     # Members of each split, so anyone can re-evaluate on exactly these images (splits.json).
     splits: dict = field(default_factory=dict)
+    workers: int = 0  # processes that decode streamed training images
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train_x, ImageFiles)
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +84,7 @@ class _Pool:
     """Images from one source, with an id per image: a sample index (digits) or a file path
     relative to `root` (folders), as splits.json lists them."""
 
-    x: torch.Tensor
+    x: torch.Tensor | ImageFiles
     y: torch.Tensor
     ids: list
     classes: list[str]
@@ -80,8 +93,14 @@ class _Pool:
 
     def take(self, idx) -> "_Pool":
         idx = np.asarray(idx, dtype=np.int64)
-        return dataclasses.replace(self, x=self.x[torch.as_tensor(idx)], y=self.y[torch.as_tensor(idx)],
-                                   ids=[self.ids[i] for i in idx])
+        x = self.x.subset(idx) if isinstance(self.x, ImageFiles) else self.x[torch.as_tensor(idx)]
+        return dataclasses.replace(self, x=x, y=self.y[torch.as_tensor(idx)], ids=[self.ids[i] for i in idx])
+
+    def decoded(self, workers: int) -> "_Pool":
+        """This pool with its images in memory."""
+        if not isinstance(self.x, ImageFiles):
+            return self
+        return dataclasses.replace(self, x=self.x.load(workers if len(self.ids) > _WORKERS_ABOVE else 0))
 
     def members(self) -> dict:
         return {"root": self.root, "count": len(self.ids), "members": list(self.ids)}
@@ -92,6 +111,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
     The test split is carved first (stratified, seeded), then val from what is left, so val
     and test are `val_fraction` and `test_fraction` of all the images and never overlap."""
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
     pool = _digits(cfg.image_size) if cfg.source == "digits" else _image_folder(cfg.path, cfg.image_size, "data.path")
     if cfg.max_samples is not None and cfg.max_samples < len(pool.y):
         pool = pool.take(_split(pool.y, cfg.max_samples / len(pool.y), cfg.seed)[1])
@@ -114,13 +134,17 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train, val = pool.take(rest), pool.take(held)
     if len(val.y) == 0 or len(train.y) == 0:
         raise InputError("data: the split leaves no training or no validation images")
-    fingerprint = hashlib.sha256(
-        (source_id + cfg.model_dump_json(exclude={"path", "val_path", "test_path"})).encode()).hexdigest()
+    stream = cfg.streaming if cfg.streaming is not None else len(train.ids) * 3 * cfg.image_size**2 > STREAM_ABOVE_BYTES
+    train = train if stream else train.decoded(workers)
+    val, test = val.decoded(workers), None if test is None else test.decoded(workers)
+    # How the images are read changes nothing a stage computes: not part of the fingerprint.
+    fingerprint = hashlib.sha256((source_id + cfg.model_dump_json(
+        exclude={"path", "val_path", "test_path", "streaming", "num_workers"})).encode()).hexdigest()
     splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
               "val": val.members(), "test": None if test is None else test.members()}
     return Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
                    test_x=None if test is None else test.x, test_y=None if test is None else test.y,
-                   splits=splits)
+                   splits=splits, workers=workers if stream else 0)
 
 
 def _same_classes(other: _Pool, pool: _Pool, key: str) -> None:
@@ -156,6 +180,8 @@ def _digits(size: int) -> _Pool:
 
 
 def _image_folder(root: Path, size: int, key: str) -> _Pool:
+    """The folder's images as files (decoded later, all at once or batch by batch): each
+    file's header is read here, so an unreadable file stops the run before any work."""
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -163,21 +189,21 @@ def _image_folder(root: Path, size: int, key: str) -> _Pool:
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise InputError(f"{key}: {root} needs at least two class sub-folders, found {classes}")
-    images, labels, listing = [], [], []
+    labels, listing = [], []
     for label, name in enumerate(classes):
         files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise InputError(f"{key}: class folder {root / name} holds no images")
         for f in files:
             try:
-                with Image.open(f) as im:
-                    images.append(center_square(im.convert("RGB"), size))
+                with Image.open(f):  # the header only: cheap, and catches what is not an image
+                    pass
             except (UnidentifiedImageError, OSError) as e:
                 raise InputError(f"{key}: cannot read image {f}: {e}") from e
             labels.append(label)
             stat = f.stat()
             listing.append((f.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    files = [entry[0] for entry in listing]
     source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    return _Pool(x, torch.tensor(labels, dtype=torch.int64), [entry[0] for entry in listing], classes,
+    return _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
                  source_id, key)

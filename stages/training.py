@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,7 @@ from torch import nn
 from edgekiln.stages.config import DistillConfig, TrainConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import TrainingDiverged
+from edgekiln.stages.image_files import batches
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.progress import console, epoch_bar
 
@@ -152,15 +154,41 @@ class Teacher:
             bundle.model.to(dev).eval()
         return self
 
-    def precompute(self, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Outputs for every image (kept on the CPU; hint features in float16)."""
+    @torch.no_grad()
+    def precompute(self, images, batch_size: int = 256, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs for every image (hint features in float16). In memory for images in memory;
+        for streamed images, in a file mapped into memory (the OS pages it in and out), so the
+        logits of a large set do not have to fit in RAM either."""
         dev = device()
         self.to(dev)
-        parts = [self(images[i : i + batch_size].to(dev)) for i in range(0, len(images), batch_size)]
+        n = len(images)
+        order = torch.arange(n)
+        index_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        out = hint = None
+        for idx, batch in zip(index_batches, batches(images, index_batches, workers)):
+            logits, features = self(batch.to(dev))
+            if out is None:
+                out = _buffer((n, *logits.shape[1:]), torch.float32, on_disk=not isinstance(images, torch.Tensor))
+                if self.hint_size is not None:
+                    hint = _buffer((n, *features.shape[1:]), torch.float16, on_disk=not isinstance(images, torch.Tensor))
+            out[idx] = logits.float().cpu()
+            if hint is not None:
+                hint[idx] = features.half().cpu()
         self.to(torch.device("cpu"))
-        out = torch.cat([p[0].cpu() for p in parts])
-        hint = torch.cat([p[1].half().cpu() for p in parts]) if self.hint_size is not None else None
         return out, hint
+
+
+def _buffer(shape: tuple[int, ...], dtype: torch.dtype, on_disk: bool) -> torch.Tensor:
+    """A zeroed tensor, in memory or backed by an unlinked temporary file (freed with it)."""
+    if not on_disk:
+        return torch.zeros(shape, dtype=dtype)
+    fd, path = tempfile.mkstemp(prefix="edgekiln-teacher-outputs-")
+    try:
+        mapped = np.memmap(path, dtype=np.float32 if dtype == torch.float32 else np.float16, mode="w+", shape=shape)
+    finally:
+        os.close(fd)
+        os.unlink(path)  # the mapping keeps the space until the tensor is gone
+    return torch.from_numpy(mapped)
 
 
 class HintProjection(nn.Module):
@@ -275,7 +303,7 @@ class Trainer:
         self.cached = None
         started = time.perf_counter()
         if teacher is not None and cache_teacher and self.train.deterministic_inputs:
-            self.cached = teacher.precompute(data.train_x)
+            self.cached = teacher.precompute(data.train_x, workers=data.workers)
         self.precompute_seconds = time.perf_counter() - started
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._resume()
@@ -370,18 +398,25 @@ class Trainer:
         self.model.cpu().eval()
         return {"epoch_seconds": self.epoch_seconds, "teacher_precompute_seconds": self.precompute_seconds}
 
+    def _epoch_batches(self) -> list[torch.Tensor]:
+        """This epoch's batches of training-image indices, in the order they are trained on."""
+        order = torch.randperm(len(self.data.train_y), generator=self.generator)
+        out = []
+        for start in range(0, len(order), self.train.batch_size):
+            idx = order[start : start + self.train.batch_size]
+            if self.mix is not None and len(idx) % 2:  # timm's mixup pairs images within the batch
+                idx = idx[:-1]
+            if len(idx) >= 2:  # BatchNorm cannot train on a batch of one
+                out.append(idx)
+        return out
+
     def _one_epoch(self) -> float:
         train, kd, dev, model = self.train, self.kd, self.dev, self.model
         epoch_start = time.perf_counter()
-        order = torch.randperm(len(self.data.train_y), generator=self.generator)
         total, seen = 0.0, 0
-        for start in range(0, len(order), train.batch_size):
-            idx = order[start : start + train.batch_size]
-            if self.mix is not None and len(idx) % 2:  # timm's mixup pairs images within the batch
-                idx = idx[:-1]
-            if len(idx) < 2:  # BatchNorm cannot train on a batch of one
-                continue
-            images = self.data.train_x[idx]
+        index_batches = self._epoch_batches()
+        # Streamed images are decoded by worker processes, a few batches ahead of this loop.
+        for idx, images in zip(index_batches, batches(self.data.train_x, index_batches, self.data.workers)):
             if self.augment is not None:
                 images = _randaugment(images, self.augment)
             images = images.to(dev).float().div_(255.0)

@@ -1,0 +1,99 @@
+"""A split's images left on disk: a list of files that indexes like a uint8 [N, 3, S, S]
+tensor and decodes only what is asked for, and the batch iterator the training loops read
+through, which decodes in DataLoader worker processes when the images are files.
+
+A folder of tens of thousands of 224 px images does not fit in memory decoded (150 KB each);
+streamed, the memory a run needs no longer grows with the number of training images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from edgekiln.calibration.images import center_square
+from edgekiln.stages.errors import InputError
+
+
+class ImageFiles:
+    """Images under `root` (paths relative to it) at `size` px, decoded on demand. `x[i]`
+    is one uint8 [3, S, S] tensor; `x[indices]` and `x[a:b]` a stacked uint8 batch."""
+
+    dtype = torch.uint8
+
+    def __init__(self, root: Path, files: list[str], size: int, key: str = "data.path"):
+        self.root, self.files, self.size, self.key = Path(root), list(files), int(size), key
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), 3, self.size, self.size)
+
+    def decode(self, i: int) -> torch.Tensor:
+        """Image `i` as the models see it (square, RGB, uint8 CHW); InputError naming the file."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.root / self.files[i]
+        try:
+            with Image.open(path) as im:
+                array = center_square(im.convert("RGB"), self.size)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"{self.key}: cannot read image {path}: {e}") from None
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            return self.decode(int(index))
+        if isinstance(index, slice):
+            index = range(*index.indices(len(self)))
+        elif isinstance(index, torch.Tensor):
+            index = index.tolist()
+        return torch.stack([self.decode(int(i)) for i in index]) if len(index) else \
+            torch.zeros((0, 3, self.size, self.size), dtype=torch.uint8)
+
+    def subset(self, indices: Iterable[int]) -> "ImageFiles":
+        """The images at `indices`, still on disk."""
+        return ImageFiles(self.root, [self.files[int(i)] for i in indices], self.size, self.key)
+
+    def load(self, workers: int = 0) -> torch.Tensor:
+        """Every image decoded into one uint8 tensor (the val and test splits, read whole by
+        every evaluation), in `workers` processes."""
+        order = torch.arange(len(self))
+        parts = list(batches(self, [order[i:i + 256] for i in range(0, len(self), 256)], workers))
+        return torch.cat(parts) if parts else self[[]]
+
+
+class _Decoded(torch.utils.data.Dataset):
+    def __init__(self, images: ImageFiles):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images.decode(i)
+
+
+def default_workers() -> int:
+    """Decoding processes when `[data] num_workers` is unset: one per core but one, up to 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def batches(images, index_batches: list[torch.Tensor], workers: int = 0) -> Iterator[torch.Tensor]:
+    """The uint8 images of each batch of indices, in order. Tensors are indexed in memory;
+    ImageFiles are decoded by `workers` DataLoader processes (0: in this one), a few
+    batches ahead of the training step that reads them."""
+    if isinstance(images, torch.Tensor) or workers == 0:
+        for idx in index_batches:
+            yield images[idx]
+        return
+    loader = torch.utils.data.DataLoader(
+        _Decoded(images), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+        collate_fn=torch.stack, prefetch_factor=4)
+    yield from loader
