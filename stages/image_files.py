@@ -64,9 +64,12 @@ class ImageFiles:
     def load(self, workers: int = 0) -> torch.Tensor:
         """Every image decoded into one uint8 tensor (the val and test splits, read whole by
         every evaluation), in `workers` processes."""
+        out = torch.empty(self.shape, dtype=torch.uint8)  # filled in place: no second copy at the end
         order = torch.arange(len(self))
-        parts = list(batches(self, [order[i:i + 256] for i in range(0, len(self), 256)], workers))
-        return torch.cat(parts) if parts else self[[]]
+        index_batches = [order[i:i + 256] for i in range(0, len(self), 256)]
+        for idx, batch in zip(index_batches, batches(self, index_batches, workers)):
+            out[idx] = batch
+        return out
 
 
 class _Decoded(torch.utils.data.Dataset):
