@@ -71,9 +71,57 @@ def run(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a base release (output folder or manifest.json):"
                                            " report.html shows the deltas against it (`edgekiln diff` gates them)"),
     verbose: bool = typer.Option(False, "--verbose", help="keep the converters' own output"),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, help="train on this many processes "
+                                       "(torchrun + DistributedDataParallel: one per GPU, or gloo on the CPU)"),
 ) -> None:
     """Run the pipeline CONFIG describes; artifacts, manifest.json, report.html and
     MODEL_CARD.md go to --out."""
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        args = [str(config), *(a for flag, value in (("--out", out), ("--cache-dir", cache_dir), ("--junit", junit),
+                                                     ("--compare", compare)) if value is not None
+                               for a in (flag, str(value))), *(["--verbose"] if verbose else [])]
+        raise typer.Exit(_launch(nproc_per_node, args))
+    from edgekiln.stages import distributed
+
+    if distributed.init_from_env() and not distributed.is_leader():
+        distributed.follow()  # train what rank 0 trains, until it is done
+        raise typer.Exit(EXIT_OK)
+    try:
+        _run(config, out, junit, compare, verbose, cache_dir)
+    finally:
+        distributed.done()
+
+
+def _launch(nproc: int, args: list[str]) -> int:
+    """`edgekiln run ARGS` on `nproc` local processes through torchrun's launcher; the exit
+    code is rank 0's (0, 1 or 2), or 3 when another rank failed first."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from edgekiln.stages.progress import console
+
+    # As torchrun does: processes that share the cores must not each start a thread per core
+    # (OpenMP threads spin while they wait: oversubscribed, training ran 10x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
+    try:
+        elastic_launch(launch, sys.executable)("-m", "edgekiln.cli", "run", *args)
+        return EXIT_OK
+    except ChildFailedError as e:
+        codes = {rank: failure.exitcode for rank, failure in e.failures.items()}
+        if codes.get(0) in (EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL):
+            return codes[0]
+        first = min(codes)
+        console.print(f"[bold red]rank {first} of {nproc} failed (exit code {codes[first]}); every rank was "
+                      "stopped: see its output above")
+        return EXIT_INTERNAL
+
+
+def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Optional[Path], verbose: bool,
+         cache_dir: Optional[Path]) -> None:
     if not verbose:
         _quiet_converters()
     from edgekiln import api, summary

@@ -37,16 +37,20 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def compute_device() -> dict[str, str]:
+def compute_device() -> dict:
     """Where this run's training and torch evaluation ran (stages taken from the cache may
     have run elsewhere: their records say `cached`)."""
     import torch
 
     from edgekiln.stages.training import device
 
+    from edgekiln.stages import distributed
+
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    return {"device": dev.type, "name": name}
+    rank, world_size = distributed.world()
+    return {"device": dev.type, "name": name, "world_size": world_size,
+            "backend": torch.distributed.get_backend() if world_size > 1 else None}
 
 
 class PublishError(Exception):

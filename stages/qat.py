@@ -26,9 +26,16 @@ class _Prepared(nn.Module):
     """A prepared (fake-quantized) exported graph that `training.fit` can drive: exported
     graphs switch train/eval through torchao's helpers, not nn.Module.train()."""
 
-    def __init__(self, graph: torch.fx.GraphModule):
+    def __init__(self, graph: torch.fx.GraphModule, source: tuple | None = None):
         super().__init__()
         self.graph = graph
+        self.source = source  # (float model, example input, Int8Options) it was prepared from
+
+    def __reduce__(self):
+        # An exported graph does not pickle. A follower rank (stages/distributed.py) prepares
+        # the same graph from the same float model, then takes this one's state.
+        model, example, options = self.source
+        return (_rebuild, (model, example, options, self.graph.state_dict(), self.training))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
@@ -41,6 +48,12 @@ class _Prepared(nn.Module):
         return self
 
 
+def _rebuild(model: nn.Module, example: torch.Tensor, options: Int8Options, state: dict, mode: bool) -> _Prepared:
+    prepared = pt2e.prepare_qat(model, example, options)
+    prepared.load_state_dict(state)
+    return _Prepared(prepared, (model, example, options)).train(mode)
+
+
 def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
              epochs: int, lr: float, options: Int8Options, train: training.TrainConfig,
              kd: training.DistillConfig, example: np.ndarray) -> tuple[torch.fx.GraphModule, dict]:
@@ -50,8 +63,10 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     model = bundle.model
-    prepared = pt2e.prepare_qat(model, torch.from_numpy(example[:1]), options)
-    wrapper = _Prepared(prepared)
+    first = torch.from_numpy(example[:1])
+    source = (model, first, options) if training.distributed.world()[1] > 1 else None
+    prepared = pt2e.prepare_qat(model, first, options)
+    wrapper = _Prepared(prepared, source)
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
     training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,

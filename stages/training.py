@@ -26,6 +26,7 @@ from torch import nn
 
 from edgekiln.stages.config import DistillConfig, TrainConfig
 from edgekiln.stages.data import Dataset, to_input
+from edgekiln.stages import distributed
 from edgekiln.stages.errors import TrainingDiverged
 from edgekiln.stages.image_files import batches
 from edgekiln.stages.modeling import ModelBundle
@@ -77,8 +78,8 @@ def _rng_from_storage(stored: dict) -> dict:
 
 
 def device() -> torch.device:
-    """CUDA when there is a GPU, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is a GPU (this rank's, under torchrun), else the CPU."""
+    return distributed.device()
 
 
 def model_input(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
@@ -178,6 +179,21 @@ class Teacher:
         return out, hint
 
 
+class _Step(nn.Module):
+    """The model's training forward, and the hint projection's when distilling with a hint:
+    one module, so DistributedDataParallel sees every parameter the loss depends on."""
+
+    def __init__(self, model: nn.Module, hint: nn.Module | None):
+        super().__init__()
+        self.model, self.hint = model, hint
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.hint is None:
+            return self.model(x), None
+        features, out = features_and_logits(self.model, x)
+        return out, self.hint(features)
+
+
 def _buffer(shape: tuple[int, ...], dtype: torch.dtype, on_disk: bool) -> torch.Tensor:
     """A zeroed tensor, in memory or backed by an unlinked temporary file (freed with it)."""
     if not on_disk:
@@ -231,16 +247,22 @@ def _randaugment(images: torch.Tensor, transform) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def shift_and_flip(images: torch.Tensor, translate: float, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+def shift_and_flip(images: torch.Tensor, translate: float, hflip: bool, generator: torch.Generator,
+                   share: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Random translation (up to `translate` of the size each way, edge pixels replicated) and
-    optional horizontal flip of a float NCHW batch, drawn from `generator` (on the CPU)."""
-    n = images.shape[0]
+    optional horizontal flip of a float NCHW batch, drawn from `generator` (on the CPU).
+    `share` = (global batch size, rank, world size): `images` are this rank's share of a
+    larger batch; the draws are made for the whole batch, so every rank's generator stays in
+    step (it also orders the next epoch)."""
+    n = images.shape[0] if share is None else share[0]
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     if hflip:
         theta[:, 0, 0] = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     if translate > 0:
         theta[:, :, 2] = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * translate  # grid spans [-1, 1]
+    if share is not None:
+        theta = theta[share[1]::share[2]]
     grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -262,6 +284,9 @@ class Trainer:
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
+        # What a follower rank needs to build the same trainer (see stages/distributed.py).
+        spec = dict(bundle=bundle, data=data, epochs=epochs, lr=lr, seed=seed, desc=desc, train=train,
+                    teacher=teacher, hint=hint, kd=kd, cache_teacher=cache_teacher, lr_key=lr_key)
         self.bundle, self.data, self.epochs, self.desc = bundle, data, epochs, desc
         self.lr, self.lr_key = lr, lr_key  # named when training diverges
         self.train, self.kd = train or TrainConfig(), kd or DistillConfig()
@@ -307,50 +332,67 @@ class Trainer:
         self.precompute_seconds = time.perf_counter() - started
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._resume()
+        distributed.send(("new", id(self), (spec, self.state())))
 
-    def save(self) -> None:
-        """Checkpoint everything the next epoch depends on (atomically), when checkpointing."""
-        if self.checkpoint is None:
-            return
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
-                 "rng": _rng_for_storage(self._rng), "epoch": self.epoch, "step": self.step,
-                 "epoch_seconds": self.epoch_seconds, "notes": self.notes,
-                 "ema": None if self.ema is None else self.ema.module.state_dict(),
-                 "hint": None if self.hint is None else self.hint.state_dict()}
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(f".tmp-{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint)
+    def state(self) -> dict:
+        """Everything the next epoch depends on."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "generator": self.generator.get_state(),
+                "rng": _rng_for_storage(self._rng), "epoch": self.epoch, "step": self.step,
+                "epoch_seconds": self.epoch_seconds, "notes": self.notes,
+                "ema": None if self.ema is None else self.ema.module.state_dict(),
+                "hint": None if self.hint is None else self.hint.state_dict()}
 
-    def _resume(self) -> None:
-        try:
-            state = torch.load(self.checkpoint, map_location=self.dev, weights_only=True)
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.ema is not None:
-                self.ema.module.load_state_dict(state["ema"])
-            if self.hint is not None:
-                self.hint.load_state_dict(state["hint"])
-        except Exception as e:  # another shape (pruning went another way), a truncated file
-            console.print(f"  [yellow]{self.desc}: checkpoint {self.checkpoint.name} does not fit ({type(e).__name__});"
-                          " starting this loop over")
-            self.checkpoint.unlink(missing_ok=True)
-            return
+    def load_state(self, state: dict) -> None:
+        """Continue from `state` (a checkpoint, or rank 0's trainer on a follower)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        if self.hint is not None:
+            self.hint.load_state_dict(state["hint"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"].cpu())
         self._rng = _rng_from_storage(state["rng"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.epoch_seconds, self.notes = list(state["epoch_seconds"]), state["notes"]
         self.model.cpu().eval()
+
+    def save(self) -> None:
+        """Checkpoint everything the next epoch depends on (atomically), when checkpointing
+        (rank 0 only: the followers' state is the same)."""
+        if self.checkpoint is None or not distributed.is_leader():
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(f".tmp-{os.getpid()}")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, self.checkpoint)
+
+    def _resume(self) -> None:
+        try:
+            state = torch.load(self.checkpoint, map_location=self.dev, weights_only=True)
+            self.load_state(state)
+        except Exception as e:  # another shape (pruning went another way), a truncated file
+            console.print(f"  [yellow]{self.desc}: checkpoint {self.checkpoint.name} does not fit ({type(e).__name__});"
+                          " starting this loop over")
+            self.checkpoint.unlink(missing_ok=True)
+            return
         console.print(f"  {self.desc}: resuming at epoch {self.epoch}/{self.epochs}")
 
     def train_until(self, epoch: int) -> None:
-        """Train on until `epoch` (of the schedule's `epochs`) is finished."""
+        """Train on until `epoch` (of the schedule's `epochs`) is finished (under torchrun,
+        on every rank: each trains on its share of every batch)."""
+        distributed.send(("train_until", id(self), epoch))
         epoch = min(epoch, self.epochs)
         if epoch <= self.epoch:
             return
         self.model.to(self.dev).train()
+        self.step_module = _Step(self.model, self.hint)
+        if distributed.world()[1] > 1:  # gradients averaged across the ranks, buffers from rank 0
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(
+                self.step_module, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         if self.teacher is not None and self.cached is None:
             self.teacher.to(self.dev)
         outer = _capture_rng()
@@ -393,20 +435,22 @@ class Trainer:
 
     def finish(self) -> dict:
         """Puts the result (EMA weights if any) into `bundle.model`; returns timing figures."""
+        distributed.send(("drop", id(self), None))
         if self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
         self.model.cpu().eval()
         return {"epoch_seconds": self.epoch_seconds, "teacher_precompute_seconds": self.precompute_seconds}
 
     def _epoch_batches(self) -> list[torch.Tensor]:
-        """This epoch's batches of training-image indices, in the order they are trained on."""
+        """This epoch's batches of training-image indices (all ranks'), in training order."""
+        ranks = distributed.world()[1]
         order = torch.randperm(len(self.data.train_y), generator=self.generator)
         out = []
         for start in range(0, len(order), self.train.batch_size):
             idx = order[start : start + self.train.batch_size]
-            if self.mix is not None and len(idx) % 2:  # timm's mixup pairs images within the batch
-                idx = idx[:-1]
-            if len(idx) >= 2:  # BatchNorm cannot train on a batch of one
+            if self.mix is not None:  # timm's mixup pairs images within each rank's share
+                idx = idx[: len(idx) - len(idx) % (2 * ranks)]
+            if len(idx) >= 2 * ranks:  # BatchNorm cannot train on a batch of one
                 out.append(idx)
         return out
 
@@ -414,22 +458,21 @@ class Trainer:
         train, kd, dev, model = self.train, self.kd, self.dev, self.model
         epoch_start = time.perf_counter()
         total, seen = 0.0, 0
-        index_batches = self._epoch_batches()
+        rank, ranks = distributed.world()
+        whole = self._epoch_batches()
+        shares = [distributed.shard(idx) for idx in whole]  # this rank's share of each batch
         # Streamed images are decoded by worker processes, a few batches ahead of this loop.
-        for idx, images in zip(index_batches, batches(self.data.train_x, index_batches, self.data.workers)):
+        for batch, idx, images in zip(whole, shares, batches(self.data.train_x, shares, self.data.workers)):
             if self.augment is not None:
                 images = _randaugment(images, self.augment)
             images = images.to(dev).float().div_(255.0)
             if train.translate > 0 or train.hflip:
-                images = shift_and_flip(images, train.translate, train.hflip, self.generator)
+                images = shift_and_flip(images, train.translate, train.hflip, self.generator,
+                                        None if ranks == 1 else (len(batch), rank, ranks))
             y = self.data.train_y[idx].to(dev)
             if self.mix is not None:
                 images, y = self.mix(images, y)  # soft targets, label smoothing included
-            x = model_input(self.bundle, images)
-            if self.hint is not None:
-                features, out = features_and_logits(model, x)
-            else:
-                out = model(x)
+            out, hinted = self.step_module(model_input(self.bundle, images))
             if y.dim() == 2:
                 hard = F.cross_entropy(out, y)
             else:
@@ -446,7 +489,7 @@ class Trainer:
                                 reduction="batchmean", log_target=True) * t * t
                 loss = (1.0 - kd.alpha) * hard + kd.alpha * soft
                 if self.hint is not None:
-                    loss = loss + kd.feature_weight * F.mse_loss(self.hint(features), t_hint)
+                    loss = loss + kd.feature_weight * F.mse_loss(hinted, t_hint)
             if not torch.isfinite(loss):
                 self._diverged(f"the loss is {float(loss)}")
             self.optimizer.zero_grad(set_to_none=True)

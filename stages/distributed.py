@@ -1,0 +1,107 @@
+"""Training across processes with PyTorch's own engine (torchrun + DistributedDataParallel).
+
+Under `torchrun` (or `edgekiln run --nproc-per-node N`, which launches it), rank 0 runs the
+pipeline as a single process would: it alone reads and writes the cache, converts, exports,
+times and writes the manifest. The other ranks run nothing of their own: they follow rank 0
+into every training loop. When rank 0 builds a Trainer it sends its arguments and state to
+the followers, which build the same one, and each `train_until` runs on every rank, each on
+its share of every batch, with gradients averaged by DistributedDataParallel. So the ranks
+never disagree on a cache hit or a decision: only rank 0 makes them.
+
+A failure on any rank ends every rank: torchrun stops the group when a process exits, and
+the collective operations time out (EDGEKILN_DIST_TIMEOUT_S) rather than hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# Followers wait on rank 0 between training loops (conversions, exports, device timings):
+# hours are plausible there. Inside a training loop, a silent rank is a failure.
+_CONTROL_TIMEOUT_S = 6 * 3600
+_control_group = None
+
+
+def timeout_s() -> int:
+    return int(os.environ.get("EDGEKILN_DIST_TIMEOUT_S", "600"))
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_leader() -> bool:
+    return world()[0] == 0
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on the
+    CPU. Returns whether this process is one of several."""
+    global _control_group
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s()))
+        _control_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=_CONTROL_TIMEOUT_S))
+    return True
+
+
+def device() -> torch.device:
+    """This rank's device: its local GPU, or the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world()[1] > 1 else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def send(job: Any) -> None:
+    """Rank 0: hand `job` to every follower (a no-op in a single process)."""
+    if world()[1] > 1 and is_leader():
+        dist.broadcast_object_list([job], src=0, group=_control_group)
+
+
+def _receive() -> Any:
+    box = [None]
+    dist.broadcast_object_list(box, src=0, group=_control_group)
+    return box[0]
+
+
+def follow() -> None:
+    """A follower's whole life: build and train what rank 0 builds and trains, until it says
+    it is done (None)."""
+    from edgekiln.stages import training
+    from edgekiln.stages.progress import console
+
+    console.quiet = True  # rank 0 reports; the followers' bars and notes would repeat it
+    trainers: dict[int, training.Trainer] = {}
+    while (job := _receive()) is not None:
+        kind, ident, payload = job
+        if kind == "new":
+            kwargs, state = payload
+            trainers[ident] = training.Trainer(**kwargs, resumable=False)
+            trainers[ident].load_state(state)
+        elif kind == "train_until":
+            trainers[ident].train_until(payload)
+        elif kind == "drop":
+            trainers.pop(ident, None)
+
+
+def done() -> None:
+    """Rank 0: release the followers (they exit), whatever way the run ended."""
+    send(None)
+
+
+def shard(indices: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a batch: every world-size-th index from its rank on."""
+    rank, size = world()
+    return indices[rank::size] if size > 1 else indices

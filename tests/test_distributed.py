@@ -1,0 +1,89 @@
+"""Training across processes (gloo on the CPU): a training loop on two ranks computes what it
+computes on one, and `edgekiln run --nproc-per-node 2` runs the pipeline end to end with
+rank 0's exit code."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekiln.cli import app
+from edgekiln.stages import distributed, training
+from edgekiln.stages.config import DataConfig, TrainConfig
+from edgekiln.stages.data import Dataset, load_dataset
+from edgekiln.stages.modeling import ModelBundle
+
+
+def _data() -> Dataset:
+    """256 training images: batches of 32 split 16 / 16, so the two ranks' mean gradient is
+    the whole batch's."""
+    full = load_dataset(DataConfig(image_size=16, test_fraction=0.0))
+    return Dataset(full.train_x[:256], full.train_y[:256], full.val_x, full.val_y, full.classes, "test", seed=0)
+
+
+def _train() -> dict:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 10))  # no BatchNorm: per-rank statistics
+    bundle = ModelBundle("probe", model, 10, 16)
+    training.fit(bundle, _data(), 2, lr=3e-3, seed=0, desc="probe", train=TrainConfig(batch_size=32, translate=0.1),
+                 resumable=False)
+    return {k: v.clone() for k, v in bundle.model.state_dict().items()}
+
+
+def _rank(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert distributed.init_from_env()
+    if rank == 0:
+        try:
+            torch.save(_train(), out)
+        finally:
+            distributed.done()
+    else:
+        distributed.follow()
+    torch.distributed.destroy_process_group()
+
+
+def test_a_training_loop_on_two_ranks_ends_where_it_ends_on_one(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two_ranks.pt"
+    torch.multiprocessing.spawn(_rank, args=(port, str(out)), nprocs=2)
+    two = torch.load(out, weights_only=True)
+    one = _train()
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_run_on_two_processes_runs_every_stage_and_reports_the_world(run, tmp_path):
+    from tiny_pipeline import write_config
+
+    _, _, single = run
+    config = write_config(tmp_path, targets='[[targets]]\nname = "server"\nprofile = "x86-server-avx2"\n')
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--cache-dir",
+                                      str(tmp_path / "cache"), "--nproc-per-node", "2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["compute"]["world_size"] == 2 and manifest["compute"]["backend"] == "gloo"
+    assert [s["name"] for s in manifest["stages"]] == [s["name"] for s in single["stages"]]
+    assert not any(s["cached"] for s in manifest["stages"])  # trained here, on two ranks
+    [artifact] = manifest["artifacts"]
+    assert artifact["format"] == "onnx" and artifact["accuracy_source"] == "runtime"
+    # The well-trained teacher agrees within a point; the tiny student after pruning to 70%
+    # moves by several points between any two runs (a thread count alone moves it: BENCHMARKS).
+    teacher, one_teacher = manifest["teacher"], single["teacher"]
+    assert abs(teacher["test_accuracy"] - one_teacher["test_accuracy"]) <= 1.0
+    assert artifact["test_accuracy"] > 50  # chance is 10%
+
+
+def test_rank_zeros_exit_code_comes_back_through_the_launcher(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[data]\nsource = "imagefolder"\npath = "missing"\n[[targets]]\nname = "s"\nformat = "onnx"\n')
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--nproc-per-node", "2"])
+    assert result.exit_code == 2
