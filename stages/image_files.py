@@ -45,7 +45,7 @@ class ImageFiles:
                 array = center_square(im.convert("RGB"), self.size)
         except (UnidentifiedImageError, OSError) as e:
             raise InputError(f"{self.key}: cannot read image {path}: {e}") from None
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # CHW, one writable copy
 
     def __getitem__(self, index) -> torch.Tensor:
         if isinstance(index, (int, np.integer)):
