@@ -58,6 +58,16 @@ def fake_adb(tmp_path, state="device", output="benchmark_model_tflite.txt"):
     return script, log
 
 
+def android_onnx(tmp_path, monkeypatch, sections):
+    """(adb log, profile path): an ONNX phone profile timed by onnxruntime_perf_test on the fake adb."""
+    adb, log = fake_adb(tmp_path, output="onnxruntime_perf_test_percentiles.txt")
+    monkeypatch.setenv("EDGEKILN_ADB", str(adb))
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    profile = tmp_path / "android-onnx.toml"
+    profile.write_text('name = "android-onnx"\ndevice = "test phone"\nformat = "onnx"\n' + sections)
+    return log, profile
+
+
 def commands(log):
     return [json.loads(line) for line in log.read_text().splitlines()]
 
@@ -83,12 +93,8 @@ def test_tflite_on_a_device_pushes_the_artifact_and_runs_benchmark_model(tmp_pat
 
 
 def test_onnx_on_a_device_runs_onnxruntime_perf_test_with_the_profile_threads(tmp_path, monkeypatch):
-    adb, log = fake_adb(tmp_path, output="onnxruntime_perf_test_percentiles.txt")
-    monkeypatch.setenv("EDGEKILN_ADB", str(adb))
-    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
-    profile = tmp_path / "android-onnx.toml"
-    profile.write_text('name = "android-onnx"\ndevice = "test phone"\nformat = "onnx"\n'
-                       '[runtime]\nthreads = 4\nexecution_provider = "nnapi"\n[runner]\nkind = "adb"\nruns = 50\n')
+    log, profile = android_onnx(tmp_path, monkeypatch, '[runtime]\nthreads = 4\nexecution_provider = "nnapi"\n'
+                                                       '[runner]\nkind = "adb"\nruns = 50\n')
     artifact = tmp_path / "model.onnx"
     artifact.write_bytes(b"onnx")
     result = runners.measure(artifact, load_profile(profile), FEATURES, "int8")
@@ -116,12 +122,7 @@ def test_calibrate_over_adb_pushes_and_times_every_reference_artifact(tmp_path, 
 
     from edgekiln.cli import app
 
-    adb, log = fake_adb(tmp_path, output="onnxruntime_perf_test_percentiles.txt")
-    monkeypatch.setenv("EDGEKILN_ADB", str(adb))
-    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
-    profile = tmp_path / "android-onnx.toml"
-    profile.write_text('name = "android-onnx"\ndevice = "test phone"\nformat = "onnx"\n'
-                       '[runtime]\nthreads = 4\n[runner]\nkind = "adb"\n')
+    log, profile = android_onnx(tmp_path, monkeypatch, '[runtime]\nthreads = 4\n[runner]\nkind = "adb"\n')
     out = tmp_path / "calibrated" / "phone.toml"
     result = CliRunner().invoke(app, ["profile", "calibrate", str(profile), "--runner", "adb", "--out", str(out),
                                       "--model", "edgekiln_probe_conv1@32", "--model", "resnet10t@32",
