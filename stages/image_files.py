@@ -98,5 +98,18 @@ def batches(images, index_batches: list[torch.Tensor], workers: int = 0) -> Iter
         return
     loader = torch.utils.data.DataLoader(
         _Decoded(images), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
-        collate_fn=torch.stack, prefetch_factor=4)
+        collate_fn=torch.stack, prefetch_factor=4, multiprocessing_context=_worker_context())
     yield from loader
+
+
+def _worker_context():
+    """Workers start from a fork server that has imported this module and nothing else: a
+    plain fork of the training process would copy the threads of whatever it has imported
+    (JAX, pulled in by the TFLite converter in the pre-check, deadlocks in a forked child)."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context

@@ -325,14 +325,16 @@ class Trainer:
         if self.train.mixup > 0 or self.train.cutmix > 0:
             self.mix = Mixup(mixup_alpha=self.train.mixup, cutmix_alpha=self.train.cutmix,
                              label_smoothing=self.train.label_smoothing, num_classes=data.num_classes)
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            self._resume()
+        # Followers build theirs now, so every rank computes the teacher's outputs at once
+        # (rank 0 does not wait for theirs at the first collective).
+        distributed.send(("new", id(self), (spec, self.state())))
         self.cached = None
         started = time.perf_counter()
         if teacher is not None and cache_teacher and self.train.deterministic_inputs:
             self.cached = teacher.precompute(data.train_x, workers=data.workers)
         self.precompute_seconds = time.perf_counter() - started
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            self._resume()
-        distributed.send(("new", id(self), (spec, self.state())))
 
     def state(self) -> dict:
         """Everything the next epoch depends on."""
