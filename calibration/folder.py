@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekiln.calibration.images import IMAGE_SUFFIXES, center_square
+from edgekiln.calibration.images import IMAGE_SUFFIXES, read_square
 
 
 def image_files(root: Path) -> list[Path]:
@@ -24,19 +24,10 @@ def folder_sample(root: Path, count: int, seed: int, size: int):
     """Up to `count` images drawn at random (seeded) from `root`, resized and center-cropped
     to `size`: uint8 NCHW, and their paths relative to `root`. ValueError when the folder
     is missing, empty or holds an unreadable image (naming it)."""
-    from PIL import Image, UnidentifiedImageError
-
     files = image_files(root)
     rng = np.random.default_rng(seed)
     picked = sorted(rng.permutation(len(files))[:count].tolist())
-    images = []
-    for i in picked:
-        try:
-            with Image.open(files[i]) as im:
-                images.append(center_square(im.convert("RGB"), size))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"cannot read image {files[i]}: {e}") from e
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.stack([read_square(files[i], size) for i in picked])).permute(0, 3, 1, 2).contiguous()
     return x, [files[i].relative_to(root).as_posix() for i in picked]
 
 

@@ -7,6 +7,18 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
+def read_square(path, size: int) -> np.ndarray:
+    """The image file at `path` as the models see it: RGB, square, uint8 HWC. ValueError
+    naming the file when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return center_square(image.convert("RGB"), size)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+
+
 def center_square(image, size: int) -> np.ndarray:
     """Resize the shorter side to `size`, then center-crop (the usual eval transform)."""
     from PIL import Image

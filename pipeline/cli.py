@@ -431,8 +431,7 @@ def profile_calibrate(
         spec = {"kind": runner, **({"runs": runs} if runs else {})}
         measuring = source.model_copy(update={"runner": source.runner.model_copy(update=spec)})
         todo = device_calibration.jobs(measuring, models, encoding or None)
-        done = {(r["model"], int(r["input_px"]), r["encoding"]) for r in device_calibration.read_rows(out_csv)}
-        left = [j for j in todo if j.key not in done]
+        left = device_calibration.pending(todo, device_calibration.read_rows(out_csv))
         console.print(f"{len(todo)} reference artifacts for {source.name} ({source.format}, {runner} runner): "
                       f"{len(todo) - len(left)} already in {out_csv}, {len(left)} to measure")
         with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -59,9 +59,8 @@ def init_from_env() -> bool:
 
 def device() -> torch.device:
     """This rank's device: its local GPU, or the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world()[1] > 1 else torch.cuda.current_device())
-    return torch.device("cpu")
+    # init_from_env made the rank's local GPU the current one
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def send(job: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from edgekiln.calibration.images import center_square
+from edgekiln.calibration.images import read_square
 from edgekiln.stages.errors import InputError
 
 
@@ -37,14 +37,10 @@ class ImageFiles:
 
     def decode(self, i: int) -> torch.Tensor:
         """Image `i` as the models see it (square, RGB, uint8 CHW); InputError naming the file."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.root / self.files[i]
         try:
-            with Image.open(path) as im:
-                array = center_square(im.convert("RGB"), self.size)
-        except (UnidentifiedImageError, OSError) as e:
-            raise InputError(f"{self.key}: cannot read image {path}: {e}") from None
+            array = read_square(self.root / self.files[i], self.size)
+        except ValueError as e:
+            raise InputError(f"{self.key}: {e}") from None
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # CHW, one writable copy
 
     def __getitem__(self, index) -> torch.Tensor:

@@ -26,7 +26,7 @@ class _Prepared(nn.Module):
     """A prepared (fake-quantized) exported graph that `training.fit` can drive: exported
     graphs switch train/eval through torchao's helpers, not nn.Module.train()."""
 
-    def __init__(self, graph: torch.fx.GraphModule, source: tuple | None = None):
+    def __init__(self, graph: torch.fx.GraphModule, source: tuple):
         super().__init__()
         self.graph = graph
         self.source = source  # (float model, example input, Int8Options) it was prepared from
@@ -64,9 +64,8 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
 
     model = bundle.model
     first = torch.from_numpy(example[:1])
-    source = (model, first, options) if training.distributed.world()[1] > 1 else None
     prepared = pt2e.prepare_qat(model, first, options)
-    wrapper = _Prepared(prepared, source)
+    wrapper = _Prepared(prepared, (model, first, options))
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
     training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,

@@ -166,12 +166,13 @@ class Teacher:
         order = torch.arange(n)
         index_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
         out = hint = None
+        on_disk = not isinstance(images, torch.Tensor)
         for idx, batch in zip(index_batches, batches(images, index_batches, workers)):
             logits, features = self(batch.to(dev))
             if out is None:
-                out = _buffer((n, *logits.shape[1:]), torch.float32, on_disk=not isinstance(images, torch.Tensor))
+                out = _buffer((n, *logits.shape[1:]), torch.float32, on_disk)
                 if self.hint_size is not None:
-                    hint = _buffer((n, *features.shape[1:]), torch.float16, on_disk=not isinstance(images, torch.Tensor))
+                    hint = _buffer((n, *features.shape[1:]), torch.float16, on_disk)
             out[idx] = logits.float().cpu()
             if hint is not None:
                 hint[idx] = features.half().cpu()

@@ -108,9 +108,15 @@ def reference_model(arch: str):
     return timm.create_model(arch, pretrained=False, num_classes=10).eval()
 
 
-def measure_job(job: Job, profile: Profile, workdir: Path) -> tuple[dict, dict]:
-    """(CSV row, measurement record) of one reference artifact, built in `workdir` and timed
-    on `profile`'s device through its runner."""
+def pending(todo: list[Job], rows: list[dict]) -> list[Job]:
+    """The jobs of `todo` that no row of the table measured yet."""
+    done = {(r["model"], int(r["input_px"]), r["encoding"]) for r in rows}
+    return [job for job in todo if job.key not in done]
+
+
+def measure_job(job: Job, profile: Profile, workdir: Path) -> dict:
+    """The CSV row of one reference artifact, built in `workdir` and timed on `profile`'s
+    device through its runner."""
     import torch
 
     from edgekiln.targets import get_format, runners
@@ -129,7 +135,7 @@ def measure_job(job: Job, profile: Profile, workdir: Path) -> tuple[dict, dict]:
            "source": f"measured by edgekiln profile calibrate ({measurement.runner} runner, {measurement.tool})",
            **{k: v for k, v in features.to_dict().items() if k != "image_size"},
            "device": measurement.device, "runtime": measurement.tool, "date": datetime.date.today().isoformat()}
-    return row, measurement.to_dict()
+    return row
 
 
 def calibrate(profile: Profile, out_csv: Path, todo: list[Job],
@@ -139,31 +145,19 @@ def calibrate(profile: Profile, out_csv: Path, todo: list[Job],
     rows, jobs whose export the converter refused, with why). A device that cannot be reached
     propagates (DeviceUnreachable): the rows measured so far stay, and a re-run continues."""
     rows = read_rows(out_csv)
-    done = {(r["model"], int(r["input_px"]), r["encoding"]) for r in rows}
     refused = []
-    with tempfile.TemporaryDirectory(prefix="edgekiln-calibrate-") as tmp:
-        for job in todo:
-            if job.key in done:
-                continue
-            try:
-                row, _ = measure_job(job, profile, Path(tmp))
-            except ConversionError as e:
-                refused.append((job, str(e)))
-                on_row(job, None, str(e))
-                continue
-            rows.append(row)
-            done.add(job.key)
-            write_rows(out_csv, rows)
-            on_row(job, row, None)
-            for leftover in Path(tmp).iterdir():  # artifacts are rebuilt on demand: keep the disk free
-                _remove(leftover)
+    for job in pending(todo, rows):
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgekiln-calibrate-") as tmp:  # one artifact on disk at a time
+                row = measure_job(job, profile, Path(tmp))
+        except ConversionError as e:
+            refused.append((job, str(e)))
+            on_row(job, None, str(e))
+            continue
+        rows.append(row)
+        write_rows(out_csv, rows)
+        on_row(job, row, None)
     return rows, refused
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def write_profile(source: Profile, runner: str, out_toml: Path, out_csv: Path, rows: list[dict]) -> Path:
