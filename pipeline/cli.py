@@ -450,6 +450,9 @@ def profile_calibrate(
     except (ProfileError, ValueError, DeviceUnreachable, RuntimeUnavailable, RunnerFailed) as e:
         console.print(f"[bold red]input error:[/] {e}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
+    except OSError as e:  # --out's folder cannot be written: bad input, and the rows so far are kept
+        console.print(f"[bold red]input error:[/] cannot write {e.filename or out}: {e.strerror or e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
     if refused:
         console.print(f"[yellow]{len(refused)} reference artifact(s) the converter refused[/] (not in the table): "
                       + "; ".join(f"{j.arch}@{j.size} {j.encoding}" for j, _ in refused))

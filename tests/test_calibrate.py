@@ -86,6 +86,11 @@ def test_calibrate_refuses_bad_input_before_measuring(tmp_path):
     assert result.exit_code == 2 and "onnx has no encoding int4" in result.output
     result = runner.invoke(app, [*base, "--runner", "host", "--model", "resnet18"])
     assert result.exit_code == 2 and "ARCH@SIZE" in result.output
+    (tmp_path / "file").write_text("")
+    result = runner.invoke(app, ["profile", "calibrate", "x86-server-avx2", "--runner", "host", "--out",
+                                 str(tmp_path / "file" / "p.toml"), "--model", "edgekiln_probe_conv1@32",
+                                 "--encoding", "fp32", "--runs", "10"])
+    assert result.exit_code == 2 and "cannot write" in result.output and "file" in result.output
     result = runner.invoke(app, ["profile", "calibrate", "raspberry-pi-5-cpu", "--runner", "ssh", "--out",
                                  str(tmp_path / "pi.toml"), "--model", "resnet10t@32", "--encoding", "fp32"],
                            env={"EDGEKILN_SSH_HOST": "127.0.0.1", "EDGEKILN_SSH_PORT": "1"})
