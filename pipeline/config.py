@@ -153,7 +153,15 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
     def fix(p: Path | None) -> Path | None:
         return p if p is None or p.is_absolute() else (base / p).resolve()
 
+    def fix_shards(spec: str | list[str] | None) -> str | list[str] | None:
+        def one(url: str) -> str:  # a local path or pattern; URLs (pipe:, https:, ...) as they are
+            return url if ":" in url.split("/")[0] else str(fix(Path(url)))
+        return spec if spec is None else one(spec) if isinstance(spec, str) else [one(u) for u in spec]
+
     cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
+    cfg.data.test_path = fix(cfg.data.test_path)
+    cfg.data.shards, cfg.data.val_shards = fix_shards(cfg.data.shards), fix_shards(cfg.data.val_shards)
+    cfg.data.test_shards = fix_shards(cfg.data.test_shards)
     cfg.quantize.calibration_path = fix(cfg.quantize.calibration_path)
     if cfg.prune.profile and (cfg.prune.profile.endswith(".toml") or "/" in cfg.prune.profile):
         cfg.prune.profile = str(fix(Path(cfg.prune.profile)))  # a profile file beside the config

@@ -284,7 +284,7 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
             "val": data.splits["val"]["count"],
             "test": None if data.splits["test"] is None else data.splits["test"]["count"],
             "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",
-            **({} if data.has_test else {"note": "no test split (data.test_fraction = 0): the release gates "
+            **({} if data.has_test else {"note": "no test split (data.test_fraction = 0, or no data.test_shards): the release gates "
                                                  "are judged on val, which every decision looked at"})}
 
 
@@ -310,7 +310,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     check_writable(out_dir, "--out")
     check_writable(cache_dir, "--cache-dir")
     preflight(cfg)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, index_dir=cache_dir / ".index")
     outcome.labels = data.classes
     test = f" / {len(data.test_y)} test" if data.has_test else " (no test split)"
     console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val{test} images, "

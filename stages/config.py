@@ -24,10 +24,21 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["digits", "imagefolder"] = "digits"
+    source: Literal["digits", "imagefolder", "webdataset"] = "digits"
     path: Path | None = None
     val_path: Path | None = None
     test_path: Path | None = None
+    # webdataset: each split's shards, a brace pattern ("train-{000..099}.tar") or a list of
+    # paths or URLs; samples are `<key>.jpg` (or png, webp...) with `<key>.cls`, the class
+    # index. Val and test are their own shards (nothing is carved from a stream); no
+    # test_shards: no test split.
+    shards: str | list[str] | None = None
+    val_shards: str | list[str] | None = None
+    test_shards: str | list[str] | None = None
+    classes: list[str] | None = None  # webdataset: the name of each class index (default "0", "1", ...)
+    # webdataset: an epoch reads the shards in a random order through a buffer of this many
+    # samples (encoded), shuffled within it: larger mixes better and holds more in memory.
+    shuffle_buffer: int = Field(5000, ge=1, le=10_000_000)
     image_size: int = Field(32, ge=16, le=1024)
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     # Share of the images held out for the final figures (release gate); 0 with no
@@ -49,11 +60,25 @@ class DataConfig(BaseModel):
         if self.source == "digits" and (self.path or self.val_path or self.test_path):
             raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
         if self.source == "digits" and self.streaming:
-            raise ValueError("streaming = true needs source 'imagefolder': the digits are 1,797 images in memory")
+            raise ValueError("streaming = true needs source 'imagefolder' or 'webdataset': the digits are 1,797 "
+                             "images in memory")
+        if self.source == "webdataset":
+            self._fits_shards()
+        elif self.shards or self.val_shards or self.test_shards or self.classes:
+            raise ValueError(f"source '{self.source}' takes no `shards`, `val_shards`, `test_shards` or `classes` "
+                             "(those are for source 'webdataset')")
         carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
         if carved >= 0.9:
             raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")
         return self
+
+    def _fits_shards(self) -> None:
+        if not self.shards or not self.val_shards:
+            raise ValueError("source 'webdataset' needs `shards` and `val_shards` (the training and validation shards)")
+        unread = [k for k in ("path", "val_path", "test_path", "max_samples") if getattr(self, k) is not None]
+        if unread:
+            raise ValueError(f"{', '.join(unread)}: not read with source 'webdataset' (each split is its own shards; "
+                             "val_fraction and test_fraction are not read either)")
 
 
 class TeacherCandidate(BaseModel):

@@ -1,7 +1,8 @@
-"""Datasets: sklearn's digits (ships with scikit-learn) or a folder of class sub-folders.
+"""Datasets: sklearn's digits (ships with scikit-learn), a folder of class sub-folders, or
+WebDataset shards.
 
-Images are uint8 NCHW at the configured size, held in memory, or for a large folder's
-training split left on disk and decoded batch by batch (stages/image_files.py); models
+Images are uint8 NCHW at the configured size, held in memory, or for a large training split
+left on disk and decoded batch by batch (stages/image_files.py, stages/shards.py); models
 normalize them with their own mean/std (see `to_input`). Three disjoint splits, deterministic for a seed:
 train (fitting), val (every decision: selection, gates inside stages, searches) and test
 (held out: only the final grading sees it; stages get a view without it).
@@ -22,6 +23,7 @@ import torch
 from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.stages.config import DataConfig
 from edgekiln.stages.errors import InputError
+from edgekiln.stages import index_cache, shards
 from edgekiln.stages.image_files import ImageFiles, default_workers
 
 # An image folder whose training split would take more than this decoded is streamed from
@@ -33,7 +35,7 @@ _WORKERS_ABOVE = 2000
 
 @dataclass
 class Dataset:
-    train_x: torch.Tensor | ImageFiles  # uint8 [N, 3, S, S], or files decoded batch by batch
+    train_x: torch.Tensor | ImageFiles | shards.ShardImages  # uint8 [N, 3, S, S], or decoded batch by batch
     train_y: torch.Tensor  # int64 [N]
     val_x: torch.Tensor
     val_y: torch.Tensor
@@ -45,10 +47,14 @@ class Dataset:
     # Members of each split, so anyone can re-evaluate on exactly these images (splits.json).
     splits: dict = field(default_factory=dict)
     workers: int = 0  # processes that decode streamed training images
+    # Shards: the training indices shard by shard, and the shuffle buffer an epoch's order is
+    # drawn through (whether the images are streamed or in memory); None: a random permutation.
+    shard_layout: list | None = None
+    shuffle_buffer: int = 0
 
     @property
     def streamed(self) -> bool:
-        return isinstance(self.train_x, ImageFiles)
+        return not isinstance(self.train_x, torch.Tensor)
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +67,12 @@ class Dataset:
     @property
     def has_test(self) -> bool:
         return self.test_y is not None and len(self.test_y) > 0
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """The order of the training images in an epoch, drawn from `generator`."""
+        if self.shard_layout is None:
+            return torch.randperm(len(self.train_y), generator=generator)
+        return shards.epoch_order(self.shard_layout, self.shuffle_buffer, generator)
 
     def for_stages(self) -> "Dataset":
         """The data every stage decides on: train and val, and no test images at all."""
@@ -84,7 +96,7 @@ class _Pool:
     """Images from one source, with an id per image: a sample index (digits) or a file path
     relative to `root` (folders), as splits.json lists them."""
 
-    x: torch.Tensor | ImageFiles
+    x: torch.Tensor | ImageFiles | shards.ShardImages
     y: torch.Tensor
     ids: list
     classes: list[str]
@@ -93,12 +105,12 @@ class _Pool:
 
     def take(self, idx) -> "_Pool":
         idx = np.asarray(idx, dtype=np.int64)
-        x = self.x.subset(idx) if isinstance(self.x, ImageFiles) else self.x[torch.as_tensor(idx)]
+        x = self.x[torch.as_tensor(idx)] if isinstance(self.x, torch.Tensor) else self.x.subset(idx)
         return dataclasses.replace(self, x=x, y=self.y[torch.as_tensor(idx)], ids=[self.ids[i] for i in idx])
 
     def decoded(self, workers: int) -> "_Pool":
         """This pool with its images in memory."""
-        if not isinstance(self.x, ImageFiles):
+        if isinstance(self.x, torch.Tensor):
             return self
         return dataclasses.replace(self, x=self.x.load(workers if len(self.ids) > _WORKERS_ABOVE else 0))
 
@@ -106,45 +118,75 @@ class _Pool:
         return {"root": self.root, "count": len(self.ids), "members": list(self.ids)}
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
     """Load and split the data `cfg` describes; InputError (naming the key) if unusable.
+    `index_dir`: where indexes of image folders and shards are kept between runs.
 
     The test split is carved first (stratified, seeded), then val from what is left, so val
-    and test are `val_fraction` and `test_fraction` of all the images and never overlap."""
+    and test are `val_fraction` and `test_fraction` of all the images and never overlap.
+    A split given as its own folder or shards is taken whole."""
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
-    pool = _digits(cfg.image_size) if cfg.source == "digits" else _image_folder(cfg.path, cfg.image_size, "data.path")
+    if cfg.source == "webdataset":
+        pool, given_val, test = _shard_pools(cfg, index_dir)
+    else:
+        pool = _digits(cfg.image_size) if cfg.source == "digits" else \
+            _image_folder(cfg.path, cfg.image_size, "data.path", index_dir)
+        given_val = None if cfg.val_path is None else \
+            _image_folder(cfg.val_path, cfg.image_size, "data.val_path", index_dir)
+        test = None if cfg.test_path is None else \
+            _image_folder(cfg.test_path, cfg.image_size, "data.test_path", index_dir)
+        for other, key in ((given_val, "data.val_path"), (test, "data.test_path")):
+            if other is not None:
+                _same_classes(other, pool, key)
     if cfg.max_samples is not None and cfg.max_samples < len(pool.y):
         pool = pool.take(_split(pool.y, cfg.max_samples / len(pool.y), cfg.seed)[1])
-    source_id, test = pool.source_id, None
-    if cfg.test_path is not None:
-        test = _image_folder(cfg.test_path, cfg.image_size, "data.test_path")
-        _same_classes(test, pool, "data.test_path")
-        source_id += test.source_id
-    elif cfg.test_fraction > 0:
+    source_id = pool.source_id + "".join(p.source_id for p in (test, given_val) if p is not None)
+    carve_test = test is None and cfg.source != "webdataset" and cfg.test_fraction > 0
+    if carve_test:
         rest, held = _split(pool.y, cfg.test_fraction, cfg.seed, "data.test_fraction")
         pool, test = pool.take(rest), pool.take(held)
-    if cfg.val_path is not None:
-        train, val = pool, _image_folder(cfg.val_path, cfg.image_size, "data.val_path")
-        _same_classes(val, pool, "data.val_path")
-        source_id += val.source_id
+    if given_val is not None:
+        train, val = pool, given_val
     else:
         # val_fraction is of all the images: of what the test split left, a larger share.
-        carved = cfg.test_fraction if (cfg.test_path is None and test is not None) else 0.0
+        carved = cfg.test_fraction if carve_test else 0.0
         rest, held = _split(pool.y, cfg.val_fraction / (1.0 - carved), cfg.seed, "data.val_fraction")
         train, val = pool.take(rest), pool.take(held)
     if len(val.y) == 0 or len(train.y) == 0:
         raise InputError("data: the split leaves no training or no validation images")
+    layout = train.x.layout() if isinstance(train.x, shards.ShardImages) else None
     stream = cfg.streaming if cfg.streaming is not None else len(train.ids) * 3 * cfg.image_size**2 > STREAM_ABOVE_BYTES
     train = train if stream else train.decoded(workers)
     val, test = val.decoded(workers), None if test is None else test.decoded(workers)
     # How the images are read changes nothing a stage computes: not part of the fingerprint.
     fingerprint = hashlib.sha256((source_id + cfg.model_dump_json(
-        exclude={"path", "val_path", "test_path", "streaming", "num_workers"})).encode()).hexdigest()
+        exclude={"path", "val_path", "test_path", "shards", "val_shards", "test_shards", "streaming",
+                 "num_workers"})).encode()).hexdigest()
     splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
               "val": val.members(), "test": None if test is None else test.members()}
     return Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
                    test_x=None if test is None else test.x, test_y=None if test is None else test.y,
-                   splits=splits, workers=workers if stream else 0)
+                   splits=splits, workers=workers if stream else 0, shard_layout=layout,
+                   shuffle_buffer=cfg.shuffle_buffer)
+
+
+def _shard_pools(cfg: DataConfig, index_dir: Path | None) -> tuple[_Pool, _Pool, _Pool | None]:
+    """The training, validation and (if given) test shards, with one list of class names."""
+    given = [("data.shards", cfg.shards), ("data.val_shards", cfg.val_shards), ("data.test_shards", cfg.test_shards)]
+    indexes = [(key, shards.index(shards.expand(spec, key), key, index_dir)) for key, spec in given if spec]
+    top = max(max((max(labels) for labels in found.labels if labels), default=0) for _, found in indexes)
+    if cfg.classes is not None and top >= len(cfg.classes):
+        raise InputError(f"data.classes names {len(cfg.classes)} classes; the shards hold labels up to {top}")
+    classes = cfg.classes or [str(i) for i in range(top + 1)]
+    if len(classes) < 2:
+        raise InputError(f"data.shards: the shards hold one class ({classes[0]}); a classifier needs two or more")
+    pools = []
+    for key, found in indexes:
+        images = shards.ShardImages(found, cfg.image_size, key)
+        ids = [f"{Path(url).name}/{k}" for url, keys in zip(found.urls, found.keys) for k in keys]
+        labels = torch.tensor([y for per_shard in found.labels for y in per_shard], dtype=torch.int64)
+        pools.append(_Pool(images, labels, ids, classes, found.fingerprint, key))
+    return pools[0], pools[1], pools[2] if len(pools) > 2 else None
 
 
 def _same_classes(other: _Pool, pool: _Pool, key: str) -> None:
@@ -179,9 +221,10 @@ def _digits(size: int) -> _Pool:
                  f"sklearn-digits-{sklearn.__version__}", "digits")
 
 
-def _image_folder(root: Path, size: int, key: str) -> _Pool:
+def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None) -> _Pool:
     """The folder's images as files (decoded later, all at once or batch by batch): each
-    file's header is read here, so an unreadable file stops the run before any work."""
+    file's header is read, so an unreadable file stops the run before any work; once per
+    listing (names, sizes, times) when `index_dir` keeps the index."""
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -195,15 +238,18 @@ def _image_folder(root: Path, size: int, key: str) -> _Pool:
         if not files:
             raise InputError(f"{key}: class folder {root / name} holds no images")
         for f in files:
-            try:
-                with Image.open(f):  # the header only: cheap, and catches what is not an image
-                    pass
-            except (UnidentifiedImageError, OSError) as e:
-                raise InputError(f"{key}: cannot read image {f}: {e}") from e
             labels.append(label)
             stat = f.stat()
             listing.append((f.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
     files = [entry[0] for entry in listing]
     source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    if index_cache.read(index_dir, f"folder-{source_id}") is None:
+        for f in files:
+            try:
+                with Image.open(root / f):  # the header only: cheap, and catches what is not an image
+                    pass
+            except (UnidentifiedImageError, OSError) as e:
+                raise InputError(f"{key}: cannot read image {root / f}: {e}") from e
+        index_cache.write(index_dir, f"folder-{source_id}", {"root": str(root), "images": len(files)})
     return _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
                  source_id, key)

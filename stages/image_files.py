@@ -87,7 +87,11 @@ def default_workers() -> int:
 def batches(images, index_batches: list[torch.Tensor], workers: int = 0) -> Iterator[torch.Tensor]:
     """The uint8 images of each batch of indices, in order. Tensors are indexed in memory;
     ImageFiles are decoded by `workers` DataLoader processes (0: in this one), a few
-    batches ahead of the training step that reads them."""
+    batches ahead of the training step that reads them; shards (stages/shards.py) read
+    every batch in one pass over them."""
+    if hasattr(images, "batches"):
+        yield from images.batches(index_batches, workers)
+        return
     if isinstance(images, torch.Tensor) or workers == 0:
         for idx in index_batches:
             yield images[idx]

@@ -447,7 +447,7 @@ class Trainer:
     def _epoch_batches(self) -> list[torch.Tensor]:
         """This epoch's batches of training-image indices (all ranks'), in training order."""
         ranks = distributed.world()[1]
-        order = torch.randperm(len(self.data.train_y), generator=self.generator)
+        order = self.data.epoch_order(self.generator)
         out = []
         for start in range(0, len(order), self.train.batch_size):
             idx = order[start : start + self.train.batch_size]

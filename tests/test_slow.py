@@ -68,3 +68,45 @@ def test_imagefolder_example_runs_on_a_generated_folder(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["labels"] == [f"digit_{i}" for i in range(10)]
     assert all(a["accuracy"] > 60 for a in manifest["artifacts"])  # chance: 10%; 76-77% seen
+
+
+def test_webdataset_example_runs_on_generated_shards(tmp_path):
+    """The shipped webdataset example, pointed at the digits written out as shards (train,
+    val and test) and scaled down to run here, streamed."""
+    import io
+
+    import webdataset as wds
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    parts = {"train": order[:1100], "val": order[1100:1450], "test": order[1450:]}
+    (tmp_path / "shards").mkdir()
+    for split, members in parts.items():
+        with wds.ShardWriter(str(tmp_path / "shards" / f"{split}-%06d.tar"), maxcount=300, verbose=0) as sink:
+            for i in members:
+                png = io.BytesIO()
+                Image.fromarray((digits.images[i] * 15).astype(np.uint8)).resize((40, 40)).save(png, format="PNG")
+                sink.write({"__key__": f"{i:06d}", "png": png.getvalue(), "cls": str(digits.target[i])})
+    text = (ROOT / "examples" / "webdataset.toml").read_text()
+    for old, new in [('"../data/shards/train-{000000..000099}.tar"', f'"{tmp_path}/shards/train-{{000000..000003}}.tar"'),
+                     ('"../data/shards/val-{000000..000004}.tar"', f'"{tmp_path}/shards/val-{{000000..000001}}.tar"'),
+                     ('"../data/shards/test-{000000..000004}.tar"', f'"{tmp_path}/shards/test-{{000000..000001}}.tar"'),
+                     ('classes = ["cat", "dog", "fox"]', "streaming = true"),
+                     ("image_size = 224", "image_size = 32"), ("shuffle_buffer = 5000", "shuffle_buffer = 500"),
+                     ("num_workers = 8", "num_workers = 2"),
+                     ('candidates = ["resnet50", "efficientnet_b0"]', 'candidates = ["resnet10t"]'),
+                     ("pretrained = true", "pretrained = false"), ("\nepochs = 10", "\nepochs = 4"),
+                     ('arch = "mobilenetv3_large_100"', 'arch = "mobilenetv3_small_050"'),
+                     ("\nepochs = 30\nlr = 2e-3", "\nepochs = 12\nlr = 6e-3"), ("hflip = true", "hflip = false"),
+                     ("finetune_epochs = 10", "finetune_epochs = 2"), ("max_drop_total = 3.0", "max_drop_total = 30.0")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    config = tmp_path / "webdataset.toml"
+    config.write_text(text)
+    result = run(config, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["splits"]["test"] == len(parts["test"]) and manifest["splits"]["release_gates_on"] == "test"
+    assert all(a["accuracy"] > 60 for a in manifest["artifacts"])  # chance: 10%
+    assert list((tmp_path / "cache" / ".index").glob("shards-*.json"))

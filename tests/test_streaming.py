@@ -81,3 +81,25 @@ def test_streaming_is_for_image_folders():
 
     with pytest.raises(ValidationError, match="streaming = true needs source 'imagefolder'"):
         DataConfig(streaming=True)
+
+
+def test_a_folders_index_is_kept_so_its_headers_are_read_once_per_listing(folder, tmp_path, monkeypatch):
+    import shutil
+
+    import PIL.Image
+
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    opened = []
+    real = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda f, *a, **k: opened.append(str(f)) or real(f, *a, **k))
+    config = DataConfig(source="imagefolder", path=copy, image_size=32, streaming=True, num_workers=0)
+    first = load_dataset(config, index_dir=tmp_path / "index")
+    held_out = len(first.val_y) + len(first.test_y)
+    assert len(opened) == 90 + held_out  # every header, then val and test decoded
+    opened.clear()
+    again = load_dataset(config, index_dir=tmp_path / "index")
+    assert len(opened) == held_out and again.fingerprint == first.fingerprint  # no header read again
+    (copy / "square" / "007.jpg").write_bytes(b"not a jpeg")  # a changed file: a new listing, read again
+    with pytest.raises(InputError, match="cannot read image .*square/007.jpg"):
+        load_dataset(config, index_dir=tmp_path / "index")
