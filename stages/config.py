@@ -132,6 +132,11 @@ class TrainConfig(BaseModel):
     # applied per image on the device: cheap, and the augmentation small images need most.
     translate: float = Field(0.0, ge=0.0, le=0.5)
     hflip: bool = False  # random horizontal flips (not for digits or text)
+    # Training forward passes under bf16 autocast (weights, gradients and optimizer state stay
+    # float32), and the channels_last memory layout: for tensor-core GPUs. Off by default:
+    # neither is measured on a GPU yet (BENCHMARKS.md); on the CPU both run, slowly.
+    autocast: Literal["none", "bf16"] = "none"
+    channels_last: bool = False
 
     @property
     def deterministic_inputs(self) -> bool:

@@ -156,24 +156,34 @@ class Teacher:
         return self
 
     @torch.no_grad()
-    def precompute(self, images, batch_size: int = 256, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Outputs for every image (hint features in float16). In memory for images in memory;
-        for streamed images, in a file mapped into memory (the OS pages it in and out), so the
-        logits of a large set do not have to fit in RAM either."""
+    def precompute(self, images, batch_size: int = 256, workers: int = 0,
+                   logits_dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs for every image: logits shifted so that each row's largest is 0 (the
+        distillation loss reads them through a softmax, which the shift does not change), in
+        `logits_dtype`, and hint features in float16. In memory for images in memory; for
+        streamed images, in a file mapped into memory (the OS pages it in and out), so the
+        outputs of a large set do not have to fit in RAM either.
+
+        float16 halves the memory of float32 at no measurable cost (BENCHMARKS.md): after the
+        shift, rounding a logit v <= 0 to 11 bits moves its softened probability p by at most
+        p * |v| / T * 2^-11, and p <= exp(v / T), so by under 2e-4 whatever the temperature T
+        (the error of a logit grows with its distance from the largest; its probability
+        shrinks faster)."""
         dev = device()
         self.to(dev)
         n = len(images)
         order = torch.arange(n)
         index_batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
         out = hint = None
-        on_disk = not isinstance(images, torch.Tensor)
+        on_disk = not isinstance(images, torch.Tensor)  # streamed: a large set
         for idx, batch in zip(index_batches, batches(images, index_batches, workers)):
             logits, features = self(batch.to(dev))
             if out is None:
-                out = _buffer((n, *logits.shape[1:]), torch.float32, on_disk)
+                out = _buffer((n, *logits.shape[1:]), logits_dtype, on_disk)
                 if self.hint_size is not None:
                     hint = _buffer((n, *features.shape[1:]), torch.float16, on_disk)
-            out[idx] = logits.float().cpu()
+            shifted = logits.float() - logits.float().amax(1, keepdim=True)
+            out[idx] = shifted.clamp_min(torch.finfo(logits_dtype).min).to(logits_dtype).cpu()
             if hint is not None:
                 hint[idx] = features.half().cpu()
         self.to(torch.device("cpu"))
@@ -390,6 +400,8 @@ class Trainer:
         if epoch <= self.epoch:
             return
         self.model.to(self.dev).train()
+        if self.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.step_module = _Step(self.model, self.hint)
         if distributed.world()[1] > 1:  # gradients averaged across the ranks, buffers from rank 0
             from torch.nn.parallel import DistributedDataParallel
@@ -415,7 +427,7 @@ class Trainer:
             _restore_rng(outer)
         if self.teacher is not None:
             self.teacher.to(torch.device("cpu"))
-        self.model.cpu().eval()
+        self.model.cpu().eval().to(memory_format=torch.contiguous_format)  # what export and evaluation expect
 
     def _diverged(self, what: str):
         if self.teacher is not None:
@@ -475,7 +487,12 @@ class Trainer:
             y = self.data.train_y[idx].to(dev)
             if self.mix is not None:
                 images, y = self.mix(images, y)  # soft targets, label smoothing included
-            out, hinted = self.step_module(model_input(self.bundle, images))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train.autocast == "bf16"):
+                x = model_input(self.bundle, images)
+                out, hinted = self.step_module(x.contiguous(memory_format=torch.channels_last)
+                                               if train.channels_last else x)
+            out = out.float()
+            hinted = None if hinted is None else hinted.float()
             if y.dim() == 2:
                 hard = F.cross_entropy(out, y)
             else:
@@ -483,10 +500,11 @@ class Trainer:
             loss = hard
             if self.teacher is not None:
                 if self.cached is not None:
-                    t_logits = self.cached[0][idx].to(dev)
+                    t_logits = self.cached[0][idx].to(dev).float()
                     t_hint = self.cached[1][idx].to(dev).float() if self.cached[1] is not None else None
                 else:
-                    t_logits, t_hint = self.teacher(images)
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train.autocast == "bf16"):
+                        t_logits, t_hint = self.teacher(images)
                 t = kd.temperature
                 soft = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(t_logits / t, 1),
                                 reduction="batchmean", log_target=True) * t * t

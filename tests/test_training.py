@@ -126,3 +126,16 @@ def test_a_diverging_run_stops_at_once_naming_epoch_step_and_key(data):
                                                r"\(now 1e\+30\)"):
         training.fit(student(), data, 3, lr=1e30, seed=0, desc="distill x", lr_key="student.lr",
                      train=training.TrainConfig(batch_size=32, warmup_epochs=0.0))
+
+
+def test_bf16_autocast_and_channels_last_train_the_same_model_in_another_precision(data):
+    """The CUDA options run on any device: bf16 forward passes land near the float32 weights
+    (not on them), and the model comes back in the usual memory layout for export."""
+    plain, fast = student(), student()
+    training.fit(plain, data, 1, lr=1e-3, seed=0, desc="t", train=training.TrainConfig(batch_size=32))
+    training.fit(fast, data, 1, lr=1e-3, seed=0, desc="t",
+                 train=training.TrainConfig(batch_size=32, autocast="bf16", channels_last=True))
+    moved = [(a - b).abs().max().item() for a, b in zip(plain.model.parameters(), fast.model.parameters())]
+    assert 0 < max(moved) < 0.05
+    assert all(p.is_contiguous() for p in fast.model.parameters())
+    assert all(p.dtype == torch.float32 for p in fast.model.parameters())
