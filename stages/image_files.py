@@ -9,6 +9,7 @@ streamed, the memory a run needs no longer grows with the number of training ima
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -68,15 +69,49 @@ class ImageFiles:
         return out
 
 
+class SampleAugment:
+    """A PIL augmentation (timm's RandAugment) applied to one image at a time, its random
+    draws seeded by (seed, epoch, the image's index): the same images come out whichever
+    process applies it (a decoding worker, the training process, any rank), so streamed
+    and in-memory training, and one or several ranks, stay the same."""
+
+    def __init__(self, transform, seed: int, epoch: int = 0):
+        self.transform, self.seed, self.epoch = transform, int(seed), int(epoch)
+
+    def for_epoch(self, epoch: int) -> "SampleAugment":
+        return SampleAugment(self.transform, self.seed, epoch)
+
+    def __call__(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        """One uint8 CHW image, augmented. Reseeds `random` and numpy's global generator
+        (what timm draws from): `batch` keeps the caller's."""
+        from PIL import Image
+
+        sample_seed = ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(index)) % 2**63
+        random.seed(sample_seed)
+        np.random.seed(sample_seed % 2**32)
+        out = np.asarray(self.transform(Image.fromarray(image.permute(1, 2, 0).numpy())))
+        return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+    def batch(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """A uint8 NCHW batch of the images at `indices`, augmented, in this process."""
+        saved = random.getstate(), np.random.get_state()
+        try:
+            return torch.stack([self(image, int(i)) for image, i in zip(images, indices)])
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+
+
 class _Decoded(torch.utils.data.Dataset):
-    def __init__(self, images: ImageFiles):
-        self.images = images
+    def __init__(self, images: ImageFiles, augment: SampleAugment | None):
+        self.images, self.augment = images, augment
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images.decode(i)
+        image = self.images.decode(i)
+        return image if self.augment is None else self.augment(image, i)
 
 
 def default_workers() -> int:
@@ -84,20 +119,20 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-def batches(images, index_batches: list[torch.Tensor], workers: int = 0) -> Iterator[torch.Tensor]:
-    """The uint8 images of each batch of indices, in order. Tensors are indexed in memory;
-    ImageFiles are decoded by `workers` DataLoader processes (0: in this one), a few
-    batches ahead of the training step that reads them; shards (stages/shards.py) read
-    every batch in one pass over them."""
-    if hasattr(images, "batches"):
-        yield from images.batches(index_batches, workers)
-        return
-    if isinstance(images, torch.Tensor) or workers == 0:
-        for idx in index_batches:
-            yield images[idx]
+def batches(images, index_batches: list[torch.Tensor], workers: int = 0,
+            augment: SampleAugment | None = None) -> Iterator[torch.Tensor]:
+    """The uint8 images of each batch of indices, in order, augmented by `augment` if given.
+    Tensors are indexed in memory; ImageFiles are decoded (and augmented) by `workers`
+    DataLoader processes (0: in this one), a few batches ahead of the training step that
+    reads them; shards (stages/shards.py) read every batch in one pass over them."""
+    if hasattr(images, "batches") or isinstance(images, torch.Tensor) or workers == 0:
+        read = images.batches(index_batches, workers) if hasattr(images, "batches") else \
+            (images[idx] for idx in index_batches)
+        for idx, batch in zip(index_batches, read):
+            yield batch if augment is None else augment.batch(batch, idx)
         return
     loader = torch.utils.data.DataLoader(
-        _Decoded(images), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+        _Decoded(images, augment), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
         collate_fn=torch.stack, prefetch_factor=4, multiprocessing_context=_worker_context())
     yield from loader
 

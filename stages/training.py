@@ -28,7 +28,7 @@ from edgekiln.stages.config import DistillConfig, TrainConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages import distributed
 from edgekiln.stages.errors import TrainingDiverged
-from edgekiln.stages.image_files import batches
+from edgekiln.stages.image_files import SampleAugment, batches
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.progress import console, epoch_bar
 
@@ -250,14 +250,6 @@ def hinted_teacher(teachers: list[ModelBundle], student: ModelBundle, kd: Distil
     return Teacher(teachers, hint_size=size), HintProjection(s_channels, t_channels, size)
 
 
-def _randaugment(images: torch.Tensor, transform) -> torch.Tensor:
-    """Apply a timm (PIL) RandAugment transform to each uint8 NCHW image."""
-    from PIL import Image
-
-    out = [np.asarray(transform(Image.fromarray(img.permute(1, 2, 0).numpy()))) for img in images]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
 def shift_and_flip(images: torch.Tensor, translate: float, hflip: bool, generator: torch.Generator,
                    share: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Random translation (up to `translate` of the size each way, edge pixels replicated) and
@@ -331,7 +323,8 @@ class Trainer:
         if self.train.randaugment:
             from timm.data.auto_augment import rand_augment_transform
 
-            self.augment = rand_augment_transform(self.train.randaugment, {"img_mean": (124, 116, 104)})
+            self.augment = SampleAugment(
+                rand_augment_transform(self.train.randaugment, {"img_mean": (124, 116, 104)}), seed)
         self.mix = None
         if self.train.mixup > 0 or self.train.cutmix > 0:
             self.mix = Mixup(mixup_alpha=self.train.mixup, cutmix_alpha=self.train.cutmix,
@@ -476,10 +469,11 @@ class Trainer:
         rank, ranks = distributed.world()
         whole = self._epoch_batches()
         shares = [distributed.shard(idx) for idx in whole]  # this rank's share of each batch
-        # Streamed images are decoded by worker processes, a few batches ahead of this loop.
-        for batch, idx, images in zip(whole, shares, batches(self.data.train_x, shares, self.data.workers)):
-            if self.augment is not None:
-                images = _randaugment(images, self.augment)
+        # Streamed images are decoded (and RandAugment applied) by worker processes, a few
+        # batches ahead of this loop.
+        augment = None if self.augment is None else self.augment.for_epoch(self.epoch)
+        read = batches(self.data.train_x, shares, self.data.workers, augment)
+        for batch, idx, images in zip(whole, shares, read):
             images = images.to(dev).float().div_(255.0)
             if train.translate > 0 or train.hflip:
                 images = shift_and_flip(images, train.translate, train.hflip, self.generator,

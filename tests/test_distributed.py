@@ -29,8 +29,8 @@ def _train() -> dict:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 10))  # no BatchNorm: per-rank statistics
     bundle = ModelBundle("probe", model, 10, 16)
-    training.fit(bundle, _data(), 2, lr=3e-3, seed=0, desc="probe", train=TrainConfig(batch_size=32, translate=0.1),
-                 resumable=False)
+    train = TrainConfig(batch_size=32, translate=0.1, randaugment="rand-m5")
+    training.fit(bundle, _data(), 2, lr=3e-3, seed=0, desc="probe", train=train, resumable=False)
     return {k: v.clone() for k, v in bundle.model.state_dict().items()}
 
 

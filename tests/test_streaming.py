@@ -66,6 +66,19 @@ def test_training_and_teacher_outputs_are_the_same_streamed_or_in_memory(folder)
     assert torch.equal(streamed_logits, logits) and streamed_logits.shape == (len(streamed.train_y), 3)
 
 
+def test_randaugment_in_the_decoding_workers_gives_the_in_memory_weights(folder):
+    """RandAugment runs where the image is decoded (a worker process, for a streamed split),
+    with draws seeded per image and epoch: the same augmented batches either way."""
+    train = TrainConfig(batch_size=16, randaugment="rand-m9-mstd0.5")
+    weights = []
+    for data in both(folder):
+        model = modeling.create("resnet10t", data.num_classes, seed=0, image_size=32)
+        bundle = modeling.bundle("resnet10t", model, data.num_classes, 32, source="test")
+        training.fit(bundle, data, 2, lr=1e-3, seed=0, desc="test", train=train, resumable=False)
+        weights.append(bundle.model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
 def test_an_unreadable_file_stops_the_load_naming_it(folder, tmp_path):
     import shutil
 
