@@ -70,15 +70,17 @@ def _importance(kind: str):
 def taylor_gradients(bundle, data: Dataset, batches: int = 4, batch_size: int = 64):
     """A callable filling .grad with the cross-entropy gradient of a few training batches
     (Taylor importance is |weight x gradient|)."""
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(data.seed))
+    chosen = order[: batches * batch_size]
+    images = data.train_x[chosen]  # read once (streamed shards: one pass over those that hold them)
+
     def fill() -> None:
         model = bundle.model
         model.eval()  # BatchNorm on its running statistics: these passes must not update them
         model.zero_grad()
-        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(data.seed))
-        for i in range(0, batches * batch_size, batch_size):
-            idx = order[i : i + batch_size]
-            x = training.model_input(bundle, data.train_x[idx])
-            torch.nn.functional.cross_entropy(model(x), data.train_y[idx].to(x.device)).backward()
+        for i in range(0, len(chosen), batch_size):
+            x = training.model_input(bundle, images[i : i + batch_size])
+            torch.nn.functional.cross_entropy(model(x), data.train_y[chosen[i : i + batch_size]].to(x.device)).backward()
     return fill
 
 

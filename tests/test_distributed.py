@@ -75,11 +75,15 @@ def test_run_on_two_processes_runs_every_stage_and_reports_the_world(run, tmp_pa
     assert not any(s["cached"] for s in manifest["stages"])  # trained here, on two ranks
     [artifact] = manifest["artifacts"]
     assert artifact["format"] == "onnx" and artifact["accuracy_source"] == "runtime"
-    # The well-trained teacher agrees within a point; the tiny student after pruning to 70%
-    # moves by several points between any two runs (a thread count alone moves it: BENCHMARKS).
+    # The well-trained teacher agrees within a point. The tiny student, pruned to 70% of its
+    # MACs with two epochs to recover, lands 4-6 points either side of the one-process run
+    # (seeds 0-2: +6.1, +3.3, -4.4; BENCHMARKS.md), and one process moves as much from seed
+    # to seed. The band below is that noise: it catches a run that fails to train or
+    # collapses, not a subtle difference; the exact check is the training-loop test above.
     teacher, one_teacher = manifest["teacher"], single["teacher"]
     assert abs(teacher["test_accuracy"] - one_teacher["test_accuracy"]) <= 1.0
-    assert artifact["test_accuracy"] > 50  # chance is 10%
+    one_artifact = next(a for a in single["artifacts"] if a["target"] == "server")
+    assert abs(artifact["test_accuracy"] - one_artifact["test_accuracy"]) <= 10.0
 
 
 def test_rank_zeros_exit_code_comes_back_through_the_launcher(tmp_path):

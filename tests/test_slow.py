@@ -40,6 +40,27 @@ def test_example_config_passes_its_own_budget(example, tmp_path):
     assert min(a["accuracy"] for a in manifest["artifacts"]) > 90
 
 
+# The shipped examples' recipe, scaled down to run here: no pretrained weights (no
+# network), so small models trained from scratch, fewer epochs, a lenient budget.
+SCALE_DOWN = [('candidates = ["resnet50", "efficientnet_b0"]', 'candidates = ["resnet10t"]'),
+              ("pretrained = true", "pretrained = false"), ("\nepochs = 10", "\nepochs = 4"),
+              ('arch = "mobilenetv3_large_100"', 'arch = "mobilenetv3_small_050"'),
+              ("\nepochs = 30\nlr = 2e-3", "\nepochs = 12\nlr = 6e-3"), ("finetune_epochs = 10", "finetune_epochs = 2"),
+              ("max_drop_total = 3.0", "max_drop_total = 30.0")]
+
+
+def scaled_down(example: str, tmp_path, replacements) -> Path:
+    """examples/`example` with `replacements` and SCALE_DOWN applied (each must be there),
+    written under `tmp_path`."""
+    text = (ROOT / "examples" / example).read_text()
+    for old, new in [*replacements, *SCALE_DOWN]:
+        assert old in text, old
+        text = text.replace(old, new)
+    config = tmp_path / example
+    config.write_text(text)
+    return config
+
+
 def test_imagefolder_example_runs_on_a_generated_folder(tmp_path):
     """The shipped imagefolder example, pointed at digits written out as PNG files and
     scaled down to run here: no pretrained weights (no network), so the small student
@@ -49,19 +70,9 @@ def test_imagefolder_example_runs_on_a_generated_folder(tmp_path):
         folder = tmp_path / "images" / f"digit_{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 15).astype(np.uint8)).resize((40, 40)).save(folder / f"{i}.png")
-    text = (ROOT / "examples" / "imagefolder.toml").read_text()
-    for old, new in [('path = "../data/my_images"', f'path = "{tmp_path / "images"}"'),
-                     ("image_size = 96", "image_size = 32"),
-                     ('candidates = ["resnet50", "efficientnet_b0"]', 'candidates = ["resnet10t"]'),
-                     ("pretrained = true", "pretrained = false"), ("\nepochs = 10", "\nepochs = 4"),
-                     ('arch = "mobilenetv3_large_100"', 'arch = "mobilenetv3_small_050"'),
-                     ("\nepochs = 30\nlr = 2e-3", "\nepochs = 12\nlr = 6e-3"), ("finetune_epochs = 10", "finetune_epochs = 2"),
-                     ("max_drop_total = 3.0", "max_drop_total = 30.0"), ("prune = 1.5", "prune = 30"),
-                     ("quantize = 1.0", "quantize = 30"), ("export = 0.5", "export = 30")]:
-        assert old in text, old
-        text = text.replace(old, new)
-    config = tmp_path / "imagefolder.toml"
-    config.write_text(text)
+    config = scaled_down("imagefolder.toml", tmp_path, [
+        ('path = "../data/my_images"', f'path = "{tmp_path / "images"}"'), ("image_size = 96", "image_size = 32"),
+        ("prune = 1.5", "prune = 30"), ("quantize = 1.0", "quantize = 30"), ("export = 0.5", "export = 30")])
     assert load_config(config).data.path == tmp_path / "images"
     result = run(config, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 0, result.output
@@ -87,22 +98,13 @@ def test_webdataset_example_runs_on_generated_shards(tmp_path):
                 png = io.BytesIO()
                 Image.fromarray((digits.images[i] * 15).astype(np.uint8)).resize((40, 40)).save(png, format="PNG")
                 sink.write({"__key__": f"{i:06d}", "png": png.getvalue(), "cls": str(digits.target[i])})
-    text = (ROOT / "examples" / "webdataset.toml").read_text()
-    for old, new in [('"../data/shards/train-{000000..000099}.tar"', f'"{tmp_path}/shards/train-{{000000..000003}}.tar"'),
-                     ('"../data/shards/val-{000000..000004}.tar"', f'"{tmp_path}/shards/val-{{000000..000001}}.tar"'),
-                     ('"../data/shards/test-{000000..000004}.tar"', f'"{tmp_path}/shards/test-{{000000..000001}}.tar"'),
-                     ('classes = ["cat", "dog", "fox"]', "streaming = true"),
-                     ("image_size = 224", "image_size = 32"), ("shuffle_buffer = 5000", "shuffle_buffer = 500"),
-                     ("num_workers = 8", "num_workers = 2"),
-                     ('candidates = ["resnet50", "efficientnet_b0"]', 'candidates = ["resnet10t"]'),
-                     ("pretrained = true", "pretrained = false"), ("\nepochs = 10", "\nepochs = 4"),
-                     ('arch = "mobilenetv3_large_100"', 'arch = "mobilenetv3_small_050"'),
-                     ("\nepochs = 30\nlr = 2e-3", "\nepochs = 12\nlr = 6e-3"), ("hflip = true", "hflip = false"),
-                     ("finetune_epochs = 10", "finetune_epochs = 2"), ("max_drop_total = 3.0", "max_drop_total = 30.0")]:
-        assert old in text, old
-        text = text.replace(old, new)
-    config = tmp_path / "webdataset.toml"
-    config.write_text(text)
+    config = scaled_down("webdataset.toml", tmp_path, [
+        ('"../data/shards/train-{000000..000099}.tar"', f'"{tmp_path}/shards/train-{{000000..000003}}.tar"'),
+        ('"../data/shards/val-{000000..000004}.tar"', f'"{tmp_path}/shards/val-{{000000..000001}}.tar"'),
+        ('"../data/shards/test-{000000..000004}.tar"', f'"{tmp_path}/shards/test-{{000000..000001}}.tar"'),
+        ('classes = ["cat", "dog", "fox"]', "streaming = true"), ("image_size = 224", "image_size = 32"),
+        ("shuffle_buffer = 5000", "shuffle_buffer = 500"), ("num_workers = 8", "num_workers = 2"),
+        ("hflip = true", "hflip = false")])
     result = run(config, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
