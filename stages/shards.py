@@ -188,8 +188,9 @@ class ShardImages:
     def batches(self, index_batches: list[torch.Tensor], workers: int = 0, ahead: int = 4) -> Iterator[torch.Tensor]:
         """The images of each batch of indices, in order, from one pass over the shards that
         hold them (in the order the batches first need them). Only the encoded bytes of
-        samples read but not yet batched are held; `workers` threads decode (PIL releases
-        the GIL), `ahead` batches in advance."""
+        samples read but not yet batched are held (in an epoch's order, at most the shuffle
+        buffer and a batch); `workers` threads decode (PIL releases the GIL), `ahead`
+        batches in advance."""
         wanted = [self.positions[torch.as_tensor(b).numpy()] for b in index_batches]
         if not wanted:
             return
@@ -204,6 +205,7 @@ class ShardImages:
         pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 0 else None
         pending: deque = deque()
         head = 0  # the next batch to assemble
+        head_set = set(wanted[0].tolist())
 
         def decode_batch(images: list[bytes]) -> torch.Tensor:
             return torch.stack([decode(b, self.size) for b in images])
@@ -217,21 +219,28 @@ class ShardImages:
                     del held[p], needed[p]
             return out
 
+        def complete() -> Iterator[torch.Tensor]:
+            """The batches now complete, from the head on: decoded here or in the threads."""
+            nonlocal head, head_set
+            while head < len(wanted) and head_set.issubset(held):
+                images = take(wanted[head])
+                head += 1
+                head_set = set(wanted[head].tolist()) if head < len(wanted) else set()
+                if pool is None:
+                    yield decode_batch(images)
+                    continue
+                pending.append(pool.submit(decode_batch, images))
+                while len(pending) > ahead:
+                    yield pending.popleft().result()
+
         try:
             for s in visit.tolist():
                 start = int(self._starts[s])
                 for offset, (_, image, _) in enumerate(_samples(self.shards.urls[s], self.key)):
                     if start + offset in needed:
                         held[start + offset] = image
-                while head < len(wanted) and all(p in held for p in wanted[head].tolist()):
-                    images = take(wanted[head])
-                    head += 1
-                    if pool is None:
-                        yield decode_batch(images)
-                        continue
-                    pending.append(pool.submit(decode_batch, images))
-                    while len(pending) > ahead:
-                        yield pending.popleft().result()
+                    if start + offset in head_set:  # a batch is handed on as soon as it is whole
+                        yield from complete()
             while pending:
                 yield pending.popleft().result()
             if head < len(wanted):  # the index promised samples the shards no longer hold

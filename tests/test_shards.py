@@ -81,6 +81,26 @@ def test_an_epoch_order_is_a_permutation_a_sequential_reader_serves_from_its_buf
     assert len({shard_of[int(i)] for i in order[:10]}) <= 2  # the first ten come from the first shard(s) read
 
 
+
+def test_a_sequential_reader_holds_no_more_than_the_buffer_and_a_batch(shard_dir, monkeypatch):
+    data = load_dataset(_config(shard_dir, streaming=True, shuffle_buffer=10))
+    read = [0]
+    real = shards._samples
+
+    def counted(url, key):
+        for sample in real(url, key):
+            read[0] += 1
+            yield sample
+
+    monkeypatch.setattr(shards, "_samples", counted)
+    order = data.epoch_order(torch.Generator().manual_seed(0))
+    index_batches = [order[i:i + 8] for i in range(0, 90, 8)]
+    handed = 0
+    for batch in data.train_x.batches(index_batches):
+        handed += len(batch)
+        assert read[0] - handed <= 10 + 8  # read but not yet handed on: the buffer and a batch at most
+
+
 def test_training_on_streamed_shards_equals_training_on_them_in_memory(shard_dir):
     results = []
     for streaming in (True, False):
