@@ -71,7 +71,7 @@ def main() -> None:
         print(f"| {t:g} | {absolute:.1e} | {relative:.1e} | {kl:.1e} |")
     rows = []
     for seed in range(args.seeds):
-        rows.append((seed, distil(data, teacher, seed, args.epochs, full), distil(data, teacher, seed, args.epochs, half)))
+        rows.append((seed, *(distil(data, teacher, seed, args.epochs, logits) for logits in (full, half))))
     print(f"\nStudent {STUDENT}, {args.epochs} epochs, val accuracy % ({len(data.val_y)} images: one is "
           f"{100 / len(data.val_y):.2f} points)\n")
     print("| seed | float32 logits | float16 logits | difference |")

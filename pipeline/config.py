@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from edgekiln.stages.config import (BUDGETED_STAGES, DataConfig, DistillConfig, PruneConfig, QuantizeConfig,
-                                    StudentConfig, TeacherConfig, TrainConfig)
+                                    StudentConfig, TeacherConfig, TrainConfig, expand_shards, local_shard)
 from edgekiln.targets.profiles import ProfileError
 from edgekiln.targets.target import EncodingError, IoError, TargetConfig
 
@@ -155,7 +155,7 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
 
     def fix_shards(spec: str | list[str] | None) -> str | list[str] | None:
         def one(url: str) -> str:  # a local path or pattern; URLs (pipe:, https:, ...) as they are
-            return url if ":" in url.split("/")[0] else str(fix(Path(url)))
+            return url if local_shard(url) is None or url.startswith("file:") else str(fix(Path(url)))
         return spec if spec is None else one(spec) if isinstance(spec, str) else [one(u) for u in spec]
 
     cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
@@ -192,6 +192,12 @@ def check_files(cfg: PipelineConfig) -> None:
     for key, path in named:
         if path is not None and not path.exists():
             raise ConfigError(f"{key}: {path} does not exist")
+    for key, spec in (("data.shards", cfg.data.shards), ("data.val_shards", cfg.data.val_shards),
+                      ("data.test_shards", cfg.data.test_shards)):
+        for url in [] if spec is None else expand_shards(spec):
+            path = local_shard(url)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{key}: shard {path} does not exist")
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -284,8 +284,9 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
             "val": data.splits["val"]["count"],
             "test": None if data.splits["test"] is None else data.splits["test"]["count"],
             "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",
-            **({} if data.has_test else {"note": "no test split (data.test_fraction = 0, or no data.test_shards): the release gates "
-                                                 "are judged on val, which every decision looked at"})}
+            **({} if data.has_test else {"note": "no test split (data.test_fraction = 0, or no data.test_shards): "
+                                                 "the release gates are judged on val, which every decision "
+                                                 "looked at"})}
 
 
 def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dict | None:

@@ -19,6 +19,22 @@ from edgekiln.targets.int8 import Int8Options
 BUDGETED_STAGES = ("distill", "prune", "quantize", "export")
 
 
+def local_shard(url: str) -> Path | None:
+    """The local file a shard names (a path, or file:PATH); None for a URL that another
+    program opens (pipe:, https:, gs:, ...)."""
+    if url.startswith("file:"):
+        return Path(url[5:])
+    return None if ":" in url.split("/")[0] else Path(url)
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """The shards a brace pattern, a `::`-separated list or a list of them names."""
+    from braceexpand import braceexpand
+
+    items = [spec] if isinstance(spec, str) else spec
+    return [url for item in items for part in item.split("::") for url in braceexpand(part)]
+
+
 class DataConfig(BaseModel):
     """`[data]`: where the images come from and how they are split."""
 

@@ -80,7 +80,8 @@ def taylor_gradients(bundle, data: Dataset, batches: int = 4, batch_size: int = 
         model.zero_grad()
         for i in range(0, len(chosen), batch_size):
             x = training.model_input(bundle, images[i : i + batch_size])
-            torch.nn.functional.cross_entropy(model(x), data.train_y[chosen[i : i + batch_size]].to(x.device)).backward()
+            labels = data.train_y[chosen[i : i + batch_size]].to(x.device)
+            torch.nn.functional.cross_entropy(model(x), labels).backward()
     return fill
 
 

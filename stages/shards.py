@@ -25,6 +25,7 @@ import torch
 
 from edgekiln.calibration.images import center_square
 from edgekiln.stages import index_cache
+from edgekiln.stages.config import expand_shards, local_shard
 from edgekiln.stages.errors import InputError
 from edgekiln.stages.progress import console
 
@@ -34,23 +35,16 @@ _INDEX_VERSION = 1
 
 
 def expand(spec: str | list[str], key: str) -> list[str]:
-    """Shard URLs from a brace pattern (`train-{000..099}.tar`) or a list of them."""
-    from webdataset.shardlists import expand_urls
-
-    urls = [u for item in ([spec] if isinstance(spec, str) else spec) for u in expand_urls(item)]
+    """Shard URLs from a brace pattern (`train-{000..099}.tar`) or a list of them;
+    InputError naming `key` when there are none or a local one is missing."""
+    urls = expand_shards(spec)
     if not urls:
         raise InputError(f"{key}: no shards")
     for url in urls:
-        if _local(url) is not None and not _local(url).is_file():
+        path = local_shard(url)
+        if path is not None and not path.is_file():
             raise InputError(f"{key}: shard {url} is not a file")
     return urls
-
-
-def _local(url: str) -> Path | None:
-    """The file a local URL names (a path or file:...); None for anything else."""
-    if url.startswith("file:"):
-        return Path(url[5:])
-    return None if ":" in url.split("/")[0] else Path(url)
 
 
 def _samples(url: str, key: str) -> Iterator[tuple[str, bytes, bytes | None]]:
@@ -88,7 +82,7 @@ class ShardIndex:
 def _fingerprint(urls: list[str]) -> str:
     stats = []
     for url in urls:
-        path = _local(url)
+        path = local_shard(url)
         stat = path.stat() if path is not None else None
         stats.append([url, None if stat is None else [stat.st_size, stat.st_mtime_ns]])
     return hashlib.sha256(json.dumps([_INDEX_VERSION, stats]).encode()).hexdigest()
@@ -114,7 +108,8 @@ def index(urls: list[str], key: str, index_dir: Path | None = None) -> ShardInde
                         pass
                     value = int(label.decode().strip()) if label is not None else None
                 except (UnidentifiedImageError, OSError) as e:
-                    raise InputError(f"{key}: cannot read the image of sample {sample_key} in shard {url}: {e}") from None
+                    raise InputError(f"{key}: cannot read the image of sample {sample_key} in shard {url}: "
+                                     f"{e}") from None
                 except ValueError:
                     value = None
                 if value is None or value < 0:

@@ -169,6 +169,21 @@ def test_relative_shards_are_relative_to_the_config_file_and_urls_stay_urls(tmp_
 
     cfg = config_from_text('[data]\nsource = "webdataset"\nshards = "s/train-{0..1}.tar"\n'
                            'val_shards = ["s/val.tar", "pipe:curl -s https://host/val.tar"]\n'
-                           '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n', base=tmp_path)
+                           '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n',
+                           base=tmp_path)
     assert cfg.data.shards == str(tmp_path.resolve() / "s" / "train-{0..1}.tar")
     assert cfg.data.val_shards == [str(tmp_path.resolve() / "s" / "val.tar"), "pipe:curl -s https://host/val.tar"]
+
+
+def test_validate_names_a_missing_local_shard_before_any_work(shard_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekiln.cli import app
+
+    _, patterns = shard_dir
+    config = tmp_path / "shards.toml"
+    config.write_text(f'[data]\nsource = "webdataset"\nshards = "{patterns["shards"]}"\n'
+                      f'val_shards = ["{tmp_path}/val-a.tar::{tmp_path}/val-b.tar"]\n'
+                      '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n')
+    result = CliRunner().invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2 and f"data.val_shards: shard {tmp_path}/val-a.tar does not exist" in result.output
