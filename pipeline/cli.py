@@ -88,6 +88,9 @@ def run(
         raise typer.Exit(EXIT_OK)
     try:
         _run(config, out, junit, compare, verbose, cache_dir)
+    except typer.Exit as e:
+        distributed.record_exit_code(e.exit_code)
+        raise
     finally:
         distributed.done()
 
@@ -95,11 +98,13 @@ def run(
 def _launch(nproc: int, args: list[str]) -> int:
     """`edgekiln run ARGS` on `nproc` local processes through torchrun's launcher; the exit
     code is rank 0's (0, 1 or 2), or 3 when another rank failed first."""
+    import tempfile
     import uuid
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from edgekiln.stages import distributed
     from edgekiln.stages.progress import console
 
     # As torchrun does: processes that share the cores must not each start a thread per core
@@ -107,17 +112,28 @@ def _launch(nproc: int, args: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
-    try:
-        elastic_launch(launch, sys.executable)("-m", "edgekiln.cli", "run", *args)
+    # Rank 0 writes the exit code it decided on here: the launcher's view of it is lost when
+    # another rank's exit is seen first and rank 0 is stopped before its own exit.
+    with tempfile.TemporaryDirectory(prefix="edgekiln-launch-") as scratch:
+        os.environ[distributed.EXIT_CODE_FILE] = str(Path(scratch) / "exit_code")
+        try:
+            elastic_launch(launch, sys.executable)("-m", "edgekiln.cli", "run", *args)
+            codes = {}
+        except ChildFailedError as e:
+            codes = {rank: failure.exitcode for rank, failure in e.failures.items()}
+        finally:
+            recorded = distributed.recorded_exit_code()
+            del os.environ[distributed.EXIT_CODE_FILE]
+    if recorded is not None:
+        return recorded
+    if not codes:
         return EXIT_OK
-    except ChildFailedError as e:
-        codes = {rank: failure.exitcode for rank, failure in e.failures.items()}
-        if codes.get(0) in (EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL):
-            return codes[0]
-        first = min(codes)
-        console.print(f"[bold red]rank {first} of {nproc} failed (exit code {codes[first]}); every rank was "
-                      "stopped: see its output above")
-        return EXIT_INTERNAL
+    if codes.get(0) in (EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL):
+        return codes[0]
+    first = min(codes)
+    console.print(f"[bold red]rank {first} of {nproc} failed (exit code {codes[first]}); every rank was "
+                  "stopped: see its output above")
+    return EXIT_INTERNAL
 
 
 def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Optional[Path], verbose: bool,

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+# `edgekiln run --nproc-per-node` names a file here for rank 0's exit code (see record_exit_code).
+EXIT_CODE_FILE = "EDGEKILN_EXIT_CODE_FILE"
 # Followers wait on rank 0 between training loops (conversions, exports, device timings):
 # hours are plausible there. Inside a training loop, a silent rank is a failure.
 _CONTROL_TIMEOUT_S = 6 * 3600
@@ -93,11 +95,32 @@ def follow() -> None:
             trainers[ident].train_until(payload)
         elif kind == "drop":
             trainers.pop(ident, None)
+    # Leave the group now that rank 0 is done with it: its threads stopped at interpreter
+    # exit abort the process (std::terminate), which the launcher would take for a failure.
+    dist.destroy_process_group()
 
 
 def done() -> None:
     """Rank 0: release the followers (they exit), whatever way the run ended."""
     send(None)
+
+
+def record_exit_code(code: int) -> None:
+    """Rank 0: note the exit code the run ended with for the launcher that started it, which
+    may otherwise see another rank's exit first and stop this one before it exits."""
+    path = os.environ.get(EXIT_CODE_FILE)
+    if path and is_leader():
+        with open(path, "w") as f:
+            f.write(str(int(code)))
+
+
+def recorded_exit_code() -> int | None:
+    """The launcher: the exit code rank 0 recorded, or None (it did not get that far)."""
+    try:
+        with open(os.environ[EXIT_CODE_FILE]) as f:
+            return int(f.read())
+    except (KeyError, OSError, ValueError):
+        return None
 
 
 def shard(indices: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,9 @@ def _rank(rank: int, port: int, out: str) -> None:
         finally:
             distributed.done()
     else:
-        distributed.follow()
-    torch.distributed.destroy_process_group()
+        distributed.follow()  # leaves the group when rank 0 is done
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def test_a_training_loop_on_two_ranks_ends_where_it_ends_on_one(tmp_path):
@@ -91,3 +92,12 @@ def test_rank_zeros_exit_code_comes_back_through_the_launcher(tmp_path):
     config.write_text('[data]\nsource = "imagefolder"\npath = "missing"\n[[targets]]\nname = "s"\nformat = "onnx"\n')
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--nproc-per-node", "2"])
     assert result.exit_code == 2
+
+
+def test_rank_zeros_exit_code_is_recorded_for_the_launcher(tmp_path, monkeypatch):
+    """Rank 0 writes the code it decided on: the launcher may see a follower's exit first and
+    stop rank 0 before its own exit tells it."""
+    monkeypatch.setenv(distributed.EXIT_CODE_FILE, str(tmp_path / "exit_code"))
+    assert distributed.recorded_exit_code() is None
+    distributed.record_exit_code(2)
+    assert distributed.recorded_exit_code() == 2
