@@ -125,16 +125,15 @@ def batches(images, index_batches: list[torch.Tensor], workers: int = 0,
     Tensors are indexed in memory; ImageFiles are decoded (and augmented) by `workers`
     DataLoader processes (0: in this one), a few batches ahead of the training step that
     reads them; shards (stages/shards.py) read every batch in one pass over them."""
-    if hasattr(images, "batches") or isinstance(images, torch.Tensor) or workers == 0:
-        read = images.batches(index_batches, workers) if hasattr(images, "batches") else \
-            (images[idx] for idx in index_batches)
-        for idx, batch in zip(index_batches, read):
-            yield batch if augment is None else augment.batch(batch, idx)
+    if not hasattr(images, "batches") and not isinstance(images, torch.Tensor) and workers > 0:
+        yield from torch.utils.data.DataLoader(
+            _Decoded(images, augment), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+            collate_fn=torch.stack, prefetch_factor=4, multiprocessing_context=_worker_context())
         return
-    loader = torch.utils.data.DataLoader(
-        _Decoded(images, augment), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
-        collate_fn=torch.stack, prefetch_factor=4, multiprocessing_context=_worker_context())
-    yield from loader
+    read = images.batches(index_batches, workers) if hasattr(images, "batches") else \
+        (images[idx] for idx in index_batches)
+    for idx, batch in zip(index_batches, read):
+        yield batch if augment is None else augment.batch(batch, idx)
 
 
 def _worker_context():

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from edgekiln.calibration.images import center_square
+from edgekiln.calibration.images import read_square
 from edgekiln.stages import index_cache
 from edgekiln.stages.config import expand_shards, local_shard
 from edgekiln.stages.errors import InputError
@@ -125,11 +125,7 @@ def index(urls: list[str], key: str, index_dir: Path | None = None) -> ShardInde
 
 def decode(image: bytes, size: int) -> torch.Tensor:
     """Encoded image bytes as the models see them: uint8 CHW, square, RGB."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(image)) as opened:
-        array = center_square(opened.convert("RGB"), size)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(read_square(io.BytesIO(image), size).transpose(2, 0, 1)))
 
 
 class ShardImages:
@@ -155,9 +151,12 @@ class ShardImages:
     def subset(self, indices) -> "ShardImages":
         return ShardImages(self.shards, self.size, self.key, self.positions[np.asarray(indices, dtype=np.int64)])
 
+    def _shard_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._starts, positions, side="right") - 1
+
     def layout(self) -> list[np.ndarray]:
         """This set's indices shard by shard, in the order the shards hold them."""
-        shard = np.searchsorted(self._starts, self.positions, side="right") - 1
+        shard = self._shard_of(self.positions)
         order = np.argsort(self.positions, kind="stable")
         return [order[shard[order] == s] for s in range(len(self.shards.urls))]
 
@@ -190,7 +189,7 @@ class ShardImages:
         if not wanted:
             return
         flat = np.concatenate(wanted)
-        shard_of = np.searchsorted(self._starts, flat, side="right") - 1
+        shard_of = self._shard_of(flat)
         _, first = np.unique(shard_of, return_index=True)
         visit = shard_of[np.sort(first)]  # shards in the order the batches first need them
         needed: dict[int, int] = {}
@@ -248,7 +247,7 @@ class ShardImages:
 
 def epoch_order(layout: list[np.ndarray], buffer: int, generator: torch.Generator) -> torch.Tensor:
     """An epoch's order of the indices in `layout` (per shard, in shard order) that a
-    sequential reader can serve holding at most `buffer` samples beyond the shard it reads:
+    sequential reader can serve holding at most `buffer` samples and a batch:
     the shards in a random order, their samples through a shuffle buffer of `buffer`
     (each sample read replaces a random one of the buffer, which goes out). Drawn from
     `generator`, so an epoch's order is the same on every rank and after a resume."""

@@ -182,7 +182,8 @@ class Teacher:
                 out = _buffer((n, *logits.shape[1:]), logits_dtype, on_disk)
                 if self.hint_size is not None:
                     hint = _buffer((n, *features.shape[1:]), torch.float16, on_disk)
-            shifted = logits.float() - logits.float().amax(1, keepdim=True)
+            logits = logits.float()
+            shifted = logits - logits.amax(1, keepdim=True)
             out[idx] = shifted.clamp_min(torch.finfo(logits_dtype).min).to(logits_dtype).cpu()
             if hint is not None:
                 hint[idx] = features.half().cpu()
@@ -462,6 +463,10 @@ class Trainer:
                 out.append(idx)
         return out
 
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast of a forward pass when `[train] autocast` asks for it, else nothing."""
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.train.autocast == "bf16")
+
     def _one_epoch(self) -> float:
         train, kd, dev, model = self.train, self.kd, self.dev, self.model
         epoch_start = time.perf_counter()
@@ -481,7 +486,7 @@ class Trainer:
             y = self.data.train_y[idx].to(dev)
             if self.mix is not None:
                 images, y = self.mix(images, y)  # soft targets, label smoothing included
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train.autocast == "bf16"):
+            with self._autocast():
                 x = model_input(self.bundle, images)
                 out, hinted = self.step_module(x.contiguous(memory_format=torch.channels_last)
                                                if train.channels_last else x)
@@ -497,7 +502,7 @@ class Trainer:
                     t_logits = self.cached[0][idx].to(dev).float()
                     t_hint = self.cached[1][idx].to(dev).float() if self.cached[1] is not None else None
                 else:
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train.autocast == "bf16"):
+                    with self._autocast():
                         t_logits, t_hint = self.teacher(images)
                 t = kd.temperature
                 soft = F.kl_div(F.log_softmax(out / t, 1), F.log_softmax(t_logits / t, 1),
