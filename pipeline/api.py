@@ -4,7 +4,9 @@ The command line is a thin shell over these (it adds printing and exit codes).
 Errors are exceptions: `ConfigError` (the config), `InputError` (files, data, devices),
 `ConversionError` (a converter failed), `PublishError` (an artifact changed in the cache),
 `TrainingDiverged` (a stage's training blew up). A run whose gates fail is not an error: its
-result says `passed = False` and which gates failed.
+result says `passed = False` and which gates failed. A report that cannot be written after a
+finished run is not an error either: the artifacts and manifest stay, and the result's
+`report_failures` say which report and why (`report` raises ReportError for them).
 """
 
 from __future__ import annotations
@@ -23,7 +25,35 @@ from edgekiln.regression import RunDiff, diff_runs
 from edgekiln.stages.errors import InputError
 from edgekiln.targets.artifact import Artifact
 
-__all__ = ["RunResult", "CheckResult", "run", "check", "diff", "report", "load"]
+__all__ = ["RunResult", "CheckResult", "ReportFailure", "ReportError", "run", "check", "diff", "report", "load"]
+
+
+@dataclass
+class ReportFailure:
+    """A report of a finished run that could not be written: which, where and why. An
+    OSError (a full disk, a read-only folder) is the environment's; anything else is a bug
+    in edgekiln's report step."""
+
+    name: str  # "report.html", "MODEL_CARD.md", "report.png and tradeoff.png"
+    path: Path
+    error: BaseException
+
+    @property
+    def bug(self) -> bool:
+        return not isinstance(self.error, OSError)
+
+    def message(self) -> str:
+        if self.bug:
+            return f"a bug in edgekiln's report step: {type(self.error).__name__}: {self.error}"
+        return f"cannot write {self.path}: {getattr(self.error, 'strerror', None) or self.error}"
+
+
+class ReportError(Exception):
+    """`report` could not write some of a run's reports (the others were written)."""
+
+    def __init__(self, failures: list[ReportFailure], paths: dict[str, Path]):
+        self.failures, self.paths = failures, paths
+        super().__init__("; ".join(f"{f.name}: {f.message()}" for f in failures))
 
 
 @dataclass
@@ -37,6 +67,7 @@ class RunResult:
     artifacts: list[Artifact]
     error: str | None = None
     paths: dict[str, Path] = field(default_factory=dict)  # manifest, reports, junit, and each artifact by target
+    report_failures: list[ReportFailure] = field(default_factory=list)  # reports not written (the others were)
 
     @property
     def failed_gates(self) -> list[GateCheck | BudgetCheck]:
@@ -93,14 +124,17 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
         raise
     manifest = json.loads((out_dir / "manifest.json").read_text())
     paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
-    paths.update(_write_reports(out_dir, manifest, compare, name))
+    written, failures = _write_reports(out_dir, manifest, compare, name)
+    paths.update(written)
+    if failures:
+        manifest = _record_report_failures(out_dir, manifest, failures)
     if junit is not None:
         with _output("junit", junit):
             paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
     artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
     return RunResult(passed=outcome.passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
-                     artifacts=artifacts, error=outcome.error, paths=paths)
+                     artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures)
 
 
 @contextlib.contextmanager
@@ -121,22 +155,58 @@ def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> P
 
 def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
     """(Re)write a finished run's report.png, tradeoff.png, MODEL_CARD.md and report.html
-    from its manifest; `compare`: show the deltas against this base release."""
+    from its manifest; `compare`: show the deltas against this base release. ReportError
+    when some could not be written (after writing the others)."""
     out_dir = Path(out_dir)
     manifest, _ = read_manifest(out_dir)
-    return _write_reports(out_dir, manifest, compare, title or out_dir.name)
+    paths, failures = _write_reports(out_dir, manifest, compare, title or out_dir.name)
+    if failures:
+        raise ReportError(failures, paths)
+    return paths
 
 
-def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None, title: str) -> dict[str, Path]:
+def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
+                   title: str) -> tuple[dict[str, Path], list[ReportFailure]]:
+    """Each report written on its own: one that fails is recorded and the others are still
+    written (report.html without its plots if they failed)."""
     from edgekiln import plots
     from edgekiln.html_report import write_html
     from edgekiln.model_card import write_model_card
 
-    images = plots.draw(manifest, out_dir)
-    comparison = None if compare is None else diff_runs(Path(compare), out_dir)
-    return {"report_png": images["report"], "tradeoff_png": images["tradeoff"],
-            "model_card": write_model_card(manifest, out_dir / "MODEL_CARD.md"),
-            "report_html": write_html(out_dir / "report.html", manifest, images, comparison, title)}
+    comparison = None if compare is None else diff_runs(Path(compare), out_dir)  # bad input: raised
+    paths: dict[str, Path] = {}
+    failures: list[ReportFailure] = []
+    images: dict[str, Path] = {}
+
+    def attempt(name: str, path: Path, write) -> None:
+        try:
+            write()
+        except Exception as e:  # noqa: BLE001 - recorded, shown and turned into the exit code by the caller
+            failures.append(ReportFailure(name, path, e))
+
+    def draw() -> None:
+        images.update(plots.draw(manifest, out_dir))
+        paths.update(report_png=images["report"], tradeoff_png=images["tradeoff"])
+
+    attempt("report.png and tradeoff.png", out_dir / "report.png", draw)
+    attempt("MODEL_CARD.md", out_dir / "MODEL_CARD.md",
+            lambda: paths.update(model_card=write_model_card(manifest, out_dir / "MODEL_CARD.md")))
+    attempt("report.html", out_dir / "report.html",
+            lambda: paths.update(report_html=write_html(out_dir / "report.html", manifest, images, comparison, title)))
+    return paths, failures
+
+
+def _record_report_failures(out_dir: Path, manifest: dict, failures: list[ReportFailure]) -> dict:
+    """The manifest with the reports that could not be written under `report_errors`,
+    rewritten atomically; left as it was when even that cannot be written (a full disk)."""
+    from edgekiln.manifest import write_manifest
+
+    recorded = {**manifest, "report_errors": {f.name: f.message() for f in failures}}
+    try:
+        write_manifest(out_dir, recorded)
+    except OSError:
+        pass  # the caller reports the failures; the manifest on disk is still the run's, whole
+    return recorded
 
 
 def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), accuracy: bool = True,

@@ -169,9 +169,29 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
     summary.print_summary(result.manifest, result.paths["manifest"])
     for gate in result.failed_gates:
         console.print(f"[bold red]{gate.message()}")
-    console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card")
-                                          + (("junit",) if junit else ())))
-    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
+    console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card", "junit")
+                                          if k in result.paths))
+    verdict = EXIT_OK if result.passed else EXIT_GATE_FAILED
+    if result.report_failures:
+        raise typer.Exit(_report_failures(
+            result.report_failures, f"the run's gates {'passed' if result.passed else 'failed'}; its artifacts and "
+            "manifest.json are written, and the manifest names the missing reports under report_errors"))
+    raise typer.Exit(verdict)
+
+
+def _report_failures(failures, after: str) -> int:
+    """Say which reports could not be written and why; the exit code: 3 for a bug in the
+    report step (its traceback shown), else 2 (an output that cannot be written)."""
+    from rich.traceback import Traceback
+
+    from edgekiln.stages.progress import console
+
+    for f in failures:
+        if f.bug:
+            console.print(Traceback.from_exception(type(f.error), f.error, f.error.__traceback__))
+        console.print(f"[bold red]{f.name} was not written:[/] {f.message()}")
+    console.print(f"({after})")
+    return EXIT_INTERNAL if any(f.bug for f in failures) else EXIT_BAD_INPUT
 
 
 @app.command()
@@ -337,6 +357,10 @@ def report(
     except InputError as e:
         console.print(f"[bold red]input error:[/] {e}")
         raise typer.Exit(EXIT_BAD_INPUT)
+    except api.ReportError as e:
+        if e.paths:
+            console.print("wrote " + ", ".join(str(p) for p in e.paths.values()))
+        raise typer.Exit(_report_failures(e.failures, "the run's manifest and artifacts are unchanged"))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

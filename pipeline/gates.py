@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from edgekiln.stages.budget import GATE_RULES, GateCheck, checks
 from edgekiln.targets.artifact import Artifact
 
-__all__ = ["GATE_RULES", "GateCheck", "checks", "BudgetCheck", "budget_checks", "gate_from_dict"]
+__all__ = ["GATE_RULES", "GateCheck", "checks", "BudgetCheck", "budget_checks", "gate_from_dict", "gate_message"]
 
 _EPS = 1e-9  # as the accuracy rule (stages/budget.py)
 
@@ -109,3 +109,14 @@ def gate_from_dict(record: dict) -> GateCheck | BudgetCheck:
                      reference_name=record["reference_name"], reference=record["reference"], budget=record["budget"],
                      split=record.get("split", "val"), drop_interval=None if interval is None else tuple(interval),
                      rule=record.get("rule", "point"))
+
+
+def gate_message(record: dict) -> str:
+    """A gate record's message; for a record cut short (a hand-edited or older manifest), what
+    is left of it, so that a report still renders."""
+    try:
+        return gate_from_dict(record).message()
+    except (KeyError, TypeError, ValueError):
+        verdict = {True: "passed", False: "FAILED"}.get(record.get("passed"), "verdict not recorded")
+        return (f"gate {verdict}: {record.get('subject') or '?'}: {record.get('budget_key') or '?'} "
+                "(the manifest's gate record is incomplete)")

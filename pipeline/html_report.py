@@ -5,13 +5,16 @@ when there is one, artifacts, stages, candidates, plots, and what was not measur
 from __future__ import annotations
 
 import base64
+import functools
+import os
 from pathlib import Path
 
-from edgekiln.gates import gate_from_dict
+from edgekiln.gates import gate_message
 from edgekiln.manifest import write_text
 from edgekiln.model_card import not_measured, student_name
 from edgekiln.regression import format_figure
-from edgekiln.summary import millions, num
+from edgekiln.report_view import complete
+from edgekiln.summary import kilobytes, millions, num, text, verdict
 
 # The captions of the plots the page inlines (plots.draw's names).
 CAPTIONS = {"report": "accuracy after each stage and of each artifact (held-out test, 95% intervals), and each "
@@ -25,27 +28,35 @@ def _interval(pair, fmt: str = ".1f") -> str:
     return "" if not pair else f"[{format(pair[0], fmt)}, {format(pair[1], fmt)}]"
 
 
-def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
-    """The page as text. `images`: plots.draw's name -> PNG path (missing files are left out);
-    `diff`: a RunDiff against the base release, shown after the verdict."""
+@functools.lru_cache(maxsize=2)
+def _template(strict: bool):
+    """The page's template. Tests render with StrictUndefined (EDGEKILN_STRICT_TEMPLATES=1), so
+    a figure read without a guard fails the suite; a user's run gets the lenient default."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("edgekiln", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined)
-    artifacts = []
-    for record in manifest.get("artifacts") or []:
-        gates = [gate_from_dict(g) for g in record.get("gates") or []]
-        artifacts.append({**record, "gate_messages": [{"passed": g.passed, "message": g.message()} for g in gates],
-                          "budgets_not_checked": record.get("budgets_not_checked") or [],
-                          "latency_notes": record.get("latency_notes") or []})
-    failed = [gate_from_dict(g).message() for g in manifest.get("gates") or [] if not g.get("passed")]
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined)
+    return env.get_template("report.html.j2")
+
+
+def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
+    """The page as text. `images`: plots.draw's name -> PNG path (missing files are left out);
+    `diff`: a RunDiff against the base release, shown after the verdict. Every optional
+    figure is read through report_view.complete: an absent one is shown as "-"."""
+    view = complete(manifest)
+    no_latency = dict.fromkeys(("p50", "p90", "p50_interval", "p90_interval"))
+    artifacts = [{**a, "lat": {**no_latency, **(a["latency_ms"] or {})},
+                  "gate_messages": [{"passed": g.get("passed"), "message": gate_message(g)} for g in a["gates"]]}
+                 for a in view["artifacts"]]
+    failed = [gate_message(g) for g in view["gates"] if not g.get("passed")]
     inline = {name: (CAPTIONS[name], base64.b64encode(path.read_bytes()).decode())
               for name, path in images.items() if path is not None and path.is_file()}
-    return env.get_template("report.html.j2").render(
-        m={**manifest, "artifacts": artifacts}, title=title or manifest.get("config_name") or "run",
-        diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(manifest),
-        student_name=student_name(manifest), num=num, interval=_interval, millions=millions, fmt=format_figure,
-        signed=lambda value: format_figure(value, signed=True))
+    return _template(os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1").render(
+        m={**view, "artifacts": artifacts}, title=title or view.get("config_name") or "run",
+        diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(view),
+        student_name=student_name(view), num=num, interval=_interval, millions=millions, kb=kilobytes, text=text,
+        verdict=verdict, fmt=format_figure, signed=lambda value: format_figure(value, signed=True))
 
 
 def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:

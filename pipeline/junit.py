@@ -14,8 +14,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekiln.gates import gate_from_dict
+from edgekiln.gates import gate_message
 from edgekiln.manifest import write_text
+from edgekiln.report_view import complete
 
 
 @dataclass
@@ -28,16 +29,17 @@ class Case:
 
 def run_cases(manifest: dict) -> list[Case]:
     """A run's gates: every stage and artifact gate it judged, the budgets it could not check,
-    the stages and targets an earlier failure kept from being judged, and its error."""
+    the stages and targets an earlier failure kept from being judged, its error, and each
+    report that could not be written."""
     from edgekiln.stages.config import BUDGETED_STAGES
 
+    manifest = complete(manifest)
     cases = []
-    for record in manifest.get("gates") or []:
-        gate = gate_from_dict(record)
-        cases.append(Case(_classname("run", gate.subject), gate.budget_key,
-                          "passed" if gate.passed else "failure", gate.message()))
-    for artifact in manifest.get("artifacts") or []:
-        for line in artifact.get("budgets_not_checked") or []:
+    for record in manifest["gates"]:
+        cases.append(Case(_classname("run", record.get("subject") or "run"), record.get("budget_key") or "gate",
+                          "passed" if record.get("passed") else "failure", gate_message(record)))
+    for artifact in manifest["artifacts"]:
+        for line in artifact["budgets_not_checked"]:
             cases.append(Case(_classname("run", f"target {artifact['target']}"), line.split(" = ")[0], "skipped", line))
     reached = {s["name"] for s in manifest.get("stages") or []}
     why = manifest.get("error") or "an earlier gate failed"
@@ -46,12 +48,14 @@ def run_cases(manifest: dict) -> list[Case]:
             cases.append(Case(_classname("run", f"stage {stage}"), "budget.max_drop_total", "skipped",
                               f"stage {stage} was not run: {why}"))
     built = {a["target"] for a in manifest.get("artifacts") or []}
-    for target in (manifest.get("config") or {}).get("targets") or []:
+    for target in manifest["config"]["targets"]:
         if target["name"] not in built:
             cases.append(Case(_classname("run", f"target {target['name']}"), "artifact", "skipped",
                               f"target {target['name']} was not built: {why}"))
     if manifest.get("error"):
         cases.append(Case("edgekiln.run", "run", "error", manifest["error"]))
+    for name, why in manifest["report_errors"].items():
+        cases.append(Case("edgekiln.run.report", name, "error", f"{name} could not be written: {why}"))
     return cases
 
 

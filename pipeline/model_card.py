@@ -6,13 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekiln.manifest import write_text
+from edgekiln.report_view import complete
+from edgekiln.summary import kilobytes
 from edgekiln.targets.artifact import Artifact
+
+_NO_LATENCY = "latency not measured: "
+_VERDICTS = {True: "PASSED", False: "FAILED", None: "did not record a verdict on"}
 
 
 def not_measured(manifest: dict) -> list[str]:
-    """What the run's figures do not rest on a measurement for, one line per artifact and gap."""
+    """What the run's figures do not rest on a measurement for, one line per artifact and gap,
+    with the reason where the run recorded one."""
     lines = []
-    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
+    for a in map(Artifact.from_dict, complete(manifest)["artifacts"]):
         if a.accuracy_source == "proxy":
             lines.append(f"{a.target}: accuracy not measured in {a.runtime or a.format} "
                          f"({a.accuracy_not_measured}); the figure is the torch-side proxy of the same model")
@@ -20,7 +26,9 @@ def not_measured(manifest: dict) -> list[str]:
             lines.append(f"{a.target}: latency on {a.device or a.profile} is an estimate of the cost model, "
                          "not a measurement on the device")
         elif a.latency_source is None:
-            lines.append(f"{a.target}: latency not measured")
+            why = next((n[len(_NO_LATENCY):] for n in a.latency_notes if n.startswith(_NO_LATENCY)),
+                       "no profile measured or estimated it")
+            lines.append(f"{a.target}: latency not measured: {why}")
         elif a.latency_source == "host" and (a.profile or "").startswith("host-"):
             lines.append(f"{a.target}: latency is this build machine's ({a.device}), not a device's")
         lines += [f"{a.target}: {line}" for line in a.budgets_not_checked]
@@ -48,17 +56,18 @@ def _described(value) -> str:
 
 
 def model_card(manifest: dict) -> str:
-    """The card as Markdown."""
-    config = manifest.get("config") or {}
+    """The card as Markdown; an absent figure is "-"."""
+    manifest = complete(manifest)
+    config = manifest["config"]
     card = config.get("card") or {}
     teacher = manifest.get("teacher") or {}
     splits = manifest.get("splits") or {}
     pre = manifest.get("preprocessing") or {}
     labels = manifest.get("labels") or []
-    title = card.get("name") or f"{student_name(manifest) or 'model'} distilled from {teacher.get('name', '?')}"
+    title = card.get("name") or f"{student_name(manifest) or 'model'} distilled from {teacher.get('name') or '?'}"
     out = [f"# Model card: {title}", ""]
     out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
-            f"the run {'PASSED' if manifest.get('passed') else 'FAILED'} its gates"
+            f"the run {_VERDICTS[manifest.get('passed')]} its gates"
             + (f" (error: {manifest['error']})" if manifest.get("error") else "") + ".", ""]
     for key, heading in (("description", "Description"), ("intended_use", "Intended use"),
                          ("out_of_scope", "Out of scope"), ("limitations", "Limitations")):
@@ -67,24 +76,24 @@ def model_card(manifest: dict) -> str:
         out += [f"Owner: {card.get('owner') or '-'} · License: {card.get('license') or '-'}", ""]
     out += ["## Inputs and outputs", "",
             f"- Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels),
-            f"- Preprocessing: {pre.get('image_size', '?')} px RGB, mean {pre.get('mean')}, std {pre.get('std')} "
+            f"- Preprocessing: {pre.get('image_size') or '?'} px RGB, mean {pre.get('mean')}, std {pre.get('std')} "
             "(what each artifact expects is in its interface below)", ""]
     out += ["## Artifacts", "",
             "| target | format | encoding | size | test accuracy (95% CI) | drop vs teacher | accuracy measured in | "
             "p50 latency | latency source | budgets met |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
-        met = [g["budget_key"] for g in a.gates if g.get("passed")]
-        failed = [g["budget_key"] for g in a.gates if not g.get("passed")]
+        met = [g.get("budget_key") or "?" for g in a.gates if g.get("passed")]
+        failed = [g.get("budget_key") or "?" for g in a.gates if g.get("passed") is False]
         p50 = "-" if a.p50_ms is None else f"{a.p50_ms:.3g} ms on {a.profile}"
-        out.append(f"| {a.target} | {a.format} | {a.encoding} | {a.size_bytes / 1e3:.0f} KB | "
+        out.append(f"| {a.target} | {a.format} | {a.encoding or '-'} | {kilobytes(a.size_bytes)} | "
                    f"{_pct(a.test_accuracy if a.test_accuracy is not None else a.accuracy, a.test_accuracy_ci)} | "
                    f"{'-' if a.test_drop is None else f'{a.test_drop:+.2f} points'} | "
                    f"{a.runtime if a.accuracy_source == 'runtime' else 'torch proxy'} | {p50} | "
                    f"{a.latency_source or 'not measured'} | {', '.join(met) or '-'}"
                    + (f"; FAILED: {', '.join(failed)}" if failed else "") + " |")
     out.append("")
-    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
+    for a in map(Artifact.from_dict, manifest["artifacts"]):
         if a.interface:
             out.append(f"- `{a.path}` ({a.target}): input {_described(a.interface.get('input'))}; "
                        f"output {_described(a.interface.get('output'))}")
@@ -101,8 +110,8 @@ def model_card(manifest: dict) -> str:
     out += ["## Lineage", "", f"- Teacher: `{teacher.get('name')}` (val {_pct(teacher.get('accuracy'))}, "
             f"test {_pct(teacher.get('test_accuracy'))}), chosen from "
             + ", ".join(f"`{c['name']}`" for c in teacher.get("candidates") or []),
-            f"- Student: `{student_name(manifest)}`, distilled, pruned ({(manifest.get('prune') or {}).get('stopped', '-')}), "
-            f"quantized ({(manifest.get('quantize') or {}).get('mode', '-')})", ""]
+            f"- Student: `{student_name(manifest)}`, distilled, pruned ({(manifest.get('prune') or {}).get('stopped') or '-'}), "
+            f"quantized ({(manifest.get('quantize') or {}).get('mode') or '-'})", ""]
     out += ["## Not measured", ""] + [f"- {line}" for line in not_measured(manifest) or
                                       ["Everything above was measured (runtime accuracy, latency on its device or host)."]]
     out += ["", "## Tool versions", ""] + [f"- {k}: {v or 'not installed'}"

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekiln.report_view import complete
 from edgekiln.targets.artifact import Artifact
 
 
 def draw(manifest: dict, directory: Path) -> dict[str, Path]:
-    """Both figures of a run into `directory`, by the names report.html knows them by."""
+    """Both figures of a run into `directory`, by the names report.html knows them by; an
+    absent figure is drawn as "-" or "not measured"."""
+    manifest = complete(manifest)
     return {"report": plot(manifest, directory / "report.png"),
             "tradeoff": tradeoff(manifest, directory / "tradeoff.png")}
 
@@ -26,21 +29,23 @@ def _pyplot():
 
 def plot(manifest: dict, path: Path) -> Path:
     """Left: accuracy after each stage and of each artifact, with the total budget as a line.
-    Right: each artifact's p50 latency on its profile against its p50 budget, by source."""
+    Right: each artifact's p50 latency on its profile against its p50 budget, by source.
+    `manifest`: report_view.complete's."""
     plt = _pyplot()
     stages = [s for s in manifest["stages"] if s["name"] != "export"]  # export = its artifacts' bars
     artifacts = manifest["artifacts"]
-    names = [s["name"] for s in stages] + [a["target"] for a in artifacts]
+    names = [str(s["name"]) for s in stages] + [str(a["target"]) for a in artifacts]
     # The held-out test figures with their 95% intervals where the run has a test split.
     on_test = all(r.get("test_accuracy") is not None for r in stages + artifacts)
     split = "test" if on_test else "val"
-    values = [r["test_accuracy"] if on_test else r["accuracy"] for r in stages + artifacts]
+    figures = [r["test_accuracy"] if on_test else r["accuracy"] for r in stages + artifacts]
+    values = [0.0 if v is None else v for v in figures]  # an absent figure: no bar, labelled "-"
     intervals = [r.get("test_accuracy_ci") for r in stages + artifacts] if on_test else []
     passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
     kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
     fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(1.2 * len(names) + 2 + 1.2 * len(artifacts) + 2, 4),
                                      gridspec_kw={"width_ratios": [max(len(names), 1), max(len(artifacts), 1)]})
-    colors = ["#4c72b0" if ok else "#c44e52" for ok in passed]
+    colors = ["#4c72b0" if ok else "gray" if ok is None else "#c44e52" for ok in passed]
     bars = ax.bar(names, values, color=colors)
     if intervals and all(intervals):
         ax.errorbar(range(len(values)), values, fmt="none", ecolor="black", capsize=3,
@@ -48,17 +53,19 @@ def plot(manifest: dict, path: Path) -> Path:
     for bar, kind in zip(bars, kinds):
         if kind == "proxy":
             bar.set_hatch("//")
-    if manifest["teacher"]:
-        reference = manifest["teacher"]["test_accuracy"] if on_test else manifest["teacher"]["accuracy"]
-        floor = reference - manifest["config"]["budget"]["max_drop_total"]
-        ax.axhline(floor, color="gray", linestyle="--", label="teacher - max_drop_total")
+    teacher = manifest["teacher"] or {}
+    reference = teacher.get("test_accuracy" if on_test else "accuracy")
+    budget = manifest["config"]["budget"]["max_drop_total"]
+    if reference is not None and budget is not None:
+        ax.axhline(reference - budget, color="gray", linestyle="--", label="teacher - max_drop_total")
         ax.legend(loc="lower left")
-    low = min(values + [100.0] + [ci[0] for ci in intervals if ci]) - 5
+    low = min([v for v in figures if v is not None] + [100.0] + [ci[0] for ci in intervals if ci]) - 5
     ax.set_ylim(max(0.0, low), 100.5)
     ax.set_ylabel(f"{split} accuracy (%)" + (", 95% interval" if on_test else ""))
     ax.set_title("accuracy (hatched: proxy, red: gate failed)")
-    for bar, v in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    for bar, v in zip(bars, figures):
+        ax.text(bar.get_x() + bar.get_width() / 2, max(0.0, low) if v is None else v,
+                "-" if v is None else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     _plot_latency(lat_ax, artifacts)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

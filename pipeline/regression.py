@@ -118,8 +118,8 @@ def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
     from edgekiln.targets.files import sha256
 
     record = manifest.get("predictions")
-    if not record:
-        return None
+    if not isinstance(record, dict) or not record.get("file") or not record.get("sha256"):
+        return None  # no record, or one that cannot be checked: compared unpaired
     path = manifest_path.parent / record["file"]
     if not path.is_file():
         return None
@@ -133,8 +133,16 @@ def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tu
     the section's defaults. Returns (values, where each was set)."""
     from edgekiln.config import ReleaseConfig
 
+    from pydantic import ValidationError
+
     section = (new_manifest.get("config") or {}).get("release")
-    release = ReleaseConfig.model_validate(section or {})
+    section = {k: v for k, v in section.items() if v is not None} if isinstance(section, dict) else {}
+    try:
+        release = ReleaseConfig.model_validate(section)
+    except ValidationError as e:
+        problems = "; ".join(f"release.{'.'.join(map(str, err['loc']))} = {err.get('input')!r}: {err['msg']}"
+                             for err in e.errors())
+        raise InputError(f"the new run's manifest records a [release] section that is not valid: {problems}") from None
     values, keys = {}, {}
     for key, flag in THRESHOLD_FLAGS.items():
         if overrides.get(key) is not None:

@@ -15,6 +15,21 @@ def num(value, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def text(value) -> str:
+    """A value as text, or "-" when there is none."""
+    return "-" if value is None else str(value)
+
+
+def kilobytes(value) -> str:
+    """A size in kB, or "-"."""
+    return "-" if value is None else f"{value / 1e3:.0f} KB"
+
+
+def verdict(passed) -> str:
+    """A gate's outcome: pass, FAIL, or "-" when none was recorded."""
+    return "-" if passed is None else "pass" if passed else "FAIL"
+
+
 def _interval(pair, fmt: str = ".1f") -> str:
     return "-" if not pair else f"[{format(pair[0], fmt)}, {format(pair[1], fmt)}]"
 
@@ -29,7 +44,11 @@ def millions(value) -> str:
 
 
 def print_summary(manifest: dict, manifest_path: Path) -> None:
-    """Teacher candidates, stage table, then one row per artifact, then the verdict."""
+    """Teacher candidates, stage table, then one row per artifact, then the verdict; an
+    absent figure is "-"."""
+    from edgekiln.report_view import complete
+
+    manifest = complete(manifest)
     teacher = manifest.get("teacher")
     if teacher and teacher.get("candidates"):
         candidates = Table(title=f"teacher candidates (select = {teacher.get('select', 'accuracy')})",
@@ -37,9 +56,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         for col in ("candidate", "accuracy %", "params", "MACs", "px", "host ms", "chosen", "why"):
             candidates.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
         for c in teacher["candidates"]:
-            candidates.add_row(c["name"], num(c["accuracy"], ".2f"), millions(c["params"]), millions(c["macs"]),
-                               str(c.get("input_size", "-")), num(c.get("host_latency_ms"), ".2f"),
-                               "yes" if c["chosen"] else "no", c.get("why", ""))
+            candidates.add_row(text(c["name"]), num(c["accuracy"], ".2f"), millions(c["params"]),
+                               millions(c["macs"]), text(c["input_size"]), num(c["host_latency_ms"], ".2f"),
+                               "yes" if c["chosen"] else "no", c["why"] or "")
         console.print(candidates)
     student = manifest.get("student")
     if student and len(student.get("candidates") or []) > 1:
@@ -47,10 +66,10 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         for col in ("candidate", "val %", "epochs", "params", "MACs", "INT8 KB", "latency ms", "chosen", "why"):
             table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
         for c in student["candidates"]:
-            table.add_row(c["name"], num(c.get("accuracy"), ".2f"), str(c.get("epochs_trained", "-")),
-                          millions(c.get("params")), millions(c.get("macs")),
-                          num(None if c.get("int8_bytes") is None else c["int8_bytes"] / 1e3, ".0f"),
-                          num(c.get("latency_ms"), ".3g"), "yes" if c["chosen"] else "no", c.get("why", ""))
+            table.add_row(text(c["name"]), num(c["accuracy"], ".2f"), text(c["epochs_trained"]),
+                          millions(c["params"]), millions(c["macs"]),
+                          num(None if c["int8_bytes"] is None else c["int8_bytes"] / 1e3, ".0f"),
+                          num(c["latency_ms"], ".3g"), "yes" if c["chosen"] else "no", c["why"] or "")
         console.print(table)
     splits = manifest.get("splits") or {}
     stages = Table(title=f"stages (decided on val; test held out: {splits.get('test') or 0} images)",
@@ -59,14 +78,14 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 "seconds", "gate"):
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
     for s in manifest["stages"]:
-        stages.add_row(s["name"], f"{s['accuracy']:.2f}", num(s["drop"], "+.2f"), num(s["budget"], "g"),
-                       _with_interval(s.get("test_accuracy"), s.get("test_accuracy_ci")),
+        stages.add_row(text(s["name"]), num(s["accuracy"]), num(s["drop"], "+.2f"), num(s["budget"], "g"),
+                       _with_interval(s["test_accuracy"], s["test_accuracy_ci"]),
                        millions(s["params"]), millions(s["macs"]), "yes" if s["cached"] else "no",
-                       f"{s['seconds']:.1f}", "pass" if s["passed"] else "[red]FAIL")
+                       num(s["seconds"], ".1f"), _marked(s["passed"]))
     console.print(stages)
     chance = 100.0 / max(len(manifest.get("labels") or []), 1)
     for s in manifest["stages"]:
-        if s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance
+        if s["accuracy"] is not None and s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance
             console.print(f"[bold yellow]warning:[/] stage {s['name']} is at chance ({s['accuracy']:.2f}% with "
                           f"{len(manifest['labels'])} classes): it learned nothing; check the data and the "
                           "learning rates before trusting any later figure")
@@ -77,15 +96,15 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             steps.add_column(col, justify="left" if col == "note" else "right")
         for p in prune["steps"]:
             latency = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ({p['latency_source']})"
-            steps.add_row(str(p["step"]), millions(p["params"]), millions(p["macs"]), latency,
-                          f"{p['accuracy']:.2f}", p["note"])
+            steps.add_row(text(p["step"]), millions(p["params"]), millions(p["macs"]), latency,
+                          num(p["accuracy"]), p["note"] or "")
         console.print(steps)
-        console.print(f"prune: {prune['stopped']}")
+        console.print(f"prune: {text(prune['stopped'])}")
     quantize = manifest.get("quantize") or {}
     if quantize.get("qat"):
         qat = quantize["qat"]
-        console.print(f"quantize: QAT {qat['epochs']} epochs -> {qat['accuracy']:.2f}% INT8-simulated "
-                      f"(PTQ would give {quantize['ptq_accuracy']:.2f}%; {qat['float_accuracy']:.2f}% in float)")
+        console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
+                      f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
         numeric = ("size", "val %", "test % (95% CI)", "drop vs teacher", "p50 ms", "p90 ms", "peak MB")
@@ -96,13 +115,13 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             lat = a.latency_ms or {}
             drop = "-" if a.test_drop is None else f"{a.test_drop:+.2f} {_interval(a.drop_ci, '+.2f')}"
             artifacts.add_row(
-                a.target, a.format, a.encoding, f"{a.size_bytes / 1e3:.0f} KB", f"{a.accuracy:.2f}",
+                text(a.target), text(a.format), text(a.encoding), kilobytes(a.size_bytes), num(a.accuracy),
                 _with_interval(a.test_accuracy, a.test_accuracy_ci), drop,
-                a.accuracy_source, a.profile or "-",
+                text(a.accuracy_source), a.profile or "-",
                 num(lat.get("p50"), ".3f") + (f" {_interval(lat['p50_interval'], '.3g')}" if lat.get("p50_interval") else ""),
                 num(lat.get("p90"), ".3f"),
                 num(a.peak_memory_mb, ".1f"), a.latency_source or "not measured",
-                "pass" if a.passed else "[red]FAIL")
+                _marked(a.passed))
         console.print(artifacts)
         if splits.get("test"):
             console.print(f"note: release gates are judged on the {splits['test']} held-out test images "
@@ -116,15 +135,15 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                               f"in its runtime ({a.accuracy_not_measured}).")
             choice = a.encoding_choice
             if choice:
-                tried = ", ".join(f"{c['encoding']} {num(c['p50_ms'], '.3g')} ms {c['accuracy']:.2f}%"
+                tried = ", ".join(f"{c['encoding']} {num(c['p50_ms'], '.3g')} ms {num(c['accuracy'])}%"
                                   for c in choice["candidates"])
                 console.print(f"note: {a.target}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
             mixed = a.mixed_precision
             if mixed and mixed["applied"]:
-                console.print(f"note: {a.target}: INT8 gave {a.int8_accuracy:.2f}% ({mixed['breach']}); "
+                console.print(f"note: {a.target}: INT8 gave {num(a.int8_accuracy)}% ({mixed['breach']}); "
                               f"{mixed['outcome']}: {', '.join(mixed['float_layers'])}")
             elif mixed:
-                console.print(f"note: {a.target}: INT8 gave {a.int8_accuracy:.2f}% ({mixed['breach']}); "
+                console.print(f"note: {a.target}: INT8 gave {num(a.int8_accuracy)}% ({mixed['breach']}); "
                               f"{mixed['why_not']}")
             if a.quantization.get("activations"):
                 console.print(f"note: {a.target}: activations {a.quantization['activations']}")
@@ -132,5 +151,12 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 console.print(f"note: {a.target}: {line}")
             if a.latency_source == "host" and (a.profile or "").startswith("host-"):
                 console.print(f"note: {a.target}: latency is this machine's (no profile named), not a device's.")
-    verdict = "[bold green]PASSED" if manifest["passed"] else "[bold red]FAILED"
-    console.print(f"{verdict}[/] — manifest: {manifest_path}")
+    for name, why in manifest["report_errors"].items():
+        console.print(f"[bold red]{name} could not be written:[/] {why}")
+    outcome = {True: "[bold green]PASSED", False: "[bold red]FAILED"}.get(manifest["passed"], "[bold red]NO VERDICT")
+    console.print(f"{outcome}[/] — manifest: {manifest_path}")
+
+
+def _marked(passed) -> str:
+    """A gate's outcome for the console: FAIL in red."""
+    return "[red]FAIL" if passed is False else verdict(passed)

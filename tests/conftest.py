@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # No Android device answers in tests, even on a machine that has one attached: the adb
 # runner's tests put their own fake adb in place.
 os.environ["EDGEKILN_ADB"] = "/nonexistent/adb"
+# report.html renders with StrictUndefined: a figure the template reads without a guard fails
+# the test that renders it, instead of a user's run.
+os.environ["EDGEKILN_STRICT_TEMPLATES"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +27,17 @@ def run(tmp_path_factory):
     result = invoke(write_config(root), root / "out", root / "cache")
     manifest = json.loads((root / "out" / "manifest.json").read_text())
     return root, result, manifest
+
+
+@pytest.fixture(scope="session")
+def profileless_run(run):
+    """The shared pipeline with targets that name no profile (ONNX, Core ML, TFLite): only
+    export re-runs. (folder, CLI result, manifest)."""
+    from tiny_pipeline import PROFILELESS_TARGETS, invoke, write_config
+
+    root, _, _ = run
+    work = root / "profileless"
+    work.mkdir()
+    result = invoke(write_config(work, targets=PROFILELESS_TARGETS), work / "out", root / "cache")
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    return work, result, manifest

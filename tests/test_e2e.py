@@ -228,17 +228,27 @@ def test_executorch_goes_through_every_stage_scored_and_timed_in_its_runtime(run
     assert checked.exit_code == 0, checked.output
 
 
-def test_changing_only_targets_reruns_only_export(run):
-    root, _, _ = run
-    other = root / "targets-only"
-    other.mkdir()
-    targets = '[[targets]]\nname = "server"\nformat = "onnx"\nartifact = "server.onnx"\n'
-    result = invoke(write_config(other, targets=targets), other / "out", root / "cache")
+def test_changing_only_targets_reruns_only_export(profileless_run):
+    work, result, manifest = profileless_run
     assert result.exit_code == 0, result.output
-    manifest = json.loads((other / "out" / "manifest.json").read_text())
     assert {s["name"]: s["cached"] for s in manifest["stages"]} == {
         "teacher": True, "distill": True, "prune": True, "quantize": True, "export": False}
-    assert [a["path"] for a in manifest["artifacts"]] == ["server.onnx"]
+    assert [a["path"] for a in manifest["artifacts"]] == ["server.onnx", "model.mlpackage", "model.tflite"]
+
+
+def test_a_target_without_a_profile_or_a_runtime_passes_and_every_report_says_its_latency_was_not_measured(
+        profileless_run):
+    work, result, manifest = profileless_run
+    out = work / "out"
+    assert result.exit_code == 0 and "PASSED" in result.output, result.output
+    ios = next(a for a in manifest["artifacts"] if a["target"] == "ios")
+    assert ios["latency_ms"] is None and ios["latency_source"] is None and "report_errors" not in manifest
+    why = "latency not measured: the host runner cannot time coreml here: Core ML predictions need macOS"
+    assert why in (out / "report.html").read_text() and why in (out / "MODEL_CARD.md").read_text()
+    assert "ios: latency not measured" in result.output
+    for target in ("server", "android"):  # the host profiles measure on this machine, and say so
+        artifact = next(a for a in manifest["artifacts"] if a["target"] == target)
+        assert artifact["latency_source"] == "host" and artifact["latency_ms"]["p50"] > 0
 
 
 def test_encoding_auto_ships_the_fastest_candidate_within_budget_and_records_each(run):
@@ -375,6 +385,48 @@ def test_a_crash_inside_a_stage_exits_3_not_1_and_records_the_error(run, monkeyp
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["passed"] is False and "simulated bug" in manifest["error"]
     assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune"]
+
+
+def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(profileless_run, monkeypatch,
+                                                                                 tmp_path):
+    """A bug in the report step: exit 3 naming the report, the others written, the artifacts
+    and the manifest kept with the failure recorded, JUnit carrying it. A full disk while
+    drawing: exit 2 naming the file it could not write."""
+    import errno
+
+    from edgekiln import html_report, plots
+
+    work, _, first = profileless_run
+    config = work / "tiny.toml"
+    out = tmp_path / "out"
+
+    def bug(*args, **kwargs):
+        raise TypeError("simulated template bug")
+
+    def full_disk(manifest, directory):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(html_report, "render", bug)
+    monkeypatch.setattr(plots, "draw", full_disk)
+    result = invoke(config, out, work.parent / "cache", "--junit", tmp_path / "run.xml")
+    assert result.exit_code == 3, result.output
+    flat = " ".join(result.output.split())  # the console wraps long lines
+    assert "report.html was not written: a bug in edgekiln's report step: TypeError: simulated template bug" in flat
+    assert "report.png and tradeoff.png was not written: cannot write" in flat and "No space left on device" in flat
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passed"] is True and set(manifest["report_errors"]) == {"report.html",
+                                                                             "report.png and tradeoff.png"}
+    assert (out / "MODEL_CARD.md").is_file() and not (out / "report.html").exists()
+    assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
+    errors = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml")) for c in suite
+              if c.result and isinstance(c.result[0], junitparser.Error)]
+    assert sorted(c.name for c in errors) == ["report.html", "report.png and tradeoff.png"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr(plots, "draw", full_disk)
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in " ".join(result.output.split()) and (out / "report.html").is_file()
 
 
 def test_check_verifies_a_finished_run(run):

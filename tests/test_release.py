@@ -332,6 +332,16 @@ def test_report_html_is_self_contained_and_renders_its_tables_and_plots_in_a_bro
     assert "What was not measured" in text and "iphone: accuracy not measured in coremltools" in text
 
 
+def test_the_report_of_targets_without_a_profile_renders_in_a_browser(profileless_run, tmp_path):
+    work, _, manifest = profileless_run
+    page = tmp_path / "report.html"
+    shutil.copy(work / "out" / "report.html", page)
+    rendered = _render(page, tmp_path)
+    assert rendered["verdict"] == "PASSED"
+    assert [(i["id"], i["complete"]) for i in rendered["images"]] == [("plot-report", True), ("plot-tradeoff", True)]
+    assert rendered["tables"]["artifact-table"]["rows"] == 1 + len(manifest["artifacts"]) == 4
+
+
 def test_diff_needs_no_torch(tmp_path):
     """A release job's comparison answers in well under a second: it reads two manifests."""
     base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", _manifest(_artifact()))
