@@ -90,3 +90,12 @@ def within_total(accuracy: float, teacher: float, budget) -> bool:
     """Whether `accuracy` is within `budget.max_drop_total` of the teacher (no budget: yes)."""
     return budget is None or GateCheck("", "budget.max_drop_total", accuracy, "teacher", teacher,
                                        budget.max_drop_total).passed
+
+
+def holds_with_margin(margin: float, stage: str, previous: tuple[str, float], teacher: float, budget):
+    """A test of a val accuracy for a student loop that may stop once it holds: within
+    `budget` for `stage` with `margin` points to spare (None without a budget: nothing to
+    stop at)."""
+    if budget is None:
+        return None
+    return lambda accuracy: breach(accuracy - margin, stage, previous, teacher, budget) is None

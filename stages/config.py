@@ -8,11 +8,23 @@ architecture names, a RandAugment string) are the stages' preflights, run before
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
+from edgekiln.stages import schedule as schedules
 from edgekiln.targets.int8 import Int8Options
+
+# A training loop's length: a number of epochs, or "auto" (stages/schedule.py): until the val
+# accuracy stops improving, within `max_epochs` and `max_minutes`.
+def _epochs(value):
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000):
+        return value
+    raise ValueError(f'must be "auto" or a whole number of epochs from 0 to 1000, not {value!r}')
+
+
+Epochs = Annotated[int | Literal["auto"], PlainValidator(_epochs)]
+
 
 # The stages `[budget.max_drop]` may limit, each against the stage before it. The one
 # declaration: the config's schema and the graph's nodes both read it.
@@ -40,7 +52,8 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["digits", "imagefolder", "webdataset"] = "digits"
+    # idx: a folder of MNIST-style IDX files (train-*, and t10k-* as the test split)
+    source: Literal["digits", "imagefolder", "webdataset", "idx"] = "digits"
     path: Path | None = None
     val_path: Path | None = None
     test_path: Path | None = None
@@ -51,7 +64,7 @@ class DataConfig(BaseModel):
     shards: str | list[str] | None = None
     val_shards: str | list[str] | None = None
     test_shards: str | list[str] | None = None
-    classes: list[str] | None = None  # webdataset: the name of each class index (default "0", "1", ...)
+    classes: list[str] | None = None  # webdataset, idx: the name of each class index (default "0", "1", ...)
     # webdataset: an epoch reads the shards in a random order through a buffer of this many
     # samples (encoded), shuffled within it: larger mixes better and holds more in memory.
     shuffle_buffer: int = Field(5000, ge=1, le=10_000_000)
@@ -73,6 +86,13 @@ class DataConfig(BaseModel):
     def _paths_fit_source(self) -> "DataConfig":
         if self.source == "imagefolder" and self.path is None:
             raise ValueError("source 'imagefolder' needs `path` (a folder of class sub-folders)")
+        if self.source == "idx" and self.path is None:
+            raise ValueError("source 'idx' needs `path` (a folder with train-images-idx3-ubyte[.gz] and "
+                             "train-labels-idx1-ubyte[.gz], and t10k-* for the test split)")
+        if self.source == "idx" and (self.val_path or self.test_path or self.streaming):
+            raise ValueError("source 'idx' takes no `val_path`, `test_path` or `streaming`: val is carved from the "
+                             "train files, the test split is the t10k files beside them (else carved too), and "
+                             "the images are held in memory")
         if self.source == "digits" and (self.path or self.val_path or self.test_path):
             raise ValueError("source 'digits' takes no `path`, `val_path` or `test_path`")
         if self.source == "digits" and self.streaming:
@@ -80,9 +100,12 @@ class DataConfig(BaseModel):
                              "images in memory")
         if self.source == "webdataset":
             self._fits_shards()
-        elif self.shards or self.val_shards or self.test_shards or self.classes:
-            raise ValueError(f"source '{self.source}' takes no `shards`, `val_shards`, `test_shards` or `classes` "
+        elif self.shards or self.val_shards or self.test_shards:
+            raise ValueError(f"source '{self.source}' takes no `shards`, `val_shards` or `test_shards` "
                              "(those are for source 'webdataset')")
+        elif self.classes and self.source != "idx":
+            raise ValueError(f"source '{self.source}' takes no `classes` (the class names are its folders' or "
+                             "its own)")
         carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)
         if carved >= 0.9:
             raise ValueError(f"val_fraction + test_fraction = {carved:g} leaves under 10% of the images to train on")
@@ -118,7 +141,9 @@ class TeacherConfig(BaseModel):
 
     candidates: list[str | TeacherCandidate] = Field(min_length=1)
     pretrained: bool = False
-    epochs: int = Field(5, ge=0, le=1000)
+    epochs: Epochs = 5
+    max_epochs: int = Field(50, ge=1, le=1000)  # epochs = "auto": the cap (and the span of its LR schedule)
+    max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop a candidate after this long
     lr: float = Field(3e-3, gt=0.0)
     image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
     select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
@@ -153,6 +178,14 @@ class TrainConfig(BaseModel):
     # neither is measured on a GPU yet (BENCHMARKS.md); on the CPU both run, slowly.
     autocast: Literal["none", "bf16"] = "none"
     channels_last: bool = False
+    # epochs = "auto": stop after `patience` epochs without a val improvement of more than
+    # `min_delta` points, keeping the best epoch's weights.
+    patience: int = Field(schedules.PATIENCE, ge=1, le=100)
+    min_delta: float = Field(schedules.MIN_DELTA, ge=0.0, le=10.0)
+    # epochs = "auto" in student loops (distillation, pruning recovery, QAT): also stop as soon
+    # as the val accuracy is within the stage's budget less `within_budget_margin` points.
+    stop_when_within_budget: bool = False
+    within_budget_margin: float = Field(schedules.WITHIN_BUDGET_MARGIN, ge=0.0)
 
     @property
     def deterministic_inputs(self) -> bool:
@@ -181,7 +214,9 @@ class StudentConfig(BaseModel):
 
     arch: str | list[str] = "mobilenetv3_small_050"
     pretrained: bool = False
-    epochs: int = Field(10, ge=0, le=1000)
+    epochs: Epochs = 10
+    max_epochs: int = Field(100, ge=1, le=1000)  # epochs = "auto": the cap
+    max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop the chosen student after this long
     lr: float = Field(3e-3, gt=0.0)
     # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
     # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
@@ -231,7 +266,9 @@ class PruneConfig(BaseModel):
     measure: bool = False  # time each step's INT8 artifact on the profile's runner instead of estimating
     steps: int = Field(1, ge=1, le=50)
     importance: Literal["magnitude", "taylor"] = "magnitude"
-    finetune_epochs: int = Field(3, ge=0, le=1000)
+    finetune_epochs: Epochs = 3
+    max_epochs: int = Field(30, ge=1, le=1000)  # finetune_epochs = "auto": the cap per step
+    max_minutes: float | None = Field(None, gt=0)  # finetune_epochs = "auto": per step
     lr: float = Field(1e-3, gt=0.0)
 
     @model_validator(mode="after")
@@ -253,7 +290,9 @@ class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["ptq", "qat"] = "ptq"
-    epochs: int = Field(3, ge=0, le=1000)  # QAT fine-tuning epochs
+    epochs: Epochs = 3  # QAT fine-tuning epochs
+    max_epochs: int = Field(10, ge=1, le=1000)  # epochs = "auto": the cap
+    max_minutes: float | None = Field(None, gt=0)
     lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
     calibration_samples: int = Field(256, ge=1, le=100_000)
     calibration_path: Path | None = None  # folder of unlabelled images; default: the train split

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from edgekiln.stages import budget as budgets
-from edgekiln.stages import modeling, training
+from edgekiln.stages import modeling, schedule, training
 from edgekiln.stages.config import StudentConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
@@ -65,13 +65,14 @@ def rank_key(record: dict, select: str, within: bool) -> tuple:
 class _Candidate:
     """One student candidate under training, with its record for the manifest."""
 
-    def __init__(self, arch: str, cfg: StudentConfig, data: Dataset, teachers, kd, train, estimator):
+    def __init__(self, arch: str, cfg: StudentConfig, data: Dataset, teachers, kd, train, estimator,
+                 epochs: int):
         model = modeling.create(arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
                                 image_size=data.image_size)
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
                                       source="distilled from " + " + ".join(t.source for t in teachers))
         teacher, hint = training.hinted_teacher(teachers, self.bundle, kd)
-        self.trainer = training.Trainer(self.bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed,
+        self.trainer = training.Trainer(self.bundle, data, epochs, lr=cfg.lr, seed=data.seed,
                                         desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
                                         lr_key="student.lr")
         params = modeling.params(model)
@@ -93,6 +94,20 @@ class _Candidate:
         self.record["rounds"].append({"epochs": epochs, "accuracy": accuracy})
         return accuracy
 
+    def train_auto(self, plan: schedule.Schedule, data: Dataset, within_budget) -> float:
+        """Train on from where the search left it until `plan` stops it (stages/schedule.py),
+        keeping the best epoch's weights."""
+        def score() -> float:
+            return training.evaluate(dataclasses.replace(self.bundle, model=self.trainer.current()), data)
+
+        record = schedule.train_auto(self.trainer, plan, score, within_budget)
+        accuracy = score()
+        console.print(f"  distill {self.record['name']}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
+                      f"({accuracy:.2f}% val): {record['stopped']}")
+        self.record.update(accuracy=accuracy, epochs_trained=record["epochs"], schedule=record)
+        self.record["rounds"].append({"epochs": record["epochs"], "accuracy": accuracy, "auto": True})
+        return accuracy
+
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: StudentConfig = config["student"]
@@ -104,11 +119,18 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         from edgekiln.targets.runners.estimate import ProfileEstimator
 
         estimator = ProfileEstimator(cfg.profile, data.image_size)
-    candidates = [_Candidate(arch, cfg, data, teachers, kd, config["train"], estimator) for arch in cfg.candidates]
-    schedule = halving_schedule(len(candidates), cfg.epochs)
+    train = config["train"]
+    plan = schedule.from_config(cfg, train)
+    candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length) for arch in cfg.candidates]
+    rounds = halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
     total = config.get("budget")
-    for round_index, epochs in enumerate(schedule):
+    holds = budgets.holds_with_margin(train.within_budget_margin, "distill", ("teacher", teacher_accuracy),
+                                      teacher_accuracy, total)
+    for round_index, epochs in enumerate(rounds):
+        if len(alive) == 1 and plan.auto:  # the last survivor trains on until its schedule stops it
+            alive[0].train_auto(plan, data, holds if train.stop_when_within_budget else None)
+            break
         for c in alive:
             c.train_to(epochs, data)
         if len(alive) == 1:
@@ -139,8 +161,9 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         "arch": winner.record["name"], "params": modeling.params(model),
         "macs": modeling.macs(model, winner.bundle.input_size), "feature_loss": kd.feature_loss,
         "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
-                    "schedule": schedule, "epochs_spent": spent, "epochs_if_each_trained_fully":
-                        cfg.epochs * len(candidates), "within_budget": within,
+                    "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
+                        plan.length * len(candidates), "within_budget": within,
+                    "auto": winner.record.get("schedule"),
                     "candidates": [c.record for c in candidates]}})
 
 

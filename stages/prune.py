@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.stages import budget, modeling, training
+from edgekiln.stages import budget, modeling, schedule, training
 from edgekiln.stages.config import PruneConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
@@ -204,6 +204,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                 "latency_source": latency.source if latency else None, "accuracy": accuracy, "note": note}
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
+    recovery = schedule.from_config(cfg, config["train"], "finetune_epochs")
     steps = [record(0, inputs["distill"].accuracy, "distilled student")]
     stopped = None
     for k in range(1, cfg.steps + 1):
@@ -219,13 +220,20 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             missed = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
         else:
             missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
-        training.fit(student, data, cfg.finetune_epochs, lr=cfg.lr, seed=data.seed + k - 1,
-                     desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=config["train"],
-                     teacher=teacher, kd=kd, lr_key="prune.lr")
+        train = config["train"]
+        holds = budget.holds_with_margin(train.within_budget_margin, "prune", ("distill", inputs["distill"].accuracy),
+                                         inputs["teacher"].accuracy, config.get("budget"))
+        # Auto recovery goes on until the step is back within budget (with the margin), else
+        # until val stops improving or the cap: a step is undone only after that.
+        fitted = training.fit(student, data, recovery, lr=cfg.lr, seed=data.seed + k - 1,
+                              desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,
+                              teacher=teacher, kd=kd, lr_key="prune.lr",
+                              within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
         accuracy = training.evaluate(student, data)
         breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
                                 config.get("budget"))
         steps.append(record(k, accuracy, missed or ""))
+        steps[-1]["recovery"] = fitted["schedule"]
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
                       + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgekiln.stages import modeling, training
 from edgekiln.stages.data import Dataset
+from edgekiln.stages.schedule import Schedule
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
 
@@ -55,11 +56,13 @@ def _rebuild(model: nn.Module, example: torch.Tensor, options: Int8Options, stat
 
 
 def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
-             epochs: int, lr: float, options: Int8Options, train: training.TrainConfig,
-             kd: training.DistillConfig, example: np.ndarray) -> tuple[torch.fx.GraphModule, dict]:
+             epochs: int | Schedule, lr: float, options: Int8Options, train: training.TrainConfig,
+             kd: training.DistillConfig, example: np.ndarray,
+             within_budget=None) -> tuple[torch.fx.GraphModule, dict, dict]:
     """Fine-tune `bundle.model` in place under fake quantization, distilling from `teachers`;
-    returns the INT8-simulated (converted) QAT graph, which scores what QAT reached, and its
-    fake-quantize state (see pt2e.restore_qat)."""
+    returns the INT8-simulated (converted) QAT graph, which scores what QAT reached, its
+    fake-quantize state (see pt2e.restore_qat), and the record of its schedule (an auto
+    schedule scores the fake-quantized model on val after every epoch)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     model = bundle.model
@@ -68,9 +71,10 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     wrapper = _Prepared(prepared, (model, first, options))
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
-    training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
-                 desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd,
-                 lr_key="quantize.lr", resumable=False)  # its fake-quantize graph is rebuilt each run
+    fitted = training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
+                          desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd,
+                          lr_key="quantize.lr", resumable=False,  # its fake-quantize graph is rebuilt each run
+                          within_budget=within_budget)
     if wrapper.training:  # fit leaves the model in eval mode, unless there was nothing to train
         wrapper.train(False)
     trained = prepared.state_dict()
@@ -81,4 +85,4 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     model.load_state_dict({k: trained[k] for k in own})
     model.eval()
     state = pt2e.qat_state(prepared, model)  # before converting, which replaces the fake-quantize modules
-    return convert_pt2e(prepared, fold_quantize=False), state
+    return convert_pt2e(prepared, fold_quantize=False), state, fitted["schedule"]

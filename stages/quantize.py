@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
-from edgekiln.stages import grading, modeling, qat, training
+from edgekiln.stages import budget, grading, modeling, qat, schedule, training
 from edgekiln.stages.config import QuantizeConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
@@ -100,15 +100,21 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                "macs": inputs["prune"].metrics["macs"]}
     accuracy = ptq_accuracy
     if cfg.mode == "qat":
+        train = config["train"]
+        plan = schedule.from_config(cfg, train)
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
         started = time.perf_counter()
-        graph, state = qat.finetune(bundle, data, inputs["teacher"].bundles, epochs=cfg.epochs, lr=cfg.lr,
-                                        options=options, train=config["train"], kd=config["distill"],
-                                        example=calibration)
+        holds = budget.holds_with_margin(train.within_budget_margin, "quantize", ("prune", inputs["prune"].accuracy),
+                                         inputs["teacher"].accuracy, config.get("budget"))
+        graph, state, record = qat.finetune(
+            bundle, data, inputs["teacher"].bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
+            kd=config["distill"], example=calibration,
+            within_budget=holds if plan.auto and train.stop_when_within_budget else None)
         save_file(state, workdir / QAT_STATE_FILE)
         accuracy = _simulated_accuracy(graph, data, bundle)
-        metrics["qat"] = {"epochs": cfg.epochs, "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
-                          "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy}
+        metrics["qat"] = {"epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
+                          "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy,
+                          "schedule": record}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
     result = StageResult.with_model(accuracy, bundle, metrics=metrics)

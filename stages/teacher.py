@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.stages import modeling, training
+from edgekiln.stages import modeling, schedule, training
 from edgekiln.stages.config import TeacherCandidate, TeacherConfig, TrainConfig
 from edgekiln.stages.data import Dataset
 from edgekiln.stages.errors import InputError
@@ -112,9 +112,10 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             record["why"] = excluded
             console.print(f"  candidate {cand.name}: excluded, {excluded}")
             continue
-        training.fit(bundle, data, cfg.epochs, lr=cfg.lr, seed=data.seed, desc=f"teacher {cand.name}", train=train,
-                     lr_key="teacher.lr")
+        fitted = training.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
+                              desc=f"teacher {cand.name}", train=train, lr_key="teacher.lr")
         record["accuracy"] = training.evaluate(bundle, data)
+        record["schedule"] = fitted["schedule"]
         record["score"] = _score(cfg, record)
         scored.append((bundle, record))
         console.print(f"  candidate {cand.name}: {record['accuracy']:.2f}% at {bundle.input_size} px{note}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import math
 import os
 import random
@@ -17,7 +18,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,10 +28,12 @@ from torch import nn
 from edgekiln.stages.config import DistillConfig, TrainConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages import distributed
+from edgekiln.stages import schedule as schedules
 from edgekiln.stages.errors import TrainingDiverged
 from edgekiln.stages.image_files import SampleAugment, batches
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.progress import console, epoch_bar
+from edgekiln.stages.schedule import Schedule
 
 # Where the running stage's training loops checkpoint every epoch (set by the runner per
 # stage key, so a re-run after a kill resumes there); None: no checkpoints.
@@ -524,15 +527,27 @@ class Trainer:
         return total / max(seen, 1)
 
 
-def fit(bundle: ModelBundle, data: Dataset, epochs: int, *, lr: float, seed: int, desc: str,
+def fit(bundle: ModelBundle, data: Dataset, epochs: int | Schedule, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
-        cache_teacher: bool = True, lr_key: str = "lr", resumable: bool = True) -> dict:
-    """Train `bundle.model` in place for `epochs` (see `Trainer`); returns timing figures.
-    TrainingDiverged (naming `lr_key`) on a non-finite loss or weights."""
-    if epochs <= 0:
-        return {}
-    trainer = Trainer(bundle, data, epochs, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
+        cache_teacher: bool = True, lr_key: str = "lr", resumable: bool = True,
+        within_budget: Callable[[float], bool] | None = None) -> dict:
+    """Train `bundle.model` in place for `epochs` (a count, or a Schedule: see
+    stages/schedule.py; `within_budget(val accuracy)` lets an auto schedule stop a student
+    as soon as it holds); returns timing figures and `schedule`, the record of how long it
+    trained and why it stopped. TrainingDiverged (naming `lr_key`) on a non-finite loss or
+    weights."""
+    plan = epochs if isinstance(epochs, Schedule) else schedules.fixed(epochs)
+    if plan.length <= 0:
+        return {"schedule": schedules.fixed_record(plan)}
+    trainer = Trainer(bundle, data, plan.length, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
                       kd=kd, cache_teacher=cache_teacher, lr_key=lr_key, resumable=resumable)
-    trainer.train_until(epochs)
-    return trainer.finish()
+    if plan.auto:
+        record = schedules.train_auto(trainer, plan, lambda: evaluate(
+            dataclasses.replace(bundle, model=trainer.current()), data), within_budget)
+        console.print(f"  {desc}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
+                      f"({record['best_val_accuracy']:.2f}% val): {record['stopped']}")
+    else:
+        trainer.train_until(plan.length)
+        record = schedules.fixed_record(plan)
+    return {**trainer.finish(), "schedule": record}
