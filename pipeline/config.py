@@ -192,6 +192,12 @@ def check_files(cfg: PipelineConfig) -> None:
     for key, path in named:
         if path is not None and not path.exists():
             raise ConfigError(f"{key}: {path} does not exist")
+    if cfg.data.source == "idx":
+        from edgekiln.stages import idx_files
+
+        lacking = idx_files.missing(cfg.data.path)
+        if lacking:
+            raise ConfigError(f"data.path: {cfg.data.path} has no {' and no '.join(lacking)} (source 'idx')")
     for key, spec in (("data.shards", cfg.data.shards), ("data.val_shards", cfg.data.val_shards),
                       ("data.test_shards", cfg.data.test_shards)):
         for url in [] if spec is None else expand_shards(spec):

@@ -1,5 +1,5 @@
-"""Datasets: sklearn's digits (ships with scikit-learn), a folder of class sub-folders, or
-WebDataset shards.
+"""Datasets: sklearn's digits (ships with scikit-learn), a folder of class sub-folders,
+WebDataset shards, or MNIST-style IDX files.
 
 Images are uint8 NCHW at the configured size, held in memory, or for a large training split
 left on disk and decoded batch by batch (stages/image_files.py, stages/shards.py); models
@@ -23,7 +23,7 @@ import torch
 from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.stages.config import DataConfig
 from edgekiln.stages.errors import InputError
-from edgekiln.stages import index_cache, shards
+from edgekiln.stages import idx_files, index_cache, shards
 from edgekiln.stages.image_files import ImageFiles, default_workers
 
 # An image folder whose training split would take more than this decoded is streamed from
@@ -128,6 +128,8 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
     if cfg.source == "webdataset":
         pool, given_val, test = _shard_pools(cfg, index_dir)
+    elif cfg.source == "idx":
+        (pool, test), given_val = _idx(cfg.path, cfg.image_size, cfg.classes), None
     else:
         pool = _digits(cfg.image_size) if cfg.source == "digits" else \
             _image_folder(cfg.path, cfg.image_size, "data.path", index_dir)
@@ -219,6 +221,36 @@ def _digits(size: int) -> _Pool:
     classes = [str(c) for c in digits.target_names]
     return _Pool(x, torch.tensor(digits.target, dtype=torch.int64), list(range(len(digits.target))), classes,
                  f"sklearn-digits-{sklearn.__version__}", "digits")
+
+
+def _idx(root: Path, size: int, classes: list[str] | None) -> tuple[_Pool, _Pool | None]:
+    """The train files of an IDX dataset folder, and its t10k files (the official test split)
+    when there. Grey images, resized to `size` and repeated to three channels."""
+    pools = []
+    for split in ("train", "test"):
+        found = idx_files.read_split(root, split, "data.path")
+        if found is None:
+            pools.append(None)
+            continue
+        images, labels = found
+        top = int(labels.max())
+        if classes is not None and top >= len(classes):
+            raise InputError(f"data.classes names {len(classes)} classes; {root} holds labels up to {top}")
+        x = torch.from_numpy(images.copy())[:, None].float() / 255.0
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                                antialias=size < images.shape[-1])
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+        digest = hashlib.sha256(images.tobytes())
+        digest.update(labels.tobytes())
+        pools.append(_Pool(x, torch.from_numpy(labels), [f"{idx_files.SPLITS[split]}:{i}" for i in range(len(labels))],
+                           [], digest.hexdigest(), "data.path"))
+    train, test = pools
+    top = max(int(p.y.max()) for p in pools if p is not None)
+    names = classes or [str(i) for i in range(top + 1)]
+    if len(names) < 2:
+        raise InputError(f"data.path: {root} holds one class; a classifier needs two or more")
+    return dataclasses.replace(train, classes=names), None if test is None else dataclasses.replace(test, classes=names)
 
 
 def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None) -> _Pool:
