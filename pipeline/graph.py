@@ -48,10 +48,11 @@ STAGES: tuple[Node, ...] = (
     # [budget] decides which of several candidate students wins.
     Node("distill", distill.run, ("student", "distill", "train", "budget"), ("teacher",),
          preflight=distill.preflight, unkeyed=distill.unkeyed),
-    # [budget] decides where stepwise pruning stops; with one step it only gates the result.
+    # [budget] decides where stepwise pruning stops, and when an auto recovery may stop.
     Node("prune", prune.run, ("prune", "distill", "train", "budget"), ("distill", "teacher"),
-         preflight=prune.preflight, unkeyed=lambda c: set() if c["prune"].steps > 1 else {"budget"}),
-    Node("quantize", quantize.run, ("quantize", "distill", "train"), ("prune", "teacher"),
+         preflight=prune.preflight, unkeyed=prune.unkeyed),
+    # [budget] decides which layers the INT8 simulation keeps in float, and when auto QAT may stop.
+    Node("quantize", quantize.run, ("quantize", "distill", "train", "budget"), ("prune", "teacher"),
          preflight=quantize.preflight, unkeyed=quantize.unkeyed),
     # [budget] decides which layers accuracy-aware quantization keeps in float.
     Node("export", export.run, ("targets", "quantize", "budget"), ("quantize", "teacher"),

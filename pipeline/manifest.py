@@ -119,7 +119,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "quantize": None if results.get("quantize") is None else {
             k: results["quantize"].metrics.get(k) for k in (
                 "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel",
-                "ptq_accuracy", "qat")},
+                "ptq_accuracy", "qat", "mixed_precision")},
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,
         "preprocessing": None if export is None else export.metrics["preprocessing"],

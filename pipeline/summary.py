@@ -105,6 +105,11 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         qat = quantize["qat"]
         console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
                       f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
+    mixed = quantize.get("mixed_precision")
+    if mixed:
+        console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed['breach'])}); "
+                      + (f"{text(mixed['outcome'])}: {', '.join(mixed['float_layers'])}" if mixed["applied"]
+                         else text(mixed["why_not"])))
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
         numeric = ("size", "val %", "test % (95% CI)", "drop vs teacher", "p50 ms", "p90 ms", "peak MB")

@@ -41,8 +41,11 @@ def preflight(config: dict) -> None:
 
 
 def unkeyed(config: dict) -> set[str]:
-    """[budget] decides which candidate wins only when there is more than one."""
-    return {"budget"} if len(config["student"].candidates) == 1 else set()
+    """[budget] decides which candidate wins when there is more than one, and when an auto
+    schedule may stop with `stop_when_within_budget`."""
+    cfg: StudentConfig = config["student"]
+    stops_on_budget = cfg.epochs == "auto" and config["train"].stop_when_within_budget
+    return {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
 
 
 def halving_schedule(candidates: int, epochs: int) -> list[int]:

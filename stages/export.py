@@ -71,7 +71,8 @@ class _AccuracyAware:
     def ranking(self) -> list[dict]:
         if self._ranking is None:
             console.print(f"  ranking {self.bundle.arch}'s layers by sensitivity to INT8")
-            self._ranking = mixed_precision.rank_layers(self.bundle.model, self.calibration, self.options)
+            plain = dataclasses.replace(self.options, float_layers=())  # the quantize stage's choice ranks the same
+            self._ranking = mixed_precision.rank_layers(self.bundle.model, self.calibration, plain)
         return self._ranking
 
     def simulated_accuracy(self, options: Int8Options, val_x, val_y) -> float:
@@ -92,16 +93,18 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
     artifact is then measured in the runtime, and where the runtime disagrees, the search
     goes on there, one converted artifact per step. When no step holds, the most accurate
     one measured in the runtime ships (plain INT8 if none beat it)."""
+    # What the artifact was built with: the quantize stage's float layers, where it can keep any.
+    built = aware.options if fmt.MIXED_PRECISION else dataclasses.replace(aware.options, float_layers=())
     ceiling = aware.breach(aware.float_accuracy)
     if ceiling is not None:  # the reference (the INT8 simulation) can beat float by noise
         console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}), and so does the float model")
         return {"applied": False, "breach": why,
                 "why_not": f"no layer kept in float can meet the budget: the float model itself scores "
-                           f"{aware.float_accuracy:.2f}% ({ceiling})"}, aware.options
+                           f"{aware.float_accuracy:.2f}% ({ceiling})"}, built
     console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float")
     if not fmt.MIXED_PRECISION:
         return {"applied": False, "breach": why,
-                "why_not": f"{target.format} artifacts cannot keep layers in float here"}, aware.options
+                "why_not": f"{target.format} artifacts cannot keep layers in float here"}, built
 
     def in_runtime(options: Int8Options) -> tuple[float, str]:
         build(options)
@@ -111,8 +114,9 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
         return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
 
     simulate = fmt.PT2E_SIMULATED
+    # The quantize stage's float layers (the top of the same ranking) are known not to be too few.
     found = mixed_precision.keep_float(aware.ranking, aware.options, simulated if simulate else in_runtime,
-                                       aware.breach, target.name)
+                                       aware.breach, target.name, start=len(aware.options.float_layers))
     options = dataclasses.replace(aware.options, float_layers=tuple(found["float_layers"]))
     if simulate:
         accuracy, source = in_runtime(options)
@@ -142,7 +146,8 @@ def _most_accurate(found: dict, aware: _AccuracyAware, int8_accuracy: float, bui
     runtime (fewest float layers on a tie), or plain INT8 when no step beat it; the
     artifact is rebuilt unless that is the last one built."""
     measured = [(s["accuracy"], -s["float_layers"]) for s in found["steps"] if s["accuracy_source"] == "runtime"]
-    accuracy, count = max(measured + [(int8_accuracy, 0)])
+    # `int8_accuracy` was measured with the quantize stage's float layers, if it kept any
+    accuracy, count = max(measured + [(int8_accuracy, -len(aware.options.float_layers))])
     count = -count
     layers = tuple(entry["layer"] for entry in aware.ranking[:count])
     options = dataclasses.replace(aware.options, float_layers=layers)
@@ -172,6 +177,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
                 "description": f"{metadata['description']}, {encodings.DESCRIPTION.get(encoding, encoding)}"}
     applied: dict = {}
     int8 = encoding == "int8"
+    if options.float_layers and not fmt.MIXED_PRECISION:  # the quantize stage's float layers: not here
+        options = dataclasses.replace(options, float_layers=())
 
     def build(opts: Int8Options) -> None:
         with console.status(f"  {target.name}: converting to {target.format} ({encoding})"):

@@ -43,6 +43,14 @@ def preflight(config: dict) -> None:
                          "prune.measure = true to time each step on its runner)")
 
 
+def unkeyed(config: dict) -> set[str]:
+    """[budget] decides where stepwise pruning stops and when an auto recovery may stop
+    (`stop_when_within_budget`); with one fixed step it only gates the result."""
+    cfg: PruneConfig = config["prune"]
+    stops_on_budget = cfg.finetune_epochs == "auto" and config["train"].stop_when_within_budget
+    return set() if cfg.steps > 1 or stops_on_budget else {"budget"}
+
+
 def kept_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Layers whose output channels must not be pruned: the classifier (its outputs are the
     classes) and every projection inside an attention module. torch-pruning skips any channel

@@ -9,6 +9,12 @@ first fine-tunes the student under fake quantization with the KD loss; its model
 the QAT-adapted float student, which the export stage quantizes per target and measures
 again in each target's own runtime, and QAT's fake-quantize state, stored beside it, gives
 the TFLite artifact the activation ranges QAT trained with.
+
+When the plain INT8 simulation (PTQ) misses the stage's accuracy budget and
+`accuracy_aware` is on, the stage keeps the most quantization-sensitive layers in float, one
+at a time, until the simulation holds (stages/mixed_precision.py): the stage is judged on
+that, so a run never stops here when keeping some layers float would pass. The layers go on
+to the export stage in the INT8 options, for the formats that can keep them float.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
-from edgekiln.stages import budget, grading, modeling, qat, schedule, training
+from edgekiln.stages import budget, grading, mixed_precision, modeling, qat, schedule, training
 from edgekiln.stages.config import QuantizeConfig
 from edgekiln.stages.data import Dataset, to_input
 from edgekiln.stages.errors import InputError
@@ -47,8 +53,13 @@ def preflight(config: dict) -> None:
 
 
 def unkeyed(config: dict) -> set[str]:
-    """PTQ reads neither the distillation recipe nor the training recipe."""
-    return {"distill", "train"} if config["quantize"].mode == "ptq" else set()
+    """PTQ reads neither the distillation recipe nor the training recipe; [budget] decides
+    only PTQ's layers kept in float (accuracy_aware) and when auto QAT may stop."""
+    cfg: QuantizeConfig = config["quantize"]
+    out = {"distill", "train"} if cfg.mode == "ptq" else set()
+    reads_budget = cfg.accuracy_aware if cfg.mode == "ptq" else \
+        cfg.epochs == "auto" and config["train"].stop_when_within_budget
+    return out if reads_budget else out | {"budget"}
 
 
 def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor, dict]:
@@ -65,9 +76,12 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
 
 
 def int8_options(result: StageResult, cfg: QuantizeConfig) -> Int8Options:
-    """The INT8 options the artifacts are built with: the config's, and QAT's state if any."""
+    """The INT8 options the artifacts are built with: the config's, QAT's state if any, and
+    the layers the stage kept in float to hold its budget."""
     state = result.directory / QAT_STATE_FILE
-    return dataclasses.replace(cfg.options(), qat_state=str(state) if state.is_file() else None)
+    mixed = result.metrics.get("mixed_precision") or {}
+    return dataclasses.replace(cfg.options(), qat_state=str(state) if state.is_file() else None,
+                               float_layers=tuple(mixed.get("float_layers") or ()) if mixed.get("applied") else ())
 
 
 def calibration_images(result: StageResult, bundle: modeling.ModelBundle) -> np.ndarray:
@@ -82,6 +96,28 @@ def _simulated_logits(graph, images: torch.Tensor, bundle: modeling.ModelBundle)
 
 def _simulated_accuracy(graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
     return training.accuracy(_simulated_logits(graph, data.val_x, bundle), data.val_y)
+
+
+def _keep_float(bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, why: str, breach):
+    """The INT8 simulation with its most sensitive layers kept in float, one more at a time,
+    until `breach` finds nothing: (graph, val accuracy, record). When no number of float
+    layers holds, the plain INT8 graph stays (the stage's gate then fails on it)."""
+    console.print(f"  the INT8 simulation misses the budget ({why}); keeping its most sensitive layers in float")
+    ranking = mixed_precision.rank_layers(bundle.model, calibration, options)
+    exported = pt2e.export_dynamic_batch(bundle.model.cpu().eval(), torch.from_numpy(calibration[:1]).float())
+
+    def simulated(opts: Int8Options) -> tuple[float, str]:
+        return _simulated_accuracy(pt2e.simulate(bundle.model, calibration, opts, graph=exported), data,
+                                   bundle), "torch simulation"
+
+    found = mixed_precision.keep_float(ranking, options, simulated, breach, "quantize")
+    record = {"applied": found["held"], "breach": why, "sensitivity": mixed_precision.SENSITIVITY,
+              "ranking": ranking, **found}
+    chosen = dataclasses.replace(options, float_layers=tuple(found["float_layers"]) if found["held"] else ())
+    if not found["held"]:
+        record.update(float_layers=[], why_not=found["outcome"])
+    graph = pt2e.simulate(bundle.model, calibration, chosen, graph=exported)
+    return graph, _simulated_accuracy(graph, data, bundle), record
 
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
@@ -117,6 +153,13 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                           "schedule": record}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
+    def breach(value: float) -> str | None:
+        return budget.breach(value, "quantize", ("prune", inputs["prune"].accuracy), inputs["teacher"].accuracy,
+                             config.get("budget"))
+
+    why = breach(accuracy)
+    if why is not None and cfg.accuracy_aware and cfg.mode == "ptq":
+        graph, accuracy, metrics["mixed_precision"] = _keep_float(bundle, calibration, options, data, why, breach)
     result = StageResult.with_model(accuracy, bundle, metrics=metrics)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
     result.grader = lambda test_x, test_y: grading.top1_record(_simulated_logits(graph, test_x, bundle), test_y)

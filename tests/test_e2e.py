@@ -306,6 +306,32 @@ def test_qat_reuses_the_upstream_stages_and_writes_int8_artifacts(run):
         assert by_target[target]["size_bytes"] < 0.5 * float_bytes, (target, by_target[target]["size_bytes"])
 
 
+def test_a_plain_int8_simulation_that_misses_the_budget_keeps_layers_float_and_the_run_passes(run):
+    """The quantize gate is judged after the mixed-precision search: a budget the plain INT8
+    simulation misses, but some layers kept in float meet, passes (it stopped the run at
+    quantize before). The float layers go on to the ONNX artifact; Core ML, which cannot keep
+    any, ships plain INT8 weights and is judged on them."""
+    root, _, first = run
+    stage = {s["name"]: s for s in first["stages"]}
+    plain_drop = stage["prune"]["accuracy"] - first["quantize"]["ptq_accuracy"]
+    assert plain_drop > 0.2, f"this run's plain INT8 simulation lost {plain_drop:.2f} points: nothing to recover"
+    work = root / "mixed"
+    work.mkdir()
+    targets = ('[[targets]]\nname = "server"\nformat = "onnx"\nartifact = "server.onnx"\n\n'
+               '[[targets]]\nname = "ios"\nformat = "coreml"\n')
+    config = write_config(work, targets=targets, extra=f"\n[budget.max_drop]\nquantize = {plain_drop / 2:.3f}\n")
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    mixed = manifest["quantize"]["mixed_precision"]
+    assert mixed["applied"] and mixed["float_layers"] and "points below prune" in mixed["breach"]
+    quantize = next(s for s in manifest["stages"] if s["name"] == "quantize")
+    assert quantize["passed"] and stage["prune"]["accuracy"] - quantize["accuracy"] <= plain_drop / 2 + 1e-6
+    by_target = {a["target"]: a for a in manifest["artifacts"]}
+    assert by_target["server"]["quantization"]["float_layers"] == mixed["float_layers"]
+    assert by_target["ios"]["quantization"]["float_layers"] == [] and by_target["ios"]["passed"]
+
+
 def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monkeypatch):
     root, _, _ = run
     work = root / "killed"
