@@ -31,13 +31,19 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def profileless_run(run):
-    """The shared pipeline with targets that name no profile (ONNX, Core ML, TFLite): only
-    export re-runs. (folder, CLI result, manifest)."""
+    """The shared pipeline with targets that name no profile (ONNX, Core ML, TFLite), and a
+    budget.max_drop.quantize of half what its plain INT8 simulation lost, so the quantize
+    stage keeps layers in float: quantize and export re-run. (folder, CLI result, manifest)."""
     from tiny_pipeline import PROFILELESS_TARGETS, invoke, write_config
 
-    root, _, _ = run
+    root, _, first = run
+    prune = next(s for s in first["stages"] if s["name"] == "prune")["accuracy"]
+    plain_drop = prune - first["quantize"]["ptq_accuracy"]
+    assert plain_drop > 0.2, f"the shared run's plain INT8 simulation lost {plain_drop:.2f} points: nothing to recover"
     work = root / "profileless"
     work.mkdir()
-    result = invoke(write_config(work, targets=PROFILELESS_TARGETS), work / "out", root / "cache")
+    config = write_config(work, targets=PROFILELESS_TARGETS,
+                          extra=f"\n[budget.max_drop]\nquantize = {plain_drop / 2:.3f}\n")
+    result = invoke(config, work / "out", root / "cache")
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     return work, result, manifest
