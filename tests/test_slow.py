@@ -136,3 +136,16 @@ def test_the_fashion_mnist_example_runs_on_the_idx_files_scaled_down(tmp_path):
     assert manifest["labels"][0] == "T-shirt/top" and manifest["splits"]["test"] == 10000
     assert manifest["teacher"]["candidates"][0]["schedule"]["mode"] == "auto"
     assert manifest["student"]["auto"]["epochs"] <= 4
+
+
+def test_the_auto_epochs_benchmark_runs_in_its_tiny_mode():
+    """benchmarks/auto_epochs.py --tiny: a benchmark nobody runs rots."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "auto_epochs.py"), "--tiny"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| fixed", "| auto"))]
+    assert len(rows) == 4, done.stdout
+    assert all("auto" not in row or "reached" in row or "no val improvement" in row for row in rows)
