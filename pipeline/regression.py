@@ -142,7 +142,8 @@ def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tu
     except ValidationError as e:
         problems = "; ".join(f"release.{'.'.join(map(str, err['loc']))} = {err.get('input')!r}: {err['msg']}"
                              for err in e.errors())
-        raise InputError(f"the new run's manifest records a [release] section that is not valid: {problems}") from None
+        raise InputError(f"the new run's manifest records release thresholds (config.release) that are not valid: "
+                         f"{problems}") from None
     values, keys = {}, {}
     for key, flag in THRESHOLD_FLAGS.items():
         if overrides.get(key) is not None:

@@ -342,6 +342,14 @@ def test_the_report_of_targets_without_a_profile_renders_in_a_browser(profileles
     assert rendered["tables"]["artifact-table"]["rows"] == 1 + len(manifest["artifacts"]) == 4
 
 
+def test_a_wrong_typed_release_threshold_in_the_manifest_is_bad_input_naming_it(tmp_path):
+    new = _manifest(_artifact(), release={"max_accuracy_drop": "lots"})
+    base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", new)
+    result = CliRunner().invoke(app, ["diff", str(base), str(new)])
+    assert result.exit_code == 2, result.output
+    assert "release.max_accuracy_drop = 'lots'" in " ".join(result.output.split())
+
+
 def test_diff_needs_no_torch(tmp_path):
     """A release job's comparison answers in well under a second: it reads two manifests."""
     base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", _manifest(_artifact()))
