@@ -13,6 +13,8 @@ _LAZY = {
     "report": "edgekiln.api",
     "RunResult": "edgekiln.api",
     "CheckResult": "edgekiln.api",
+    "ReportFailure": "edgekiln.api",
+    "ReportError": "edgekiln.api",
     "RunDiff": "edgekiln.regression",
     "load_config": "edgekiln.config",
     "ConfigError": "edgekiln.config",
