@@ -100,13 +100,8 @@ class _Candidate:
     def train_auto(self, plan: schedule.Schedule, data: Dataset, within_budget) -> float:
         """Train on from where the search left it until `plan` stops it (stages/schedule.py),
         keeping the best epoch's weights."""
-        def score() -> float:
-            return training.evaluate(dataclasses.replace(self.bundle, model=self.trainer.current()), data)
-
-        record = schedule.train_auto(self.trainer, plan, score, within_budget)
-        accuracy = score()
-        console.print(f"  distill {self.record['name']}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
-                      f"({accuracy:.2f}% val): {record['stopped']}")
+        record = training.train_auto(self.trainer, self.bundle, data, plan, within_budget)
+        accuracy = record["best_val_accuracy"]  # the kept weights' val accuracy
         self.record.update(accuracy=accuracy, epochs_trained=record["epochs"], schedule=record)
         self.record["rounds"].append({"epochs": record["epochs"], "accuracy": accuracy, "auto": True})
         return accuracy

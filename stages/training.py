@@ -527,6 +527,17 @@ class Trainer:
         return total / max(seen, 1)
 
 
+def train_auto(trainer: Trainer, bundle: ModelBundle, data: Dataset, plan: Schedule,
+               within_budget: Callable[[float], bool] | None = None) -> dict:
+    """`trainer` on an auto schedule (stages/schedule.py), scored on `data`'s val split after
+    every epoch; leaves the best epoch's weights in it and returns the schedule's record."""
+    record = schedules.train_auto(trainer, plan, lambda: evaluate(
+        dataclasses.replace(bundle, model=trainer.current()), data), within_budget)
+    console.print(f"  {trainer.desc}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
+                  f"({record['best_val_accuracy']:.2f}% val): {record['stopped']}")
+    return record
+
+
 def fit(bundle: ModelBundle, data: Dataset, epochs: int | Schedule, *, lr: float, seed: int, desc: str,
         train: TrainConfig | None = None, teacher: Teacher | None = None,
         hint: HintProjection | None = None, kd: DistillConfig | None = None,
@@ -543,10 +554,7 @@ def fit(bundle: ModelBundle, data: Dataset, epochs: int | Schedule, *, lr: float
     trainer = Trainer(bundle, data, plan.length, lr=lr, seed=seed, desc=desc, train=train, teacher=teacher, hint=hint,
                       kd=kd, cache_teacher=cache_teacher, lr_key=lr_key, resumable=resumable)
     if plan.auto:
-        record = schedules.train_auto(trainer, plan, lambda: evaluate(
-            dataclasses.replace(bundle, model=trainer.current()), data), within_budget)
-        console.print(f"  {desc}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
-                      f"({record['best_val_accuracy']:.2f}% val): {record['stopped']}")
+        record = train_auto(trainer, bundle, data, plan, within_budget)
     else:
         trainer.train_until(plan.length)
         record = schedules.fixed_record(plan)
