@@ -81,6 +81,12 @@ class DataConfig(BaseModel):
     # decoded into memory either way: every evaluation reads them whole.
     streaming: bool | None = None
     num_workers: int | None = Field(None, ge=0, le=64)  # default: one per core but one, up to 8
+    # Image folders: an image with more pixels than this stops the run before any work (read
+    # from its header, never decoded); the default is Pillow's own decompression-bomb limit.
+    max_image_pixels: int = Field(89_478_485, ge=1)
+    # Image folders: a class folder or image that is a link to somewhere outside the folder is
+    # refused unless this is true.
+    follow_symlinks: bool = False
 
     @model_validator(mode="after")
     def _paths_fit_source(self) -> "DataConfig":

@@ -51,6 +51,7 @@ class Dataset:
     # drawn through (whether the images are streamed or in memory); None: a random permutation.
     shard_layout: list | None = None
     shuffle_buffer: int = 0
+    skipped: list[str] = field(default_factory=list)  # hidden files and folders the data folders hold, not read
 
     @property
     def streamed(self) -> bool:
@@ -102,6 +103,7 @@ class _Pool:
     classes: list[str]
     source_id: str
     root: str  # the config key the ids are relative to ("digits" for the bundled data)
+    skipped: list[str] = field(default_factory=list)  # hidden files and folders not read
 
     def take(self, idx) -> "_Pool":
         idx = np.asarray(idx, dtype=np.int64)
@@ -126,23 +128,25 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
     and test are `val_fraction` and `test_fraction` of all the images and never overlap.
     A split given as its own folder or shards is taken whole."""
     workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    folder_options = {"max_pixels": cfg.max_image_pixels, "follow_symlinks": cfg.follow_symlinks}
     if cfg.source == "webdataset":
         pool, given_val, test = _shard_pools(cfg, index_dir)
     elif cfg.source == "idx":
         (pool, test), given_val = _idx(cfg.path, cfg.image_size, cfg.classes), None
     else:
         pool = _digits(cfg.image_size) if cfg.source == "digits" else \
-            _image_folder(cfg.path, cfg.image_size, "data.path", index_dir)
+            _image_folder(cfg.path, cfg.image_size, "data.path", index_dir, **folder_options)
         given_val = None if cfg.val_path is None else \
-            _image_folder(cfg.val_path, cfg.image_size, "data.val_path", index_dir)
+            _image_folder(cfg.val_path, cfg.image_size, "data.val_path", index_dir, **folder_options)
         test = None if cfg.test_path is None else \
-            _image_folder(cfg.test_path, cfg.image_size, "data.test_path", index_dir)
+            _image_folder(cfg.test_path, cfg.image_size, "data.test_path", index_dir, **folder_options)
         for other, key in ((given_val, "data.val_path"), (test, "data.test_path")):
             if other is not None:
                 _same_classes(other, pool, key)
     if cfg.max_samples is not None and cfg.max_samples < len(pool.y):
         pool = pool.take(_split(pool.y, cfg.max_samples / len(pool.y), cfg.seed)[1])
     source_id = pool.source_id + "".join(p.source_id for p in (test, given_val) if p is not None)
+    skipped = pool.skipped + [s for p in (given_val, test) if p is not None for s in p.skipped]
     carve_test = test is None and cfg.source != "webdataset" and cfg.test_fraction > 0
     if carve_test:
         rest, held = _split(pool.y, cfg.test_fraction, cfg.seed, "data.test_fraction")
@@ -163,13 +167,13 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
     # How the images are read changes nothing a stage computes: not part of the fingerprint.
     fingerprint = hashlib.sha256((source_id + cfg.model_dump_json(
         exclude={"path", "val_path", "test_path", "shards", "val_shards", "test_shards", "streaming",
-                 "num_workers"})).encode()).hexdigest()
+                 "num_workers", "max_image_pixels", "follow_symlinks"})).encode()).hexdigest()
     splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
               "val": val.members(), "test": None if test is None else test.members()}
     return Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
                    test_x=None if test is None else test.x, test_y=None if test is None else test.y,
                    splits=splits, workers=workers if stream else 0, shard_layout=layout,
-                   shuffle_buffer=cfg.shuffle_buffer)
+                   shuffle_buffer=cfg.shuffle_buffer, skipped=skipped)
 
 
 def _shard_pools(cfg: DataConfig, index_dir: Path | None) -> tuple[_Pool, _Pool, _Pool | None]:
@@ -253,20 +257,37 @@ def _idx(root: Path, size: int, classes: list[str] | None) -> tuple[_Pool, _Pool
     return dataclasses.replace(train, classes=names), None if test is None else dataclasses.replace(test, classes=names)
 
 
-def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None) -> _Pool:
+def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None, max_pixels: int | None = None,
+                  follow_symlinks: bool = False) -> _Pool:
     """The folder's images as files (decoded later, all at once or batch by batch): each
-    file's header is read, so an unreadable file stops the run before any work; once per
-    listing (names, sizes, times) when `index_dir` keeps the index."""
-    from PIL import Image, UnidentifiedImageError
-
+    file's header is read, so an unreadable or oversized file stops the run before any work;
+    once per listing (names, sizes, times) when `index_dir` keeps the index. Hidden files and
+    folders (a name starting with ".") are skipped and listed in the pool's `skipped`; a
+    symlink that leaves the folder is refused unless `follow_symlinks`."""
     if not root.is_dir():
         raise InputError(f"{key}: {root} is not a directory")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    skipped: list[str] = []
+    classes = []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith("."):
+            skipped.append(d.name + ("/" if d.is_dir() else ""))
+        elif d.is_dir():
+            _inside_or_allowed(d, root, key, follow_symlinks)
+            classes.append(d.name)
     if len(classes) < 2:
         raise InputError(f"{key}: {root} needs at least two class sub-folders, found {classes}")
     labels, listing = [], []
     for label, name in enumerate(classes):
-        files = sorted(f for f in (root / name).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = []
+        for f in sorted((root / name).rglob("*")):
+            relative = f.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts):
+                if not any(part.startswith(".") for part in relative.parent.parts):  # once, not per file inside
+                    skipped.append(relative.as_posix() + ("/" if f.is_dir() else ""))
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                _inside_or_allowed(f, root, key, follow_symlinks)
+                files.append(f)
         if not files:
             raise InputError(f"{key}: class folder {root / name} holds no images")
         for f in files:
@@ -275,13 +296,41 @@ def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None
             listing.append((f.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
     files = [entry[0] for entry in listing]
     source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    if index_cache.read(index_dir, f"folder-{source_id}") is None:
+    checked = f"folder-{source_id}-{max_pixels}"
+    if index_cache.read(index_dir, checked) is None:
         for f in files:
-            try:
-                with Image.open(root / f):  # the header only: cheap, and catches what is not an image
-                    pass
-            except (UnidentifiedImageError, OSError) as e:
-                raise InputError(f"{key}: cannot read image {root / f}: {e}") from e
-        index_cache.write(index_dir, f"folder-{source_id}", {"root": str(root), "images": len(files)})
-    return _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
+            check_image_header(root / f, max_pixels, key)
+        index_cache.write(index_dir, checked, {"root": str(root), "images": len(files)})
+    pool = _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
                  source_id, key)
+    pool.skipped = [f"{key}: {s}" for s in skipped]
+    return pool
+
+
+def check_image_header(path: Path, max_pixels: int | None, key: str) -> None:
+    """Read `path`'s header only (cheap): InputError naming the file when it is not an image
+    or has more than `max_pixels` pixels ([data] max_image_pixels), before anything decodes it."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is judged here, against the config's
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{key}: cannot read image {path}: {e}") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError(f"{key}: image {path} is {width}x{height} ({width * height:,} pixels), over "
+                         f"data.max_image_pixels = {max_pixels:,}: shrink it, remove it, or raise the limit")
+
+
+def _inside_or_allowed(path: Path, root: Path, key: str, follow_symlinks: bool) -> None:
+    """InputError when `path` (a class folder or an image under `root`) is a link to
+    somewhere outside `root`, unless the config follows such links."""
+    if follow_symlinks:
+        return
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise InputError(f"{key}: {path} links to {target}, outside {root}: set data.follow_symlinks = true to "
+                         "read images through links that leave the data folder")

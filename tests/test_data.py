@@ -108,3 +108,81 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     (root / "dog" / "3.png").unlink()
     with pytest.raises(InputError, match="data.val_path classes"):
         load_dataset(DataConfig(source="imagefolder", path=root, val_path=val))
+
+
+def _png_header(path, width, height):
+    """A PNG whose header says width x height, with no pixel data: opening reads only the
+    header, so a 30000 x 30000 image costs 50 bytes on disk here."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [30000, 13000])
+def test_an_oversized_image_is_refused_from_its_header_naming_file_and_size(tmp_path, side):
+    root = make_folder(tmp_path / "imgs")
+    _png_header(root / "dog" / "huge.png", side, side)
+    with pytest.raises(InputError, match=f"huge.png is {side}x{side} .* over data.max_image_pixels = 89,478,485"):
+        load_dataset(DataConfig(source="imagefolder", path=root))
+
+
+def test_the_image_size_limit_is_the_configs(tmp_path):
+    from edgekiln.stages.data import check_image_header
+
+    image = _png_header(tmp_path / "wide.png", 4000, 3000)
+    check_image_header(image, None, "data.path")
+    check_image_header(image, 12_000_000, "data.path")
+    with pytest.raises(InputError, match=r"4000x3000 \(12,000,000 pixels\), over data.max_image_pixels = 11,999,999"):
+        check_image_header(image, 11_999_999, "data.path")
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_size(tmp_path):
+    """Memory follows the model's input, not the file: a 6000 x 6000 JPEG (108 MB decoded)
+    read at 32 px raises the peak memory of a fresh process by a small fraction of that."""
+    import subprocess
+    import sys
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (6000, 6000, 3), dtype=np.uint8)).save(
+        tmp_path / "big.jpg", quality=80)
+    probe = ("import resource; from edgekiln.calibration.images import read_square;"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+             f"image = read_square({str(tmp_path / 'big.jpg')!r}, 32);"
+             "print(image.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    shape, grown_mb = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                     check=True).stdout.rsplit(" ", 1)
+    assert shape == "(32, 32, 3)" and int(grown_mb) < 20, grown_mb
+
+
+def test_hidden_files_and_folders_are_skipped_and_listed(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    for hidden in ("...", "..a", ".thumbnails"):
+        make_folder(root / hidden, classes=("x",), per_class=1)
+    (root / "cat" / ".DS_Store").write_bytes(b"\0")
+    (root / "cat" / "._0.png").write_bytes(b"AppleDouble")  # not an image: read, it would stop the run
+    data = load_dataset(DataConfig(source="imagefolder", path=root, image_size=16, test_fraction=0.0))
+    assert data.classes == ["cat", "dog"] and len(data.train_y) + len(data.val_y) == 12
+    assert sorted(data.skipped) == ["data.path: .../", "data.path: ..a/", "data.path: .thumbnails/",
+                                    "data.path: cat/.DS_Store", "data.path: cat/._0.png"]
+
+
+def test_links_leaving_the_data_folder_are_refused_unless_followed(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    elsewhere = make_folder(tmp_path / "elsewhere", classes=("bird",))
+    (root / "bird").symlink_to(elsewhere / "bird")
+    with pytest.raises(InputError, match=r"data.path: .*bird links to .*elsewhere/bird, outside .*data.follow_symlinks"):
+        load_dataset(DataConfig(source="imagefolder", path=root, image_size=16))
+    data = load_dataset(DataConfig(source="imagefolder", path=root, image_size=16, follow_symlinks=True))
+    assert data.classes == ["bird", "cat", "dog"]
+    (root / "bird").unlink()
+    (root / "cat" / "linked.png").symlink_to(elsewhere / "bird" / "0.png")
+    with pytest.raises(InputError, match="linked.png links to"):
+        load_dataset(DataConfig(source="imagefolder", path=root, image_size=16))
+    (root / "cat" / "inside.png").symlink_to(root / "dog" / "0.png")  # a link inside the folder is fine
+    (root / "cat" / "linked.png").unlink()
+    assert len(load_dataset(DataConfig(source="imagefolder", path=root, image_size=16)).classes) == 2
