@@ -85,6 +85,18 @@ class PipelineConfig(BaseModel):
         _first_duplicate([t.name for t in self.targets], "name")
         return self
 
+    @model_validator(mode="after")
+    def _nothing_ships_untrained(self) -> "PipelineConfig":
+        if self.student.epochs == 0:
+            raise ValueError("student.epochs = 0 would ship a student that was never trained: give a number of "
+                             'epochs or "auto"')
+        untrained = [c for c in self.teacher.resolved() if c.checkpoint is None]
+        if self.teacher.epochs == 0 and untrained:
+            raise ValueError(f"teacher.epochs = 0 would distil from {untrained[0].name} untrained (its classifier "
+                             'head is new): give a number of epochs or "auto"; 0 is for candidates given as '
+                             "{arch, checkpoint} tables with weights trained on these classes")
+        return self
+
 
 def _first_duplicate(values: list[str], what: str) -> None:
     seen: dict[str, int] = {}
@@ -129,6 +141,21 @@ def _describe(error: ValidationError) -> str:
         message = "unknown key (misspelled?)" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"  {_key_path(e['loc'])}: {message}")
     return "\n".join(dict.fromkeys(lines))  # union branches repeat the same complaint
+
+
+def _too_deep(value) -> str | None:
+    """The key path of the first value nested deeper than MAX_DEPTH, if any (iterative:
+    a hostile config cannot exhaust the stack here)."""
+    stack = [(value, "", 0)]
+    while stack:
+        item, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return key or "(top level)"
+        if isinstance(item, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(item))
+    return None
 
 
 def _non_finite(value, key: str = "") -> str | None:
@@ -219,17 +246,27 @@ def load_config(path: str | Path) -> PipelineConfig:
     return config_from_text(text, base=path.resolve().parent, name=str(path))
 
 
+MAX_DEPTH = 16  # tables and arrays nested deeper than any config needs (the schema has 4 levels)
+
+
 def config_from_text(text: str, base: Path | None = None, name: str = "config") -> PipelineConfig:
     """Validate TOML text; relative paths are relative to `base` (default: the working directory)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{name} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: tables or arrays nested too deeply to read (a config needs at most "
+                          f"{MAX_DEPTH} levels)") from None
     return config_from_dict(raw, base=base, name=name)
 
 
 def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") -> PipelineConfig:
     """Validate a config given as a dict (the TOML's tables as nested dicts)."""
+    deep = _too_deep(raw)
+    if deep:
+        raise ConfigError(f"{name}: {deep} is nested more than {MAX_DEPTH} levels deep (tables or arrays); no key "
+                          "of the schema is")
     bad = _non_finite(raw)
     if bad:
         raise ConfigError(f"{name} has 1 problem(s):\n  {bad}: not a finite number (inf and nan are not allowed)")
