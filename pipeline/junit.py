@@ -83,6 +83,10 @@ def diff_cases(diff) -> list[Case]:
     cases = []
     for target in diff.targets:
         classname = _classname("diff", f"target {target.target}")
+        if target.status == "incomplete":
+            cases.append(Case(classname, "compared with base", "error",
+                              f"target {target.target} cannot be judged: {target.why}"))
+            continue
         if target.status != "compared":
             cases.append(Case(classname, "compared with base", "skipped",
                               f"target {target.target} {'is new in this run' if target.status == 'added' else 'was removed'}"))

@@ -69,9 +69,9 @@ def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_s
             shutil.copytree(source, tmp)
         else:
             shutil.copyfile(source, tmp)
-    except OSError:  # a full disk leaves no partial artifact behind
+    except OSError as e:  # a full disk leaves no partial artifact behind, and names the artifact
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
+        raise OSError(e.errno, e.strerror, str(dest)) from e
     digest = sha256(tmp)
     if expected_sha256 is not None and digest != expected_sha256:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
@@ -124,6 +124,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "artifacts": outcome.artifacts,
         "preprocessing": None if export is None else export.metrics["preprocessing"],
         "labels": outcome.labels,
+        **({"interrupted": outcome.interrupted} if getattr(outcome, "interrupted", None) else {}),
     }
 
 
@@ -140,7 +141,8 @@ def _student(distill, precheck: dict | None) -> dict | None:
 
 def read_manifest(path: Path) -> tuple[dict, Path]:
     """A finished run's manifest, from its output folder or its manifest.json, and the file's
-    path; InputError when there is none or it is not an edgekiln manifest."""
+    path; InputError when there is none, it is not an edgekiln manifest, or a field it holds
+    has the wrong type (naming the field)."""
     path = Path(path)
     manifest_path = path if path.suffix == ".json" and not path.is_dir() else path / "manifest.json"
     if not manifest_path.is_file():
@@ -148,11 +150,33 @@ def read_manifest(path: Path) -> tuple[dict, Path]:
                          "`edgekiln run` or its manifest.json")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise InputError(f"{manifest_path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or "artifacts" not in manifest or "config" not in manifest:
         raise InputError(f"{manifest_path} is not an edgekiln manifest (no artifacts or config)")
+    check_manifest(manifest, manifest_path)
     return manifest, manifest_path
+
+
+def check_manifest(manifest: dict, where: Path | str) -> None:
+    """InputError naming every field of `manifest` that has the wrong type (a figure that is
+    text, a list that is a number...). Absent and null figures are allowed: readers show
+    them as not measured."""
+    from pydantic import ValidationError
+
+    from edgekiln.manifest_schema import RunManifest
+
+    try:
+        RunManifest.model_validate(manifest, strict=True)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors()[:5]:
+            field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in err["loc"]).lstrip(".")
+            value = err.get("input")
+            shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+            problems.append(f"{field} = {shown[:60]}: {err['msg'].lower()}")
+        more = f" (and {e.error_count() - 5} more)" if e.error_count() > 5 else ""
+        raise InputError(f"{where} is not a valid edgekiln manifest: " + "; ".join(problems) + more) from None
 
 
 def write_text(path: Path, text: str) -> Path:

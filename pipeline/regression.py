@@ -74,9 +74,10 @@ def format_figure(value, signed: bool = False) -> str:
 @dataclass
 class TargetDiff:
     target: str
-    status: str  # "compared" | "added" | "removed"
+    status: str  # "compared" | "added" | "removed" | "incomplete" (a record without its figures)
     format: str | None = None
     changes: list[Change] = field(default_factory=list)
+    why: str | None = None  # "incomplete": which record lacks which figures
 
     @property
     def regressions(self) -> list[Change]:
@@ -101,13 +102,20 @@ class RunDiff:
         return [(t.target, c) for t in self.targets for c in t.regressions]
 
     @property
+    def incomplete(self) -> list[TargetDiff]:
+        """Targets whose record in either run lacks the figures a release is judged on."""
+        return [t for t in self.targets if t.status == "incomplete"]
+
+    @property
     def passed(self) -> bool:
-        return not self.regressions
+        """No regression, and every target's figures were there to judge."""
+        return not self.regressions and not self.incomplete
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["passed"] = self.passed
         out["regressions"] = [c.message(t) for t, c in self.regressions]
+        out["incomplete"] = [f"{t.target}: {t.why}" for t in self.incomplete]
         return out
 
 
@@ -125,7 +133,31 @@ def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
         return None
     if sha256(path) != record["sha256"]:
         raise InputError(f"{path}: sha256 differs from {manifest_path}: not the predictions that run wrote")
-    return json.loads(path.read_text())
+    try:
+        predictions = json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    _check_predictions(predictions, path, (manifest.get("splits") or {}).get("test"))
+    return predictions
+
+
+def _check_predictions(predictions, path: Path, test_count: int | None) -> None:
+    """InputError unless `predictions` is labels (ints) and, per target, one top-1 class per
+    label (and as many labels as the manifest's test split has images)."""
+    def ints(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+    if not isinstance(predictions, dict) or not ints(predictions.get("labels")) or \
+            not isinstance(predictions.get("top1"), dict):
+        raise InputError(f"{path}: not an edgekiln predictions file (labels: a list of class indexes, top1: per "
+                         "target a list of class indexes)")
+    labels = len(predictions["labels"])
+    if test_count is not None and labels != test_count:
+        raise InputError(f"{path}: {labels} labels, but the manifest's test split has {test_count} images")
+    for target, top1 in predictions["top1"].items():
+        if not ints(top1) or len(top1) != labels:
+            found = f"{len(top1)} predictions" if isinstance(top1, list) else type(top1).__name__
+            raise InputError(f"{path}: top1.{target} has {found} for {labels} labels")
 
 
 def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
@@ -186,6 +218,10 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
             result.targets.append(TargetDiff(name, "added", record.get("format")))
             result.notes.append(f"target {name} is new in this run (no base to compare with)")
             continue
+        lacking = _lacking(base_artifacts[name], "base") + _lacking(record, "new")
+        if lacking:
+            result.targets.append(TargetDiff(name, "incomplete", record.get("format"), why="; ".join(lacking)))
+            continue
         target = _target_diff(name, base_artifacts[name], record, same_split, thresholds, keys)
         if predictions is not None:
             _pair(target, name, *predictions)
@@ -196,6 +232,15 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
             result.notes.append(f"target {name} was in the base run and is not in this one")
     result.lineage = _lineage(base_manifest, new_manifest)
     return result
+
+
+def _lacking(record: dict, side: str) -> list[str]:
+    """What a published artifact record always has and this one does not: its size, and an
+    accuracy (val or test). A record cut down to its name is not comparable, never passed."""
+    missing = [k for k in ("size_bytes",) if record.get(k) is None]
+    if record.get("accuracy") is None and record.get("test_accuracy") is None:
+        missing.append("accuracy and test_accuracy")
+    return [f"the {side} run's record has no {', '.join(missing)}"] if missing else []
 
 
 def _same_split(base: dict, new: dict) -> tuple[bool, str | None]:

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.manifest import read_manifest
 from edgekiln.stages.data import DataConfig, load_dataset, to_input
@@ -127,9 +129,16 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
               allow_estimate: bool = False) -> tuple[dict, list[ArtifactCheck]]:
     """Check every artifact of the run in `out_dir` against its manifest and its profile; a
     profile given in `profiles` replaces the run's own for the artifacts of its format."""
-    manifest, _ = read_manifest(out_dir)
+    manifest, manifest_path = read_manifest(out_dir)
     if not manifest.get("artifacts"):
         raise InputError(f"{out_dir / 'manifest.json'} lists no artifacts (the run stopped before export)")
+    for i, record in enumerate(manifest["artifacts"]):
+        lacking = [k for k in ("path", "sha256") if not record.get(k)]
+        if lacking:
+            raise InputError(f"{manifest_path}: artifacts[{i}] ({record['target']}) has no {' and no '.join(lacking)}: "
+                             "nothing to check it against")
+    if measure_accuracy and not isinstance(manifest.get("preprocessing"), dict):
+        raise InputError(f"{manifest_path} has no preprocessing record: the artifacts' inputs cannot be rebuilt")
     overrides: dict[str, Profile] = {}
     for name in profiles:
         profile = _profile(name)
@@ -138,7 +147,11 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
         overrides[profile.format] = profile
     splits = {}
     if measure_accuracy:
-        data = load_dataset(DataConfig.model_validate(manifest["config"]["data"]))
+        try:
+            data = load_dataset(DataConfig.model_validate(manifest["config"].get("data") or {}))
+        except ValidationError as e:
+            raise InputError(f"{manifest_path}: config.data is not a valid [data] section: "
+                             f"{e.errors()[0]['msg']}") from None
         pre = manifest["preprocessing"]
         splits["val"] = (to_input(data.val_x, pre["mean"], pre["std"]).numpy(), data.val_y.numpy())
         if data.has_test:
