@@ -45,7 +45,12 @@ class ReportFailure:
     def message(self) -> str:
         if self.bug:
             return f"a bug in edgekiln's report step: {type(self.error).__name__}: {self.error}"
-        return f"cannot write {self.path}: {getattr(self.error, 'strerror', None) or self.error}"
+        from edgekiln.targets.disk import FULL, free_bytes, human
+
+        why = getattr(self.error, "strerror", None) or self.error
+        if getattr(self.error, "errno", None) in FULL:
+            why = f"{why} ({human(free_bytes(self.path))} free there)"
+        return f"cannot write {self.path}: {why}"
 
 
 class ReportError(Exception):
@@ -68,6 +73,7 @@ class RunResult:
     error: str | None = None
     paths: dict[str, Path] = field(default_factory=dict)  # manifest, reports, junit, and each artifact by target
     report_failures: list[ReportFailure] = field(default_factory=list)  # reports not written (the others were)
+    published: bool = True  # False: the disk refused the outputs, and `out_dir` keeps what it held
 
     @property
     def failed_gates(self) -> list[GateCheck | BudgetCheck]:
@@ -92,49 +98,85 @@ def load(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
     relative to the working directory; in a file, to the file. ConfigError when invalid."""
     if isinstance(config, dict):
         return config_from_dict(config), json.dumps(config, sort_keys=True, default=str), "config"
-    if isinstance(config, str) and ("\n" in config or "=" in config):
+    if _is_text(config):
         return config_from_text(config), config, "config"
     path = Path(config)
     cfg = load_config(path)
     return cfg, path.read_text(), path.stem
 
 
+def _is_text(config) -> bool:
+    """A config given as TOML text rather than a file path."""
+    return isinstance(config, str) and ("\n" in config or "=" in config)
+
+
 def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str | Path | None = None, *,
-        junit: str | Path | None = None, compare: str | Path | None = None) -> RunResult:
+        junit: str | Path | None = None, compare: str | Path | None = None, force: bool = False) -> RunResult:
     """Run the pipeline `config` describes: artifacts, manifest.json, report.png,
     tradeoff.png, report.html and MODEL_CARD.md go to `out` (default out/<config name>).
     `junit`: also write the gates as JUnit XML there (also when the run ends in an error).
-    `compare`: a base release (output folder or manifest.json) whose deltas report.html shows."""
+    `compare`: a base release (output folder or manifest.json) whose deltas report.html shows.
+
+    `out` is written whole or not at all: the outputs are staged beside it and swapped in
+    once complete (an earlier run's outputs there are replaced as a whole). InputError, before
+    any work, when `out` is inside the data or the cache, or is a non-empty folder that is not
+    an earlier edgekiln output (unless `force`: the outputs then go beside its files).
+    SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
+    from edgekiln import outputs
+    from edgekiln.interrupts import raising
     from edgekiln.runner import run_pipeline
 
     cfg, text, name = load(config)
     check_files(cfg)
     out_dir = Path(out) if out is not None else Path("out") / name
     cache = Path(cache_dir) if cache_dir is not None else Path(".edgekiln-cache")
+    config_path = None if isinstance(config, dict) or _is_text(config) else Path(config)
+    outputs.refuse_unsafe(out_dir, cache, outputs.input_paths(cfg, config_path))
     if compare is not None:
         read_manifest(Path(compare))  # a bad base stops the run before any work
     started = time.perf_counter()
+    staging = None
     try:
-        outcome = run_pipeline(cfg, out_dir, cache, text)
-    except Exception:
-        if junit is not None and (out_dir / "manifest.json").is_file():
-            with _output("junit", junit):
-                _write_run_junit(Path(junit), json.loads((out_dir / "manifest.json").read_text()), name,
-                                 time.perf_counter() - started)
+        with raising(), outputs.staged(out_dir, force) as staging:
+            try:
+                outcome = run_pipeline(cfg, staging.path, cache, text, shown_as=out_dir)
+            except BaseException:
+                if junit is not None and (staging.path / "manifest.json").is_file():
+                    with _output("junit", junit):
+                        _write_run_junit(Path(junit), json.loads((staging.path / "manifest.json").read_text()),
+                                         name, time.perf_counter() - started)
+                raise
+            written, failures, passed, manifest = _finish(staging, out_dir, outcome, compare, name)
+            if junit is not None:
+                with _output("junit", junit):
+                    _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
+    except BaseException as e:
+        # Where the manifest that records the error is: None when nothing was published.
+        e.manifest_path = out_dir / "manifest.json" if staging is not None and staging.published else None
         raise
-    manifest = json.loads((out_dir / "manifest.json").read_text())
     paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
-    written, failures = _write_reports(out_dir, manifest, compare, name)
-    paths.update(written)
-    if failures:
-        manifest = _record_report_failures(out_dir, manifest, failures)
-    if junit is not None:
-        with _output("junit", junit):
-            paths["junit"] = _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
+    paths.update({k: out_dir / p.name for k, p in written.items()})
     artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
-    return RunResult(passed=outcome.passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
-                     artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures)
+    return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
+                     artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,
+                     published=not staging.abandoned)
+
+
+def _finish(staging, out_dir: Path, outcome, compare, name: str):
+    """The staged run's reports, and its manifest with any that failed: (paths written,
+    failures, whether the run passed, the manifest)."""
+    manifest = json.loads((staging.path / "manifest.json").read_text())
+    written, failures = _write_reports(staging.path, manifest, compare, name)
+    for f in failures:  # named as the user will find them
+        f.path = out_dir / f.path.relative_to(staging.path)
+    passed = outcome.passed
+    if failures:
+        # A report the disk refused leaves the run not whole (passed: false); a bug in the
+        # report step leaves the run standing, its manifest saying what is missing.
+        passed = passed and all(f.bug for f in failures)
+        manifest = _record_report_failures(staging.path, manifest, failures, staging)
+    return written, failures, passed, manifest
 
 
 @contextlib.contextmanager
@@ -196,16 +238,23 @@ def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
     return paths, failures
 
 
-def _record_report_failures(out_dir: Path, manifest: dict, failures: list[ReportFailure]) -> dict:
+def _record_report_failures(out_dir: Path, manifest: dict, failures: list[ReportFailure], staging=None) -> dict:
     """The manifest with the reports that could not be written under `report_errors`,
-    rewritten atomically; left as it was when even that cannot be written (a full disk)."""
+    rewritten atomically. A report the disk refused makes the run not whole: the manifest
+    then says `passed: false` with the error, and when even that cannot be written, nothing
+    of the run is published (`staging` abandoned) rather than a manifest claiming a pass."""
     from edgekiln.manifest import write_manifest
 
+    refused = [f for f in failures if not f.bug]
     recorded = {**manifest, "report_errors": {f.name: f.message() for f in failures}}
+    if refused:
+        recorded.update(passed=False, error=f"reports not written: {refused[0].message()}")
     try:
         write_manifest(out_dir, recorded)
     except OSError:
-        pass  # the caller reports the failures; the manifest on disk is still the run's, whole
+        if staging is not None and refused:
+            staging.abandon()
+        return recorded  # the caller reports the failures; the manifest on disk is still the run's, whole
     return recorded
 
 

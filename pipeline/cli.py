@@ -71,6 +71,8 @@ def run(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a base release (output folder or manifest.json):"
                                            " report.html shows the deltas against it (`edgekiln diff` gates them)"),
     verbose: bool = typer.Option(False, "--verbose", help="keep the converters' own output"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty --out that is not an earlier edgekiln "
+                               "output, beside its files (an earlier output is replaced as a whole without it)"),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, help="train on this many processes "
                                        "(torchrun + DistributedDataParallel: one per GPU, or gloo on the CPU)"),
 ) -> None:
@@ -79,7 +81,8 @@ def run(
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         args = [str(config), *(a for flag, value in (("--out", out), ("--cache-dir", cache_dir), ("--junit", junit),
                                                      ("--compare", compare)) if value is not None
-                               for a in (flag, str(value))), *(["--verbose"] if verbose else [])]
+                               for a in (flag, str(value))), *(["--verbose"] if verbose else []),
+                *(["--force"] if force else [])]
         raise typer.Exit(_launch(nproc_per_node, args))
     from edgekiln.stages import distributed
 
@@ -87,7 +90,7 @@ def run(
         distributed.follow()  # train what rank 0 trains, until it is done
         raise typer.Exit(EXIT_OK)
     try:
-        _run(config, out, junit, compare, verbose, cache_dir)
+        _run(config, out, junit, compare, verbose, cache_dir, force)
     except typer.Exit as e:
         distributed.record_exit_code(e.exit_code)
         raise
@@ -137,7 +140,7 @@ def _launch(nproc: int, args: list[str]) -> int:
 
 
 def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Optional[Path], verbose: bool,
-         cache_dir: Optional[Path]) -> None:
+         cache_dir: Optional[Path], force: bool = False) -> None:
     if not verbose:
         _quiet_converters()
     from edgekiln import api, summary
@@ -146,26 +149,43 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
     from edgekiln.stages.progress import console
     from edgekiln.targets.errors import ConversionError
     from edgekiln.manifest import PublishError
+    from edgekiln.interrupts import Interrupted
 
     out = out or Path("out") / config.stem
+
+    def manifest_note(error: BaseException, extra: str = "") -> None:  # the manifest this run wrote, if any
+        if getattr(error, "manifest_path", None) is not None:
+            console.print(f"(manifest with the error: {error.manifest_path}{extra})")
+
     try:
-        result = api.run(config, out, cache_dir, junit=junit, compare=compare)
+        result = api.run(config, out, cache_dir, junit=junit, compare=compare, force=force)
+    except Interrupted as e:
+        stage = getattr(e, "stage", None)
+        console.print(f"[bold red]interrupted[/] by {e.signal}" + (f" during stage {stage}" if stage else "") +
+                      ": the stages finished before it are cached and the one under way keeps its epoch "
+                      "checkpoints, so a re-run resumes there")
+        manifest_note(e)
+        raise typer.Exit(e.exit_code)
     except ConfigError as e:
         console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except (InputError, ConversionError, PublishError) as e:
         console.print(f"[bold red]input error:[/] {e}")
-        if (out / "manifest.json").is_file():
-            console.print(f"(manifest with the error: {out / 'manifest.json'})")
+        manifest_note(e)
         raise typer.Exit(EXIT_BAD_INPUT)
     except TrainingDiverged as e:  # the run failed on its own terms, as a gate would; nothing of it was cached
         console.print(f"[bold red]training diverged:[/] {e}")
-        console.print(f"(manifest with the error: {out / 'manifest.json'}; nothing of that stage was cached)")
+        manifest_note(e, "; nothing of that stage was cached")
         raise typer.Exit(EXIT_GATE_FAILED)
-    except Exception:
+    except Exception as e:
         console.print_exception()
-        console.print(f"[bold red]internal error[/] (a bug in edgekiln; manifest: {out / 'manifest.json'})")
+        console.print("[bold red]internal error[/] (a bug in edgekiln)")
+        manifest_note(e)
         raise typer.Exit(EXIT_INTERNAL)
+    if not result.published:
+        raise typer.Exit(_report_failures(
+            result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "
+            "saying so could not be written; every stage is cached, so a re-run with room for the outputs is warm"))
     summary.print_summary(result.manifest, result.paths["manifest"])
     for gate in result.failed_gates:
         console.print(f"[bold red]{gate.message()}")
@@ -173,9 +193,12 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
                                           if k in result.paths))
     verdict = EXIT_OK if result.passed else EXIT_GATE_FAILED
     if result.report_failures:
+        refused = any(not f.bug for f in result.report_failures)
         raise typer.Exit(_report_failures(
-            result.report_failures, f"the run's gates {'passed' if result.passed else 'failed'}; its artifacts and "
-            "manifest.json are written, and the manifest names the missing reports under report_errors"))
+            result.report_failures, ("the run is not whole, so its manifest says passed: false" if refused else
+                                     f"the run's gates {'passed' if result.passed else 'failed'}") +
+            "; its artifacts and manifest.json are written, and the manifest names the missing reports under "
+            "report_errors"))
     raise typer.Exit(verdict)
 
 
@@ -296,7 +319,8 @@ def diff(
     """Compare a run with the last release, target by target: accuracy, latency, memory, size,
     encoding, params and MACs, and what changed upstream. Figures that are not comparable
     (other images, other source, profile or device) are shown and never gate.
-    Exit 0 no regression beyond the thresholds, 1 regressions, 2 bad input."""
+    Exit 0 no regression beyond the thresholds, 1 regressions, 2 bad input (a malformed
+    manifest or predictions file, or an artifact record without its figures)."""
     from edgekiln import api
     from edgekiln.stages.errors import InputError
     from edgekiln.stages.progress import console
@@ -315,6 +339,12 @@ def diff(
     for target, change in result.regressions:
         console.print(f"[bold red]{change.message(target)}")
     limits = ", ".join(f"{result.threshold_keys[k]} = {v:g}" for k, v in result.thresholds.items())
+    if result.incomplete:  # a record without its figures is bad input, never a pass
+        for t in result.incomplete:
+            console.print(f"[bold red]target {t.target} is not comparable:[/] {t.why}")
+        console.print(f"[bold red]NOT COMPARABLE[/] ({len(result.incomplete)} target(s) without the figures a "
+                      "release is judged on)")
+        raise typer.Exit(EXIT_BAD_INPUT)
     console.print(("[bold green]NO REGRESSION" if result.passed else
                    f"[bold red]{len(result.regressions)} REGRESSION(S)") + f"[/] (thresholds: {limits})")
     raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
@@ -329,6 +359,9 @@ def _diff_table(result):
     for col in ("target", "figure", "base", "new", "change", "gate"):
         table.add_column(col, justify="right" if col in ("base", "new", "change") else "left")
     for t in result.targets:
+        if t.status == "incomplete":
+            table.add_row(t.target, "-", "-", "-", "-", f"[bold red]not comparable: {t.why}")
+            continue
         if t.status != "compared":
             table.add_row(t.target, "-", "-", "-", "-", "new in this run" if t.status == "added" else "removed")
             continue

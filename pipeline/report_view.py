@@ -59,7 +59,7 @@ SCHEMA: dict[str, Any] = {
                 "candidates": [{"name": None, "accuracy": None, "epochs_trained": None, "params": None,
                                 "macs": None, "int8_bytes": None, "latency_ms": None, "chosen": None, "why": None}]}),
     "splits": _Maybe({"file": None, "sha256": None, "train": None, "val": None, "test": None, "note": None,
-               "data_fingerprint": None}),
+               "data_fingerprint": None, "skipped": None}),
     "stages": [{"name": None, "accuracy": None, "drop": None, "budget": None, "passed": None, "cached": None,
                 "seconds": None, "params": None, "macs": None, "test_accuracy": None, "test_accuracy_ci": None,
                 "test_drop": None, "drop_ci": None}],

@@ -16,6 +16,7 @@ from edgekiln.calibration import folder_fingerprint
 from edgekiln.cache import StageCache, code_version, stage_key
 from edgekiln.config import PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
+from edgekiln.interrupts import Interrupted
 from edgekiln.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
 from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
@@ -25,6 +26,7 @@ from edgekiln.stages import grading
 from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.stages.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
+from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256
 from edgekiln.targets.profiles import load_profile
@@ -66,6 +68,7 @@ class RunOutcome:
     splits: dict | None = None  # what splits.json lists, and which split the release gates used
     predictions: dict | None = None  # predictions.json: each artifact's top-1 on the test split
     cache: object | None = None  # the StageCache: the manifest lists entries it discarded
+    interrupted: dict | None = None  # the signal that stopped the run, and the stage under way
 
     @property
     def passed(self) -> bool:
@@ -284,6 +287,8 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
             "val": data.splits["val"]["count"],
             "test": None if data.splits["test"] is None else data.splits["test"]["count"],
             "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",
+            **({"skipped": {"count": len(data.skipped), "why": "hidden (the name starts with '.')",
+                            "entries": data.skipped[:20]}} if data.skipped else {}),
             **({} if data.has_test else {"note": "no test split (data.test_fraction = 0, or no data.test_shards): "
                                                  "the release gates are judged on val, which every decision "
                                                  "looked at"})}
@@ -303,11 +308,15 @@ def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dic
     return {"file": path.name, "sha256": sha256(path), "split": "test", "targets": sorted(top1)}
 
 
-def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str) -> RunOutcome:
+def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str,
+                 shown_as: Path | None = None) -> RunOutcome:
     """Run every stage (re-using cached ones), gate each, publish artifacts into `out_dir`,
     and write `out_dir/manifest.json`. Stops at the first failed gate. Raises InputError /
-    ConversionError (after writing a manifest with the error) for bad input."""
+    ConversionError (after writing a manifest with the error) for bad input, and
+    Interrupted (after writing one that says where) on SIGTERM/SIGINT. `shown_as`: the
+    folder messages name when `out_dir` is its staging folder."""
     outcome = RunOutcome()
+    rename = None if shown_as is None else (out_dir, shown_as)
     check_writable(out_dir, "--out")
     check_writable(cache_dir, "--cache-dir")
     preflight(cfg)
@@ -316,15 +325,22 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     test = f" / {len(data.test_y)} test" if data.has_test else " (no test split)"
     console.print(f"data: {len(data.train_y)} train / {len(data.val_y)} val{test} images, "
                   f"{data.num_classes} classes, {data.image_size} px")
+    if data.skipped:
+        shown = ", ".join(data.skipped[:3]) + (f" and {len(data.skipped) - 3} more" if len(data.skipped) > 3 else "")
+        console.print(f"  skipped {len(data.skipped)} hidden file(s) or folder(s) (the name starts with '.'): {shown}",
+                      markup=False)
     cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     outcome.cache = cache
     code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
+    current = None  # the stage under way, for the messages of a run that stops
     try:
         outcome.splits = _write_splits(out_dir, data)
         for check in CHECKS:
+            current = check.name
             outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache, code)
         for node in STAGES:
+            current = node.name
             key = keys[node.name] = stage_key_of(node, cfg, code, data.fingerprint, keys)
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()
@@ -354,20 +370,33 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                 outcome.predictions = _write_predictions(out_dir, result, data)
             if not all(g.passed for g in gates):
                 break
-    except OSError as e:  # the disk under --out or --cache-dir failed us mid-run: bad input, not a bug
-        outcome.error = f"{type(e).__name__}: {e}"
+        current = None
+    except Interrupted as e:
+        outcome.error = "interrupted"
+        outcome.interrupted = {"signal": e.signal, "stage": current}
+        e.stage = current
         with contextlib.suppress(OSError):
             write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
-        raise InputError(f"cannot write {e.filename or out_dir}: {e.strerror or e} (the stages finished so "
-                         "far stay cached: a re-run resumes after them)") from e
+        raise
     except Exception as e:
         outcome.error = f"{type(e).__name__}: {e}"
         with contextlib.suppress(OSError):
             write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
+        full = disk.full_disk_error(e)
+        if full is not None or isinstance(e, OSError):  # the disk failed us mid-run: bad input, not a bug
+            error = full or e
+            raise InputError(f"{current or 'the run'}: {disk.describe(error, out_dir, rename)} (the stages finished so far "
+                             "stay cached: a re-run resumes after them)") from e
+        folder = None if isinstance(e, (InputError, TrainingDiverged)) else disk.nearly_full((cache_dir, out_dir))
+        if folder is not None:  # a library that reports a full disk in its own words
+            shown = shown_as if folder == out_dir and shown_as is not None else folder
+            raise InputError(f"{current or 'the run'}: {type(e).__name__}: {e}: the disk under {shown} is full "
+                             f"({disk.human(disk.free_bytes(folder))} free); free some space and re-run (the stages "
+                             "finished so far stay cached)") from e
         raise
     try:
         write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
     except OSError as e:
-        raise InputError(f"--out {out_dir}: cannot write manifest.json: {e.strerror or e} (every stage is "
-                         "cached: a re-run with a writable --out is warm)") from e
+        raise InputError(f"{disk.describe(e, out_dir / 'manifest.json', rename)} (every stage is cached: a re-run with "
+                         "room for the outputs is warm)") from e
     return outcome

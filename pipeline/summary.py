@@ -134,6 +134,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                           f"for accuracy, exact paired (McNemar) for the drop. Members: {splits.get('file')}.")
         elif splits:
             console.print(f"note: {splits.get('note')}")
+        if splits.get("skipped"):
+            console.print(f"note: {splits['skipped'].get('count')} hidden file(s) or folder(s) in the data were not "
+                          "read (the name starts with '.'); manifest: splits.skipped", markup=False)
         for a in map(Artifact.from_dict, manifest["artifacts"]):
             if a.accuracy_source == "proxy":
                 console.print(f"note: {a.target} ({a.format}) accuracy is a torch-side proxy, not measured "

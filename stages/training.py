@@ -34,6 +34,7 @@ from edgekiln.stages.image_files import SampleAugment, batches
 from edgekiln.stages.modeling import ModelBundle
 from edgekiln.stages.progress import console, epoch_bar
 from edgekiln.stages.schedule import Schedule
+from edgekiln.targets import disk
 
 # Where the running stage's training loops checkpoint every epoch (set by the runner per
 # stage key, so a re-run after a kill resumes there); None: no checkpoints.
@@ -48,6 +49,17 @@ def checkpointing(directory: Path | None) -> Iterator[None]:
         yield
     finally:
         _CHECKPOINTS.reset(token)
+
+
+def _checkpoint_bytes(model, ema, hint) -> int:
+    """About what one checkpoint of a loop takes: the weights, AdamW's two moments of each,
+    the EMA copy and the hint layer (the temporary file and the previous checkpoint
+    coexist for a moment, hence twice this when checking the room)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trained = sum(p.numel() * p.element_size() for p in model.parameters())
+    extra = 0 if ema is None else weights
+    extra += 0 if hint is None else 3 * sum(p.numel() * p.element_size() for p in hint.parameters())
+    return weights + 2 * trained + extra
 
 
 def _capture_rng() -> dict:
@@ -335,6 +347,9 @@ class Trainer:
                              label_smoothing=self.train.label_smoothing, num_classes=data.num_classes)
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._resume()
+        elif self.checkpoint is not None and distributed.is_leader():  # before an epoch is spent on it
+            disk.ensure_free(self.checkpoint.parent, 2 * _checkpoint_bytes(self.model, self.ema, self.hint),
+                             f"{self.desc}'s epoch checkpoints")
         # Followers build theirs now, so every rank computes the teacher's outputs at once
         # (rank 0 does not wait for theirs at the first collective).
         distributed.send(("new", id(self), (spec, self.state())))
@@ -374,9 +389,7 @@ class Trainer:
         if self.checkpoint is None or not distributed.is_leader():
             return
         self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(f".tmp-{os.getpid()}")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, self.checkpoint)
+        disk.save_torch(self.state(), self.checkpoint)
 
     def _resume(self) -> None:
         try:

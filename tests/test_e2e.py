@@ -344,11 +344,11 @@ def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monk
 
     monkeypatch.setattr(prune_stage, "prune_until", killed)
     with pytest.raises(KeyboardInterrupt):
-        from edgekiln.config import load_config
-        from edgekiln.runner import run_pipeline
+        from edgekiln import api
 
-        run_pipeline(load_config(config), work / "out", root / "cache", config.read_text())
+        api.run(config, work / "out", root / "cache")
     assert list((root / "cache" / ".tmp").iterdir()) == []
+    assert [p.name for p in work.iterdir()] == ["tiny.toml"]  # nothing published, no staging folder left
     monkeypatch.undo()
     result = invoke(config, work / "out", root / "cache")
     assert result.exit_code == 0, result.output
@@ -417,7 +417,9 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
                                                                                  tmp_path):
     """A bug in the report step: exit 3 naming the report, the others written, the artifacts
     and the manifest kept with the failure recorded, JUnit carrying it. A full disk while
-    drawing: exit 2 naming the file it could not write."""
+    drawing: the file it could not write is named, and the run is not whole, so its
+    manifest says passed: false; when even that manifest cannot be written, nothing is
+    published and --out keeps what it held (exit 2)."""
     import errno
 
     from edgekiln import html_report, plots
@@ -438,15 +440,31 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     assert result.exit_code == 3, result.output
     flat = " ".join(result.output.split())  # the console wraps long lines
     assert "report.html was not written: a bug in edgekiln's report step: TypeError: simulated template bug" in flat
-    assert "report.png and tradeoff.png was not written: cannot write" in flat and "No space left on device" in flat
+    assert f"report.png and tradeoff.png was not written: cannot write {out / 'report.png'}: No space left on " \
+           "device (" in flat and "free there)" in flat
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["passed"] is True and set(manifest["report_errors"]) == {"report.html",
-                                                                             "report.png and tradeoff.png"}
+    assert manifest["passed"] is False and manifest["error"].startswith("reports not written: cannot write")
+    assert set(manifest["report_errors"]) == {"report.html", "report.png and tradeoff.png"}
     assert (out / "MODEL_CARD.md").is_file() and not (out / "report.html").exists()
     assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
     errors = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml")) for c in suite
               if c.result and isinstance(c.result[0], junitparser.Error)]
-    assert sorted(c.name for c in errors) == ["report.html", "report.png and tradeoff.png"]
+    assert sorted(c.name for c in errors) == ["report.html", "report.png and tradeoff.png", "run"]
+
+    monkeypatch.undo()
+    before = (out / "manifest.json").read_text()
+    from edgekiln import manifest as manifest_module
+
+    def manifest_refused(directory, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(plots, "draw", full_disk)
+    monkeypatch.setattr(manifest_module, "write_manifest", manifest_refused)
+    result = invoke(config, out, work.parent / "cache")
+    assert result.exit_code == 2, result.output
+    assert "nothing was published" in " ".join(result.output.split())
+    assert (out / "manifest.json").read_text() == before  # the earlier run's, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
     monkeypatch.undo()
     monkeypatch.setattr(plots, "draw", full_disk)
@@ -627,8 +645,10 @@ def test_a_full_disk_while_publishing_leaves_no_partial_artifact_and_the_rerun_i
     monkeypatch.setattr(shutil, "copyfile", half_then_enospc)
     result = invoke(root / "tiny.toml", out, root / "cache")
     assert result.exit_code == 2, result.output
-    assert "No space left on device" in result.output
+    assert "No space left on device" in result.output and f"cannot write {out / 'model.tflite'}" in " ".join(
+        result.output.split())
     assert not (out / "model.tflite").exists() and not any(p.name.startswith(".model") for p in out.iterdir())
+    assert not [p for p in root.iterdir() if p.name.startswith(".full-disk")]  # no staging folder left
     monkeypatch.setattr(shutil, "copyfile", real)
     result = invoke(root / "tiny.toml", out, root / "cache")
     assert result.exit_code == 0, result.output

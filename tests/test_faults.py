@@ -1,8 +1,12 @@
 """Faults injected on purpose: each gives its stated exit code and message, and nothing
 corrupt is published or re-used (README: "What edgekiln guarantees")."""
 
+import copy
 import json
+import os
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -133,3 +137,267 @@ def test_a_stage_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_ne
     a, b = (json.loads((tmp_path / out / "manifest.json").read_text()) for out in ("out-a", "out-b"))
     assert [s["accuracy"] for s in a["stages"]] == [s["accuracy"] for s in b["stages"]]
     assert a["artifacts"][0]["sha256"] == b["artifacts"][0]["sha256"]
+
+
+# --- outputs are edgekiln's own ------------------------------------------------------------
+
+def _image_folder(root):
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in ("c0", "c1"):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _listing(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("out, cache, says", [
+    ("data/c0", "cache", "--out .*data/c0 is inside data.path"),
+    ("data/out", "cache", "--out .*data/out is inside data.path"),
+    ("data", "cache", "--out .*data is inside data.path"),
+    ("cache", "cache", "--out .*cache and --cache-dir .*cache overlap"),
+    ("cache/out", "cache", "overlap"),
+    ("out", "data/.cache", "--cache-dir .*data/.cache is inside data.path"),
+])
+def test_an_out_or_cache_inside_the_data_or_each_other_is_refused_before_any_work(tmp_path, out, cache, says):
+    data = _image_folder(tmp_path / "data")
+    before = _listing(data)
+    config = tmp_path / "folder.toml"
+    config.write_text(textwrap.dedent(QUICK.format(teacher_extra="")).replace(
+        'source = "digits"', f'source = "imagefolder"\npath = "{data}"'))
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / out),
+                                      "--cache-dir", str(tmp_path / cache)])
+    assert result.exit_code == 2, result.output
+    assert re.search(says, " ".join(result.output.split())), result.output
+    assert _listing(data) == before  # nothing written into the data
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_other_files_is_refused_unless_forced_and_an_earlier_output_is_replaced_whole(run, tmp_path):
+    from tiny_pipeline import invoke
+
+    root, _, _ = run
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "manifest.json").write_text('{"mine": true}')
+    result = invoke(root / "tiny.toml", out, root / "cache")
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "is not empty and is not an earlier edgekiln output (it holds manifest.json, notes.txt)" in flat
+    assert "--force" in flat and (out / "manifest.json").read_text() == '{"mine": true}'
+
+    result = invoke(root / "tiny.toml", out, root / "cache", "--force")  # warm: every stage is cached
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "mine"  # beside them, file by file
+    assert json.loads((out / "manifest.json").read_text())["passed"] is True
+    result = invoke(root / "tiny.toml", out, root / "cache")  # still holds a file that is not ours
+    assert result.exit_code == 2 and "holds files an earlier edgekiln run did not write (it holds notes.txt)" in " ".join(
+        result.output.split())
+
+    (out / "notes.txt").unlink()
+    (out / "stale.tflite").write_bytes(b"")  # listed by no manifest: another's, so refused again
+    assert invoke(root / "tiny.toml", out, root / "cache").exit_code == 2
+    (out / "stale.tflite").unlink()
+    (out / "model.tflite").write_bytes(b"edited")  # the earlier run's own artifact: replaced with the folder
+    result = invoke(root / "tiny.toml", out, root / "cache")
+    assert result.exit_code == 0, result.output
+    assert _listing(out) == _listing(root / "out")
+    from edgekiln.targets.files import sha256
+
+    tflite = next(a for a in json.loads((out / "manifest.json").read_text())["artifacts"] if a["path"] == "model.tflite")
+    assert sha256(out / "model.tflite") == tflite["sha256"]  # the run's artifact, not the edited file
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".release")]  # no staging folder left
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+def test_a_full_disk_at_a_checkpoint_is_exit_2_naming_it_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    def half_then_full(obj, f, *args, **kwargs):
+        f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    result = run(tmp_path)
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert re.search(r"teacher: cannot write .*\.partial/teacher-\w+/teacher_resnet10t\.pt: No space left on device "
+                     r"\(.* free there\)", flat), flat
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".tmp" in p.name]
+    assert not (tmp_path / "cache" / "teacher").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False and "No space left" in manifest["error"]
+
+
+def test_a_disk_without_room_for_a_loops_checkpoints_stops_before_training(tmp_path, monkeypatch):
+    from edgekiln.targets import disk
+
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 100_000)
+    result = run(tmp_path)
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert re.search(r"teacher resnet10t's epoch checkpoints needs about [\d.]+ MB in .*\.partial.* and that disk "
+                     r"has 97.7 KB free", flat), flat
+    assert "epoch 1/1" not in flat
+
+
+def test_a_library_that_fails_on_a_full_disk_in_its_own_words_is_exit_2(tmp_path, monkeypatch):
+    from edgekiln.stages import result as stage_results
+    from edgekiln.targets import disk
+
+    def full(*args, **kwargs):
+        monkeypatch.setattr(disk, "free_bytes", lambda path: 0)
+        raise RuntimeError("Error while serializing: I/O error")  # safetensors' wording, no errno
+
+    monkeypatch.setattr(stage_results, "save_bundle", full)
+    result = run(tmp_path)
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "teacher: RuntimeError: Error while serializing: I/O error: the disk under" in flat
+    assert "is full (0 B free)" in flat
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), pytest.param("SIGINT", 130, marks=pytest.mark.slow)])
+def test_a_signal_stops_the_run_with_a_manifest_that_says_where_and_a_rerun_resumes(tmp_path, signum, code):
+    """A real signal to a real child process, sent while it distils. (SIGINT takes the same
+    path: its exit code is checked in-process below; its own run is in the slow suite.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "quick.toml"
+    config.write_text(textwrap.dedent(QUICK.format(teacher_extra="")).replace(
+        "[student]\nepochs = 1", "[student]\nepochs = 12"))  # distillation lasts a few seconds
+    argv = ["run", str(config), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    child = subprocess.Popen([sys.executable, "-m", "edgekiln.cli", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if "distill" in line and "─" in line:  # the stage's rule: it has begun
+            time.sleep(0.5)
+            child.send_signal(getattr(signal, signum))
+            break
+    rest, _ = child.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert child.returncode == code, output
+    assert f"interrupted by {signum} during stage distill" in " ".join(output.split())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["error"] == "interrupted" and manifest["passed"] is False
+    assert manifest["interrupted"] == {"signal": signum, "stage": "distill"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder
+    assert not any((tmp_path / "cache" / ".tmp").iterdir())  # no temporary cache entry
+    resumed = CliRunner().invoke(app, argv)
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_inside_a_run_a_signal_is_an_exception_with_the_shells_exit_code(signum, code):
+    import signal
+
+    from edgekiln.interrupts import Interrupted, raising
+
+    before = signal.getsignal(getattr(signal, signum))
+    with pytest.raises(Interrupted) as stopped, raising():
+        os.kill(os.getpid(), getattr(signal, signum))
+        for _ in range(10_000_000):  # the handler runs between two bytecodes
+            pass
+    assert stopped.value.signal == signum and stopped.value.exit_code == code
+    assert signal.getsignal(getattr(signal, signum)) is before  # the caller's handler is back
+
+
+# --- manifests read by diff, check and report ----------------------------------------------
+
+COMPLETE = json.loads((Path(__file__).parent / "data" / "complete_manifest.json").read_text())
+
+
+def _release(folder, manifest):
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["diff", "check", "report"])
+def test_a_manifest_with_a_wrong_typed_field_is_exit_2_naming_it(tmp_path, command):
+    bad = copy.deepcopy(COMPLETE)
+    bad["artifacts"][1]["test_accuracy"] = "81.1"
+    new = _release(tmp_path / "new", bad)
+    args = [str(_release(tmp_path / "base", COMPLETE)), str(new)] if command == "diff" else [str(new)]
+    result = CliRunner().invoke(app, [command, *args])
+    assert result.exit_code == 2, result.output
+    assert "artifacts[1].test_accuracy = '81.1': input should be a valid number" in " ".join(result.output.split())
+
+
+def test_a_predictions_file_of_the_wrong_length_is_exit_2(tmp_path):
+    from edgekiln.targets.files import sha256
+
+    def with_predictions(folder, drop):
+        release = _release(folder, COMPLETE)
+        labels = list(range(10)) * 36
+        top1 = {"ios": labels[:len(labels) - drop], "android": labels}
+        (release / "predictions.json").write_text(json.dumps({"split": "test", "labels": labels, "top1": top1}))
+        manifest = copy.deepcopy(COMPLETE)
+        manifest["predictions"]["sha256"] = sha256(release / "predictions.json")
+        (release / "manifest.json").write_text(json.dumps(manifest))
+        return release
+
+    result = CliRunner().invoke(app, ["diff", str(with_predictions(tmp_path / "base", 0)),
+                                      str(with_predictions(tmp_path / "new", 5))])
+    assert result.exit_code == 2, result.output
+    assert "top1.ios has 355 predictions for 360 labels" in " ".join(result.output.split())
+
+
+def test_an_artifact_record_cut_down_to_its_name_is_not_comparable_never_no_regression(tmp_path):
+    cut = copy.deepcopy(COMPLETE)
+    cut["artifacts"][1] = {"target": cut["artifacts"][1]["target"], "format": cut["artifacts"][1]["format"]}
+    result = CliRunner().invoke(app, ["diff", str(_release(tmp_path / "base", COMPLETE)),
+                                      str(_release(tmp_path / "new", cut)), "--json", str(tmp_path / "d.json")])
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "NO REGRESSION" not in flat and "NOT COMPARABLE" in flat
+    assert "target android is not comparable: the new run's record has no size_bytes, accuracy and test_accuracy" in flat
+
+
+# --- configs that would ship an untrained model, or cannot be read -------------------------
+
+@pytest.mark.parametrize("section, says", [("student", "student.epochs = 0 would ship a student that was never "
+                                                       "trained"),
+                                           ("teacher", "teacher.epochs = 0 would distil from resnet10t untrained")])
+def test_zero_epochs_for_a_model_that_would_ship_untrained_is_exit_2(tmp_path, section, says):
+    text = textwrap.dedent(QUICK.format(teacher_extra=""))
+    old = {"student": "[student]\nepochs = 1", "teacher": '["resnet10t"]\nepochs = 1'}[section]
+    assert old in text
+    text = text.replace(old, old.replace("epochs = 1", "epochs = 0"))
+    config = tmp_path / "zero.toml"
+    config.write_text(text)
+    for argv in (["validate", str(config)], ["run", str(config), "--out", str(tmp_path / "out"),
+                                             "--cache-dir", str(tmp_path / "cache")]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert says in " ".join(result.output.split())
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("nesting", ["table", "array"])
+def test_a_config_nested_thousands_deep_is_exit_2(tmp_path, nesting):
+    deep = ("[" + ".".join(f"k{i}" for i in range(1000)) + "]\nx = 1\n" if nesting == "table"
+            else "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    config = tmp_path / "deep.toml"
+    config.write_text(deep)
+    result = CliRunner().invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "nested" in result.output and "deep" in result.output

@@ -1,0 +1,234 @@
+"""The output folder (`--out`) is edgekiln's own.
+
+A run never writes into the user's data or cache, never mixes its files into a folder of
+someone else's, and never leaves half an output behind: it writes everything into a staging
+folder beside `--out` and, once the manifest is written, swaps it in with renames. A reader
+of `--out` sees the previous run whole or this one whole. Without a manifest (the run was
+refused, or a full disk stopped it before one could be written) nothing is published and
+the previous contents stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from edgekiln.stages.errors import InputError
+
+_STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside --out
+_OLD = ".edgekiln-old-"
+
+
+def input_paths(cfg, config_path: Path | None = None) -> list[tuple[str, Path, bool]]:
+    """What the config reads: (key, path, is a folder of data) for every data folder, shard,
+    checkpoint, calibration folder and profile file it names, and the config file itself."""
+    from edgekiln.stages.config import expand_shards, local_shard
+
+    data = cfg.data
+    out: list[tuple[str, Path, bool]] = []
+    for key in ("path", "val_path", "test_path"):
+        value = getattr(data, key)
+        if value is not None:
+            out.append((f"data.{key}", Path(value), Path(value).is_dir()))
+    for key in ("shards", "val_shards", "test_shards"):
+        spec = getattr(data, key)
+        for url in [] if spec is None else expand_shards(spec):
+            shard = local_shard(url)
+            if shard is not None:
+                out.append((f"data.{key}", shard, False))
+    if cfg.quantize.calibration_path is not None:
+        out.append(("quantize.calibration_path", Path(cfg.quantize.calibration_path), True))
+    for i, candidate in enumerate(cfg.teacher.candidates):
+        checkpoint = getattr(candidate, "checkpoint", None)
+        if checkpoint is not None:
+            out.append((f"teacher.candidates[{i}].checkpoint", Path(checkpoint), False))
+        elif isinstance(candidate, str) and candidate.startswith("hf:") and Path(candidate[3:]).is_dir():
+            out.append((f"teacher.candidates[{i}]", Path(candidate[3:]), False))
+    for i, target in enumerate(cfg.targets):
+        path = getattr(target.effective_profile, "path", None)
+        if path is not None:
+            out.append((f"targets[{i}].profile ({target.name})", Path(path), False))
+    if config_path is not None:
+        out.append(("the config file", Path(config_path), False))
+    return out
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def refuse_unsafe(out: Path, cache_dir: Path, inputs: list[tuple[str, Path, bool]]) -> None:
+    """InputError, before any work, when `--out` would write into what the run reads or
+    keeps: inside or equal to a data folder or the cache; or, when it holds an earlier run
+    (which a run replaces as a whole), when it holds an input or the cache."""
+    out_r, cache_r = out.resolve(), cache_dir.resolve()
+    replaces = out.is_dir() and not foreign_entries(out)  # --out is replaced as a whole, not merged into
+    if _inside(out_r, cache_r) or (replaces and _inside(cache_r, out_r)):
+        raise InputError(f"--out {out} and --cache-dir {cache_dir} overlap: the outputs would mix with the cache "
+                         "(or replacing --out would delete it); give them separate folders")
+    for key, path, is_data in inputs:
+        path_r = path.resolve()
+        if is_data and _inside(out_r, path_r):
+            raise InputError(f"--out {out} is inside {key} ({path}): its files would become data of the next run; "
+                             "write the outputs elsewhere")
+        if is_data and _inside(cache_r, path_r):
+            raise InputError(f"--cache-dir {cache_dir} is inside {key} ({path}): the cache would become data of the "
+                             "next run; keep it elsewhere")
+        if replaces and _inside(path_r, out_r):
+            raise InputError(f"--out {out} holds {key} ({path}): a run replaces an earlier output folder as a whole, "
+                             "which would delete it; write the outputs elsewhere")
+
+
+# What a run writes into --out besides its artifacts (which its manifest lists).
+RUN_FILES = ("manifest.json", "splits.json", "predictions.json", "report.html", "report.png", "tradeoff.png",
+             "MODEL_CARD.md")
+
+
+def is_edgekiln_output(folder: Path) -> bool:
+    """Whether `folder` holds an earlier run's outputs (an edgekiln manifest.json)."""
+    return _manifest(folder) is not None
+
+
+def _manifest(folder: Path) -> dict | None:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    ok = isinstance(manifest, dict) and "edgekiln_version" in manifest and isinstance(manifest.get("artifacts"), list)
+    return manifest if ok else None
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What `folder` holds that no edgekiln run wrote there: everything, unless it holds an
+    earlier run's manifest; then what is neither that run's files nor its artifacts."""
+    if not folder.is_dir():
+        return []
+    manifest = _manifest(folder) or {"artifacts": []}
+    ours = set(RUN_FILES if _manifest(folder) else ()) | {
+        a.get("path") for a in manifest["artifacts"] if isinstance(a, dict)}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """InputError when `--out` is a file, or holds files that no edgekiln run wrote there
+    and `force` is not given."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    foreign = foreign_entries(out)
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        what = "holds files an earlier edgekiln run did not write" if is_edgekiln_output(out) else \
+            "is not empty and is not an earlier edgekiln output"
+        raise InputError(f"--out {out} {what} (it holds {shown}): choose a new or empty folder, or pass --force to write "
+                         "the outputs beside those files")
+
+
+@dataclass
+class Staging:
+    """A run's outputs while they are written: `path` is the folder to fill."""
+
+    out: Path
+    path: Path
+    merge: bool  # --force on a folder with others' files: outputs go beside them, file by file
+    abandoned: bool = False
+    published: bool = False  # set on leaving: `out` now holds this run's outputs
+    created: list[Path] = field(default_factory=list)  # folders made for --out's parent, removed if unused
+
+    def abandon(self) -> None:
+        """Publish nothing: `--out` keeps what it held."""
+        self.abandoned = True
+
+
+def sweep(out: Path) -> None:
+    """Remove staging folders a killed run left beside `out` (their process is gone)."""
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    for leftover in parent.glob(f".{out.name}{_STAGING}*"):
+        pid = leftover.name[len(f".{out.name}{_STAGING}"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in parent.glob(f".{out.name}{_OLD}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def staged(out: Path, force: bool = False) -> Iterator[Staging]:
+    """Yield a Staging to write the run's outputs into; on leaving (normally, on an error or
+    on a signal) it replaces `out` if it holds a manifest.json and was not abandoned, and is
+    removed otherwise. InputError when the folder beside `out` cannot be written."""
+    out = Path(out)
+    check_out(out, force)
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep(out)
+        path = out.parent / f".{out.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+    except OSError as e:
+        _remove_folders(created)
+        raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
+    merge = bool(foreign_entries(out))  # only with force: check_out refused it otherwise
+    staging = Staging(out, path, merge, created=created)
+    try:
+        yield staging
+    finally:
+        publish = not staging.abandoned and (path / "manifest.json").is_file()
+        try:
+            if publish:
+                _swap_in(path, out, merge)
+                staging.published = True
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            if not publish:
+                _remove_folders(created)
+
+
+def _swap_in(staging: Path, out: Path, merge: bool) -> None:
+    """Make `staging` the content of `out`: one rename when `out` is absent; otherwise the old
+    folder is renamed aside, the new one renamed in, and the old deleted. With `merge`
+    (--force), each output replaces its namesake and the folder's other files stay."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if merge:
+        for entry in staging.iterdir():
+            dest = out / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                aside = out.parent / f".{out.name}{_OLD}{uuid.uuid4().hex[:8]}"
+                os.rename(dest, aside)
+                os.rename(entry, dest)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(entry, dest)
+        return
+    aside = out.parent / f".{out.name}{_OLD}{uuid.uuid4().hex[:8]}"
+    os.rename(out, aside)
+    try:
+        os.rename(staging, out)
+    except OSError:
+        os.rename(aside, out)  # put the old outputs back: never neither
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
