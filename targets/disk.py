@@ -85,9 +85,10 @@ def ensure_free(folder: str | Path, needed: int, what: str) -> None:
 
 
 def save_torch(obj, path: Path) -> None:
-    """torch.save to `path` atomically (temporary file + rename). Written through a Python
-    file object so a full disk is a real OSError (torch's own writer reports it as a
-    RuntimeError); the temporary file is removed on any failure."""
+    """torch.save to `path` atomically (temporary file + rename), the temporary file removed
+    on any failure. A full disk is an OSError naming `path`: torch reports one as a
+    RuntimeError ("unexpected pos", "file write failed"), with or without the OSError of
+    the write behind it."""
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -97,6 +98,9 @@ def save_torch(obj, path: Path) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)
+        full = full_disk_error(e)
+        if full is None and isinstance(e, RuntimeError) and nearly_full([path.parent]) is not None:
+            full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if full is not None:
+            raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from e
         raise

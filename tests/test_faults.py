@@ -239,6 +239,30 @@ def test_a_full_disk_at_a_checkpoint_is_exit_2_naming_it_and_leaves_no_partial_f
     assert manifest["passed"] is False and "No space left" in manifest["error"]
 
 
+def test_torchs_own_words_for_a_full_disk_become_an_oserror_naming_the_checkpoint(tmp_path, monkeypatch):
+    """On a real disk that fills, torch.save says "[enforce fail at inline_container.cc]
+    unexpected pos ..." (a RuntimeError) rather than passing on the write's OSError."""
+    import errno
+
+    import torch
+
+    from edgekiln.targets import disk
+
+    def torch_on_a_full_disk(obj, f, *args, **kwargs):
+        f.write(b"\0" * 1024)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5044288 vs 5044184")
+
+    monkeypatch.setattr(torch, "save", torch_on_a_full_disk)
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 0)
+    with pytest.raises(OSError) as e:
+        disk.save_torch({"w": torch.zeros(3)}, tmp_path / "loop.pt")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "loop.pt")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 10**9)  # room left: a real bug, raised as it is
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        disk.save_torch({"w": torch.zeros(3)}, tmp_path / "loop.pt")
+
+
 def test_a_disk_without_room_for_a_loops_checkpoints_stops_before_training(tmp_path, monkeypatch):
     from edgekiln.targets import disk
 
