@@ -88,6 +88,8 @@ def refuse_unsafe(out: Path, cache_dir: Path, inputs: list[tuple[str, Path, bool
 # What a run writes into --out besides its artifacts (which its manifest lists).
 RUN_FILES = ("manifest.json", "splits.json", "predictions.json", "report.html", "report.png", "tradeoff.png",
              "MODEL_CARD.md")
+# What file browsers and empty-folder conventions leave in any folder: never someone's work.
+LITTER = (".DS_Store", "Thumbs.db", "desktop.ini", ".gitkeep")
 
 
 def is_edgekiln_output(folder: Path) -> bool:
@@ -105,14 +107,15 @@ def _manifest(folder: Path) -> dict | None:
 
 
 def foreign_entries(folder: Path) -> list[str]:
-    """What `folder` holds that no edgekiln run wrote there: everything, unless it holds an
-    earlier run's manifest; then what is neither that run's files nor its artifacts."""
+    """What `folder` holds that no edgekiln run wrote there: everything (but a file
+    browser's litter), unless it holds an earlier run's manifest; then what is neither that
+    run's files nor its artifacts."""
     if not folder.is_dir():
         return []
     manifest = _manifest(folder) or {"artifacts": []}
     ours = set(RUN_FILES if _manifest(folder) else ()) | {
         a.get("path") for a in manifest["artifacts"] if isinstance(a, dict)}
-    return sorted(p.name for p in folder.iterdir() if p.name not in ours)
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours and p.name not in LITTER)
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -216,6 +216,22 @@ def test_a_folder_of_other_files_is_refused_unless_forced_and_an_earlier_output_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".release")]  # no staging folder left
 
 
+def test_a_file_browsers_litter_is_not_someone_elses_work_but_any_other_hidden_file_is(tmp_path):
+    from edgekiln.outputs import check_out
+    from edgekiln.stages.errors import InputError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")
+    (out / ".gitkeep").write_text("")
+    check_out(out, force=False)
+    (out / ".git").mkdir()
+    with pytest.raises(InputError, match=r"it holds \.git\)"):
+        check_out(out, force=False)
+    with pytest.raises(InputError, match="is a file"):
+        check_out(out / ".gitkeep", force=True)
+
+
 # --- a full disk -----------------------------------------------------------------------------
 
 def test_a_full_disk_at_a_checkpoint_is_exit_2_naming_it_and_leaves_no_partial_file(tmp_path, monkeypatch):
