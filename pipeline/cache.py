@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -34,24 +33,10 @@ INDEX = ".entry.json"  # the entry's integrity record
 _STALE_SECONDS = 24 * 3600
 
 
-def code_version(version: str, tools: dict[str, str | None], packages: list[str]) -> str:
-    """The code a result depends on: edgekiln's version, the hash of its own source files
-    (so an edited checkout never re-uses results of the old code) and the toolchain versions
-    (a converter upgrade re-exports)."""
-    h = hashlib.sha256(json.dumps([version, tools], sort_keys=True).encode())
-    for package in packages:
-        directory = Path(importlib.import_module(package).__file__).parent
-        for source in sorted(directory.glob("*.py")):
-            h.update(source.name.encode() + b"\0" + source.read_bytes())
-        for sub in sorted(p for p in directory.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
-            for source in sorted(sub.glob("*.py")):  # subpackages (edgekiln.targets.runners)
-                h.update(f"{sub.name}/{source.name}".encode() + b"\0" + source.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def stage_key(stage: str, version: str, sections: dict, input_keys: list[str]) -> str:
-    """Hash of what determines a stage's result: its name, the code version, its config
-    sections (as resolved JSON) and the keys of its inputs (data included)."""
+    """Hash of what determines a stage's result: its name, the version of the code it runs
+    (stage_code.py), its config sections (as resolved JSON) and the keys of its inputs (data
+    included)."""
     blob = json.dumps({"stage": stage, "version": version, "sections": sections, "inputs": input_keys},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekiln import __version__
 from edgekiln.calibration import folder_fingerprint
-from edgekiln.cache import StageCache, code_version, stage_key
+from edgekiln import stage_code
+from edgekiln.cache import StageCache, stage_key
 from edgekiln.config import PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.interrupts import Interrupted
 from edgekiln.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
-from edgekiln.manifest import build_manifest, publish_artifact, tool_versions, write_json, write_manifest
+from edgekiln.manifest import build_manifest, publish_artifact, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset
 from edgekiln.stages import training
 from edgekiln.stages.errors import InputError, TrainingDiverged
@@ -30,9 +30,6 @@ from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256
 from edgekiln.targets.profiles import load_profile
-
-
-_PACKAGES = ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration")
 
 
 @dataclass
@@ -331,17 +328,18 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                       markup=False)
     cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     outcome.cache = cache
-    code = code_version(__version__, tool_versions(), list(_PACKAGES))
     keys: dict[str, str] = {}
     current = None  # the stage under way, for the messages of a run that stops
     try:
         outcome.splits = _write_splits(out_dir, data)
         for check in CHECKS:
             current = check.name
-            outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache, code)
+            outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache,
+                                                    stage_code.code_version(check.run.__module__))
         for node in STAGES:
             current = node.name
-            key = keys[node.name] = stage_key_of(node, cfg, code, data.fingerprint, keys)
+            key = keys[node.name] = stage_key_of(node, cfg, stage_code.code_version(node.run.__module__),
+                                                 data.fingerprint, keys)
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()
             result, cached = _run_stage(node, cfg, data, cache, key, outcome.results)

@@ -35,20 +35,77 @@ def test_leftover_from_a_killed_run_is_not_an_entry(tmp_path):
     assert StageCache(tmp_path).lookup("teacher", "abc") is None
 
 
-def test_code_version_follows_sources_and_tools(tmp_path, monkeypatch):
-    import sys
+def test_a_stages_code_is_its_module_and_what_it_imports_not_every_file():
+    from edgekiln import stage_code
 
-    from edgekiln.cache import code_version
+    teacher, libraries = stage_code.closure("edgekiln.stages.teacher", *stage_code.ENGINE)
+    assert {"edgekiln.stages.teacher", "edgekiln.stages.training", "edgekiln.stages.data",
+            "edgekiln.stages.grading"} <= set(teacher)
+    assert not {"edgekiln.plots", "edgekiln.cli", "edgekiln.html_report", "edgekiln.api", "edgekiln.runner",
+                "edgekiln.stages.distill", "edgekiln.stages.export"} & set(teacher)
+    assert {"torch", "timm"} <= set(libraries)
+    export, _ = stage_code.closure("edgekiln.stages.export", *stage_code.ENGINE)
+    assert {"edgekiln.targets.formats.onnx", "edgekiln.targets.runners.host"} <= set(export)  # found by name
 
-    (tmp_path / "fakepkg").mkdir()
-    (tmp_path / "fakepkg" / "__init__.py").write_text("x = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    base = code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
-    assert base == code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
-    assert base != code_version("0.1.0", {"torch": "2.15.0"}, ["fakepkg"])
-    (tmp_path / "fakepkg" / "__init__.py").write_text("x = 2\n")
-    assert base != code_version("0.1.0", {"torch": "2.14.1"}, ["fakepkg"])
-    sys.modules.pop("fakepkg", None)
+
+def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrading_edgekiln_does_not(
+        tmp_path, monkeypatch):
+    from edgekiln import stage_code
+
+    real_source = stage_code._source
+
+    def edited(module):
+        def source(name):
+            path = real_source(name)
+            if name != module or path is None:
+                return path
+            copy = tmp_path / f"{name}.py"
+            copy.write_text(path.read_text() + "\n# an edit\n")
+            return copy
+        return source
+
+    def version_with():
+        stage_code.code_version.cache_clear()
+        stage_code.closure.cache_clear()
+        return stage_code.code_version("edgekiln.stages.teacher")
+
+    base = version_with()
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.plots"))
+    assert version_with() == base
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.distill"))
+    assert version_with() == base
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.training"))
+    assert version_with() != base
+    monkeypatch.setattr(stage_code, "_source", real_source)
+    monkeypatch.setattr("edgekiln.__version__", "99.0")
+    assert version_with() == base
+    real_version = stage_code.version
+    monkeypatch.setattr(stage_code, "version", lambda dist: "9.9" if dist == "torch" else real_version(dist))
+    assert version_with() != base
+    monkeypatch.undo()
+    stage_code.code_version.cache_clear()
+    stage_code.closure.cache_clear()
+
+
+def test_every_module_that_imports_by_name_is_known_to_the_stage_code():
+    """A registry that imports modules by name hides them from the import statements the
+    stage code is read from: each must be listed in stage_code.DISCOVERS."""
+    import re
+    from pathlib import Path
+
+    import edgekiln
+    from edgekiln import stage_code
+
+    found = set()
+    for package in ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration"):
+        folder = Path(__import__(package, fromlist=["_"]).__file__).parent
+        for path in folder.rglob("*.py"):
+            if re.search(r"importlib\.import_module\(|pkgutil\.", path.read_text()):
+                found.add(path.resolve())
+    known = {stage_code._source(name).resolve() for name in stage_code.DISCOVERS}
+    lazy_exports = Path(edgekiln.__file__).resolve()  # the package's lazy API names, not stage code
+    itself = Path(stage_code.__file__).resolve()
+    assert found - known - {lazy_exports, itself} == set(), found - known
 
 
 def _entry(tmp_path, files=None):

@@ -1,0 +1,133 @@
+"""The code a stage's result depends on, for its cache key: the source of its module and of
+every edgekiln module it imports (directly or not, at the top or inside a function), and the
+versions of the libraries those modules import. Editing the reports, the CLI or another
+stage leaves a stage's key as it was; editing the trainer, the data reader or a converter
+wrapper it calls changes it, and so does upgrading torch or a converter it uses. The
+edgekiln version is not part of it: an upgrade that leaves a stage's code alone keeps its
+cache.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import json
+import pkgutil
+import sys
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
+from pathlib import Path
+
+# Modules that import others by name at run time (a registry), and the packages they load
+# that way: their modules are part of the code of any stage that imports the registry.
+DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
+             "edgekiln.targets.runners": ("edgekiln.targets.runners",)}
+
+# What the runner does to every stage's result before it is cached (grading it on the test
+# split, storing it): part of every stage's code.
+ENGINE = ("edgekiln.stages.grading", "edgekiln.stages.result")
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(name: str):
+    """The module spec of `name`, found without running any module but its parent packages'
+    __init__ (None when `name` is not a module: a name defined inside one)."""
+    parent = name.rpartition(".")[0]
+    if parent:
+        spec = _spec(parent)
+        if spec is None or spec.submodule_search_locations is None:
+            return None  # the parent is a module, not a package: `name` is something inside it
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+def _source(name: str) -> Path | None:
+    spec = _spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
+    """(edgekiln modules, other top-level packages) that the file imports anywhere."""
+    ours, theirs = set(), set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            # `from package import module` runs the module; a name defined in the package's
+            # __init__ (a registry's `get_format`) runs the __init__.
+            ours_too = base == "edgekiln" or base.startswith("edgekiln.")
+            found = [f"{base}.{alias.name}" if ours_too and _source(f"{base}.{alias.name}") else base
+                     for alias in node.names]
+        else:
+            continue
+        for module in found:
+            if module == "edgekiln" or module.startswith("edgekiln."):
+                ours.add(module)
+            elif module:
+                theirs.add(module.split(".")[0])
+    return ours, theirs
+
+
+@functools.lru_cache(maxsize=None)
+def closure(*roots: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the edgekiln modules `roots` run, the third-party packages they import), sorted."""
+    seen: dict[str, Path] = {}
+    libraries: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        path = _source(name)
+        if path is None:  # not a module: a name imported from one (`from edgekiln.x import y`)
+            continue
+        seen[name] = path
+        ours, theirs = _imports(name, path)
+        libraries |= theirs
+        stack.extend(ours)
+        for package in DISCOVERS.get(name, ()):
+            found = _source(package)
+            if found is not None:
+                stack.append(package)
+                stack.extend(m.name for m in pkgutil.walk_packages([str(found.parent)], prefix=f"{package}."))
+    stdlib = set(sys.stdlib_module_names)
+    return tuple(sorted(seen)), tuple(sorted(lib for lib in libraries if lib not in stdlib))
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict:
+    return packages_distributions()
+
+
+def library_versions(packages) -> dict[str, str | None]:
+    """The installed version of each package's distribution (None when not installed)."""
+    distributions = _distributions()
+    out = {}
+    for package in packages:
+        for dist in distributions.get(package, [package]):
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = None
+    return dict(sorted(out.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(module: str) -> str:
+    """The hash of the code a stage defined in `module` runs: every module of its closure
+    (name and source) and the versions of the libraries they import."""
+    modules, libraries = closure(module, *ENGINE)
+    h = hashlib.sha256(json.dumps(library_versions(libraries), sort_keys=True).encode())
+    for name in modules:
+        h.update(name.encode() + b"\0" + _source(name).read_bytes())
+    return h.hexdigest()[:16]
