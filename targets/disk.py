@@ -91,16 +91,19 @@ def save_torch(obj, path: Path) -> None:
     the write behind it."""
     import torch
 
+    from edgekiln.interrupts import deferred
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        full = full_disk_error(e)
-        if full is None and isinstance(e, RuntimeError) and nearly_full([path.parent]) is not None:
-            full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        if full is not None:
-            raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from e
-        raise
+    with deferred():  # a signal inside would reach torch as its RuntimeError: it waits for the rename
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            full = full_disk_error(e)
+            if full is None and isinstance(e, RuntimeError) and nearly_full([path.parent]) is not None:
+                full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if full is not None:
+                raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from e
+            raise

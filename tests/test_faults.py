@@ -441,3 +441,26 @@ def test_a_config_nested_thousands_deep_is_exit_2(tmp_path, nesting):
     result = CliRunner().invoke(app, ["validate", str(config)])
     assert result.exit_code == 2, result.output
     assert "nested" in result.output and "deep" in result.output
+
+
+def test_a_signal_during_a_checkpoint_write_takes_effect_when_the_write_ends(tmp_path, monkeypatch):
+    """torch.save writes through a Python callback; a signal raised inside it would come out
+    as torch's RuntimeError (exit 3). Found by tests/fault_probe.py: SIGINT mid-checkpoint."""
+    import signal
+
+    import torch
+
+    from edgekiln.interrupts import Interrupted, raising
+    from edgekiln.targets import disk
+
+    real = torch.save
+
+    def signalled_mid_write(obj, f, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while torch is writing
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", signalled_mid_write)
+    with pytest.raises(Interrupted), raising():
+        disk.save_torch({"w": torch.zeros(1000)}, tmp_path / "loop.pt")
+    assert torch.load(tmp_path / "loop.pt", weights_only=True)["w"].shape == (1000,)  # written whole, then stopped
+    assert [p.name for p in tmp_path.iterdir()] == ["loop.pt"]
