@@ -123,7 +123,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     an earlier edgekiln output (unless `force`: the outputs then go beside its files).
     SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
     from edgekiln import outputs
-    from edgekiln.interrupts import raising
+    from edgekiln.targets.interrupts import raising
     from edgekiln.runner import run_pipeline
 
     cfg, text, name = load(config)

@@ -149,7 +149,7 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
     from edgekiln.stages.progress import console
     from edgekiln.targets.errors import ConversionError
     from edgekiln.manifest import PublishError
-    from edgekiln.interrupts import Interrupted
+    from edgekiln.targets.interrupts import Interrupted
 
     out = out or Path("out") / config.stem
 

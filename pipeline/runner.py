@@ -16,7 +16,7 @@ from edgekiln import stage_code
 from edgekiln.cache import StageCache, stage_key
 from edgekiln.config import PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
-from edgekiln.interrupts import Interrupted
+from edgekiln.targets.interrupts import Interrupted
 from edgekiln.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
 from edgekiln.manifest import build_manifest, publish_artifact, write_json, write_manifest
 from edgekiln.stages.data import Dataset, load_dataset

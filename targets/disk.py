@@ -91,7 +91,7 @@ def save_torch(obj, path: Path) -> None:
     the write behind it."""
     import torch
 
-    from edgekiln.interrupts import deferred
+    from edgekiln.targets.interrupts import deferred
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with deferred():  # a signal inside would reach torch as its RuntimeError: it waits for the rename

@@ -349,7 +349,7 @@ def test_a_signal_stops_the_run_with_a_manifest_that_says_where_and_a_rerun_resu
 def test_inside_a_run_a_signal_is_an_exception_with_the_shells_exit_code(signum, code):
     import signal
 
-    from edgekiln.interrupts import Interrupted, raising
+    from edgekiln.targets.interrupts import Interrupted, raising
 
     before = signal.getsignal(getattr(signal, signum))
     with pytest.raises(Interrupted) as stopped, raising():
@@ -450,7 +450,7 @@ def test_a_signal_during_a_checkpoint_write_takes_effect_when_the_write_ends(tmp
 
     import torch
 
-    from edgekiln.interrupts import Interrupted, raising
+    from edgekiln.targets.interrupts import Interrupted, raising
     from edgekiln.targets import disk
 
     real = torch.save
