@@ -45,12 +45,9 @@ class ReportFailure:
     def message(self) -> str:
         if self.bug:
             return f"a bug in edgekiln's report step: {type(self.error).__name__}: {self.error}"
-        from edgekiln.targets.disk import FULL, free_bytes, human
+        from edgekiln.targets.disk import reason
 
-        why = getattr(self.error, "strerror", None) or self.error
-        if getattr(self.error, "errno", None) in FULL:
-            why = f"{why} ({human(free_bytes(self.path))} free there)"
-        return f"cannot write {self.path}: {why}"
+        return f"cannot write {self.path}: {reason(self.error, self.path)}"
 
 
 class ReportError(Exception):
@@ -160,7 +157,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
     return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
                      artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,
-                     published=not staging.abandoned)
+                     published=staging.published)
 
 
 def _finish(staging, out_dir: Path, outcome, compare, name: str):
@@ -238,7 +235,7 @@ def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
     return paths, failures
 
 
-def _record_report_failures(out_dir: Path, manifest: dict, failures: list[ReportFailure], staging=None) -> dict:
+def _record_report_failures(out_dir: Path, manifest: dict, failures: list[ReportFailure], staging) -> dict:
     """The manifest with the reports that could not be written under `report_errors`,
     rewritten atomically. A report the disk refused makes the run not whole: the manifest
     then says `passed: false` with the error, and when even that cannot be written, nothing
@@ -251,10 +248,9 @@ def _record_report_failures(out_dir: Path, manifest: dict, failures: list[Report
         recorded.update(passed=False, error=f"reports not written: {refused[0].message()}")
     try:
         write_manifest(out_dir, recorded)
-    except OSError:
-        if staging is not None and refused:
+    except OSError:  # the caller reports the failures; the manifest on disk is still the run's, whole
+        if refused:
             staging.abandon()
-        return recorded  # the caller reports the failures; the manifest on disk is still the run's, whole
     return recorded
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgekiln import __version__
 from edgekiln.targets.artifact import Artifact
+from edgekiln.targets.disk import swap_into_place
 from edgekiln.targets.errors import InputError
 from edgekiln.targets.files import sha256, size_bytes
 
@@ -77,14 +78,7 @@ def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_s
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
         raise PublishError(f"{source} changed after the export stage wrote it (sha256 {digest[:12]}..., recorded "
                            f"{expected_sha256[:12]}...): not published; re-run to rebuild it")
-    if source.is_dir():
-        old = out_dir / f".{source.name}.old-{uuid.uuid4().hex[:8]}"
-        if dest.exists():
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
+    swap_into_place(tmp, dest)
     artifact.path, artifact.sha256, artifact.size_bytes = dest.name, digest, size_bytes(dest)
     # Per-image predictions stay in the cache; the manifest carries the figures.
     return artifact.to_dict(published=True)

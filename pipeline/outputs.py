@@ -15,14 +15,14 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from edgekiln.stages.errors import InputError
+from edgekiln.targets.disk import ASIDE, swap_into_place
 
 _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside --out
-_OLD = ".edgekiln-old-"
 
 
 def input_paths(cfg, config_path: Path | None = None) -> list[tuple[str, Path, bool]]:
@@ -112,9 +112,9 @@ def foreign_entries(folder: Path) -> list[str]:
     run's files nor its artifacts."""
     if not folder.is_dir():
         return []
-    manifest = _manifest(folder) or {"artifacts": []}
-    ours = set(RUN_FILES if _manifest(folder) else ()) | {
-        a.get("path") for a in manifest["artifacts"] if isinstance(a, dict)}
+    manifest = _manifest(folder)
+    ours = set() if manifest is None else \
+        {*RUN_FILES, *(a.get("path") for a in manifest["artifacts"] if isinstance(a, dict))}
     return sorted(p.name for p in folder.iterdir() if p.name not in ours and p.name not in LITTER)
 
 
@@ -136,12 +136,9 @@ def check_out(out: Path, force: bool) -> None:
 class Staging:
     """A run's outputs while they are written: `path` is the folder to fill."""
 
-    out: Path
     path: Path
-    merge: bool  # --force on a folder with others' files: outputs go beside them, file by file
     abandoned: bool = False
     published: bool = False  # set on leaving: `out` now holds this run's outputs
-    created: list[Path] = field(default_factory=list)  # folders made for --out's parent, removed if unused
 
     def abandon(self) -> None:
         """Publish nothing: `--out` keeps what it held."""
@@ -157,7 +154,7 @@ def sweep(out: Path) -> None:
         pid = leftover.name[len(f".{out.name}{_STAGING}"):].split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in parent.glob(f".{out.name}{_OLD}*"):
+    for leftover in parent.glob(f".{out.name}{ASIDE}*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -187,8 +184,8 @@ def staged(out: Path, force: bool = False) -> Iterator[Staging]:
     except OSError as e:
         _remove_folders(created)
         raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
-    merge = bool(foreign_entries(out))  # only with force: check_out refused it otherwise
-    staging = Staging(out, path, merge, created=created)
+    merge = bool(foreign_entries(out))  # --force on others' files (check_out refused it otherwise)
+    staging = Staging(path)
     try:
         yield staging
     finally:
@@ -204,31 +201,13 @@ def staged(out: Path, force: bool = False) -> Iterator[Staging]:
 
 
 def _swap_in(staging: Path, out: Path, merge: bool) -> None:
-    """Make `staging` the content of `out`: one rename when `out` is absent; otherwise the old
-    folder is renamed aside, the new one renamed in, and the old deleted. With `merge`
-    (--force), each output replaces its namesake and the folder's other files stay."""
-    if not out.exists():
-        os.rename(staging, out)
-        return
+    """Make `staging` the content of `out` (an earlier output is replaced as a whole); with
+    `merge` (--force), each output replaces its namesake and the folder's other files stay."""
     if merge:
         for entry in staging.iterdir():
-            dest = out / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                aside = out.parent / f".{out.name}{_OLD}{uuid.uuid4().hex[:8]}"
-                os.rename(dest, aside)
-                os.rename(entry, dest)
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                os.replace(entry, dest)
-        return
-    aside = out.parent / f".{out.name}{_OLD}{uuid.uuid4().hex[:8]}"
-    os.rename(out, aside)
-    try:
-        os.rename(staging, out)
-    except OSError:
-        os.rename(aside, out)  # put the old outputs back: never neither
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
+            swap_into_place(entry, out / entry.name)
+    else:
+        swap_into_place(staging, out)
 
 
 def _remove_folders(folders: list[Path]) -> None:

@@ -301,10 +301,8 @@ def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None
         for f in files:
             check_image_header(root / f, max_pixels, key)
         index_cache.write(index_dir, checked, {"root": str(root), "images": len(files)})
-    pool = _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
-                 source_id, key)
-    pool.skipped = [f"{key}: {s}" for s in skipped]
-    return pool
+    return _Pool(ImageFiles(root, files, size, key), torch.tensor(labels, dtype=torch.int64), files, classes,
+                 source_id, key, skipped=[f"{key}: {s}" for s in skipped])
 
 
 def check_image_header(path: Path, max_pixels: int | None, key: str) -> None:
@@ -327,8 +325,9 @@ def check_image_header(path: Path, max_pixels: int | None, key: str) -> None:
 
 def _inside_or_allowed(path: Path, root: Path, key: str, follow_symlinks: bool) -> None:
     """InputError when `path` (a class folder or an image under `root`) is a link to
-    somewhere outside `root`, unless the config follows such links."""
-    if follow_symlinks:
+    somewhere outside `root`, unless the config follows such links. Only a link can lead out:
+    the walk below a class folder does not enter linked folders."""
+    if follow_symlinks or not path.is_symlink():
         return
     target = path.resolve()
     if not target.is_relative_to(root.resolve()):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from edgekiln.targets.errors import InputError
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
+ASIDE = ".edgekiln-old-"  # "<.name><ASIDE><random>": what a swap moved out of the way, deleted after it
 
 
 def free_bytes(path: str | Path) -> int | None:
@@ -33,7 +35,6 @@ def human(n: int | None) -> str:
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"
 
 
 def full_disk_error(error: BaseException) -> OSError | None:
@@ -64,16 +65,22 @@ def written_path(error: OSError, fallback: str | Path | None = None) -> str | No
     return error.filename2 or error.filename or (None if fallback is None else str(fallback))
 
 
+def reason(error: OSError, path: str | Path) -> str:
+    """Why writing `path` failed, in the OS's words, with the room left there when the disk
+    is full: 'No space left on device (12 KB free there)'."""
+    why = error.strerror or str(error)
+    if error.errno in FULL:
+        why += f" ({human(free_bytes(path))} free there)"
+    return why
+
+
 def describe(error: OSError, fallback: str | Path | None = None, rename: tuple[Path, Path] | None = None) -> str:
-    """'cannot write PATH: No space left on device (12 KB free there)' for a full disk; the
-    OS's own words otherwise. `rename`: (folder written, folder the user knows it as)."""
+    """'cannot write PATH: No space left on device (12 KB free there)'. `rename`: (folder
+    written, folder the user knows it as)."""
     path = written_path(error, fallback)
     if path is not None and rename is not None:
         path = path.replace(str(rename[0]), str(rename[1]))
-    why = error.strerror or str(error)
-    if error.errno in FULL and path is not None:
-        why += f" ({human(free_bytes(path))} free there)"
-    return f"cannot write {path}: {why}" if path else why
+    return f"cannot write {path}: {reason(error, path)}" if path else reason(error, ".")
 
 
 def ensure_free(folder: str | Path, needed: int, what: str) -> None:
@@ -82,6 +89,23 @@ def ensure_free(folder: str | Path, needed: int, what: str) -> None:
     if free is not None and free < needed:
         raise InputError(f"{what} needs about {human(needed)} in {folder}, and that disk has {human(free)} free: "
                          "free some space (or move --cache-dir) and re-run; the stages finished so far stay cached")
+
+
+def swap_into_place(new: Path, dest: Path) -> None:
+    """Make `new` (a file or a folder) be `dest` with renames on one disk. A folder in the
+    way is renamed aside first and deleted after; if the second rename fails, it is put
+    back: `dest` is always the old or the new, whole."""
+    if not dest.exists() or (dest.is_file() and new.is_file()):
+        os.replace(new, dest)
+        return
+    aside = dest.with_name(f".{dest.name}{ASIDE}{uuid.uuid4().hex[:8]}")
+    os.rename(dest, aside)
+    try:
+        os.rename(new, dest)
+    except OSError:
+        os.rename(aside, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
 
 
 def save_torch(obj, path: Path) -> None:
