@@ -23,10 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from edgekiln.stages import modeling, schedule, training  # noqa: E402
-from edgekiln.stages.config import DistillConfig, TrainConfig  # noqa: E402
-from edgekiln.stages.data import DataConfig, load_dataset  # noqa: E402
-from edgekiln.stats import accuracy_interval, hits, paired_drop  # noqa: E402
+from edgekiln.stages import training  # noqa: E402
+from edgekiln.training import modeling
+from edgekiln.training import schedule
+from edgekiln.training.config import DistillConfig
+from edgekiln.stages.config import TrainConfig  # noqa: E402
+from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
+from edgekiln.engine.stats import accuracy_interval, hits, paired_drop  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 RECIPE = TrainConfig(translate=0.1, hflip=True)  # examples/fashion_mnist.toml's [train]

@@ -43,7 +43,7 @@ def seconds(command: list[str], repeats: int = 3) -> float:
 
 def validate_times(config: Path) -> dict:
     cli = [str(Path(sys.executable).parent / "edgekiln"), "validate", str(config)]
-    before = [sys.executable, "-c", "import edgekiln.runner; from edgekiln.config import load_config; "
+    before = [sys.executable, "-c", "import edgekiln.engine.runner; from edgekiln.engine.config import load_config; "
               f"load_config({str(config)!r})"]
     new, old = seconds(cli), seconds(before)
     return {"validate_s": round(new, 2), "import_stages_and_load_s": round(old, 2), "ratio": round(old / new, 1)}

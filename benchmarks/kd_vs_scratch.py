@@ -26,8 +26,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
 
-from edgekiln.stages import modeling, training  # noqa: E402
-from edgekiln.stages.data import DataConfig, load_dataset  # noqa: E402
+from edgekiln.stages import training  # noqa: E402
+from edgekiln.training import modeling
+from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
 
 STUDENTS = {"mobilenetv3_small_050": 6e-3, "mobilevit_xxs": 3e-3}  # lr per student, as in examples/
 TEACHER = "resnet18"

@@ -21,9 +21,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
-from edgekiln.config import load_config  # noqa: E402
-from edgekiln.runner import run_pipeline  # noqa: E402
-from edgekiln.stages.data import load_dataset, to_input  # noqa: E402
+from edgekiln.engine.config import load_config  # noqa: E402
+from edgekiln.engine.runner import run_pipeline  # noqa: E402
+from edgekiln.data.dataset import load_dataset, to_input  # noqa: E402
 from edgekiln.stages.quantize import calibration_images  # noqa: E402
 from edgekiln.targets import get_format  # noqa: E402
 from edgekiln.targets.formats import onnx as onnx_format  # noqa: E402

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekiln.stages import modeling
-from edgekiln.stages.data import DataConfig, load_dataset, to_input
-from edgekiln.stages.training import accuracy
-from edgekiln.stats import accuracy_interval, hits, paired_drop
+from edgekiln.training import modeling
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.training.trainer import accuracy
+from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
 from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.files import sha256, size_bytes

@@ -19,9 +19,14 @@ from pathlib import Path
 import torch
 
 from edgekiln.calibration import balanced_sample
-from edgekiln.config import BudgetConfig
-from edgekiln.stages import distill, modeling, training
-from edgekiln.stages.data import DataConfig, load_dataset, to_input
+from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages import distill
+from edgekiln.training import modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.training import distillation
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
@@ -37,7 +42,7 @@ def teacher(data, work: Path) -> modeling.ModelBundle:
     if path.is_file():
         modeling.load_checkpoint(bundle.model, path)
         return bundle
-    training.fit(bundle, data, 6, lr=3e-3, seed=0, desc="teacher", train=training.TrainConfig(translate=0.1))
+    trainer.fit(bundle, data, 6, lr=3e-3, seed=0, desc="teacher", train=TrainConfig(translate=0.1))
     from safetensors.torch import save_file
 
     save_file(bundle.model.state_dict(), path)
@@ -47,7 +52,7 @@ def teacher(data, work: Path) -> modeling.ModelBundle:
 def int8_test(bundle, full, data) -> float:
     images = data.train_x[torch.as_tensor(balanced_sample(data.train_y.numpy(), 256, 0))]
     graph = pt2e.simulate(bundle.model, to_input(images, bundle.mean, bundle.std).numpy(), Int8Options())
-    return training.accuracy(pt2e.predict(graph, to_input(full.test_x, bundle.mean, bundle.std).numpy()), full.test_y)
+    return evaluation.accuracy(pt2e.predict(graph, to_input(full.test_x, bundle.mean, bundle.std).numpy()), full.test_y)
 
 
 def main() -> None:
@@ -58,8 +63,8 @@ def main() -> None:
     full = load_dataset(DataConfig())
     data = full.for_stages()
     t = teacher(data, args.work)
-    t_test = training.accuracy(training.logits(t, full.test_x), full.test_y)
-    print(f"teacher resnet14t: val {training.evaluate(t, data):.2f}%, test {t_test:.2f}%", flush=True)
+    t_test = evaluation.accuracy(evaluation.logits(t, full.test_x), full.test_y)
+    print(f"teacher resnet14t: val {evaluation.evaluate(t, data):.2f}%, test {t_test:.2f}%", flush=True)
     print("| student | lr | translate | distill s | val % | test % | INT8 (PTQ, simulated) test % | test drop vs teacher |")
     print("|---|---|---|---|---|---|---|---|")
     seconds = {}
@@ -67,17 +72,17 @@ def main() -> None:
         for translate in (0.0, 0.1):
             s = modeling.bundle(arch, modeling.create(arch, 10, seed=0, image_size=32), 10, 32)
             started = time.perf_counter()
-            training.fit(s, data, EPOCHS, lr=lr, seed=0, desc=f"{arch} translate {translate}",
-                         train=training.TrainConfig(translate=translate), teacher=training.Teacher([t]))
+            trainer.fit(s, data, EPOCHS, lr=lr, seed=0, desc=f"{arch} translate {translate}",
+                         train=TrainConfig(translate=translate), teacher=distillation.Teacher([t]))
             seconds[(arch, translate)] = time.perf_counter() - started
             q = int8_test(s, full, data)
-            test = training.accuracy(training.logits(s, full.test_x), full.test_y)
+            test = evaluation.accuracy(evaluation.logits(s, full.test_x), full.test_y)
             print(f"| {arch} | {lr:g} | {translate:g} | {seconds[(arch, translate)]:.0f} | "
-                  f"{training.evaluate(s, data):.2f} | {test:.2f} | {q:.2f} | {t_test - q:+.2f} |", flush=True)
+                  f"{evaluation.evaluate(s, data):.2f} | {test:.2f} | {q:.2f} | {t_test - q:+.2f} |", flush=True)
     config = {"student": distill.StudentConfig(arch=list(STUDENTS), epochs=EPOCHS, lr=3e-3, select="smallest"),
-              "distill": training.DistillConfig(), "train": training.TrainConfig(translate=0.1),
+              "distill": DistillConfig(), "train": TrainConfig(translate=0.1),
               "budget": BudgetConfig(max_drop_total=1.0)}
-    inputs = {"teacher": StageResult.with_model(training.evaluate(t, data), t)}
+    inputs = {"teacher": StageResult.with_model(evaluation.evaluate(t, data), t)}
     started = time.perf_counter()
     result = distill.run(data, config, inputs, args.work)
     search = time.perf_counter() - started

@@ -31,9 +31,13 @@ from streaming_memory import make_folder
 
 
 def _epoch(folder: Path, train_images: int) -> dict:
-    from edgekiln.stages import distributed, modeling, training
-    from edgekiln.stages.config import DataConfig, DistillConfig, TrainConfig
-    from edgekiln.stages.data import Dataset, load_dataset
+    from edgekiln.training import distributed
+    from edgekiln.training import modeling
+    from edgekiln.training import distillation
+    from edgekiln.training import trainer
+    from edgekiln.data.config import DataConfig
+    from edgekiln.training.config import DistillConfig, TrainConfig
+    from edgekiln.data.dataset import Dataset, load_dataset
 
     full = load_dataset(DataConfig(source="imagefolder", path=folder, image_size=224, val_fraction=0.05,
                                    test_fraction=0.05, streaming=True))
@@ -42,12 +46,12 @@ def _epoch(folder: Path, train_images: int) -> dict:
     recipe = TrainConfig(batch_size=32)
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=0, image_size=224), 10, 224)
     figures = {}
-    fitted = training.fit(teacher, data, 1, lr=1e-3, seed=0, desc="teacher", train=recipe, resumable=False)
+    fitted = trainer.fit(teacher, data, 1, lr=1e-3, seed=0, desc="teacher", train=recipe, resumable=False)
     figures["teacher_images_per_s"] = train_images / fitted["epoch_seconds"][0]
     student = modeling.bundle("mobilenetv3_small_100", modeling.create("mobilenetv3_small_100", 10, seed=0,
                                                                        image_size=224), 10, 224)
-    fitted = training.fit(student, data, 1, lr=1e-3, seed=0, desc="distill", train=recipe,
-                          teacher=training.Teacher([teacher]), kd=DistillConfig(), cache_teacher=False,
+    fitted = trainer.fit(student, data, 1, lr=1e-3, seed=0, desc="distill", train=recipe,
+                          teacher=distillation.Teacher([teacher]), kd=DistillConfig(), cache_teacher=False,
                           resumable=False)
     figures["distill_images_per_s"] = train_images / fitted["epoch_seconds"][0]
     figures["world_size"] = distributed.world()[1]
@@ -55,7 +59,7 @@ def _epoch(folder: Path, train_images: int) -> dict:
 
 
 def _rank(rank: int, world: int, port: int, folder: str, train_images: int, out: str) -> None:
-    from edgekiln.stages import distributed
+    from edgekiln.training import distributed
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

@@ -93,9 +93,9 @@ def measure_shards(shards: Path, size: int) -> dict:
 
     import torch
 
-    from edgekiln.stages.config import DataConfig
-    from edgekiln.stages.data import load_dataset
-    from edgekiln.stages.image_files import batches
+    from edgekiln.data.config import DataConfig
+    from edgekiln.data.dataset import load_dataset
+    from edgekiln.data.image_files import batches
 
     config = DataConfig(source="webdataset", shards=_pattern(shards, "train"), val_shards=_pattern(shards, "val"),
                         test_shards=_pattern(shards, "test"), image_size=size, streaming=True)
@@ -121,9 +121,9 @@ def measure(folder: Path, size: int, streaming: bool) -> dict:
     """In this (fresh) process: load, then read one epoch of training batches."""
     import torch
 
-    from edgekiln.stages.config import DataConfig
-    from edgekiln.stages.data import load_dataset
-    from edgekiln.stages.image_files import batches
+    from edgekiln.data.config import DataConfig
+    from edgekiln.data.dataset import load_dataset
+    from edgekiln.data.image_files import batches
 
     started = time.perf_counter()
     data = load_dataset(DataConfig(source="imagefolder", path=folder, image_size=size, val_fraction=0.05,

@@ -23,8 +23,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from edgekiln.stages import modeling, training  # noqa: E402
-from edgekiln.stages.data import DataConfig, load_dataset  # noqa: E402
+from edgekiln.stages import training  # noqa: E402
+from edgekiln.training import modeling
+from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
 
 TEACHER, STUDENT, STUDENT_LR = "resnet10t", "mobilenetv3_small_050", 6e-3
 

@@ -7,20 +7,20 @@ public API below is imported lazily, on first use.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run": "edgekiln.api",
-    "check": "edgekiln.api",
-    "diff": "edgekiln.api",
-    "report": "edgekiln.api",
-    "RunResult": "edgekiln.api",
-    "CheckResult": "edgekiln.api",
-    "ReportFailure": "edgekiln.api",
-    "ReportError": "edgekiln.api",
-    "RunDiff": "edgekiln.regression",
-    "load_config": "edgekiln.config",
-    "ConfigError": "edgekiln.config",
-    "PipelineConfig": "edgekiln.config",
-    "InputError": "edgekiln.stages.errors",
-    "run_pipeline": "edgekiln.runner",
+    "run": "edgekiln.interfaces.api",
+    "check": "edgekiln.interfaces.api",
+    "diff": "edgekiln.interfaces.api",
+    "report": "edgekiln.interfaces.api",
+    "RunResult": "edgekiln.interfaces.api",
+    "CheckResult": "edgekiln.interfaces.api",
+    "ReportFailure": "edgekiln.interfaces.api",
+    "ReportError": "edgekiln.interfaces.api",
+    "RunDiff": "edgekiln.release.regression",
+    "load_config": "edgekiln.engine.config",
+    "ConfigError": "edgekiln.engine.config",
+    "PipelineConfig": "edgekiln.engine.config",
+    "InputError": "edgekiln.errors",
+    "run_pipeline": "edgekiln.engine.runner",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -8,12 +8,17 @@ import math
 from pathlib import Path
 
 
-from edgekiln.stages import budget as budgets
-from edgekiln.stages import modeling, schedule, training
+from edgekiln import gates as budgets
+from edgekiln.training import modeling
+from edgekiln.training import schedule
+from edgekiln.training.config import DistillConfig
+from edgekiln.training import distillation
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
 from edgekiln.stages.config import StudentConfig
-from edgekiln.stages.data import Dataset
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.data.dataset import Dataset
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 
 def preflight(config: dict) -> None:
@@ -74,8 +79,8 @@ class _Candidate:
                                 image_size=data.image_size)
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
                                       source="distilled from " + " + ".join(t.source for t in teachers))
-        teacher, hint = training.hinted_teacher(teachers, self.bundle, kd)
-        self.trainer = training.Trainer(self.bundle, data, epochs, lr=cfg.lr, seed=data.seed,
+        teacher, hint = distillation.hinted_teacher(teachers, self.bundle, kd)
+        self.trainer = trainer.Trainer(self.bundle, data, epochs, lr=cfg.lr, seed=data.seed,
                                         desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
                                         lr_key="student.lr")
         params = modeling.params(model)
@@ -90,7 +95,7 @@ class _Candidate:
         scored = self.trainer.notes.setdefault("val_accuracy_at", {})
         if epochs not in scored:  # a resumed search re-uses each round's score, so it ranks as before
             current = dataclasses.replace(self.bundle, model=self.trainer.current())
-            scored[epochs] = training.accuracy(training.logits(current, data.val_x), data.val_y)
+            scored[epochs] = evaluation.accuracy(evaluation.logits(current, data.val_x), data.val_y)
             self.trainer.save()
         accuracy = scored[epochs]
         self.record.update(accuracy=accuracy, epochs_trained=epochs)
@@ -100,7 +105,7 @@ class _Candidate:
     def train_auto(self, plan: schedule.Schedule, data: Dataset, within_budget) -> float:
         """Train on from where the search left it until `plan` stops it (stages/schedule.py),
         keeping the best epoch's weights."""
-        record = training.train_auto(self.trainer, self.bundle, data, plan, within_budget)
+        record = trainer.train_auto(self.trainer, self.bundle, data, plan, within_budget)
         accuracy = record["best_val_accuracy"]  # the kept weights' val accuracy
         self.record.update(accuracy=accuracy, epochs_trained=record["epochs"], schedule=record)
         self.record["rounds"].append({"epochs": record["epochs"], "accuracy": accuracy, "auto": True})
@@ -109,7 +114,7 @@ class _Candidate:
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: StudentConfig = config["student"]
-    kd: training.DistillConfig = config["distill"]
+    kd: DistillConfig = config["distill"]
     teachers = inputs["teacher"].bundles
     teacher_accuracy = inputs["teacher"].accuracy
     estimator = None

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.stages import budget, mixed_precision, training
-from edgekiln.stages.data import Dataset, to_input
-from edgekiln.stages.progress import console
+from edgekiln import gates as budget
+from edgekiln.training import mixed_precision
+from edgekiln.training import evaluation
+from edgekiln.data.dataset import Dataset, to_input
+from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, calibration_images, int8_options
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import encodings, evaluate, get_format, pt2e
@@ -81,7 +83,7 @@ class _AccuracyAware:
             self._graph = pt2e.export_dynamic_batch(self.bundle.model.cpu().eval(),
                                                     torch.from_numpy(self.calibration[:1]).float())
         simulated = pt2e.simulate(self.bundle.model, self.calibration, options, graph=self._graph)
-        return training.accuracy(pt2e.predict(simulated, val_x), val_y)
+        return evaluation.accuracy(pt2e.predict(simulated, val_x), val_y)
 
 
 def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: float, build, score,
@@ -257,11 +259,11 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         return budget.breach(accuracy, "export", previous, teacher, config["budget"])
 
     val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
-    float_logits = training.logits(bundle, data.val_x)
+    float_logits = evaluation.logits(bundle, data.val_x)
     float_top1 = float_logits.argmax(1).numpy()
     aware = None
     if quantize.accuracy_aware:
-        aware = _AccuracyAware(bundle, calibration, options, breach, training.accuracy(float_logits, data.val_y))
+        aware = _AccuracyAware(bundle, calibration, options, breach, evaluation.accuracy(float_logits, data.val_y))
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
@@ -288,7 +290,7 @@ def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], wo
     stage's `artifacts` metrics are replaced with the graded records)."""
     def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
         x = to_input(test_x, bundle.mean, bundle.std).numpy()
-        float_top1 = training.logits(bundle, test_x).argmax(1).numpy()
+        float_top1 = evaluation.logits(bundle, test_x).argmax(1).numpy()
         for target, artifact in zip(targets, artifacts):
             fmt = get_format(target.format)
             measured = _runtime_accuracy(fmt, target, target.effective_profile, workdir / artifact.file, x,

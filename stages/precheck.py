@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekiln.stages import modeling
-from edgekiln.stages.data import Dataset
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.training import modeling
+from edgekiln.data.dataset import Dataset
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 from edgekiln.targets import get_format
 from edgekiln.targets.errors import ConversionError
 

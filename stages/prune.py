@@ -10,11 +10,17 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.stages import budget, modeling, schedule, training
+from edgekiln import gates as budget
+from edgekiln.training import modeling
+from edgekiln.training import schedule
+from edgekiln.training.config import DistillConfig
+from edgekiln.training import distillation
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
 from edgekiln.stages.config import PruneConfig
-from edgekiln.stages.data import Dataset
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.data.dataset import Dataset
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.profiles import ProfileError, load_profile
@@ -87,7 +93,7 @@ def taylor_gradients(bundle, data: Dataset, batches: int = 4, batch_size: int = 
         model.eval()  # BatchNorm on its running statistics: these passes must not update them
         model.zero_grad()
         for i in range(0, len(chosen), batch_size):
-            x = training.model_input(bundle, images[i : i + batch_size])
+            x = evaluation.model_input(bundle, images[i : i + batch_size])
             labels = data.train_y[chosen[i : i + batch_size]].to(x.device)
             torch.nn.functional.cross_entropy(model(x), labels).backward()
     return fill
@@ -146,7 +152,7 @@ class _MeasuredLatency:
         self.format = get_format(self.profile.format)
         self.bundle, self.workdir = bundle, workdir
         indices = torch.as_tensor(balanced_sample(data.train_y.numpy(), calibration_samples, data.seed))
-        self.calibration = training.model_input(bundle, data.train_x[indices]).numpy()
+        self.calibration = evaluation.model_input(bundle, data.train_x[indices]).numpy()
         self.source = self.profile.runner.kind if self.profile.runner.kind == "host" else "device"
         self._seen: dict[tuple[int, int], tuple[float, str]] = {}
 
@@ -193,7 +199,7 @@ _NO_MORE = "target not reached: no layer can give up more"
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: PruneConfig = config["prune"]
-    kd: training.DistillConfig = config["distill"]
+    kd: DistillConfig = config["distill"]
     student = inputs["distill"].bundle
     size = student.input_size
     latency = None
@@ -201,7 +207,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         latency = (_MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
                    else estimate.ProfileEstimator(cfg.profile, size))
     # Recovery uses logit KD only: a hint projection would start untrained here.
-    teacher = training.Teacher(inputs["teacher"].bundles)
+    teacher = distillation.Teacher(inputs["teacher"].bundles)
     macs_before = modeling.macs(student.model, size)
     start_latency = latency(student.model) if latency else None
 
@@ -233,11 +239,11 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                                          inputs["teacher"].accuracy, config.get("budget"))
         # Auto recovery goes on until the step is back within budget (with the margin), else
         # until val stops improving or the cap: a step is undone only after that.
-        fitted = training.fit(student, data, recovery, lr=cfg.lr, seed=data.seed + k - 1,
+        fitted = trainer.fit(student, data, recovery, lr=cfg.lr, seed=data.seed + k - 1,
                               desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,
                               teacher=teacher, kd=kd, lr_key="prune.lr",
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
-        accuracy = training.evaluate(student, data)
+        accuracy = evaluation.evaluate(student, data)
         breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
                                 config.get("budget"))
         steps.append(record(k, accuracy, missed or ""))

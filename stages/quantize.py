@@ -28,11 +28,17 @@ import torch
 from safetensors.torch import save_file
 
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
-from edgekiln.stages import budget, grading, mixed_precision, modeling, qat, schedule, training
+from edgekiln import gates as budget
+
+from edgekiln.training import mixed_precision
+from edgekiln.training import modeling
+from edgekiln.training import qat
+from edgekiln.training import schedule
+from edgekiln.training import evaluation
 from edgekiln.stages.config import QuantizeConfig
-from edgekiln.stages.data import Dataset, to_input
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.data.dataset import Dataset, to_input
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
@@ -95,7 +101,7 @@ def _simulated_logits(graph, images: torch.Tensor, bundle: modeling.ModelBundle)
 
 
 def _simulated_accuracy(graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
-    return training.accuracy(_simulated_logits(graph, data.val_x, bundle), data.val_y)
+    return evaluation.accuracy(_simulated_logits(graph, data.val_x, bundle), data.val_y)
 
 
 def _keep_float(bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, why: str, breach):
@@ -149,7 +155,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         save_file(state, workdir / QAT_STATE_FILE)
         accuracy = _simulated_accuracy(graph, data, bundle)
         metrics["qat"] = {"epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
-                          "float_accuracy": training.evaluate(bundle, data), "accuracy": accuracy,
+                          "float_accuracy": evaluation.evaluate(bundle, data), "accuracy": accuracy,
                           "schedule": record}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
@@ -162,5 +168,5 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         graph, accuracy, metrics["mixed_precision"] = _keep_float(bundle, calibration, options, data, why, breach)
     result = StageResult.with_model(accuracy, bundle, metrics=metrics)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
-    result.grader = lambda test_x, test_y: grading.top1_record(_simulated_logits(graph, test_x, bundle), test_y)
+    result.grader = lambda test_x, test_y: evaluation.top1_record(_simulated_logits(graph, test_x, bundle), test_y)
     return result

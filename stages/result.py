@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgekiln.stages.modeling import ModelBundle, load_bundle, save_bundle
+from edgekiln.training.modeling import ModelBundle, load_bundle, save_bundle
 
 _MODEL_DIR = "model"
 _RESULT_FILE = "result.json"

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.stages import modeling, schedule, training
-from edgekiln.stages.config import TeacherCandidate, TeacherConfig, TrainConfig
-from edgekiln.stages.data import Dataset
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.training import modeling
+from edgekiln.training import schedule
+from edgekiln.training.config import TrainConfig
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
+from edgekiln.stages.config import TeacherCandidate, TeacherConfig
+from edgekiln.data.dataset import Dataset
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.timing import measure
 
@@ -91,7 +95,7 @@ def host_latency_ms(bundle: modeling.ModelBundle) -> float:
 
 def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
     cfg: TeacherConfig = config["teacher"]
-    train: training.TrainConfig = config["train"]
+    train: TrainConfig = config["train"]
     scored, records = [], []
     for cand in cfg.resolved():
         native = _native_size(cfg, cand)
@@ -112,9 +116,9 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
             record["why"] = excluded
             console.print(f"  candidate {cand.name}: excluded, {excluded}")
             continue
-        fitted = training.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
+        fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
                               desc=f"teacher {cand.name}", train=train, lr_key="teacher.lr")
-        record["accuracy"] = training.evaluate(bundle, data)
+        record["accuracy"] = evaluation.evaluate(bundle, data)
         record["schedule"] = fitted["schedule"]
         record["score"] = _score(cfg, record)
         scored.append((bundle, record))
@@ -136,8 +140,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     bundles = [b for b, _ in chosen]
     accuracy = chosen[0][1]["accuracy"]
     if len(bundles) > 1:
-        ensemble_logits = torch.stack([training.logits(b, data.val_x) for b in bundles]).mean(0)
-        accuracy = training.accuracy(ensemble_logits, data.val_y)
+        ensemble_logits = torch.stack([evaluation.logits(b, data.val_x) for b in bundles]).mean(0)
+        accuracy = evaluation.accuracy(ensemble_logits, data.val_y)
         console.print(f"  ensemble of {len(bundles)}: {accuracy:.2f}%")
     best = chosen[0][1]
     return StageResult.with_models(accuracy, bundles, metrics={

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-EDGEKILN = [sys.executable, "-m", "edgekiln.cli"]
+EDGEKILN = [sys.executable, "-m", "edgekiln.interfaces.cli"]
 W = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/edgekiln-fault-probe"); shutil.rmtree(W, ignore_errors=True); W.mkdir(parents=True)
 results = []
 

@@ -120,7 +120,7 @@ def test_no_device_is_unreachable_unless_the_target_allows_an_estimate(tmp_path,
 def test_calibrate_over_adb_pushes_and_times_every_reference_artifact(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from edgekiln.cli import app
+    from edgekiln.interfaces.cli import app
 
     log, profile = android_onnx(tmp_path, monkeypatch, '[runtime]\nthreads = 4\n[runner]\nkind = "adb"\n')
     out = tmp_path / "calibrated" / "phone.toml"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgekiln.config import ConfigError, load_config
+from edgekiln.engine.config import ConfigError, load_config
 from edgekiln.targets import get_format
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -1,6 +1,6 @@
 import pytest
 
-from edgekiln.cache import StageCache, stage_key
+from edgekiln.engine.cache import StageCache, stage_key
 
 
 def test_key_depends_on_every_part():
@@ -36,12 +36,12 @@ def test_leftover_from_a_killed_run_is_not_an_entry(tmp_path):
 
 
 def test_a_stages_code_is_its_module_and_what_it_imports_not_every_file():
-    from edgekiln import stage_code
+    from edgekiln.engine import stage_code
 
     teacher, libraries = stage_code.closure("edgekiln.stages.teacher", *stage_code.ENGINE)
-    assert {"edgekiln.stages.teacher", "edgekiln.stages.training", "edgekiln.stages.data",
-            "edgekiln.stages.grading"} <= set(teacher)
-    assert not {"edgekiln.plots", "edgekiln.cli", "edgekiln.html_report", "edgekiln.api", "edgekiln.runner",
+    assert {"edgekiln.stages.teacher", "edgekiln.training.trainer", "edgekiln.data.dataset",
+            "edgekiln.training.evaluation"} <= set(teacher)
+    assert not {"edgekiln.release.plots", "edgekiln.interfaces.cli", "edgekiln.release.html_report", "edgekiln.interfaces.api", "edgekiln.engine.runner",
                 "edgekiln.stages.distill", "edgekiln.stages.export"} & set(teacher)
     assert {"torch", "timm"} <= set(libraries)
     export, _ = stage_code.closure("edgekiln.stages.export", *stage_code.ENGINE)
@@ -50,7 +50,7 @@ def test_a_stages_code_is_its_module_and_what_it_imports_not_every_file():
 
 def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrading_edgekiln_does_not(
         tmp_path, monkeypatch):
-    from edgekiln import stage_code
+    from edgekiln.engine import stage_code
 
     real_source = stage_code._source
 
@@ -70,11 +70,11 @@ def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrad
         return stage_code.code_version("edgekiln.stages.teacher")
 
     base = version_with()
-    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.plots"))
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.release.plots"))
     assert version_with() == base
     monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.distill"))
     assert version_with() == base
-    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.training"))
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.training.trainer"))
     assert version_with() != base
     monkeypatch.setattr(stage_code, "_source", real_source)
     monkeypatch.setattr("edgekiln.__version__", "99.0")
@@ -94,7 +94,7 @@ def test_every_module_that_imports_by_name_is_known_to_the_stage_code():
     from pathlib import Path
 
     import edgekiln
-    from edgekiln import stage_code
+    from edgekiln.engine import stage_code
 
     found = set()
     for package in ("edgekiln", "edgekiln.stages", "edgekiln.targets", "edgekiln.calibration"):
@@ -204,9 +204,9 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
     import shutil as sh
     import textwrap
 
-    from edgekiln.config import load_config
-    from edgekiln.graph import STAGES
-    from edgekiln.runner import stage_key_of
+    from edgekiln.engine.config import load_config
+    from edgekiln.engine.graph import STAGES
+    from edgekiln.engine.runner import stage_key_of
     from edgekiln.targets.profiles import SHIPPED_DIR
 
     for name in ("pixel-3-cpu.toml", "pixel-3-cpu.references.csv"):
@@ -246,7 +246,7 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
 def test_cache_commands_list_verify_and_prune(tmp_path):
     from typer.testing import CliRunner
 
-    from edgekiln.cli import app
+    from edgekiln.interfaces.cli import app
 
     cache, entry = _entry(tmp_path)
     cli = CliRunner()

@@ -6,7 +6,7 @@ import csv
 
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 from edgekiln.targets import device_calibration
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import load_profile

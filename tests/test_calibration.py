@@ -50,8 +50,8 @@ def test_folder_sample_is_seeded_resized_and_recursive(tmp_path):
 @pytest.mark.parametrize("problem", ["missing", "empty", "unreadable"])
 def test_a_bad_calibration_folder_names_the_key_and_the_file(tmp_path, problem):
     from edgekiln.stages import quantize
-    from edgekiln.stages.data import DataConfig, load_dataset
-    from edgekiln.stages.errors import InputError
+    from edgekiln.data.dataset import DataConfig, load_dataset
+    from edgekiln.errors import InputError
 
     folder = tmp_path / "calib"
     if problem != "missing":
@@ -68,7 +68,7 @@ def test_a_bad_calibration_folder_names_the_key_and_the_file(tmp_path, problem):
 
 
 def test_a_calibration_folder_enters_the_cache_key_through_its_listing(tmp_path):
-    from edgekiln.runner import _fingerprint
+    from edgekiln.engine.runner import _fingerprint
 
     write_images(tmp_path / "calib", 3)
     before = _fingerprint({"calibration_path": tmp_path / "calib"})

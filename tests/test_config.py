@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from edgekiln.config import ConfigError, load_config
+from edgekiln.engine.config import ConfigError, load_config
 
 BASE = """
 [data]
@@ -111,8 +111,8 @@ def test_train_and_teacher_selection_keys_are_validated(tmp_path):
     message = error_of(tmp_path, BASE + '\n[train]\nrandaugment = "augmix-m5"\nema_decay = 1.5\n')
     assert "train.ema_decay" in message
     # The RandAugment string needs timm (torch) to parse: the run's preflight checks it.
-    from edgekiln.runner import preflight
-    from edgekiln.stages.errors import InputError
+    from edgekiln.engine.runner import preflight
+    from edgekiln.errors import InputError
 
     cfg = load_config(write(tmp_path, BASE + '\n[train]\nrandaugment = "augmix-m5"\n'))
     with pytest.raises(InputError, match="train.randaugment: not a timm RandAugment string"):
@@ -151,7 +151,7 @@ def test_validate_checks_a_config_without_importing_torch(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys\nfrom edgekiln.cli import app\nfrom typer.testing import CliRunner\n"
+    probe = ("import sys\nfrom edgekiln.interfaces.cli import app\nfrom typer.testing import CliRunner\n"
              "r = CliRunner().invoke(app, ['validate', sys.argv[1]])\n"
              "heavy = [m for m in ('torch', 'timm', 'onnx', 'coremltools', 'litert_torch', 'executorch') if m in sys.modules]\n"
              "print(r.exit_code, heavy)\nprint(r.output)\n")

@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from edgekiln.stages.data import DataConfig, load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.errors import InputError
 
 
 def test_digits_split_is_deterministic_stratified_and_disjoint():
@@ -133,7 +133,7 @@ def test_an_oversized_image_is_refused_from_its_header_naming_file_and_size(tmp_
 
 
 def test_the_image_size_limit_is_the_configs(tmp_path):
-    from edgekiln.stages.data import check_image_header
+    from edgekiln.data.dataset import check_image_header
 
     image = _png_header(tmp_path / "wide.png", 4000, 3000)
     check_image_header(image, None, "data.path")

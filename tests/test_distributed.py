@@ -10,11 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
-from edgekiln.stages import distributed, training
-from edgekiln.stages.config import DataConfig, TrainConfig
-from edgekiln.stages.data import Dataset, load_dataset
-from edgekiln.stages.modeling import ModelBundle
+from edgekiln.interfaces.cli import app
+from edgekiln.training import distributed
+from edgekiln.training import trainer
+from edgekiln.data.config import DataConfig
+from edgekiln.training.config import TrainConfig
+from edgekiln.data.dataset import Dataset, load_dataset
+from edgekiln.training.modeling import ModelBundle
 
 
 def _data() -> Dataset:
@@ -30,7 +32,7 @@ def _train() -> dict:
                                 torch.nn.Flatten(), torch.nn.Linear(8, 10))  # no BatchNorm: per-rank statistics
     bundle = ModelBundle("probe", model, 10, 16)
     train = TrainConfig(batch_size=32, translate=0.1, randaugment="rand-m5")
-    training.fit(bundle, _data(), 2, lr=3e-3, seed=0, desc="probe", train=train, resumable=False)
+    trainer.fit(bundle, _data(), 2, lr=3e-3, seed=0, desc="probe", train=train, resumable=False)
     return {k: v.clone() for k, v in bundle.model.state_dict().items()}
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 from edgekiln.stages import prune as prune_stage
-from edgekiln.stages.data import DataConfig, load_dataset, to_input
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.targets import get_format
 from edgekiln.targets.files import sha256
 
@@ -344,7 +344,7 @@ def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monk
 
     monkeypatch.setattr(prune_stage, "prune_until", killed)
     with pytest.raises(KeyboardInterrupt):
-        from edgekiln import api
+        from edgekiln.interfaces import api
 
         api.run(config, work / "out", root / "cache")
     assert list((root / "cache" / ".tmp").iterdir()) == []
@@ -422,7 +422,8 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     published and --out keeps what it held (exit 2)."""
     import errno
 
-    from edgekiln import html_report, plots
+    from edgekiln.release import html_report
+    from edgekiln.release import plots
 
     work, _, first = profileless_run
     config = work / "tiny.toml"
@@ -453,7 +454,7 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
 
     monkeypatch.undo()
     before = (out / "manifest.json").read_text()
-    from edgekiln import manifest as manifest_module
+    from edgekiln.engine import manifest as manifest_module
 
     def manifest_refused(directory, record):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 from tiny_pipeline import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
 
 TINY_MOBILEVIT = """

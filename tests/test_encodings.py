@@ -8,7 +8,7 @@ import torch
 
 from torch import nn
 
-from edgekiln.config import ConfigError, load_config
+from edgekiln.engine.config import ConfigError, load_config
 from edgekiln.targets import encodings as encoding
 from edgekiln.targets import get_format
 
@@ -128,7 +128,7 @@ def test_a_bad_encoding_is_a_config_error_naming_the_key(tmp_path, value, messag
 
 def test_a_candidate_the_profile_cannot_time_gets_no_latency_but_a_lone_artifact_fails(model, tmp_path):
     from edgekiln.stages import export
-    from edgekiln.stages.errors import InputError
+    from edgekiln.errors import InputError
     from edgekiln.targets.target import TargetConfig
     from edgekiln.targets.cost import cost_features
 

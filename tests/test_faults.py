@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 
 QUICK = """
 [data]
@@ -84,8 +84,8 @@ class _Payload:
 def test_a_checkpoint_with_pickled_code_is_refused_and_runs_nothing(tmp_path):
     import torch
 
-    from edgekiln.stages import modeling
-    from edgekiln.stages.errors import InputError
+    from edgekiln.training import modeling
+    from edgekiln.errors import InputError
 
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
@@ -99,14 +99,14 @@ def test_a_checkpoint_with_pickled_code_is_refused_and_runs_nothing(tmp_path):
 # distillation's checkpoint of epoch 2.
 _KILLED_AFTER_EPOCH_2 = """
 import os, signal, sys
-from edgekiln.stages import training
-real = training.Trainer.save
+from edgekiln.training import trainer
+real = trainer.Trainer.save
 def save_then_die(self):
     real(self)
     if self.desc.startswith("distill") and self.epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)
-training.Trainer.save = save_then_die
-from edgekiln.cli import main
+trainer.Trainer.save = save_then_die
+from edgekiln.interfaces.cli import main
 sys.argv = ["edgekiln"] + sys.argv[1:]
 main()
 """
@@ -122,7 +122,7 @@ def test_a_stage_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_ne
 
     def cli(cache, out, script=None):
         argv = ["run", str(config), "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / cache)]
-        command = [sys.executable, "-c", script, *argv] if script else [sys.executable, "-m", "edgekiln.cli", *argv]
+        command = [sys.executable, "-c", script, *argv] if script else [sys.executable, "-m", "edgekiln.interfaces.cli", *argv]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     straight = cli("cache-a", "out-a")
@@ -217,8 +217,8 @@ def test_a_folder_of_other_files_is_refused_unless_forced_and_an_earlier_output_
 
 
 def test_a_file_browsers_litter_is_not_someone_elses_work_but_any_other_hidden_file_is(tmp_path):
-    from edgekiln.outputs import check_out
-    from edgekiln.stages.errors import InputError
+    from edgekiln.engine.outputs import check_out
+    from edgekiln.errors import InputError
 
     out = tmp_path / "out"
     out.mkdir()
@@ -322,7 +322,7 @@ def test_a_signal_stops_the_run_with_a_manifest_that_says_where_and_a_rerun_resu
     config.write_text(textwrap.dedent(QUICK.format(teacher_extra="")).replace(
         "[student]\nepochs = 1", "[student]\nepochs = 12"))  # distillation lasts a few seconds
     argv = ["run", str(config), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
-    child = subprocess.Popen([sys.executable, "-m", "edgekiln.cli", *argv], stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-m", "edgekiln.interfaces.cli", *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
     lines = []
     for line in child.stdout:

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from edgekiln.config import ConfigError, check_files, config_from_text
-from edgekiln.stages.data import DataConfig, load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.engine.config import ConfigError, check_files, config_from_text
+from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.errors import InputError
 
 
 def _idx(array: np.ndarray) -> bytes:

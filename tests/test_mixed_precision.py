@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from edgekiln.config import BudgetConfig
+from edgekiln.engine.config import BudgetConfig
 from edgekiln.gates import checks
-from edgekiln.stages import export, training
-from edgekiln.stages.data import DataConfig, load_dataset, to_input
-from edgekiln.stages.modeling import ModelBundle
+from edgekiln.stages import export
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.training.modeling import ModelBundle
 from edgekiln.stages.quantize import CALIBRATION_FILE, QuantizeConfig
 from edgekiln.targets.target import TargetConfig
 from edgekiln.stages.result import StageResult
@@ -53,10 +55,10 @@ def trained(tmp_path_factory):
     data = load_dataset(DataConfig(image_size=16, seed=0))
     torch.manual_seed(0)
     bundle = ModelBundle("smallnet", SmallNet(data.num_classes), data.num_classes, 16, source="test")
-    training.fit(bundle, data, 8, lr=1e-2, seed=0, desc="smallnet")
-    float_accuracy = training.evaluate(bundle, data)
+    trainer.fit(bundle, data, 8, lr=1e-2, seed=0, desc="smallnet")
+    float_accuracy = evaluation.evaluate(bundle, data)
     with_outlier_channel(bundle.model)
-    assert training.evaluate(bundle, data) == pytest.approx(float_accuracy)  # the surgery keeps the function
+    assert evaluation.evaluate(bundle, data) == pytest.approx(float_accuracy)  # the surgery keeps the function
     directory = tmp_path_factory.mktemp("quantize")
     np.save(directory / CALIBRATION_FILE, data.train_x[:64].numpy())
     quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, metrics={"params": 0, "macs": 0})

@@ -2,8 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from edgekiln.stages import modeling
-from edgekiln.stages.errors import InputError
+from edgekiln.training import modeling
+from edgekiln.errors import InputError
 from edgekiln.stages.prune import prune_to_macs
 
 

@@ -8,7 +8,7 @@ import torch
 from timm.models import register_model
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 
 
 class FourierStudent(torch.nn.Module):

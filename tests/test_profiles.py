@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekiln.config import ConfigError, load_config
+from edgekiln.engine.config import ConfigError, load_config
 from edgekiln.targets import format_names, runners
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.errors import RunnerFailed
@@ -274,7 +274,7 @@ def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_
     record = export._runtime_accuracy(coreml_format, target, profile, tmp_path / "model.mlpackage",
                                       np.zeros((4, 3, 8, 8), np.float32), val_y, np.array([0, 1, 2, 1]), None, None)
     assert record == {"accuracy_source": "runtime", "accuracy": 75.0, "agreement": 75.0}
-    from edgekiln.stages.errors import InputError
+    from edgekiln.errors import InputError
     from edgekiln.targets.errors import DeviceUnreachable
 
     def mac_asleep(path, prof, images):

@@ -4,10 +4,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.config import BudgetConfig
-from edgekiln.stages import modeling, prune, training
-from edgekiln.stages.data import DataConfig, load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages import prune
+from edgekiln.training import evaluation, modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.errors import InputError
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.runners import estimate
@@ -28,13 +30,13 @@ def inputs(data, distilled=90.0, teacher=95.0):
 
 
 def config(prune_cfg, budget):
-    return {"prune": prune_cfg, "distill": training.DistillConfig(), "train": training.TrainConfig(),
+    return {"prune": prune_cfg, "distill": DistillConfig(), "train": TrainConfig(),
             "budget": budget}
 
 
 def scripted_accuracies(monkeypatch, values):
     it = iter(values)
-    monkeypatch.setattr(training, "evaluate", lambda bundle, data: next(it))
+    monkeypatch.setattr(evaluation, "evaluate", lambda bundle, data: next(it))
 
 
 def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_good_step(data, monkeypatch, tmp_path):

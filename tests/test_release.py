@@ -14,13 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 import edgekiln
-from edgekiln.api import load
-from edgekiln.cli import app
-from edgekiln.config import ConfigError
-from edgekiln.stages.errors import InputError
-from edgekiln.junit import run_cases, write_junit
-from edgekiln.model_card import model_card
-from edgekiln.regression import diff_runs
+from edgekiln.interfaces.api import load
+from edgekiln.interfaces.cli import app
+from edgekiln.engine.config import ConfigError
+from edgekiln.errors import InputError
+from edgekiln.release.junit import run_cases, write_junit
+from edgekiln.release.model_card import model_card
+from edgekiln.release.regression import diff_runs
 from tiny_pipeline import TINY
 
 
@@ -353,7 +353,7 @@ def test_a_wrong_typed_release_threshold_in_the_manifest_is_bad_input_naming_it(
 def test_diff_needs_no_torch(tmp_path):
     """A release job's comparison answers in well under a second: it reads two manifests."""
     base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", _manifest(_artifact()))
-    code = ("import sys; from typer.testing import CliRunner; from edgekiln.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from edgekiln.interfaces.cli import app; "
             f"result = CliRunner().invoke(app, ['diff', {str(base)!r}, {str(new)!r}]); "
             "assert result.exit_code == 0, result.output; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'onnxruntime')], 'imported'")

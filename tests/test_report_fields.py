@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from edgekiln import plots
-from edgekiln.html_report import render
-from edgekiln.junit import run_cases
-from edgekiln.model_card import model_card
-from edgekiln.regression import diff_runs
-from edgekiln.stages.progress import console
-from edgekiln.summary import print_summary
+from edgekiln.release import plots
+from edgekiln.release.html_report import render
+from edgekiln.release.junit import run_cases
+from edgekiln.release.model_card import model_card
+from edgekiln.release.regression import diff_runs
+from edgekiln.progress import console
+from edgekiln.release.summary import print_summary
 
 COMPLETE = json.loads((Path(__file__).parent / "data" / "complete_manifest.json").read_text())
 

@@ -5,9 +5,13 @@ trainer, then one real loop."""
 import pytest
 import torch
 
-from edgekiln.config import ConfigError, config_from_text
-from edgekiln.stages import modeling, schedule, training
-from edgekiln.stages.data import DataConfig, load_dataset
+from edgekiln.engine.config import ConfigError, config_from_text
+from edgekiln.training import modeling
+from edgekiln.training import schedule
+from edgekiln.training import config
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
+from edgekiln.data.dataset import DataConfig, load_dataset
 
 
 class ScriptedTrainer:
@@ -88,8 +92,8 @@ def test_a_trainer_handed_over_already_trained_is_scored_before_it_trains_on():
 
 
 def test_budget_margin_holds_a_student_to_its_budget_less_the_margin():
-    from edgekiln.config import BudgetConfig
-    from edgekiln.stages.budget import holds_with_margin
+    from edgekiln.engine.config import BudgetConfig
+    from edgekiln.gates import holds_with_margin
 
     holds = holds_with_margin(0.5, "distill", ("teacher", 90.0), 90.0, BudgetConfig(max_drop_total=2.0))
     assert holds(88.5) and not holds(88.4)
@@ -100,11 +104,11 @@ def test_a_real_auto_loop_records_what_it_ran_and_why_it_stopped():
     data = load_dataset(DataConfig(source="digits", image_size=32, max_samples=160, test_fraction=0.0))
     bundle = modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", 10, seed=0), 10, 32)
     plan = schedule.Schedule(None, max_epochs=3, patience=1, min_delta=0.0)
-    fitted = training.fit(bundle, data, plan, lr=3e-3, seed=0, desc="auto", train=training.TrainConfig(batch_size=32))
+    fitted = trainer.fit(bundle, data, plan, lr=3e-3, seed=0, desc="auto", train=config.TrainConfig(batch_size=32))
     record = fitted["schedule"]
     assert record["mode"] == "auto" and 1 <= record["epochs"] <= 3 and len(record["val_history"]) == record["epochs"]
-    assert training.evaluate(bundle, data) == pytest.approx(record["best_val_accuracy"])
-    fixed = training.fit(bundle, data, 1, lr=3e-3, seed=0, desc="fixed", train=training.TrainConfig(batch_size=32))
+    assert evaluation.evaluate(bundle, data) == pytest.approx(record["best_val_accuracy"])
+    fixed = trainer.fit(bundle, data, 1, lr=3e-3, seed=0, desc="fixed", train=config.TrainConfig(batch_size=32))
     assert fixed["schedule"] == {"mode": "fixed", "epochs": 1, "stopped": "epochs = 1"}
 
 

@@ -10,10 +10,14 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from edgekiln.stages import modeling, shards, training
-from edgekiln.stages.config import DataConfig, TrainConfig
-from edgekiln.stages.data import load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.training import modeling
+from edgekiln.data import shards
+from edgekiln.training import distillation
+from edgekiln.training import trainer
+from edgekiln.data.config import DataConfig
+from edgekiln.training.config import TrainConfig
+from edgekiln.data.dataset import load_dataset
+from edgekiln.errors import InputError
 
 
 def _jpeg(c: int, rng) -> bytes:
@@ -107,9 +111,9 @@ def test_training_on_streamed_shards_equals_training_on_them_in_memory(shard_dir
         data = load_dataset(_config(shard_dir, streaming=streaming, num_workers=2))
         model = modeling.create("resnet10t", data.num_classes, seed=0, image_size=32)
         bundle = modeling.bundle("resnet10t", model, data.num_classes, 32, source="test")
-        training.fit(bundle, data, 1, lr=1e-3, seed=0, desc="test", train=TrainConfig(batch_size=16),
+        trainer.fit(bundle, data, 1, lr=1e-3, seed=0, desc="test", train=TrainConfig(batch_size=16),
                      resumable=False)
-        teacher_logits, _ = training.Teacher([bundle]).precompute(data.train_x, batch_size=16, workers=data.workers)
+        teacher_logits, _ = distillation.Teacher([bundle]).precompute(data.train_x, batch_size=16, workers=data.workers)
         results.append((bundle.model.state_dict(), teacher_logits))
     (streamed, streamed_logits), (in_memory, logits) = results
     assert all(torch.equal(streamed[k], in_memory[k]) for k in in_memory)
@@ -165,7 +169,7 @@ def test_the_config_says_what_shards_need():
 
 
 def test_relative_shards_are_relative_to_the_config_file_and_urls_stay_urls(tmp_path):
-    from edgekiln.config import config_from_text
+    from edgekiln.engine.config import config_from_text
 
     cfg = config_from_text('[data]\nsource = "webdataset"\nshards = "s/train-{0..1}.tar"\n'
                            'val_shards = ["s/val.tar", "pipe:curl -s https://host/val.tar"]\n'
@@ -178,7 +182,7 @@ def test_relative_shards_are_relative_to_the_config_file_and_urls_stay_urls(tmp_
 def test_validate_names_a_missing_local_shard_before_any_work(shard_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from edgekiln.cli import app
+    from edgekiln.interfaces.cli import app
 
     _, patterns = shard_dir
     config = tmp_path / "shards.toml"

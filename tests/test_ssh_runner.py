@@ -115,7 +115,7 @@ def test_a_refused_connection_is_unreachable_and_can_fall_back_only_with_referen
 def test_calibrate_over_ssh_times_the_reference_set_on_the_remote_host(sshd, tmp_path):
     from typer.testing import CliRunner
 
-    from edgekiln.cli import app
+    from edgekiln.interfaces.cli import app
     from edgekiln.targets.runners import estimate
 
     profile, _ = sshd

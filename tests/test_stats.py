@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgekiln.gates import GateCheck
-from edgekiln.stats import accuracy_interval, clopper_pearson, paired_drop
+from edgekiln.engine.stats import accuracy_interval, clopper_pearson, paired_drop
 
 
 def test_clopper_pearson_matches_published_values():

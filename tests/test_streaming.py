@@ -7,11 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from edgekiln.stages import modeling, training
-from edgekiln.stages.config import DataConfig, TrainConfig
-from edgekiln.stages.data import load_dataset
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.image_files import ImageFiles, batches
+from edgekiln.training import modeling
+from edgekiln.training import distillation
+from edgekiln.training import trainer
+from edgekiln.data.config import DataConfig
+from edgekiln.training.config import TrainConfig
+from edgekiln.data.dataset import load_dataset
+from edgekiln.errors import InputError
+from edgekiln.data.image_files import ImageFiles, batches
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +59,9 @@ def test_training_and_teacher_outputs_are_the_same_streamed_or_in_memory(folder)
     for data in (streamed, in_memory):
         model = modeling.create("resnet10t", data.num_classes, seed=0, image_size=32)
         bundle = modeling.bundle("resnet10t", model, data.num_classes, 32, source="test")
-        training.fit(bundle, data, 1, lr=1e-3, seed=0, desc="test", train=TrainConfig(batch_size=16),
+        trainer.fit(bundle, data, 1, lr=1e-3, seed=0, desc="test", train=TrainConfig(batch_size=16),
                      resumable=False)
-        teacher = training.Teacher([bundle])
+        teacher = distillation.Teacher([bundle])
         logits, _ = teacher.precompute(data.train_x, batch_size=16, workers=data.workers)
         results.append((bundle.model.state_dict(), logits))
     (streamed_weights, streamed_logits), (weights, logits) = results
@@ -74,7 +77,7 @@ def test_randaugment_in_the_decoding_workers_gives_the_in_memory_weights(folder)
     for data in both(folder):
         model = modeling.create("resnet10t", data.num_classes, seed=0, image_size=32)
         bundle = modeling.bundle("resnet10t", model, data.num_classes, 32, source="test")
-        training.fit(bundle, data, 2, lr=1e-3, seed=0, desc="test", train=train, resumable=False)
+        trainer.fit(bundle, data, 2, lr=1e-3, seed=0, desc="test", train=train, resumable=False)
         weights.append(bundle.model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 

@@ -5,9 +5,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.config import BudgetConfig
-from edgekiln.stages import distill, modeling, training
-from edgekiln.stages.data import DataConfig, load_dataset
+from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages import distill
+from edgekiln.training import modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.training import evaluation
+from edgekiln.training import state
+from edgekiln.training import trainer as training
+from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.stages.distill import StudentConfig, halving_schedule, rank_key
 from edgekiln.stages.result import StageResult
 
@@ -64,13 +69,13 @@ def test_a_stopped_and_resumed_trainer_equals_one_run_straight_through(data):
     def bundle():
         return modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", 10, seed=0,
                                                                         image_size=32), 10, 32)
-    recipe = training.TrainConfig(batch_size=32, translate=0.1)
+    recipe = TrainConfig(batch_size=32, translate=0.1)
     straight = bundle()
     training.fit(straight, data, 2, lr=3e-3, seed=0, desc="t", train=recipe)
     resumed = bundle()
     trainer = training.Trainer(resumed, data, 2, lr=3e-3, seed=0, desc="t", train=recipe)
     trainer.train_until(1)
-    training.evaluate(resumed, data)  # evaluating between rounds must not disturb training
+    evaluation.evaluate(resumed, data)  # evaluating between rounds must not disturb training
     trainer.train_until(2)
     trainer.finish()
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -80,10 +85,10 @@ def test_a_stopped_and_resumed_trainer_equals_one_run_straight_through(data):
 def test_search_distils_each_candidate_and_records_the_rounds(data):
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
     training.fit(teacher, data, 2, lr=3e-3, seed=0, desc="teacher")
-    inputs = {"teacher": StageResult.with_model(training.evaluate(teacher, data), teacher)}
+    inputs = {"teacher": StageResult.with_model(evaluation.evaluate(teacher, data), teacher)}
     config = {"student": StudentConfig(arch=["mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=2,
                                        select="smallest"),
-              "distill": training.DistillConfig(), "train": training.TrainConfig(batch_size=32),
+              "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
               "budget": BudgetConfig(max_drop_total=100.0)}
     result = distill.run(data, config, inputs, None)
     student = result.metrics["student"]
@@ -119,10 +124,10 @@ def test_a_new_trainer_resumes_from_the_last_checkpoint_and_ends_where_a_straigh
     def bundle():
         return modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", 10, seed=0,
                                                                         image_size=32), 10, 32)
-    recipe = training.TrainConfig(batch_size=32, translate=0.1, ema_decay=0.9)
+    recipe = TrainConfig(batch_size=32, translate=0.1, ema_decay=0.9)
     straight = bundle()
     training.fit(straight, data, 3, lr=3e-3, seed=0, desc="distill s", train=recipe)
-    with training.checkpointing(tmp_path):
+    with state.checkpointing(tmp_path):
         killed = bundle()
         first = training.Trainer(killed, data, 3, lr=3e-3, seed=0, desc="distill s", train=recipe)
         first.train_until(2)  # ... then the process dies: only the checkpoint survives
@@ -137,7 +142,7 @@ def test_a_new_trainer_resumes_from_the_last_checkpoint_and_ends_where_a_straigh
 
 
 def test_preflight_names_the_candidate_that_cannot_be_a_student():
-    from edgekiln.stages.errors import InputError
+    from edgekiln.errors import InputError
 
     with pytest.raises(InputError, match=r"student.arch\[1\]: unknown timm architecture 'no_such_net'"):
         distill.preflight({"student": StudentConfig(arch=["mobilenetv3_small_050", "no_such_net"])})

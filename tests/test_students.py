@@ -4,7 +4,7 @@ through safetensors with its pruned shapes."""
 import pytest
 import torch
 
-from edgekiln.stages import modeling
+from edgekiln.training import modeling
 from edgekiln.stages.prune import kept_layers, prune_to_macs
 
 STUDENTS = ["mobilenetv3_small_050", "mobilenetv3_large_075", "mobilenetv4_conv_small",

@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 
-from edgekiln.stages import modeling, teacher, training
-from edgekiln.stages.data import DataConfig, load_dataset
-from edgekiln.stages.errors import InputError
+from edgekiln.stages import teacher
+from edgekiln.training import modeling
+from edgekiln.training.config import TrainConfig
+from edgekiln.training import evaluation
+from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +39,12 @@ def test_transformers_checkpoint_is_a_teacher_with_its_own_size_and_normalizatio
     b = modeling.bundle(arch, model, 10, 32, native_size=True)
     assert (b.input_size, b.mean, b.std) == (48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     images = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
-    expected = training.logits(b, images)
+    expected = evaluation.logits(b, images)
     assert expected.shape == (3, 10)
-    features, out = training.features_and_logits(b.model.eval(), training.model_input(b, images))
+    features, out = evaluation.features_and_logits(b.model.eval(), evaluation.model_input(b, images))
     assert features.dim() == 3 and torch.allclose(out, expected, atol=1e-5)
     modeling.save_bundle(b, tmp_path)
-    assert torch.allclose(training.logits(modeling.load_bundle(tmp_path), images), expected, atol=1e-5)
+    assert torch.allclose(evaluation.logits(modeling.load_bundle(tmp_path), images), expected, atol=1e-5)
 
 
 def test_preflight_accepts_a_transformers_directory_and_rejects_a_missing_one(hf_dir, tmp_path):
@@ -65,7 +68,7 @@ def test_preflight_names_missing_corrupt_and_unknown_candidates(tmp_path):
 
 
 def run_teacher(data, **cfg):
-    config = {"teacher": teacher.TeacherConfig(**cfg), "train": training.TrainConfig(batch_size=32)}
+    config = {"teacher": teacher.TeacherConfig(**cfg), "train": TrainConfig(batch_size=32)}
     return teacher.run(data, config, {}, None)
 
 
@@ -91,8 +94,8 @@ def test_ensemble_keeps_the_top_k_and_scores_their_average(data):
     assert len(chosen) == 2 and len(result.bundles) == 2
     best = max(r["accuracy"] for r in result.metrics["candidates"])
     assert chosen[0]["accuracy"] == best or chosen[1]["accuracy"] == best
-    averaged = torch.stack([training.logits(b, data.val_x) for b in result.bundles]).mean(0)
-    assert result.accuracy == training.accuracy(averaged, data.val_y)
+    averaged = torch.stack([evaluation.logits(b, data.val_x) for b in result.bundles]).mean(0)
+    assert result.accuracy == evaluation.accuracy(averaged, data.val_y)
 
 
 def test_teacher_stage_fine_tunes_a_transformers_checkpoint_at_its_own_size(data, hf_dir):

@@ -5,8 +5,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.stages import modeling, training
-from edgekiln.stages.data import DataConfig, load_dataset
+from edgekiln.training import modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.training import distillation
+from edgekiln.training import evaluation
+from edgekiln.training import trainer
+from edgekiln.data.dataset import DataConfig, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +22,7 @@ def student(arch="mobilenetv3_small_050"):
     return modeling.bundle(arch, modeling.create(arch, 10, seed=0), 10, 32)
 
 
-class CountingTeacher(training.Teacher):
+class CountingTeacher(distillation.Teacher):
     calls = 0
 
     def __call__(self, images):
@@ -31,34 +35,34 @@ def teacher_bundle():
 
 
 def test_deterministic_inputs_run_the_teacher_once_per_image_not_per_step(data):
-    train = training.TrainConfig(batch_size=32)
+    train = TrainConfig(batch_size=32)
     CountingTeacher.calls = 0
-    training.fit(student(), data, 2, lr=1e-3, seed=0, desc="t", train=train, teacher=CountingTeacher([teacher_bundle()]))
+    trainer.fit(student(), data, 2, lr=1e-3, seed=0, desc="t", train=train, teacher=CountingTeacher([teacher_bundle()]))
     cached_calls = CountingTeacher.calls
     assert cached_calls == 1  # one precompute batch (128 images < 256)
 
     CountingTeacher.calls = 0
-    training.fit(student(), data, 2, lr=1e-3, seed=0, desc="t", train=train,
+    trainer.fit(student(), data, 2, lr=1e-3, seed=0, desc="t", train=train,
                  teacher=CountingTeacher([teacher_bundle()]), cache_teacher=False)
     assert CountingTeacher.calls == 2 * 4  # every step of both epochs
 
 
 def test_augmented_inputs_run_the_teacher_live(data):
-    train = training.TrainConfig(batch_size=32, randaugment="rand-m9-mstd0.5", mixup=0.2, cutmix=1.0)
+    train = TrainConfig(batch_size=32, randaugment="rand-m9-mstd0.5", mixup=0.2, cutmix=1.0)
     assert not train.deterministic_inputs
     CountingTeacher.calls = 0
     b = student()
     before = [p.clone() for p in b.model.parameters()]
-    training.fit(b, data, 1, lr=1e-3, seed=0, desc="t", train=train, teacher=CountingTeacher([teacher_bundle()]))
+    trainer.fit(b, data, 1, lr=1e-3, seed=0, desc="t", train=train, teacher=CountingTeacher([teacher_bundle()]))
     assert CountingTeacher.calls == 4
     assert any(not torch.equal(a, p) for a, p in zip(before, b.model.parameters()))
 
 
 def test_training_is_reproducible_for_a_seed(data):
-    train = training.TrainConfig(batch_size=32, randaugment="rand-m9-mstd0.5", mixup=0.2)
+    train = TrainConfig(batch_size=32, randaugment="rand-m9-mstd0.5", mixup=0.2)
     a, b = student(), student()
-    training.fit(a, data, 1, lr=1e-3, seed=3, desc="t", train=train)
-    training.fit(b, data, 1, lr=1e-3, seed=3, desc="t", train=train)
+    trainer.fit(a, data, 1, lr=1e-3, seed=3, desc="t", train=train)
+    trainer.fit(b, data, 1, lr=1e-3, seed=3, desc="t", train=train)
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
 
@@ -75,7 +79,7 @@ def test_ema_weights_replace_the_trained_weights(data, monkeypatch):
 
     monkeypatch.setattr(ModelEmaV3, "update", spy)
     b = student()
-    training.fit(b, data, 1, lr=1e-3, seed=0, desc="t", train=training.TrainConfig(batch_size=32, ema_decay=0.9))
+    trainer.fit(b, data, 1, lr=1e-3, seed=0, desc="t", train=TrainConfig(batch_size=32, ema_decay=0.9))
     assert seen == [1, 2, 3, 4]
 
 
@@ -83,13 +87,13 @@ def test_ema_weights_replace_the_trained_weights(data, monkeypatch):
 def test_fitnets_hint_matches_any_teacher_feature_shape(data, teacher_arch):
     t = modeling.bundle(teacher_arch, modeling.create(teacher_arch, 10, seed=1, image_size=32), 10, 32)
     s = student("mobilevit_xxs")
-    kd = training.DistillConfig(feature_loss="fitnets", feature_weight=1.0)
-    teacher, hint = training.hinted_teacher([t], s, kd)
+    kd = DistillConfig(feature_loss="fitnets", feature_weight=1.0)
+    teacher, hint = distillation.hinted_teacher([t], s, kd)
     assert hint is not None
     t_logits, t_hint = teacher.to(torch.device("cpu"))(data.train_x[:4].float() / 255)
-    features, _ = training.features_and_logits(s.model.eval(), training.model_input(s, data.train_x[:4]))
+    features, _ = evaluation.features_and_logits(s.model.eval(), evaluation.model_input(s, data.train_x[:4]))
     assert hint(features).shape == t_hint.shape
-    log = training.fit(s, data, 1, lr=1e-3, seed=0, desc="t", train=training.TrainConfig(batch_size=32),
+    log = trainer.fit(s, data, 1, lr=1e-3, seed=0, desc="t", train=TrainConfig(batch_size=32),
                        teacher=teacher, hint=hint, kd=kd)
     assert len(log["epoch_seconds"]) == 1
 
@@ -97,44 +101,44 @@ def test_fitnets_hint_matches_any_teacher_feature_shape(data, teacher_arch):
 def test_a_teacher_ensemble_averages_logits(data):
     a, b = teacher_bundle(), student("mobilenetv3_small_075")
     x = data.train_x[:4]
-    mean = (training.logits(a, x) + training.logits(b, x)) / 2
-    got, _ = training.Teacher([a, b]).to(torch.device("cpu"))(x.float() / 255)
+    mean = (evaluation.logits(a, x) + evaluation.logits(b, x)) / 2
+    got, _ = distillation.Teacher([a, b]).to(torch.device("cpu"))(x.float() / 255)
     assert torch.allclose(got, mean, atol=1e-5)
 
 
 def test_bad_randaugment_string_is_bad_input_before_any_work():
     from edgekiln.stages import teacher
-    from edgekiln.stages.errors import InputError
+    from edgekiln.errors import InputError
 
     for bad in ("augmix-m5", "rand-m9-zz3"):
         with pytest.raises(InputError, match="train.randaugment: not a timm RandAugment string"):
             teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet10t"]),
-                               "train": training.TrainConfig(randaugment=bad)})
+                               "train": TrainConfig(randaugment=bad)})
 
 
 def test_teacher_runs_at_its_own_size_and_normalization(data):
     t = modeling.ModelBundle("resnet10t", modeling.create("resnet10t", 10, seed=1).eval(), 10, 64,
                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    x = training.model_input(t, data.train_x[:2])
+    x = evaluation.model_input(t, data.train_x[:2])
     assert x.shape[-1] == 64 and x.min() >= -1.0 and x.max() <= 1.0
 
 
 def test_a_diverging_run_stops_at_once_naming_epoch_step_and_key(data):
-    from edgekiln.stages.errors import TrainingDiverged
+    from edgekiln.errors import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match=r"distill x: training diverged at epoch 1/3, step \d+: .*student.lr "
                                                r"\(now 1e\+30\)"):
-        training.fit(student(), data, 3, lr=1e30, seed=0, desc="distill x", lr_key="student.lr",
-                     train=training.TrainConfig(batch_size=32, warmup_epochs=0.0))
+        trainer.fit(student(), data, 3, lr=1e30, seed=0, desc="distill x", lr_key="student.lr",
+                     train=TrainConfig(batch_size=32, warmup_epochs=0.0))
 
 
 def test_bf16_autocast_and_channels_last_train_the_same_model_in_another_precision(data):
     """The CUDA options run on any device: bf16 forward passes land near the float32 weights
     (not on them), and the model comes back in the usual memory layout for export."""
     plain, fast = student(), student()
-    training.fit(plain, data, 1, lr=1e-3, seed=0, desc="t", train=training.TrainConfig(batch_size=32))
-    training.fit(fast, data, 1, lr=1e-3, seed=0, desc="t",
-                 train=training.TrainConfig(batch_size=32, autocast="bf16", channels_last=True))
+    trainer.fit(plain, data, 1, lr=1e-3, seed=0, desc="t", train=TrainConfig(batch_size=32))
+    trainer.fit(fast, data, 1, lr=1e-3, seed=0, desc="t",
+                 train=TrainConfig(batch_size=32, autocast="bf16", channels_last=True))
     moved = [(a - b).abs().max().item() for a, b in zip(plain.model.parameters(), fast.model.parameters())]
     assert 0 < max(moved) < 0.05
     assert all(p.is_contiguous() for p in fast.model.parameters())

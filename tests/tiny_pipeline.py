@@ -5,7 +5,7 @@ import textwrap
 
 from typer.testing import CliRunner
 
-from edgekiln.cli import app
+from edgekiln.interfaces.cli import app
 
 TINY = """
 [data]

@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from edgekiln.stages.config import (BUDGETED_STAGES, DataConfig, DistillConfig, PruneConfig, QuantizeConfig,
-                                    StudentConfig, TeacherConfig, TrainConfig, expand_shards, local_shard)
+from edgekiln.stages.config import BUDGETED_STAGES, PruneConfig, QuantizeConfig, StudentConfig, TeacherConfig
+from edgekiln.data.config import DataConfig, expand_shards, local_shard
+from edgekiln.training.config import DistillConfig, TrainConfig
 from edgekiln.targets.profiles import ProfileError
 from edgekiln.targets.target import EncodingError, IoError, TargetConfig
 
@@ -220,7 +221,7 @@ def check_files(cfg: PipelineConfig) -> None:
         if path is not None and not path.exists():
             raise ConfigError(f"{key}: {path} does not exist")
     if cfg.data.source == "idx":
-        from edgekiln.stages import idx_files
+        from edgekiln.data import idx_files
 
         lacking = idx_files.missing(cfg.data.path)
         if lacking:

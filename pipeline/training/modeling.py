@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekiln.stages.errors import InputError
+from edgekiln.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgekiln.stages.progress import console, epoch_bar
+from edgekiln.progress import console, epoch_bar
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options, quantizable_layers
 

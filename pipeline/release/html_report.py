@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 from edgekiln.gates import gate_message
-from edgekiln.manifest import write_text
-from edgekiln.model_card import not_measured, student_name
-from edgekiln.regression import format_figure
-from edgekiln.report_view import complete
-from edgekiln.summary import kilobytes, millions, num, text, verdict
+from edgekiln.engine.manifest import write_text
+from edgekiln.release.model_card import not_measured, student_name
+from edgekiln.release.regression import format_figure
+from edgekiln.release.report_view import complete
+from edgekiln.release.summary import kilobytes, millions, num, text, verdict
 
 # The captions of the plots the page inlines (plots.draw's names).
 CAPTIONS = {"report": "accuracy after each stage and of each artifact (held-out test, 95% intervals), and each "
@@ -34,7 +34,7 @@ def _template(strict: bool):
     a figure read without a guard fails the suite; a user's run gets the lenient default."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("edgekiln", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("edgekiln.release", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined)
     return env.get_template("report.html.j2")

@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekiln.calibration import folder_fingerprint
-from edgekiln import stage_code
-from edgekiln.cache import StageCache, stage_key
-from edgekiln.config import PipelineConfig
+from edgekiln.engine import stage_code
+from edgekiln.engine.cache import StageCache, stage_key
+from edgekiln.engine.config import PipelineConfig
 from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.targets.interrupts import Interrupted
-from edgekiln.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
-from edgekiln.manifest import build_manifest, publish_artifact, write_json, write_manifest
-from edgekiln.stages.data import Dataset, load_dataset
-from edgekiln.stages import training
-from edgekiln.stages.errors import InputError, TrainingDiverged
-from edgekiln.stages import grading
-from edgekiln.stats import accuracy_interval, hits, paired_drop
-from edgekiln.stages.progress import console
+from edgekiln.engine.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
+from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
+from edgekiln.data.dataset import Dataset, load_dataset
+from edgekiln.training import state
+from edgekiln.errors import InputError, TrainingDiverged
+from edgekiln.training import evaluation
+from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
+from edgekiln.progress import console
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
@@ -139,13 +139,13 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
         checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
             try:
-                with training.checkpointing(checkpoints):
+                with state.checkpointing(checkpoints):
                     result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
             except TrainingDiverged:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
                 raise
             if data.has_test:
-                grader = result.grader or grading.models_grader(result.bundles)
+                grader = result.grader or evaluation.models_grader(result.bundles)
                 with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
                     result.metrics.update(grader(data.test_x, data.test_y))
             result.metrics["compute_seconds"] = time.perf_counter() - started

@@ -26,7 +26,7 @@ DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
 
 # What the runner does to every stage's result before it is cached (grading it on the test
 # split, storing it): part of every stage's code.
-ENGINE = ("edgekiln.stages.grading", "edgekiln.stages.result")
+ENGINE = ("edgekiln.training.evaluation", "edgekiln.stages.result")
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgekiln.manifest import read_manifest
-from edgekiln.model_card import student_name
-from edgekiln.stages.errors import InputError
+from edgekiln.engine.manifest import read_manifest
+from edgekiln.release.model_card import student_name
+from edgekiln.errors import InputError
 
 # The thresholds, by the `[release]` key that sets each and the flag that overrides it.
 THRESHOLD_FLAGS = {"max_accuracy_drop": "--max-accuracy-drop", "max_latency_increase": "--max-latency-increase",
@@ -163,7 +163,7 @@ def _check_predictions(predictions, path: Path, test_count: int | None) -> None:
 def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
     """The limits that gate: each flag given, else the new run's `[release]` section, else
     the section's defaults. Returns (values, where each was set)."""
-    from edgekiln.config import ReleaseConfig
+    from edgekiln.engine.config import ReleaseConfig
 
     from pydantic import ValidationError
 
@@ -332,7 +332,7 @@ def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds:
 def _pair(target: TargetDiff, name: str, base: dict, new: dict) -> None:
     """Attach the exact paired drop (McNemar) to the target's test accuracy change, from both
     runs' per-image predictions on the same test images."""
-    from edgekiln.stats import hits, paired_drop
+    from edgekiln.engine.stats import hits, paired_drop
 
     change = next((c for c in target.changes if c.metric == "test accuracy" and c.comparable), None)
     if change is None or name not in base["top1"] or name not in new["top1"]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekiln.manifest import write_text
-from edgekiln.report_view import complete
-from edgekiln.summary import kilobytes
+from edgekiln.engine.manifest import write_text
+from edgekiln.release.report_view import complete
+from edgekiln.release.summary import kilobytes
 from edgekiln.targets.artifact import Artifact
 
 _NO_LATENCY = "latency not measured: "

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekiln.gates import gate_message
-from edgekiln.manifest import write_text
-from edgekiln.report_view import complete
+from edgekiln.engine.manifest import write_text
+from edgekiln.release.report_view import complete
 
 
 @dataclass

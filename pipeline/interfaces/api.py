@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekiln.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
+from edgekiln.engine.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
 from edgekiln.gates import BudgetCheck, GateCheck
-from edgekiln.manifest import read_manifest, write_text
-from edgekiln.regression import RunDiff, diff_runs
-from edgekiln.stages.errors import InputError
+from edgekiln.engine.manifest import read_manifest, write_text
+from edgekiln.release.regression import RunDiff, diff_runs
+from edgekiln.errors import InputError
 from edgekiln.targets.artifact import Artifact
 
 __all__ = ["RunResult", "CheckResult", "ReportFailure", "ReportError", "run", "check", "diff", "report", "load"]
@@ -119,9 +119,9 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     any work, when `out` is inside the data or the cache, or is a non-empty folder that is not
     an earlier edgekiln output (unless `force`: the outputs then go beside its files).
     SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
-    from edgekiln import outputs
+    from edgekiln.engine import outputs
     from edgekiln.targets.interrupts import raising
-    from edgekiln.runner import run_pipeline
+    from edgekiln.engine.runner import run_pipeline
 
     cfg, text, name = load(config)
     check_files(cfg)
@@ -187,7 +187,7 @@ def _output(what: str, path: str | Path):
 
 
 def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> Path:
-    from edgekiln.junit import run_cases, write_junit
+    from edgekiln.release.junit import run_cases, write_junit
 
     return write_junit(path, f"edgekiln run {name}", run_cases(manifest), seconds)
 
@@ -208,9 +208,9 @@ def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
                    title: str) -> tuple[dict[str, Path], list[ReportFailure]]:
     """Each report written on its own: one that fails is recorded and the others are still
     written (report.html without its plots if they failed)."""
-    from edgekiln import plots
-    from edgekiln.html_report import write_html
-    from edgekiln.model_card import write_model_card
+    from edgekiln.release import plots
+    from edgekiln.release.html_report import write_html
+    from edgekiln.release.model_card import write_model_card
 
     comparison = None if compare is None else diff_runs(Path(compare), out_dir)  # bad input: raised
     paths: dict[str, Path] = {}
@@ -240,7 +240,7 @@ def _record_report_failures(out_dir: Path, manifest: dict, failures: list[Report
     rewritten atomically. A report the disk refused makes the run not whole: the manifest
     then says `passed: false` with the error, and when even that cannot be written, nothing
     of the run is published (`staging` abandoned) rather than a manifest claiming a pass."""
-    from edgekiln.manifest import write_manifest
+    from edgekiln.engine.manifest import write_manifest
 
     refused = [f for f in failures if not f.bug]
     recorded = {**manifest, "report_errors": {f.name: f.message() for f in failures}}
@@ -259,8 +259,8 @@ def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), ac
     """Re-verify a finished run: every artifact's sha256 against the manifest, its accuracy
     re-measured in its runtime (unless `accuracy=False`), its latency and memory re-measured
     on its profile (or one of `profiles`, by format) against its budgets."""
-    from edgekiln.junit import check_cases, write_junit
-    from edgekiln.verify import check_run
+    from edgekiln.release.junit import check_cases, write_junit
+    from edgekiln.release.verify import check_run
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -284,7 +284,7 @@ def diff(base: str | Path, new: str | Path, *, max_accuracy_drop: float | None =
     Thresholds not given come from the new run's `[release]` section. `json_out`, `junit`,
     `html`: also write the comparison as JSON, JUnit XML, and the new run's report.html with
     the deltas."""
-    from edgekiln.junit import diff_cases, write_junit
+    from edgekiln.release.junit import diff_cases, write_junit
 
     started = time.perf_counter()
     result = diff_runs(Path(base), Path(new), max_accuracy_drop=max_accuracy_drop,
@@ -304,8 +304,8 @@ def diff(base: str | Path, new: str | Path, *, max_accuracy_drop: float | None =
 def _diff_html(path: Path, comparison: RunDiff) -> Path:
     """The new run's report.html with the deltas, its plots drawn afresh from its manifest
     (a manifest.json given alone has no PNGs beside it)."""
-    from edgekiln import plots
-    from edgekiln.html_report import write_html
+    from edgekiln.release import plots
+    from edgekiln.release.html_report import write_html
 
     manifest = json.loads(Path(comparison.new).read_text())
     path.parent.mkdir(parents=True, exist_ok=True)

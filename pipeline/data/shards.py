@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from edgekiln.calibration.images import read_square
-from edgekiln.stages import index_cache
-from edgekiln.stages.config import expand_shards, local_shard
-from edgekiln.stages.errors import InputError
-from edgekiln.stages.progress import console
+from edgekiln.data import index_cache
+from edgekiln.data.config import expand_shards, local_shard
+from edgekiln.errors import InputError
+from edgekiln.progress import console
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 # Bumped when what an index records changes: older cached indexes are then rebuilt.

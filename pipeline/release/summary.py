@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from edgekiln.stages.progress import console
+from edgekiln.progress import console
 from edgekiln.targets.artifact import Artifact
 
 
@@ -46,7 +46,7 @@ def millions(value) -> str:
 def print_summary(manifest: dict, manifest_path: Path) -> None:
     """Teacher candidates, stage table, then one row per artifact, then the verdict; an
     absent figure is "-"."""
-    from edgekiln.report_view import complete
+    from edgekiln.release.report_view import complete
 
     manifest = complete(manifest)
     teacher = manifest.get("teacher")

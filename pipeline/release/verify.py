@@ -12,9 +12,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgekiln.gates import BudgetCheck, budget_checks
-from edgekiln.manifest import read_manifest
-from edgekiln.stages.data import DataConfig, load_dataset, to_input
-from edgekiln.stages.errors import InputError
+from edgekiln.engine.manifest import read_manifest
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.errors import InputError
 from edgekiln.targets import evaluate, format as formats, get_format, runners
 from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.evaluate import device_errors

@@ -16,15 +16,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekiln.stages import modeling, training
-from edgekiln.stages.data import Dataset
-from edgekiln.stages.schedule import Schedule
+from edgekiln.training import modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.training import distillation
+from edgekiln.training import trainer
+from edgekiln.data.dataset import Dataset
+from edgekiln.training.schedule import Schedule
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
 
 
 class _Prepared(nn.Module):
-    """A prepared (fake-quantized) exported graph that `training.fit` can drive: exported
+    """A prepared (fake-quantized) exported graph that `trainer.fit` can drive: exported
     graphs switch train/eval through torchao's helpers, not nn.Module.train()."""
 
     def __init__(self, graph: torch.fx.GraphModule, source: tuple):
@@ -56,8 +59,8 @@ def _rebuild(model: nn.Module, example: torch.Tensor, options: Int8Options, stat
 
 
 def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
-             epochs: int | Schedule, lr: float, options: Int8Options, train: training.TrainConfig,
-             kd: training.DistillConfig, example: np.ndarray,
+             epochs: int | Schedule, lr: float, options: Int8Options, train: TrainConfig,
+             kd: DistillConfig, example: np.ndarray,
              within_budget=None) -> tuple[torch.fx.GraphModule, dict, dict]:
     """Fine-tune `bundle.model` in place under fake quantization, distilling from `teachers`;
     returns the INT8-simulated (converted) QAT graph, which scores what QAT reached, its
@@ -71,8 +74,8 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
     wrapper = _Prepared(prepared, (model, first, options))
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
-    fitted = training.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
-                          desc=f"QAT {bundle.arch}", train=recipe, teacher=training.Teacher(teachers), kd=kd,
+    fitted = trainer.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
+                          desc=f"QAT {bundle.arch}", train=recipe, teacher=distillation.Teacher(teachers), kd=kd,
                           lr_key="quantize.lr", resumable=False,  # its fake-quantize graph is rebuilt each run
                           within_budget=within_budget)
     if wrapper.training:  # fit leaves the model in eval mode, unless there was nothing to train

@@ -46,8 +46,8 @@ def _quiet_converters() -> None:
 
 def _checked_config(path: Path):
     """The validated config, its files checked; exit 2 naming the problem otherwise."""
-    from edgekiln.config import ConfigError, check_files, load_config
-    from edgekiln.stages.progress import console
+    from edgekiln.engine.config import ConfigError, check_files, load_config
+    from edgekiln.progress import console
 
     try:
         cfg = load_config(path)
@@ -84,7 +84,7 @@ def run(
                                for a in (flag, str(value))), *(["--verbose"] if verbose else []),
                 *(["--force"] if force else [])]
         raise typer.Exit(_launch(nproc_per_node, args))
-    from edgekiln.stages import distributed
+    from edgekiln.training import distributed
 
     if distributed.init_from_env() and not distributed.is_leader():
         distributed.follow()  # train what rank 0 trains, until it is done
@@ -107,8 +107,8 @@ def _launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from edgekiln.stages import distributed
-    from edgekiln.stages.progress import console
+    from edgekiln.training import distributed
+    from edgekiln.progress import console
 
     # As torchrun does: processes that share the cores must not each start a thread per core
     # (OpenMP threads spin while they wait: oversubscribed, training ran 10x slower).
@@ -120,7 +120,7 @@ def _launch(nproc: int, args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="edgekiln-launch-") as scratch:
         os.environ[distributed.EXIT_CODE_FILE] = str(Path(scratch) / "exit_code")
         try:
-            elastic_launch(launch, sys.executable)("-m", "edgekiln.cli", "run", *args)
+            elastic_launch(launch, sys.executable)("-m", "edgekiln.interfaces.cli", "run", *args)
             codes = {}
         except ChildFailedError as e:
             codes = {rank: failure.exitcode for rank, failure in e.failures.items()}
@@ -143,12 +143,13 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
          cache_dir: Optional[Path], force: bool = False) -> None:
     if not verbose:
         _quiet_converters()
-    from edgekiln import api, summary
-    from edgekiln.config import ConfigError
-    from edgekiln.stages.errors import InputError, TrainingDiverged
-    from edgekiln.stages.progress import console
+    from edgekiln.interfaces import api
+    from edgekiln.release import summary
+    from edgekiln.engine.config import ConfigError
+    from edgekiln.errors import InputError, TrainingDiverged
+    from edgekiln.progress import console
     from edgekiln.targets.errors import ConversionError
-    from edgekiln.manifest import PublishError
+    from edgekiln.engine.manifest import PublishError
     from edgekiln.targets.interrupts import Interrupted
 
     out = out or Path("out") / config.stem
@@ -207,7 +208,7 @@ def _report_failures(failures, after: str) -> int:
     report step (its traceback shown), else 2 (an output that cannot be written)."""
     from rich.traceback import Traceback
 
-    from edgekiln.stages.progress import console
+    from edgekiln.progress import console
 
     for f in failures:
         if f.bug:
@@ -221,8 +222,8 @@ def _report_failures(failures, after: str) -> int:
 def validate(config: Path = typer.Argument(..., help="pipeline TOML file")) -> None:
     """Check CONFIG without running it (keys, types, ranges, files, profiles, formats and
     encodings), in well under two seconds: nothing here imports torch. Exit 0 valid, 2 not."""
-    from edgekiln.config import DEFERRED_CHECKS
-    from edgekiln.stages.progress import console  # rich only: no torch
+    from edgekiln.engine.config import DEFERRED_CHECKS
+    from edgekiln.progress import console  # rich only: no torch
 
     cfg = _checked_config(config)
     targets = ", ".join(f"{t.name} ({t.format} on {t.effective_profile.name})" for t in cfg.targets)
@@ -258,7 +259,7 @@ def _checks_table(title: str, checks, recorded: dict | None = None):
 
 
 def _print_findings(checks) -> None:
-    from edgekiln.stages.progress import console
+    from edgekiln.progress import console
 
     for c in checks:
         for line in c.problems:
@@ -284,9 +285,9 @@ def check(
     accuracy re-measured in each runtime, latency and memory re-measured on each target's profile
     (or --profile) and checked against its budgets. Exit 0 / 1 / 2 as `run`."""
     _quiet_converters()
-    from edgekiln import api
-    from edgekiln.stages.errors import InputError
-    from edgekiln.stages.progress import console
+    from edgekiln.interfaces import api
+    from edgekiln.errors import InputError
+    from edgekiln.progress import console
 
     try:
         result = api.check(out_dir, profiles=profile, accuracy=accuracy, allow_estimate=allow_estimate, junit=junit)
@@ -321,9 +322,9 @@ def diff(
     (other images, other source, profile or device) are shown and never gate.
     Exit 0 no regression beyond the thresholds, 1 regressions, 2 bad input (a malformed
     manifest or predictions file, or an artifact record without its figures)."""
-    from edgekiln import api
-    from edgekiln.stages.errors import InputError
-    from edgekiln.stages.progress import console
+    from edgekiln.interfaces import api
+    from edgekiln.errors import InputError
+    from edgekiln.progress import console
 
     try:
         result = api.diff(base, new, max_accuracy_drop=max_accuracy_drop, max_latency_increase=max_latency_increase,
@@ -353,7 +354,7 @@ def diff(
 def _diff_table(result):
     from rich.table import Table
 
-    from edgekiln.regression import format_figure as _fmt
+    from edgekiln.release.regression import format_figure as _fmt
 
     table = Table(title=f"diff {result.base} -> {result.new}", title_justify="left")
     for col in ("target", "figure", "base", "new", "change", "gate"):
@@ -381,9 +382,9 @@ def report(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a base release: show the deltas against it"),
 ) -> None:
     """(Re)write a run's report.html, report.png, tradeoff.png and MODEL_CARD.md from its manifest."""
-    from edgekiln import api
-    from edgekiln.stages.errors import InputError
-    from edgekiln.stages.progress import console
+    from edgekiln.interfaces import api
+    from edgekiln.errors import InputError
+    from edgekiln.progress import console
 
     try:
         paths = api.report(out_dir, compare=compare)
@@ -411,9 +412,9 @@ def bench(
     check it against the profile's budgets; sha256 against a manifest.json beside it.
     Exit 0 within budget, 1 over budget or sha256 mismatch, 2 bad input or unreachable device."""
     _quiet_converters()
-    from edgekiln.verify import bench_artifact
-    from edgekiln.stages.errors import InputError
-    from edgekiln.stages.progress import console
+    from edgekiln.release.verify import bench_artifact
+    from edgekiln.errors import InputError
+    from edgekiln.progress import console
 
     try:
         result = bench_artifact(artifact, profile, allow_estimate=allow_estimate, runner=runner)
@@ -485,7 +486,7 @@ def profile_calibrate(
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgekiln.stages.progress import console
+    from edgekiln.progress import console
     from edgekiln.targets import device_calibration
     from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
     from edgekiln.targets.profiles import ProfileError, load_profile
@@ -538,7 +539,7 @@ def profile_calibrate(
 def profile_show(profile: str = typer.Argument(..., help="shipped name or path of a .toml")) -> None:
     """A profile's device, format, runner and budgets, and how far its estimates can be
     trusted: per precision, the leave-one-out error of its reference table."""
-    from edgekiln.stages.progress import console
+    from edgekiln.progress import console
     from edgekiln.targets.profiles import ProfileError, load_profile
 
     try:
@@ -579,8 +580,8 @@ def cache_ls(cache_dir: Optional[Path] = _CACHE_OPTION) -> None:
 
     from rich.table import Table
 
-    from edgekiln.cache import StageCache
-    from edgekiln.stages.progress import console
+    from edgekiln.engine.cache import StageCache
+    from edgekiln.progress import console
 
     entries = StageCache(cache_dir or Path(".edgekiln-cache")).entries()
     table = Table(title=f"{cache_dir or '.edgekiln-cache'}: {len(entries)} entries, "
@@ -598,8 +599,8 @@ def cache_verify(cache_dir: Optional[Path] = _CACHE_OPTION,
                  discard: bool = typer.Option(False, "--discard", help="delete the damaged entries")) -> None:
     """Check every entry's files against the sizes and sha256 recorded when it was written.
     Exit 0 all intact, 1 damaged entries found (deleted with --discard)."""
-    from edgekiln.cache import StageCache, verify_entry
-    from edgekiln.stages.progress import console
+    from edgekiln.engine.cache import StageCache, verify_entry
+    from edgekiln.progress import console
 
     cache = StageCache(cache_dir or Path(".edgekiln-cache"))
     damaged = 0
@@ -622,8 +623,8 @@ def cache_gc(cache_dir: Optional[Path] = _CACHE_OPTION,
              max_size: Optional[str] = typer.Option(None, "--max-size", help="then delete the least recently used "
                                                     "until the cache is at most this, e.g. 5GB")) -> None:
     """Prune the cache: entries unused for --older-than, then the least recently used above --max-size."""
-    from edgekiln.cache import StageCache
-    from edgekiln.stages.progress import console
+    from edgekiln.engine.cache import StageCache
+    from edgekiln.progress import console
 
     if older_than is None and max_size is None:
         raise typer.BadParameter("give --older-than, --max-size or both", param_hint="gc")

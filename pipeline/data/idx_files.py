@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekiln.stages.errors import InputError
+from edgekiln.errors import InputError
 
 # The type codes of the IDX header and the numpy type of each (big-endian).
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

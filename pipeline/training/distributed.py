@@ -80,16 +80,16 @@ def _receive() -> Any:
 def follow() -> None:
     """A follower's whole life: build and train what rank 0 builds and trains, until it says
     it is done (None)."""
-    from edgekiln.stages import training
-    from edgekiln.stages.progress import console
+    from edgekiln.training import trainer
+    from edgekiln.progress import console
 
     console.quiet = True  # rank 0 reports; the followers' bars and notes would repeat it
-    trainers: dict[int, training.Trainer] = {}
+    trainers: dict[int, trainer.Trainer] = {}
     while (job := _receive()) is not None:
         kind, ident, payload = job
         if kind == "new":
             kwargs, state = payload
-            trainers[ident] = training.Trainer(**kwargs, resumable=False)
+            trainers[ident] = trainer.Trainer(**kwargs, resumable=False)
             trainers[ident].load_state(state)
         elif kind == "train_until":
             trainers[ident].train_until(payload)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from edgekiln.calibration.images import read_square
-from edgekiln.stages.errors import InputError
+from edgekiln.errors import InputError
 
 
 class ImageFiles:

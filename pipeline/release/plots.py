@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekiln.report_view import complete
+from edgekiln.release.report_view import complete
 from edgekiln.targets.artifact import Artifact
 
 

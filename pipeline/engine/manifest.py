@@ -43,9 +43,9 @@ def compute_device() -> dict:
     have run elsewhere: their records say `cached`)."""
     import torch
 
-    from edgekiln.stages.training import device
+    from edgekiln.training.trainer import device
 
-    from edgekiln.stages import distributed
+    from edgekiln.training import distributed
 
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
@@ -158,7 +158,7 @@ def check_manifest(manifest: dict, where: Path | str) -> None:
     them as not measured."""
     from pydantic import ValidationError
 
-    from edgekiln.manifest_schema import RunManifest
+    from edgekiln.engine.manifest_schema import RunManifest
 
     try:
         RunManifest.model_validate(manifest, strict=True)

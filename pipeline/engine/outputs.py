@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from edgekiln.stages.errors import InputError
+from edgekiln.errors import InputError
 from edgekiln.targets.disk import ASIDE, swap_into_place
 
 _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside --out
@@ -28,7 +28,7 @@ _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside
 def input_paths(cfg, config_path: Path | None = None) -> list[tuple[str, Path, bool]]:
     """What the config reads: (key, path, is a folder of data) for every data folder, shard,
     checkpoint, calibration folder and profile file it names, and the config file itself."""
-    from edgekiln.stages.config import expand_shards, local_shard
+    from edgekiln.data.config import expand_shards, local_shard
 
     data = cfg.data
     out: list[tuple[str, Path, bool]] = []
