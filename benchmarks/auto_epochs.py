@@ -23,20 +23,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from edgekiln.stages import training  # noqa: E402
-from edgekiln.training import modeling
-from edgekiln.training import schedule
-from edgekiln.training.config import DistillConfig
-from edgekiln.stages.config import TrainConfig  # noqa: E402
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop  # noqa: E402
+from edgekiln.training import distillation, evaluation, modeling, schedule, trainer  # noqa: E402
+from edgekiln.training.config import TrainConfig  # noqa: E402
+from edgekiln.training.config import DistillConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 RECIPE = TrainConfig(translate=0.1, hflip=True)  # examples/fashion_mnist.toml's [train]
 
 
 def _test(bundle, data):
-    top1 = training.logits(bundle, data.test_x).argmax(1).tolist()
+    top1 = evaluation.logits(bundle, data.test_x).argmax(1).tolist()
     correct = hits(top1, data.test_y.tolist())
     return correct, 100.0 * sum(correct) / len(correct), accuracy_interval(correct)
 
@@ -45,8 +43,8 @@ def _train(arch, data, epochs, lr, teacher=None, seed=0):
     bundle = modeling.bundle(arch, modeling.create(arch, data.num_classes, seed=seed), data.num_classes,
                              data.image_size)
     started = time.perf_counter()
-    fitted = training.fit(bundle, data, epochs, lr=lr, seed=seed, desc=f"{arch}", train=RECIPE,
-                          teacher=None if teacher is None else training.Teacher([teacher]),
+    fitted = trainer.fit(bundle, data, epochs, lr=lr, seed=seed, desc=f"{arch}", train=RECIPE,
+                          teacher=None if teacher is None else distillation.Teacher([teacher]),
                           kd=DistillConfig() if teacher is not None else None, resumable=False)
     return bundle, fitted["schedule"], time.perf_counter() - started
 
@@ -81,13 +79,13 @@ def main() -> None:
         teacher, record, seconds = _train(args.teacher, data, teacher_epochs, 3e-3)
         teacher_correct, accuracy, ci = _test(teacher, data)
         print(f"| {arm} | teacher {args.teacher} | {record['epochs']} ({record['stopped']}) | "
-              f"{training.evaluate(teacher, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | - | "
+              f"{evaluation.evaluate(teacher, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | - | "
               f"{seconds / 60:.1f} |", flush=True)
         student, record, seconds = _train(args.student, data, student_epochs, 3e-3, teacher=teacher)
         correct, accuracy, ci = _test(student, data)
         drop = paired_drop(teacher_correct, correct)
         print(f"| {arm} | student {args.student} | {record['epochs']} ({record['stopped']}) | "
-              f"{training.evaluate(student, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | "
+              f"{evaluation.evaluate(student, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | "
               f"{drop.drop:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] | {seconds / 60:.1f} |", flush=True)
 
 

@@ -26,9 +26,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
 
-from edgekiln.stages import training  # noqa: E402
-from edgekiln.training import modeling
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
+from edgekiln.training import distillation, evaluation, modeling, trainer  # noqa: E402
+from edgekiln.training.config import DistillConfig, TrainConfig  # noqa: E402
 
 STUDENTS = {"mobilenetv3_small_050": 6e-3, "mobilevit_xxs": 3e-3}  # lr per student, as in examples/
 TEACHER = "resnet18"
@@ -55,11 +55,11 @@ def main() -> None:
     students = {arch: STUDENTS[arch] for arch in args.students}
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     data = load_dataset(DataConfig(source="digits", image_size=32, seed=0))
-    train = training.TrainConfig()
+    train = TrainConfig()
     started = time.perf_counter()
     teacher = modeling.bundle(TEACHER, modeling.create(TEACHER, data.num_classes, seed=0), data.num_classes, 32)
-    training.fit(teacher, data, args.teacher_epochs, lr=3e-3, seed=0, desc="teacher", train=train)
-    teacher_acc = training.evaluate(teacher, data)
+    trainer.fit(teacher, data, args.teacher_epochs, lr=3e-3, seed=0, desc="teacher", train=train)
+    teacher_acc = evaluation.evaluate(teacher, data)
     print(f"teacher {TEACHER}: {teacher_acc:.2f}% after {args.teacher_epochs} epochs "
           f"({time.perf_counter() - started:.0f} s); data: {len(data.train_y)} train / {len(data.val_y)} val\n")
 
@@ -78,11 +78,11 @@ def accuracy_table(data, teacher, students, train, args) -> None:
         for seed in range(args.seeds):
             for arm in results:
                 s = student(arch, data, seed)
-                kd = training.DistillConfig(feature_loss="fitnets" if arm == "fitnets" else "none")
-                signal, hint = training.hinted_teacher([teacher], s, kd) if arm != "scratch" else (None, None)
-                training.fit(s, data, args.epochs, lr=lr, seed=seed, desc=f"{arch} {arm} seed {seed}", train=train,
+                kd = DistillConfig(feature_loss="fitnets" if arm == "fitnets" else "none")
+                signal, hint = distillation.hinted_teacher([teacher], s, kd) if arm != "scratch" else (None, None)
+                trainer.fit(s, data, args.epochs, lr=lr, seed=seed, desc=f"{arch} {arm} seed {seed}", train=train,
                              teacher=signal, hint=hint, kd=kd)
-                results[arm].append(training.evaluate(s, data))
+                results[arm].append(evaluation.evaluate(s, data))
         gain = [k - s for k, s in zip(results["kd"], results["scratch"])]
         print(f"| {arch} | {spread(results['scratch'])} | {spread(results['kd'])} | {spread(results['fitnets'])} "
               f"| {spread(gain)} |", flush=True)
@@ -97,13 +97,13 @@ def timing_table(data, teacher, students, train, rounds: int = 3) -> None:
           "one-off teacher pass s |")
     print("|---|---|---|---|---|---|---|")
     for arch, lr in students.items():
-        kd = training.DistillConfig()
-        variants = {"plain": {}, "cached": dict(teacher=training.Teacher([teacher]), kd=kd),
-                    "live": dict(teacher=training.Teacher([teacher]), kd=kd, cache_teacher=False)}
+        kd = DistillConfig()
+        variants = {"plain": {}, "cached": dict(teacher=distillation.Teacher([teacher]), kd=kd),
+                    "live": dict(teacher=distillation.Teacher([teacher]), kd=kd, cache_teacher=False)}
         best = {name: float("inf") for name in variants}
         for _ in range(rounds):
             for name, kw in variants.items():
-                log = training.fit(student(arch, data, 0), data, 4, lr=lr, seed=0, desc=f"{arch} {name}", train=train,
+                log = trainer.fit(student(arch, data, 0), data, 4, lr=lr, seed=0, desc=f"{arch} {name}", train=train,
                                    **kw)
                 best[name] = min(best[name], statistics.median(log["epoch_seconds"][1:]))
                 if name == "cached":

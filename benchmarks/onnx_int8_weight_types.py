@@ -21,14 +21,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
+from edgekiln.data.dataset import load_dataset, to_input  # noqa: E402
 from edgekiln.engine.config import load_config  # noqa: E402
 from edgekiln.engine.runner import run_pipeline  # noqa: E402
-from edgekiln.data.dataset import load_dataset, to_input  # noqa: E402
-from edgekiln.stages.quantize import calibration_images  # noqa: E402
 from edgekiln.targets import get_format  # noqa: E402
 from edgekiln.targets.formats import onnx as onnx_format  # noqa: E402
 from edgekiln.targets.profiles import RunnerSpec, host_profile  # noqa: E402
 from edgekiln.targets.runners import host  # noqa: E402
+from edgekiln.training.int8_recipe import calibration_images  # noqa: E402
 
 VARIANTS = {
     "U8S8 (int8 weights)": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8),

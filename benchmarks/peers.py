@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekiln.training import modeling
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
-from edgekiln.training.trainer import accuracy
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
 from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.files import sha256, size_bytes
-from edgekiln.targets.runners import estimate
 from edgekiln.targets.format import predict_each as predict
+from edgekiln.targets.runners import estimate
+from edgekiln.training import modeling
+from edgekiln.training.trainer import accuracy
 
 
 def open_session(fmt: str, path: str, threads: int = 1):

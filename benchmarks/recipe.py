@@ -19,17 +19,14 @@ from pathlib import Path
 import torch
 
 from edgekiln.calibration import balanced_sample
-from edgekiln.engine.config import BudgetConfig
-from edgekiln.stages import distill
-from edgekiln.training import modeling
-from edgekiln.training.config import DistillConfig, TrainConfig
-from edgekiln.training import distillation
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages.distill import work as distill
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
+from edgekiln.training import distillation, evaluation, modeling, trainer
+from edgekiln.training.config import DistillConfig, TrainConfig
 
 STUDENTS = {"mobilenetv3_small_050": 3e-3, "mobilevit_xxs": 3e-3}
 EPOCHS = 16
@@ -82,9 +79,9 @@ def main() -> None:
     config = {"student": distill.StudentConfig(arch=list(STUDENTS), epochs=EPOCHS, lr=3e-3, select="smallest"),
               "distill": DistillConfig(), "train": TrainConfig(translate=0.1),
               "budget": BudgetConfig(max_drop_total=1.0)}
-    inputs = {"teacher": StageResult.with_model(evaluation.evaluate(t, data), t)}
+    reference = StageResult.with_model(evaluation.evaluate(t, data), t, stage="teacher")
     started = time.perf_counter()
-    result = distill.run(data, config, inputs, args.work)
+    result = distill.run(data, config, args.work, reference=reference)
     search = time.perf_counter() - started
     each = sum(seconds[(a, 0.1)] for a in STUDENTS)
     student = result.metrics["student"]

@@ -26,18 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch
-
 from streaming_memory import make_folder
 
 
 def _epoch(folder: Path, train_images: int) -> dict:
-    from edgekiln.training import distributed
-    from edgekiln.training import modeling
-    from edgekiln.training import distillation
-    from edgekiln.training import trainer
     from edgekiln.data.config import DataConfig
-    from edgekiln.training.config import DistillConfig, TrainConfig
     from edgekiln.data.dataset import Dataset, load_dataset
+    from edgekiln.training import distillation, distributed, modeling, trainer
+    from edgekiln.training.config import DistillConfig, TrainConfig
 
     full = load_dataset(DataConfig(source="imagefolder", path=folder, image_size=224, val_fraction=0.05,
                                    test_fraction=0.05, streaming=True))

@@ -23,9 +23,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from edgekiln.stages import training  # noqa: E402
-from edgekiln.training import modeling
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
+from edgekiln.training import distillation, evaluation, modeling, trainer  # noqa: E402
 
 TEACHER, STUDENT, STUDENT_LR = "resnet10t", "mobilenetv3_small_050", 6e-3
 
@@ -43,12 +42,12 @@ def softened_error(full: torch.Tensor, half: torch.Tensor, temperature: float) -
 def distil(data, teacher, seed: int, epochs: int, logits: torch.Tensor) -> float:
     """Val accuracy of a student distilled from `logits` (the teacher's, in some precision)."""
     student = modeling.bundle(STUDENT, modeling.create(STUDENT, data.num_classes, seed=seed), data.num_classes, 32)
-    trainer = training.Trainer(student, data, epochs, lr=STUDENT_LR, seed=seed, desc="student",
-                               teacher=training.Teacher([teacher]), resumable=False)
-    trainer.cached = (logits, None)
-    trainer.train_until(epochs)
-    trainer.finish()
-    return training.evaluate(student, data)
+    loop = trainer.Trainer(student, data, epochs, lr=STUDENT_LR, seed=seed, desc="student",
+                           teacher=distillation.Teacher([teacher]), resumable=False)
+    loop.cached = (logits, None)
+    loop.train_until(epochs)
+    loop.finish()
+    return evaluation.evaluate(student, data)
 
 
 def main() -> None:
@@ -59,10 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset(DataConfig(source="digits", image_size=32, seed=0)).for_stages()
     teacher = modeling.bundle(TEACHER, modeling.create(TEACHER, data.num_classes, seed=0), data.num_classes, 32)
-    training.fit(teacher, data, args.teacher_epochs, lr=3e-3, seed=0, desc="teacher", resumable=False)
-    full, _ = training.Teacher([teacher]).precompute(data.train_x, logits_dtype=torch.float32)
-    half, _ = training.Teacher([teacher]).precompute(data.train_x)
-    print(f"teacher {TEACHER}: val {training.evaluate(teacher, data):.2f}%; logits of {len(full)} images, "
+    trainer.fit(teacher, data, args.teacher_epochs, lr=3e-3, seed=0, desc="teacher", resumable=False)
+    full, _ = distillation.Teacher([teacher]).precompute(data.train_x, logits_dtype=torch.float32)
+    half, _ = distillation.Teacher([teacher]).precompute(data.train_x)
+    print(f"teacher {TEACHER}: val {evaluation.evaluate(teacher, data):.2f}%; logits of {len(full)} images, "
           f"largest |logit - row max| {full.abs().max():.1f}\n")
     print("| temperature | largest error of a softened probability (absolute) | (relative, p > 1e-6) "
           "| largest KL(fp32 ‖ fp16), nats |")

@@ -24,6 +24,7 @@ class StageResult:
     _models: list[ModelBundle] | None = None
     _model_dirs: list[Path] = field(default_factory=list)
     directory: Path | None = None  # set once stored
+    stage: str | None = None  # the stage that produced it (set by the runner)
     # Set by a stage that grades itself on the test split in its own way (not stored); the
     # runner calls it after the stage returns. Default: the stage's models (grading.py).
     grader: Callable | None = None

@@ -106,6 +106,11 @@ class TargetConfig(BaseModel):
     def effective_profile(self) -> Profile:
         return self._profile if self._profile is not None else self.resolve()
 
+    def input_paths(self) -> list[tuple[str, Path, bool]]:
+        """(key, path, is a data folder): the profile file it reads, if any."""
+        path = getattr(self.effective_profile, "path", None)
+        return [] if path is None else [(f"profile ({self.name})", Path(path), False)]
+
     @property
     def app_io(self) -> str:
         """The interface the artifact is built with: `io`, or the format's default."""

@@ -6,8 +6,18 @@ processes, real signals and real full disks (tmpfs mounts, so run it as root on 
 It prints one line per case, [OK] when the exit code and the state left behind are the
 ones README's "What edgekiln guarantees" states, and the count at the end. Not part of the
 suite: it mounts file systems and takes a few minutes."""
-import json, os, shutil, signal, struct, subprocess, sys, time, zlib, copy
+import copy
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -100,6 +110,7 @@ subprocess.run(["umount", str(small)]); subprocess.run(["umount", str(smallout)]
 # 3c. a real disk that fills mid-stage: a 200 MB tmpfs as the cache, filled to the brim by
 # another thread as soon as the teacher's first epoch checkpoint appears.
 import threading
+
 fillcache = W / "fillcache"; tmpfs(fillcache, "200m")
 fillcfg = W / "fill.toml"; fillcfg.write_text(cfg.read_text().replace("epochs = 1\n[student]", "epochs = 3\n[student]"))
 def filler():

@@ -12,9 +12,9 @@ import pytest
 from edgekiln.targets import runners
 from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.errors import DeviceUnreachable
-from edgekiln.targets.profiles import load_profile
 from edgekiln.targets.formats.onnx import parse_perf_test
 from edgekiln.targets.formats.tflite import parse_benchmark_model
+from edgekiln.targets.profiles import load_profile
 
 DATA = Path(__file__).parent / "data"
 FEATURES = CostFeatures(macs=900_000, depthwise_macs=90_000, params=580_000, activations=72_000, image_size=32)

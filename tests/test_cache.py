@@ -38,13 +38,14 @@ def test_leftover_from_a_killed_run_is_not_an_entry(tmp_path):
 def test_a_stages_code_is_its_module_and_what_it_imports_not_every_file():
     from edgekiln.engine import stage_code
 
-    teacher, libraries = stage_code.closure("edgekiln.stages.teacher", *stage_code.ENGINE)
-    assert {"edgekiln.stages.teacher", "edgekiln.training.trainer", "edgekiln.data.dataset",
-            "edgekiln.training.evaluation"} <= set(teacher)
-    assert not {"edgekiln.release.plots", "edgekiln.interfaces.cli", "edgekiln.release.html_report", "edgekiln.interfaces.api", "edgekiln.engine.runner",
-                "edgekiln.stages.distill", "edgekiln.stages.export"} & set(teacher)
+    teacher, libraries = stage_code.closure("edgekiln.stages.teacher.work", *stage_code.ENGINE)
+    assert {"edgekiln.stages.teacher.work", "edgekiln.stages.teacher", "edgekiln.training.trainer",
+            "edgekiln.data.dataset", "edgekiln.training.evaluation"} <= set(teacher)
+    assert not {"edgekiln.release.plots", "edgekiln.interfaces.cli", "edgekiln.release.html_report",
+                "edgekiln.interfaces.api", "edgekiln.engine.runner", "edgekiln.stages.teacher.report",
+                "edgekiln.stages.distill", "edgekiln.stages.distill.work", "edgekiln.stages.export.work"} & set(teacher)
     assert {"torch", "timm"} <= set(libraries)
-    export, _ = stage_code.closure("edgekiln.stages.export", *stage_code.ENGINE)
+    export, _ = stage_code.closure("edgekiln.stages.export.work", *stage_code.ENGINE)
     assert {"edgekiln.targets.formats.onnx", "edgekiln.targets.runners.host"} <= set(export)  # found by name
 
 
@@ -67,12 +68,16 @@ def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrad
     def version_with():
         stage_code.code_version.cache_clear()
         stage_code.closure.cache_clear()
-        return stage_code.code_version("edgekiln.stages.teacher")
+        return stage_code.code_version("edgekiln.stages.teacher.work")
 
     base = version_with()
     monkeypatch.setattr(stage_code, "_source", edited("edgekiln.release.plots"))
     assert version_with() == base
-    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.distill"))
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.distill.work"))
+    assert version_with() == base
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln.stages.teacher.report"))  # its tables, not its work
+    assert version_with() == base
+    monkeypatch.setattr(stage_code, "_source", edited("edgekiln"))  # the package's __init__: the version
     assert version_with() == base
     monkeypatch.setattr(stage_code, "_source", edited("edgekiln.training.trainer"))
     assert version_with() != base
@@ -102,7 +107,7 @@ def test_every_module_that_imports_by_name_is_known_to_the_stage_code():
         for path in folder.rglob("*.py"):
             if re.search(r"importlib\.import_module\(|pkgutil\.", path.read_text()):
                 found.add(path.resolve())
-    known = {stage_code._source(name).resolve() for name in stage_code.DISCOVERS}
+    known = {stage_code._source(name).resolve() for name in (*stage_code.DISCOVERS, *stage_code.IMPORTS_NO_STAGE_CODE)}
     lazy_exports = Path(edgekiln.__file__).resolve()  # the package's lazy API names, not stage code
     itself = Path(stage_code.__file__).resolve()
     assert found - known - {lazy_exports, itself} == set(), found - known
@@ -205,8 +210,8 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
     import textwrap
 
     from edgekiln.engine.config import load_config
-    from edgekiln.engine.graph import STAGES
     from edgekiln.engine.runner import stage_key_of
+    from edgekiln.stages import registered
     from edgekiln.targets.profiles import SHIPPED_DIR
 
     for name in ("pixel-3-cpu.toml", "pixel-3-cpu.references.csv"):
@@ -226,11 +231,11 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
         name = "server"
         format = "onnx"
     """))
-    nodes = {n.name: n for n in STAGES}
+    nodes = {n.name: n for n in registered()}
 
     def keys():
         cfg, out = load_config(config), {}
-        for node in STAGES:
+        for node in registered():
             out[node.name] = stage_key_of(nodes[node.name], cfg, "code", "data", out)
         return out
     before = keys()

@@ -49,9 +49,9 @@ def test_folder_sample_is_seeded_resized_and_recursive(tmp_path):
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "unreadable"])
 def test_a_bad_calibration_folder_names_the_key_and_the_file(tmp_path, problem):
-    from edgekiln.stages import quantize
     from edgekiln.data.dataset import DataConfig, load_dataset
     from edgekiln.errors import InputError
+    from edgekiln.stages.quantize import work as quantize
 
     folder = tmp_path / "calib"
     if problem != "missing":

@@ -10,12 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgekiln.interfaces.cli import app
-from edgekiln.training import distributed
-from edgekiln.training import trainer
 from edgekiln.data.config import DataConfig
-from edgekiln.training.config import TrainConfig
 from edgekiln.data.dataset import Dataset, load_dataset
+from edgekiln.interfaces.cli import app
+from edgekiln.training import distributed, trainer
+from edgekiln.training.config import TrainConfig
 from edgekiln.training.modeling import ModelBundle
 
 

@@ -9,15 +9,14 @@ import junitparser
 import numpy as np
 import pytest
 import torch
+from tiny_pipeline import EXECUTORCH_TARGET, invoke, write_config  # the shared run: conftest's `run`
 from typer.testing import CliRunner
 
-from edgekiln.interfaces.cli import app
-from edgekiln.stages import prune as prune_stage
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.interfaces.cli import app
+from edgekiln.stages.prune import work as prune_stage
 from edgekiln.targets import get_format
 from edgekiln.targets.files import sha256
-
-from tiny_pipeline import EXECUTORCH_TARGET, invoke, write_config  # the shared run: conftest's `run`
 
 
 def test_pipeline_passes_and_writes_every_artifact(run):
@@ -422,8 +421,7 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     published and --out keeps what it held (exit 2)."""
     import errno
 
-    from edgekiln.release import html_report
-    from edgekiln.release import plots
+    from edgekiln.release import html_report, plots
 
     work, _, first = profileless_run
     config = work / "tiny.toml"

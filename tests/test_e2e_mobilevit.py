@@ -6,10 +6,10 @@ import json
 import textwrap
 
 import pytest
+from tiny_pipeline import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
 from typer.testing import CliRunner
 
 from edgekiln.interfaces.cli import app
-from tiny_pipeline import THREE_TARGETS as ALL_TARGETS  # the MobileNet pipeline's phone, server and iPhone targets
 
 TINY_MOBILEVIT = """
 [data]

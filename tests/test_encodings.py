@@ -5,7 +5,6 @@ within the accuracy and size budgets ships."""
 import numpy as np
 import pytest
 import torch
-
 from torch import nn
 
 from edgekiln.engine.config import ConfigError, load_config
@@ -127,10 +126,10 @@ def test_a_bad_encoding_is_a_config_error_naming_the_key(tmp_path, value, messag
 
 
 def test_a_candidate_the_profile_cannot_time_gets_no_latency_but_a_lone_artifact_fails(model, tmp_path):
-    from edgekiln.stages import export
     from edgekiln.errors import InputError
-    from edgekiln.targets.target import TargetConfig
+    from edgekiln.stages.export import work as export
     from edgekiln.targets.cost import cost_features
+    from edgekiln.targets.target import TargetConfig
 
     target = TargetConfig(name="android", profile="pixel-3-cpu", runner="estimate")
     profile = target.resolve()

@@ -49,7 +49,7 @@ def run(tmp_path, teacher_extra="", replace=None):
 
 
 def test_a_diverging_stage_exits_1_names_stage_epoch_step_and_key_and_caches_nothing(tmp_path, monkeypatch):
-    from edgekiln.stages import precheck
+    from edgekiln.stages.distill import precheck
 
     monkeypatch.setattr(precheck, "run", lambda data, archs, targets: ([], []))  # conversion is not under test
     result = run(tmp_path, teacher_extra="lr = 1e30\nselect = \"accuracy\"",
@@ -84,8 +84,8 @@ class _Payload:
 def test_a_checkpoint_with_pickled_code_is_refused_and_runs_nothing(tmp_path):
     import torch
 
-    from edgekiln.training import modeling
     from edgekiln.errors import InputError
+    from edgekiln.training import modeling
 
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
@@ -142,8 +142,8 @@ def test_a_stage_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_ne
 # --- outputs are edgekiln's own ------------------------------------------------------------
 
 def _image_folder(root):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for name in ("c0", "c1"):
@@ -450,8 +450,8 @@ def test_a_signal_during_a_checkpoint_write_takes_effect_when_the_write_ends(tmp
 
     import torch
 
-    from edgekiln.targets.interrupts import Interrupted, raising
     from edgekiln.targets import disk
+    from edgekiln.targets.interrupts import Interrupted, raising
 
     real = torch.save
 

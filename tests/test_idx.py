@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from edgekiln.engine.config import ConfigError, check_files, config_from_text
 from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.engine.config import ConfigError, check_files, config_from_text
 from edgekiln.errors import InputError
 
 

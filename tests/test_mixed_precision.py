@@ -6,18 +6,17 @@ import pytest
 import torch
 from torch import nn
 
+from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.engine.config import BudgetConfig
 from edgekiln.gates import checks
-from edgekiln.stages import export
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
-from edgekiln.data.dataset import DataConfig, load_dataset, to_input
-from edgekiln.training.modeling import ModelBundle
-from edgekiln.stages.quantize import CALIBRATION_FILE, QuantizeConfig
-from edgekiln.targets.target import TargetConfig
+from edgekiln.stages.export import work as export
+from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.int8 import quantizable_layers
-
+from edgekiln.targets.target import TargetConfig
+from edgekiln.training import evaluation, trainer
+from edgekiln.training.int8_recipe import CALIBRATION_FILE
+from edgekiln.training.modeling import ModelBundle
 
 # Wide enough that coremltools quantizes conv1 (it leaves tensors under 2048 weights in float16).
 WIDTH = 96
@@ -61,7 +60,8 @@ def trained(tmp_path_factory):
     assert evaluation.evaluate(bundle, data) == pytest.approx(float_accuracy)  # the surgery keeps the function
     directory = tmp_path_factory.mktemp("quantize")
     np.save(directory / CALIBRATION_FILE, data.train_x[:64].numpy())
-    quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, metrics={"params": 0, "macs": 0})
+    quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, metrics={"params": 0, "macs": 0},
+                                       stage="quantize")
     return data, quantized, float_accuracy
 
 
@@ -69,9 +69,9 @@ def export_once(data, quantized, accuracy_aware, workdir, targets):
     config = {"targets": [TargetConfig(name=fmt, format=fmt) for fmt in targets],
               "quantize": QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
               "budget": BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})}
-    inputs = {"quantize": quantized, "teacher": StageResult(accuracy=quantized.accuracy)}
+    teacher = StageResult(accuracy=quantized.accuracy, stage="teacher")
     workdir.mkdir()
-    return export.run(data, config, inputs, workdir).metrics["artifacts"]
+    return export.run(data, config, workdir, previous=quantized, reference=teacher).metrics["artifacts"]
 
 
 def test_plain_int8_misses_the_budget_and_mixed_precision_recovers_it_listing_the_float_layers(trained, tmp_path):

@@ -2,9 +2,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from edgekiln.training import modeling
 from edgekiln.errors import InputError
-from edgekiln.stages.prune import prune_to_macs
+from edgekiln.stages.prune.work import prune_to_macs
+from edgekiln.training import modeling
 
 
 def bundle(arch="mobilenetv3_small_050", classes=10):

@@ -255,8 +255,9 @@ def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
 
 
 def test_core_ml_accuracy_comes_from_the_mac_when_the_profile_runs_over_ssh(tmp_path, monkeypatch):
-    from edgekiln.stages import export
-    from edgekiln.targets import evaluate, get_format, target as targets
+    from edgekiln.stages.export import work as export
+    from edgekiln.targets import evaluate, get_format
+    from edgekiln.targets import target as targets
 
     coreml_format = get_format("coreml")
 

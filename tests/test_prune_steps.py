@@ -4,15 +4,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.engine.config import BudgetConfig
-from edgekiln.stages import prune
-from edgekiln.training import evaluation, modeling
-from edgekiln.training.config import DistillConfig, TrainConfig
 from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.engine.config import BudgetConfig
 from edgekiln.errors import InputError
+from edgekiln.stages.prune import work as prune
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.runners import estimate
+from edgekiln.training import evaluation, modeling
+from edgekiln.training.config import DistillConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def inputs(data, distilled=90.0, teacher=95.0):
         model = modeling.create("mobilenetv3_small_050", data.num_classes, seed=0)
         return modeling.bundle("mobilenetv3_small_050", model, data.num_classes, data.image_size)
 
-    return {"distill": StageResult.with_model(distilled, bundle()),
-            "teacher": StageResult.with_models(teacher, [bundle()])}
+    return {"previous": StageResult.with_model(distilled, bundle(), stage="distill"),
+            "reference": StageResult.with_models(teacher, [bundle()], stage="teacher")}
 
 
 def config(prune_cfg, budget):
@@ -43,7 +43,7 @@ def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_g
     scripted_accuracies(monkeypatch, [85.0, 80.0, 70.0])  # step 3 loses 20 points against distill
     budget = BudgetConfig(max_drop_total=50.0, max_drop={"prune": 15.0})
     cfg = prune.PruneConfig(macs_ratio=0.4, steps=3, finetune_epochs=0)
-    result = prune.run(data, config(cfg, budget), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, budget), tmp_path, **inputs(data))
     steps = result.metrics["steps"]
     assert [s["step"] for s in steps] == [0, 1, 2, 3]
     assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"] > steps[3]["macs"]
@@ -58,8 +58,8 @@ def test_a_first_step_that_breaks_the_budget_backs_off_to_the_distilled_student(
     budget = BudgetConfig(max_drop_total=50.0, max_drop={"prune": 15.0})
     cfg = prune.PruneConfig(macs_ratio=0.4, steps=2, finetune_epochs=0)
     distilled = inputs(data)
-    macs_before = modeling.macs(distilled["distill"].bundle.model, data.image_size)
-    result = prune.run(data, config(cfg, budget), distilled, tmp_path)
+    macs_before = modeling.macs(distilled["previous"].bundle.model, data.image_size)
+    result = prune.run(data, config(cfg, budget), tmp_path, **distilled)
     steps = result.metrics["steps"]
     assert [s["step"] for s in steps] == [0, 1] and steps[1]["note"].startswith("undone: 20.00 points below")
     assert result.metrics["stopped"].startswith("backed off to the distilled student (no pruning)")
@@ -69,10 +69,10 @@ def test_a_first_step_that_breaks_the_budget_backs_off_to_the_distilled_student(
 
 def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])
-    start = estimate.ProfileEstimator("x86-server-avx2", data.image_size)(inputs(data)["distill"].bundle.model)
+    start = estimate.ProfileEstimator("x86-server-avx2", data.image_size)(inputs(data)["previous"].bundle.model)
     cfg = prune.PruneConfig(latency_ms=0.95 * start, profile="x86-server-avx2", steps=2, finetune_epochs=0,
                             importance="taylor")
-    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
     steps = result.metrics["steps"]
     assert [s["latency_source"] for s in steps] == ["estimate"] * 3
     assert steps[0]["latency_ms"] > steps[1]["latency_ms"] > steps[2]["latency_ms"]
@@ -84,7 +84,7 @@ def test_a_latency_below_the_runtimes_fixed_cost_is_reported_unreachable(data, m
     # The x86 cost model has a fixed per-inference cost (about 0.48 ms): no pruning gets below it.
     scripted_accuracies(monkeypatch, [88.0])
     cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", finetune_epochs=0)
-    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
     assert result.metrics["stopped"] == "stopped at step 1: the target cannot be reached (no layer can give up more)"
     assert result.metrics["steps"][1]["latency_ms"] > 0.1
 
@@ -112,10 +112,10 @@ def fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.5):
 def test_pruning_to_a_measured_latency_prunes_until_the_runner_says_so(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])
     timed = fake_runner(monkeypatch)
-    start = 0.2 + 0.5 * cost_features(inputs(data)["distill"].bundle.model, data.image_size).macs / 1e6
+    start = 0.2 + 0.5 * cost_features(inputs(data)["previous"].bundle.model, data.image_size).macs / 1e6
     target = 0.2 + 0.6 * (start - 0.2)  # 40% of the MAC-bound part: a fixed cost keeps one round short
     cfg = prune.PruneConfig(latency_ms=target, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
-    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
     steps = result.metrics["steps"]
     assert [s["latency_source"] for s in steps] == ["host"] * 3
     assert steps[0]["latency_ms"] == pytest.approx(start)
@@ -132,7 +132,7 @@ def test_a_measured_goal_missed_after_its_rounds_goes_on_to_the_next_step_and_th
     scripted_accuracies(monkeypatch, [88.0, 88.0])
     timed = fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.0)  # all fixed cost: MACs do not matter
     cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
-    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
     steps = result.metrics["steps"]
     assert steps[1]["note"] == (f"target not reached: still 0.200 ms measured against 0.150 "
                                 f"after {prune._MEASURE_ROUNDS} rounds of pruning and measuring")
@@ -145,7 +145,7 @@ def test_a_measured_goal_missed_after_its_rounds_goes_on_to_the_next_step_and_th
 def test_pruning_to_a_measured_latency_times_each_step_on_the_host(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0])
     cfg = prune.PruneConfig(latency_ms=0.001, profile="x86-server-avx2", measure=True, finetune_epochs=0)
-    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), inputs(data), tmp_path)
+    result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
     steps = result.metrics["steps"]
     assert [s["latency_source"] for s in steps] == ["host", "host"]
     assert all(s["latency_ms"] > 0.001 for s in steps) and steps[1]["macs"] < steps[0]["macs"]

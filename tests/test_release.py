@@ -11,17 +11,17 @@ import tomllib
 
 import junitparser
 import pytest
+from tiny_pipeline import TINY
 from typer.testing import CliRunner
 
 import edgekiln
-from edgekiln.interfaces.api import load
-from edgekiln.interfaces.cli import app
 from edgekiln.engine.config import ConfigError
 from edgekiln.errors import InputError
+from edgekiln.interfaces.api import load
+from edgekiln.interfaces.cli import app
 from edgekiln.release.junit import run_cases, write_junit
 from edgekiln.release.model_card import model_card
 from edgekiln.release.regression import diff_runs
-from tiny_pipeline import TINY
 
 
 def _artifact(target="phone", **changes):

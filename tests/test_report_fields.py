@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from edgekiln.progress import console
 from edgekiln.release import plots
 from edgekiln.release.html_report import render
 from edgekiln.release.junit import run_cases
 from edgekiln.release.model_card import model_card
 from edgekiln.release.regression import diff_runs
-from edgekiln.progress import console
 from edgekiln.release.summary import print_summary
 
 COMPLETE = json.loads((Path(__file__).parent / "data" / "complete_manifest.json").read_text())

@@ -5,13 +5,9 @@ trainer, then one real loop."""
 import pytest
 import torch
 
-from edgekiln.engine.config import ConfigError, config_from_text
-from edgekiln.training import modeling
-from edgekiln.training import schedule
-from edgekiln.training import config
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
 from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.engine.config import ConfigError, config_from_text
+from edgekiln.training import config, evaluation, modeling, schedule, trainer
 
 
 class ScriptedTrainer:

@@ -10,14 +10,12 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from edgekiln.training import modeling
 from edgekiln.data import shards
-from edgekiln.training import distillation
-from edgekiln.training import trainer
 from edgekiln.data.config import DataConfig
-from edgekiln.training.config import TrainConfig
 from edgekiln.data.dataset import load_dataset
 from edgekiln.errors import InputError
+from edgekiln.training import distillation, modeling, trainer
+from edgekiln.training.config import TrainConfig
 
 
 def _jpeg(c: int, rng) -> bytes:

@@ -9,8 +9,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from edgekiln.interfaces.cli import app
 from edgekiln.engine.config import load_config
+from edgekiln.interfaces.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from edgekiln.targets import get_format, runners
-from edgekiln.targets.formats import onnx as onnx_module
 from edgekiln.targets.errors import DeviceUnreachable
+from edgekiln.targets.formats import onnx as onnx_module
 from edgekiln.targets.profiles import load_profile
 from edgekiln.targets.runners import ssh
 

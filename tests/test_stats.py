@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from edgekiln.gates import GateCheck
 from edgekiln.engine.stats import accuracy_interval, clopper_pearson, paired_drop
+from edgekiln.gates import GateCheck
 
 
 def test_clopper_pearson_matches_published_values():

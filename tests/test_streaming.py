@@ -7,14 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from edgekiln.training import modeling
-from edgekiln.training import distillation
-from edgekiln.training import trainer
 from edgekiln.data.config import DataConfig
-from edgekiln.training.config import TrainConfig
 from edgekiln.data.dataset import load_dataset
-from edgekiln.errors import InputError
 from edgekiln.data.image_files import ImageFiles, batches
+from edgekiln.errors import InputError
+from edgekiln.training import distillation, modeling, trainer
+from edgekiln.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.engine.config import BudgetConfig
-from edgekiln.stages import distill
-from edgekiln.training import modeling
-from edgekiln.training.config import DistillConfig, TrainConfig
-from edgekiln.training import evaluation
-from edgekiln.training import state
-from edgekiln.training import trainer as training
 from edgekiln.data.dataset import DataConfig, load_dataset
-from edgekiln.stages.distill import StudentConfig, halving_schedule, rank_key
+from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages.distill import StudentConfig
+from edgekiln.stages.distill import work as distill
+from edgekiln.stages.distill.work import halving_schedule, rank_key
 from edgekiln.stages.result import StageResult
+from edgekiln.training import evaluation, modeling, state
+from edgekiln.training import trainer as training
+from edgekiln.training.config import DistillConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +84,12 @@ def test_a_stopped_and_resumed_trainer_equals_one_run_straight_through(data):
 def test_search_distils_each_candidate_and_records_the_rounds(data):
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
     training.fit(teacher, data, 2, lr=3e-3, seed=0, desc="teacher")
-    inputs = {"teacher": StageResult.with_model(evaluation.evaluate(teacher, data), teacher)}
+    reference = StageResult.with_model(evaluation.evaluate(teacher, data), teacher, stage="teacher")
     config = {"student": StudentConfig(arch=["mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=2,
                                        select="smallest"),
               "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
               "budget": BudgetConfig(max_drop_total=100.0)}
-    result = distill.run(data, config, inputs, None)
+    result = distill.run(data, config, None, reference=reference)
     student = result.metrics["student"]
     by_name = {c["name"]: c for c in student["candidates"]}
     # everything within a 100-point budget: the smallest wins, the other stopped after round 1
@@ -104,7 +103,7 @@ def test_search_distils_each_candidate_and_records_the_rounds(data):
 
 
 def test_precheck_drops_a_candidate_that_cannot_convert_and_keeps_the_rest(data, monkeypatch):
-    from edgekiln.stages import precheck
+    from edgekiln.stages.distill import precheck
 
     def fake(data, arch, targets):
         if arch.startswith("bad"):

@@ -4,8 +4,8 @@ through safetensors with its pruned shapes."""
 import pytest
 import torch
 
+from edgekiln.stages.prune.work import kept_layers, prune_to_macs
 from edgekiln.training import modeling
-from edgekiln.stages.prune import kept_layers, prune_to_macs
 
 STUDENTS = ["mobilenetv3_small_050", "mobilenetv3_large_075", "mobilenetv4_conv_small",
             "mobilevit_xxs", "mobilevitv2_050"]

@@ -5,12 +5,11 @@ import json
 import pytest
 import torch
 
-from edgekiln.stages import teacher
-from edgekiln.training import modeling
-from edgekiln.training.config import TrainConfig
-from edgekiln.training import evaluation
 from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.errors import InputError
+from edgekiln.stages.teacher import work as teacher
+from edgekiln.training import evaluation, modeling
+from edgekiln.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +68,7 @@ def test_preflight_names_missing_corrupt_and_unknown_candidates(tmp_path):
 
 def run_teacher(data, **cfg):
     config = {"teacher": teacher.TeacherConfig(**cfg), "train": TrainConfig(batch_size=32)}
-    return teacher.run(data, config, {}, None)
+    return teacher.run(data, config, None)
 
 
 def test_selection_records_every_candidate_with_why(data):
@@ -85,7 +84,7 @@ def test_selection_records_every_candidate_with_why(data):
 
 def test_every_candidate_excluded_is_an_input_error(data):
     with pytest.raises(InputError, match="every candidate is excluded"):
-        run_teacher(data, candidates=["resnet10t"], epochs=0, max_latency_ms=1e-6)
+        run_teacher(data, candidates=["resnet10t"], epochs=1, max_latency_ms=1e-6)
 
 
 def test_ensemble_keeps_the_top_k_and_scores_their_average(data):

@@ -5,12 +5,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from edgekiln.training import modeling
-from edgekiln.training.config import DistillConfig, TrainConfig
-from edgekiln.training import distillation
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
 from edgekiln.data.dataset import DataConfig, load_dataset
+from edgekiln.training import distillation, evaluation, modeling, trainer
+from edgekiln.training.config import DistillConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +104,8 @@ def test_a_teacher_ensemble_averages_logits(data):
 
 
 def test_bad_randaugment_string_is_bad_input_before_any_work():
-    from edgekiln.stages import teacher
     from edgekiln.errors import InputError
+    from edgekiln.stages.teacher import work as teacher
 
     for bad in ("augmix-m5", "rand-m9-zz3"):
         with pytest.raises(InputError, match="train.randaugment: not a timm RandAugment string"):

@@ -102,3 +102,44 @@ class DataConfig(BaseModel):
         if unread:
             raise ValueError(f"{', '.join(unread)}: not read with source 'webdataset' (each split is its own shards; "
                              "val_fraction and test_fraction are not read either)")
+
+    def resolve_paths(self, base: Path) -> None:
+        """Folders and local shards relative to the config file (URLs as they are)."""
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else (base / p).resolve()
+
+        def fix_shards(spec: str | list[str] | None) -> str | list[str] | None:
+            def one(url: str) -> str:  # a local path or pattern; URLs (pipe:, https:, ...) as they are
+                return url if local_shard(url) is None or url.startswith("file:") else str(fix(Path(url)))
+            return spec if spec is None else one(spec) if isinstance(spec, str) else [one(u) for u in spec]
+
+        self.path, self.val_path, self.test_path = fix(self.path), fix(self.val_path), fix(self.test_path)
+        self.shards, self.val_shards = fix_shards(self.shards), fix_shards(self.val_shards)
+        self.test_shards = fix_shards(self.test_shards)
+
+    def input_paths(self) -> list[tuple[str, Path, bool]]:
+        """(key, path, is a data folder) of every folder and local shard it reads."""
+        out = [(key, Path(value), Path(value).is_dir()) for key in ("path", "val_path", "test_path")
+               if (value := getattr(self, key)) is not None]
+        for key in ("shards", "val_shards", "test_shards"):
+            spec = getattr(self, key)
+            for url in [] if spec is None else expand_shards(spec):
+                shard = local_shard(url)
+                if shard is not None:
+                    out.append((key, shard, False))
+        return out
+
+    def check_inputs(self) -> None:
+        """ValueError ("key: why") for a missing shard or an IDX folder without its files."""
+        for key in ("shards", "val_shards", "test_shards"):
+            spec = getattr(self, key)
+            for url in [] if spec is None else expand_shards(spec):
+                path = local_shard(url)
+                if path is not None and not path.is_file():
+                    raise ValueError(f"{key}: shard {path} does not exist")
+        if self.source == "idx" and self.path is not None and self.path.is_dir():
+            from edgekiln.data import idx_files
+
+            lacking = idx_files.missing(self.path)
+            if lacking:
+                raise ValueError(f"path: {self.path} has no {' and no '.join(lacking)} (source 'idx')")

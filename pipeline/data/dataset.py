@@ -19,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 from edgekiln.calibration.images import IMAGE_SUFFIXES
+from edgekiln.data import idx_files, index_cache, shards
 from edgekiln.data.config import DataConfig
-from edgekiln.errors import InputError
-from edgekiln.data import idx_files
-from edgekiln.data import index_cache
-from edgekiln.data import shards
 from edgekiln.data.image_files import ImageFiles, default_workers
+from edgekiln.errors import InputError
 
 # An image folder whose training split would take more than this decoded is streamed from
 # disk unless `[data] streaming` says otherwise (about 14,000 images at 224 px).

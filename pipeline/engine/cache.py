@@ -20,8 +20,8 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from edgekiln.targets.files import file_sha256, tree_sha256

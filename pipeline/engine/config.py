@@ -1,44 +1,54 @@
-"""The pipeline's TOML config: one schema, validated in full before any work starts."""
+"""The pipeline's TOML config: one schema, validated in full before any work starts.
+
+The schema is assembled from the registered stages (each declares its own section, stages/)
+and the libraries' sections ([data], [train], [distill]); `[budget.max_drop]` has one key per
+stage with a budget. `PipelineConfig`, `BudgetConfig` and `StageBudgets` are rebuilt when a
+stage is registered or removed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import tomllib
 from pathlib import Path
-
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from edgekiln.stages.config import BUDGETED_STAGES, PruneConfig, QuantizeConfig, StudentConfig, TeacherConfig
-from edgekiln.data.config import DataConfig, expand_shards, local_shard
-from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln import stages as registry
+from edgekiln.data.config import DataConfig
 from edgekiln.targets.profiles import ProfileError
-from edgekiln.targets.target import EncodingError, IoError, TargetConfig
+from edgekiln.targets.target import EncodingError, IoError
+from edgekiln.training.config import DistillConfig, TrainConfig
 
 
 class ConfigError(Exception):
     """The config file is missing, not TOML, or does not fit the schema; names key paths."""
 
 
-# `[budget.max_drop]`: accuracy points a stage may lose against the stage before it.
-StageBudgets = create_model(
-    "StageBudgets", __config__=ConfigDict(extra="forbid"),
-    **{stage: (float | None, Field(None, ge=0.0, le=100.0)) for stage in BUDGETED_STAGES})
+# Sections of the libraries every stage may read, first in the schema.
+LIBRARY_SECTIONS = {"data": DataConfig, "train": TrainConfig, "distill": DistillConfig}
 
 
-class BudgetConfig(BaseModel):
+class _Budget(BaseModel):
     """`[budget]`: accuracy points any stage or artifact may lose against the teacher."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_drop_total: float = Field(5.0, ge=0.0, le=100.0)
-    max_drop: StageBudgets = StageBudgets()
     # How the release gates (artifacts on the test split) treat the drop's 95% interval:
     # "point" decides on the drop itself; "strict" passes only when the interval's upper end
     # is within budget; "lenient" fails only when its lower end is over budget.
     gate: Literal["point", "strict", "lenient"] = "point"
+
+    def cache_view(self) -> dict:
+        """What enters a stage's cache key: how the release gates read intervals changes no
+        stage's result, and a stage budget left unset is no budget (registering a stage adds
+        its key to [budget.max_drop] without re-running the others)."""
+        view = self.model_dump(exclude={"gate"})
+        view["max_drop"] = {k: v for k, v in view.get("max_drop", {}).items() if v is not None}
+        return view
 
 
 class ReleaseConfig(BaseModel):
@@ -66,37 +76,60 @@ class CardConfig(BaseModel):
     license: str | None = None
 
 
-class PipelineConfig(BaseModel):
+class _Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data: DataConfig = DataConfig()
-    teacher: TeacherConfig
-    student: StudentConfig = StudentConfig()
-    train: TrainConfig = TrainConfig()
-    distill: DistillConfig = DistillConfig()
-    prune: PruneConfig = PruneConfig()
-    quantize: QuantizeConfig = QuantizeConfig()
-    budget: BudgetConfig = BudgetConfig()
-    targets: list[TargetConfig] = Field(min_length=1)
-    release: ReleaseConfig = ReleaseConfig()
-    card: CardConfig = CardConfig()
-
     @model_validator(mode="after")
-    def _unique_target_names(self) -> "PipelineConfig":
+    def _unique_target_names(self):
         _first_duplicate([t.name for t in self.targets], "name")
         return self
 
-    @model_validator(mode="after")
-    def _nothing_ships_untrained(self) -> "PipelineConfig":
-        if self.student.epochs == 0:
-            raise ValueError("student.epochs = 0 would ship a student that was never trained: give a number of "
-                             'epochs or "auto"')
-        untrained = [c for c in self.teacher.resolved() if c.checkpoint is None]
-        if self.teacher.epochs == 0 and untrained:
-            raise ValueError(f"teacher.epochs = 0 would distil from {untrained[0].name} untrained (its classifier "
-                             'head is new): give a number of epochs or "auto"; 0 is for candidates given as '
-                             "{arch, checkpoint} tables with weights trained on these classes")
-        return self
+
+@functools.lru_cache(maxsize=8)
+def _models(generation: int) -> dict[str, type[BaseModel]]:
+    stages = registry.registered()
+    # `[budget.max_drop]`: accuracy points a stage may lose against the stage before it.
+    stage_budgets = create_model(
+        "StageBudgets", __config__=ConfigDict(extra="forbid"),
+        **{s.name: (float | None, Field(None, ge=0.0, le=100.0)) for s in stages if s.budgeted})
+    budget = create_model("BudgetConfig", __base__=_Budget, __doc__=_Budget.__doc__,
+                          max_drop=(stage_budgets, stage_budgets()))
+    fields: dict = {name: (schema, schema()) for name, schema in LIBRARY_SECTIONS.items()}
+    for stage in stages:
+        if stage.section and stage.section not in fields:
+            fields[stage.section] = (stage.schema, ... if stage.default is registry.REQUIRED else stage.default)
+    fields.update(budget=(budget, budget()), release=(ReleaseConfig, ReleaseConfig()), card=(CardConfig, CardConfig()))
+    pipeline = create_model("PipelineConfig", __base__=_Pipeline, **fields)
+    return {"StageBudgets": stage_budgets, "BudgetConfig": budget, "PipelineConfig": pipeline}
+
+
+def config_model() -> type[BaseModel]:
+    """The config's schema for the stages registered now."""
+    return _models(registry.generation())["PipelineConfig"]
+
+
+def __getattr__(name: str):
+    if name in ("PipelineConfig", "BudgetConfig", "StageBudgets"):
+        return _models(registry.generation())[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def sections(cfg) -> Iterator[tuple[str, object]]:
+    """(key, value) of every section of `cfg`, and of every item of a section that is a list
+    ("targets[0]"), for the sections' own hooks (resolve_paths, input_paths, check_inputs)."""
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, list):
+            yield from ((f"{name}[{i}]", item) for i, item in enumerate(value))
+        else:
+            yield name, value
+
+
+def input_paths(cfg) -> list[tuple[str, Path, bool]]:
+    """(key, path, is a folder of data) of every file and folder the config reads: data
+    folders and shards, checkpoints, the calibration folder, profile files."""
+    return [(f"{key}.{sub}", path, is_data) for key, section in sections(cfg)
+            if hasattr(section, "input_paths") for sub, path, is_data in section.input_paths()]
 
 
 def _first_duplicate(values: list[str], what: str) -> None:
@@ -107,7 +140,7 @@ def _first_duplicate(values: list[str], what: str) -> None:
         seen[value] = i
 
 
-def _resolve_profiles(cfg: PipelineConfig, base: Path, path: Path) -> None:
+def _resolve_profiles(cfg, base: Path, path: Path) -> None:
     """Load every target's latency profile now, so a bad one stops the run before any work."""
     for i, target in enumerate(cfg.targets):
         try:
@@ -176,30 +209,11 @@ def _non_finite(value, key: str = "") -> str | None:
     return None
 
 
-def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
+def _resolve_paths(cfg, base: Path) -> None:
     """Relative paths in the config are relative to the config file, not the working directory."""
-    def fix(p: Path | None) -> Path | None:
-        return p if p is None or p.is_absolute() else (base / p).resolve()
-
-    def fix_shards(spec: str | list[str] | None) -> str | list[str] | None:
-        def one(url: str) -> str:  # a local path or pattern; URLs (pipe:, https:, ...) as they are
-            return url if local_shard(url) is None or url.startswith("file:") else str(fix(Path(url)))
-        return spec if spec is None else one(spec) if isinstance(spec, str) else [one(u) for u in spec]
-
-    cfg.data.path, cfg.data.val_path = fix(cfg.data.path), fix(cfg.data.val_path)
-    cfg.data.test_path = fix(cfg.data.test_path)
-    cfg.data.shards, cfg.data.val_shards = fix_shards(cfg.data.shards), fix_shards(cfg.data.val_shards)
-    cfg.data.test_shards = fix_shards(cfg.data.test_shards)
-    cfg.quantize.calibration_path = fix(cfg.quantize.calibration_path)
-    if cfg.prune.profile and (cfg.prune.profile.endswith(".toml") or "/" in cfg.prune.profile):
-        cfg.prune.profile = str(fix(Path(cfg.prune.profile)))  # a profile file beside the config
-    if cfg.student.profile and (cfg.student.profile.endswith(".toml") or "/" in cfg.student.profile):
-        cfg.student.profile = str(fix(Path(cfg.student.profile)))
-    for i, cand in enumerate(cfg.teacher.candidates):
-        if not isinstance(cand, str):
-            cand.checkpoint = fix(cand.checkpoint)
-        elif cand.startswith("hf:") and (base / cand[3:]).is_dir():  # a local directory, not a hub id
-            cfg.teacher.candidates[i] = f"hf:{(base / cand[3:]).resolve()}"
+    for _, section in sections(cfg):
+        if hasattr(section, "resolve_paths"):
+            section.resolve_paths(base)
 
 
 # What `validate` cannot check without importing torch (timm and transformers need it): the
@@ -211,30 +225,21 @@ DEFERRED_CHECKS = (
 )
 
 
-def check_files(cfg: PipelineConfig) -> None:
-    """Every file and folder the config names exists (ConfigError naming the key)."""
-    named = [("data.path", cfg.data.path), ("data.val_path", cfg.data.val_path),
-             ("data.test_path", cfg.data.test_path), ("quantize.calibration_path", cfg.quantize.calibration_path)]
-    named += [(f"teacher.candidates[{i}].checkpoint", c.checkpoint) for i, c in enumerate(cfg.teacher.candidates)
-              if not isinstance(c, str)]
-    for key, path in named:
-        if path is not None and not path.exists():
+def check_files(cfg) -> None:
+    """Every file and folder the config names exists, and each section's own checks of what
+    it reads hold (ConfigError naming the key)."""
+    for key, section in sections(cfg):
+        if hasattr(section, "check_inputs"):
+            try:
+                section.check_inputs()
+            except ValueError as e:
+                raise ConfigError(f"{key}.{e}") from None
+    for key, path, _ in input_paths(cfg):
+        if not path.exists():
             raise ConfigError(f"{key}: {path} does not exist")
-    if cfg.data.source == "idx":
-        from edgekiln.data import idx_files
-
-        lacking = idx_files.missing(cfg.data.path)
-        if lacking:
-            raise ConfigError(f"data.path: {cfg.data.path} has no {' and no '.join(lacking)} (source 'idx')")
-    for key, spec in (("data.shards", cfg.data.shards), ("data.val_shards", cfg.data.val_shards),
-                      ("data.test_shards", cfg.data.test_shards)):
-        for url in [] if spec is None else expand_shards(spec):
-            path = local_shard(url)
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{key}: shard {path} does not exist")
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def load_config(path: str | Path) -> BaseModel:
     """Read and validate a pipeline TOML file; ConfigError lists every problem by key path.
     Relative paths in it are relative to the file."""
     path = Path(path)
@@ -250,7 +255,7 @@ def load_config(path: str | Path) -> PipelineConfig:
 MAX_DEPTH = 16  # tables and arrays nested deeper than any config needs (the schema has 4 levels)
 
 
-def config_from_text(text: str, base: Path | None = None, name: str = "config") -> PipelineConfig:
+def config_from_text(text: str, base: Path | None = None, name: str = "config") -> BaseModel:
     """Validate TOML text; relative paths are relative to `base` (default: the working directory)."""
     try:
         raw = tomllib.loads(text)
@@ -262,7 +267,7 @@ def config_from_text(text: str, base: Path | None = None, name: str = "config") 
     return config_from_dict(raw, base=base, name=name)
 
 
-def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") -> PipelineConfig:
+def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") -> BaseModel:
     """Validate a config given as a dict (the TOML's tables as nested dicts)."""
     deep = _too_deep(raw)
     if deep:
@@ -274,7 +279,7 @@ def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") 
     try:
         # Strict: a string where a number belongs ("1") is an error naming the key, never
         # silently converted. Validated as JSON, where strict mode still reads paths from text.
-        cfg = PipelineConfig.model_validate_json(json.dumps(raw, default=str), strict=True)
+        cfg = config_model().model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as e:
         raise ConfigError(f"{name} has {e.error_count()} problem(s):\n{_describe(e)}") from None
     base = (base or Path.cwd()).resolve()

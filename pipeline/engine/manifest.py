@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edgekiln import __version__
+from edgekiln import stages as registry
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.disk import swap_into_place
 from edgekiln.targets.errors import InputError
@@ -43,9 +44,8 @@ def compute_device() -> dict:
     have run elsewhere: their records say `cached`)."""
     import torch
 
-    from edgekiln.training.trainer import device
-
     from edgekiln.training import distributed
+    from edgekiln.training.trainer import device
 
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
@@ -86,9 +86,6 @@ def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_s
 
 def build_manifest(cfg, config_text: str, outcome) -> dict:
     """The run as release tooling sees it (accuracies in percent)."""
-    results = outcome.results
-    teacher = results.get("teacher")
-    export = results.get("export")
     return {
         "edgekiln_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -98,39 +95,28 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tool_versions": tool_versions(),
         "compute": compute_device(),
-        "teacher": None if teacher is None else {
-            "name": teacher.metrics["name"], "accuracy": teacher.accuracy,
-            "test_accuracy": teacher.metrics.get("test_accuracy"),
-            "select": teacher.metrics.get("select"), "candidates": teacher.metrics["candidates"]},
-        "student": _student(results.get("distill"), outcome.checks.get("precheck")),
-        "precheck": outcome.checks.get("precheck"),
+        **stage_sections(outcome),
         "splits": outcome.splits,
         "predictions": outcome.predictions,
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
-        "prune": None if results.get("prune") is None else {
-            k: results["prune"].metrics.get(k) for k in ("target", "importance", "steps", "stopped")},
-        "quantize": None if results.get("quantize") is None else {
-            k: results["quantize"].metrics.get(k) for k in (
-                "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel",
-                "ptq_accuracy", "qat", "mixed_precision")},
         "gates": [g.to_dict() for g in outcome.gates],
         "artifacts": outcome.artifacts,
-        "preprocessing": None if export is None else export.metrics["preprocessing"],
         "labels": outcome.labels,
         **({"interrupted": outcome.interrupted} if getattr(outcome, "interrupted", None) else {}),
     }
 
 
-def _student(distill, precheck: dict | None) -> dict | None:
-    """The student search: every candidate, trained or dropped by the pre-check, and why."""
-    if distill is None or "student" not in distill.metrics:
-        return None
-    student = dict(distill.metrics["student"])
-    dropped = [{"name": d["name"], "accuracy": None, "epochs_trained": 0, "chosen": False,
-                "why": f"dropped before training: {d['why']}"} for d in (precheck or {}).get("dropped", [])]
-    student["candidates"] = student["candidates"] + dropped
-    return student
+def stage_sections(outcome) -> dict:
+    """What each stage adds to the manifest (its section, None when it did not run), then
+    each pre-stage check's record under its name."""
+    out = {}
+    for stage in registry.registered():
+        report = stage.reporting
+        if report.manifest is not None:
+            out.update(report.manifest(outcome.results.get(stage.name), outcome.checks))
+    out.update({check.name: outcome.checks.get(check.name) for check in registry.checks()})
+    return out
 
 
 def read_manifest(path: Path) -> tuple[dict, Path]:
@@ -158,10 +144,10 @@ def check_manifest(manifest: dict, where: Path | str) -> None:
     them as not measured."""
     from pydantic import ValidationError
 
-    from edgekiln.engine.manifest_schema import RunManifest
+    from edgekiln.engine.manifest_schema import manifest_model
 
     try:
-        RunManifest.model_validate(manifest, strict=True)
+        manifest_model().model_validate(manifest, strict=True)
     except ValidationError as e:
         problems = []
         for err in e.errors()[:5]:

@@ -1,12 +1,16 @@
 """The types of the manifest's fields that `diff`, `check` and `report` read. Every figure
 may be absent or null (not measured); one that is present has its type, so a reader never
-meets a string where it computes with a number."""
+meets a string where it computes with a number. Each stage declares the types of the
+sections it adds (stages/*/report.py)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
+
+from edgekiln import stages as registry
 
 Number = float  # strict validation still takes an int for a float
 
@@ -59,13 +63,6 @@ class Stage(_Record):
     cached: bool | None = None
 
 
-class Teacher(_Record):
-    name: str | None = None
-    accuracy: Number | None = None
-    test_accuracy: Number | None = None
-    candidates: list[dict[str, Any]] | None = None
-
-
 class Splits(_Record):
     file: str | None = None
     sha256: str | None = None
@@ -82,20 +79,29 @@ class Predictions(_Record):
     targets: list[str] | None = None
 
 
-class RunManifest(_Record):
+class _RunManifest(_Record):
     edgekiln_version: str | None = None
     passed: bool | None = None
     error: str | None = None
     config: dict[str, Any]
     config_sha256: str | None = None
     tool_versions: dict[str, str | None] | None = None
-    teacher: Teacher | None = None
-    student: dict[str, Any] | None = None
     splits: Splits | None = None
     predictions: Predictions | None = None
     stages: list[Stage] | None = None
     gates: list[dict[str, Any]] | None = None
     artifacts: list[ArtifactRecord]
-    preprocessing: dict[str, Any] | None = None
     labels: list[str] | None = None
     report_errors: dict[str, str | None] | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _model(generation: int) -> type[BaseModel]:
+    fields = {key: (annotation, None) for stage in registry.registered()
+              for key, annotation in stage.reporting.fields.items()}
+    return create_model("RunManifest", __base__=_RunManifest, **fields)
+
+
+def manifest_model() -> type[BaseModel]:
+    """The manifest's schema for the stages registered now."""
+    return _model(registry.generation())

@@ -28,35 +28,9 @@ _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside
 def input_paths(cfg, config_path: Path | None = None) -> list[tuple[str, Path, bool]]:
     """What the config reads: (key, path, is a folder of data) for every data folder, shard,
     checkpoint, calibration folder and profile file it names, and the config file itself."""
-    from edgekiln.data.config import expand_shards, local_shard
+    from edgekiln.engine.config import input_paths as named
 
-    data = cfg.data
-    out: list[tuple[str, Path, bool]] = []
-    for key in ("path", "val_path", "test_path"):
-        value = getattr(data, key)
-        if value is not None:
-            out.append((f"data.{key}", Path(value), Path(value).is_dir()))
-    for key in ("shards", "val_shards", "test_shards"):
-        spec = getattr(data, key)
-        for url in [] if spec is None else expand_shards(spec):
-            shard = local_shard(url)
-            if shard is not None:
-                out.append((f"data.{key}", shard, False))
-    if cfg.quantize.calibration_path is not None:
-        out.append(("quantize.calibration_path", Path(cfg.quantize.calibration_path), True))
-    for i, candidate in enumerate(cfg.teacher.candidates):
-        checkpoint = getattr(candidate, "checkpoint", None)
-        if checkpoint is not None:
-            out.append((f"teacher.candidates[{i}].checkpoint", Path(checkpoint), False))
-        elif isinstance(candidate, str) and candidate.startswith("hf:") and Path(candidate[3:]).is_dir():
-            out.append((f"teacher.candidates[{i}]", Path(candidate[3:]), False))
-    for i, target in enumerate(cfg.targets):
-        path = getattr(target.effective_profile, "path", None)
-        if path is not None:
-            out.append((f"targets[{i}].profile ({target.name})", Path(path), False))
-    if config_path is not None:
-        out.append(("the config file", Path(config_path), False))
-    return out
+    return named(cfg) + ([] if config_path is None else [("the config file", Path(config_path), False)])
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -11,25 +11,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekiln import stages as registry
 from edgekiln.calibration import folder_fingerprint
+from edgekiln.data.dataset import Dataset, load_dataset
 from edgekiln.engine import stage_code
 from edgekiln.engine.cache import StageCache, stage_key
 from edgekiln.engine.config import PipelineConfig
-from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
-from edgekiln.targets.interrupts import Interrupted
-from edgekiln.engine.graph import CHECKS, PUBLISHER, REFERENCE, STAGES, Check, Node
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
-from edgekiln.data.dataset import Dataset, load_dataset
-from edgekiln.training import state
-from edgekiln.errors import InputError, TrainingDiverged
-from edgekiln.training import evaluation
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
+from edgekiln.errors import InputError, TrainingDiverged
+from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.progress import console
+from edgekiln.stages import Check, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256
-from edgekiln.targets.profiles import load_profile
+from edgekiln.targets.interrupts import Interrupted
+from edgekiln.training import evaluation, state
 
 
 @dataclass
@@ -69,7 +68,7 @@ class RunOutcome:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(g.passed for g in self.gates) and PUBLISHER in self.results
+        return self.error is None and all(g.passed for g in self.gates) and registry.publisher().name in self.results
 
 
 def _fingerprint(value):
@@ -92,9 +91,11 @@ def _fingerprint(value):
 
 
 def _dump(section) -> object:
+    """A section's value as it enters a cache key (a section may leave out what changes no
+    stage's result: `cache_view`)."""
     if isinstance(section, list):
-        return [s.model_dump() for s in section]
-    return section.model_dump()
+        return [_dump(s) for s in section]
+    return section.cache_view() if hasattr(section, "cache_view") else section.model_dump()
 
 
 def check_writable(path: Path, option: str) -> None:
@@ -117,30 +118,31 @@ def check_writable(path: Path, option: str) -> None:
 
 def preflight(cfg: PipelineConfig) -> None:
     """Every stage's cheap checks of its own config (unknown architectures, missing files)."""
-    for node in STAGES:
-        if node.preflight is not None:
-            node.preflight({s: getattr(cfg, s) for s in node.sections})
+    for stage in registry.registered():
+        if stage.preflight is not None:
+            registry.resolve(stage.preflight)({s: getattr(cfg, s) for s in stage.sections})
 
 
-def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
+def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
                results: dict[str, StageResult]) -> tuple[StageResult, bool]:
     """The stage's result from the cache, or computed: the stage sees train and val only;
     its result is then graded on the test split, and stored with those figures."""
     entry = cache.lookup(node.name, key)
     if entry is not None:
-        return load_result(entry), True
+        return _named(load_result(entry), node), True
     with cache.locked(node.name, key, on_wait=lambda: console.print(
             f"  {node.name}: another run is computing this stage; waiting to re-use its result")):
         entry = cache.lookup(node.name, key)  # the run we waited for finished it
         if entry is not None:
-            return load_result(entry), True
+            return _named(load_result(entry), node), True
         started = time.perf_counter()
         config = {s: getattr(cfg, s) for s in node.sections}
         checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
             try:
                 with state.checkpointing(checkpoints):
-                    result = node.run(data.for_stages(), config, {i: results[i] for i in node.inputs}, workdir)
+                    inputs = {role: results[name] for role, name in registry.inputs_of(node).items()}
+                    result = node.function(data.for_stages(), config, workdir, **inputs)
             except TrainingDiverged:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
                 raise
@@ -152,7 +154,12 @@ def _run_stage(node: Node, cfg: PipelineConfig, data: Dataset, cache: StageCache
             save_result(result, workdir)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the stage is complete
     result.directory = cache.entry(node.name, key)
-    return result, False
+    return _named(result, node), False
+
+
+def _named(result: StageResult, node: Stage) -> StageResult:
+    result.stage = node.name  # the next stage measures its drop against it by this name
+    return result
 
 
 def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels) -> dict:
@@ -167,15 +174,17 @@ def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels
     return out
 
 
-def stage_key_of(node: Node, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str]) -> str:
+def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str]) -> str:
     """The cache key of `node` under `cfg`: every input its result depends on (its config
     sections, the content of the profiles they name, the data, its inputs' keys, the code)."""
     unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
     sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
-    sections.update(_profiles_fingerprint(cfg, node))
-    if "budget" in sections:  # how the release gates read intervals changes no stage's result
-        sections["budget"].pop("gate", None)
-    return stage_key(node.name, code, sections, [data_fingerprint] + [keys[i] for i in node.inputs])
+    if node.profiles is not None:  # the content of every profile its sections name, not just the name
+        for name, profiles in node.profiles({s: getattr(cfg, s) for s in node.sections}).items():
+            sections[name] = ([_profile_content(p) for p in profiles] if isinstance(profiles, list)
+                              else _profile_content(profiles))
+    inputs = [keys[name] for name in registry.inputs_of(node).values()]
+    return stage_key(node.name, code, sections, [data_fingerprint] + inputs)
 
 
 def _profile_content(profile) -> dict:
@@ -187,24 +196,11 @@ def _profile_content(profile) -> dict:
     return entry
 
 
-def _profiles_fingerprint(cfg: PipelineConfig, node: Node) -> dict:
-    """The content of every profile the node's sections name: the targets' (export), the
-    prune latency target's (prune), the student search's (distill with select = fastest)."""
-    out = {}
-    if "targets" in node.sections:
-        out["profiles"] = [_profile_content(t.effective_profile) for t in cfg.targets]
-    for section in ("prune", "student"):
-        name = getattr(getattr(cfg, section), "profile", None) if section in node.sections else None
-        if name is not None:
-            out[f"{section}.profile"] = _profile_content(load_profile(name))
-    return out
-
-
 def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCache, code: str) -> dict:
     """Run one of the graph's pre-stage checks (cached like a stage) and apply the config
     sections it narrows. Returns its record for the manifest."""
     console.rule(f"[bold]{check.name}")
-    key = stage_key(check.name, code, _fingerprint(check.inputs(cfg)), [data.fingerprint])
+    key = stage_key(check.name, code, _fingerprint(check.key_inputs(cfg)), [data.fingerprint])
     with cache.locked(check.name, key):
         entry = cache.lookup(check.name, key)
         if entry is not None:
@@ -213,7 +209,7 @@ def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCac
             record, narrowed = stored["record"], stored["narrowed"]
             cached = True
         else:
-            record, narrowed_sections = check.run(data, cfg)
+            record, narrowed_sections = check(data, cfg)
             narrowed = {k: _dump(v) for k, v in narrowed_sections.items()}
             with cache.writing(check.name, key) as workdir:
                 (workdir / f"{check.name}.json").write_text(json.dumps({"record": record, "narrowed": narrowed}))
@@ -223,12 +219,12 @@ def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCac
     return {"cached": cached, **record}
 
 
-def _gate(node: Node, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
+def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
     """Stage gates decide on val (what the stages decided on). Artifacts are the release:
     their accuracy gates are judged on the held-out test split where there is one."""
     if not node.budgeted:
         return []
-    teacher = outcome.results[REFERENCE]
+    teacher = outcome.results[registry.reference().name]
     previous = outcome.stages[-1]
     budget = getattr(cfg.budget.max_drop, node.name)
     common = dict(stage_budget=budget, stage_budget_key=f"budget.max_drop.{node.name}",
@@ -332,13 +328,14 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     current = None  # the stage under way, for the messages of a run that stops
     try:
         outcome.splits = _write_splits(out_dir, data)
-        for check in CHECKS:
+        for check in registry.checks():
             current = check.name
             outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache,
-                                                    stage_code.code_version(check.run.__module__))
-        for node in STAGES:
+                                                    stage_code.code_version(check.module))
+        reference = registry.reference().name
+        for node in registry.registered():
             current = node.name
-            key = keys[node.name] = stage_key_of(node, cfg, stage_code.code_version(node.run.__module__),
+            key = keys[node.name] = stage_key_of(node, cfg, stage_code.code_version(node.module),
                                                  data.fingerprint, keys)
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()
@@ -357,7 +354,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                 params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
                 test_accuracy=result.metrics.get("test_accuracy"),
                 **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
-                                                  outcome.results[REFERENCE].metrics.get("test_top1"),
+                                                  outcome.results[reference].metrics.get("test_top1"),
                                                   data.test_y).items() if k != "drop_test"}))
             test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
             console.print(f"  {node.name}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))

@@ -24,6 +24,10 @@ from pathlib import Path
 DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
              "edgekiln.targets.runners": ("edgekiln.targets.runners",)}
 
+# Modules that import by name what no stage's work runs: the stage registry imports the
+# stages' declarations (to build the DAG and the config schema), not their work.
+IMPORTS_NO_STAGE_CODE = ("edgekiln.stages",)
+
 # What the runner does to every stage's result before it is cached (grading it on the test
 # split, storing it): part of every stage's code.
 ENGINE = ("edgekiln.training.evaluation", "edgekiln.stages.result")
@@ -93,6 +97,10 @@ def closure(*roots: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             continue
         seen[name] = path
         ours, theirs = _imports(name, path)
+        # Importing a module runs its packages' __init__ first (a stage's declaration, its
+        # config schema); edgekiln's own holds only the version, which is not part of a key.
+        parents = name.split(".")
+        ours |= {".".join(parents[:i]) for i in range(2, len(parents))}
         libraries |= theirs
         stack.extend(ours)
         for package in DISCOVERS.get(name, ()):

@@ -107,8 +107,8 @@ def _launch(nproc: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from edgekiln.training import distributed
     from edgekiln.progress import console
+    from edgekiln.training import distributed
 
     # As torchrun does: processes that share the cores must not each start a thread per core
     # (OpenMP threads spin while they wait: oversubscribed, training ran 10x slower).
@@ -143,13 +143,13 @@ def _run(config: Path, out: Optional[Path], junit: Optional[Path], compare: Opti
          cache_dir: Optional[Path], force: bool = False) -> None:
     if not verbose:
         _quiet_converters()
-    from edgekiln.interfaces import api
-    from edgekiln.release import summary
     from edgekiln.engine.config import ConfigError
-    from edgekiln.errors import InputError, TrainingDiverged
-    from edgekiln.progress import console
-    from edgekiln.targets.errors import ConversionError
     from edgekiln.engine.manifest import PublishError
+    from edgekiln.errors import InputError, TrainingDiverged
+    from edgekiln.interfaces import api
+    from edgekiln.progress import console
+    from edgekiln.release import summary
+    from edgekiln.targets.errors import ConversionError
     from edgekiln.targets.interrupts import Interrupted
 
     out = out or Path("out") / config.stem
@@ -285,8 +285,8 @@ def check(
     accuracy re-measured in each runtime, latency and memory re-measured on each target's profile
     (or --profile) and checked against its budgets. Exit 0 / 1 / 2 as `run`."""
     _quiet_converters()
-    from edgekiln.interfaces import api
     from edgekiln.errors import InputError
+    from edgekiln.interfaces import api
     from edgekiln.progress import console
 
     try:
@@ -322,8 +322,8 @@ def diff(
     (other images, other source, profile or device) are shown and never gate.
     Exit 0 no regression beyond the thresholds, 1 regressions, 2 bad input (a malformed
     manifest or predictions file, or an artifact record without its figures)."""
-    from edgekiln.interfaces import api
     from edgekiln.errors import InputError
+    from edgekiln.interfaces import api
     from edgekiln.progress import console
 
     try:
@@ -382,8 +382,8 @@ def report(
     compare: Optional[Path] = typer.Option(None, "--compare", help="a base release: show the deltas against it"),
 ) -> None:
     """(Re)write a run's report.html, report.png, tradeoff.png and MODEL_CARD.md from its manifest."""
-    from edgekiln.interfaces import api
     from edgekiln.errors import InputError
+    from edgekiln.interfaces import api
     from edgekiln.progress import console
 
     try:
@@ -412,9 +412,9 @@ def bench(
     check it against the profile's budgets; sha256 against a manifest.json beside it.
     Exit 0 within budget, 1 over budget or sha256 mismatch, 2 bad input or unreachable device."""
     _quiet_converters()
-    from edgekiln.release.verify import bench_artifact
     from edgekiln.errors import InputError
     from edgekiln.progress import console
+    from edgekiln.release.verify import bench_artifact
 
     try:
         result = bench_artifact(artifact, profile, allow_estimate=allow_estimate, runner=runner)

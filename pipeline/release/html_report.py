@@ -9,12 +9,13 @@ import functools
 import os
 from pathlib import Path
 
-from edgekiln.gates import gate_message
+from edgekiln import stages as registry
 from edgekiln.engine.manifest import write_text
-from edgekiln.release.model_card import not_measured, student_name
+from edgekiln.figures import kilobytes, millions, num, text, verdict
+from edgekiln.gates import gate_message
+from edgekiln.release.model_card import not_measured
 from edgekiln.release.regression import format_figure
-from edgekiln.release.report_view import complete
-from edgekiln.release.summary import kilobytes, millions, num, text, verdict
+from edgekiln.release.report_view import complete, lineage
 
 # The captions of the plots the page inlines (plots.draw's names).
 CAPTIONS = {"report": "accuracy after each stage and of each artifact (held-out test, 95% intervals), and each "
@@ -29,15 +30,28 @@ def _interval(pair, fmt: str = ".1f") -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _template(strict: bool):
-    """The page's template. Tests render with StrictUndefined (EDGEKILN_STRICT_TEMPLATES=1), so
-    a figure read without a guard fails the suite; a user's run gets the lenient default."""
+def _environment(strict: bool):
+    """Tests render with StrictUndefined (EDGEKILN_STRICT_TEMPLATES=1), so a figure read
+    without a guard fails the suite; a user's run gets the lenient default."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("edgekiln.release", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]),
-                             undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined)
-    return env.get_template("report.html.j2")
+    return jinja2.Environment(loader=jinja2.PackageLoader("edgekiln.release", "templates"),
+                              autoescape=True,
+                              undefined=jinja2.StrictUndefined if strict else jinja2.ChainableUndefined)
+
+
+def _template(strict: bool):
+    """The page's template."""
+    return _environment(strict).get_template("report.html.j2")
+
+
+def _stage_sections(strict: bool, **context) -> list:
+    """Each registered stage's part of the page (its candidates, steps...), in stage order."""
+    from markupsafe import Markup
+
+    env = _environment(strict)
+    return [Markup(env.from_string(stage.reporting.html).render(**context))
+            for stage in registry.registered() if stage.reporting.html]
 
 
 def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
@@ -52,11 +66,14 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
     failed = [gate_message(g) for g in view["gates"] if not g.get("passed")]
     inline = {name: (CAPTIONS[name], base64.b64encode(path.read_bytes()).decode())
               for name, path in images.items() if path is not None and path.is_file()}
-    return _template(os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1").render(
-        m={**view, "artifacts": artifacts}, title=title or view.get("config_name") or "run",
-        diff=diff, images=inline, failed_gates=failed, not_measured=not_measured(view),
-        student_name=student_name(view), num=num, interval=_interval, millions=millions, kb=kilobytes, text=text,
-        verdict=verdict, fmt=format_figure, signed=lambda value: format_figure(value, signed=True))
+    strict = os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1"
+    helpers = dict(num=num, interval=_interval, millions=millions, kb=kilobytes, text=text, verdict=verdict,
+                   fmt=format_figure, signed=lambda value: format_figure(value, signed=True))
+    m = {**view, "artifacts": artifacts}
+    return _template(strict).render(
+        m=m, title=title or view.get("config_name") or "run", diff=diff, images=inline, failed_gates=failed,
+        not_measured=not_measured(view), lineage=lineage(view), stage_sections=_stage_sections(strict, m=m, **helpers),
+        **helpers)
 
 
 def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:

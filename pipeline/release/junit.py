@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekiln.gates import gate_message
 from edgekiln.engine.manifest import write_text
+from edgekiln.gates import gate_message
 from edgekiln.release.report_view import complete
 
 
@@ -31,7 +31,7 @@ def run_cases(manifest: dict) -> list[Case]:
     """A run's gates: every stage and artifact gate it judged, the budgets it could not check,
     the stages and targets an earlier failure kept from being judged, its error, and each
     report that could not be written."""
-    from edgekiln.stages.config import BUDGETED_STAGES
+    from edgekiln import stages
 
     manifest = complete(manifest)
     cases = []
@@ -43,7 +43,7 @@ def run_cases(manifest: dict) -> list[Case]:
             cases.append(Case(_classname("run", f"target {artifact['target']}"), line.split(" = ")[0], "skipped", line))
     reached = {s["name"] for s in manifest.get("stages") or []}
     why = manifest.get("error") or "an earlier gate failed"
-    for stage in BUDGETED_STAGES:
+    for stage in [s.name for s in stages.registered() if s.budgeted]:
         if stage not in reached:
             cases.append(Case(_classname("run", f"stage {stage}"), "budget.max_drop_total", "skipped",
                               f"stage {stage} was not run: {why}"))

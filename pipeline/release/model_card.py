@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekiln.engine.manifest import write_text
-from edgekiln.release.report_view import complete
-from edgekiln.release.summary import kilobytes
+from edgekiln.figures import kilobytes
+from edgekiln.release.report_view import complete, lineage
 from edgekiln.targets.artifact import Artifact
 
 _NO_LATENCY = "latency not measured: "
@@ -35,13 +35,6 @@ def not_measured(manifest: dict) -> list[str]:
     return lines
 
 
-def student_name(manifest: dict) -> str | None:
-    """The distilled student: the search's choice, or the one architecture configured."""
-    chosen = (manifest.get("student") or {}).get("name")
-    arch = ((manifest.get("config") or {}).get("student") or {}).get("arch")
-    return chosen or (arch if isinstance(arch, str) else None)
-
-
 def _pct(value, ci=None) -> str:
     if value is None:
         return "-"
@@ -60,11 +53,12 @@ def model_card(manifest: dict) -> str:
     manifest = complete(manifest)
     config = manifest["config"]
     card = config.get("card") or {}
-    teacher = manifest.get("teacher") or {}
+    models = lineage(manifest)
     splits = manifest.get("splits") or {}
     pre = manifest.get("preprocessing") or {}
     labels = manifest.get("labels") or []
-    title = card.get("name") or f"{student_name(manifest) or 'model'} distilled from {teacher.get('name') or '?'}"
+    named = [f"{name}" for _, name, _ in models if name]
+    title = card.get("name") or (" from ".join(reversed(named)) if named else "model")
     out = [f"# Model card: {title}", ""]
     out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
             f"the run {_VERDICTS[manifest.get('passed')]} its gates"
@@ -107,11 +101,8 @@ def model_card(manifest: dict) -> str:
     data = config.get("data") or {}
     out += ["", f"Data: source `{data.get('source')}`" + (f", path `{data.get('path')}`" if data.get("path") else "")
             + (f", fingerprint `{splits['data_fingerprint']}`" if splits.get("data_fingerprint") else "") + ".", ""]
-    out += ["## Lineage", "", f"- Teacher: `{teacher.get('name')}` (val {_pct(teacher.get('accuracy'))}, "
-            f"test {_pct(teacher.get('test_accuracy'))}), chosen from "
-            + ", ".join(f"`{c['name']}`" for c in teacher.get("candidates") or []),
-            f"- Student: `{student_name(manifest)}`, distilled, pruned ({(manifest.get('prune') or {}).get('stopped') or '-'}), "
-            f"quantized ({(manifest.get('quantize') or {}).get('mode') or '-'})", ""]
+    out += ["## Lineage", ""] + [f"- {what.capitalize()}: " + (f"`{name}` ({details})" if name else details)
+                                 for what, name, details in models] + [""]
     out += ["## Not measured", ""] + [f"- {line}" for line in not_measured(manifest) or
                                       ["Everything above was measured (runtime accuracy, latency on its device or host)."]]
     out += ["", "## Tool versions", ""] + [f"- {k}: {v or 'not installed'}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekiln import stages as registry
 from edgekiln.release.report_view import complete
 from edgekiln.targets.artifact import Artifact
 
@@ -32,7 +33,8 @@ def plot(manifest: dict, path: Path) -> Path:
     Right: each artifact's p50 latency on its profile against its p50 budget, by source.
     `manifest`: report_view.complete's."""
     plt = _pyplot()
-    stages = [s for s in manifest["stages"] if s["name"] != "export"]  # export = its artifacts' bars
+    publisher = registry.publisher().name
+    stages = [s for s in manifest["stages"] if s["name"] != publisher]  # the publisher's bars are its artifacts
     artifacts = manifest["artifacts"]
     names = [str(s["name"]) for s in stages] + [str(a["target"]) for a in artifacts]
     # The held-out test figures with their 95% intervals where the run has a test split.
@@ -53,7 +55,7 @@ def plot(manifest: dict, path: Path) -> Path:
     for bar, kind in zip(bars, kinds):
         if kind == "proxy":
             bar.set_hatch("//")
-    teacher = manifest["teacher"] or {}
+    teacher = next((s for s in manifest["stages"] if s["name"] == registry.reference().name), {})
     reference = teacher.get("test_accuracy" if on_test else "accuracy")
     budget = manifest["config"]["budget"]["max_drop_total"]
     if reference is not None and budget is not None:
@@ -105,21 +107,12 @@ def _plot_latency(ax, records: list[dict]) -> None:
 
 def candidate_points(manifest: dict) -> list[dict]:
     """Every model the run evaluated, as (kind, name, val accuracy, size bytes, latency ms):
-    teacher candidates, student candidates, prune steps, encodings tried, and the shipped
-    artifacts (`shipped`). Val throughout: it is what each choice was made on. Size is the
+    each stage's (teacher candidates, student candidates, prune steps), encodings tried, and
+    the shipped artifacts (`shipped`). `manifest`: report_view.complete's. Val throughout: it is what each choice was made on. Size is the
     file for artifacts and encodings; for models never exported it is counted from the
     parameters (4 bytes each for teachers in float, 1 for INT8 students and prune steps)."""
-    points = []
-    for c in (manifest.get("teacher") or {}).get("candidates") or []:
-        points.append(dict(kind="teacher", name=c["name"], accuracy=c.get("accuracy"),
-                           size=None if c.get("params") is None else 4 * c["params"],
-                           latency=c.get("host_latency_ms"), chosen=c.get("chosen", False)))
-    for c in (manifest.get("student") or {}).get("candidates") or []:
-        points.append(dict(kind="student", name=c["name"], accuracy=c.get("accuracy"), size=c.get("int8_bytes"),
-                           latency=c.get("latency_ms"), chosen=c.get("chosen", False)))
-    for step in (manifest.get("prune") or {}).get("steps") or []:
-        points.append(dict(kind="prune step", name=f"step {step['step']}", accuracy=step.get("accuracy"),
-                           size=step.get("params"), latency=step.get("latency_ms"), chosen=False))
+    points = [point for stage in registry.registered() if stage.reporting.points
+              for point in stage.reporting.points(manifest)]
     for a in manifest.get("artifacts") or []:
         for c in (a.get("encoding_choice") or {}).get("candidates") or []:
             points.append(dict(kind="encoding", name=f"{a['target']} {c['encoding']}", accuracy=c.get("accuracy"),
@@ -129,8 +122,12 @@ def candidate_points(manifest: dict) -> list[dict]:
     return [p for p in points if p["accuracy"] is not None]
 
 
-_STYLE = {"teacher": ("#8172b3", "s"), "student": ("#4c72b0", "o"), "prune step": ("#55a868", "^"),
-          "encoding": ("#dd8452", "D"), "shipped": ("#c44e52", "*")}
+_STYLE = {"encoding": ("#dd8452", "D"), "shipped": ("#c44e52", "*")}
+
+
+def _styles() -> dict[str, tuple[str, str]]:
+    """Colour and marker of each kind of point: the stages' kinds, then encodings and artifacts."""
+    return {kind: style for stage in registry.registered() for kind, style in stage.reporting.styles.items()} | _STYLE
 
 
 def tradeoff(manifest: dict, path: Path) -> Path:
@@ -141,7 +138,7 @@ def tradeoff(manifest: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, label in ((axes[0], "size", "size (MB, log)"), (axes[1], "latency", "p50 latency (ms, log)")):
         shown = [p for p in points if p[key]]
-        for kind, (color, marker) in _STYLE.items():
+        for kind, (color, marker) in _styles().items():
             group = [p for p in shown if p["kind"] == kind]
             if not group:
                 continue

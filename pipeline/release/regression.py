@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgekiln.engine.manifest import read_manifest
-from edgekiln.release.model_card import student_name
 from edgekiln.errors import InputError
+from edgekiln.release.report_view import complete, lineage
 
 # The thresholds, by the `[release]` key that sets each and the flag that overrides it.
 THRESHOLD_FLAGS = {"max_accuracy_drop": "--max-accuracy-drop", "max_latency_increase": "--max-latency-increase",
@@ -163,9 +163,9 @@ def _check_predictions(predictions, path: Path, test_count: int | None) -> None:
 def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
     """The limits that gate: each flag given, else the new run's `[release]` section, else
     the section's defaults. Returns (values, where each was set)."""
-    from edgekiln.engine.config import ReleaseConfig
-
     from pydantic import ValidationError
+
+    from edgekiln.engine.config import ReleaseConfig
 
     section = (new_manifest.get("config") or {}).get("release")
     section = {k: v for k, v in section.items() if v is not None} if isinstance(section, dict) else {}
@@ -361,11 +361,13 @@ def _same_measurement(base: dict, new: dict) -> tuple[bool, str | None]:
 
 
 def _lineage(base: dict, new: dict) -> list[Change]:
-    """What changed upstream of the artifacts: teacher, student, edgekiln and tool versions."""
+    """What changed upstream of the artifacts: the models each stage chose (teacher, student),
+    edgekiln and tool versions."""
     out = []
-    pairs = [("teacher", (base.get("teacher") or {}).get("name"), (new.get("teacher") or {}).get("name")),
-             ("student", student_name(base), student_name(new)),
-             ("edgekiln", base.get("edgekiln_version"), new.get("edgekiln_version")),
+    base_models = {what: name for what, name, _ in lineage(complete(base))}
+    new_models = {what: name for what, name, _ in lineage(complete(new))}
+    pairs = [(what, base_models.get(what), new_models.get(what)) for what in dict.fromkeys([*base_models, *new_models])]
+    pairs += [("edgekiln", base.get("edgekiln_version"), new.get("edgekiln_version")),
              ("config sha256", base.get("config_sha256"), new.get("config_sha256"))]
     tools = sorted(set(base.get("tool_versions") or {}) | set(new.get("tool_versions") or {}))
     pairs += [(tool, (base.get("tool_versions") or {}).get(tool), (new.get("tool_versions") or {}).get(tool))

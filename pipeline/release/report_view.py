@@ -11,15 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from edgekiln import stages as registry
+from edgekiln.stages.report import Maybe as _Maybe
 from edgekiln.targets.artifact import Artifact
-
-
-class _Maybe:
-    """A section the run may not have produced: None when absent, else filled by `schema`."""
-
-    def __init__(self, schema: dict):
-        self.schema = schema
-
 
 # A schema is a dict (a record, always present: each of its keys filled by its own schema,
 # other keys kept), a _Maybe (a record that may be absent), a one-element list (a list of
@@ -48,30 +42,17 @@ def _artifact_schema() -> dict:
 
 SCHEMA: dict[str, Any] = {
     "edgekiln_version": None, "created": None, "passed": None, "error": None, "config_sha256": None,
-    "config": {"data": {"source": None, "path": None}, "student": {"arch": None},
+    "config": {"data": {"source": None, "path": None},
                "budget": {"max_drop_total": None, "gate": None}, "targets": [{"name": None}], "card": {},
                "release": None},
     "tool_versions": {}, "compute": _Maybe({"device": None, "name": None}),
-    "teacher": _Maybe({"name": None, "accuracy": None, "test_accuracy": None, "select": None,
-                "candidates": [{"name": None, "accuracy": None, "params": None, "macs": None, "input_size": None,
-                                "host_latency_ms": None, "chosen": None, "why": None}]}),
-    "student": _Maybe({"name": None, "select": None,
-                "candidates": [{"name": None, "accuracy": None, "epochs_trained": None, "params": None,
-                                "macs": None, "int8_bytes": None, "latency_ms": None, "chosen": None, "why": None}]}),
     "splits": _Maybe({"file": None, "sha256": None, "train": None, "val": None, "test": None, "note": None,
                "data_fingerprint": None, "skipped": None}),
     "stages": [{"name": None, "accuracy": None, "drop": None, "budget": None, "passed": None, "cached": None,
                 "seconds": None, "params": None, "macs": None, "test_accuracy": None, "test_accuracy_ci": None,
                 "test_drop": None, "drop_ci": None}],
-    "prune": _Maybe({"target": None, "importance": None, "stopped": None,
-              "steps": [{"step": None, "params": None, "macs": None, "latency_ms": None, "latency_source": None,
-                         "accuracy": None, "note": None}]}),
-    "quantize": _Maybe({"mode": None, "scheme": None, "calibrator": None, "ptq_accuracy": None,
-                 "calibration": _Maybe({"count": None, "source": None}),
-                 "qat": _Maybe({"epochs": None, "accuracy": None, "float_accuracy": None}),
-                 "mixed_precision": _Maybe(_MIXED_PRECISION)}),
     "gates": [{}], "artifacts": [_artifact_schema()],
-    "preprocessing": _Maybe({"image_size": None, "mean": None, "std": None}), "labels": [],
+    "labels": [],
     "report_errors": {},
 }
 
@@ -89,8 +70,24 @@ def _fill(value, schema):
     return schema if value is None else value
 
 
+def schema() -> dict[str, Any]:
+    """SCHEMA with each registered stage's sections (stages/*/report.py)."""
+    out = dict(SCHEMA)
+    for stage in registry.registered():
+        out.update(stage.reporting.view)
+    return out
+
+
 def complete(manifest: dict) -> dict:
     """A copy of `manifest` with every figure the reports read present (None, {} or [] where
-    absent). Sections the run may not have produced (teacher, student, splits, prune,
-    quantize, an artifact's latency, encoding choice or mixed precision) stay None."""
-    return _fill(manifest, SCHEMA)
+    absent). Sections the run may not have produced (a stage's, splits, an artifact's
+    latency, encoding choice or mixed precision) stay None."""
+    return _fill(manifest, schema())
+
+
+def lineage(manifest: dict) -> list[tuple[str, str | None, str]]:
+    """(what, model name or None, details) from each stage that says where the shipped model
+    came from (the teacher, the student, how it was pruned and quantized), in stage order.
+    `manifest`: complete's."""
+    return [stage.reporting.lineage(manifest) for stage in registry.registered() if stage.reporting.lineage]
+

@@ -6,28 +6,10 @@ from pathlib import Path
 
 from rich.table import Table
 
+from edgekiln import stages as registry
+from edgekiln.figures import kilobytes, millions, num, text, verdict
 from edgekiln.progress import console
 from edgekiln.targets.artifact import Artifact
-
-
-def num(value, fmt: str = ".2f") -> str:
-    """A figure, or "-" when there is none (also report.html's)."""
-    return "-" if value is None else format(value, fmt)
-
-
-def text(value) -> str:
-    """A value as text, or "-" when there is none."""
-    return "-" if value is None else str(value)
-
-
-def kilobytes(value) -> str:
-    """A size in kB, or "-"."""
-    return "-" if value is None else f"{value / 1e3:.0f} KB"
-
-
-def verdict(passed) -> str:
-    """A gate's outcome: pass, FAIL, or "-" when none was recorded."""
-    return "-" if passed is None else "pass" if passed else "FAIL"
 
 
 def _interval(pair, fmt: str = ".1f") -> str:
@@ -38,39 +20,12 @@ def _with_interval(value, pair) -> str:
     return "-" if value is None else f"{value:.2f} {_interval(pair)}".strip(" -")
 
 
-def millions(value) -> str:
-    """A count in millions, or "-" (also report.html's)."""
-    return "-" if value is None else f"{value / 1e6:.2f}M"
-
-
 def print_summary(manifest: dict, manifest_path: Path) -> None:
-    """Teacher candidates, stage table, then one row per artifact, then the verdict; an
-    absent figure is "-"."""
+    """The stage table, each stage's own tables (candidates, steps), then one row per
+    artifact, then the verdict; an absent figure is "-"."""
     from edgekiln.release.report_view import complete
 
     manifest = complete(manifest)
-    teacher = manifest.get("teacher")
-    if teacher and teacher.get("candidates"):
-        candidates = Table(title=f"teacher candidates (select = {teacher.get('select', 'accuracy')})",
-                           title_justify="left")
-        for col in ("candidate", "accuracy %", "params", "MACs", "px", "host ms", "chosen", "why"):
-            candidates.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
-        for c in teacher["candidates"]:
-            candidates.add_row(text(c["name"]), num(c["accuracy"], ".2f"), millions(c["params"]),
-                               millions(c["macs"]), text(c["input_size"]), num(c["host_latency_ms"], ".2f"),
-                               "yes" if c["chosen"] else "no", c["why"] or "")
-        console.print(candidates)
-    student = manifest.get("student")
-    if student and len(student.get("candidates") or []) > 1:
-        table = Table(title=f"student candidates (select = {student['select']})", title_justify="left")
-        for col in ("candidate", "val %", "epochs", "params", "MACs", "INT8 KB", "latency ms", "chosen", "why"):
-            table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
-        for c in student["candidates"]:
-            table.add_row(text(c["name"]), num(c["accuracy"], ".2f"), text(c["epochs_trained"]),
-                          millions(c["params"]), millions(c["macs"]),
-                          num(None if c["int8_bytes"] is None else c["int8_bytes"] / 1e3, ".0f"),
-                          num(c["latency_ms"], ".3g"), "yes" if c["chosen"] else "no", c["why"] or "")
-        console.print(table)
     splits = manifest.get("splits") or {}
     stages = Table(title=f"stages (decided on val; test held out: {splits.get('test') or 0} images)",
                    title_justify="left")
@@ -89,27 +44,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             console.print(f"[bold yellow]warning:[/] stage {s['name']} is at chance ({s['accuracy']:.2f}% with "
                           f"{len(manifest['labels'])} classes): it learned nothing; check the data and the "
                           "learning rates before trusting any later figure")
-    prune = manifest.get("prune") or {}
-    if len(prune.get("steps") or []) > 2:
-        steps = Table(title=f"prune steps (importance = {prune.get('importance')})", title_justify="left")
-        for col in ("step", "params", "MACs", "latency ms", "accuracy %", "note"):
-            steps.add_column(col, justify="left" if col == "note" else "right")
-        for p in prune["steps"]:
-            latency = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ({p['latency_source']})"
-            steps.add_row(text(p["step"]), millions(p["params"]), millions(p["macs"]), latency,
-                          num(p["accuracy"]), p["note"] or "")
-        console.print(steps)
-        console.print(f"prune: {text(prune['stopped'])}")
-    quantize = manifest.get("quantize") or {}
-    if quantize.get("qat"):
-        qat = quantize["qat"]
-        console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
-                      f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
-    mixed = quantize.get("mixed_precision")
-    if mixed:
-        console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed['breach'])}); "
-                      + (f"{text(mixed['outcome'])}: {', '.join(mixed['float_layers'])}" if mixed["applied"]
-                         else text(mixed["why_not"])))
+    for stage in registry.registered():  # each stage's own tables and notes
+        if stage.reporting.summary is not None:
+            stage.reporting.summary(manifest, console)
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
         numeric = ("size", "val %", "test % (95% CI)", "drop vs teacher", "p50 ms", "p90 ms", "peak MB")

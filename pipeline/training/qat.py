@@ -16,14 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekiln.training import modeling
-from edgekiln.training.config import DistillConfig, TrainConfig
-from edgekiln.training import distillation
-from edgekiln.training import trainer
 from edgekiln.data.dataset import Dataset
-from edgekiln.training.schedule import Schedule
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
+from edgekiln.training import distillation, modeling, trainer
+from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.training.schedule import Schedule
 
 
 class _Prepared(nn.Module):

@@ -27,17 +27,22 @@ from edgekiln.data.image_files import SampleAugment, batches
 from edgekiln.errors import TrainingDiverged
 from edgekiln.progress import console, epoch_bar
 from edgekiln.targets import disk
-from edgekiln.training import distributed
+from edgekiln.training import distributed, evaluation
 from edgekiln.training import schedule as schedules
 from edgekiln.training.augment import shift_and_flip
 from edgekiln.training.config import DistillConfig, TrainConfig
 from edgekiln.training.distillation import HintProjection, Teacher, kd_loss
-from edgekiln.training import evaluation
 from edgekiln.training.evaluation import device, features_and_logits, model_input
 from edgekiln.training.modeling import ModelBundle
 from edgekiln.training.schedule import Schedule
-from edgekiln.training.state import (capture_rng, checkpoint_bytes, checkpoint_dir, restore_rng, rng_for_storage,
-                                     rng_from_storage)
+from edgekiln.training.state import (
+    capture_rng,
+    checkpoint_bytes,
+    checkpoint_dir,
+    restore_rng,
+    rng_for_storage,
+    rng_from_storage,
+)
 
 
 class _Step(nn.Module):

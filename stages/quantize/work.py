@@ -27,25 +27,19 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln import gates as budget
-
-from edgekiln.training import mixed_precision
-from edgekiln.training import modeling
-from edgekiln.training import qat
-from edgekiln.training import schedule
-from edgekiln.training import evaluation
-from edgekiln.stages.config import QuantizeConfig
+from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
+from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
+from edgekiln.training import evaluation, mixed_precision, modeling, qat, schedule
+from edgekiln.training.int8_recipe import CALIBRATION_FILE, QAT_STATE_FILE
 
 SCHEME = "int8: static per-tensor activations, symmetric weights"
-CALIBRATION_FILE = "calibration.npy"  # uint8 NCHW images, beside the stage's result
-QAT_STATE_FILE = "qat_state.safetensors"  # QAT's fake-quantize state (mode = "qat" only)
 
 
 def preflight(config: dict) -> None:
@@ -56,16 +50,6 @@ def preflight(config: dict) -> None:
             image_files(cfg.calibration_path)
         except ValueError as e:
             raise InputError(f"quantize.calibration_path: {e}") from e
-
-
-def unkeyed(config: dict) -> set[str]:
-    """PTQ reads neither the distillation recipe nor the training recipe; [budget] decides
-    only PTQ's layers kept in float (accuracy_aware) and when auto QAT may stop."""
-    cfg: QuantizeConfig = config["quantize"]
-    out = {"distill", "train"} if cfg.mode == "ptq" else set()
-    reads_budget = cfg.accuracy_aware if cfg.mode == "ptq" else \
-        cfg.epochs == "auto" and config["train"].stop_when_within_budget
-    return out if reads_budget else out | {"budget"}
 
 
 def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor, dict]:
@@ -81,19 +65,6 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
         "source": "train split, class-balanced", "count": len(indices), "indices": indices}
 
 
-def int8_options(result: StageResult, cfg: QuantizeConfig) -> Int8Options:
-    """The INT8 options the artifacts are built with: the config's, QAT's state if any, and
-    the layers the stage kept in float to hold its budget."""
-    state = result.directory / QAT_STATE_FILE
-    mixed = result.metrics.get("mixed_precision") or {}
-    return dataclasses.replace(cfg.options(), qat_state=str(state) if state.is_file() else None,
-                               float_layers=tuple(mixed.get("float_layers") or ()) if mixed.get("applied") else ())
-
-
-def calibration_images(result: StageResult, bundle: modeling.ModelBundle) -> np.ndarray:
-    """The stage's calibration sample as preprocessed float32 NCHW numpy, for every backend."""
-    images = torch.from_numpy(np.load(result.directory / CALIBRATION_FILE, allow_pickle=False))
-    return to_input(images, bundle.mean, bundle.std).numpy()
 
 
 def _simulated_logits(graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
@@ -126,9 +97,10 @@ def _keep_float(bundle, calibration: np.ndarray, options: Int8Options, data: Dat
     return graph, _simulated_accuracy(graph, data, bundle), record
 
 
-def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+        reference: StageResult) -> StageResult:
     cfg: QuantizeConfig = config["quantize"]
-    bundle = inputs["prune"].bundle
+    bundle = previous.bundle
     images, sample = calibration_sample(data, cfg)
     np.save(workdir / CALIBRATION_FILE, images.numpy(), allow_pickle=False)
     calibration = to_input(images, bundle.mean, bundle.std).numpy()
@@ -139,17 +111,17 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
     metrics = {"mode": cfg.mode, "scheme": SCHEME, "calibration": sample, "calibrator": cfg.calibrator,
                "simulation_calibrator": pt2e.calibrator_used(options), "per_channel": cfg.per_channel,
                "ptq_accuracy": ptq_accuracy, "params": modeling.params(bundle.model),
-               "macs": inputs["prune"].metrics["macs"]}
+               "macs": previous.metrics["macs"]}
     accuracy = ptq_accuracy
     if cfg.mode == "qat":
         train = config["train"]
         plan = schedule.from_config(cfg, train)
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
         started = time.perf_counter()
-        holds = budget.holds_with_margin(train.within_budget_margin, "quantize", ("prune", inputs["prune"].accuracy),
-                                         inputs["teacher"].accuracy, config.get("budget"))
+        holds = budget.holds_with_margin(train.within_budget_margin, "quantize", (previous.stage, previous.accuracy),
+                                         reference.accuracy, config.get("budget"))
         graph, state, record = qat.finetune(
-            bundle, data, inputs["teacher"].bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
+            bundle, data, reference.bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
             kd=config["distill"], example=calibration,
             within_budget=holds if plan.auto and train.stop_when_within_budget else None)
         save_file(state, workdir / QAT_STATE_FILE)
@@ -160,7 +132,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
     def breach(value: float) -> str | None:
-        return budget.breach(value, "quantize", ("prune", inputs["prune"].accuracy), inputs["teacher"].accuracy,
+        return budget.breach(value, "quantize", (previous.stage, previous.accuracy), reference.accuracy,
                              config.get("budget"))
 
     why = breach(accuracy)

@@ -7,19 +7,15 @@ import dataclasses
 import math
 from pathlib import Path
 
-
 from edgekiln import gates as budgets
-from edgekiln.training import modeling
-from edgekiln.training import schedule
-from edgekiln.training.config import DistillConfig
-from edgekiln.training import distillation
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
-from edgekiln.stages.config import StudentConfig
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
+from edgekiln.stages.distill import StudentConfig
 from edgekiln.stages.result import StageResult
+from edgekiln.training import distillation, evaluation, modeling, schedule, trainer
+from edgekiln.training.config import DistillConfig
+
 
 def preflight(config: dict) -> None:
     """Fail fast on a student architecture timm does not know, or a profile that cannot rank."""
@@ -43,14 +39,6 @@ def preflight(config: dict) -> None:
         if profile.estimate is None:
             raise InputError(f"student.profile: profile {profile.name!r} has no [estimate] reference table, "
                              "which select = 'fastest' needs to rank the candidates before converting them")
-
-
-def unkeyed(config: dict) -> set[str]:
-    """[budget] decides which candidate wins when there is more than one, and when an auto
-    schedule may stop with `stop_when_within_budget`."""
-    cfg: StudentConfig = config["student"]
-    stops_on_budget = cfg.epochs == "auto" and config["train"].stop_when_within_budget
-    return {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
 
 
 def halving_schedule(candidates: int, epochs: int) -> list[int]:
@@ -112,11 +100,11 @@ class _Candidate:
         return accuracy
 
 
-def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -> StageResult:
     cfg: StudentConfig = config["student"]
     kd: DistillConfig = config["distill"]
-    teachers = inputs["teacher"].bundles
-    teacher_accuracy = inputs["teacher"].accuracy
+    teachers = reference.bundles
+    teacher_accuracy = reference.accuracy
     estimator = None
     if cfg.select == "fastest" and len(cfg.candidates) > 1:
         from edgekiln.targets.runners.estimate import ProfileEstimator

@@ -11,20 +11,16 @@ from pathlib import Path
 import torch
 
 from edgekiln import gates as budget
-from edgekiln.training import modeling
-from edgekiln.training import schedule
-from edgekiln.training.config import DistillConfig
-from edgekiln.training import distillation
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
-from edgekiln.stages.config import PruneConfig
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
+from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
+from edgekiln.training import distillation, evaluation, modeling, schedule, trainer
+from edgekiln.training.config import DistillConfig
 
 _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's channels
 _STEPS = 45  # granularity of the search for the MACs target
@@ -47,14 +43,6 @@ def preflight(config: dict) -> None:
         raise InputError(f"prune.profile: profile {profile.name!r} has no [estimate] reference table, "
                          "which latency-targeted pruning needs to estimate each step (or set "
                          "prune.measure = true to time each step on its runner)")
-
-
-def unkeyed(config: dict) -> set[str]:
-    """[budget] decides where stepwise pruning stops and when an auto recovery may stop
-    (`stop_when_within_budget`); with one fixed step it only gates the result."""
-    cfg: PruneConfig = config["prune"]
-    stops_on_budget = cfg.finetune_epochs == "auto" and config["train"].stop_when_within_budget
-    return set() if cfg.steps > 1 or stops_on_budget else {"budget"}
 
 
 def kept_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -197,17 +185,19 @@ def _prune_to_measured(model: torch.nn.Module, size: int, latency: _MeasuredLate
 _NO_MORE = "target not reached: no layer can give up more"
 
 
-def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+        reference: StageResult) -> StageResult:
     cfg: PruneConfig = config["prune"]
     kd: DistillConfig = config["distill"]
-    student = inputs["distill"].bundle
+    distilled = previous
+    student = distilled.bundle
     size = student.input_size
     latency = None
     if cfg.latency_ms is not None:
         latency = (_MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
                    else estimate.ProfileEstimator(cfg.profile, size))
     # Recovery uses logit KD only: a hint projection would start untrained here.
-    teacher = distillation.Teacher(inputs["teacher"].bundles)
+    teacher = distillation.Teacher(reference.bundles)
     macs_before = modeling.macs(student.model, size)
     start_latency = latency(student.model) if latency else None
 
@@ -219,10 +209,10 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
     recovery = schedule.from_config(cfg, config["train"], "finetune_epochs")
-    steps = [record(0, inputs["distill"].accuracy, "distilled student")]
+    steps = [record(0, distilled.accuracy, "distilled student")]
     stopped = None
     for k in range(1, cfg.steps + 1):
-        previous = copy.deepcopy(student.model)
+        before_step = copy.deepcopy(student.model)
         share = k / cfg.steps
         if latency:
             goal = start_latency - share * (start_latency - cfg.latency_ms)
@@ -235,8 +225,8 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
         else:
             missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
         train = config["train"]
-        holds = budget.holds_with_margin(train.within_budget_margin, "prune", ("distill", inputs["distill"].accuracy),
-                                         inputs["teacher"].accuracy, config.get("budget"))
+        holds = budget.holds_with_margin(train.within_budget_margin, "prune", (distilled.stage, distilled.accuracy),
+                                         reference.accuracy, config.get("budget"))
         # Auto recovery goes on until the step is back within budget (with the margin), else
         # until val stops improving or the cap: a step is undone only after that.
         fitted = trainer.fit(student, data, recovery, lr=cfg.lr, seed=data.seed + k - 1,
@@ -244,7 +234,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                               teacher=teacher, kd=kd, lr_key="prune.lr",
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
         accuracy = evaluation.evaluate(student, data)
-        breach = budget.breach(accuracy, "prune", ("distill", inputs["distill"].accuracy), inputs["teacher"].accuracy,
+        breach = budget.breach(accuracy, "prune", (distilled.stage, distilled.accuracy), reference.accuracy,
                                 config.get("budget"))
         steps.append(record(k, accuracy, missed or ""))
         steps[-1]["recovery"] = fitted["schedule"]
@@ -252,7 +242,7 @@ def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Pa
                       + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))
         if breach and cfg.steps > 1:  # the last step that held ships: with step 1, the distilled student
-            student.model = previous
+            student.model = before_step
             steps[-1]["note"] = f"undone: {breach}"
             stopped = (f"backed off to step {k - 1}: step {k} broke the budget ({breach})" if k > 1 else
                        f"backed off to the distilled student (no pruning): step 1 broke the budget ({breach})")

@@ -7,17 +7,14 @@ from pathlib import Path
 
 import torch
 
-from edgekiln.training import modeling
-from edgekiln.training import schedule
-from edgekiln.training.config import TrainConfig
-from edgekiln.training import evaluation
-from edgekiln.training import trainer
-from edgekiln.stages.config import TeacherCandidate, TeacherConfig
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
+from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig
 from edgekiln.targets.timing import measure
+from edgekiln.training import evaluation, modeling, schedule, trainer
+from edgekiln.training.config import TrainConfig
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -93,7 +90,7 @@ def host_latency_ms(bundle: modeling.ModelBundle) -> float:
     return measure(lambda: model(x), warmup=3, runs=10).p50
 
 
-def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
     cfg: TeacherConfig = config["teacher"]
     train: TrainConfig = config["train"]
     scored, records = [], []

@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 
 from edgekiln import gates as budget
-from edgekiln.training import mixed_precision
-from edgekiln.training import evaluation
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
-from edgekiln.stages.quantize import QuantizeConfig, calibration_images, int8_options
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import encodings, evaluate, get_format, pt2e
 from edgekiln.targets.artifact import Artifact
@@ -29,19 +26,14 @@ from edgekiln.targets.files import size_bytes
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR
 from edgekiln.targets.target import TargetConfig, budget_keys
+from edgekiln.training import evaluation, mixed_precision
+from edgekiln.training.int8_recipe import calibration_images, int8_options
 
 
 def preprocessing(bundle) -> dict:
     """What an app must do to an image before feeding any artifact."""
     return {"image_size": bundle.input_size, "layout": "NCHW", "color": "RGB",
             "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std)}
-
-
-def unkeyed(config: dict) -> set[str]:
-    """[budget] decides the artifacts only when accuracy-aware quantization or a choice of
-    encodings may act on it."""
-    choosing = any(t.encoding is not None for t in config["targets"])
-    return set() if config["quantize"].accuracy_aware or choosing else {"budget"}
 
 
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options,
@@ -246,14 +238,15 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifa
     return artifact
 
 
-def run(data: Dataset, config: dict, inputs: dict[str, StageResult], workdir: Path) -> StageResult:
+def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+        reference: StageResult) -> StageResult:
     targets: list[TargetConfig] = config["targets"]
-    quantize: QuantizeConfig = config["quantize"]
-    quantized = inputs["quantize"]
+    quantize = config["quantize"]  # the [quantize] section: the INT8 options and accuracy_aware
+    quantized = previous
     bundle = quantized.bundle
     calibration = calibration_images(quantized, bundle)
-    options = int8_options(quantized, quantize)
-    previous, teacher = ("quantize", quantized.accuracy), inputs["teacher"].accuracy
+    options = int8_options(quantized, quantize.options())
+    previous, teacher = (quantized.stage, quantized.accuracy), reference.accuracy
 
     def breach(accuracy: float) -> str | None:
         return budget.breach(accuracy, "export", previous, teacher, config["budget"])

@@ -11,23 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekiln.training import modeling
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.targets import get_format
 from edgekiln.targets.errors import ConversionError
+from edgekiln.training import modeling
 
 CALIBRATION_IMAGES = 4
 
 
 class PrecheckFailed(InputError):
     """The student cannot be converted to one or more targets (exit 2)."""
-
-
-def inputs(cfg) -> dict:
-    """What the pre-check's result depends on (besides the data and the code)."""
-    return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
 
 
 def check(data: Dataset, cfg) -> tuple[dict, dict]:

@@ -1,0 +1,99 @@
+"""Stage `distill`: knowledge distillation from the selected teacher(s) into a mobile student,
+or into the best of several candidate students found by successive halving. Before any
+stage, its pre-check converts every untrained candidate to every target's format, so a
+student a converter cannot handle stops the run in seconds (or leaves the search).
+
+This module declares the stage and imports no torch; the work is in `work.py` and
+`precheck.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgekiln.stages import Check, Stage, register
+from edgekiln.training.config import Epochs
+
+
+class StudentConfig(BaseModel):
+    """`[student]`: the mobile architecture to distil into (a timm name), or a list of
+    candidates searched by successive halving and chosen by `select`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str | list[str] = "mobilenetv3_small_050"
+    pretrained: bool = False
+    epochs: Epochs = 10
+    max_epochs: int = Field(100, ge=1, le=1000)  # epochs = "auto": the cap
+    max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop the chosen student after this long
+    lr: float = Field(3e-3, gt=0.0)
+    # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
+    # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
+    # "accuracy" (the most accurate); none within budget: the most accurate.
+    select: Literal["accuracy", "smallest", "fastest"] = "smallest"
+    profile: str | None = None  # with select = "fastest": a profile with an [estimate] table
+
+    @field_validator("arch")
+    @classmethod
+    def _distinct(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one architecture")
+            if len(set(v)) != len(v):
+                raise ValueError("lists an architecture twice")
+        return v
+
+    @model_validator(mode="after")
+    def _nothing_ships_untrained(self) -> "StudentConfig":
+        if self.epochs == 0:
+            raise ValueError("student.epochs = 0 would ship a student that was never trained: give a number of "
+                             'epochs or "auto"')
+        return self
+
+    @model_validator(mode="after")
+    def _profile_for_fastest(self) -> "StudentConfig":
+        if self.select == "fastest" and self.profile is None:
+            raise ValueError("select = 'fastest' needs `profile` (the device whose latency decides)")
+        if self.profile is not None and self.select != "fastest":
+            raise ValueError("profile is only read with select = 'fastest'")
+        return self
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
+
+    def resolve_paths(self, base: Path) -> None:
+        """A profile given as a file is relative to the config file."""
+        if self.profile and (self.profile.endswith(".toml") or "/" in self.profile) and not Path(self.profile).is_absolute():
+            self.profile = str((base / self.profile).resolve())
+
+
+def unkeyed(config: dict) -> set[str]:
+    """[budget] decides which candidate wins when there is more than one, and when an auto
+    schedule may stop with `stop_when_within_budget`."""
+    cfg: StudentConfig = config["student"]
+    stops_on_budget = cfg.epochs == "auto" and config["train"].stop_when_within_budget
+    return {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
+
+
+def _profiles(config: dict) -> dict:
+    """select = "fastest" ranks the candidates on this profile: its content is in the key."""
+    from edgekiln.targets.profiles import load_profile
+
+    name = config["student"].profile
+    return {} if name is None else {"student.profile": load_profile(name)}
+
+
+def _precheck_inputs(cfg) -> dict:
+    """What the pre-check's result depends on (besides the data and the code)."""
+    return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
+
+
+STAGE = register(Stage(
+    name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
+    default=StudentConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.distill.work:preflight",
+    unkeyed=unkeyed, profiles=_profiles, budgeted=True,
+    checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", _precheck_inputs),),
+    report="edgekiln.stages.distill.report:REPORT"))

@@ -1,0 +1,34 @@
+"""Stage `export`: the quantized student to every target's format (ONNX, TFLite, Core ML,
+ExecuTorch), each artifact's accuracy measured in its own runtime where this machine has
+one and its latency on its profile; the encoding and the layers kept in float chosen on val.
+Its artifacts are the release: gated on the test split and published.
+
+This module declares the stage and imports no torch; the work is in `work.py`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from edgekiln.stages import REQUIRED, Stage, register
+from edgekiln.targets.target import TargetConfig
+
+
+def unkeyed(config: dict) -> set[str]:
+    """[budget] decides the artifacts only when accuracy-aware quantization or a choice of
+    encodings may act on it."""
+    choosing = any(t.encoding is not None for t in config["targets"])
+    return set() if config["quantize"].accuracy_aware or choosing else {"budget"}
+
+
+def _profiles(config: dict) -> dict:
+    """Every target's profile: its budgets, runner and estimate table are in the key."""
+    return {"profiles": [t.effective_profile for t in config["targets"]]}
+
+
+STAGE = register(Stage(
+    name="export", order=50, run="edgekiln.stages.export.work:run", section="targets",
+    schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=("quantize", "budget"),
+    unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,
+    report="edgekiln.stages.export.report:REPORT"))

@@ -1,0 +1,64 @@
+"""Stage `quantize`: the student becomes INT8 (PTQ calibrated on representative images, or
+QAT), judged on its INT8 simulation; when that breaks the budget, the most sensitive layers
+are kept in float one at a time until it holds, and export starts from them.
+
+This module declares the stage and imports no torch; the work is in `work.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgekiln.stages import Stage, register
+from edgekiln.targets.int8 import Int8Options
+from edgekiln.training.config import Epochs
+
+
+class QuantizeConfig(BaseModel):
+    """`[quantize]`: how the student becomes INT8."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["ptq", "qat"] = "ptq"
+    epochs: Epochs = 3  # QAT fine-tuning epochs
+    max_epochs: int = Field(10, ge=1, le=1000)  # epochs = "auto": the cap
+    max_minutes: float | None = Field(None, gt=0)
+    lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
+    calibration_samples: int = Field(256, ge=1, le=100_000)
+    calibration_path: Path | None = None  # folder of unlabelled images; default: the train split
+    calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
+    # layers in float, one at a time, until it holds (formats that can mix precisions).
+    accuracy_aware: bool = True
+
+    def options(self) -> Int8Options:
+        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)
+
+    def resolve_paths(self, base: Path) -> None:
+        """The calibration folder is relative to the config file."""
+        if self.calibration_path is not None and not self.calibration_path.is_absolute():
+            self.calibration_path = (base / self.calibration_path).resolve()
+
+    def input_paths(self) -> list[tuple[str, Path, bool]]:
+        """(key, path, is a data folder) of every file it reads."""
+        return [] if self.calibration_path is None else [("calibration_path", Path(self.calibration_path), True)]
+
+
+def unkeyed(config: dict) -> set[str]:
+    """PTQ reads neither the distillation recipe nor the training recipe; [budget] decides
+    only PTQ's layers kept in float (accuracy_aware) and when auto QAT may stop."""
+    cfg: QuantizeConfig = config["quantize"]
+    out = {"distill", "train"} if cfg.mode == "ptq" else set()
+    reads_budget = cfg.accuracy_aware if cfg.mode == "ptq" else \
+        cfg.epochs == "auto" and config["train"].stop_when_within_budget
+    return out if reads_budget else out | {"budget"}
+
+
+STAGE = register(Stage(
+    name="quantize", order=40, run="edgekiln.stages.quantize.work:run", section="quantize", schema=QuantizeConfig,
+    default=QuantizeConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.quantize.work:preflight",
+    unkeyed=unkeyed, budgeted=True,
+    report="edgekiln.stages.quantize.report:REPORT"))

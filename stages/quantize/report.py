@@ -1,0 +1,48 @@
+"""What stage `quantize` adds to manifest.json and to the reports people read."""
+
+from __future__ import annotations
+
+from edgekiln.figures import num, text
+from edgekiln.stages.report import Maybe, StageReport
+
+_MIXED_PRECISION = {"applied": None, "breach": None, "why_not": None, "outcome": None, "float_layers": [],
+                    "steps": []}
+
+def _manifest(result, checks: dict) -> dict:
+    return {"quantize": None if result is None else {k: result.metrics.get(k) for k in (
+        "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel", "ptq_accuracy", "qat",
+        "mixed_precision")}}
+
+
+def _summary(m: dict, console) -> None:
+    quantize = m["quantize"] or {}
+    if quantize.get("qat"):
+        qat = quantize["qat"]
+        console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
+                      f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
+    mixed = quantize.get("mixed_precision")
+    if mixed:
+        console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed['breach'])}); "
+                      + (f"{text(mixed['outcome'])}: {', '.join(mixed['float_layers'])}" if mixed["applied"]
+                         else text(mixed["why_not"])))
+
+
+_HTML = """{% if m.quantize %}
+<h2 id="quantize">Quantization</h2>
+<p>{{ text(m.quantize.mode) }}: {{ text(m.quantize.scheme) }}; calibrated on {{ text(m.quantize.calibration.count) if m.quantize.calibration else "?" }} images ({{ text(m.quantize.calibration.source) if m.quantize.calibration else "?" }}), calibrator {{ text(m.quantize.calibrator) }}{% if m.quantize.qat %}; QAT {{ text(m.quantize.qat.epochs) }} epochs → {{ num(m.quantize.qat.accuracy) }}% INT8-simulated (PTQ would give {{ num(m.quantize.ptq_accuracy) }}%){% endif %}</p>
+{% if m.quantize.mixed_precision %}<p>the plain INT8 simulation missed the budget ({{ text(m.quantize.mixed_precision.breach) }}); {% if m.quantize.mixed_precision.applied %}{{ text(m.quantize.mixed_precision.outcome) }}: layers kept in float: {{ m.quantize.mixed_precision.float_layers|join(", ") }} (the artifacts of formats that can mix precisions start from them){% else %}{{ text(m.quantize.mixed_precision.why_not) }}{% endif %}</p>{% endif %}
+{% endif %}"""
+
+
+def _lineage(m: dict) -> tuple[str, str | None, str]:
+    quantize = m["quantize"] or {}
+    return ("quantization", None, f"{text(quantize.get('mode'))}: {text(quantize.get('scheme'))}")
+
+
+REPORT = StageReport(
+    manifest=_manifest, fields={"quantize": dict | None},
+    view={"quantize": Maybe({"mode": None, "scheme": None, "calibrator": None, "ptq_accuracy": None,
+                             "calibration": Maybe({"count": None, "source": None}),
+                             "qat": Maybe({"epochs": None, "accuracy": None, "float_accuracy": None}),
+                             "mixed_precision": Maybe(_MIXED_PRECISION)})},
+    summary=_summary, html=_HTML, lineage=_lineage)

@@ -1,0 +1,85 @@
+"""Stage `teacher`: fine-tune and score every candidate teacher (timm names, Hugging Face
+ids, local checkpoints), keep the best, or the best k whose averaged logits then teach the
+student. Every accuracy drop of the run is measured against it.
+
+This module declares the stage (its config, its place in the DAG, its part of the manifest
+and reports) and imports no torch; the work is in `work.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgekiln.stages import Stage, register
+from edgekiln.training.config import Epochs
+
+
+class TeacherCandidate(BaseModel):
+    """A candidate given as a table: an architecture and, optionally, local weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str
+    checkpoint: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}@{self.checkpoint.name}" if self.checkpoint else self.arch
+
+
+class TeacherConfig(BaseModel):
+    """`[teacher]`: candidates are timm names, `hf-hub:` timm ids, `hf:` transformers
+    checkpoints (hub id or local directory), or {arch, checkpoint} tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str | TeacherCandidate] = Field(min_length=1)
+    pretrained: bool = False
+    epochs: Epochs = 5
+    max_epochs: int = Field(50, ge=1, le=1000)  # epochs = "auto": the cap (and the span of its LR schedule)
+    max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop a candidate after this long
+    lr: float = Field(3e-3, gt=0.0)
+    image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
+    select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
+    max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9
+    max_latency_ms: float | None = Field(None, gt=0)  # host, batch 1, torch on the CPU
+    ensemble: int = Field(1, ge=1, le=16)
+
+    def resolved(self) -> list[TeacherCandidate]:
+        return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
+
+    @model_validator(mode="after")
+    def _nothing_distils_from_an_untrained_head(self) -> "TeacherConfig":
+        untrained = [c for c in self.resolved() if c.checkpoint is None]
+        if self.epochs == 0 and untrained:
+            raise ValueError(f"teacher.epochs = 0 would distil from {untrained[0].name} untrained (its classifier "
+                             'head is new): give a number of epochs or "auto"; 0 is for candidates given as '
+                             "{arch, checkpoint} tables with weights trained on these classes")
+        return self
+
+    def resolve_paths(self, base: Path) -> None:
+        """Checkpoints and local transformers directories relative to the config file."""
+        for i, cand in enumerate(self.candidates):
+            if not isinstance(cand, str):
+                if cand.checkpoint is not None and not cand.checkpoint.is_absolute():
+                    cand.checkpoint = (base / cand.checkpoint).resolve()
+            elif cand.startswith("hf:") and (base / cand[3:]).is_dir():  # a local directory, not a hub id
+                self.candidates[i] = f"hf:{(base / cand[3:]).resolve()}"
+
+    def input_paths(self) -> list[tuple[str, Path, bool]]:
+        """(key, path, is a data folder) of every file it reads."""
+        out = []
+        for i, cand in enumerate(self.candidates):
+            if not isinstance(cand, str) and cand.checkpoint is not None:
+                out.append((f"candidates[{i}].checkpoint", Path(cand.checkpoint), False))
+            elif isinstance(cand, str) and cand.startswith("hf:") and Path(cand[3:]).is_dir():
+                out.append((f"candidates[{i}]", Path(cand[3:]), False))
+        return out
+
+
+STAGE = register(Stage(
+    name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
+    reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", reference=True,
+    report="edgekiln.stages.teacher.report:REPORT"))

@@ -1,0 +1,94 @@
+"""A stage is one unit: registered from this file alone, it runs in the DAG, is cached and
+gated like the others, and shows in the manifest and report.html; nothing else is edited."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from edgekiln import stages
+from edgekiln.stages import Stage, StageReport
+from edgekiln.stages.result import StageResult
+
+
+class AuditConfig(BaseModel):
+    """`[audit]`: how many of the published artifacts the audit must see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_artifacts: int = 1
+
+
+def audit(data, config, workdir: Path, *, previous: StageResult, reference: StageResult) -> StageResult:
+    """Counts the artifacts of the stage before it and agrees with its accuracy (a stage with no
+    model of its own: it grades itself with the artifacts' own test predictions)."""
+    artifacts = previous.metrics["artifacts"]
+    assert len(artifacts) >= config["audit"].min_artifacts and reference.accuracy > 0
+    (workdir / "audit.txt").write_text(f"{len(artifacts)} artifacts\n")
+    best = max(artifacts, key=lambda a: a["accuracy"])
+    result = StageResult(accuracy=best["accuracy"], metrics={"artifacts_seen": len(artifacts), "best": best["target"]},
+                         files=["audit.txt"])
+    result.grader = lambda test_x, test_y: {"test_accuracy": best["test_accuracy"], "test_top1": best["test_top1"]}
+    return result
+
+
+AUDIT = Stage(
+    name="audit", order=60, run=audit, section="audit", schema=AuditConfig, default=AuditConfig(), budgeted=True,
+    report=StageReport(
+        manifest=lambda result, checks: {"audit": None if result is None else {
+            k: result.metrics[k] for k in ("artifacts_seen", "best")}},
+        fields={"audit": dict | None},
+        view={"audit": None},
+        summary=lambda m, console: console.print(f"audit: {m['audit']['artifacts_seen']} artifacts seen")
+        if m.get("audit") else None,
+        html='{% if m.audit %}<h2 id="audit">Audit</h2><p>{{ m.audit.artifacts_seen }} artifacts seen, '
+             'best {{ m.audit.best }}</p>{% endif %}'))
+
+
+@pytest.fixture
+def registered_audit():
+    stages.register(AUDIT)
+    try:
+        yield AUDIT
+    finally:
+        stages.unregister(AUDIT.name)
+
+
+def test_a_stage_registered_from_a_test_runs_caches_gates_and_is_reported(run, registered_audit):
+    from tiny_pipeline import invoke, write_config
+
+    root, _, first = run
+    work = root / "audit"
+    work.mkdir()
+    config = write_config(work, extra="\n[audit]\nmin_artifacts = 3\n")
+    result = invoke(config, work / "out", root / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    records = {s["name"]: s for s in manifest["stages"]}
+    assert list(records) == ["teacher", "distill", "prune", "quantize", "export", "audit"]
+    assert all(records[name]["cached"] for name in ("teacher", "distill", "prune", "quantize", "export"))
+    assert records["audit"]["cached"] is False and records["audit"]["test_accuracy"] is not None
+    assert manifest["audit"] == {"artifacts_seen": 3, "best": manifest["audit"]["best"]}
+    assert manifest["config"]["audit"] == {"min_artifacts": 3}
+    assert [g["budget_key"] for g in manifest["gates"] if g["subject"] == "stage audit"] == ["budget.max_drop_total"]
+    html = (work / "out" / "report.html").read_text()
+    assert '<h2 id="audit">Audit</h2><p>3 artifacts seen' in html
+    assert "audit: 3 artifacts seen" in " ".join(result.output.split())
+    again = invoke(config, work / "out", root / "cache")
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((work / "out" / "manifest.json").read_text())
+    assert all(s["cached"] for s in rerun["stages"])
+
+
+def test_a_stage_budget_and_section_come_from_the_registry(registered_audit, tmp_path):
+    from tiny_pipeline import write_config
+
+    from edgekiln.engine.config import ConfigError, load_config
+
+    config = write_config(tmp_path, extra="\n[budget.max_drop]\naudit = 1.5\n[audit]\nmin_artifacts = 2\n")
+    cfg = load_config(config)
+    assert cfg.budget.max_drop.audit == 1.5 and cfg.audit.min_artifacts == 2
+    stages.unregister(AUDIT.name)
+    with pytest.raises(ConfigError, match="audit: unknown key"):
+        load_config(config)
