@@ -1,8 +1,14 @@
-"""Errors a stage raises: bad input (the CLI maps it to exit code 2) and a diverged training run."""
+"""Errors a stage raises: bad input (the CLI maps it to exit code 2) and a diverged training
+run; and the exit codes every command ends with (interfaces/exits.py maps errors to them)."""
 
 from edgekiln.targets.errors import InputError
 
-__all__ = ["InputError", "TrainingDiverged"]
+__all__ = ["InputError", "TrainingDiverged", "EXIT_OK", "EXIT_GATE_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
+
+# 0 every gate passed, 1 a gate failed, 2 bad config or input, 3 an internal error (a bug:
+# never reported as a failed gate, so release scripts can tell them apart). An interrupted
+# run exits 128 + the signal (targets/interrupts.py).
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 class TrainingDiverged(Exception):

@@ -12,6 +12,10 @@ from edgekiln.targets.artifact import Artifact
 # Gate arithmetic rounds away float noise: 91.50 - 89.50 must be 2.00, not 2.0000000001.
 _EPS = 1e-9
 
+# The model every drop is measured against, by its role in [budget] (max_drop_total: points
+# below the teacher); the stage that plays it is the registry's reference stage.
+REFERENCE = "teacher"
+
 
 # How an accuracy gate with an interval decides (`[budget] gate`): on the drop itself; only
 # when the whole 95% interval of the drop is within budget; or failing only when the drop is
@@ -72,8 +76,8 @@ def checks(subject: str, value: float, previous: tuple[str, float] | None, stage
     if previous is not None and stage_budget is not None:
         out.append(GateCheck(subject, stage_budget_key, value, previous[0], previous[1], stage_budget, split,
                              intervals.get(previous[0]), rule))
-    out.append(GateCheck(subject, "budget.max_drop_total", value, "teacher", teacher, max_drop_total, split,
-                         intervals.get("teacher"), rule))
+    out.append(GateCheck(subject, "budget.max_drop_total", value, REFERENCE, teacher, max_drop_total, split,
+                         intervals.get(REFERENCE), rule))
     return out
 
 
@@ -85,14 +89,14 @@ def breach(accuracy: float, stage: str, previous: tuple[str, float], teacher: fl
     for gate in checks(f"stage {stage}", accuracy, previous, getattr(budget.max_drop, stage),
                        f"budget.max_drop.{stage}", teacher, budget.max_drop_total):
         if not gate.passed:
-            against = "the teacher" if gate.reference_name == "teacher" else gate.reference_name
+            against = f"the {REFERENCE}" if gate.reference_name == REFERENCE else gate.reference_name
             return f"{gate.drop:.2f} points below {against} > {gate.budget_key} = {gate.budget:g}"
     return None
 
 
 def within_total(accuracy: float, teacher: float, budget) -> bool:
     """Whether `accuracy` is within `budget.max_drop_total` of the teacher (no budget: yes)."""
-    return budget is None or GateCheck("", "budget.max_drop_total", accuracy, "teacher", teacher,
+    return budget is None or GateCheck("", "budget.max_drop_total", accuracy, REFERENCE, teacher,
                                        budget.max_drop_total).passed
 
 

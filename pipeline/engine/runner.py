@@ -20,7 +20,7 @@ from edgekiln.engine.config import PipelineConfig
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
 from edgekiln.errors import InputError, TrainingDiverged
-from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
+from edgekiln.gates import REFERENCE, BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.progress import console
 from edgekiln.stages import Check, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
@@ -247,7 +247,7 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
             artifact_gates = checks(subject, artifact.test_accuracy,
                                     previous=(previous.name, quantized.metrics["test_accuracy"]),
                                     teacher=teacher.metrics["test_accuracy"], split="test",
-                                    intervals={"teacher": tuple(artifact.drop_ci),
+                                    intervals={REFERENCE: tuple(artifact.drop_ci),
                                                previous.name: (against_previous.low, against_previous.high)},
                                     rule=cfg.budget.gate, **common)
         else:

@@ -1,5 +1,6 @@
-"""The Python API: `edgekiln.run`, `edgekiln.check`, `edgekiln.diff` and `edgekiln.report`.
-The command line is a thin shell over these (it adds printing and exit codes).
+"""The Python API: `edgekiln.run`, `validate`, `check`, `diff`, `report`, `bench`,
+`calibrate_profile` and the cache's `cache_entries`, `cache_verify` and `cache_gc`. The
+command line is a shell over these (it adds printing and exit codes).
 
 Errors are exceptions: `ConfigError` (the config), `InputError` (files, data, devices),
 `ConversionError` (a converter failed), `PublishError` (an artifact changed in the cache),
@@ -19,13 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekiln.engine.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
-from edgekiln.gates import BudgetCheck, GateCheck
 from edgekiln.engine.manifest import read_manifest, write_text
-from edgekiln.release.regression import RunDiff, diff_runs
 from edgekiln.errors import InputError
+from edgekiln.gates import BudgetCheck, GateCheck
+from edgekiln.release.regression import RunDiff, diff_runs
 from edgekiln.targets.artifact import Artifact
 
-__all__ = ["RunResult", "CheckResult", "ReportFailure", "ReportError", "run", "check", "diff", "report", "load"]
+__all__ = ["RunResult", "CheckResult", "ReportFailure", "ReportError", "Validation", "Calibration", "run", "validate",
+           "check", "diff", "report", "bench", "calibrate_profile", "cache_entries", "cache_verify", "cache_gc", "load"]
+
+DEFAULT_CACHE = ".edgekiln-cache"  # --cache-dir and EDGEKILN_CACHE_DIR override it
 
 
 @dataclass
@@ -120,13 +124,13 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     an earlier edgekiln output (unless `force`: the outputs then go beside its files).
     SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
     from edgekiln.engine import outputs
-    from edgekiln.targets.interrupts import raising
     from edgekiln.engine.runner import run_pipeline
+    from edgekiln.targets.interrupts import raising
 
     cfg, text, name = load(config)
     check_files(cfg)
     out_dir = Path(out) if out is not None else Path("out") / name
-    cache = Path(cache_dir) if cache_dir is not None else Path(".edgekiln-cache")
+    cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)
     config_path = None if isinstance(config, dict) or _is_text(config) else Path(config)
     outputs.refuse_unsafe(out_dir, cache, outputs.input_paths(cfg, config_path))
     if compare is not None:
@@ -313,3 +317,114 @@ def _diff_html(path: Path, comparison: RunDiff) -> Path:
         return write_html(path, manifest, plots.draw(manifest, Path(tmp)), comparison,
                           Path(comparison.new).parent.name)
 
+
+@dataclass
+class Validation:
+    """What `validate` checked: the config (files and profiles included), and what only the
+    run can check (it needs torch)."""
+
+    config: PipelineConfig
+    deferred: tuple[str, ...]
+
+
+def validate(config: str | Path) -> Validation:
+    """Check a config without running it: keys, types, ranges, files, profiles, formats and
+    encodings, without importing torch. ConfigError naming every problem."""
+    from edgekiln.engine.config import DEFERRED_CHECKS
+
+    cfg = load_config(Path(config))
+    check_files(cfg)
+    return Validation(cfg, DEFERRED_CHECKS)
+
+
+def bench(artifact: str | Path, profile: str, *, allow_estimate: bool = False, runner: str | None = None,
+          json_out: str | Path | None = None):
+    """Measure one artifact on a latency profile (host, a device over adb/ssh, or an estimate)
+    against its budgets; its sha256 against a manifest.json beside it. Returns the check
+    (verify.ArtifactCheck); `json_out`: also write it as JSON."""
+    from edgekiln.release.verify import bench_artifact
+
+    result = bench_artifact(Path(artifact), profile, allow_estimate=allow_estimate, runner=runner)
+    if json_out is not None:
+        with _output("json", json_out):
+            write_text(Path(json_out), json.dumps({"artifact": str(artifact), **result.to_dict()}, indent=2))
+    return result
+
+
+@dataclass
+class Calibration:
+    """What `calibrate_profile` wrote: the new profile and its table, the rows measured, and
+    the reference artifacts the converter refused."""
+
+    profile: object  # targets.profiles.Profile, loaded from `path`
+    path: Path
+    table: Path
+    rows: list
+    refused: list
+
+
+def calibrate_profile(profile: str, runner: str, out: str | Path | None = None, *,
+                      models: list[tuple[str, int]] | None = None, encodings: list[str] | None = None,
+                      runs: int | None = None, on_plan=None, on_row=None) -> Calibration:
+    """Time reference models on `profile`'s device through `runner` (host, adb or ssh), write
+    their table and a profile that estimates from it (`out`, default ./PROFILE-calibrated.toml).
+    Resumable: rows already in the table are not measured again. `on_plan(total, done, table)`
+    and `on_row(job, row, refused)` report progress. InputError for a bad profile, runner or
+    --out, or a device that cannot be reached (the rows measured so far are kept)."""
+    from edgekiln.targets import device_calibration, get_format
+    from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
+    from edgekiln.targets.profiles import ProfileError, load_profile
+
+    try:
+        if runner not in ("host", "adb", "ssh"):
+            raise InputError(f"--runner {runner!r}: use host, adb or ssh (a profile is calibrated by measuring)")
+        source = load_profile(profile)
+        out = Path(out or f"{source.name}-calibrated.toml")
+        if out.suffix != ".toml":
+            raise InputError(f"--out {out}: the new profile's file name must end in .toml")
+        table = out.with_name(f"{out.stem}.references.csv")
+        if runner == "host" and (why := get_format(source.format).runtime_unavailable()) is not None:
+            raise InputError(f"the host runner cannot time {source.format} here: {why}")
+        spec = {"kind": runner, **({"runs": runs} if runs else {})}
+        measuring = source.model_copy(update={"runner": source.runner.model_copy(update=spec)})
+        todo = device_calibration.jobs(measuring, models, encodings or None)
+        left = device_calibration.pending(todo, device_calibration.read_rows(table))
+        if on_plan is not None:
+            on_plan(len(todo), len(todo) - len(left), table)
+        rows, refused = device_calibration.calibrate(measuring, table, left, on_row or (lambda *_: None))
+        device_calibration.write_profile(source, runner, out, table, rows)
+        return Calibration(load_profile(out.resolve()), out, table, rows, refused)
+    except (ProfileError, ValueError, DeviceUnreachable, RuntimeUnavailable, RunnerFailed) as e:
+        raise InputError(str(e)) from e
+    except OSError as e:  # --out's folder cannot be written: bad input, and the rows so far are kept
+        raise InputError(f"cannot write {e.filename or out}: {e.strerror or e}") from e
+
+
+def cache_entries(cache_dir: str | Path | None = None) -> list:
+    """The stage cache's entries (engine.cache.CacheEntry), oldest first."""
+    from edgekiln.engine.cache import StageCache
+
+    return StageCache(Path(cache_dir or DEFAULT_CACHE)).entries()
+
+
+def cache_verify(cache_dir: str | Path | None = None, *, discard: bool = False) -> tuple[list, list[tuple]]:
+    """Every entry's files against the sizes and sha256 recorded when it was written: (the
+    entries, [(entry, problem)] of the damaged ones, deleted when `discard`)."""
+    from edgekiln.engine.cache import StageCache, verify_entry
+
+    cache = StageCache(Path(cache_dir or DEFAULT_CACHE))
+    entries = cache.entries()
+    damaged = [(e, problem) for e in entries if (problem := verify_entry(e.path)) is not None]
+    if discard:
+        for e, problem in damaged:
+            cache.discard(e.path, problem)
+    return entries, damaged
+
+
+def cache_gc(cache_dir: str | Path | None = None, *, older_than_s: float | None = None,
+             max_bytes: int | None = None) -> list:
+    """Delete the entries unused for `older_than_s`, then the least recently used until the
+    cache is at most `max_bytes`; returns the entries removed."""
+    from edgekiln.engine.cache import StageCache
+
+    return StageCache(Path(cache_dir or DEFAULT_CACHE)).gc(older_than_s, max_bytes)

@@ -11,15 +11,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from edgekiln.gates import BudgetCheck, budget_checks
-from edgekiln.engine.manifest import read_manifest
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.engine.manifest import read_manifest
 from edgekiln.errors import InputError
-from edgekiln.targets import evaluate, format as formats, get_format, runners
-from edgekiln.targets.cost import CostFeatures
-from edgekiln.targets.evaluate import device_errors
-from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
+from edgekiln.gates import BudgetCheck, budget_checks
+from edgekiln.targets import evaluate
+from edgekiln.targets import format as formats
+from edgekiln.targets import get_format, runners
 from edgekiln.targets.artifact import Artifact
+from edgekiln.targets.cost import CostFeatures
+from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
+from edgekiln.targets.evaluate import device_errors
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.profiles import Profile, ProfileError, load_profile
 from edgekiln.targets.target import TargetConfig, budget_keys
@@ -50,6 +52,13 @@ class ArtifactCheck:
     @property
     def latency(self) -> dict:
         return (self.measurement or {}).get("latency_ms") or {}
+
+    def to_dict(self) -> dict:
+        """The check as `bench --json` writes it."""
+        return {"profile": self.profile, "passed": self.passed, "measurement": self.measurement,
+                "sha256_matches": self.sha256_matches, "problems": self.problems,
+                "budgets": [b.to_dict() for b in self.budgets], "notes": self.notes,
+                "budgets_not_checked": self.budgets_not_checked}
 
 
 def format_of(path: Path) -> str:

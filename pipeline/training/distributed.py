@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,8 +81,8 @@ def _receive() -> Any:
 def follow() -> None:
     """A follower's whole life: build and train what rank 0 builds and trains, until it says
     it is done (None)."""
-    from edgekiln.training import trainer
     from edgekiln.progress import console
+    from edgekiln.training import trainer
 
     console.quiet = True  # rank 0 reports; the followers' bars and notes would repeat it
     trainers: dict[int, trainer.Trainer] = {}
@@ -127,3 +128,45 @@ def shard(indices: torch.Tensor) -> torch.Tensor:
     """This rank's share of a batch: every world-size-th index from its rank on."""
     rank, size = world()
     return indices[rank::size] if size > 1 else indices
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """`python -m edgekiln.interfaces.cli ARGV` on `nproc` local processes through torchrun's
+    launcher; the exit code is rank 0's (0, 1 or 2), or 3 when another rank failed first."""
+    import sys
+    import tempfile
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK
+    from edgekiln.progress import console
+
+    # As torchrun does: processes that share the cores must not each start a thread per core
+    # (OpenMP threads spin while they wait: oversubscribed, training ran 10x slower).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
+    # Rank 0 writes the exit code it decided on here: the launcher's view of it is lost when
+    # another rank's exit is seen first and rank 0 is stopped before its own exit.
+    with tempfile.TemporaryDirectory(prefix="edgekiln-launch-") as scratch:
+        os.environ[EXIT_CODE_FILE] = str(Path(scratch) / "exit_code")
+        try:
+            elastic_launch(config, sys.executable)("-m", "edgekiln.interfaces.cli", *argv)
+            codes = {}
+        except ChildFailedError as e:
+            codes = {rank: failure.exitcode for rank, failure in e.failures.items()}
+        finally:
+            recorded = recorded_exit_code()
+            del os.environ[EXIT_CODE_FILE]
+    if recorded is not None:
+        return recorded
+    if not codes:
+        return EXIT_OK
+    if codes.get(0) in (EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL):
+        return codes[0]
+    first = min(codes)
+    console.print(f"[bold red]rank {first} of {nproc} failed (exit code {codes[first]}); every rank was "
+                  "stopped: see its output above")
+    return EXIT_INTERNAL

@@ -116,7 +116,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     rounds = halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
     total = config.get("budget")
-    holds = budgets.holds_with_margin(train.within_budget_margin, "distill", ("teacher", teacher_accuracy),
+    holds = budgets.holds_with_margin(train.within_budget_margin, "distill", (reference.stage, teacher_accuracy),
                                       teacher_accuracy, total)
     for round_index, epochs in enumerate(rounds):
         if len(alive) == 1 and plan.auto:  # the last survivor trains on until its schedule stops it

@@ -1,0 +1,94 @@
+"""How the command line ends: every command's errors mapped to exit codes in one place, the
+verdict, the reports that could not be written, and the converters kept quiet.
+
+Exit codes: 0 every gate passed, 1 a gate failed, 2 bad config or input, 3 an internal
+error (a bug: never reported as a failed gate, so release scripts can tell them apart),
+130/143 interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Iterator
+
+import typer
+
+from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK
+from edgekiln.progress import console
+
+
+def quiet_converters() -> None:
+    # The converters print pages of progress of their own; ours is enough.
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore")
+    import logging
+
+    for name in ("coremltools", "torch", "onnxruntime", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def exit_codes() -> Iterator[None]:
+    """Every command's errors as exit codes: 2 for the config or the input (a file, a device,
+    a converter refusing the model), 1 for training that diverged (the run failed on its own
+    terms, as a gate would), the signal's for an interruption, 3 for anything else (a bug)."""
+    from edgekiln.engine.config import ConfigError
+    from edgekiln.engine.manifest import PublishError
+    from edgekiln.errors import InputError, TrainingDiverged
+    from edgekiln.targets.errors import ConversionError
+    from edgekiln.targets.interrupts import Interrupted
+    from edgekiln.targets.profiles import ProfileError
+
+    def manifest_note(error: BaseException, extra: str = "") -> None:  # the manifest the run wrote, if any
+        if getattr(error, "manifest_path", None) is not None:
+            console.print(f"(manifest with the error: {error.manifest_path}{extra})")
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Interrupted as e:
+        stage = getattr(e, "stage", None)
+        console.print(f"[bold red]interrupted[/] by {e.signal}" + (f" during stage {stage}" if stage else "") +
+                      ": the stages finished before it are cached and the one under way keeps its epoch "
+                      "checkpoints, so a re-run resumes there")
+        manifest_note(e)
+        raise typer.Exit(e.exit_code)
+    except ConfigError as e:
+        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except (InputError, ConversionError, PublishError, ProfileError) as e:
+        console.print(f"[bold red]input error:[/] {e}", soft_wrap=True)
+        manifest_note(e)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except TrainingDiverged as e:
+        console.print(f"[bold red]training diverged:[/] {e}")
+        manifest_note(e, "; nothing of that stage was cached")
+        raise typer.Exit(EXIT_GATE_FAILED)
+    except Exception as e:
+        console.print_exception()
+        console.print("[bold red]internal error[/] (a bug in edgekiln)")
+        manifest_note(e)
+        raise typer.Exit(EXIT_INTERNAL)
+
+
+def verdict(passed: bool) -> None:
+    console.print("[bold green]PASSED" if passed else "[bold red]FAILED")
+    raise typer.Exit(EXIT_OK if passed else EXIT_GATE_FAILED)
+
+
+def report_failures(failures, after: str) -> int:
+    """Say which reports could not be written and why; the exit code: 3 for a bug in the
+    report step (its traceback shown), else 2 (an output that cannot be written)."""
+    from rich.traceback import Traceback
+
+    for f in failures:
+        if f.bug:
+            console.print(Traceback.from_exception(type(f.error), f.error, f.error.__traceback__))
+        console.print(f"[bold red]{f.name} was not written:[/] {f.message()}")
+    console.print(f"({after})")
+    return EXIT_INTERNAL if any(f.bug for f in failures) else EXIT_BAD_INPUT
