@@ -23,7 +23,7 @@ from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.engine.config import BudgetConfig
 from edgekiln.stages.distill import work as distill
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import pt2e
+from edgekiln.targets.formats.tflite import pt2e
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import distillation, evaluation, modeling, trainer
 from edgekiln.training.config import DistillConfig, TrainConfig

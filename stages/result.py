@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgekiln.targets.artifact import Artifact
 from edgekiln.training.modeling import ModelBundle, load_bundle, save_bundle
 
 _MODEL_DIR = "model"
@@ -21,6 +22,9 @@ class StageResult:
     accuracy: float
     metrics: dict = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    # The artifacts it built (the stage that publishes), typed from export to the manifest:
+    # graded, gated and published in place, serialized when stored and in the manifest.
+    artifacts: list[Artifact] = field(default_factory=list)
     _models: list[ModelBundle] | None = None
     _model_dirs: list[Path] = field(default_factory=list)
     directory: Path | None = None  # set once stored
@@ -63,12 +67,13 @@ def save_result(result: StageResult, directory: Path) -> None:
     for i, bundle in enumerate(models):
         save_bundle(bundle, _model_dir(directory, i))
     record = {"accuracy": result.accuracy, "metrics": result.metrics, "files": result.files,
-              "models": len(models)}
+              "artifacts": [a.to_dict() for a in result.artifacts], "models": len(models)}
     (directory / _RESULT_FILE).write_text(json.dumps(record, indent=1))
 
 
 def load_result(directory: Path) -> StageResult:
     record = json.loads((directory / _RESULT_FILE).read_text())
     return StageResult(accuracy=record["accuracy"], metrics=record["metrics"], files=record["files"],
+                       artifacts=[Artifact.from_dict(a) for a in record.get("artifacts", [])],
                        _model_dirs=[_model_dir(directory, i) for i in range(record["models"])],
                        directory=directory)

@@ -59,15 +59,17 @@ class Format:
     """What edgekiln needs of one artifact format. Subclasses set the constants and implement
     `export` and `open_session`; the rest has defaults a format overrides where it can do more."""
 
+    # The module that simulates this format's INT8 scheme in torch (targets/int8.py's
+    # Int8Simulation), for what decides on INT8 accuracy before any artifact exists: the
+    # quantize stage, QAT, the ranking of layers to keep in float. None: it has none.
+    INT8_SIMULATION: str | None = None
+
     NAME: str = ""
     SUFFIX: str = ""  # file (or package directory) suffix, e.g. ".onnx"
     RUNTIME: str = ""  # the runtime that runs it, in words and as the host benchmark names it
     RUNTIME_MODULE: str = ""  # imported before the memory baseline of a host benchmark
     PRECISION: str = "int8"  # the int8 encoding's precision, as the cost model names it
     MIXED_PRECISION: bool = False  # INT8 artifacts can keep chosen layers in float
-    # Its INT8 artifact computes what edgekiln's PT2E simulation computes (targets/pt2e.py), so
-    # a mixed-precision search scores its steps there instead of converting each (slow).
-    PT2E_SIMULATED: bool = False
     # encoding -> precision, as the cost model and the latency references name it
     ENCODINGS: dict[str, str] = {}
     # How an app feeds the artifact and reads its output ([[targets]] io); the first is the
@@ -252,8 +254,23 @@ def format_of(path: Path) -> Format:
                    f"({', '.join(f.SUFFIX for f in _REGISTRY.values())})")
 
 
+def int8_simulation(name: str):
+    """The INT8 simulation of format `name`: the module its `INT8_SIMULATION` names, holding
+    the functions of targets/int8.py's `Int8Simulation` (imported now: it needs torch)."""
+    fmt = get_format(name)
+    if fmt.INT8_SIMULATION is None:
+        raise ValueError(f"format {name!r} has no INT8 simulation (formats with one: "
+                         f"{', '.join(simulating_formats())})")
+    return importlib.import_module(fmt.INT8_SIMULATION)
+
+
+def simulating_formats() -> list[str]:
+    """The formats whose INT8 scheme can be simulated in torch before any artifact exists."""
+    return [name for name in format_names() if get_format(name).INT8_SIMULATION is not None]
+
+
 def format_files() -> list[Path]:
     """The files a device needs to open any format's session (see runners/ssh.py)."""
     here = Path(__file__).parent
-    return [here / "__init__.py", here / "format.py", here / "errors.py", here / "int8.py", here / "litert_model.py",
-            *sorted((here / "formats").glob("*.py"))]
+    return [here / "__init__.py", here / "format.py", here / "errors.py", here / "int8.py",
+            *sorted((here / "formats").rglob("*.py"))]

@@ -4,6 +4,7 @@ per-channel or per-tensor weights, and the layers to keep in float (mixed precis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 CALIBRATORS = ("minmax", "entropy", "percentile")
 
@@ -33,3 +34,20 @@ def quantizable_layers(model) -> list[str]:
 def in_layers(module_path: str, layers: tuple[str, ...] | set[str]) -> bool:
     """Whether a module path lies in (or is) one of `layers`."""
     return any(module_path == layer or module_path.startswith(layer + ".") for layer in layers)
+
+
+class Int8Simulation(Protocol):
+    """A format's INT8 scheme simulated in torch (a module: `Format.INT8_SIMULATION`), so a
+    stage can score INT8 accuracy, fine-tune for it (QAT) and rank the layers to keep in float
+    before any artifact exists. TFLite's is targets/formats/tflite/pt2e.py."""
+
+    SCHEME: str  # what the scheme quantizes, in words (the manifest's quantize.scheme)
+
+    def export_dynamic_batch(self, model, example): ...  # the graph the functions below take
+    def simulate(self, model, calibration, options: Int8Options, *, only=None, graph=None): ...
+    def predict(self, graph, images): ...  # float32 logits of the simulated graph
+    def calibrator_used(self, options: Int8Options) -> str: ...
+    def prepare_qat(self, model, example, options: Int8Options): ...
+    def qat_state(self, prepared, model) -> dict: ...
+    def train_mode(self, graph, mode: bool) -> None: ...  # a prepared graph to training or eval
+    def convert(self, prepared): ...  # a trained QAT graph as its INT8 simulation

@@ -121,6 +121,14 @@ class TargetConfig(BaseModel):
         return self.artifact or f"model{get_format(self.format).SUFFIX}"
 
 
+def artifact_budgets(target: TargetConfig | None, profile: Profile) -> dict:
+    """The budget fields of an artifact's record on `profile` (the one builder of them, for
+    the export stage and `check`/`bench`): the budgets, where each was set, and how a latency
+    budget treats an estimate. `target`: None for an artifact measured on a profile alone."""
+    return {"budget": profile.budget.model_dump(), "budget_keys": budget_keys(target, profile),
+            "estimate_gate": "interval" if target is None else target.estimate_gate}
+
+
 def budget_keys(target: TargetConfig | None, profile: Profile) -> dict[str, str]:
     """Where each budget was set, for gate messages: the target's override or the profile."""
     overridden = set() if target is None else set(target.budget.model_dump(exclude_none=True))

@@ -88,7 +88,7 @@ def test_tflite_takes_nhwc_pixels_and_gives_probabilities(model, pixels, tflites
 
 
 def test_tflite_carries_the_standard_metadata_and_the_labels_file(tflites):
-    from edgekiln.targets import litert_model
+    from edgekiln.targets.formats.tflite import litert_model
 
     path = tflites[("float", "int8")]
     with zipfile.ZipFile(path) as z:  # the model file is also a zip of its associated files

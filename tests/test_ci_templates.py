@@ -14,7 +14,6 @@ from pathlib import Path
 
 import junitparser
 import yaml
-
 from tiny_pipeline import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

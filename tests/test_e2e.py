@@ -402,7 +402,7 @@ def test_a_crash_inside_a_stage_exits_3_not_1_and_records_the_error(run, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    from edgekiln.targets import pt2e
+    from edgekiln.targets.formats.tflite import pt2e
 
     monkeypatch.setattr(pt2e, "simulate", broken)
     result = invoke(config, work / "out", root / "cache")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_adb_runner import DATA, FEATURES, commands, fake_adb
 from torch import nn
 
 from edgekiln.targets import get_format, runners
@@ -14,8 +15,6 @@ from edgekiln.targets.errors import ConversionError
 from edgekiln.targets.formats.executorch import parse_executor_runner
 from edgekiln.targets.profiles import host_profile, load_profile
 from edgekiln.targets.target import TargetConfig
-
-from test_adb_runner import DATA, FEATURES, commands, fake_adb
 
 pytest.importorskip("executorch", reason="executorch is a dependency of edgekiln; install it with make")
 

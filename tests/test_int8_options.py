@@ -7,8 +7,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgekiln.targets import get_format, pt2e
+from edgekiln.targets import get_format
 from edgekiln.targets.formats import onnx as onnx_module
+from edgekiln.targets.formats.tflite import pt2e
 
 onnx_format = get_format("onnx")
 from edgekiln.targets.int8 import Int8Options

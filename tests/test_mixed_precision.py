@@ -71,7 +71,7 @@ def export_once(data, quantized, accuracy_aware, workdir, targets):
               "budget": BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})}
     teacher = StageResult(accuracy=quantized.accuracy, stage="teacher")
     workdir.mkdir()
-    return export.run(data, config, workdir, previous=quantized, reference=teacher).metrics["artifacts"]
+    return [a.to_dict() for a in export.run(data, config, workdir, previous=quantized, reference=teacher).artifacts]
 
 
 def test_plain_int8_misses_the_budget_and_mixed_precision_recovers_it_listing_the_float_layers(trained, tmp_path):
@@ -115,7 +115,7 @@ def test_when_the_runtime_disagrees_with_the_simulation_the_search_goes_on_in_th
     # A simulation that says any layer in float is enough, and a ranking whose first layers
     # leave the outlier conv1 quantized: ai-edge-litert must disagree until conv1 is float.
     monkeypatch.setattr(export._AccuracyAware, "simulated_accuracy", lambda self, options, x, y: 100.0)
-    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options: [
+    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options, scheme: [
         {"layer": layer, "logit_mse": 1.0} for layer in ("head", "conv2", "conv1")])
     [tflite] = export_once(data, quantized, True, tmp_path / "disagree", ["tflite"])
     mixed = tflite["mixed_precision"]
@@ -154,7 +154,7 @@ def test_a_budget_that_even_the_float_model_misses_is_not_searched(trained, tmp_
 def test_when_no_step_meets_the_budget_the_most_accurate_measured_one_ships(trained, tmp_path, monkeypatch):
     data, quantized, _ = trained
     # A ranking that never reaches the outlier conv1: no step can meet the budget.
-    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options: [
+    monkeypatch.setattr(export.mixed_precision, "rank_layers", lambda model, calibration, options, scheme: [
         {"layer": layer, "logit_mse": 1.0} for layer in ("head", "conv2")])
     [onnx] = export_once(data, quantized, True, tmp_path / "never", ["onnx"])
     mixed = onnx["mixed_precision"]

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from edgekiln.targets import get_format, pt2e
+from edgekiln.targets import get_format
+from edgekiln.targets.formats.tflite import pt2e
 
 tflite_format = get_format("tflite")
 from edgekiln.targets.errors import ConversionError

@@ -23,13 +23,13 @@ class AuditConfig(BaseModel):
 def audit(data, config, workdir: Path, *, previous: StageResult, reference: StageResult) -> StageResult:
     """Counts the artifacts of the stage before it and agrees with its accuracy (a stage with no
     model of its own: it grades itself with the artifacts' own test predictions)."""
-    artifacts = previous.metrics["artifacts"]
+    artifacts = previous.artifacts  # typed Artifacts, graded on test
     assert len(artifacts) >= config["audit"].min_artifacts and reference.accuracy > 0
     (workdir / "audit.txt").write_text(f"{len(artifacts)} artifacts\n")
-    best = max(artifacts, key=lambda a: a["accuracy"])
-    result = StageResult(accuracy=best["accuracy"], metrics={"artifacts_seen": len(artifacts), "best": best["target"]},
+    best = max(artifacts, key=lambda a: a.accuracy)
+    result = StageResult(accuracy=best.accuracy, metrics={"artifacts_seen": len(artifacts), "best": best.target},
                          files=["audit.txt"])
-    result.grader = lambda test_x, test_y: {"test_accuracy": best["test_accuracy"], "test_top1": best["test_top1"]}
+    result.grader = lambda test_x, test_y: {"test_accuracy": best.test_accuracy, "test_top1": best.test_top1}
     return result
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from edgekiln import stages as registry
 from edgekiln.data.config import DataConfig
+from edgekiln.gates import GATE_RULES
 from edgekiln.targets.profiles import ProfileError
 from edgekiln.targets.target import EncodingError, IoError
 from edgekiln.training.config import DistillConfig, TrainConfig
@@ -40,7 +41,7 @@ class _Budget(BaseModel):
     # How the release gates (artifacts on the test split) treat the drop's 95% interval:
     # "point" decides on the drop itself; "strict" passes only when the interval's upper end
     # is within budget; "lenient" fails only when its lower end is over budget.
-    gate: Literal["point", "strict", "lenient"] = "point"
+    gate: Literal[GATE_RULES] = "point"
 
     def cache_view(self) -> dict:
         """What enters a stage's cache key: how the release gates read intervals changes no

@@ -58,10 +58,10 @@ class PublishError(Exception):
     """An artifact copied out of the cache is not the one its stage wrote: nothing published."""
 
 
-def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_sha256: str | None = None) -> dict:
+def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_sha256: str | None = None) -> Artifact:
     """Copy an artifact (file or directory) from the cache into `out_dir` atomically, and
-    return its manifest record with path, sha256 and size measured on the published copy,
-    which must equal `expected_sha256` (recorded when the stage wrote it) when given."""
+    return it with path, sha256 and size measured on the published copy, which must equal
+    `expected_sha256` (recorded when the stage wrote it) when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / source.name
     tmp = out_dir / f".{source.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -80,8 +80,7 @@ def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_s
                            f"{expected_sha256[:12]}...): not published; re-run to rebuild it")
     swap_into_place(tmp, dest)
     artifact.path, artifact.sha256, artifact.size_bytes = dest.name, digest, size_bytes(dest)
-    # Per-image predictions stay in the cache; the manifest carries the figures.
-    return artifact.to_dict(published=True)
+    return artifact
 
 
 def build_manifest(cfg, config_text: str, outcome) -> dict:
@@ -101,7 +100,8 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
         "gates": [g.to_dict() for g in outcome.gates],
-        "artifacts": outcome.artifacts,
+        # Serialized here, once; per-image predictions stay in the cache, the manifest has the figures.
+        "artifacts": [a.to_dict(published=True) for a in outcome.artifacts],
         "labels": outcome.labels,
         **({"interrupted": outcome.interrupted} if getattr(outcome, "interrupted", None) else {}),
     }

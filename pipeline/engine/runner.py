@@ -57,7 +57,7 @@ class RunOutcome:
     stages: list[StageRecord] = field(default_factory=list)
     gates: list[GateCheck | BudgetCheck] = field(default_factory=list)
     results: dict[str, StageResult] = field(default_factory=dict)
-    artifacts: list[dict] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)  # published, typed until the manifest
     labels: list[str] = field(default_factory=list)
     error: str | None = None
     checks: dict[str, dict] = field(default_factory=dict)  # the graph's pre-stage checks' records
@@ -235,8 +235,7 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
     on_test = data.has_test and "test_top1" in teacher.metrics
     quantized = outcome.results[previous.name]
     gates = []
-    artifacts = [Artifact.from_dict(record) for record in result.metrics["artifacts"]]
-    for artifact in artifacts:
+    for artifact in result.artifacts:
         subject = f"target {artifact.target}"
         if on_test:
             # The artifact's test interval and paired drop against the teacher, once: the
@@ -258,17 +257,15 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
         artifact.gates = [g.to_dict() for g in artifact_gates]
         artifact.passed = all(g.passed for g in artifact_gates)
         gates += artifact_gates
-    result.metrics["artifacts"] = [a.to_dict() for a in artifacts]
     return gates
 
 
-def _publish(result: StageResult, out_dir: Path, cache: StageCache) -> list[dict]:
+def _publish(result: StageResult, out_dir: Path, cache: StageCache) -> list[Artifact]:
     """Copy the artifacts into `out_dir`, each checked against the sha256 recorded when the
-    export stage wrote it (their records already carry their gates' test figures)."""
-    artifacts = [Artifact.from_dict(record) for record in result.metrics["artifacts"]]
+    export stage wrote it (they already carry their gates' test figures)."""
     return [publish_artifact(result.directory / a.file, out_dir, a,
                              expected_sha256=cache.recorded_sha256(result.directory, a.file))
-            for a in artifacts]
+            for a in result.artifacts]
 
 
 def _write_splits(out_dir: Path, data: Dataset) -> dict:
@@ -294,8 +291,7 @@ def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dic
     if not data.has_test:
         (out_dir / "predictions.json").unlink(missing_ok=True)  # a previous run's, on other images
         return None
-    top1 = {a["target"]: [int(c) for c in a["test_top1"]] for a in result.metrics["artifacts"]
-            if a.get("test_top1") is not None}
+    top1 = {a.target: [int(c) for c in a.test_top1] for a in result.artifacts if a.test_top1 is not None}
     path = write_json(out_dir, "predictions.json", {"split": "test", "labels": [int(y) for y in data.test_y],
                                                     "top1": top1})
     return {"file": path.name, "sha256": sha256(path), "split": "test", "targets": sorted(top1)}

@@ -22,6 +22,8 @@ from pathlib import Path
 # Modules that import others by name at run time (a registry), and the packages they load
 # that way: their modules are part of the code of any stage that imports the registry.
 DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
+             # a follower rank rebuilds QAT's graph with the INT8 simulation a format names
+             "edgekiln.training.qat": ("edgekiln.targets.formats",),
              "edgekiln.targets.runners": ("edgekiln.targets.runners",)}
 
 # Modules that import by name what no stage's work runs: the stage registry imports the

@@ -157,7 +157,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
         raise
     paths = {"manifest": out_dir / "manifest.json", "splits": out_dir / "splits.json"}
     paths.update({k: out_dir / p.name for k, p in written.items()})
-    artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+    artifacts = list(outcome.artifacts)
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
     return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
                      artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,

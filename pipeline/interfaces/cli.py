@@ -191,13 +191,13 @@ def report(
     """(Re)write a run's report.html, report.png, tradeoff.png and MODEL_CARD.md from its manifest."""
     from edgekiln.interfaces import api
 
-    try:
-        with exit_codes():
+    with exit_codes():
+        try:
             paths = api.report(out_dir, compare=compare)
-    except api.ReportError as e:
-        if e.paths:
-            console.print("wrote " + ", ".join(str(p) for p in e.paths.values()))
-        raise typer.Exit(report_failures(e.failures, "the run's manifest and artifacts are unchanged"))
+        except api.ReportError as e:  # some reports written, others not: which, and why
+            if e.paths:
+                console.print("wrote " + ", ".join(str(p) for p in e.paths.values()))
+            raise typer.Exit(report_failures(e.failures, "the run's manifest and artifacts are unchanged"))
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

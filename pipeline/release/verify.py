@@ -24,7 +24,7 @@ from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
 from edgekiln.targets.evaluate import device_errors
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.profiles import Profile, ProfileError, load_profile
-from edgekiln.targets.target import TargetConfig, budget_keys
+from edgekiln.targets.target import TargetConfig, artifact_budgets
 
 # Runtimes are deterministic on one machine; across machines (another CPU's kernels)
 # a prediction may flip on a near-tie, so a re-measured accuracy may move this much.
@@ -96,9 +96,7 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         measurement = None
     result.profile = profile.name
     measured = Artifact(target=result.target, format=fmt.NAME, file=path.name, precision=precision,
-                        profile=profile.name, budget=profile.budget.model_dump(),
-                        budget_keys=budget_keys(target, profile), size_bytes=size_bytes(path),
-                        estimate_gate="interval" if target is None else target.estimate_gate)
+                        profile=profile.name, size_bytes=size_bytes(path), **artifact_budgets(target, profile))
     if measurement is not None:
         result.measurement = measurement.to_dict()
         result.notes += measurement.notes

@@ -17,24 +17,23 @@ import numpy as np
 import torch
 
 from edgekiln.progress import console, epoch_bar
-from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options, quantizable_layers
 
 SENSITIVITY = "logit MSE on the calibration sample with only this layer INT8 (torch PT2E simulation)"
 
 
-def rank_layers(model: torch.nn.Module, calibration: np.ndarray, options: Int8Options) -> list[dict]:
+def rank_layers(model: torch.nn.Module, calibration: np.ndarray, options: Int8Options, *, scheme) -> list[dict]:
     """Every quantizable layer with its sensitivity, most sensitive first."""
     model = model.cpu().eval()
-    graph = pt2e.export_dynamic_batch(model, torch.from_numpy(calibration[:1]).float())
-    reference = pt2e.predict(graph, calibration)
+    graph = scheme.export_dynamic_batch(model, torch.from_numpy(calibration[:1]).float())
+    reference = scheme.predict(graph, calibration)
     layers = quantizable_layers(model)
     ranking = []
     with epoch_bar() as bar:
         task = bar.add_task("layer sensitivity", total=len(layers), status="")
         for layer in layers:
-            simulated = pt2e.simulate(model, calibration, options, only=(layer,), graph=graph)
-            error = float(np.mean((pt2e.predict(simulated, calibration) - reference) ** 2))
+            simulated = scheme.simulate(model, calibration, options, only=(layer,), graph=graph)
+            error = float(np.mean((scheme.predict(simulated, calibration) - reference) ** 2))
             ranking.append({"layer": layer, "logit_mse": error})
             bar.update(task, advance=1, status=layer)
     return sorted(ranking, key=lambda r: -r["logit_mse"])

@@ -11,13 +11,13 @@ their own schemes, calibrated on the same sample.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgekiln.data.dataset import Dataset
-from edgekiln.targets import pt2e
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import distillation, modeling, trainer
 from edgekiln.training.config import DistillConfig, TrainConfig
@@ -31,45 +31,44 @@ class _Prepared(nn.Module):
     def __init__(self, graph: torch.fx.GraphModule, source: tuple):
         super().__init__()
         self.graph = graph
-        self.source = source  # (float model, example input, Int8Options) it was prepared from
+        self.source = source  # (float model, example input, Int8Options, scheme module name) it was prepared from
 
     def __reduce__(self):
         # An exported graph does not pickle. A follower rank (stages/distributed.py) prepares
         # the same graph from the same float model, then takes this one's state.
-        model, example, options = self.source
-        return (_rebuild, (model, example, options, self.graph.state_dict(), self.training))
+        model, example, options, scheme = self.source
+        return (_rebuild, (model, example, options, scheme, self.graph.state_dict(), self.training))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
 
     def train(self, mode: bool = True) -> "_Prepared":
-        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-
-        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        importlib.import_module(self.source[3]).train_mode(self.graph, mode)
         self.training = mode
         return self
 
 
-def _rebuild(model: nn.Module, example: torch.Tensor, options: Int8Options, state: dict, mode: bool) -> _Prepared:
-    prepared = pt2e.prepare_qat(model, example, options)
+def _rebuild(model: nn.Module, example: torch.Tensor, options: Int8Options, scheme: str, state: dict,
+             mode: bool) -> _Prepared:
+    prepared = importlib.import_module(scheme).prepare_qat(model, example, options)
     prepared.load_state_dict(state)
-    return _Prepared(prepared, (model, example, options)).train(mode)
+    return _Prepared(prepared, (model, example, options, scheme)).train(mode)
 
 
 def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modeling.ModelBundle], *,
              epochs: int | Schedule, lr: float, options: Int8Options, train: TrainConfig,
-             kd: DistillConfig, example: np.ndarray,
+             kd: DistillConfig, example: np.ndarray, scheme,
              within_budget=None) -> tuple[torch.fx.GraphModule, dict, dict]:
     """Fine-tune `bundle.model` in place under fake quantization, distilling from `teachers`;
     returns the INT8-simulated (converted) QAT graph, which scores what QAT reached, its
-    fake-quantize state (see pt2e.restore_qat), and the record of its schedule (an auto
-    schedule scores the fake-quantized model on val after every epoch)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+    fake-quantize state (see the scheme's restore_qat), and the record of its schedule (an auto
+    schedule scores the fake-quantized model on val after every epoch). `scheme`: the INT8
+    simulation (targets/int8.py's Int8Simulation) whose fake quantization it trains under."""
 
     model = bundle.model
     first = torch.from_numpy(example[:1])
-    prepared = pt2e.prepare_qat(model, first, options)
-    wrapper = _Prepared(prepared, (model, first, options))
+    prepared = scheme.prepare_qat(model, first, options)
+    wrapper = _Prepared(prepared, (model, first, options, scheme.__name__))
     # An exponential moving average would also average the observers' ranges: QAT trains without.
     recipe = train.model_copy(update={"ema_decay": None})
     fitted = trainer.fit(dataclasses.replace(bundle, model=wrapper), data, epochs, lr=lr, seed=data.seed,
@@ -85,5 +84,5 @@ def finetune(bundle: modeling.ModelBundle, data: Dataset, teachers: list[modelin
         raise RuntimeError(f"QAT graph lost the student's tensors {missing[:3]}")
     model.load_state_dict({k: trained[k] for k in own})
     model.eval()
-    state = pt2e.qat_state(prepared, model)  # before converting, which replaces the fake-quantize modules
-    return convert_pt2e(prepared, fold_quantize=False), state, fitted["schedule"]
+    state = scheme.qat_state(prepared, model)  # before converting, which replaces the fake-quantize modules
+    return scheme.convert(prepared), state, fitted["schedule"]

@@ -19,13 +19,14 @@ from edgekiln import gates as budget
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import encodings, evaluate, get_format, pt2e
+from edgekiln.targets import encodings, evaluate, get_format
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.files import size_bytes
+from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR
-from edgekiln.targets.target import TargetConfig, budget_keys
+from edgekiln.targets.target import TargetConfig, artifact_budgets
 from edgekiln.training import evaluation, mixed_precision
 from edgekiln.training.int8_recipe import calibration_images, int8_options
 
@@ -55,8 +56,8 @@ class _AccuracyAware:
     """What accuracy-aware quantization needs across targets: the budget check, and the
     layer ranking, computed once (on first need) and shared by every target."""
 
-    def __init__(self, bundle, calibration, options: Int8Options, breach, float_accuracy: float):
-        self.bundle, self.calibration, self.options = bundle, calibration, options
+    def __init__(self, bundle, calibration, options: Int8Options, breach, float_accuracy: float, scheme):
+        self.bundle, self.calibration, self.options, self.scheme = bundle, calibration, options, scheme
         self.breach, self.float_accuracy = breach, float_accuracy
         self._ranking: list[dict] | None = None
         self._graph = None
@@ -66,16 +67,16 @@ class _AccuracyAware:
         if self._ranking is None:
             console.print(f"  ranking {self.bundle.arch}'s layers by sensitivity to INT8")
             plain = dataclasses.replace(self.options, float_layers=())  # the quantize stage's choice ranks the same
-            self._ranking = mixed_precision.rank_layers(self.bundle.model, self.calibration, plain)
+            self._ranking = mixed_precision.rank_layers(self.bundle.model, self.calibration, plain, scheme=self.scheme)
         return self._ranking
 
     def simulated_accuracy(self, options: Int8Options, val_x, val_y) -> float:
-        """Accuracy of the PT2E simulation (the TFLite scheme) with `options`."""
+        """Accuracy of the INT8 simulation ([quantize] simulation's scheme) with `options`."""
         if self._graph is None:
-            self._graph = pt2e.export_dynamic_batch(self.bundle.model.cpu().eval(),
+            self._graph = self.scheme.export_dynamic_batch(self.bundle.model.cpu().eval(),
                                                     torch.from_numpy(self.calibration[:1]).float())
-        simulated = pt2e.simulate(self.bundle.model, self.calibration, options, graph=self._graph)
-        return evaluation.accuracy(pt2e.predict(simulated, val_x), val_y)
+        simulated = self.scheme.simulate(self.bundle.model, self.calibration, options, graph=self._graph)
+        return evaluation.accuracy(self.scheme.predict(simulated, val_x), val_y)
 
 
 def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: float, build, score,
@@ -107,7 +108,9 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
     def simulated(options: Int8Options) -> tuple[float, str]:
         return aware.simulated_accuracy(options, val_x, val_y), "torch simulation"
 
-    simulate = fmt.PT2E_SIMULATED
+    # An artifact whose INT8 is the simulated scheme itself scores the search's steps in the
+    # simulation instead of converting each (slow); the choice is then measured in its runtime.
+    simulate = fmt.INT8_SIMULATION == aware.scheme.__name__
     # The quantize stage's float layers (the top of the same ranking) are known not to be too few.
     found = mixed_precision.keep_float(aware.ranking, aware.options, simulated if simulate else in_runtime,
                                        aware.breach, target.name, start=len(aware.options.float_layers))
@@ -190,8 +193,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
         target=target.name, format=target.format, file=path.name, encoding=encoding, io=target.app_io,
         runtime=fmt.RUNTIME,
         precision=precision, threads=profile.runtime.threads, profile=profile.name,
-        budget=profile.budget.model_dump(), budget_keys=budget_keys(target, profile),
-        estimate_gate=target.estimate_gate,
+        **artifact_budgets(target, profile),
         profile_file=None if profile.path is None or profile.path.parent == SHIPPED_DIR else str(profile.path),
         convert_seconds=round(convert_seconds, 1), cost_features=features.to_dict())
     accuracy = score(options)
@@ -256,7 +258,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     float_top1 = float_logits.argmax(1).numpy()
     aware = None
     if quantize.accuracy_aware:
-        aware = _AccuracyAware(bundle, calibration, options, breach, evaluation.accuracy(float_logits, data.val_y))
+        aware = _AccuracyAware(bundle, calibration, options, breach, evaluation.accuracy(float_logits, data.val_y),
+                               int8_simulation(quantize.simulation))
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
@@ -269,8 +272,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                              val_x=val_x, val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata,
                              aware=aware, options=options) for t in targets]
     worst = min(a.accuracy for a in artifacts)
-    result = StageResult(accuracy=worst, files=[a.file for a in artifacts], metrics={
-        "artifacts": [a.to_dict() for a in artifacts], "preprocessing": preprocessing(bundle), "labels": data.classes,
+    result = StageResult(accuracy=worst, files=[a.file for a in artifacts], artifacts=artifacts, metrics={
+        "preprocessing": preprocessing(bundle), "labels": data.classes,
         "params": quantized.metrics["params"], "macs": quantized.metrics["macs"]})
     result.grader = _artifacts_grader(targets, artifacts, workdir, bundle, options)
     return result
@@ -279,8 +282,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
 def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], workdir: Path, bundle,
                       options: Int8Options):
     """Grades every artifact on the test split the way it was scored on val: in its own
-    runtime (or the format's proxy where none runs here), recorded in its record (the
-    stage's `artifacts` metrics are replaced with the graded records)."""
+    runtime (or the format's proxy where none runs here), recorded in the Artifact itself."""
     def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
         x = to_input(test_x, bundle.mean, bundle.std).numpy()
         float_top1 = evaluation.logits(bundle, test_x).argmax(1).numpy()
@@ -293,6 +295,5 @@ def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], wo
             console.print(f"  {target.name}: {artifact.test_accuracy:.2f}% on the test split "
                           f"({artifact.test_accuracy_source})")
         worst = min(artifacts, key=lambda a: a.test_accuracy)  # the stage's figure, as on val
-        return {"test_accuracy": worst.test_accuracy, "test_top1": worst.test_top1,
-                "artifacts": [a.to_dict() for a in artifacts]}
+        return {"test_accuracy": worst.test_accuracy, "test_top1": worst.test_top1}
     return grade

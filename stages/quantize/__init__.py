@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekiln.stages import Stage, register
 from edgekiln.targets.int8 import Int8Options
@@ -22,6 +22,9 @@ class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["ptq", "qat"] = "ptq"
+    # The format whose INT8 scheme the stage simulates and judges (a format with an INT8
+    # simulation: targets/format.py); the artifacts of every format start from its decision.
+    simulation: str = "tflite"
     epochs: Epochs = 3  # QAT fine-tuning epochs
     max_epochs: int = Field(10, ge=1, le=1000)  # epochs = "auto": the cap
     max_minutes: float | None = Field(None, gt=0)
@@ -33,6 +36,16 @@ class QuantizeConfig(BaseModel):
     # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
     # layers in float, one at a time, until it holds (formats that can mix precisions).
     accuracy_aware: bool = True
+
+    @field_validator("simulation")
+    @classmethod
+    def _simulates(cls, value: str) -> str:
+        from edgekiln.targets.format import simulating_formats
+
+        if value not in simulating_formats():
+            raise ValueError(f"{value!r} is not a format with an INT8 simulation; known: "
+                             f"{', '.join(simulating_formats())}")
+        return value
 
     def options(self) -> Int8Options:
         return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)

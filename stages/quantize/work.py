@@ -34,12 +34,10 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import pt2e
+from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import evaluation, mixed_precision, modeling, qat, schedule
 from edgekiln.training.int8_recipe import CALIBRATION_FILE, QAT_STATE_FILE
-
-SCHEME = "int8: static per-tensor activations, symmetric weights"
 
 
 def preflight(config: dict) -> None:
@@ -67,24 +65,24 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
 
 
 
-def _simulated_logits(graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
-    return pt2e.predict(graph, to_input(images, bundle.mean, bundle.std).numpy())
+def _simulated_logits(scheme, graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
+    return scheme.predict(graph, to_input(images, bundle.mean, bundle.std).numpy())
 
 
-def _simulated_accuracy(graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
-    return evaluation.accuracy(_simulated_logits(graph, data.val_x, bundle), data.val_y)
+def _simulated_accuracy(scheme, graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
+    return evaluation.accuracy(_simulated_logits(scheme, graph, data.val_x, bundle), data.val_y)
 
 
-def _keep_float(bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, why: str, breach):
+def _keep_float(scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, why: str, breach):
     """The INT8 simulation with its most sensitive layers kept in float, one more at a time,
     until `breach` finds nothing: (graph, val accuracy, record). When no number of float
     layers holds, the plain INT8 graph stays (the stage's gate then fails on it)."""
     console.print(f"  the INT8 simulation misses the budget ({why}); keeping its most sensitive layers in float")
-    ranking = mixed_precision.rank_layers(bundle.model, calibration, options)
-    exported = pt2e.export_dynamic_batch(bundle.model.cpu().eval(), torch.from_numpy(calibration[:1]).float())
+    ranking = mixed_precision.rank_layers(bundle.model, calibration, options, scheme=scheme)
+    exported = scheme.export_dynamic_batch(bundle.model.cpu().eval(), torch.from_numpy(calibration[:1]).float())
 
     def simulated(opts: Int8Options) -> tuple[float, str]:
-        return _simulated_accuracy(pt2e.simulate(bundle.model, calibration, opts, graph=exported), data,
+        return _simulated_accuracy(scheme, scheme.simulate(bundle.model, calibration, opts, graph=exported), data,
                                    bundle), "torch simulation"
 
     found = mixed_precision.keep_float(ranking, options, simulated, breach, "quantize")
@@ -93,8 +91,8 @@ def _keep_float(bundle, calibration: np.ndarray, options: Int8Options, data: Dat
     chosen = dataclasses.replace(options, float_layers=tuple(found["float_layers"]) if found["held"] else ())
     if not found["held"]:
         record.update(float_layers=[], why_not=found["outcome"])
-    graph = pt2e.simulate(bundle.model, calibration, chosen, graph=exported)
-    return graph, _simulated_accuracy(graph, data, bundle), record
+    graph = scheme.simulate(bundle.model, calibration, chosen, graph=exported)
+    return graph, _simulated_accuracy(scheme, graph, data, bundle), record
 
 
 def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
@@ -105,11 +103,13 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     np.save(workdir / CALIBRATION_FILE, images.numpy(), allow_pickle=False)
     calibration = to_input(images, bundle.mean, bundle.std).numpy()
     options = cfg.options()
+    scheme = int8_simulation(cfg.simulation)
     with console.status("  PTQ: calibrating and scoring the INT8 simulation"):
-        graph = pt2e.simulate(bundle.model, calibration, options)
-        ptq_accuracy = _simulated_accuracy(graph, data, bundle)
-    metrics = {"mode": cfg.mode, "scheme": SCHEME, "calibration": sample, "calibrator": cfg.calibrator,
-               "simulation_calibrator": pt2e.calibrator_used(options), "per_channel": cfg.per_channel,
+        graph = scheme.simulate(bundle.model, calibration, options)
+        ptq_accuracy = _simulated_accuracy(scheme, graph, data, bundle)
+    metrics = {"mode": cfg.mode, "scheme": scheme.SCHEME, "simulation": cfg.simulation, "calibration": sample,
+               "calibrator": cfg.calibrator, "simulation_calibrator": scheme.calibrator_used(options),
+               "per_channel": cfg.per_channel,
                "ptq_accuracy": ptq_accuracy, "params": modeling.params(bundle.model),
                "macs": previous.metrics["macs"]}
     accuracy = ptq_accuracy
@@ -122,10 +122,10 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                                          reference.accuracy, config.get("budget"))
         graph, state, record = qat.finetune(
             bundle, data, reference.bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
-            kd=config["distill"], example=calibration,
+            kd=config["distill"], example=calibration, scheme=scheme,
             within_budget=holds if plan.auto and train.stop_when_within_budget else None)
         save_file(state, workdir / QAT_STATE_FILE)
-        accuracy = _simulated_accuracy(graph, data, bundle)
+        accuracy = _simulated_accuracy(scheme, graph, data, bundle)
         metrics["qat"] = {"epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
                           "float_accuracy": evaluation.evaluate(bundle, data), "accuracy": accuracy,
                           "schedule": record}
@@ -137,8 +137,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
 
     why = breach(accuracy)
     if why is not None and cfg.accuracy_aware and cfg.mode == "ptq":
-        graph, accuracy, metrics["mixed_precision"] = _keep_float(bundle, calibration, options, data, why, breach)
+        graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why, breach)
     result = StageResult.with_model(accuracy, bundle, metrics=metrics)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
-    result.grader = lambda test_x, test_y: evaluation.top1_record(_simulated_logits(graph, test_x, bundle), test_y)
+    result.grader = lambda test_x, test_y: evaluation.top1_record(_simulated_logits(scheme, graph, test_x, bundle), test_y)
     return result

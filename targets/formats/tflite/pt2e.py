@@ -16,6 +16,8 @@ from edgekiln.targets.int8 import Int8Options, in_layers
 
 CALIBRATION_BATCH = 64
 
+SCHEME = "int8: static per-tensor activations, symmetric weights"  # as litert-torch writes it
+
 
 def module_path(node) -> str | None:
     """The fully qualified name of the innermost module an exported graph node came from."""
@@ -210,3 +212,18 @@ def enable_qat_patterns() -> None:
     wrapped.edgekiln_wrapped = True
     for module in (pt2e_utils, qat_utils, litert_utils):  # each imported the function by name
         module._get_aten_graph_module_for_pattern = wrapped
+
+
+def train_mode(graph, mode: bool) -> None:
+    """Switch a prepared (fake-quantized) exported graph between training and eval (exported
+    graphs switch through torchao's helpers, not nn.Module.train())."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    (move_exported_model_to_train if mode else move_exported_model_to_eval)(graph)
+
+
+def convert(prepared) -> torch.fx.GraphModule:
+    """A QAT-prepared graph, trained, as its INT8 simulation (scored like `simulate`'s)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    return convert_pt2e(prepared, fold_quantize=False)

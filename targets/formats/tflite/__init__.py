@@ -2,7 +2,7 @@
 (see pt2e.py; layers can be kept in float: mixed precision), or fp32 from litert-torch, with
 fp16 weights or dynamic-range INT8 applied to it by ai-edge-quantizer.
 
-What an app sees (`io`, targets/litert_model.py): by default NHWC float32 pixels in [-1, 1]
+What an app sees (`io`, targets/formats/tflite/litert_model.py): by default NHWC float32 pixels in [-1, 1]
 and float32 class probabilities, with the standard LiteRT Model Metadata (image properties,
 normalization, the labels as an associated file) that MediaPipe's ImageClassifier reads;
 "uint8" takes raw RGB pixels; "int8" keeps the converted body's NCHW INT8 input and output."""
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekiln.targets import litert_model
 from edgekiln.targets.errors import ConversionError, RunnerFailed
 from edgekiln.targets.format import Format, Session, register_format
+from edgekiln.targets.formats.tflite import litert_model
 from edgekiln.targets.int8 import Int8Options
 
 NAME = "tflite"
@@ -128,7 +128,9 @@ class Tflite(Format):
     RUNTIME_MODULE = "ai_edge_litert.interpreter"
     PRECISION = "int8"  # weights and activations, as the cost model counts bytes
     MIXED_PRECISION = True  # layers can stay float inside an INT8 model
-    PT2E_SIMULATED = True  # litert-torch's INT8 path is the PT2E scheme itself
+    # litert-torch's INT8 path is the PT2E scheme, simulated in torch here (pt2e.py): the
+    # quantize stage decides on it, and a mixed-precision search scores its steps there.
+    INT8_SIMULATION = "edgekiln.targets.formats.tflite.pt2e"
     # fp16 stores float16 weights that CPU kernels dequantize to float32; GPU delegates
     # compute in fp16.
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
@@ -164,7 +166,7 @@ class Tflite(Format):
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from edgekiln.targets import pt2e
+        from edgekiln.targets.formats.tflite import pt2e
 
         metadata = {**metadata, "edgekiln_io": self.io_of(metadata)}
 
