@@ -1,7 +1,7 @@
 """Fixed against auto schedules on data edgekiln was not tuned on: Fashion-MNIST (Debian's
 dataset-fashion-mnist), a training subset at 32 px, graded on the official 10,000 t10k
 images. Each arm trains a teacher from scratch, then distils a student from its own teacher;
-the fixed arm with hand-set epochs, the auto arm with `epochs = "auto"` (stages/schedule.py:
+the fixed arm with hand-set epochs, the auto arm with `epochs = "auto"` (training/schedule.py:
 patience, min_delta and a cap). Every decision of the auto arm is on val; the figures are
 on test.
 

@@ -1,4 +1,4 @@
-"""Auto schedules (stages/schedule.py): train until val stops improving, a cap, or within
+"""Auto schedules (training/schedule.py): train until val stops improving, a cap, or within
 budget; the best epoch's weights kept; resumable; recorded. The stopping rules on a scripted
 trainer, then one real loop."""
 

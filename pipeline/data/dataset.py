@@ -2,7 +2,7 @@
 WebDataset shards, or MNIST-style IDX files.
 
 Images are uint8 NCHW at the configured size, held in memory, or for a large training split
-left on disk and decoded batch by batch (stages/image_files.py, stages/shards.py); models
+left on disk and decoded batch by batch (data/image_files.py, data/shards.py); models
 normalize them with their own mean/std (see `to_input`). Three disjoint splits, deterministic for a seed:
 train (fitting), val (every decision: selection, gates inside stages, searches) and test
 (held out: only the final grading sees it; stages get a view without it).

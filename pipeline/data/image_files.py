@@ -124,7 +124,7 @@ def batches(images, index_batches: list[torch.Tensor], workers: int = 0,
     """The uint8 images of each batch of indices, in order, augmented by `augment` if given.
     Tensors are indexed in memory; ImageFiles are decoded (and augmented) by `workers`
     DataLoader processes (0: in this one), a few batches ahead of the training step that
-    reads them; shards (stages/shards.py) read every batch in one pass over them."""
+    reads them; shards (data/shards.py) read every batch in one pass over them."""
     if not hasattr(images, "batches") and not isinstance(images, torch.Tensor) and workers > 0:
         yield from torch.utils.data.DataLoader(
             _Decoded(images, augment), batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from edgekiln.training import schedule as schedules
 
 
-# A training loop's length: a number of epochs, or "auto" (stages/schedule.py): until the val
+# A training loop's length: a number of epochs, or "auto" (training/schedule.py): until the val
 # accuracy stops improving, within `max_epochs` and `max_minutes`.
 def _epochs(value):
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1000):

@@ -34,7 +34,7 @@ class _Prepared(nn.Module):
         self.source = source  # (float model, example input, Int8Options, scheme module name) it was prepared from
 
     def __reduce__(self):
-        # An exported graph does not pickle. A follower rank (stages/distributed.py) prepares
+        # An exported graph does not pickle. A follower rank (training/distributed.py) prepares
         # the same graph from the same float model, then takes this one's state.
         model, example, options, scheme = self.source
         return (_rebuild, (model, example, options, scheme, self.graph.state_dict(), self.training))

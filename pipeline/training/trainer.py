@@ -77,7 +77,7 @@ class Trainer:
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
-        # What a follower rank needs to build the same trainer (see stages/distributed.py).
+        # What a follower rank needs to build the same trainer (see training/distributed.py).
         spec = dict(bundle=bundle, data=data, epochs=epochs, lr=lr, seed=seed, desc=desc, train=train,
                     teacher=teacher, hint=hint, kd=kd, cache_teacher=cache_teacher, lr_key=lr_key)
         self.bundle, self.data, self.epochs, self.desc = bundle, data, epochs, desc
@@ -313,7 +313,7 @@ class Trainer:
 
 def train_auto(trainer: Trainer, bundle: ModelBundle, data: Dataset, plan: Schedule,
                within_budget: Callable[[float], bool] | None = None) -> dict:
-    """`trainer` on an auto schedule (stages/schedule.py), scored on `data`'s val split after
+    """`trainer` on an auto schedule (training/schedule.py), scored on `data`'s val split after
     every epoch; leaves the best epoch's weights in it and returns the schedule's record."""
     record = schedules.train_auto(trainer, plan, lambda: evaluation.evaluate(
         dataclasses.replace(bundle, model=trainer.current()), data), within_budget)
@@ -328,7 +328,7 @@ def fit(bundle: ModelBundle, data: Dataset, epochs: int | Schedule, *, lr: float
         cache_teacher: bool = True, lr_key: str = "lr", resumable: bool = True,
         within_budget: Callable[[float], bool] | None = None) -> dict:
     """Train `bundle.model` in place for `epochs` (a count, or a Schedule: see
-    stages/schedule.py; `within_budget(val accuracy)` lets an auto schedule stop a student
+    training/schedule.py; `within_budget(val accuracy)` lets an auto schedule stop a student
     as soon as it holds); returns timing figures and `schedule`, the record of how long it
     trained and why it stopped. TrainingDiverged (naming `lr_key`) on a non-finite loss or
     weights."""

@@ -91,7 +91,7 @@ class _Candidate:
         return accuracy
 
     def train_auto(self, plan: schedule.Schedule, data: Dataset, within_budget) -> float:
-        """Train on from where the search left it until `plan` stops it (stages/schedule.py),
+        """Train on from where the search left it until `plan` stops it (training/schedule.py),
         keeping the best epoch's weights."""
         record = trainer.train_auto(self.trainer, self.bundle, data, plan, within_budget)
         accuracy = record["best_val_accuracy"]  # the kept weights' val accuracy

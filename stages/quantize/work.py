@@ -12,7 +12,7 @@ the TFLite artifact the activation ranges QAT trained with.
 
 When the plain INT8 simulation (PTQ) misses the stage's accuracy budget and
 `accuracy_aware` is on, the stage keeps the most quantization-sensitive layers in float, one
-at a time, until the simulation holds (stages/mixed_precision.py): the stage is judged on
+at a time, until the simulation holds (training/mixed_precision.py): the stage is judged on
 that, so a run never stops here when keeping some layers float would pass. The layers go on
 to the export stage in the INT8 options, for the formats that can keep them float.
 """
