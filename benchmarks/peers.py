@@ -40,7 +40,7 @@ from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.format import predict_each as predict
 from edgekiln.targets.runners import estimate
 from edgekiln.training import modeling
-from edgekiln.training.trainer import accuracy
+from edgekiln.training.evaluation import accuracy
 
 
 def open_session(fmt: str, path: str, threads: int = 1):

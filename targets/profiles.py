@@ -158,6 +158,14 @@ def _search_dirs() -> list[Path]:
     return extra + [SHIPPED_DIR]
 
 
+def beside(reference: str | None, base: Path) -> str | None:
+    """A config's profile reference with a file path made relative to the config's folder
+    (`base`); a shipped profile's name, or an absolute path, as it is."""
+    if reference and (reference.endswith(".toml") or "/" in reference) and not Path(reference).is_absolute():
+        return str((base / reference).resolve())
+    return reference
+
+
 def find_profile(name_or_path: str | Path, base: Path | None = None) -> Path:
     """The file of a profile given by name (EDGEKILN_PROFILE_PATH, then the shipped ones) or
     by path (relative to `base`, the config file's directory)."""

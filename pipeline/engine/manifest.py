@@ -45,7 +45,7 @@ def compute_device() -> dict:
     import torch
 
     from edgekiln.training import distributed
-    from edgekiln.training.trainer import device
+    from edgekiln.training.evaluation import device
 
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()

@@ -66,8 +66,9 @@ class StudentConfig(BaseModel):
 
     def resolve_paths(self, base: Path) -> None:
         """A profile given as a file is relative to the config file."""
-        if self.profile and (self.profile.endswith(".toml") or "/" in self.profile) and not Path(self.profile).is_absolute():
-            self.profile = str((base / self.profile).resolve())
+        from edgekiln.targets.profiles import beside
+
+        self.profile = beside(self.profile, base)
 
 
 def unkeyed(config: dict) -> set[str]:
