@@ -1,22 +1,24 @@
-"""edgekiln's artifacts against what a user would do instead: quantize the teacher.
+"""edgekiln's artifacts against what a user would do instead: quantize the reference model
+(the teacher of a run that trained one, or the given model of `edgekiln compress`).
 
     .venv/bin/python benchmarks/peers.py OUT_DIR [--cache-dir .edgekiln-cache] [--runs 200] [--json FILE]
+    .venv/bin/python benchmarks/peers.py OUT_DIR --tiny     # a few rounds: that it runs (tests/test_slow.py)
 
 Takes a finished run (OUT_DIR/manifest.json and the stage cache it ran on) and, on the same
-teacher, the same splits and the same calibration sample, builds:
+reference model, the same splits and the same calibration sample, builds:
 
-- the fp32 teacher in onnxruntime;
-- the teacher through onnxruntime `quantize_static` (QDQ, per-channel): U8S8 with
+- the fp32 reference in onnxruntime;
+- the reference through onnxruntime `quantize_static` (QDQ, per-channel): U8S8 with
   `reduce_range` and U8U8; the better on val is "ort-static" (both are listed);
-- the teacher through NNCF's `nncf.quantize` (default PTQ) when nncf is installed
+- the reference through NNCF's `nncf.quantize` (default PTQ) when nncf is installed
   (`pip install -e '.[peers]'`), else a note;
 
 and puts the run's artifacts beside them. For each: size, test accuracy (its own runtime;
 Core ML off macOS: the manifest's proxy figure, marked), host p50 at 1 and 2 threads timed
 interleaved in this one process (every model once per round, `--runs` rounds after
 warm-up, so load on the shared host hits all alike), and the estimate on a phone profile.
-Ratios are against the fp32 teacher and against the best peer (the most accurate on val of
-the quantized teachers). Prints a Markdown table.
+Ratios are against the fp32 reference and against the best peer (the most accurate on val of
+the quantized references). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.files import sha256, size_bytes
 from edgekiln.targets.format import predict_each as predict
+from edgekiln.targets.formats.onnx import export_float
 from edgekiln.targets.runners import estimate
 from edgekiln.training import modeling
 from edgekiln.training.evaluation import accuracy
@@ -131,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--tiny", action="store_true", help="a few rounds, 1 thread, no NNCF: that it runs")
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.runs, args.warmup = 5, 1
     manifest = json.loads((args.out_dir / "manifest.json").read_text())
     data = load_dataset(DataConfig.model_validate(manifest["config"]["data"]))
     if not data.has_test:
@@ -139,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if sha256(args.out_dir / "splits.json") != manifest["splits"]["sha256"]:
         sys.exit("splits.json does not match the manifest")
     stages = {s["name"]: s for s in manifest["stages"]}
-    teacher = modeling.load_bundle(args.cache_dir / "teacher" / stages["teacher"]["key"] / "model")
+    plan = manifest.get("plan") or {"reference": "teacher", "reference_title": "teacher"}  # older runs: the teacher
+    reference = plan["reference"]
+    who = "your model" if reference != "teacher" else "teacher"
+    teacher = modeling.load_bundle(args.cache_dir / reference / stages[reference]["key"] / "model")
     images = torch.from_numpy(np.load(args.cache_dir / "quantize" / stages["quantize"]["key"] / "calibration.npy"))
 
     def prepared(bundle, x):
@@ -147,18 +156,18 @@ def main(argv: list[str] | None = None) -> int:
 
     t_cal, t_val, t_test = (prepared(teacher, x) for x in (images, data.val_x, data.test_x))
     work = Path(tempfile.mkdtemp(prefix="edgekiln-peers-"))
-    onnx = get_format("onnx")
-    fp32 = work / "teacher_fp32.onnx"
-    onnx.export_float(teacher.model.eval(), torch.from_numpy(t_val[:1]), fp32)
-    rows = {"teacher fp32 (onnxruntime)": {"path": fp32, "format": "onnx", "kind": "teacher"}}
+    fp32 = work / "reference_fp32.onnx"
+    export_float(teacher.model.eval(), torch.from_numpy(t_val[:1]), fp32)
+    reference_row = f"{who} fp32 (onnxruntime)"
+    rows = {reference_row: {"path": fp32, "format": "onnx", "kind": "teacher"}}
     peers = {}
-    for label, activation, reduce_range in (("U8S8 reduce_range", "U8S8", True), ("U8U8", "U8U8", False)):
+    for scheme, activation, reduce_range in (("U8S8 reduce_range", "U8S8", True), ("U8U8", "U8U8", False)):
         path = ort_static(fp32, work / f"teacher_{activation}.onnx", t_cal, activation, reduce_range)
-        peers[f"teacher ort quantize_static {label}"] = {"path": path, "format": "onnx", "kind": "peer"}
-    nncf_out = nncf_quantize(fp32, work / "teacher_nncf.onnx", t_cal)
+        peers[f"{who} ort quantize_static {scheme}"] = {"path": path, "format": "onnx", "kind": "peer"}
+    nncf_out = nncf_quantize(fp32, work / "teacher_nncf.onnx", t_cal) if not args.tiny else "not run with --tiny"
     notes = []
     if isinstance(nncf_out, Path):
-        peers["teacher NNCF PTQ"] = {"path": nncf_out, "format": "onnx", "kind": "peer"}
+        peers[f"{who} NNCF PTQ"] = {"path": nncf_out, "format": "onnx", "kind": "peer"}
     else:
         notes.append(f"NNCF not measured: {nncf_out}")
     rows.update(peers)
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             row["drop_ci"] = [round(drop.drop, 2), round(drop.low, 2), round(drop.high, 2)]
     best_peer = max(peers, key=lambda n: rows[n]["val"])
     notes.append(f"best peer (most accurate on val): {best_peer}")
-    for threads in (1, 2):
+    for threads in (1,) if args.tiny else (1, 2):
         sessions = {n: (timing_session(r["format"], r["path"], threads),
                         (t_val if r["kind"] != "edgekiln" else s_val)[:1].shape)
                     for n, r in rows.items() if r["format"] != "coreml"}
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             row["phone_ms"] = calibrated.predict(CostFeatures.from_dict(features))
         else:
             row["phone_ms"] = (float32 if row["kind"] == "teacher" else int8).predict(teacher_features)
-    print(table(rows, "teacher fp32 (onnxruntime)", best_peer))
+    print(table(rows, reference_row, best_peer, who))
     for note in notes:
         print(f"\n{note}")
     print(f"\n{len(data.test_y)} test images (one image = {100 / len(data.test_y):.2f} points); "
@@ -218,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def table(rows: dict, teacher: str, best_peer: str) -> str:
+def table(rows: dict, teacher: str, best_peer: str, label: str = "teacher") -> str:
     def ratio(value, reference):
         return "-" if value is None or reference in (None, 0) else f"{value / reference:.2f}"
 
-    lines = ["| model | size | test % (95% CI) | drop vs teacher (95% CI) | host p50 ms, 1 / 2 threads | "
-             f"{PHONE} est. ms | size / teacher | size / best peer | p50 (2 t) / teacher | p50 (2 t) / best peer |",
+    lines = [f"| model | size | test % (95% CI) | drop vs {label} (95% CI) | host p50 ms, 1 / 2 threads | "
+             f"{PHONE} est. ms | size / {label} | size / best peer | p50 (2 t) / {label} | p50 (2 t) / best peer |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     t, p = rows[teacher], rows[best_peer]
     for name, r in rows.items():
@@ -231,7 +240,7 @@ def table(rows: dict, teacher: str, best_peer: str) -> str:
         test = "-" if r.get("test") is None else f"{r['test']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else
                                                                        f" ({r['source']})")
         drop = "-" if "drop_ci" not in r else f"{r['drop_ci'][0]:+.2f} [{r['drop_ci'][1]:+.2f}, {r['drop_ci'][2]:+.2f}]"
-        lat = "-" if "p50_1t" not in r else f"{r['p50_1t']:.3f} / {r['p50_2t']:.3f}"
+        lat = "-" if "p50_1t" not in r else f"{r['p50_1t']:.3f} / " + (f"{r['p50_2t']:.3f}" if "p50_2t" in r else "-")
         phone = "-" if r.get("phone_ms") is None else f"{r['phone_ms']:.3g}"
         lines.append(f"| {name} | {r['size_bytes'] / 1e6:.2f} MB | {test} | {drop} | {lat} | {phone} | "
                      f"{ratio(r['size_bytes'], t['size_bytes'])} | {ratio(r['size_bytes'], p['size_bytes'])} | "

@@ -67,17 +67,19 @@ class GateCheck:
 
 def checks(subject: str, value: float, previous: tuple[str, float] | None, stage_budget: float | None,
            stage_budget_key: str, teacher: float, max_drop_total: float, split: str = "val",
-           intervals: dict[str, tuple[float, float]] | None = None, rule: str = "point") -> list[GateCheck]:
+           intervals: dict[str, tuple[float, float]] | None = None, rule: str = "point",
+           reference_name: str = REFERENCE) -> list[GateCheck]:
     """The gates one stage or artifact must pass: its own per-stage budget against `previous`
-    (when both are set) and the total budget against the teacher. `intervals` maps a
-    reference name ("teacher", the previous stage's) to the drop's interval against it."""
+    (when both are set) and the total budget against the reference (`teacher`, named
+    `reference_name`: the teacher or the given model). `intervals` maps a reference name (the
+    reference's, the previous stage's) to the drop's interval against it."""
     intervals = intervals or {}
     out = []
     if previous is not None and stage_budget is not None:
         out.append(GateCheck(subject, stage_budget_key, value, previous[0], previous[1], stage_budget, split,
                              intervals.get(previous[0]), rule))
-    out.append(GateCheck(subject, "budget.max_drop_total", value, REFERENCE, teacher, max_drop_total, split,
-                         intervals.get(REFERENCE), rule))
+    out.append(GateCheck(subject, "budget.max_drop_total", value, reference_name, teacher, max_drop_total, split,
+                         intervals.get(reference_name), rule))
     return out
 
 

@@ -6,8 +6,9 @@ other sections it reads, the results it takes (by the parameter names of its `ru
 enters its cache key, whether `[budget.max_drop]` limits it, the checks to run before any
 stage, and the section it adds to manifest.json and the reports. The DAG, the config schema,
 the budget table and the reports are built from the registered stages; nothing else names
-one. Stages run in `order`; each takes the result of the one before it as `previous` and the
-reference stage's (the teacher, which every drop is measured against) as `reference`.
+one. Which stages run is the config's plan (`[pipeline] stages`, `plan`): they run in
+`order`, each taking the result of the one before it as `previous` and the first one's (the
+reference every drop is measured against: the teacher, or the given model) as `reference`.
 
 The declarations import no torch (a config validates in well under two seconds): `run` and
 `preflight` may be given as "module:function", imported when the stage runs.
@@ -23,13 +24,13 @@ from typing import Any, Callable
 
 from edgekiln.stages.report import StageReport
 
-__all__ = ["Stage", "Check", "StageReport", "REQUIRED", "register", "unregister", "registered", "stage_named",
-           "reference", "publisher", "inputs_of", "generation", "checks"]
+__all__ = ["Stage", "Check", "Plan", "PlanError", "StageReport", "REQUIRED", "register", "unregister", "registered",
+           "stage_named", "publisher", "plan", "inputs_of", "generation"]
 
 REQUIRED = object()  # a section the config must give (no default)
 
-# The results a stage's `run` may take, by parameter name: the stage before it, and the
-# reference stage's (every accuracy drop is measured against it).
+# The results a stage's `run` may take, by parameter name: the stage before it in the plan,
+# and the plan's first stage's (the reference: every accuracy drop is measured against it).
 INPUT_ROLES = ("previous", "reference")
 
 
@@ -83,7 +84,11 @@ class Stage:
     # (sections) -> {key: profile or list of profiles}.
     profiles: Callable[[dict], dict] | None = None
     budgeted: bool = False  # `[budget.max_drop] <name>` limits its drop against the stage before it
-    reference: bool = False  # every accuracy drop is measured against this stage (the teacher)
+    # It begins a plan: it takes no `previous`, and its model is the reference every drop is
+    # measured against. A plan starts with the one starting stage whose section the config gives.
+    starts: bool = False
+    follows: str | None = None  # the stage that must run directly before it (its `previous`)
+    title: str | None = None  # what the reports call it (default: its name)
     publishes: bool = False  # its artifacts are the release: gated on test, published
     checks: tuple[Check, ...] = ()  # run before any stage (e.g. the student converts to every target)
     # Its part of the manifest and the reports (or "module:NAME" of one, imported when read).
@@ -93,6 +98,10 @@ class Stage:
     def sections(self) -> tuple[str, ...]:
         """Every config section it reads: its own first."""
         return ((self.section,) if self.section else ()) + tuple(s for s in self.reads if s != self.section)
+
+    @property
+    def label(self) -> str:
+        return self.title or self.name
 
     @property
     def function(self) -> Callable:
@@ -156,8 +165,8 @@ def registered() -> tuple[Stage, ...]:
     """Every stage, in the order they run."""
     _discover()
     stages = sorted(_REGISTRY.values(), key=lambda s: s.order)
-    if sum(s.reference for s in stages) != 1 or sum(s.publishes for s in stages) != 1:
-        raise RuntimeError("exactly one registered stage must be the reference and one must publish")
+    if not any(s.starts for s in stages) or sum(s.publishes for s in stages) != 1:
+        raise RuntimeError("at least one registered stage must start a plan, and exactly one must publish")
     return tuple(stages)
 
 
@@ -166,30 +175,99 @@ def stage_named(name: str) -> Stage:
     return _REGISTRY[name]
 
 
-def reference() -> Stage:
-    return next(s for s in registered() if s.reference)
-
-
 def publisher() -> Stage:
     return next(s for s in registered() if s.publishes)
 
 
-def inputs_of(stage: Stage) -> dict[str, str]:
-    """{parameter: stage name} of the results `stage.run` takes (previous, reference)."""
-    order = registered()
-    position = order.index(stage)
+class PlanError(ValueError):
+    """A plan that cannot run (an unknown stage, stages out of order, a missing section)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The stages one config runs, in order: the first is the reference. `skipped` says why
+    each other registered stage does not run."""
+
+    stages: tuple[Stage, ...]
+    skipped: dict[str, str]
+
+    @property
+    def reference(self) -> Stage:
+        return self.stages[0]
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def checks(self) -> tuple[Check, ...]:
+        """The checks its stages declare, in stage order: run before any stage."""
+        return tuple(check for stage in self.stages for check in stage.checks)
+
+    def to_dict(self) -> dict:
+        return {"stages": self.names, "reference": self.reference.name, "reference_title": self.reference.label,
+                "skipped": [{"stage": name, "why": why} for name, why in self.skipped.items()]}
+
+
+def plan(listed: list[str] | None, given: set[str]) -> Plan:
+    """The stages to run: `listed` (`[pipeline] stages`; None: every stage that does not
+    start a plan), after the starting stage whose section is in `given` (the sections the
+    config gives). PlanError names what is wrong: an unknown or repeated stage, stages out of
+    order, two starting stages, a stage without the one it follows, no publishing stage."""
+    stages = registered()
+    by_name = {s.name: s for s in stages}
+    starters = [s for s in stages if s.starts]
+    for name in listed or []:
+        if name not in by_name:
+            raise PlanError(f"pipeline.stages: unknown stage {name!r} (the stages: {', '.join(by_name)})")
+    if listed is not None and len(set(listed)) != len(listed):
+        raise PlanError(f"pipeline.stages: {next(n for n in listed if listed.count(n) > 1)!r} is listed twice")
+    if listed is not None and [by_name[n].order for n in listed] != sorted(by_name[n].order for n in listed):
+        raise PlanError(f"pipeline.stages: {listed} is out of order; the stages run in this order: "
+                        + ", ".join(by_name))
+    chosen = [s for s in starters if s.section in given]
+    listed_starters = [by_name[n] for n in listed or [] if by_name[n].starts]
+    if len(chosen) > 1:
+        raise PlanError(f"the config gives both [{chosen[0].section}] and [{chosen[1].section}]: a run starts from one "
+                        f"({chosen[0].label} or {chosen[1].label}); leave out the other")
+    if listed_starters and (not chosen or listed_starters[0] is not chosen[0]):
+        raise PlanError(f"pipeline.stages lists {listed_starters[0].name}, which needs "
+                        f"[{listed_starters[0].section}]" + (f" (this config starts from [{chosen[0].section}])"
+                                                              if chosen else ""))
+    if not chosen:
+        raise PlanError("the config gives none of " + ", ".join(f"[{s.section}] ({s.label})" for s in starters)
+                        + ": a run starts from one of them")
+    start = chosen[0]
+    names = [n for n in listed if not by_name[n].starts] if listed is not None else [
+        s.name for s in stages if not s.starts]
+    run = (start, *(by_name[n] for n in names))
+    for i, stage in enumerate(run[1:], 1):
+        if stage.follows is not None and run[i - 1].name != stage.follows:
+            raise PlanError(f"pipeline.stages: {stage.name} needs {stage.follows} directly before it (it takes "
+                            f"{stage.follows}'s result), after {run[i - 1].name}")
+    if not any(stage.publishes for stage in run):
+        raise PlanError(f"pipeline.stages must include {publisher().name}: its artifacts are what a run ships")
+    skipped = {}
+    for stage in stages:
+        if stage in run:
+            continue
+        if stage.starts:
+            skipped[stage.name] = f"the run starts from {start.label} ([{start.section}])"
+        else:
+            skipped[stage.name] = "not in pipeline.stages"
+    return Plan(run, skipped)
+
+
+def inputs_of(stage: Stage, run: Plan) -> dict[str, str]:
+    """{parameter: stage name} of the results `stage.run` takes in `run`: the stage before
+    it (previous) and the plan's first (reference)."""
+    position = run.stages.index(stage)
     wanted = [p for p in inspect.signature(stage.function).parameters if p in INPUT_ROLES]
     out = {}
     for role in wanted:
         if role == "previous":
             if position == 0:
                 raise RuntimeError(f"stage {stage.name} takes `previous` but runs first")
-            out[role] = order[position - 1].name
+            out[role] = run.stages[position - 1].name
         else:
-            out[role] = reference().name
+            out[role] = run.reference.name
     return out
-
-
-def checks() -> tuple[Check, ...]:
-    """The checks every stage declares, in stage order: run before any stage."""
-    return tuple(check for stage in registered() for check in stage.checks)

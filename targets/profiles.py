@@ -153,6 +153,18 @@ def shipped_profiles() -> list[str]:
     return sorted(p.stem for p in SHIPPED_DIR.glob("*.toml"))
 
 
+def profile_files() -> list[Path]:
+    """Every profile a name can find, in search order: EDGEKILN_PROFILE_PATH's, then the
+    shipped ones; a name found earlier hides a later file of the same name."""
+    seen, out = set(), []
+    for folder in _search_dirs():
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            if path.stem not in seen:
+                seen.add(path.stem)
+                out.append(path)
+    return out
+
+
 def _search_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get("EDGEKILN_PROFILE_PATH", "").split(os.pathsep) if p]
     return extra + [SHIPPED_DIR]

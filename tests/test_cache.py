@@ -209,9 +209,8 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
     import shutil as sh
     import textwrap
 
-    from edgekiln.engine.config import load_config
+    from edgekiln.engine.config import load_config, plan_of
     from edgekiln.engine.runner import stage_key_of
-    from edgekiln.stages import registered
     from edgekiln.targets.profiles import SHIPPED_DIR
 
     for name in ("pixel-3-cpu.toml", "pixel-3-cpu.references.csv"):
@@ -231,12 +230,11 @@ def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_name
         name = "server"
         format = "onnx"
     """))
-    nodes = {n.name: n for n in registered()}
-
     def keys():
         cfg, out = load_config(config), {}
-        for node in registered():
-            out[node.name] = stage_key_of(nodes[node.name], cfg, "code", "data", out)
+        plan = plan_of(cfg)
+        for node in plan.stages:
+            out[node.name] = stage_key_of(node, cfg, "code", "data", out, plan)
         return out
     before = keys()
     assert keys() == before

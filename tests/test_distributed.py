@@ -63,6 +63,7 @@ def test_a_training_loop_on_two_ranks_ends_where_it_ends_on_one(tmp_path):
         torch.testing.assert_close(two[name], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # slow: a training loop on two ranks stays in the default suite
 def test_run_on_two_processes_runs_every_stage_and_reports_the_world(run, tmp_path):
     from tiny_pipeline import write_config
 

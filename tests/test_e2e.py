@@ -331,6 +331,7 @@ def test_a_plain_int8_simulation_that_misses_the_budget_keeps_layers_float_and_t
     assert by_target["ios"]["quantization"]["float_layers"] == [] and by_target["ios"]["passed"]
 
 
+@pytest.mark.slow  # slow: test_faults.py's signal and kill tests resume a stopped run in the default suite
 def test_a_killed_stage_leaves_no_cache_entry_and_the_next_run_resumes(run, monkeypatch):
     root, _, _ = run
     work = root / "killed"
@@ -590,6 +591,7 @@ def _entry_of(root, manifest, stage):
     return root / "cache" / stage / key
 
 
+@pytest.mark.slow  # slow: test_cache.py checks entries against their integrity records in the default suite
 def test_a_flipped_byte_in_a_cached_artifact_is_caught_recomputed_and_never_published(run):
     root, _, first = run
     entry = _entry_of(root, first, "export")

@@ -127,6 +127,7 @@ def test_pruning_to_a_measured_latency_prunes_until_the_runner_says_so(data, mon
     assert list(tmp_path.iterdir()) == []  # the timed artifacts are not left behind
 
 
+@pytest.mark.slow  # slow: pruning to a measured latency stays in the default suite
 def test_a_measured_goal_missed_after_its_rounds_goes_on_to_the_next_step_and_the_last_miss_stops(
         data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0, 88.0])

@@ -61,6 +61,7 @@ def test_restored_state_gives_the_simulation_qat_ended_with(trained):
     assert not pt2e.uses_qat_state(Int8Options(qat_state=path, float_layers=("0",)))
 
 
+@pytest.mark.slow  # slow: the QAT example (test_slow.py) ships a TFLite artifact from QAT ranges
 def test_the_tflite_artifact_uses_qat_ranges(trained, tmp_path):
     model, images, expected, path = trained
     options = Int8Options(qat_state=path)

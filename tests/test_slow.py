@@ -149,3 +149,29 @@ def test_the_auto_epochs_benchmark_runs_in_its_tiny_mode():
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| fixed", "| auto"))]
     assert len(rows) == 4, done.stdout
     assert all("auto" not in row or "reached" in row or "no val improvement" in row for row in rows)
+
+
+def test_the_peers_benchmark_runs_in_its_tiny_mode_on_a_compress_run(tmp_path):
+    """benchmarks/peers.py --tiny on `edgekiln compress`'s output: the given model through
+    onnxruntime quantize_static beside edgekiln's artifact, on the same checkpoint."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples" / "compress"))
+    import train_your_model
+
+    weights = train_your_model.main(["--out", str(tmp_path), "--arch", "resnet10t", "--epochs", "2"])
+    digits = tmp_path / "digits"
+    result = CliRunner().invoke(app, [
+        "compress", "--arch", "resnet10t", "--weights", str(weights), "--data", str(digits / "train"),
+        "--test-data", str(digits / "test"), "--image-size", "32", "--budget", "5", "--target", "x86-server-avx2",
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers.py"), str(tmp_path / "out"), "--tiny",
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    names = [row.split("|")[1].strip() for row in rows[1:]]
+    assert names[:3] == ["your model fp32 (onnxruntime)", "your model ort quantize_static U8S8 reduce_range",
+                         "your model ort quantize_static U8U8"], done.stdout
+    assert any(name.startswith("edgekiln x86-server-avx2 (onnx") for name in names), done.stdout

@@ -42,7 +42,10 @@ class DataConfig(BaseModel):
     shards: str | list[str] | None = None
     val_shards: str | list[str] | None = None
     test_shards: str | list[str] | None = None
-    classes: list[str] | None = None  # webdataset, idx: the name of each class index (default "0", "1", ...)
+    # webdataset, idx: the name of each class index (default "0", "1", ...); imagefolder: the
+    # class folders in the order of the model's outputs (default: sorted, as torchvision's
+    # ImageFolder and timm number them)
+    classes: list[str] | None = None
     # webdataset: an epoch reads the shards in a random order through a buffer of this many
     # samples (encoded), shuffled within it: larger mixes better and holds more in memory.
     shuffle_buffer: int = Field(5000, ge=1, le=10_000_000)
@@ -87,7 +90,7 @@ class DataConfig(BaseModel):
         elif self.shards or self.val_shards or self.test_shards:
             raise ValueError(f"source '{self.source}' takes no `shards`, `val_shards` or `test_shards` "
                              "(those are for source 'webdataset')")
-        elif self.classes and self.source != "idx":
+        elif self.classes and self.source not in ("idx", "imagefolder"):
             raise ValueError(f"source '{self.source}' takes no `classes` (the class names are its folders' or "
                              "its own)")
         carved = (0.0 if self.val_path else self.val_fraction) + (0.0 if self.test_path else self.test_fraction)

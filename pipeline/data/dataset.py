@@ -134,11 +134,13 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
         (pool, test), given_val = _idx(cfg.path, cfg.image_size, cfg.classes), None
     else:
         pool = _digits(cfg.image_size) if cfg.source == "digits" else \
-            _image_folder(cfg.path, cfg.image_size, "data.path", index_dir, **folder_options)
+            _image_folder(cfg.path, cfg.image_size, "data.path", index_dir, order=cfg.classes, **folder_options)
         given_val = None if cfg.val_path is None else \
-            _image_folder(cfg.val_path, cfg.image_size, "data.val_path", index_dir, **folder_options)
+            _image_folder(cfg.val_path, cfg.image_size, "data.val_path", index_dir, order=cfg.classes,
+                          **folder_options)
         test = None if cfg.test_path is None else \
-            _image_folder(cfg.test_path, cfg.image_size, "data.test_path", index_dir, **folder_options)
+            _image_folder(cfg.test_path, cfg.image_size, "data.test_path", index_dir, order=cfg.classes,
+                          **folder_options)
         for other, key in ((given_val, "data.val_path"), (test, "data.test_path")):
             if other is not None:
                 _same_classes(other, pool, key)
@@ -257,12 +259,13 @@ def _idx(root: Path, size: int, classes: list[str] | None) -> tuple[_Pool, _Pool
 
 
 def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None, max_pixels: int | None = None,
-                  follow_symlinks: bool = False) -> _Pool:
+                  follow_symlinks: bool = False, order: list[str] | None = None) -> _Pool:
     """The folder's images as files (decoded later, all at once or batch by batch): each
     file's header is read, so an unreadable or oversized file stops the run before any work;
     once per listing (names, sizes, times) when `index_dir` keeps the index. Hidden files and
     folders (a name starting with ".") are skipped and listed in the pool's `skipped`; a
-    symlink that leaves the folder is refused unless `follow_symlinks`."""
+    symlink that leaves the folder is refused unless `follow_symlinks`. Classes are numbered
+    in sorted order, or in `order` (data.classes), which must name exactly the class folders."""
     if not root.is_dir():
         raise InputError(f"{key}: {root} is not a directory")
     skipped: list[str] = []
@@ -275,6 +278,12 @@ def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None
             classes.append(d.name)
     if len(classes) < 2:
         raise InputError(f"{key}: {root} needs at least two class sub-folders, found {classes}")
+    if order is not None:
+        if sorted(order) != classes:
+            raise InputError(f"data.classes must name exactly the class folders of {key} {root}: it names "
+                             f"{sorted(set(order) - set(classes)) or 'none'} that are not there and leaves out "
+                             f"{sorted(set(classes) - set(order)) or 'none'}")
+        classes = list(order)
     labels, listing = [], []
     for label, name in enumerate(classes):
         files = []

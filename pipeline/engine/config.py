@@ -77,13 +77,37 @@ class CardConfig(BaseModel):
     license: str | None = None
 
 
+class PlanConfig(BaseModel):
+    """`[pipeline]`: which stages run. `stages` lists them in order (the starting stage, the
+    teacher or the given model, may be left out: the section the config gives decides);
+    default: all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[str] | None = Field(None, min_length=1)
+
+
 class _Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="after")
-    def _unique_target_names(self):
-        _first_duplicate([t.name for t in self.targets], "name")
+    def _a_plan_that_runs(self):
+        run = plan_of(self)  # PlanError (a ValueError) names what is wrong
+        for stage in run.stages:
+            if stage.section and getattr(self, stage.section) is None:
+                raise ValueError(f"stage {stage.name} runs but the config has no [{stage.section}]")
         return self
+
+    @model_validator(mode="after")
+    def _unique_target_names(self):
+        _first_duplicate([t.name for t in self.targets or []], "name")
+        return self
+
+
+def plan_of(cfg) -> registry.Plan:
+    """The stages `cfg` runs, in order (the first is the reference), and why the others do not."""
+    given = {s.section for s in registry.registered() if s.starts and getattr(cfg, s.section, None) is not None}
+    return registry.plan(cfg.pipeline.stages, given)
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,9 +120,11 @@ def _models(generation: int) -> dict[str, type[BaseModel]]:
     budget = create_model("BudgetConfig", __base__=_Budget, __doc__=_Budget.__doc__,
                           max_drop=(stage_budgets, stage_budgets()))
     fields: dict = {name: (schema, schema()) for name, schema in LIBRARY_SECTIONS.items()}
+    fields["pipeline"] = (PlanConfig, PlanConfig())
     for stage in stages:
-        if stage.section and stage.section not in fields:
-            fields[stage.section] = (stage.schema, ... if stage.default is registry.REQUIRED else stage.default)
+        if stage.section and stage.section not in fields:  # a section only a planned stage needs may be absent
+            fields[stage.section] = ((stage.schema | None, None) if stage.default is registry.REQUIRED
+                                     else (stage.schema, stage.default))
     fields.update(budget=(budget, budget()), release=(ReleaseConfig, ReleaseConfig()), card=(CardConfig, CardConfig()))
     pipeline = create_model("PipelineConfig", __base__=_Pipeline, **fields)
     return {"StageBudgets": stage_budgets, "BudgetConfig": budget, "PipelineConfig": pipeline}
@@ -143,7 +169,7 @@ def _first_duplicate(values: list[str], what: str) -> None:
 
 def _resolve_profiles(cfg, base: Path, path: Path) -> None:
     """Load every target's latency profile now, so a bad one stops the run before any work."""
-    for i, target in enumerate(cfg.targets):
+    for i, target in enumerate(cfg.targets or []):
         try:
             target.resolve(base)
         except EncodingError as e:
@@ -153,7 +179,7 @@ def _resolve_profiles(cfg, base: Path, path: Path) -> None:
         except ProfileError as e:
             raise ConfigError(f"{path}: targets[{i}].profile: {e}") from None
     try:
-        _first_duplicate([t.artifact_name for t in cfg.targets], "artifact")
+        _first_duplicate([t.artifact_name for t in cfg.targets or []], "artifact")
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -220,8 +246,8 @@ def _resolve_paths(cfg, base: Path) -> None:
 # What `validate` cannot check without importing torch (timm and transformers need it): the
 # run's preflight checks these before any work, with the same exit code.
 DEFERRED_CHECKS = (
-    "timm architecture names (teacher.candidates, student.arch) and their pretrained weights",
-    "teacher checkpoints load into their architecture",
+    "timm architecture names (teacher.candidates, student.arch, model.arch) and their pretrained weights",
+    "teacher and model checkpoints load into their architecture (model: its class count fits the data)",
     "train.randaugment parses as a timm RandAugment string",
 )
 

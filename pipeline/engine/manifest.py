@@ -94,6 +94,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tool_versions": tool_versions(),
         "compute": compute_device(),
+        "plan": None if outcome.plan is None else outcome.plan.to_dict(),
         **stage_sections(outcome),
         "splits": outcome.splits,
         "predictions": outcome.predictions,
@@ -109,13 +110,13 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
 
 def stage_sections(outcome) -> dict:
     """What each stage adds to the manifest (its section, None when it did not run), then
-    each pre-stage check's record under its name."""
+    each pre-stage check's record under its name (None when its stage was not planned)."""
     out = {}
     for stage in registry.registered():
         report = stage.reporting
         if report.manifest is not None:
             out.update(report.manifest(outcome.results.get(stage.name), outcome.checks))
-    out.update({check.name: outcome.checks.get(check.name) for check in registry.checks()})
+        out.update({check.name: outcome.checks.get(check.name) for check in stage.checks})
     return out
 
 

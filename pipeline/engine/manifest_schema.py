@@ -79,6 +79,13 @@ class Predictions(_Record):
     targets: list[str] | None = None
 
 
+class PlanRecord(_Record):
+    stages: list[str] | None = None
+    reference: str | None = None
+    reference_title: str | None = None
+    skipped: list[dict[str, str]] | None = None
+
+
 class _RunManifest(_Record):
     edgekiln_version: str | None = None
     passed: bool | None = None
@@ -86,6 +93,7 @@ class _RunManifest(_Record):
     config: dict[str, Any]
     config_sha256: str | None = None
     tool_versions: dict[str, str | None] | None = None
+    plan: PlanRecord | None = None
     splits: Splits | None = None
     predictions: Predictions | None = None
     stages: list[Stage] | None = None

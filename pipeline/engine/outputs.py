@@ -59,9 +59,11 @@ def refuse_unsafe(out: Path, cache_dir: Path, inputs: list[tuple[str, Path, bool
                              "which would delete it; write the outputs elsewhere")
 
 
-# What a run writes into --out besides its artifacts (which its manifest lists).
+# What a run writes into --out besides its artifacts (which its manifest lists); config.toml:
+# the config a command built (`edgekiln compress`), kept to reproduce the run.
+KEPT_CONFIG = "config.toml"
 RUN_FILES = ("manifest.json", "splits.json", "predictions.json", "report.html", "report.png", "tradeoff.png",
-             "MODEL_CARD.md")
+             "MODEL_CARD.md", KEPT_CONFIG)
 # What file browsers and empty-folder conventions leave in any folder: never someone's work.
 LITTER = (".DS_Store", "Thumbs.db", "desktop.ini", ".gitkeep")
 

@@ -16,13 +16,13 @@ from edgekiln.calibration import folder_fingerprint
 from edgekiln.data.dataset import Dataset, load_dataset
 from edgekiln.engine import stage_code
 from edgekiln.engine.cache import StageCache, stage_key
-from edgekiln.engine.config import PipelineConfig
+from edgekiln.engine.config import PipelineConfig, plan_of
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
 from edgekiln.errors import InputError, TrainingDiverged
-from edgekiln.gates import REFERENCE, BudgetCheck, GateCheck, budget_checks, checks
+from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
 from edgekiln.progress import console
-from edgekiln.stages import Check, Stage
+from edgekiln.stages import Check, Plan, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
@@ -65,6 +65,7 @@ class RunOutcome:
     predictions: dict | None = None  # predictions.json: each artifact's top-1 on the test split
     cache: object | None = None  # the StageCache: the manifest lists entries it discarded
     interrupted: dict | None = None  # the signal that stopped the run, and the stage under way
+    plan: Plan | None = None  # the stages this config runs (the first is the reference)
 
     @property
     def passed(self) -> bool:
@@ -117,14 +118,14 @@ def check_writable(path: Path, option: str) -> None:
 
 
 def preflight(cfg: PipelineConfig) -> None:
-    """Every stage's cheap checks of its own config (unknown architectures, missing files)."""
-    for stage in registry.registered():
+    """Every planned stage's cheap checks of its own config (unknown architectures, missing files)."""
+    for stage in plan_of(cfg).stages:
         if stage.preflight is not None:
             registry.resolve(stage.preflight)({s: getattr(cfg, s) for s in stage.sections})
 
 
 def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,
-               results: dict[str, StageResult]) -> tuple[StageResult, bool]:
+               results: dict[str, StageResult], run: Plan) -> tuple[StageResult, bool]:
     """The stage's result from the cache, or computed: the stage sees train and val only;
     its result is then graded on the test split, and stored with those figures."""
     entry = cache.lookup(node.name, key)
@@ -141,7 +142,7 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
         with cache.writing(node.name, key) as workdir:
             try:
                 with state.checkpointing(checkpoints):
-                    inputs = {role: results[name] for role, name in registry.inputs_of(node).items()}
+                    inputs = {role: results[name] for role, name in registry.inputs_of(node, run).items()}
                     result = node.function(data.for_stages(), config, workdir, **inputs)
             except TrainingDiverged:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
@@ -174,7 +175,8 @@ def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels
     return out
 
 
-def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str]) -> str:
+def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str],
+                 run: Plan) -> str:
     """The cache key of `node` under `cfg`: every input its result depends on (its config
     sections, the content of the profiles they name, the data, its inputs' keys, the code)."""
     unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
@@ -183,7 +185,7 @@ def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: 
         for name, profiles in node.profiles({s: getattr(cfg, s) for s in node.sections}).items():
             sections[name] = ([_profile_content(p) for p in profiles] if isinstance(profiles, list)
                               else _profile_content(profiles))
-    inputs = [keys[name] for name in registry.inputs_of(node).values()]
+    inputs = [keys[name] for name in registry.inputs_of(node, run).values()]
     return stage_key(node.name, code, sections, [data_fingerprint] + inputs)
 
 
@@ -224,11 +226,12 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
     their accuracy gates are judged on the held-out test split where there is one."""
     if not node.budgeted:
         return []
-    teacher = outcome.results[registry.reference().name]
+    reference = outcome.plan.reference
+    teacher = outcome.results[reference.name]
     previous = outcome.stages[-1]
     budget = getattr(cfg.budget.max_drop, node.name)
     common = dict(stage_budget=budget, stage_budget_key=f"budget.max_drop.{node.name}",
-                  max_drop_total=cfg.budget.max_drop_total)
+                  max_drop_total=cfg.budget.max_drop_total, reference_name=reference.label)
     if not node.publishes:
         return checks(f"stage {node.name}", result.accuracy, previous=(previous.name, previous.accuracy),
                       teacher=teacher.accuracy, **common)
@@ -246,7 +249,7 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
             artifact_gates = checks(subject, artifact.test_accuracy,
                                     previous=(previous.name, quantized.metrics["test_accuracy"]),
                                     teacher=teacher.metrics["test_accuracy"], split="test",
-                                    intervals={REFERENCE: tuple(artifact.drop_ci),
+                                    intervals={reference.label: tuple(artifact.drop_ci),
                                                previous.name: (against_previous.low, against_previous.high)},
                                     rule=cfg.budget.gate, **common)
         else:
@@ -308,6 +311,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     rename = None if shown_as is None else (out_dir, shown_as)
     check_writable(out_dir, "--out")
     check_writable(cache_dir, "--cache-dir")
+    outcome.plan = run = plan_of(cfg)
     preflight(cfg)
     data = load_dataset(cfg.data, index_dir=cache_dir / ".index")
     outcome.labels = data.classes
@@ -324,18 +328,20 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     current = None  # the stage under way, for the messages of a run that stops
     try:
         outcome.splits = _write_splits(out_dir, data)
-        for check in registry.checks():
+        for check in run.checks():
             current = check.name
             outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache,
                                                     stage_code.code_version(check.module))
-        reference = registry.reference().name
-        for node in registry.registered():
+        reference = run.reference.name
+        for name, why in run.skipped.items():
+            console.print(f"  {name}: skipped ({why})", markup=False)
+        for node in run.stages:
             current = node.name
             key = keys[node.name] = stage_key_of(node, cfg, stage_code.code_version(node.module),
-                                                 data.fingerprint, keys)
+                                                 data.fingerprint, keys, run)
             console.rule(f"[bold]{node.name}")
             started = time.perf_counter()
-            result, cached = _run_stage(node, cfg, data, cache, key, outcome.results)
+            result, cached = _run_stage(node, cfg, data, cache, key, outcome.results, run)
             outcome.results[node.name] = result
             gates = _gate(node, result, cfg, outcome, data)
             outcome.gates += gates

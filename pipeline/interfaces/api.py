@@ -112,11 +112,14 @@ def _is_text(config) -> bool:
 
 
 def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str | Path | None = None, *,
-        junit: str | Path | None = None, compare: str | Path | None = None, force: bool = False) -> RunResult:
+        junit: str | Path | None = None, compare: str | Path | None = None, force: bool = False,
+        keep_config: bool = False) -> RunResult:
     """Run the pipeline `config` describes: artifacts, manifest.json, report.png,
     tradeoff.png, report.html and MODEL_CARD.md go to `out` (default out/<config name>).
     `junit`: also write the gates as JUnit XML there (also when the run ends in an error).
     `compare`: a base release (output folder or manifest.json) whose deltas report.html shows.
+    `keep_config`: also write the config's text to `out`/config.toml (a config built by a
+    command: `edgekiln run out/config.toml` reproduces the run).
 
     `out` is written whole or not at all: the outputs are staged beside it and swapped in
     once complete (an earlier run's outputs there are replaced as a whole). InputError, before
@@ -132,6 +135,8 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     out_dir = Path(out) if out is not None else Path("out") / name
     cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)
     config_path = None if isinstance(config, dict) or _is_text(config) else Path(config)
+    if config_path is not None and config_path.resolve() == (out_dir / outputs.KEPT_CONFIG).resolve():
+        config_path, keep_config = None, True  # re-running a kept config: the new output keeps it too
     outputs.refuse_unsafe(out_dir, cache, outputs.input_paths(cfg, config_path))
     if compare is not None:
         read_manifest(Path(compare))  # a bad base stops the run before any work
@@ -139,6 +144,8 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     staging = None
     try:
         with raising(), outputs.staged(out_dir, force) as staging:
+            if keep_config:
+                write_text(staging.path / outputs.KEPT_CONFIG, text)
             try:
                 outcome = run_pipeline(cfg, staging.path, cache, text, shown_as=out_dir)
             except BaseException:
@@ -325,6 +332,13 @@ class Validation:
 
     config: PipelineConfig
     deferred: tuple[str, ...]
+
+    @property
+    def plan(self):
+        """The stages it runs, and why the others do not."""
+        from edgekiln.engine.config import plan_of
+
+        return plan_of(self.config)
 
 
 def validate(config: str | Path) -> Validation:

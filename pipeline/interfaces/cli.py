@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK
+from edgekiln.interfaces import starting
 from edgekiln.interfaces.exits import exit_codes, quiet_converters, report_failures, verdict
 from edgekiln.interfaces.groups import CACHE_OPTION, cache_app, profile_app
 from edgekiln.progress import console
@@ -32,7 +33,7 @@ _JUNIT_OPTION = typer.Option(None, "--junit", help="also write the gates as JUni
 
 @app.callback()
 def _root() -> None:
-    """edgekiln: teacher -> distill -> prune -> quantize -> export, gated on accuracy."""
+    """edgekiln: your model, or teacher -> distill, then prune -> quantize -> export, gated on accuracy."""
 
 
 @app.command()
@@ -66,38 +67,12 @@ def run(
         if not verbose:
             quiet_converters()
         with exit_codes():
-            _run(config, out or Path("out") / config.stem, junit, compare, cache_dir, force)
+            starting.run_and_report(config, out or Path("out") / config.stem, junit, compare, cache_dir, force)
     except typer.Exit as e:
         distributed.record_exit_code(e.exit_code)
         raise
     finally:
         distributed.done()
-
-
-def _run(config: Path, out: Path, junit, compare, cache_dir, force: bool) -> None:
-    from edgekiln.interfaces import api
-    from edgekiln.release import summary
-
-    result = api.run(config, out, cache_dir, junit=junit, compare=compare, force=force)
-    if not result.published:
-        raise typer.Exit(report_failures(
-            result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "
-            "saying so could not be written; every stage is cached, so a re-run with room for the outputs is warm"))
-    summary.print_summary(result.manifest, result.paths["manifest"])
-    for gate in result.failed_gates:
-        console.print(f"[bold red]{gate.message()}")
-    console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card", "junit")
-                                          if k in result.paths))
-    if result.report_failures:
-        refused = any(not f.bug for f in result.report_failures)
-        raise typer.Exit(report_failures(
-            result.report_failures, ("the run is not whole, so its manifest says passed: false" if refused else
-                                     f"the run's gates {'passed' if result.passed else 'failed'}") +
-            "; its artifacts and manifest.json are written, and the manifest names the missing reports under "
-            "report_errors"))
-    raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
-
-
 
 
 @app.command()
@@ -110,6 +85,8 @@ def validate(config: Path = typer.Argument(..., help="pipeline TOML file")) -> N
         checked = api.validate(config)
     targets = ", ".join(f"{t.name} ({t.format} on {t.effective_profile.name})" for t in checked.config.targets)
     console.print(f"[green]{config} is valid[/]: {len(checked.config.targets)} target(s): {targets}")
+    console.print("stages: " + " → ".join(checked.plan.names) + "".join(
+        f"; {name} skipped ({why})" for name, why in checked.plan.skipped.items()), markup=False)
     console.print("checked when the run starts (they need torch): " + "; ".join(checked.deferred))
 
 
@@ -224,6 +201,8 @@ def bench(
     verdict(result.passed)
 
 
+app.command()(starting.compress)
+app.command()(starting.init)
 app.add_typer(profile_app, name="profile")
 app.add_typer(cache_app, name="cache")
 

@@ -14,6 +14,7 @@ import warnings
 from typing import Iterator
 
 import typer
+from rich.markup import escape
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK
 from edgekiln.progress import console
@@ -59,14 +60,14 @@ def exit_codes() -> Iterator[None]:
         manifest_note(e)
         raise typer.Exit(e.exit_code)
     except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {e}", soft_wrap=True)
+        console.print(f"[bold red]config error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except (InputError, ConversionError, PublishError, ProfileError) as e:
-        console.print(f"[bold red]input error:[/] {e}", soft_wrap=True)
+        console.print(f"[bold red]input error:[/] {escape(str(e))}", soft_wrap=True)
         manifest_note(e)
         raise typer.Exit(EXIT_BAD_INPUT)
     except TrainingDiverged as e:
-        console.print(f"[bold red]training diverged:[/] {e}")
+        console.print(f"[bold red]training diverged:[/] {escape(str(e))}")
         manifest_note(e, "; nothing of that stage was cached")
         raise typer.Exit(EXIT_GATE_FAILED)
     except Exception as e:
@@ -89,6 +90,6 @@ def report_failures(failures, after: str) -> int:
     for f in failures:
         if f.bug:
             console.print(Traceback.from_exception(type(f.error), f.error, f.error.__traceback__))
-        console.print(f"[bold red]{f.name} was not written:[/] {f.message()}")
+        console.print(f"[bold red]{f.name} was not written:[/] {escape(f.message())}")
     console.print(f"({after})")
     return EXIT_INTERNAL if any(f.bug for f in failures) else EXIT_BAD_INPUT

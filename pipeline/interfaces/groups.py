@@ -77,6 +77,22 @@ def profile_calibrate(
                          f"{done.path.parent.resolve()})"))
 
 
+@profile_app.command("ls")
+def profile_ls() -> None:
+    """Every profile a target can name: EDGEKILN_PROFILE_PATH's, then the shipped ones, with
+    format, runner, whether its latency is measured or estimated, and its budgets."""
+    from edgekiln.interfaces import tables
+    from edgekiln.targets.profiles import ProfileError, load_profile, profile_files
+
+    rows = []
+    for path in profile_files():
+        try:
+            rows.append((path, load_profile(path), None))
+        except ProfileError as e:  # a broken user profile is listed, not fatal
+            rows.append((path, None, str(e)))
+    console.print(tables.profiles_table(rows))
+
+
 @profile_app.command("show")
 def profile_show(profile: str = typer.Argument(..., help="shipped name or path of a .toml")) -> None:
     """A profile's device, format, runner and budgets, and how far its estimates can be

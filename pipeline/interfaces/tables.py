@@ -106,3 +106,28 @@ def cache_table(cache_dir: Path, entries):
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created)),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)))
     return table
+
+
+def profiles_table(rows):
+    """`profile ls`: (path, profile or None, error) per profile file."""
+    from rich.table import Table
+
+    from edgekiln.targets.profiles import SHIPPED_DIR
+
+    table = Table(title=r"latency profiles (a target names one: \[[targets]] profile = NAME)", title_justify="left")
+    for col in ("name", "from", "format", "runner", "latency", "budgets", "device"):
+        table.add_column(col)
+    for path, profile, error in rows:
+        origin = "shipped" if path.parent == SHIPPED_DIR else str(path.parent)
+        if profile is None:
+            table.add_row(path.stem, origin, "-", "-", "-", "-", f"[red]unreadable: {error}[/]")
+            continue
+        if profile.runner.kind == "estimate":
+            latency = "estimated" if profile.estimate is not None else "not measured"
+        else:
+            latency = "measured" + (" (estimated with allow_estimate when unreachable)" if profile.estimate
+                                    is not None else "")
+        budgets = ", ".join(f"{k} {v:g}" for k, v in profile.budget.model_dump(exclude_none=True).items())
+        table.add_row(profile.name, origin, profile.format, profile.runner.kind, latency, budgets or "-",
+                      profile.device)
+    return table

@@ -63,6 +63,11 @@ def model_card(manifest: dict) -> str:
     out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
             f"the run {_VERDICTS[manifest.get('passed')]} its gates"
             + (f" (error: {manifest['error']})" if manifest.get("error") else "") + ".", ""]
+    plan = manifest["plan"]
+    if plan["stages"]:
+        skipped = "; ".join(f"{s['stage']} ({s['why']})" for s in plan["skipped"] if s["stage"])
+        out += [f"Stages: {' → '.join(plan['stages'])}, every drop measured against {plan['reference_title']}"
+                + (f". Skipped: {skipped}" if skipped else "") + ".", ""]
     for key, heading in (("description", "Description"), ("intended_use", "Intended use"),
                          ("out_of_scope", "Out of scope"), ("limitations", "Limitations")):
         out += [f"## {heading}", "", card.get(key) or f"_Not stated (set `card.{key}` in the config)._", ""]
@@ -73,7 +78,8 @@ def model_card(manifest: dict) -> str:
             f"- Preprocessing: {pre.get('image_size') or '?'} px RGB, mean {pre.get('mean')}, std {pre.get('std')} "
             "(what each artifact expects is in its interface below)", ""]
     out += ["## Artifacts", "",
-            "| target | format | encoding | size | test accuracy (95% CI) | drop vs teacher | accuracy measured in | "
+            f"| target | format | encoding | size | test accuracy (95% CI) | drop vs {manifest['plan']['reference_title']} "
+            "| accuracy measured in | "
             "p50 latency | latency source | budgets met |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for a in map(Artifact.from_dict, manifest.get("artifacts") or []):

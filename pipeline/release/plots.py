@@ -55,11 +55,13 @@ def plot(manifest: dict, path: Path) -> Path:
     for bar, kind in zip(bars, kinds):
         if kind == "proxy":
             bar.set_hatch("//")
-    teacher = next((s for s in manifest["stages"] if s["name"] == registry.reference().name), {})
-    reference = teacher.get("test_accuracy" if on_test else "accuracy")
+    plan = manifest["plan"] or {}
+    first = next((s for s in manifest["stages"] if s["name"] == plan.get("reference")), {})
+    reference = first.get("test_accuracy" if on_test else "accuracy")
     budget = manifest["config"]["budget"]["max_drop_total"]
     if reference is not None and budget is not None:
-        ax.axhline(reference - budget, color="gray", linestyle="--", label="teacher - max_drop_total")
+        ax.axhline(reference - budget, color="gray", linestyle="--",
+                   label=f"{plan.get('reference_title')} - max_drop_total")
         ax.legend(loc="lower left")
     low = min([v for v in figures if v is not None] + [100.0] + [ci[0] for ci in intervals if ci]) - 5
     ax.set_ylim(max(0.0, low), 100.5)

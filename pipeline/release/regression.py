@@ -367,6 +367,8 @@ def _lineage(base: dict, new: dict) -> list[Change]:
     base_models = {what: name for what, name, _ in lineage(complete(base))}
     new_models = {what: name for what, name, _ in lineage(complete(new))}
     pairs = [(what, base_models.get(what), new_models.get(what)) for what in dict.fromkeys([*base_models, *new_models])]
+    stages = [" → ".join(complete(m)["plan"]["stages"] or ["every stage"]) for m in (base, new)]
+    pairs += [("stages", *stages)]
     pairs += [("edgekiln", base.get("edgekiln_version"), new.get("edgekiln_version")),
              ("config sha256", base.get("config_sha256"), new.get("config_sha256"))]
     tools = sorted(set(base.get("tool_versions") or {}) | set(new.get("tool_versions") or {}))

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from edgekiln import stages as registry
+from edgekiln.gates import REFERENCE
 from edgekiln.stages.report import Maybe as _Maybe
 from edgekiln.targets.artifact import Artifact
 
@@ -46,6 +47,9 @@ SCHEMA: dict[str, Any] = {
                "budget": {"max_drop_total": None, "gate": None}, "targets": [{"name": None}], "card": {},
                "release": None},
     "tool_versions": {}, "compute": _Maybe({"device": None, "name": None}),
+    # A manifest written before plans existed ran every stage from the teacher.
+    "plan": {"stages": None, "reference": REFERENCE, "reference_title": REFERENCE,
+             "skipped": [{"stage": None, "why": None}]},
     "splits": _Maybe({"file": None, "sha256": None, "train": None, "val": None, "test": None, "note": None,
                "data_fingerprint": None, "skipped": None}),
     "stages": [{"name": None, "accuracy": None, "drop": None, "budget": None, "passed": None, "cached": None,
@@ -89,5 +93,7 @@ def lineage(manifest: dict) -> list[tuple[str, str | None, str]]:
     """(what, model name or None, details) from each stage that says where the shipped model
     came from (the teacher, the student, how it was pruned and quantized), in stage order.
     `manifest`: complete's."""
-    return [stage.reporting.lineage(manifest) for stage in registry.registered() if stage.reporting.lineage]
+    planned = manifest["plan"]["stages"]  # None: a manifest from before plans, which ran every stage
+    return [line for stage in registry.registered() if stage.reporting.lineage
+            and (planned is None or stage.name in planned) and (line := stage.reporting.lineage(manifest)) is not None]
 

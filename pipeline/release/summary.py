@@ -32,12 +32,16 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
     for col in ("stage", "val %", "drop", "budget", "test % (95% CI)", "params", "MACs", "cached",
                 "seconds", "gate"):
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
+    plan = manifest["plan"]
     for s in manifest["stages"]:
-        stages.add_row(text(s["name"]), num(s["accuracy"]), num(s["drop"], "+.2f"), num(s["budget"], "g"),
+        stages.add_row(text(plan["reference_title"] if s["name"] == plan["reference"] else s["name"]), num(s["accuracy"]), num(s["drop"], "+.2f"), num(s["budget"], "g"),
                        _with_interval(s["test_accuracy"], s["test_accuracy_ci"]),
                        millions(s["params"]), millions(s["macs"]), "yes" if s["cached"] else "no",
                        num(s["seconds"], ".1f"), _marked(s["passed"]))
     console.print(stages)
+    for s in plan["skipped"]:
+        if s["stage"]:
+            console.print(f"  skipped: {s['stage']} ({s['why']})", markup=False)
     chance = 100.0 / max(len(manifest.get("labels") or []), 1)
     for s in manifest["stages"]:
         if s["accuracy"] is not None and s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance
@@ -49,8 +53,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
             stage.reporting.summary(manifest, console)
     if manifest["artifacts"]:
         artifacts = Table(title="artifacts", title_justify="left")
-        numeric = ("size", "val %", "test % (95% CI)", "drop vs teacher", "p50 ms", "p90 ms", "peak MB")
-        for col in ("target", "format", "encoding", "size", "val %", "test % (95% CI)", "drop vs teacher",
+        drop_vs = f"drop vs {plan['reference_title']}"
+        numeric = ("size", "val %", "test % (95% CI)", drop_vs, "p50 ms", "p90 ms", "peak MB")
+        for col in ("target", "format", "encoding", "size", "val %", "test % (95% CI)", drop_vs,
                     "measured in", "profile", "p50 ms", "p90 ms", "peak MB", "latency from", "gate"):
             artifacts.add_column(col, justify="right" if col in numeric else "left")
         for a in map(Artifact.from_dict, manifest["artifacts"]):

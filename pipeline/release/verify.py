@@ -160,9 +160,10 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
             raise InputError(f"{manifest_path}: config.data is not a valid [data] section: "
                              f"{e.errors()[0]['msg']}") from None
         pre = manifest["preprocessing"]
-        splits["val"] = (to_input(data.val_x, pre["mean"], pre["std"]).numpy(), data.val_y.numpy())
+        size = pre.get("image_size")  # the model's input size, which may not be the data's (a given model's)
+        splits["val"] = (to_input(data.val_x, pre["mean"], pre["std"], size).numpy(), data.val_y.numpy())
         if data.has_test:
-            splits["test"] = (to_input(data.test_x, pre["mean"], pre["std"]).numpy(), data.test_y.numpy())
+            splits["test"] = (to_input(data.test_x, pre["mean"], pre["std"], size).numpy(), data.test_y.numpy())
     targets = {t["name"]: t for t in manifest["config"]["targets"]}
     return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), splits, overrides, allow_estimate)
                       for a in manifest["artifacts"]]

@@ -29,4 +29,4 @@ def int8_options(result, options: Int8Options) -> Int8Options:
 def calibration_images(result, bundle: ModelBundle) -> np.ndarray:
     """The stage's calibration sample as preprocessed float32 NCHW numpy, for every backend."""
     images = torch.from_numpy(np.load(result.directory / CALIBRATION_FILE, allow_pickle=False))
-    return to_input(images, bundle.mean, bundle.std).numpy()
+    return to_input(images, bundle.mean, bundle.std, bundle.input_size).numpy()

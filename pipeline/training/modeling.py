@@ -68,6 +68,21 @@ class TransformersClassifier(nn.Module):
         return out.hidden_states[-1], out.logits
 
 
+def check_transformers_classifier(key: str, arch: str):
+    """A transformers reference's config, which must be an image classifier's (InputError
+    naming `key` otherwise, or when it cannot be read)."""
+    from transformers import AutoConfig
+
+    ref = arch[len(TRANSFORMERS_PREFIX):]
+    try:
+        config = AutoConfig.from_pretrained(ref)
+    except Exception as e:
+        raise InputError(f"{key}: cannot load transformers checkpoint {ref!r}: {str(e).splitlines()[0]}") from None
+    if not any(a.endswith("ForImageClassification") for a in (config.architectures or ["ForImageClassification"])):
+        raise InputError(f"{key}: {ref!r} is a {config.architectures} checkpoint, not an image classifier")
+    return config
+
+
 def _create_transformers(ref: str, num_classes: int) -> nn.Module:
     from transformers import AutoModelForImageClassification
 
@@ -209,13 +224,14 @@ def _put_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             module._buffers[attr] = tensor
 
 
-def load_checkpoint(model: nn.Module, path: Path) -> list[str]:
-    """Load a local checkpoint (.safetensors, or .pt/.pth with weights_only) into `model`.
+# Prefixes a training wrapper adds to every key: DistributedDataParallel, torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
-    Keys whose shapes differ from the model's (a classifier for another class count) are
-    skipped, so a checkpoint trained elsewhere can be fine-tuned here. Returns the skipped
-    keys; any other mismatch is an InputError naming the file.
-    """
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A local checkpoint's tensors: .safetensors, or .pt/.pth read with weights_only (a dict
+    that holds them under state_dict / model / model_state_dict too), without the prefix a
+    training wrapper put on every key. InputError naming the file when it cannot be read."""
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist")
     try:
@@ -230,8 +246,22 @@ def load_checkpoint(model: nn.Module, path: Path) -> list[str]:
                     state = state[key]
     except Exception as e:
         raise InputError(f"checkpoint {path} cannot be read: {e}") from e
-    if not isinstance(state, dict):
-        raise InputError(f"checkpoint {path} holds no state dict")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> list[str]:
+    """Load a local checkpoint (.safetensors, or .pt/.pth with weights_only) into `model`.
+
+    Keys whose shapes differ from the model's (a classifier for another class count) are
+    skipped, so a checkpoint trained elsewhere can be fine-tuned here. Returns the skipped
+    keys; any other mismatch is an InputError naming the file.
+    """
+    state = read_state_dict(path)
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in skipped}
@@ -242,3 +272,37 @@ def load_checkpoint(model: nn.Module, path: Path) -> list[str]:
                          f"{len(missing)} missing keys (e.g. {missing[:3]}), "
                          f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     return skipped
+
+
+def head_keys(model: nn.Module) -> set[str]:
+    """The state-dict keys of the model's classifier (timm's get_classifier)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if get is not None else None
+    if not isinstance(head, nn.Module):
+        return set()
+    prefix = next((name for name, module in model.named_modules() if module is head), None)
+    return set() if prefix is None else {f"{prefix}.{k}" if prefix else k for k in head.state_dict()}
+
+
+def load_exact(model: nn.Module, path: Path, arch: str) -> None:
+    """Load `path` into `model` as trained: every key present with its shape, nothing left
+    over. InputError naming the first missing, unexpected or misshapen keys; a classifier for
+    another class count is named as such."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected:
+        raise InputError(f"checkpoint {path} does not fit {arch}: {len(missing)} missing keys (first: {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (first: {unexpected[:3]}); is it a checkpoint of {arch}?")
+    if misshapen:
+        head = head_keys(model)
+        weight = next((k for k in misshapen if k in head and own[k].ndim >= 1), None)
+        if weight is not None and all(k in head for k in misshapen):
+            raise InputError(f"checkpoint {path}: its classifier ({weight}) has {state[weight].shape[0]} outputs but "
+                             f"the data has {own[weight].shape[0]} classes; give the data it was trained on")
+        k = misshapen[0]
+        raise InputError(f"checkpoint {path} does not fit {arch}: {len(misshapen)} tensors of another shape (first: "
+                         f"{k} {tuple(state[k].shape)}, the architecture's {tuple(own[k].shape)})")
+    model.load_state_dict(state, strict=True)

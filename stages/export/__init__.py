@@ -28,7 +28,7 @@ def _profiles(config: dict) -> dict:
 
 
 STAGE = register(Stage(
-    name="export", order=50, run="edgekiln.stages.export.work:run", section="targets",
+    name="export", order=50, follows="quantize", run="edgekiln.stages.export.work:run", section="targets",
     schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=("quantize", "budget"),
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,
     report="edgekiln.stages.export.report:REPORT"))

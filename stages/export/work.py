@@ -253,7 +253,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     def breach(accuracy: float) -> str | None:
         return budget.breach(accuracy, "export", previous, teacher, config["budget"])
 
-    val_x = to_input(data.val_x, bundle.mean, bundle.std).numpy()
+    val_x = to_input(data.val_x, bundle.mean, bundle.std, bundle.input_size).numpy()
     float_logits = evaluation.logits(bundle, data.val_x)
     float_top1 = float_logits.argmax(1).numpy()
     aware = None
@@ -284,7 +284,7 @@ def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], wo
     """Grades every artifact on the test split the way it was scored on val: in its own
     runtime (or the format's proxy where none runs here), recorded in the Artifact itself."""
     def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
-        x = to_input(test_x, bundle.mean, bundle.std).numpy()
+        x = to_input(test_x, bundle.mean, bundle.std, bundle.input_size).numpy()
         float_top1 = evaluation.logits(bundle, test_x).argmax(1).numpy()
         for target, artifact in zip(targets, artifacts):
             fmt = get_format(target.format)

@@ -8,7 +8,8 @@ from edgekiln.stages.report import Maybe, StageReport
 
 def _manifest(result, checks: dict) -> dict:
     return {"prune": None if result is None else {
-        k: result.metrics.get(k) for k in ("target", "importance", "steps", "stopped")}}
+        k: result.metrics.get(k) for k in ("target", "importance", "steps", "stopped", "recovery_distils_from",
+                                            "self_distillation")}}
 
 
 def _summary(m: dict, console) -> None:
@@ -44,7 +45,9 @@ def _points(m: dict) -> list[dict]:
 
 
 def _lineage(m: dict) -> tuple[str, str | None, str]:
-    return ("pruning", None, text((m["prune"] or {}).get("stopped")))
+    prune = m["prune"] or {}
+    how = "; recovery by self-distillation from the given model" if prune.get("self_distillation") else ""
+    return ("pruning", None, text(prune.get("stopped")) + how)
 
 
 REPORT = StageReport(

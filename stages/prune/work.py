@@ -190,7 +190,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     cfg: PruneConfig = config["prune"]
     kd: DistillConfig = config["distill"]
     distilled = previous
-    student = distilled.bundle
+    # A copy: the model before pruning may be the reference itself (a run that prunes the
+    # given model), which recovery distils from and later stages measure against.
+    student = copy.deepcopy(distilled.bundle)
     size = student.input_size
     latency = None
     if cfg.latency_ms is not None:
@@ -209,7 +211,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
     recovery = schedule.from_config(cfg, config["train"], "finetune_epochs")
-    steps = [record(0, distilled.accuracy, "distilled student")]
+    steps = [record(0, distilled.accuracy, f"before pruning ({distilled.stage})")]
     stopped = None
     for k in range(1, cfg.steps + 1):
         before_step = copy.deepcopy(student.model)
@@ -265,4 +267,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         "macs_ratio": final["macs"] / macs_before, "steps": steps, "stopped": stopped,
         "target": ({"latency_ms": cfg.latency_ms, "profile": cfg.profile, "measured": cfg.measure} if latency
                    else {"macs_ratio": cfg.macs_ratio}),
-        "importance": cfg.importance})
+        "importance": cfg.importance,
+        # Recovery distils from the reference: the teacher, or the given model itself.
+        "recovery_distils_from": reference.stage,
+        "self_distillation": reference.stage == distilled.stage})

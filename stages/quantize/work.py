@@ -19,6 +19,7 @@ to the export stage in the INT8 options, for the formats that can keep them floa
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
 
 
 def _simulated_logits(scheme, graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
-    return scheme.predict(graph, to_input(images, bundle.mean, bundle.std).numpy())
+    return scheme.predict(graph, to_input(images, bundle.mean, bundle.std, bundle.input_size).numpy())
 
 
 def _simulated_accuracy(scheme, graph, data: Dataset, bundle: modeling.ModelBundle) -> float:
@@ -101,7 +102,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     bundle = previous.bundle
     images, sample = calibration_sample(data, cfg)
     np.save(workdir / CALIBRATION_FILE, images.numpy(), allow_pickle=False)
-    calibration = to_input(images, bundle.mean, bundle.std).numpy()
+    calibration = to_input(images, bundle.mean, bundle.std, bundle.input_size).numpy()
     options = cfg.options()
     scheme = int8_simulation(cfg.simulation)
     with console.status("  PTQ: calibrating and scoring the INT8 simulation"):
@@ -120,13 +121,17 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         started = time.perf_counter()
         holds = budget.holds_with_margin(train.within_budget_margin, "quantize", (previous.stage, previous.accuracy),
                                          reference.accuracy, config.get("budget"))
+        # QAT tunes the model in place: a copy when it is also the reference it distils from
+        # (self-distillation from the given model).
+        teachers = [copy.deepcopy(b) for b in reference.bundles] if reference is previous else reference.bundles
         graph, state, record = qat.finetune(
-            bundle, data, reference.bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
+            bundle, data, teachers, epochs=plan, lr=cfg.lr, options=options, train=train,
             kd=config["distill"], example=calibration, scheme=scheme,
             within_budget=holds if plan.auto and train.stop_when_within_budget else None)
         save_file(state, workdir / QAT_STATE_FILE)
         accuracy = _simulated_accuracy(scheme, graph, data, bundle)
         metrics["qat"] = {"epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
+                          "distils_from": reference.stage,
                           "float_accuracy": evaluation.evaluate(bundle, data), "accuracy": accuracy,
                           "schedule": record}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "

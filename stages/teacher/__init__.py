@@ -81,5 +81,5 @@ class TeacherConfig(BaseModel):
 
 STAGE = register(Stage(
     name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
-    reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", reference=True,
+    reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", starts=True,
     report="edgekiln.stages.teacher.report:REPORT"))

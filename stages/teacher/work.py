@@ -47,7 +47,7 @@ def preflight(config: dict) -> None:
         if not modeling.is_known_arch(cand.arch):
             raise InputError(f"{key}: unknown timm architecture {cand.arch!r}")
         if modeling.is_transformers(cand.arch):
-            _check_transformers(key, cand.arch)
+            modeling.check_transformers_classifier(key, cand.arch)
         elif cfg.pretrained and not cand.checkpoint and not cand.arch.startswith("hf-hub:"):
             import timm
 
@@ -60,19 +60,6 @@ def preflight(config: dict) -> None:
                 modeling.load_checkpoint(modeling.create(cand.arch, num_classes=2), cand.checkpoint)
             except InputError as e:
                 raise InputError(f"{key} ({cand.name}): {e}") from None
-
-
-def _check_transformers(key: str, arch: str) -> None:
-    """A transformers reference must at least have a readable image-classification config."""
-    from transformers import AutoConfig
-
-    ref = arch[len(modeling.TRANSFORMERS_PREFIX):]
-    try:
-        config = AutoConfig.from_pretrained(ref)
-    except Exception as e:
-        raise InputError(f"{key}: cannot load transformers checkpoint {ref!r}: {str(e).splitlines()[0]}") from None
-    if not any(a.endswith("ForImageClassification") for a in (config.architectures or ["ForImageClassification"])):
-        raise InputError(f"{key}: {ref!r} is a {config.architectures} checkpoint, not an image classifier")
 
 
 def _native_size(cfg: TeacherConfig, cand: TeacherCandidate) -> bool:

@@ -1,0 +1,193 @@
+"""The configs commands write for the user: `edgekiln compress` builds a full config from its
+flags (written beside the run as config.toml, to reproduce or edit it), and `edgekiln init`
+writes a commented starter config for an image folder."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import tomli_w
+
+from edgekiln.errors import InputError
+
+IDX_TRAIN = "train-images-idx3-ubyte"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def data_section(data: Path, image_size: int) -> dict:
+    """`[data]` for a folder: MNIST-style IDX files, or class sub-folders of images."""
+    data = data.resolve()
+    if not data.is_dir():
+        raise InputError(f"--data {data}: not a folder (give a folder of class sub-folders, or of IDX files)")
+    source = "idx" if any(data.glob(f"{IDX_TRAIN}*")) else "imagefolder"
+    return {"source": source, "path": str(data), "image_size": image_size}
+
+
+def model_size(arch: str | None, model: str | None) -> tuple[int, str]:
+    """The input size a model was most likely trained at, and where that comes from: a
+    transformers model's image processor, or timm's default for the architecture."""
+    if model is not None:
+        from transformers import AutoImageProcessor
+
+        try:
+            size = AutoImageProcessor.from_pretrained(model[3:]).size
+            value = size.get("height") or size.get("shortest_edge")
+            if value:
+                return int(value), f"the image processor of {model}"
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 224, "the usual size of transformers image classifiers (no image processor found)"
+    import timm
+
+    try:
+        size = int(timm.get_pretrained_cfg(arch).input_size[-1])
+    except (AttributeError, RuntimeError, TypeError):
+        return 224, "the usual ImageNet size (timm has no default for it)"
+    return size, f"timm's default for {arch}"
+
+
+def compress_config(*, arch: str | None, weights: Path | None, model: str | None, data: Path, test_data: Path | None,
+                    targets: list[str],
+                    budget: float, prune: float | None, allow_estimate: bool, image_size: int) -> dict:
+    """The config `edgekiln compress` runs: the given model, quantized (pruned first with
+    `prune`, the share of its MACs to keep, recovering by self-distillation until it is back
+    within budget) and exported for each target profile, every artifact gated on the test
+    split against the given model's own accuracy. Paths are absolute: the written file runs
+    from anywhere."""
+    from edgekiln.targets import get_format
+    from edgekiln.targets.profiles import ProfileError, load_profile
+
+    if (model is None) == (arch is None):
+        raise InputError("give --arch ARCH with --weights FILE (a timm model), or --model hf:<dir or hub id>")
+    if arch is not None and weights is None and not arch.startswith("hf-hub:"):
+        raise InputError(f"--arch {arch} needs --weights FILE (your trained weights: .safetensors, .pt or .pth)")
+    if model is not None and not model.startswith("hf:"):
+        raise InputError(f"--model {model!r}: give a transformers image classifier as hf:<local dir or hub id>")
+    if not targets:
+        raise InputError("give at least one --target PROFILE (see `edgekiln profile ls`)")
+    section = data_section(data, image_size)
+    if test_data is not None:
+        if section["source"] != "imagefolder":
+            raise InputError("--test-data is for image folders; IDX files hold their own test split (t10k-*)")
+        if not test_data.is_dir():
+            raise InputError(f"--test-data {test_data}: not a folder")
+        section["test_path"] = str(test_data.resolve())
+    config: dict = {"data": section,
+                    "model": {"arch": model or arch, **({"checkpoint": str(weights.resolve())} if weights else {})},
+                    "pipeline": {"stages": (["prune"] if prune is not None else []) + ["quantize", "export"]},
+                    "budget": {"max_drop_total": budget}}
+    if prune is not None:
+        # Recovery goes on until the pruned model is back within budget (with a margin), or
+        # val stops improving, or the cap.
+        config["prune"] = {"macs_ratio": prune, "finetune_epochs": "auto"}
+        config["train"] = {"stop_when_within_budget": True}
+    formats = {}
+    for name in targets:
+        try:
+            profile = load_profile(name)
+        except ProfileError as e:
+            raise InputError(f"--target {name}: {e}") from None
+        formats.setdefault(profile.format, []).append(profile)
+    config["targets"] = []
+    for fmt, profiles in formats.items():
+        for profile in profiles:
+            target = {"name": profile.name, "profile": name_or_path(profile, targets)}
+            if len(profiles) > 1:  # two targets of one format: one file each
+                target["artifact"] = f"{profile.name}{get_format(fmt).SUFFIX}"
+            if allow_estimate:
+                target["allow_estimate"] = True
+            config["targets"].append(target)
+    return config
+
+
+def name_or_path(profile, given: list[str]) -> str:
+    """How the user named a profile: its shipped name, or the absolute path of its file."""
+    return profile.name if profile.name in given else str(Path(profile.path).resolve())
+
+
+def to_toml(config: dict, header: str = "") -> str:
+    """`config` as TOML, its targets as [[targets]] tables at the end (as people write them)."""
+    rest = {k: v for k, v in config.items() if k != "targets"}
+    targets = "".join(f"\n[[targets]]\n{tomli_w.dumps(t)}" for t in config.get("targets", []))
+    return header + tomli_w.dumps(rest) + targets
+
+
+def starter_config(data: Path) -> str:
+    """A commented starter config for the image folder `data`: its classes counted, an image
+    size suggested from a sample of its images, the shipped profiles listed as targets."""
+    from PIL import Image
+
+    from edgekiln.targets.profiles import load_profile, shipped_profiles
+
+    data = data.resolve()
+    section = data_section(data, 32)
+    if section["source"] == "idx":
+        classes, sizes = None, [28]
+    else:
+        classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if len(classes) < 2:
+            raise InputError(f"{data}: needs at least two class sub-folders (one per class), found {classes}")
+        sizes = []
+        for cls in classes:
+            for f in sorted((data / cls).rglob("*"))[:20]:
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    try:
+                        with Image.open(f) as im:
+                            sizes.append(min(im.size))
+                    except OSError:
+                        continue
+        if not sizes:
+            raise InputError(f"{data}: no readable images in its class folders")
+    native = statistics.median(sizes)
+    suggested = max(32, min(224, int(native) // 8 * 8))
+    profiles = []
+    for name in shipped_profiles():
+        p = load_profile(name)
+        how = "estimates" if p.runner.kind == "estimate" else f"measures ({p.runner.kind})"
+        profiles.append(f"#   {name:24} {p.format:10} {how}: {p.device}")
+    counted = f"{len(classes)} classes: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}" \
+        if classes else "MNIST-style IDX files"
+    return f'''# edgekiln starter config for {data}
+# ({counted}). Run it with `edgekiln run THIS_FILE`; `edgekiln validate THIS_FILE` checks it.
+# To compress a model you already trained instead, see `edgekiln compress --help`.
+
+[data]
+source = "{section["source"]}"
+path = "{data}"
+# The images' median short side is {native:g} px; larger trains slower and is more accurate.
+image_size = {suggested}
+val_fraction = 0.2   # decisions (teacher, student, pruning steps) are made on val
+test_fraction = 0.2  # held out: the release gates are judged on it
+
+[teacher]
+# timm names, "hf:<hub id or local dir>" transformers classifiers, or {{arch = "...", checkpoint = "..."}}
+candidates = ["resnet18", "convnext_atto"]
+pretrained = true  # needs the weights from the hub (or a local cache)
+epochs = "auto"    # until val stops improving
+
+[student]
+arch = ["mobilenetv3_small_100", "mobilevit_xxs"]  # searched; the smallest within budget wins
+epochs = "auto"
+
+[prune]
+macs_ratio = 0.7   # keep 70% of the student's MACs
+finetune_epochs = "auto"
+
+[quantize]
+mode = "ptq"       # or "qat"
+
+[budget]
+max_drop_total = 1.5  # accuracy points any artifact may lose against the teacher (on test)
+
+# One [[targets]] per device; the shipped profiles (`edgekiln profile ls`):
+{chr(10).join(profiles)}
+[[targets]]
+name = "android"
+profile = "pixel-6-cpu"
+allow_estimate = true  # no phone attached: estimate its latency (the report says so)
+
+[[targets]]
+name = "server"
+profile = "x86-server-avx2"
+'''

@@ -1,0 +1,103 @@
+"""Stage `given` ([model]): load the user's trained classifier as it was trained, check it fits the
+data, optionally fine-tune it, and score it: the reference of the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from edgekiln.data.dataset import Dataset
+from edgekiln.errors import InputError
+from edgekiln.progress import console
+from edgekiln.stages.given import TRANSFORMERS, ModelConfig
+from edgekiln.stages.result import StageResult
+from edgekiln.targets.files import sha256
+from edgekiln.training import evaluation, modeling, schedule, trainer
+
+
+def preflight(config: dict) -> None:
+    """Before the data is read: the architecture exists, and the checkpoint loads into it
+    (every key; the classifier's class count is checked against the data when it runs)."""
+    cfg: ModelConfig = config["model"]
+    if not modeling.is_known_arch(cfg.arch):
+        import difflib
+
+        import timm
+
+        close = difflib.get_close_matches(cfg.arch, timm.list_models(), n=1)
+        raise InputError(f"model.arch: unknown timm architecture {cfg.arch!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if cfg.arch.startswith(TRANSFORMERS):
+        modeling.check_transformers_classifier("model.arch", cfg.arch)
+        return
+    if cfg.checkpoint is not None:
+        state = modeling.read_state_dict(cfg.checkpoint)
+        model = modeling.create(cfg.arch, num_classes=2, image_size=cfg.image_size)
+        own, head = model.state_dict(), modeling.head_keys(model)
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        misshapen = [k for k in own if k in state and k not in head and state[k].shape != own[k].shape]
+        if missing or unexpected or misshapen:
+            try:  # the full message, naming the keys
+                modeling.load_exact(model, cfg.checkpoint, cfg.arch)
+            except InputError as e:
+                raise InputError(f"model.checkpoint: {e}") from None
+
+
+def _load(cfg: ModelConfig, data: Dataset) -> modeling.ModelBundle:
+    """The model with its weights as trained, fed as it was trained (size, mean, std)."""
+    if cfg.arch.startswith(TRANSFORMERS):
+        model = _transformers(cfg.arch, data)
+        bundle = modeling.bundle(cfg.arch, model, data.num_classes, cfg.image_size or data.image_size,
+                                 source=cfg.name, native_size=cfg.image_size is None)
+    else:
+        size = cfg.image_size or data.image_size
+        model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.checkpoint is None, seed=data.seed,
+                                image_size=size)
+        if cfg.checkpoint is not None:
+            try:
+                modeling.load_exact(model, cfg.checkpoint, cfg.arch)
+            except InputError as e:
+                raise InputError(f"model.checkpoint: {e}") from None
+        bundle = modeling.bundle(cfg.arch, model, data.num_classes, size, source=cfg.name)
+    if cfg.mean is not None:
+        bundle = dataclasses.replace(bundle, mean=tuple(cfg.mean), std=tuple(cfg.std))
+    return bundle
+
+
+def _transformers(arch: str, data: Dataset):
+    """A transformers image classifier with its own head, which must have the data's classes."""
+    from transformers import AutoModelForImageClassification
+
+    ref = arch[len(TRANSFORMERS):]
+    try:
+        hf = AutoModelForImageClassification.from_pretrained(ref)
+    except Exception as e:
+        raise InputError(f"model.arch: cannot load transformers model {ref!r}: {str(e).splitlines()[0]}") from None
+    labels = [hf.config.id2label[i] for i in range(hf.config.num_labels)] if hf.config.id2label else []
+    if hf.config.num_labels != data.num_classes:
+        raise InputError(f"model.arch: {ref} has {hf.config.num_labels} classes ({', '.join(map(str, labels[:5]))}"
+                         f"{', ...' if len(labels) > 5 else ''}) but the data has {data.num_classes}")
+    if sorted(map(str, labels)) == sorted(data.classes) and list(map(str, labels)) != list(data.classes):
+        raise InputError(f"model.arch: {ref} numbers its classes {labels}, the data {data.classes}: set "
+                         f"data.classes = {labels} so each output means the same class")
+    return modeling.TransformersClassifier(hf)
+
+
+def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
+    cfg: ModelConfig = config["model"]
+    bundle = _load(cfg, data)
+    record = {"name": cfg.name, "arch": cfg.arch, "input_size": bundle.input_size,
+              "mean": list(bundle.mean), "std": list(bundle.std), "fine_tuned": None,
+              "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
+              "checkpoint_sha256": None if cfg.checkpoint is None else sha256(cfg.checkpoint)}
+    if cfg.epochs != 0:
+        before = evaluation.evaluate(bundle, data)
+        fitted = trainer.fit(bundle, data, schedule.from_config(cfg, config["train"]), lr=cfg.lr, seed=data.seed,
+                             desc=f"fine-tune {cfg.name}", train=config["train"], lr_key="model.lr")
+        record["fine_tuned"] = {"val_accuracy_before": before, "schedule": fitted["schedule"]}
+    accuracy = evaluation.evaluate(bundle, data)
+    record.update(params=modeling.params(bundle.model), macs=modeling.macs(bundle.model, bundle.input_size))
+    console.print(f"  {cfg.name}: {accuracy:.2f}% on val at {bundle.input_size} px"
+                  + (" (fine-tuned)" if record["fine_tuned"] else " (as given)"))
+    return StageResult.with_model(accuracy, bundle, metrics={**record, "accuracy": accuracy})
