@@ -111,6 +111,17 @@ def holds_with_margin(margin: float, stage: str, previous: tuple[str, float], te
     return lambda accuracy: breach(accuracy - margin, stage, previous, teacher, budget) is None
 
 
+def verdict(passed: bool | None, unchecked: int = 0) -> str:
+    """A run's verdict in words, the same in the console, report.html, the model card and the
+    manifest: a pass with budgets that could not be checked says so, so nobody reads it as
+    every budget met."""
+    if passed is None:
+        return "NO VERDICT"
+    if not passed:
+        return "FAILED"
+    return f"PASSED with {unchecked} budget{'' if unchecked == 1 else 's'} not checked" if unchecked else "PASSED"
+
+
 @dataclass(frozen=True)
 class BudgetCheck:
     """A resource budget of an artifact on its profile: latency, peak memory or size. An

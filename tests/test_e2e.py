@@ -667,3 +667,26 @@ def test_an_unwritable_out_or_cache_dir_exits_2_before_any_work(run, tmp_path):
     assert not (tmp_path / "cache").exists()  # nothing ran
     result = invoke(root / "tiny.toml", tmp_path / "out", blocker / "cache")
     assert result.exit_code == 2 and "--cache-dir" in result.output and "not writable" in result.output
+
+
+def test_a_pass_with_unchecked_budgets_says_so_everywhere_and_require_checked_fails_it(run):
+    """The shared run's phone target is estimated to an order of magnitude: PASSED must not
+    read as every budget met, in any report; [release] require_checked turns it into a failure."""
+    root, result, first = run
+    unchecked = first["unchecked"]
+    assert unchecked and all(line.startswith("target ") and " not checked: " in line for line in unchecked)
+    words = f"PASSED with {len(unchecked)} budgets not checked"
+    assert first["passed"] is True and first["verdict"] == words
+    assert words in " ".join(result.output.split())
+    html = (root / "out" / "report.html").read_text()
+    assert f'class="verdict unchecked">{words}</div>' in html and 'id="unchecked"' in html
+    card = (root / "out" / "MODEL_CARD.md").read_text()
+    assert f"verdict: **{words}**" in card and f"- {unchecked[0]}" in card
+    work = root / "require-checked"
+    work.mkdir()
+    config = write_config(work, extra="\n[release]\nrequire_checked = true\n")
+    strict = invoke(config, work / "out", root / "cache")
+    assert strict.exit_code == 1, strict.output
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["passed"] is False and manifest["verdict"] == "FAILED" and manifest["unchecked"] == unchecked
+    assert all(s["cached"] for s in manifest["stages"])  # [release] is no stage's input: nothing re-ran

@@ -61,6 +61,9 @@ class ReleaseConfig(BaseModel):
     max_accuracy_drop: float = Field(1.0, ge=0.0, le=100.0)  # points of test accuracy
     max_latency_increase: float = Field(10.0, ge=0.0)  # percent, p50 and p90
     max_size_increase: float = Field(10.0, ge=0.0)  # percent of the artifact's bytes
+    # A budget that could not be checked (not measured, or only an order-of-magnitude
+    # estimate) fails the run instead of passing it "with N budgets not checked".
+    require_checked: bool = False
 
 
 class CardConfig(BaseModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgekiln import __version__
 from edgekiln import stages as registry
+from edgekiln.gates import verdict
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.disk import swap_into_place
 from edgekiln.targets.errors import InputError
@@ -89,6 +90,10 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "edgekiln_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passed": outcome.passed,
+        "verdict": verdict(outcome.passed, len(outcome.unchecked)),
+        # Budgets set but not checked ("target NAME: KEY = LIMIT not checked: why"); with
+        # [release] require_checked they fail the run.
+        "unchecked": outcome.unchecked,
         "error": outcome.error,
         "config": cfg.model_dump(mode="json"),
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),

@@ -89,6 +89,8 @@ class PlanRecord(_Record):
 class _RunManifest(_Record):
     edgekiln_version: str | None = None
     passed: bool | None = None
+    verdict: str | None = None
+    unchecked: list[str] | None = None
     error: str | None = None
     config: dict[str, Any]
     config_sha256: str | None = None

@@ -66,10 +66,17 @@ class RunOutcome:
     cache: object | None = None  # the StageCache: the manifest lists entries it discarded
     interrupted: dict | None = None  # the signal that stopped the run, and the stage under way
     plan: Plan | None = None  # the stages this config runs (the first is the reference)
+    require_checked: bool = False  # [release] require_checked: an unchecked budget fails the run
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Every budget of a published artifact that could not be checked, and why."""
+        return [f"target {a.target}: {line}" for a in self.artifacts for line in a.budgets_not_checked]
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(g.passed for g in self.gates) and registry.publisher().name in self.results
+        return (self.error is None and all(g.passed for g in self.gates) and registry.publisher().name in self.results
+                and not (self.require_checked and self.unchecked))
 
 
 def _fingerprint(value):
@@ -312,6 +319,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     check_writable(out_dir, "--out")
     check_writable(cache_dir, "--cache-dir")
     outcome.plan = run = plan_of(cfg)
+    outcome.require_checked = cfg.release.require_checked
     preflight(cfg)
     data = load_dataset(cfg.data, index_dir=cache_dir / ".index")
     outcome.labels = data.classes

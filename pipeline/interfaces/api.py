@@ -73,6 +73,15 @@ class RunResult:
     artifacts: list[Artifact]
     error: str | None = None
     paths: dict[str, Path] = field(default_factory=dict)  # manifest, reports, junit, and each artifact by target
+    # Budgets set but not checked ("target NAME: KEY = LIMIT not checked: why"): a pass with
+    # any is "PASSED with N budgets not checked" (`verdict`); [release] require_checked fails it.
+    unchecked: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        from edgekiln.gates import verdict
+
+        return verdict(self.passed, len(self.unchecked))
     report_failures: list[ReportFailure] = field(default_factory=list)  # reports not written (the others were)
     published: bool = True  # False: the disk refused the outputs, and `out_dir` keeps what it held
 
@@ -167,6 +176,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     artifacts = list(outcome.artifacts)
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
     return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
+                     unchecked=outcome.unchecked,
                      artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,
                      published=staging.published)
 
@@ -256,7 +266,7 @@ def _record_report_failures(out_dir: Path, manifest: dict, failures: list[Report
     refused = [f for f in failures if not f.bug]
     recorded = {**manifest, "report_errors": {f.name: f.message() for f in failures}}
     if refused:
-        recorded.update(passed=False, error=f"reports not written: {refused[0].message()}")
+        recorded.update(passed=False, verdict="FAILED", error=f"reports not written: {refused[0].message()}")
     try:
         write_manifest(out_dir, recorded)
     except OSError:  # the caller reports the failures; the manifest on disk is still the run's, whole

@@ -13,6 +13,7 @@ from edgekiln import stages as registry
 from edgekiln.engine.manifest import write_text
 from edgekiln.figures import kilobytes, millions, num, text, verdict
 from edgekiln.gates import gate_message
+from edgekiln.gates import verdict as run_verdict
 from edgekiln.release.model_card import not_measured
 from edgekiln.release.regression import format_figure
 from edgekiln.release.report_view import complete, lineage
@@ -72,6 +73,7 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
     m = {**view, "artifacts": artifacts}
     return _template(strict).render(
         m=m, title=title or view.get("config_name") or "run", diff=diff, images=inline, failed_gates=failed,
+        run_verdict=view["verdict"] or run_verdict(view["passed"], len(view["unchecked"])),
         not_measured=not_measured(view), lineage=lineage(view), stage_sections=_stage_sections(strict, m=m, **helpers),
         **helpers)
 

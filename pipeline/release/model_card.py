@@ -7,11 +7,11 @@ from pathlib import Path
 
 from edgekiln.engine.manifest import write_text
 from edgekiln.figures import kilobytes
+from edgekiln.gates import verdict
 from edgekiln.release.report_view import complete, lineage
 from edgekiln.targets.artifact import Artifact
 
 _NO_LATENCY = "latency not measured: "
-_VERDICTS = {True: "PASSED", False: "FAILED", None: "did not record a verdict on"}
 
 
 def not_measured(manifest: dict) -> list[str]:
@@ -61,8 +61,11 @@ def model_card(manifest: dict) -> str:
     title = card.get("name") or (" from ".join(reversed(named)) if named else "model")
     out = [f"# Model card: {title}", ""]
     out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
-            f"the run {_VERDICTS[manifest.get('passed')]} its gates"
+            f"verdict: **{manifest['verdict'] or verdict(manifest['passed'], len(manifest['unchecked']))}**"
             + (f" (error: {manifest['error']})" if manifest.get("error") else "") + ".", ""]
+    if manifest["unchecked"]:
+        out += ["Budgets not checked (neither met nor failed; measure on the device or calibrate the profile):", ""]
+        out += [f"- {line}" for line in manifest["unchecked"]] + [""]
     plan = manifest["plan"]
     if plan["stages"]:
         skipped = "; ".join(f"{s['stage']} ({s['why']})" for s in plan["skipped"] if s["stage"])

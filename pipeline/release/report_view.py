@@ -42,7 +42,8 @@ def _artifact_schema() -> dict:
 
 
 SCHEMA: dict[str, Any] = {
-    "edgekiln_version": None, "created": None, "passed": None, "error": None, "config_sha256": None,
+    "edgekiln_version": None, "created": None, "passed": None, "verdict": None, "unchecked": [], "error": None,
+    "config_sha256": None,
     "config": {"data": {"source": None, "path": None},
                "budget": {"max_drop_total": None, "gate": None}, "targets": [{"name": None}], "card": {},
                "release": None},

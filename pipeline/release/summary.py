@@ -8,6 +8,7 @@ from rich.table import Table
 
 from edgekiln import stages as registry
 from edgekiln.figures import kilobytes, millions, num, text, verdict
+from edgekiln.gates import verdict as verdict_of
 from edgekiln.progress import console
 from edgekiln.targets.artifact import Artifact
 
@@ -103,8 +104,15 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                 console.print(f"note: {a.target}: latency is this machine's (no profile named), not a device's.")
     for name, why in manifest["report_errors"].items():
         console.print(f"[bold red]{name} could not be written:[/] {why}")
-    outcome = {True: "[bold green]PASSED", False: "[bold red]FAILED"}.get(manifest["passed"], "[bold red]NO VERDICT")
-    console.print(f"{outcome}[/] — manifest: {manifest_path}")
+    unchecked = manifest["unchecked"]
+    words = manifest["verdict"] or verdict_of(manifest["passed"], len(unchecked))
+    colour = "red" if not manifest["passed"] else "yellow" if unchecked else "green"
+    console.print(f"[bold {colour}]{words}[/] — manifest: {manifest_path}")
+    for line in unchecked:  # the budgets a reader of PASSED must not take as met
+        console.print(f"  not checked: {line.split(' not checked')[0]}", markup=False)
+    if unchecked and (manifest["config"].get("release") or {}).get("require_checked"):
+        console.print(f"[bold red]release.require_checked = true:[/] the {len(unchecked)} budget(s) not checked fail "
+                      "the run")
 
 
 def _marked(passed) -> str:
