@@ -23,7 +23,7 @@ from edgekiln.interfaces.groups import CACHE_OPTION, cache_app, profile_app
 from edgekiln.progress import console
 from edgekiln.targets.format import format_names, get_format
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Compress an image classifier into gated mobile artifacts.")
 
 # Artifact suffixes for help text, from the format files (light: no converter is imported).
@@ -31,8 +31,17 @@ _SUFFIXES = tuple(get_format(name).SUFFIX for name in format_names())
 _JUNIT_OPTION = typer.Option(None, "--junit", help="also write the gates as JUnit XML to this file")
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from edgekiln import __version__
+
+        console.print(f"edgekiln {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     """edgekiln: your model, or teacher -> distill, then prune -> quantize -> export, gated on accuracy."""
 
 
