@@ -4,7 +4,7 @@ config validates in well under two seconds)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +23,37 @@ def expand_shards(spec: str | list[str]) -> list[str]:
 
     items = [spec] if isinstance(spec, str) else spec
     return [url for item in items for part in item.split("::") for url in braceexpand(part)]
+
+
+def _images_in(folder: Path, recursive: bool) -> Iterator[Path]:
+    """The images in `folder` (and below it when `recursive`), hidden files and folders skipped."""
+    from edgekiln.calibration.images import IMAGE_SUFFIXES
+
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        parts = path.relative_to(folder).parts
+        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in parts) and path.is_file():
+            yield path
+
+
+def _check_image_folder(key: str, root: Path) -> None:
+    """ValueError naming `key` when `root` is not one sub-folder of images per class: a file,
+    a flat folder of images, fewer than two classes, or a class folder without an image.
+    Only listings are read (the images' headers are read when the data loads)."""
+    if not root.exists():
+        return  # named as missing by the existence check
+    if not root.is_dir():
+        raise ValueError(f"{key}: {root} is a file; give the folder that holds one sub-folder of images per class")
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        loose = sum(1 for _ in _images_in(root, recursive=False))
+        if loose:
+            raise ValueError(f"{key}: {root} holds {loose} images but {len(classes)} class sub-folders: put each "
+                             f"class's images in a sub-folder named after it ({root}/cat/1.jpg, {root}/dog/2.jpg)")
+        raise ValueError(f"{key}: {root} needs at least two class sub-folders, found "
+                         f"{[d.name for d in classes] or 'none'}")
+    for folder in classes:
+        if next(_images_in(folder, recursive=True), None) is None:
+            raise ValueError(f"{key}: class folder {folder} holds no images (.jpg, .png, .webp, ...)")
 
 
 class DataConfig(BaseModel):
@@ -133,7 +164,13 @@ class DataConfig(BaseModel):
         return out
 
     def check_inputs(self) -> None:
-        """ValueError ("key: why") for a missing shard or an IDX folder without its files."""
+        """ValueError ("key: why") for a missing shard, an IDX folder without its files, or an
+        image folder that cannot be a dataset (a file, no class sub-folders, an empty class):
+        found by `validate` and before any work, not after the teacher trained."""
+        if self.source == "imagefolder":
+            for key in ("path", "val_path", "test_path"):
+                if getattr(self, key) is not None:
+                    _check_image_folder(key, getattr(self, key))
         for key in ("shards", "val_shards", "test_shards"):
             spec = getattr(self, key)
             for url in [] if spec is None else expand_shards(spec):

@@ -267,6 +267,25 @@ def check_files(cfg) -> None:
     for key, path, _ in input_paths(cfg):
         if not path.exists():
             raise ConfigError(f"{key}: {path} does not exist")
+    check_devices(cfg)
+
+
+def check_devices(cfg) -> None:
+    """Every target whose profile measures on a device (adb, ssh) reaches it now, unless it
+    allows an estimate: a phone left unplugged stops the run here, not after the training."""
+    from edgekiln.targets.errors import DeviceUnreachable
+    from edgekiln.targets.runners import check_reachable
+
+    for target in cfg.targets or []:
+        profile = target.effective_profile
+        if target.allow_estimate or profile.runner.kind not in ("adb", "ssh"):
+            continue
+        try:
+            check_reachable(profile)
+        except DeviceUnreachable as e:
+            raise ConfigError(f"target {target.name!r} (profile {profile.name}, {profile.runner.kind} runner): cannot "
+                              f"reach its device: {e}; attach it, or set allow_estimate = true on the target to "
+                              "estimate its latency instead (the report says so)") from None
 
 
 def load_config(path: str | Path) -> BaseModel:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import tomli_w
 
+from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.errors import InputError
 
 IDX_TRAIN = "train-images-idx3-ubyte"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
 def data_section(data: Path, image_size: int) -> dict:

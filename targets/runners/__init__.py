@@ -15,9 +15,13 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgekiln.targets.cost import CostFeatures
+from typing import TYPE_CHECKING
+
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import Profile
+
+if TYPE_CHECKING:  # a runner's reachability is checked by `validate`, which imports no torch
+    from edgekiln.targets.cost import CostFeatures
 
 @dataclass
 class Measurement:
@@ -32,6 +36,13 @@ class Measurement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_reachable(profile: Profile) -> None:
+    """DeviceUnreachable when `profile` measures on a device (adb, ssh) that does not answer
+    now; host and estimate runners always can."""
+    if profile.runner.kind in ("adb", "ssh"):
+        importlib.import_module(f"edgekiln.targets.runners.{profile.runner.kind}").reachable(profile)
 
 
 def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str,

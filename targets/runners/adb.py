@@ -28,6 +28,18 @@ def adb_base(profile: Profile) -> list[str]:
     return [found] + (["-s", serial] if serial else [])
 
 
+def reachable(profile: Profile, timeout_s: float = 10.0) -> None:
+    """DeviceUnreachable unless adb is installed and lists a device ready for `profile`: the
+    check `validate` and the run's start make, so a missing phone stops a run before training."""
+    base = adb_base(profile)
+    try:
+        state = subprocess.run([*base, "get-state"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DeviceUnreachable(f"{' '.join(base)} get-state did not answer in {timeout_s:g} s") from None
+    if state.returncode != 0 or state.stdout.strip() != "device":
+        raise DeviceUnreachable(f"no Android device ready ({(state.stderr or state.stdout).strip() or 'none listed'})")
+
+
 def benchmark_command(profile: Profile, remote_artifact: str) -> list[str]:
     """The on-device command (after `adb shell`) that times `remote_artifact`: the format's."""
     return get_format(profile.format).adb_command(profile, remote_artifact)

@@ -40,6 +40,21 @@ def connection(profile: Profile) -> tuple[str, list[str], list[str]]:
     return (f"{user}@{host}" if user else host), ["-p", port, *common], ["-P", port, *common]
 
 
+def reachable(profile: Profile, timeout_s: float = 10.0) -> None:
+    """DeviceUnreachable unless the profile's ssh host answers (`ssh HOST true`, batch mode:
+    no password prompt): the check `validate` and the run's start make."""
+    destination, ssh_options, _ = connection(profile)
+    try:
+        done = subprocess.run(["ssh", *ssh_options, destination, "true"], capture_output=True, text=True,
+                              timeout=timeout_s + 5)
+    except subprocess.TimeoutExpired:
+        raise DeviceUnreachable(f"ssh {destination}: no answer in {timeout_s:g} s") from None
+    except FileNotFoundError:
+        raise DeviceUnreachable("ssh is not installed on this machine") from None
+    if done.returncode != 0:
+        raise DeviceUnreachable(f"ssh {destination}: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
+
+
 def formats_zip(path: Path) -> Path:
     """A zip of the format files, importable as `edgekiln.targets` on a device that has no
     edgekiln installed (runtime_bench.py puts it on sys.path)."""
