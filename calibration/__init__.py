@@ -1,7 +1,18 @@
 """Representative-data sampling for quantization, shared by every backend: a class-balanced,
-seeded sample of the training split, or a seeded sample of a folder of unlabelled images."""
+seeded sample of the training split, or a seeded sample of a folder of unlabelled images.
 
-from edgekiln.calibration.folder import folder_fingerprint, folder_sample, image_files
-from edgekiln.calibration.sampling import balanced_sample
+The names below are imported on first use: `edgekiln.calibration.images` (the image
+suffixes, read by `validate`) must stay importable without torch."""
 
-__all__ = ["balanced_sample", "folder_fingerprint", "folder_sample", "image_files"]
+import importlib
+
+_LAZY = {"balanced_sample": "edgekiln.calibration.sampling", "folder_fingerprint": "edgekiln.calibration.folder",
+         "folder_sample": "edgekiln.calibration.folder", "image_files": "edgekiln.calibration.folder"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
