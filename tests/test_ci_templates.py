@@ -24,6 +24,10 @@ STAND_INS = {
     "pip": 'echo "pip $*" >> "$STAND_IN_LOG"\n',  # edgekiln is installed in this venv already
     "gh": textwrap.dedent('''\
         echo "gh $*" >> "$STAND_IN_LOG"
+        if [ "$1 $2" = "release list" ]; then  # the newest release tag, when there is a release
+            [ -n "$RELEASE_DIR" ] && echo "model-v1"
+            exit 0
+        fi
         if [ "$1 $2" = "release download" ]; then
             dir=$(echo "$@" | sed -E 's/.*--dir ([^ ]+).*/\\1/')
             [ -n "$RELEASE_DIR" ] || { echo "release not found" >&2; exit 1; }
@@ -115,10 +119,17 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     assert "PASSED" in check_output and "gate passed: target server: p50 latency" in check_output
     log = (work / "stand-ins.log").read_text()
     assert "gh release create model-v1 manifest.json predictions.json report.html MODEL_CARD.md" in log
+    # edgekiln at its pinned release, not the repository's; the last release by its tag pattern;
+    # pull requests gate and diff; the stage cache is saved whatever the outcome.
+    assert f"pip install edgekiln=={variables['EDGEKILN_VERSION']}" in log and "gh release list" in log
+    assert "pull_request" in github[True] and "tags" in github[True]["push"]  # YAML reads `on:` as True
+    saves = [s for s in github["jobs"]["release"]["steps"] if s.get("uses", "").startswith("actions/cache/save")]
+    assert saves and saves[0]["if"] == "always()"
 
     # The next build on GitLab CI diffs against that release: the same config, no regression.
     gitlab = yaml.safe_load((ROOT / "examples/ci/gitlab-ci.yml").read_text())
     job = gitlab["model-release"]
+    assert job["cache"]["when"] == "always" and "pip install -e ." not in job["before_script"]
     assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "reports/*.xml"
     lines = job["before_script"] + job["script"]
     work = tmp_path / "gitlab"

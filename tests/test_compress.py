@@ -100,7 +100,7 @@ def test_a_changed_checkpoint_re_runs_every_stage_after_it(trained, tmp_path):
     assert "(cached)" not in result.output
 
 
-def test_prune_recovers_by_self_distillation_from_your_model(trained, tmp_path):
+def test_prune_recovers_by_self_distillation_from_your_model(trained, compressed, tmp_path):
     root, weights = trained
     result = _compress(root, weights, tmp_path / "out", "--target", "x86-server-avx2", "--prune", 0.7)
     assert result.exit_code in (0, 1), result.output
@@ -112,6 +112,10 @@ def test_prune_recovers_by_self_distillation_from_your_model(trained, tmp_path):
     assert kept["macs"] <= 0.72 * prune["steps"][0]["macs"] or "backed off" in prune["stopped"]
     config = (tmp_path / "out" / "config.toml").read_text()
     assert 'stages = [\n    "prune",' in config and "macs_ratio = 0.7" in config
+    from edgekiln.interfaces import api  # diff names the change of plan among the upstream changes
+
+    changes = {c.metric: (c.base, c.new) for c in api.diff(compressed[1], tmp_path / "out").lineage}
+    assert changes["stages"] == ("given → quantize → export", "given → prune → quantize → export")
 
 
 def _config(tmp_path, model: str, stages: str = '["quantize", "export"]', extra: str = "") -> Path:

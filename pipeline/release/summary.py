@@ -46,7 +46,8 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
     chance = 100.0 / max(len(manifest.get("labels") or []), 1)
     for s in manifest["stages"]:
         if s["accuracy"] is not None and s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance
-            console.print(f"[bold yellow]warning:[/] stage {s['name']} is at chance ({s['accuracy']:.2f}% with "
+            shown = plan["reference_title"] if s["name"] == plan["reference"] else f"stage {s['name']}"
+            console.print(f"[bold yellow]warning:[/] {shown} is at chance ({s['accuracy']:.2f}% with "
                           f"{len(manifest['labels'])} classes): it learned nothing; check the data and the "
                           "learning rates before trusting any later figure")
     for stage in registry.registered():  # each stage's own tables and notes
