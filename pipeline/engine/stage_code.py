@@ -24,7 +24,9 @@ from pathlib import Path
 DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
              # a follower rank rebuilds QAT's graph with the INT8 simulation a format names
              "edgekiln.training.qat": ("edgekiln.targets.formats",),
-             "edgekiln.targets.runners": ("edgekiln.targets.runners",)}
+             "edgekiln.targets.runners": ("edgekiln.targets.runners",),
+             # its names are imported on first use (validate reads its image suffixes without torch)
+             "edgekiln.calibration": ("edgekiln.calibration",)}
 
 # Modules that import by name what no stage's work runs: the stage registry imports the
 # stages' declarations (to build the DAG and the config schema), not their work.
