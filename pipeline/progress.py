@@ -9,6 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the tables.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+# Errors go to stderr: a script that reads a command's output gets its results, and a CI log
+# or a terminal shows both.
+errors = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
 
 
 def epoch_bar() -> Progress:

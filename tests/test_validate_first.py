@@ -60,10 +60,11 @@ def test_validate_and_run_refuse_before_any_training(tmp_path, case):
     config.write_text(f'[data]\nsource = "imagefolder"\npath = "{data}"\n\n[teacher]\ncandidates = ["resnet10t"]\n'
                       f'epochs = 1\n\n{target}')
     checked = CliRunner().invoke(app, ["validate", str(config)])
-    assert checked.exit_code == 2 and message in " ".join(checked.output.split()), checked.output
+    assert checked.exit_code == 2 and message in " ".join(checked.stderr.split()), checked.output
+    assert "config error" not in checked.stdout  # errors go to stderr, results to stdout
     ran = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"),
                                    "--cache-dir", str(tmp_path / "cache")])
-    assert ran.exit_code == 2 and message in " ".join(ran.output.split()), ran.output
+    assert ran.exit_code == 2 and message in " ".join(ran.stderr.split()), ran.output
     assert not (tmp_path / "cache" / "teacher").exists() and not (tmp_path / "out" / "manifest.json").exists()
 
 

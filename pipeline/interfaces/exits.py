@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK
-from edgekiln.progress import console
+from edgekiln.progress import console, errors
 
 
 def quiet_converters() -> None:
@@ -46,7 +46,7 @@ def exit_codes() -> Iterator[None]:
 
     def manifest_note(error: BaseException, extra: str = "") -> None:  # the manifest the run wrote, if any
         if getattr(error, "manifest_path", None) is not None:
-            console.print(f"(manifest with the error: {error.manifest_path}{extra})")
+            errors.print(f"(manifest with the error: {error.manifest_path}{extra})")
 
     try:
         yield
@@ -54,25 +54,25 @@ def exit_codes() -> Iterator[None]:
         raise
     except Interrupted as e:
         stage = getattr(e, "stage", None)
-        console.print(f"[bold red]interrupted[/] by {e.signal}" + (f" during stage {stage}" if stage else "") +
+        errors.print(f"[bold red]interrupted[/] by {e.signal}" + (f" during stage {stage}" if stage else "") +
                       ": the stages finished before it are cached and the one under way keeps its epoch "
                       "checkpoints, so a re-run resumes there")
         manifest_note(e)
         raise typer.Exit(e.exit_code)
     except ConfigError as e:
-        console.print(f"[bold red]config error:[/] {escape(str(e))}", soft_wrap=True)
+        errors.print(f"[bold red]config error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except (InputError, ConversionError, PublishError, ProfileError) as e:
-        console.print(f"[bold red]input error:[/] {escape(str(e))}", soft_wrap=True)
+        errors.print(f"[bold red]input error:[/] {escape(str(e))}", soft_wrap=True)
         manifest_note(e)
         raise typer.Exit(EXIT_BAD_INPUT)
     except TrainingDiverged as e:
-        console.print(f"[bold red]training diverged:[/] {escape(str(e))}")
+        errors.print(f"[bold red]training diverged:[/] {escape(str(e))}")
         manifest_note(e, "; nothing of that stage was cached")
         raise typer.Exit(EXIT_GATE_FAILED)
     except Exception as e:
-        console.print_exception()
-        console.print("[bold red]internal error[/] (a bug in edgekiln)")
+        errors.print_exception()
+        errors.print("[bold red]internal error[/] (a bug in edgekiln)")
         manifest_note(e)
         raise typer.Exit(EXIT_INTERNAL)
 
@@ -89,7 +89,7 @@ def report_failures(failures, after: str) -> int:
 
     for f in failures:
         if f.bug:
-            console.print(Traceback.from_exception(type(f.error), f.error, f.error.__traceback__))
-        console.print(f"[bold red]{f.name} was not written:[/] {escape(f.message())}")
-    console.print(f"({after})")
+            errors.print(Traceback.from_exception(type(f.error), f.error, f.error.__traceback__))
+        errors.print(f"[bold red]{f.name} was not written:[/] {escape(f.message())}")
+    errors.print(f"({after})")
     return EXIT_INTERNAL if any(f.bug for f in failures) else EXIT_BAD_INPUT
