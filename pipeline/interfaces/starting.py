@@ -74,7 +74,6 @@ def compress(
     OUT/config.toml: `edgekiln run OUT/config.toml` reproduces the run, and you can edit it.
     Exit codes as `run`."""
     quiet_converters()
-    from edgekiln.interfaces import api
     from edgekiln.interfaces.configs import compress_config, model_size, to_toml
 
     with exit_codes():
@@ -85,7 +84,6 @@ def compress(
                                  targets=target, budget=budget,
                                  prune=prune, allow_estimate=allow_estimate, image_size=image_size or 224)
         text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`\n")
-        api.load(text)  # validated before any work (ConfigError, exit 2)
         run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
 
 

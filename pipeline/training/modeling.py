@@ -284,20 +284,22 @@ def head_keys(model: nn.Module) -> set[str]:
     return set() if prefix is None else {f"{prefix}.{k}" if prefix else k for k in head.state_dict()}
 
 
-def load_exact(model: nn.Module, path: Path, arch: str) -> None:
-    """Load `path` into `model` as trained: every key present with its shape, nothing left
-    over. InputError naming the first missing, unexpected or misshapen keys; a classifier for
-    another class count is named as such."""
+def fitting_state(model: nn.Module, path: Path, arch: str, any_class_count: bool = False) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, when they fit `model` as trained: every key present with its
+    shape, nothing left over (`any_class_count`: the classifier may be for another class
+    count, which is checked once the data is known). InputError naming the first missing,
+    unexpected or misshapen keys; a classifier for another class count is named as such."""
     state = read_state_dict(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    misshapen = [k for k in own if k in state and state[k].shape != own[k].shape]
+    head = head_keys(model)
+    misshapen = [k for k in own if k in state and state[k].shape != own[k].shape
+                 and not (any_class_count and k in head)]
     if missing or unexpected:
         raise InputError(f"checkpoint {path} does not fit {arch}: {len(missing)} missing keys (first: {missing[:3]}), "
                          f"{len(unexpected)} unexpected (first: {unexpected[:3]}); is it a checkpoint of {arch}?")
     if misshapen:
-        head = head_keys(model)
         weight = next((k for k in misshapen if k in head and own[k].ndim >= 1), None)
         if weight is not None and all(k in head for k in misshapen):
             raise InputError(f"checkpoint {path}: its classifier ({weight}) has {state[weight].shape[0]} outputs but "
@@ -305,4 +307,9 @@ def load_exact(model: nn.Module, path: Path, arch: str) -> None:
         k = misshapen[0]
         raise InputError(f"checkpoint {path} does not fit {arch}: {len(misshapen)} tensors of another shape (first: "
                          f"{k} {tuple(state[k].shape)}, the architecture's {tuple(own[k].shape)})")
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_exact(model: nn.Module, path: Path, arch: str) -> None:
+    """Load `path` into `model` as trained (`fitting_state`'s checks, then a strict load)."""
+    model.load_state_dict(fitting_state(model, path, arch), strict=True)

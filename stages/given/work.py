@@ -31,17 +31,11 @@ def preflight(config: dict) -> None:
         modeling.check_transformers_classifier("model.arch", cfg.arch)
         return
     if cfg.checkpoint is not None:
-        state = modeling.read_state_dict(cfg.checkpoint)
         model = modeling.create(cfg.arch, num_classes=2, image_size=cfg.image_size)
-        own, head = model.state_dict(), modeling.head_keys(model)
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        misshapen = [k for k in own if k in state and k not in head and state[k].shape != own[k].shape]
-        if missing or unexpected or misshapen:
-            try:  # the full message, naming the keys
-                modeling.load_exact(model, cfg.checkpoint, cfg.arch)
-            except InputError as e:
-                raise InputError(f"model.checkpoint: {e}") from None
+        try:
+            modeling.fitting_state(model, cfg.checkpoint, cfg.arch, any_class_count=True)
+        except InputError as e:
+            raise InputError(f"model.checkpoint: {e}") from None
 
 
 def _load(cfg: ModelConfig, data: Dataset) -> modeling.ModelBundle:
