@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgekiln.stages.report import StageReport
+from edgekiln.targets.errors import did_you_mean
 
 __all__ = ["Stage", "Check", "Plan", "PlanError", "StageReport", "REQUIRED", "register", "unregister", "registered",
            "stage_named", "publisher", "plan", "inputs_of", "generation"]
@@ -218,7 +219,8 @@ def plan(listed: list[str] | None, given: set[str]) -> Plan:
     starters = [s for s in stages if s.starts]
     for name in listed or []:
         if name not in by_name:
-            raise PlanError(f"pipeline.stages: unknown stage {name!r} (the stages: {', '.join(by_name)})")
+            raise PlanError(f"pipeline.stages: unknown stage {name!r}{did_you_mean(name, by_name)}; the stages: "
+                            + ", ".join(by_name))
     if listed is not None and len(set(listed)) != len(listed):
         raise PlanError(f"pipeline.stages: {next(n for n in listed if listed.count(n) > 1)!r} is listed twice")
     if listed is not None and [by_name[n].order for n in listed] != sorted(by_name[n].order for n in listed):

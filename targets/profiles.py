@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgekiln.targets.errors import did_you_mean
 from edgekiln.targets.format import format_names, get_format
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
@@ -118,7 +119,7 @@ class Profile(BaseModel):
     @classmethod
     def _known_format(cls, v: str) -> str:
         if v not in format_names():
-            raise ValueError(f"unknown format {v!r}; known: {', '.join(format_names())}")
+            raise ValueError(f"unknown format {v!r}{did_you_mean(v, format_names())}; known: {', '.join(format_names())}")
         return v
 
     @model_validator(mode="after")
@@ -193,7 +194,8 @@ def find_profile(name_or_path: str | Path, base: Path | None = None) -> Path:
         candidate = directory / f"{text}.toml"
         if candidate.is_file():
             return candidate
-    raise ProfileError(f"unknown profile {text!r}; shipped profiles: {', '.join(shipped_profiles())} "
+    raise ProfileError(f"unknown profile {text!r}{did_you_mean(text, [f.stem for f in profile_files()])}; "
+                       f"shipped profiles: {', '.join(shipped_profiles())} "
                        "(or give the path of a profile .toml file, or add its directory to EDGEKILN_PROFILE_PATH)")
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekiln.targets.encodings import candidates, unsupported
+from edgekiln.targets.errors import did_you_mean
 from edgekiln.targets.format import format_names, get_format
 from edgekiln.targets.profiles import Budgets, Profile, ProfileError, host_profile, load_profile
 
@@ -59,7 +60,7 @@ class TargetConfig(BaseModel):
     @classmethod
     def _known_format(cls, v: str | None) -> str | None:
         if v is not None and v not in format_names():
-            raise ValueError(f"unknown format {v!r}; known: {', '.join(format_names())}")
+            raise ValueError(f"unknown format {v!r}{did_you_mean(v, format_names())}; known: {', '.join(format_names())}")
         return v
 
     @field_validator("encoding")

@@ -43,25 +43,28 @@ def test_valid_config_gets_defaults(tmp_path):
 
 def test_misspelled_key_is_named_with_its_path(tmp_path):
     message = error_of(tmp_path, BASE.replace("macs_ratio", "macs_ration"))
-    assert "prune.macs_ration: unknown key" in message
+    assert "prune.macs_ration = 0.5 (line 10): unknown key (did you mean 'macs_ratio'?)" in message
 
 
 def test_unknown_section_is_named(tmp_path):
-    assert "distil: unknown key" in error_of(tmp_path, BASE + "\n[distil]\nalpha = 0.5\n")
+    assert "distil (line 16): unknown key (did you mean 'distill'?)" in error_of(tmp_path, BASE + "\n[distil]\nalpha = 0.5\n")
 
 
 def test_out_of_range_value_names_key(tmp_path):
     message = error_of(tmp_path, BASE.replace("macs_ratio = 0.5", "macs_ratio = 1.5"))
-    assert "prune.macs_ratio" in message and "less than or equal to 1" in message
+    assert "prune.macs_ratio = 1.5 (line 10): must be at most 1.0" in message
 
 
 def test_wrong_type_names_key(tmp_path):
     assert "data.image_size" in error_of(tmp_path, BASE.replace("image_size = 32", 'image_size = "big"'))
 
 
-def test_bad_target_format_names_list_index(tmp_path):
-    text = BASE + '\n[[targets]]\nname = "x"\nformat = "tensorrt"\n'
-    assert "targets[1].format" in error_of(tmp_path, text)
+def test_bad_target_format_names_the_target(tmp_path):
+    text = BASE + '\n[[targets]]\nname = "x"\nformat = "tflit"\n'
+    assert ("targets.x.format = \"tflit\" (line 18): unknown format 'tflit' (did you mean 'tflite'?)"
+            in error_of(tmp_path, text))
+    text = BASE + '\n[[targets]]\nformat = "onnx"\n'  # no name: named by its place
+    assert "targets[1].name (line 16): is required" in error_of(tmp_path, text)
 
 
 def test_duplicate_target_names_rejected(tmp_path):
@@ -76,7 +79,7 @@ def test_two_targets_same_format_need_distinct_artifacts(tmp_path):
 
 def test_nested_budget_keys_validated(tmp_path):
     text = BASE + "\n[budget.max_drop]\npruning = 1.0\n"
-    assert "budget.max_drop.pruning: unknown key" in error_of(tmp_path, text)
+    assert "budget.max_drop.pruning = 1.0 (line 17): unknown key (did you mean 'prune'?)" in error_of(tmp_path, text)
 
 
 def test_imagefolder_needs_path(tmp_path):
@@ -85,7 +88,9 @@ def test_imagefolder_needs_path(tmp_path):
 
 def test_teacher_table_candidate_rejects_unknown_key(tmp_path):
     text = BASE.replace('candidates = ["resnet10t"]', 'candidates = [{arch = "resnet10t", ckpt = "x"}]')
-    assert "teacher.candidates[0].ckpt: unknown key" in error_of(tmp_path, text)
+    message = error_of(tmp_path, text)
+    # the name branch of the candidate's type ("must be text") is left out: a table was given
+    assert "has 1 problem:" in message and "teacher.candidates[0].ckpt = \"x\" (line 6): unknown key" in message
 
 
 def test_missing_file_and_bad_toml(tmp_path):
@@ -133,7 +138,7 @@ def test_a_string_where_a_number_belongs_is_an_error_naming_the_key(tmp_path):
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_non_finite_numbers_are_errors_naming_the_key(tmp_path, value):
     message = error_of(tmp_path, BASE + f"\n[student]\nlr = {value}\n")
-    assert "student.lr: not a finite number" in message
+    assert "student.lr (line 17): not a finite number" in message
     message = error_of(tmp_path, BASE.replace('candidates = ["resnet10t"]', f'candidates = ["resnet10t"]\nlr = {value}'))
     assert "teacher.lr" in message
 
@@ -173,3 +178,65 @@ def test_format_names_come_from_the_registry(tmp_path):
     assert set(format_names()) >= {"onnx", "tflite", "coreml", "executorch"}
     message = error_of(tmp_path, BASE + '\n[[targets]]\nname = "x"\nformat = "tensorrt"\n')
     assert "unknown format 'tensorrt'; known: " in message and "executorch" in message
+
+
+def test_every_problem_is_reported_at_once_with_its_line_value_and_a_close_name(tmp_path):
+    """Four mistakes, one of them a profile (checked after the schema), come in one message, in
+    the file's order."""
+    text = (BASE.replace('candidates = ["resnet10t"]', 'candidates = ["resnet10t"]\nepochs = "six"')
+            .replace('format = "tflite"', 'profile = "pixel3-cpu"')
+            + '\n[distill]\ntemprature = 4.0\n\n[quantize]\nmode = "pqt"\n')
+    message = error_of(tmp_path, text)
+    lines = message.splitlines()
+    assert lines[0].endswith("has 4 problems:"), message
+    assert lines[1].startswith('  teacher.epochs = "six" (line 8): must be "auto" or a whole number')
+    assert lines[2].startswith('  targets.phone.profile = "pixel3-cpu" (line 15): unknown profile '
+                               "'pixel3-cpu' (did you mean 'pixel-3-cpu'?)")
+    assert lines[3] == "  distill.temprature = 4.0 (line 18): unknown key (did you mean 'temperature'?)"
+    assert lines[4] == "  quantize.mode = \"pqt\" (line 21): must be 'ptq' or 'qat' (did you mean 'ptq'?)"
+
+
+def test_a_plan_problem_comes_with_the_other_keys_problems(tmp_path):
+    message = error_of(tmp_path, BASE.replace("image_size = 32", 'image_size = "32"')
+                       + '\n[pipeline]\nstages = ["distil", "export"]\n')
+    assert "has 2 problems" in message and 'data.image_size = "32" (line 4): must be a whole number' in message
+    assert "pipeline.stages (line 17): unknown stage 'distil' (did you mean 'distill'?)" in message
+
+
+def test_toml_lines_find_keys_in_arrays_of_tables_sub_tables_and_after_multiline_strings():
+    from edgekiln.engine.config_problems import key_lines
+
+    text = textwrap.dedent('''\
+        [card]
+        description = """
+        x = 1
+        """
+        [[targets]]
+        name = "a"
+        [[targets]]
+        name = "b"
+        "profile" = "p"
+        [targets.budget]
+        p50_ms = 3
+        runner.kind = "adb"
+        ''')
+    raw = {"targets": [{"name": "a"}, {"name": "b"}]}
+    lines = key_lines(text, raw)
+    assert lines["card.description"] == 2 and "card.x" not in lines
+    assert lines["targets.a"] == 5 and lines["targets.b.profile"] == 9
+    assert lines["targets.b.budget.p50_ms"] == 11 and lines["targets.b.budget.runner.kind"] == 12
+
+
+def test_preflight_names_every_stage_problem_and_a_close_architecture(tmp_path):
+    from edgekiln.engine.runner import preflight
+    from edgekiln.errors import InputError
+
+    cfg = load_config(write(tmp_path, BASE.replace('"resnet10t"', '"resnet10tt"')
+                            + '\n[student]\narch = "mobilenetv3_small_05"\n'))
+    with pytest.raises(InputError) as e:
+        preflight(cfg)
+    message = str(e.value)
+    assert message.startswith("2 problems, found before any work")
+    assert "teacher.candidates[0]: unknown timm architecture 'resnet10tt' (did you mean 'resnet10t'?)" in message
+    assert ("student.arch: unknown timm architecture 'mobilenetv3_small_05' (did you mean 'mobilenetv3_small_050'?)"
+            in message)

@@ -382,7 +382,7 @@ def test_bad_config_and_bad_input_exit_2(tmp_path):
     config = write_config(tmp_path)
     config.write_text(config.read_text().replace("macs_ratio", "macs_ration"))
     result = invoke(config, tmp_path / "out", tmp_path / "cache")
-    assert result.exit_code == 2 and "prune.macs_ration: unknown key" in result.output
+    assert result.exit_code == 2 and "prune.macs_ration = " in result.stderr and "unknown key" in result.stderr
     assert not (tmp_path / "out").exists()
 
     config = write_config(tmp_path)

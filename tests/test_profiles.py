@@ -64,11 +64,11 @@ def test_a_users_own_profile_file_needs_no_code(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("targets, message", [
-    ('[[targets]]\nname = "x"\nprofile = "pixel-99"\n', "targets[0].profile: unknown profile 'pixel-99'; shipped profiles:"),
+    ('[[targets]]\nname = "x"\nprofile = "pixel-99"\n', "targets.x.profile = \"pixel-99\" (line 6): unknown profile 'pixel-99'"),
     ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nformat = "onnx"\n', "is for tflite artifacts, not format 'onnx'"),
     ('[[targets]]\nname = "x"\nprofile = "missing.toml"\n', "missing.toml does not exist"),
     ('[[targets]]\nname = "x"\n', "give a format (coreml, executorch, onnx, tflite) or a profile"),
-    ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nbudget = { p50 = 3 }\n', "targets[0].budget.p50: unknown key"),
+    ('[[targets]]\nname = "x"\nprofile = "pixel-3-cpu"\nbudget = { p50 = 3 }\n', "targets.x.budget.p50 = 3 (line 7): unknown key (did you mean 'p50_ms'?)"),
 ])
 def test_bad_profiles_are_config_errors_naming_the_key(tmp_path, targets, message):
     with pytest.raises(ConfigError) as e:

@@ -47,8 +47,8 @@ CASES = {
                              "sub-folder of images per class"),
     "an empty class folder": (_an_empty_class, TARGET_SERVER, "/b holds no images"),
     "images with no class folders": (_flat_folder, TARGET_SERVER, "holds 4 images but 0 class sub-folders"),
-    "an adb device not attached": (_folder_with_classes, TARGET_PHONE, "target 'phone' (profile pixel-6-cpu, adb "
-                                   "runner): cannot reach its device: adb executable '/nonexistent/adb' not found"),
+    "an adb device not attached": (_folder_with_classes, TARGET_PHONE, "targets.phone (line 9): cannot reach the device of "
+                                   "profile pixel-6-cpu (adb runner): adb executable '/nonexistent/adb' not found"),
 }
 
 

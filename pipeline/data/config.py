@@ -166,20 +166,28 @@ class DataConfig(BaseModel):
     def check_inputs(self) -> None:
         """ValueError ("key: why") for a missing shard, an IDX folder without its files, or an
         image folder that cannot be a dataset (a file, no class sub-folders, an empty class):
-        found by `validate` and before any work, not after the teacher trained."""
+        found by `validate` and before any work, not after the teacher trained. Every problem
+        found is in the message, one per line."""
+        problems = []
         if self.source == "imagefolder":
             for key in ("path", "val_path", "test_path"):
                 if getattr(self, key) is not None:
-                    _check_image_folder(key, getattr(self, key))
+                    try:
+                        _check_image_folder(key, getattr(self, key))
+                    except ValueError as e:
+                        problems.append(str(e))
         for key in ("shards", "val_shards", "test_shards"):
             spec = getattr(self, key)
             for url in [] if spec is None else expand_shards(spec):
                 path = local_shard(url)
                 if path is not None and not path.is_file():
-                    raise ValueError(f"{key}: shard {path} does not exist")
+                    problems.append(f"{key}: shard {path} does not exist")
+                    break
         if self.source == "idx" and self.path is not None and self.path.is_dir():
             from edgekiln.data import idx_files
 
             lacking = idx_files.missing(self.path)
             if lacking:
-                raise ValueError(f"path: {self.path} has no {' and no '.join(lacking)} (source 'idx')")
+                problems.append(f"path: {self.path} has no {' and no '.join(lacking)} (source 'idx')")
+        if problems:
+            raise ValueError("\n".join(problems))

@@ -14,18 +14,24 @@ import tomllib
 from pathlib import Path
 from typing import Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 
 from edgekiln import stages as registry
 from edgekiln.data.config import DataConfig
+from edgekiln.engine.config_problems import Problem, from_validation, key_lines, key_name, render
 from edgekiln.gates import GATE_RULES
 from edgekiln.targets.profiles import ProfileError
-from edgekiln.targets.target import EncodingError, IoError
+from edgekiln.targets.target import EncodingError, IoError, TargetConfig
 from edgekiln.training.config import DistillConfig, TrainConfig
 
 
 class ConfigError(Exception):
-    """The config file is missing, not TOML, or does not fit the schema; names key paths."""
+    """The config file is missing, not TOML, or does not fit the schema; names key paths.
+    `problems`: each problem found, all at once (empty for a file that could not be read)."""
+
+    def __init__(self, message: str, problems: list[Problem] | tuple = ()):
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 # Sections of the libraries every stage may read, first in the schema.
@@ -92,19 +98,34 @@ class PlanConfig(BaseModel):
 
 class _Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # The line of each key in the TOML file the config was read from, for later problems.
+    _key_lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    _source_name: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _a_plan_that_runs(self):
-        run = plan_of(self)  # PlanError (a ValueError) names what is wrong
-        for stage in run.stages:
-            if stage.section and getattr(self, stage.section) is None:
-                raise ValueError(f"stage {stage.name} runs but the config has no [{stage.section}]")
+        present = {name for name in type(self).model_fields if getattr(self, name) is not None}
+        problems = plan_problems(self.pipeline.stages, present)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @model_validator(mode="after")
     def _unique_target_names(self):
         _first_duplicate([t.name for t in self.targets or []], "name")
         return self
+
+
+def plan_problems(listed: list[str] | None, present: set[str]) -> list[str]:
+    """What keeps the stages `listed` from running on a config that gives the sections
+    `present`: the plan's own error (PlanError), or each planned stage whose section is missing."""
+    given = {s.section for s in registry.registered() if s.starts and s.section in present}
+    try:
+        run = registry.plan(listed, given)
+    except registry.PlanError as e:
+        return [str(e)]
+    return [f"stage {stage.name} runs but the config has no [{stage.section}]" for stage in run.stages
+            if stage.section and stage.default is registry.REQUIRED and stage.section not in present]
 
 
 def plan_of(cfg) -> registry.Plan:
@@ -146,11 +167,13 @@ def __getattr__(name: str):
 
 def sections(cfg) -> Iterator[tuple[str, object]]:
     """(key, value) of every section of `cfg`, and of every item of a section that is a list
-    ("targets[0]"), for the sections' own hooks (resolve_paths, input_paths, check_inputs)."""
+    (a target by its name: "targets.android-cpu"), for the sections' own hooks
+    (resolve_paths, input_paths, check_inputs)."""
     for name in type(cfg).model_fields:
         value = getattr(cfg, name)
         if isinstance(value, list):
-            yield from ((f"{name}[{i}]", item) for i, item in enumerate(value))
+            yield from ((f"{name}.{item.name}" if isinstance(getattr(item, "name", None), str) else f"{name}[{i}]",
+                         item) for i, item in enumerate(value))
         else:
             yield name, value
 
@@ -170,41 +193,34 @@ def _first_duplicate(values: list[str], what: str) -> None:
         seen[value] = i
 
 
-def _resolve_profiles(cfg, base: Path, path: Path) -> None:
-    """Load every target's latency profile now, so a bad one stops the run before any work."""
-    for i, target in enumerate(cfg.targets or []):
+def _target_problems(cfg, raw: dict, base: Path) -> list[Problem]:
+    """Load every target's latency profile now, so that a bad one is reported with the rest
+    of the config's problems, before any work. Without a valid `cfg` (other keys are wrong),
+    each target that fits the schema on its own is still checked."""
+    if cfg is not None:
+        targets = list(enumerate(cfg.targets or []))
+    else:
+        targets = []
+        for i, item in enumerate(raw.get("targets") if isinstance(raw.get("targets"), list) else []):
+            try:  # a target that does not fit the schema is already reported
+                targets.append((i, TargetConfig.model_validate_json(json.dumps(item, default=str), strict=True)))
+            except ValidationError:
+                continue
+    problems = []
+    for i, target in targets:
         try:
             target.resolve(base)
-        except EncodingError as e:
-            raise ConfigError(f"{path}: targets[{i}].encoding: {e}") from None
-        except IoError as e:
-            raise ConfigError(f"{path}: targets[{i}].io: {e}") from None
         except ProfileError as e:
-            raise ConfigError(f"{path}: targets[{i}].profile: {e}") from None
-    try:
-        _first_duplicate([t.artifact_name for t in cfg.targets or []], "artifact")
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def _key_path(loc: tuple) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts[-1:] = [f"{parts[-1]}[{item}]" if parts else f"[{item}]"]
-        elif item in ("str", "TeacherCandidate") or "[" in str(item):
-            continue  # union branch names are not part of the user's key path
-        else:
-            parts.append(str(item))
-    return ".".join(parts) or "(top level)"
-
-
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for e in error.errors():
-        message = "unknown key (misspelled?)" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {_key_path(e['loc'])}: {message}")
-    return "\n".join(dict.fromkeys(lines))  # union branches repeat the same complaint
+            key = "encoding" if isinstance(e, EncodingError) else "io" if isinstance(e, IoError) else "profile"
+            given = getattr(target, key) if key != "profile" else target.profile
+            problems.append(Problem(key_name(("targets", i, key), raw), str(e),
+                                    given if isinstance(given, (str, list)) else None))
+    if cfg is not None and not problems:
+        try:
+            _first_duplicate([t.artifact_name for t in cfg.targets or []], "artifact")
+        except ValueError as e:
+            problems.append(Problem("", str(e)))
+    return problems
 
 
 def _too_deep(value) -> str | None:
@@ -256,26 +272,38 @@ DEFERRED_CHECKS = (
 
 
 def check_files(cfg) -> None:
-    """Every file and folder the config names exists, and each section's own checks of what
-    it reads hold (ConfigError naming the key)."""
+    """Every file and folder the config names exists, each section's own checks of what it
+    reads hold, and every measuring device answers; ConfigError lists every problem found."""
+    problems = []
     for key, section in sections(cfg):
         if hasattr(section, "check_inputs"):
             try:
                 section.check_inputs()
             except ValueError as e:
-                raise ConfigError(f"{key}.{e}") from None
-    for key, path, _ in input_paths(cfg):
-        if not path.exists():
-            raise ConfigError(f"{key}: {path} does not exist")
-    check_devices(cfg)
+                problems.extend(Problem.from_message(f"{key}.{line}") for line in str(e).splitlines())
+    reported = {p.key for p in problems}
+    problems.extend(Problem(key, f"{path} does not exist") for key, path, _ in input_paths(cfg)
+                    if not path.exists() and key not in reported)
+    problems.extend(device_problems(cfg))
+    if problems:
+        raise ConfigError(render(getattr(cfg, "_source_name", None) or "the config", problems,
+                                 getattr(cfg, "_key_lines", None)), problems)
 
 
 def check_devices(cfg) -> None:
+    """ConfigError when a target's measuring device cannot be reached (device_problems)."""
+    problems = device_problems(cfg)
+    if problems:
+        raise ConfigError(render("the config", problems), problems)
+
+
+def device_problems(cfg) -> list[Problem]:
     """Every target whose profile measures on a device (adb, ssh) reaches it now, unless it
     allows an estimate: a phone left unplugged stops the run here, not after the training."""
     from edgekiln.targets.errors import DeviceUnreachable
     from edgekiln.targets.runners import check_reachable
 
+    problems = []
     for target in cfg.targets or []:
         profile = target.effective_profile
         if target.allow_estimate or profile.runner.kind not in ("adb", "ssh"):
@@ -283,9 +311,11 @@ def check_devices(cfg) -> None:
         try:
             check_reachable(profile)
         except DeviceUnreachable as e:
-            raise ConfigError(f"target {target.name!r} (profile {profile.name}, {profile.runner.kind} runner): cannot "
-                              f"reach its device: {e}; attach it, or set allow_estimate = true on the target to "
-                              "estimate its latency instead (the report says so)") from None
+            problems.append(Problem(
+                f"targets.{target.name}", f"cannot reach the device of profile {profile.name} "
+                f"({profile.runner.kind} runner): {e}; attach it, or set allow_estimate = true on the target to "
+                "estimate its latency instead (the report says so)"))
+    return problems
 
 
 def load_config(path: str | Path) -> BaseModel:
@@ -305,7 +335,8 @@ MAX_DEPTH = 16  # tables and arrays nested deeper than any config needs (the sch
 
 
 def config_from_text(text: str, base: Path | None = None, name: str = "config") -> BaseModel:
-    """Validate TOML text; relative paths are relative to `base` (default: the working directory)."""
+    """Validate TOML text; relative paths are relative to `base` (default: the working directory).
+    Problems are reported with the line they are on."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -313,25 +344,40 @@ def config_from_text(text: str, base: Path | None = None, name: str = "config") 
     except RecursionError:
         raise ConfigError(f"{name}: tables or arrays nested too deeply to read (a config needs at most "
                           f"{MAX_DEPTH} levels)") from None
-    return config_from_dict(raw, base=base, name=name)
+    return config_from_dict(raw, base=base, name=name, text=text)
 
 
-def config_from_dict(raw: dict, base: Path | None = None, name: str = "config") -> BaseModel:
-    """Validate a config given as a dict (the TOML's tables as nested dicts)."""
+def config_from_dict(raw: dict, base: Path | None = None, name: str = "config", text: str | None = None) -> BaseModel:
+    """Validate a config given as a dict (the TOML's tables as nested dicts; `text`: the TOML
+    they were read from, for line numbers). ConfigError lists every problem at once."""
     deep = _too_deep(raw)
     if deep:
         raise ConfigError(f"{name}: {deep} is nested more than {MAX_DEPTH} levels deep (tables or arrays); no key "
                           "of the schema is")
+    lines = key_lines(text, raw) if text else {}
     bad = _non_finite(raw)
     if bad:
-        raise ConfigError(f"{name} has 1 problem(s):\n  {bad}: not a finite number (inf and nan are not allowed)")
+        problems = [Problem(bad, "not a finite number (inf and nan are not allowed)")]
+        raise ConfigError(render(name, problems, lines), problems)
+    model = config_model()
+    cfg, problems = None, []
     try:
         # Strict: a string where a number belongs ("1") is an error naming the key, never
         # silently converted. Validated as JSON, where strict mode still reads paths from text.
-        cfg = config_model().model_validate_json(json.dumps(raw, default=str), strict=True)
+        cfg = model.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as e:
-        raise ConfigError(f"{name} has {e.error_count()} problem(s):\n{_describe(e)}") from None
+        problems = from_validation(e, model, raw)
+        if not any(p.key == "" for p in problems):  # the plan was not checked: other keys failed first
+            pipeline = raw.get("pipeline") if isinstance(raw.get("pipeline"), dict) else {}
+            listed = pipeline.get("stages")
+            if isinstance(listed, list) and all(isinstance(n, str) for n in listed) or listed is None:
+                present = {key for key, value in raw.items() if isinstance(value, (dict, list))}
+                problems += [Problem.from_message(m) for m in plan_problems(listed, present)]
     base = (base or Path.cwd()).resolve()
-    _resolve_paths(cfg, base)
-    _resolve_profiles(cfg, base, Path(name))
+    if cfg is not None:
+        _resolve_paths(cfg, base)
+    problems += _target_problems(cfg, raw, base)
+    if problems:
+        raise ConfigError(render(name, problems, lines), problems)
+    cfg._key_lines, cfg._source_name = lines, name
     return cfg

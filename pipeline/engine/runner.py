@@ -125,10 +125,19 @@ def check_writable(path: Path, option: str) -> None:
 
 
 def preflight(cfg: PipelineConfig) -> None:
-    """Every planned stage's cheap checks of its own config (unknown architectures, missing files)."""
+    """Every planned stage's cheap checks of its own config (unknown architectures, missing
+    files); InputError with every stage's problem, not only the first stage's."""
+    problems = []
     for stage in plan_of(cfg).stages:
         if stage.preflight is not None:
-            registry.resolve(stage.preflight)({s: getattr(cfg, s) for s in stage.sections})
+            try:
+                registry.resolve(stage.preflight)({s: getattr(cfg, s) for s in stage.sections})
+            except InputError as e:
+                problems.append(str(e))
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(f"{len(problems)} problems, found before any work:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCache, key: str,

@@ -53,6 +53,18 @@ def is_known_arch(arch: str) -> bool:
     return arch.startswith("hf-hub:") or is_transformers(arch) or timm.is_model(arch)
 
 
+def check_known_arch(key: str, arch: str) -> None:
+    """InputError naming `key` when `arch` is not a model name (is_known_arch), with the
+    closest timm name where the name looks mistyped."""
+    if is_known_arch(arch):
+        return
+    import timm
+
+    from edgekiln.targets.errors import did_you_mean
+
+    raise InputError(f"{key}: unknown timm architecture {arch!r}{did_you_mean(arch, timm.list_models())}")
+
+
 class TransformersClassifier(nn.Module):
     """A transformers `AutoModelForImageClassification` as a plain images -> logits module."""
 

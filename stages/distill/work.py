@@ -22,8 +22,7 @@ def preflight(config: dict) -> None:
     cfg: StudentConfig = config["student"]
     for i, arch in enumerate(cfg.candidates):
         key = "student.arch" if isinstance(cfg.arch, str) else f"student.arch[{i}]"
-        if not modeling.is_known_arch(arch):
-            raise InputError(f"{key}: unknown timm architecture {arch!r}")
+        modeling.check_known_arch(key, arch)
         if cfg.pretrained and not arch.startswith("hf-hub:"):
             import timm
 

@@ -19,14 +19,7 @@ def preflight(config: dict) -> None:
     """Before the data is read: the architecture exists, and the checkpoint loads into it
     (every key; the classifier's class count is checked against the data when it runs)."""
     cfg: ModelConfig = config["model"]
-    if not modeling.is_known_arch(cfg.arch):
-        import difflib
-
-        import timm
-
-        close = difflib.get_close_matches(cfg.arch, timm.list_models(), n=1)
-        raise InputError(f"model.arch: unknown timm architecture {cfg.arch!r}"
-                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    modeling.check_known_arch("model.arch", cfg.arch)
     if cfg.arch.startswith(TRANSFORMERS):
         modeling.check_transformers_classifier("model.arch", cfg.arch)
         return

@@ -44,8 +44,7 @@ def preflight(config: dict) -> None:
         if cand.arch.endswith(CHECKPOINT_SUFFIXES):
             raise InputError(f"{key}: {cand.arch!r} is a file; give it as {{arch = \"<timm name>\", "
                              f"checkpoint = \"{cand.arch}\"}}")
-        if not modeling.is_known_arch(cand.arch):
-            raise InputError(f"{key}: unknown timm architecture {cand.arch!r}")
+        modeling.check_known_arch(key, cand.arch)
         if modeling.is_transformers(cand.arch):
             modeling.check_transformers_classifier(key, cand.arch)
         elif cfg.pretrained and not cand.checkpoint and not cand.arch.startswith("hf-hub:"):
