@@ -23,11 +23,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from edgekiln import progress
 from edgekiln.calibration.images import read_square
 from edgekiln.data import index_cache
 from edgekiln.data.config import expand_shards, local_shard
 from edgekiln.errors import InputError
-from edgekiln.progress import console
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 # Bumped when what an index records changes: older cached indexes are then rebuilt.
@@ -99,7 +99,7 @@ def index(urls: list[str], key: str, index_dir: Path | None = None) -> ShardInde
     if cached is not None:
         return ShardIndex(urls, cached["keys"], cached["labels"], fingerprint)
     keys, labels = [], []
-    with console.status(f"indexing {len(urls)} shard(s) of {key}") as status:
+    with progress.status(f"indexing {len(urls)} shard(s) of {key}") as status:
         for n, url in enumerate(urls):
             keys.append([]), labels.append([])
             for sample_key, image, label in _samples(url, key):

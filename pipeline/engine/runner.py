@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekiln import progress
 from edgekiln import stages as registry
 from edgekiln.calibration import folder_fingerprint
 from edgekiln.data.dataset import Dataset, load_dataset
@@ -165,7 +166,7 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
                 raise
             if data.has_test:
                 grader = result.grader or evaluation.models_grader(result.bundles)
-                with console.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
+                with progress.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
                     result.metrics.update(grader(data.test_x, data.test_y))
             result.metrics["compute_seconds"] = time.perf_counter() - started
             save_result(result, workdir)

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgekiln.progress import console, epoch_bar
+from edgekiln.progress import LOG_EVERY_S, console, epoch_bar
 from edgekiln.targets.int8 import Int8Options, quantizable_layers
 
 SENSITIVITY = "logit MSE on the calibration sample with only this layer INT8 (torch PT2E simulation)"
@@ -29,7 +29,7 @@ def rank_layers(model: torch.nn.Module, calibration: np.ndarray, options: Int8Op
     reference = scheme.predict(graph, calibration)
     layers = quantizable_layers(model)
     ranking = []
-    with epoch_bar() as bar:
+    with epoch_bar(every=LOG_EVERY_S) as bar:
         task = bar.add_task("layer sensitivity", total=len(layers), status="")
         for layer in layers:
             simulated = scheme.simulate(model, calibration, options, only=(layer,), graph=graph)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekiln import progress
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
@@ -74,7 +75,7 @@ def _check(data: Dataset, arch: str, targets) -> list[dict]:
             path = Path(tmp) / f"precheck{fmt.SUFFIX}"
             started = time.perf_counter()
             try:
-                with console.status(f"  pre-check: {arch} -> {fmt_name}"):
+                with progress.status(f"  pre-check: {arch} -> {fmt_name}"):
                     fmt.export_int8(bundle.model, example, calibration, path, {})
                     fmt.load(path)
             except Exception as e:  # ConversionError names the op; a runtime's own load error too

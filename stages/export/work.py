@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from edgekiln import gates as budget
+from edgekiln import progress
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
@@ -44,7 +45,7 @@ def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bund
     format's torch proxy; `with_top1` adds the per-image top-1."""
     predicted, record = evaluate.runtime_logits(
         fmt, f"target {target.name}", profile, path, val_x,
-        proxy=lambda: fmt.proxy_model(bundle.model, options, encoding), status=console.status)
+        proxy=lambda: fmt.proxy_model(bundle.model, options, encoding), status=progress.status)
     record.update(accuracy=evaluate.top1_accuracy(predicted, val_y),
                   agreement=float((predicted.argmax(1) == float_top1).mean() * 100))
     if with_top1:
@@ -158,7 +159,7 @@ def _most_accurate(found: dict, aware: _AccuracyAware, int8_accuracy: float, bui
 
 def _latency(target, profile, path, features, precision, candidate: bool = False) -> dict:
     return evaluate.latency(f"target {target.name}", profile, path, features, precision,
-                            allow_estimate=target.allow_estimate, candidate=candidate, status=console.status)
+                            allow_estimate=target.allow_estimate, candidate=candidate, status=progress.status)
 
 
 def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features, calibration, val_x, val_y,
@@ -178,7 +179,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
         options = dataclasses.replace(options, float_layers=())
 
     def build(opts: Int8Options) -> None:
-        with console.status(f"  {target.name}: converting to {target.format} ({encoding})"):
+        with progress.status(f"  {target.name}: converting to {target.format} ({encoding})"):
             applied.update(fmt.export(bundle.model, bundle.example_input(), calibration, path, metadata,
                                       encoding, opts))
 

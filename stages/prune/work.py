@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from edgekiln import gates as budget
+from edgekiln import progress
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
@@ -154,7 +155,7 @@ class _MeasuredLatency:
             features = cost_features(model, size)
             with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
                 path = Path(tmp) / f"step{self.format.SUFFIX}"
-                with console.status(f"  timing the pruned student on {self.profile.name}"):
+                with progress.status(f"  timing the pruned student on {self.profile.name}"):
                     self.format.export(copy.deepcopy(model).cpu().eval(), self.bundle.example_input(),
                                        self.calibration, path, {"description": "pruning step"}, "int8")
                     with device_errors("prune.measure", self.profile, estimate_hint="drop prune.measure"):

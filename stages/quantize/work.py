@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 from edgekiln import gates as budget
+from edgekiln import progress
 from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
@@ -105,7 +106,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     calibration = to_input(images, bundle.mean, bundle.std, bundle.input_size).numpy()
     options = cfg.options()
     scheme = int8_simulation(cfg.simulation)
-    with console.status("  PTQ: calibrating and scoring the INT8 simulation"):
+    with progress.status("  PTQ: calibrating and scoring the INT8 simulation"):
         graph = scheme.simulate(bundle.model, calibration, options)
         ptq_accuracy = _simulated_accuracy(scheme, graph, data, bundle)
     metrics = {"mode": cfg.mode, "scheme": scheme.SCHEME, "simulation": cfg.simulation, "calibration": sample,

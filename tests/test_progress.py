@@ -1,0 +1,46 @@
+"""Progress in logs: off a terminal (a CI log) long work prints lines, one per epoch and one
+every LOG_EVERY_S while it is under way, instead of a bar that only a terminal draws."""
+
+import time
+
+from edgekiln import progress
+
+
+def test_off_a_terminal_the_epoch_bar_prints_a_line_per_epoch_with_how_far_it_is(capsys):
+    assert not progress.console.is_terminal  # pytest captures stdout: what a CI log is
+    with progress.epoch_bar() as bar:
+        task = bar.add_task("distil mobilenetv3_small_050", total=3, status="")
+        for epoch in range(3):
+            bar.update(task, advance=1, status=f"loss {1.0 / (epoch + 1):.3f}")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "  distil mobilenetv3_small_050: 1/3, loss 1.000", "  distil mobilenetv3_small_050: 2/3, loss 0.500",
+        "  distil mobilenetv3_small_050: 3/3, loss 0.333"]
+
+
+def test_a_throttled_bar_prints_at_most_one_line_per_interval_and_always_the_last(capsys):
+    with progress.epoch_bar(every=60.0) as bar:
+        task = bar.add_task("layer sensitivity", total=50, status="")
+        for layer in range(50):
+            bar.update(task, advance=1, status=f"layer{layer}")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("  layer sensitivity: 1/50") and "50/50" in lines[1]
+
+
+def test_a_log_never_goes_quiet_while_an_epoch_or_a_conversion_is_under_way(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.05)
+    with progress.epoch_bar() as bar:
+        bar.add_task("teacher resnet10t", total=6, completed=2, status="")
+        time.sleep(0.3)  # an epoch that takes a while
+    beats = capsys.readouterr().out.splitlines()
+    assert len(beats) >= 2 and beats[0].startswith("  teacher resnet10t: 2/6 done, the next under way")
+    with progress.status("  android-cpu: converting to tflite (int8)") as status:
+        time.sleep(0.2)
+        status.update("  android-cpu: timing on pixel-3-cpu")
+        time.sleep(0.2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "  android-cpu: converting to tflite (int8)"
+    assert any(line.startswith("  android-cpu: converting to tflite (int8) (still working, ") for line in lines)
+    assert lines[-1].startswith("  android-cpu: timing on pixel-3-cpu (still working, ")
+    time.sleep(0.2)
+    assert capsys.readouterr().out == ""  # the heartbeat stopped with the work
