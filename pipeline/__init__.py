@@ -8,6 +8,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "run": "edgekiln.interfaces.api",
+    "load": "edgekiln.interfaces.api",
+    "FinishedRun": "edgekiln.interfaces.api",
     "check": "edgekiln.interfaces.api",
     "diff": "edgekiln.interfaces.api",
     "report": "edgekiln.interfaces.api",

@@ -5,7 +5,7 @@ and an artifact must meet its profile's resource budgets (latency, memory, size)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from edgekiln.targets.artifact import Artifact
 
@@ -60,9 +60,15 @@ class GateCheck:
                 f"{self.budget_key} = {self.budget:g}")
 
     def to_dict(self) -> dict:
-        record = {**asdict(self), "drop": self.drop, "passed": self.passed, "decided_on": self.decided_on}
-        record["drop_interval"] = None if self.drop_interval is None else list(self.drop_interval)
-        return record
+        """The manifest's gate record (GATE_RECORD_FIELDS first): `value` is the drop in
+        points, `limit` the budget; `accuracy` and `reference` the two accuracies."""
+        subject_type, subject = _split_subject(self.subject)
+        return {"kind": "accuracy", "subject_type": subject_type, "subject": subject, "metric": "accuracy_drop",
+                "unit": "points", "value": self.drop, "limit": self.budget, "status": _status(self.passed),
+                "passed": self.passed, "decided_on": self.decided_on, "budget_key": self.budget_key,
+                "split": self.split, "accuracy": self.value, "reference_name": self.reference_name,
+                "reference": self.reference, "rule": self.rule,
+                "drop_interval": None if self.drop_interval is None else list(self.drop_interval)}
 
 
 def checks(subject: str, value: float, previous: tuple[str, float] | None, stage_budget: float | None,
@@ -137,6 +143,7 @@ class BudgetCheck:
     source: str  # host | device | estimate | file
     interval: tuple[float, float] | None = None  # an estimate's interval
     rule: str = "point"  # point | upper
+    field: str = "p50_ms"  # the budget's field: p50_ms | p90_ms | peak_memory_mb | size_mb
 
     @property
     def decided_on(self) -> float:
@@ -159,11 +166,56 @@ class BudgetCheck:
                 f"{'within' if self.passed else 'over'} {self.budget_key} = {self.budget:g}")
 
     def to_dict(self) -> dict:
-        record = {**asdict(self), "passed": self.passed, "decided_on": self.decided_on}
-        record["interval"] = None if self.interval is None else list(self.interval)
-        if math.isinf(record["decided_on"]):
-            record["decided_on"] = None  # JSON has no infinity
-        return record
+        """The manifest's gate record (GATE_RECORD_FIELDS first); `label` names the metric in words."""
+        subject_type, subject = _split_subject(self.subject)
+        return {"kind": _KINDS[self.field], "subject_type": subject_type, "subject": subject, "metric": self.field,
+                "unit": self.unit, "value": self.value, "limit": self.budget, "status": _status(self.passed),
+                "passed": self.passed,
+                "decided_on": None if math.isinf(self.decided_on) else self.decided_on,  # JSON has no infinity
+                "budget_key": self.budget_key, "label": self.metric, "source": self.source, "rule": self.rule,
+                "interval": None if self.interval is None else list(self.interval)}
+
+
+@dataclass(frozen=True)
+class NotChecked:
+    """A resource budget of an artifact that could not be checked: its figure was not
+    measured, or only estimated to an order of magnitude (`value`, when there is one)."""
+
+    subject: str  # "target android-cpu"
+    budget_key: str
+    field: str  # p50_ms | p90_ms | peak_memory_mb | size_mb
+    metric: str  # "p50 latency"
+    unit: str
+    budget: float
+    why: str
+    value: float | None = None
+
+    passed = None  # neither passed nor failed
+
+    def message(self) -> str:
+        return f"{self.budget_key} = {self.budget:g} not checked: {self.why}"
+
+    def to_dict(self) -> dict:
+        subject_type, subject = _split_subject(self.subject)
+        return {"kind": _KINDS[self.field], "subject_type": subject_type, "subject": subject, "metric": self.field,
+                "unit": self.unit, "value": self.value, "limit": self.budget, "status": "not_checked",
+                "passed": None, "budget_key": self.budget_key, "label": self.metric, "why": self.why}
+
+
+# The fields every gate record in the manifest has, whatever it checks (manifest.schema.json).
+GATE_RECORD_FIELDS = ("kind", "subject_type", "subject", "metric", "unit", "value", "limit", "status")
+GATE_STATUSES = ("passed", "failed", "not_checked")
+_KINDS = {"p50_ms": "latency", "p90_ms": "latency", "peak_memory_mb": "memory", "size_mb": "size"}
+
+
+def _status(passed: bool) -> str:
+    return "passed" if passed else "failed"
+
+
+def _split_subject(subject: str) -> tuple[str, str]:
+    """("target", "android-cpu") of "target android-cpu"; ("run", subject) otherwise."""
+    kind, _, name = subject.partition(" ")
+    return (kind, name) if kind in ("stage", "target") and name else ("run", subject)
 
 
 # (budget field, metric name, unit, how to read the value off an artifact, whether it is measured)
@@ -175,10 +227,10 @@ _BUDGETS = (
 )
 
 
-def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], list[str]]:
-    """Checks of an artifact against its profile's budgets, and a note for every budget set
-    that could not be checked: its figure was not measured (nor estimated), or only estimated
-    to an order of magnitude (a profile table too small or too wrong to decide on)."""
+def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], list[NotChecked]]:
+    """Checks of an artifact against its profile's budgets, and every budget set that could
+    not be checked: its figure was not measured (nor estimated), or only estimated to an
+    order of magnitude (a profile table too small or too wrong to decide on)."""
     checks_, unchecked = [], []
     for field, metric, unit, read, measured in _BUDGETS:
         if artifact.budget.get(field) is None:
@@ -187,36 +239,66 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
         key = artifact.budget_keys.get(field, f"budget.{field} of profile {artifact.profile}")
         value = read(artifact)
         if value is None:
-            unchecked.append(f"{key} = {limit:g} not checked: "
-                             f"{metric} was not measured (source: {artifact.latency_source or 'none'})")
+            unchecked.append(NotChecked(subject, key, field, metric, unit, limit, f"{metric} was not measured "
+                                        f"(source: {artifact.latency_source or 'none'})"))
             continue
         source = artifact.latency_source if measured else "file"
         weak = (artifact.latency_detail or {}).get("order_of_magnitude") if source == "estimate" else None
         if weak:
-            unchecked.append(f"{key} = {limit:g} not checked: {metric} {float(value):.3g} {unit} is an order-of-"
-                             f"magnitude estimate ({weak}); measure on the device or calibrate the profile "
-                             "(edgekiln profile calibrate)")
+            unchecked.append(NotChecked(
+                subject, key, field, metric, unit, limit, f"{metric} {float(value):.3g} {unit} is an order-of-magnitude "
+                f"estimate ({weak}); measure on the device or calibrate the profile (edgekiln profile calibrate)",
+                float(value)))
             continue
         interval, rule = None, "point"
         if source == "estimate" and unit == "ms" and artifact.estimate_gate != "point":
             interval, rule = (artifact.latency_ms or {}).get(field.removesuffix("_ms") + "_interval"), "upper"
         checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source,
-                                   None if interval is None else tuple(interval), rule))
+                                   None if interval is None else tuple(interval), rule, field))
     return checks_, unchecked
 
 
-def gate_from_dict(record: dict) -> GateCheck | BudgetCheck:
-    """A gate back from its manifest record (an accuracy gate or a resource budget)."""
+def gate_from_dict(record: dict) -> GateCheck | BudgetCheck | NotChecked:
+    """A gate back from its manifest record: an accuracy gate, a resource budget, or a budget
+    not checked; records of manifests from before schema_version 2 are read too."""
+    if "kind" not in record:
+        return _gate_from_v1(record)
+    subject = record["subject"] if record["subject_type"] == "run" else f"{record['subject_type']} {record['subject']}"
+    if record["status"] == "not_checked":
+        return NotChecked(subject, record["budget_key"], record["metric"], record["label"], record["unit"],
+                          record["limit"], record["why"], record.get("value"))
+    if record["kind"] == "accuracy":
+        interval = record.get("drop_interval")
+        return GateCheck(subject=subject, budget_key=record["budget_key"], value=record["accuracy"],
+                         reference_name=record["reference_name"], reference=record["reference"],
+                         budget=record["limit"], split=record.get("split", "val"),
+                         drop_interval=None if interval is None else tuple(interval), rule=record.get("rule", "point"))
+    interval = record.get("interval")
+    return BudgetCheck(subject, record["budget_key"], record["label"], record["value"], record["limit"], record["unit"],
+                       record["source"], None if interval is None else tuple(interval), record.get("rule", "point"),
+                       record["metric"])
+
+
+def _gate_from_v1(record: dict) -> GateCheck | BudgetCheck:
     if "metric" in record:
         interval = record.get("interval")
+        field = next((f for f, label, *_ in _BUDGETS if label == record["metric"]), "p50_ms")
         return BudgetCheck(**{k: record[k] for k in ("subject", "budget_key", "metric", "value", "budget", "unit",
                                                      "source")},
-                           interval=None if interval is None else tuple(interval), rule=record.get("rule", "point"))
+                           interval=None if interval is None else tuple(interval), rule=record.get("rule", "point"),
+                           field=field)
     interval = record.get("drop_interval")
     return GateCheck(subject=record["subject"], budget_key=record["budget_key"], value=record["value"],
                      reference_name=record["reference_name"], reference=record["reference"], budget=record["budget"],
                      split=record.get("split", "val"), drop_interval=None if interval is None else tuple(interval),
                      rule=record.get("rule", "point"))
+
+
+def record_subject(record: dict) -> str:
+    """What a gate record judged, in words ("target android-cpu"), of either record layout."""
+    if "subject_type" in record and record.get("subject_type") != "run":
+        return f"{record['subject_type']} {record.get('subject')}"
+    return record.get("subject") or "run"
 
 
 def gate_message(record: dict) -> str:
@@ -226,5 +308,7 @@ def gate_message(record: dict) -> str:
         return gate_from_dict(record).message()
     except (KeyError, TypeError, ValueError):
         verdict = {True: "passed", False: "FAILED"}.get(record.get("passed"), "verdict not recorded")
-        return (f"gate {verdict}: {record.get('subject') or '?'}: {record.get('budget_key') or '?'} "
+        if record.get("status") == "not_checked":
+            verdict = "not checked"
+        return (f"gate {verdict}: {record_subject(record)}: {record.get('budget_key') or '?'} "
                 "(the manifest's gate record is incomplete)")

@@ -15,6 +15,9 @@ os.environ["EDGEKILN_ADB"] = "/nonexistent/adb"
 # report.html renders with StrictUndefined: a figure the template reads without a guard fails
 # the test that renders it, instead of a user's run.
 os.environ["EDGEKILN_STRICT_TEMPLATES"] = "1"
+# Every manifest a test writes (in this process or a command it starts) is validated against
+# the shipped JSON Schema before it is written (engine/manifest.write_manifest).
+os.environ["EDGEKILN_CHECK_MANIFESTS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -46,3 +46,7 @@ def test_the_wheel_installs_a_working_edgekiln_outside_the_repository(tmp_path):
     listed = edgekiln("profile", "ls", module=True)
     assert listed.returncode == 0 and "x86-server-avx2" in listed.stdout and "shipped" in listed.stdout
     assert "Apache-2.0" in (next(site.glob("edgekiln-*.dist-info")) / "METADATA").read_text()
+    schema = subprocess.run([str(python), "-c", "from edgekiln.engine.manifest_schema import SCHEMA_FILE; "
+                             "import json; print(json.loads(SCHEMA_FILE.read_text())['title'])"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert schema.returncode == 0 and "schema_version 2" in schema.stdout, schema.stdout + schema.stderr

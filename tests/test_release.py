@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import edgekiln
 from edgekiln.engine.config import ConfigError
 from edgekiln.errors import InputError
-from edgekiln.interfaces.api import load
+from edgekiln.interfaces.api import config_of
 from edgekiln.interfaces.cli import app
 from edgekiln.release.junit import run_cases, write_junit
 from edgekiln.release.model_card import model_card
@@ -238,7 +238,7 @@ def test_the_api_takes_a_path_toml_text_or_a_dict_and_names_bad_keys(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(text)
     for config in (path, str(path), text, tomllib.loads(text)):
-        cfg, _, _ = load(config)
+        cfg, _, _ = config_of(config)
         assert cfg.targets[0].name == "server" and cfg.release.max_accuracy_drop == 1.0
     bad = tomllib.loads(text)
     bad["release"] = {"max_size_growth": 5}

@@ -71,7 +71,7 @@ def test_a_stage_registered_from_a_test_runs_caches_gates_and_is_reported(run, r
     assert records["audit"]["cached"] is False and records["audit"]["test_accuracy"] is not None
     assert manifest["audit"] == {"artifacts_seen": 3, "best": manifest["audit"]["best"]}
     assert manifest["config"]["audit"] == {"min_artifacts": 3}
-    assert [g["budget_key"] for g in manifest["gates"] if g["subject"] == "stage audit"] == ["budget.max_drop_total"]
+    assert [g["budget_key"] for g in manifest["gates"] if (g["subject_type"], g["subject"]) == ("stage", "audit")] == ["budget.max_drop_total"]
     html = (work / "out" / "report.html").read_text()
     assert '<h2 id="audit">Audit</h2><p>3 artifacts seen' in html
     assert "audit: 3 artifacts seen" in " ".join(result.output.split())

@@ -20,6 +20,11 @@ from edgekiln.targets.disk import swap_into_place
 from edgekiln.targets.errors import InputError
 from edgekiln.targets.files import sha256, size_bytes
 
+# manifest.json's layout (edgekiln/schemas/manifest.schema.json): raised when a field a reader
+# relies on changes meaning. 2: typed gate records (kind, subject_type, subject, metric, unit,
+# value, limit, status), budgets not checked among them.
+SCHEMA_VERSION = 2
+
 # The training stack; each format adds its own converters and runtime (Format.TOOLS).
 TOOLS = {"torch": "torch", "torchvision": "torchvision", "timm": "timm", "torch_pruning": "torch-pruning",
          "torchao": "torchao"}
@@ -87,6 +92,7 @@ def publish_artifact(source: Path, out_dir: Path, artifact: Artifact, expected_s
 def build_manifest(cfg, config_text: str, outcome) -> dict:
     """The run as release tooling sees it (accuracies in percent)."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "edgekiln_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "passed": outcome.passed,
@@ -105,7 +111,8 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "predictions": outcome.predictions,
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
-        "gates": [g.to_dict() for g in outcome.gates],
+        # Every gate judged, then every budget that could not be checked (status not_checked).
+        "gates": [g.to_dict() for g in [*outcome.gates, *getattr(outcome, "not_checked", [])]],
         # Serialized here, once; per-image predictions stay in the cache, the manifest has the figures.
         "artifacts": [a.to_dict(published=True) for a in outcome.artifacts],
         "labels": outcome.labels,
@@ -152,12 +159,16 @@ def check_manifest(manifest: dict, where: Path | str) -> None:
 
     from edgekiln.engine.manifest_schema import manifest_model
 
+    version = manifest.get("schema_version")
     try:
-        manifest_model().model_validate(manifest, strict=True)
+        manifest_model(version if isinstance(version, int) and version >= 1 else 1).model_validate(manifest, strict=True)
     except ValidationError as e:
         problems = []
         for err in e.errors()[:5]:
             field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in err["loc"]).lstrip(".")
+            if err["type"] == "missing":
+                problems.append(f"{field}: missing")
+                continue
             value = err.get("input")
             shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
             problems.append(f"{field} = {shown[:60]}: {err['msg'].lower()}")
@@ -184,5 +195,18 @@ def write_json(out_dir: Path, name: str, value) -> Path:
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    """Write `out_dir/manifest.json` atomically (temp file + rename)."""
+    """Write `out_dir/manifest.json` atomically (temp file + rename). With
+    EDGEKILN_CHECK_MANIFESTS=1 (the test suite sets it) every manifest is first validated
+    against the shipped JSON Schema, so no test writes one the schema does not describe."""
+    if os.environ.get("EDGEKILN_CHECK_MANIFESTS") == "1":
+        check_against_json_schema(manifest)
     return write_json(out_dir, "manifest.json", manifest)
+
+
+def check_against_json_schema(manifest: dict) -> None:
+    """jsonschema.ValidationError when `manifest` does not fit edgekiln/schemas/manifest.schema.json."""
+    import jsonschema
+
+    from edgekiln.engine.manifest_schema import SCHEMA_FILE
+
+    jsonschema.validate(json.loads(json.dumps(manifest)), json.loads(SCHEMA_FILE.read_text()))

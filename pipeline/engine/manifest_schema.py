@@ -6,9 +6,11 @@ sections it adds (stages/*/report.py)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+import json
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from edgekiln import stages as registry
 
@@ -86,7 +88,26 @@ class PlanRecord(_Record):
     skipped: list[dict[str, str]] | None = None
 
 
+class GateRecord(_Record):
+    """One gate of the run: what it judged (`subject_type` stage, target or run, and the
+    `subject`'s name), the `metric` in its `unit`, the `value` measured (None when not
+    measured) against the budget's `limit`, and its `status`. Accuracy gates add the two
+    accuracies and the drop's interval; resource budgets their source; one not checked, why."""
+
+    kind: Literal["accuracy", "latency", "memory", "size"]
+    subject_type: Literal["stage", "target", "run"]
+    subject: str
+    metric: str
+    unit: str
+    value: Number | None
+    limit: Number
+    status: Literal["passed", "failed", "not_checked"]
+    budget_key: str
+    passed: bool | None = None
+
+
 class _RunManifest(_Record):
+    schema_version: int | None = None  # absent: a manifest written before it had one (version 1)
     edgekiln_version: str | None = None
     passed: bool | None = None
     verdict: str | None = None
@@ -105,13 +126,49 @@ class _RunManifest(_Record):
     report_errors: dict[str, str | None] | None = None
 
 
-@functools.lru_cache(maxsize=8)
-def _model(generation: int) -> type[BaseModel]:
+class ArtifactRecordV2(ArtifactRecord):
+    gates: list[GateRecord] | None = None
+
+
+class _RunManifestV2(_RunManifest):
+    schema_version: int = Field(ge=2)
+    gates: list[GateRecord]
+    artifacts: list[ArtifactRecordV2]
+    verdict: str
+    unchecked: list[str]
+
+
+@functools.lru_cache(maxsize=16)
+def _model(generation: int, version: int) -> type[BaseModel]:
     fields = {key: (annotation, None) for stage in registry.registered()
               for key, annotation in stage.reporting.fields.items()}
-    return create_model("RunManifest", __base__=_RunManifest, **fields)
+    base = _RunManifestV2 if version >= 2 else _RunManifest
+    return create_model("RunManifest", __base__=base, __doc__=_DOC, **fields)
 
 
-def manifest_model() -> type[BaseModel]:
-    """The manifest's schema for the stages registered now."""
-    return _model(registry.generation())
+_DOC = ("manifest.json of an edgekiln run: the verdict, every gate, each stage's record and every artifact "
+        "(accuracies in percent, drops in points, latencies in ms, sizes in bytes).")
+
+
+def manifest_model(version: int = 2) -> type[BaseModel]:
+    """The manifest's schema for the stages registered now; `version`: the manifest's
+    schema_version (1 for a manifest without one, read by `diff` against older releases)."""
+    return _model(registry.generation(), version)
+
+
+def json_schema() -> dict:
+    """The JSON Schema of manifest.json (this schema_version) that edgekiln ships as
+    edgekiln/schemas/manifest.schema.json."""
+    from edgekiln.engine.manifest import SCHEMA_VERSION
+
+    schema = manifest_model(SCHEMA_VERSION).model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+            "title": f"edgekiln manifest.json, schema_version {SCHEMA_VERSION}"}
+
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "manifest.schema.json"
+
+
+if __name__ == "__main__":  # python -m edgekiln.engine.manifest_schema: rewrite the shipped file
+    SCHEMA_FILE.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    print(SCHEMA_FILE)

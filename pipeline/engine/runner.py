@@ -21,7 +21,7 @@ from edgekiln.engine.config import PipelineConfig, plan_of
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
 from edgekiln.errors import InputError, TrainingDiverged
-from edgekiln.gates import BudgetCheck, GateCheck, budget_checks, checks
+from edgekiln.gates import BudgetCheck, GateCheck, NotChecked, budget_checks, checks
 from edgekiln.progress import console
 from edgekiln.stages import Check, Plan, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
@@ -68,6 +68,7 @@ class RunOutcome:
     interrupted: dict | None = None  # the signal that stopped the run, and the stage under way
     plan: Plan | None = None  # the stages this config runs (the first is the reference)
     require_checked: bool = False  # [release] require_checked: an unchecked budget fails the run
+    not_checked: list[NotChecked] = field(default_factory=list)  # the budgets in `unchecked`, as records
 
     @property
     def unchecked(self) -> list[str]:
@@ -272,7 +273,9 @@ def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOut
         else:
             artifact_gates = checks(subject, artifact.accuracy, previous=(previous.name, previous.accuracy),
                                     teacher=teacher.accuracy, **common)
-        resource_gates, artifact.budgets_not_checked = budget_checks(subject, artifact)
+        resource_gates, not_checked = budget_checks(subject, artifact)
+        artifact.budgets_not_checked = [n.message() for n in not_checked]
+        outcome.not_checked += not_checked
         artifact_gates += resource_gates
         artifact.gates = [g.to_dict() for g in artifact_gates]
         artifact.passed = all(g.passed for g in artifact_gates)

@@ -1,4 +1,4 @@
-"""The Python API: `edgekiln.run`, `validate`, `check`, `diff`, `report`, `bench`,
+"""The Python API: `edgekiln.run`, `load` (a finished run, typed), `validate`, `check`, `diff`, `report`, `bench`,
 `calibrate_profile` and the cache's `cache_entries`, `cache_verify` and `cache_gc`. The
 command line is a shell over these (it adds printing and exit codes).
 
@@ -26,7 +26,7 @@ from edgekiln.gates import BudgetCheck, GateCheck
 from edgekiln.release.regression import RunDiff, diff_runs
 from edgekiln.targets.artifact import Artifact
 
-__all__ = ["RunResult", "CheckResult", "ReportFailure", "ReportError", "Validation", "Calibration", "run", "validate",
+__all__ = ["RunResult", "FinishedRun", "CheckResult", "ReportFailure", "ReportError", "Validation", "Calibration", "run", "validate",
            "check", "diff", "report", "bench", "calibrate_profile", "cache_entries", "cache_verify", "cache_gc", "load"]
 
 DEFAULT_CACHE = ".edgekiln-cache"  # --cache-dir and EDGEKILN_CACHE_DIR override it
@@ -102,7 +102,55 @@ class CheckResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def load(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
+@dataclass
+class FinishedRun:
+    """A finished run read back from its output folder (`load`): the manifest, validated and
+    typed (`record.artifacts[0].test_accuracy`), its gates as objects, and its artifacts."""
+
+    out_dir: Path
+    record: object  # the manifest as its pydantic model (edgekiln/schemas/manifest.schema.json)
+    manifest: dict  # the same, as JSON
+    gates: list  # GateCheck | BudgetCheck | NotChecked, every gate record of the manifest
+    artifacts: list[Artifact]
+
+    @property
+    def schema_version(self) -> int:
+        return self.manifest.get("schema_version") or 1
+
+    @property
+    def passed(self) -> bool | None:
+        return self.manifest.get("passed")
+
+    @property
+    def unchecked(self) -> list[str]:
+        return list(self.manifest.get("unchecked") or [])
+
+    @property
+    def verdict(self) -> str:
+        from edgekiln.gates import verdict
+
+        return self.manifest.get("verdict") or verdict(self.passed, len(self.unchecked))
+
+    @property
+    def failed_gates(self) -> list:
+        return [g for g in self.gates if g.passed is False]
+
+
+def load(out_dir: str | Path) -> FinishedRun:
+    """A finished run from its output folder (or its manifest.json), typed. InputError when
+    there is no manifest, or it does not fit the schema (naming the field)."""
+    from edgekiln.engine.manifest_schema import manifest_model
+    from edgekiln.gates import gate_from_dict
+
+    manifest, path = read_manifest(Path(out_dir))  # validated, by its schema_version
+    version = manifest.get("schema_version") or 1
+    record = manifest_model(version).model_validate(manifest)
+    return FinishedRun(out_dir=path.parent, record=record, manifest=manifest,
+                       gates=[gate_from_dict(g) for g in manifest.get("gates") or []],
+                       artifacts=[Artifact.from_dict(a) for a in manifest["artifacts"]])
+
+
+def config_of(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
     """A validated config from a TOML file path, TOML text or a dict, with its text (what the
     manifest's config_sha256 hashes) and a name. Relative paths in text or a dict are
     relative to the working directory; in a file, to the file. ConfigError when invalid."""
@@ -139,7 +187,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     from edgekiln.engine.runner import run_pipeline
     from edgekiln.targets.interrupts import raising
 
-    cfg, text, name = load(config)
+    cfg, text, name = config_of(config)
     check_files(cfg)
     out_dir = Path(out) if out is not None else Path("out") / name
     cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)

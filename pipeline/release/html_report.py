@@ -64,7 +64,7 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
     artifacts = [{**a, "lat": {**no_latency, **(a["latency_ms"] or {})},
                   "gate_messages": [{"passed": g.get("passed"), "message": gate_message(g)} for g in a["gates"]]}
                  for a in view["artifacts"]]
-    failed = [gate_message(g) for g in view["gates"] if not g.get("passed")]
+    failed = [gate_message(g) for g in view["gates"] if g.get("passed") is False or g.get("status") == "failed"]
     inline = {name: (CAPTIONS[name], base64.b64encode(path.read_bytes()).decode())
               for name, path in images.items() if path is not None and path.is_file()}
     strict = os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1"

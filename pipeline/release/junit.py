@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekiln.engine.manifest import write_text
-from edgekiln.gates import gate_message
+from edgekiln.gates import gate_message, record_subject
 from edgekiln.release.report_view import complete
 
 
@@ -36,11 +36,16 @@ def run_cases(manifest: dict) -> list[Case]:
     manifest = complete(manifest)
     cases = []
     for record in manifest["gates"]:
-        cases.append(Case(_classname("run", record.get("subject") or "run"), record.get("budget_key") or "gate",
-                          "passed" if record.get("passed") else "failure", gate_message(record)))
-    for artifact in manifest["artifacts"]:
-        for line in artifact["budgets_not_checked"]:
-            cases.append(Case(_classname("run", f"target {artifact['target']}"), line.split(" = ")[0], "skipped", line))
+        outcome = {"passed": "passed", "not_checked": "skipped"}.get(record.get("status"), None)
+        if outcome is None:
+            outcome = "passed" if record.get("passed") else "failure"
+        cases.append(Case(_classname("run", record_subject(record)), record.get("budget_key") or "gate", outcome,
+                          gate_message(record)))
+    if (manifest.get("schema_version") or 1) < 2:  # the budgets not checked were not yet gate records
+        for artifact in manifest["artifacts"]:
+            for line in artifact["budgets_not_checked"]:
+                cases.append(Case(_classname("run", f"target {artifact['target']}"), line.split(" = ")[0], "skipped",
+                                  line))
     reached = {s["name"] for s in manifest.get("stages") or []}
     why = manifest.get("error") or "an earlier gate failed"
     planned = manifest["plan"]["stages"]  # None: a manifest from before plans, which ran every stage

@@ -102,7 +102,8 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         result.notes += measurement.notes
         measured.update(dict(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
                              latency_source=measurement.source, latency_detail=measurement.extra))
-    result.budgets, result.budgets_not_checked = budget_checks(f"target {result.target}", measured)
+    result.budgets, not_checked = budget_checks(f"target {result.target}", measured)
+    result.budgets_not_checked = [n.message() for n in not_checked]
 
 
 def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
