@@ -161,8 +161,10 @@ def test_a_target_asking_an_interface_its_format_lacks_is_a_config_error(tmp_pat
     config = tmp_path / "p.toml"
     base = '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "phone"\nformat = "tflite"\n'
     config.write_text(base + 'io = "int8"\nencoding = ["fp32", "int8"]\n')
-    with pytest.raises(ConfigError, match=r"targets\[0\]\.io: io = 'int8' is the INT8 body's own interface"):
+    with pytest.raises(ConfigError, match=r"targets\.phone\.io = \"int8\" \(line \d+\): io = 'int8' is the INT8 "
+                                          r"body's own interface"):
         load_config(config)
     config.write_text(base.replace("tflite", "onnx") + 'io = "image"\n')
-    with pytest.raises(ConfigError, match=r"targets\[0\]\.io: onnx artifacts have io float, uint8, not 'image'"):
+    with pytest.raises(ConfigError, match=r"targets\.phone\.io = \"image\" \(line \d+\): onnx artifacts have io "
+                                          r"float, uint8, not 'image'"):
         load_config(config)

@@ -77,7 +77,7 @@ def test_validate_names_a_folder_without_train_files(tmp_path):
     (tmp_path / "empty").mkdir()
     text = (f'[data]\nsource = "idx"\npath = "{tmp_path / "empty"}"\n[teacher]\ncandidates = ["resnet10t"]\n'
             '[[targets]]\nname = "s"\nformat = "onnx"\n')
-    with pytest.raises(ConfigError, match=r"data.path: .* has no train-images-idx3-ubyte\[.gz\] and no "
+    with pytest.raises(ConfigError, match=r"data.path \(line \d+\): .* has no train-images-idx3-ubyte\[.gz\] and no "
                                           r"train-labels-idx1-ubyte\[.gz\]"):
         check_files(config_from_text(text))
     with pytest.raises(ConfigError, match="source 'idx' takes no `val_path`"):

@@ -177,8 +177,13 @@ def test_an_order_of_magnitude_estimate_decides_no_budget_whatever_the_target_al
                         latency_detail={"order_of_magnitude": "3 reference row(s) of its precision, fewer than 6"},
                         estimate_gate="point")
     gates, not_checked = budget_checks("target phone", artifact)
-    assert gates == [] and "order-of-magnitude estimate (3 reference row(s)" in not_checked[0]
-    assert "edgekiln profile calibrate" in not_checked[0]
+    [skipped] = not_checked
+    assert gates == [] and "order-of-magnitude estimate (3 reference row(s)" in skipped.message()
+    assert "edgekiln profile calibrate" in skipped.message()
+    assert skipped.to_dict() | {"why": None} == {
+        "kind": "latency", "subject_type": "target", "subject": "phone", "metric": "p50_ms", "unit": "ms",
+        "value": 0.5, "limit": 2.0, "status": "not_checked", "passed": None, "budget_key": skipped.budget_key,
+        "label": "p50 latency", "why": None}
 
 
 def test_how_far_an_estimate_is_trusted_follows_its_rows_and_leave_one_out_error(tmp_path):

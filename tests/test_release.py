@@ -242,7 +242,7 @@ def test_the_api_takes_a_path_toml_text_or_a_dict_and_names_bad_keys(tmp_path):
         assert cfg.targets[0].name == "server" and cfg.release.max_accuracy_drop == 1.0
     bad = tomllib.loads(text)
     bad["release"] = {"max_size_growth": 5}
-    with pytest.raises(ConfigError, match="release.max_size_growth: unknown key"):
+    with pytest.raises(ConfigError, match="release.max_size_growth = 5: unknown key \\(did you mean 'max_size_increase'\\?\\)"):
         edgekiln.run(bad, out=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "out").exists()
 

@@ -119,6 +119,6 @@ def test_auto_is_accepted_for_every_training_loop_and_a_bad_value_is_named():
     plan = schedule.from_config(cfg.teacher, cfg.train)
     assert plan.auto and plan.length == 7 and plan.patience == schedule.PATIENCE
     assert schedule.from_config(cfg.prune, cfg.train, "finetune_epochs").length == 30
-    with pytest.raises(ConfigError, match=r'student.epochs: .*must be "auto" or a whole number of epochs from 0 '
+    with pytest.raises(ConfigError, match=r'student.epochs = "automatic" \(line \d+\): must be "auto" or a whole number of epochs from 0 '
                                           r"to 1000, not 'automatic'"):
         config_from_text('[teacher]\ncandidates = ["resnet10t"]\n[student]\nepochs = "automatic"\n' + _TARGET)

@@ -188,4 +188,4 @@ def test_validate_names_a_missing_local_shard_before_any_work(shard_dir, tmp_pat
                       f'val_shards = ["{tmp_path}/val-a.tar::{tmp_path}/val-b.tar"]\n'
                       '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n')
     result = CliRunner().invoke(app, ["validate", str(config)])
-    assert result.exit_code == 2 and f"data.val_shards: shard {tmp_path}/val-a.tar does not exist" in result.output
+    assert result.exit_code == 2 and f"data.val_shards (line 4): shard {tmp_path}/val-a.tar does not exist" in result.stderr

@@ -90,5 +90,6 @@ def test_a_stage_budget_and_section_come_from_the_registry(registered_audit, tmp
     cfg = load_config(config)
     assert cfg.budget.max_drop.audit == 1.5 and cfg.audit.min_artifacts == 2
     stages.unregister(AUDIT.name)
-    with pytest.raises(ConfigError, match="audit: unknown key"):
+    with pytest.raises(ConfigError, match=r"budget.max_drop.audit = 1.5 \(line \d+\): unknown key\n"
+                                          r"  audit \(line \d+\): unknown key"):
         load_config(config)
