@@ -284,23 +284,28 @@ def test_a_changed_run_diffs_against_the_release_names_the_regression_and_exits_
     assert not edgekiln.diff(root / "out", tmp_path / "new").passed
 
 
-def _render(page, tmp_path):
-    """Open `page` in headless Chromium and read back, from the rendered DOM, the verdict,
-    each image's decoded size and each table's rendered height."""
+def _render(page, tmp_path, width: int = 1400):
+    """Open `page` in headless Chromium in a window `width` px wide and read back, from the
+    rendered DOM, the verdict, each image's decoded and shown size, each table's rendered
+    height and how far its widest column reaches, and the page's own width."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         why = "no headless browser (apt-get install chromium; .ci/run installs it)"
         pytest.fail(why) if os.environ.get("EDGEKILN_REQUIRE_BROWSER") else pytest.skip(why)
     harness = page.parent / "harness.html"
     harness.write_text(f"""<!DOCTYPE html><html><body><pre id="result">pending</pre>
-<iframe id="f" src="{page.name}" style="width:1400px;height:900px"></iframe><script>
+<iframe id="f" src="{page.name}" style="width:{width}px;height:900px;border:0"></iframe><script>
 document.getElementById("f").addEventListener("load", () => {{
   const d = document.getElementById("f").contentDocument;
   document.getElementById("result").textContent = JSON.stringify({{
     verdict: d.getElementById("verdict").textContent,
-    images: [...d.images].map(i => ({{id: i.id, complete: i.complete, width: i.naturalWidth}})),
-    tables: Object.fromEntries([...d.querySelectorAll("table[id]")].map(
-      t => [t.id, {{rows: t.rows.length, height: t.getBoundingClientRect().height}}]))}});
+    viewport: d.documentElement.clientWidth, page_width: d.documentElement.scrollWidth,
+    has_viewport_meta: !!d.querySelector('meta[name="viewport"]'),
+    images: [...d.images].map(i => ({{id: i.id, complete: i.complete, width: i.naturalWidth,
+                                      right: i.getBoundingClientRect().right}})),
+    tables: Object.fromEntries([...d.querySelectorAll("table")].map((t, n) => [t.id || `table-${{n}}`, {{
+      rows: t.rows.length, height: t.getBoundingClientRect().height,
+      right: Math.max(...[...t.querySelectorAll("th, td")].map(c => c.getBoundingClientRect().right))}}]))}});
 }});</script></body></html>""")
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
@@ -320,6 +325,11 @@ def test_report_html_is_self_contained_and_renders_its_tables_and_plots_in_a_bro
     assert "http://" not in text and "https://" not in text and "<link" not in text
     rendered = _render(page, tmp_path)
     assert rendered["verdict"] == manifest["verdict"] == f"PASSED with {len(manifest['unchecked'])} budgets not checked"
+    for width in (900, 1400):  # a laptop's half screen and a full one: every column visible, nothing to scroll
+        shown = _render(page, tmp_path, width)
+        assert shown["has_viewport_meta"] and shown["page_width"] <= shown["viewport"] <= width, shown
+        assert all(t["right"] <= shown["viewport"] for t in shown["tables"].values()), (width, shown["tables"])
+        assert all(i["right"] <= shown["viewport"] for i in shown["images"]), (width, shown["images"])
     assert [(i["id"], i["complete"], i["width"] > 300) for i in rendered["images"]] == [
         ("plot-report", True, True), ("plot-tradeoff", True, True)]
     tables = rendered["tables"]
