@@ -40,10 +40,21 @@ STAND_INS = {
         fi
         '''),
     "curl": textwrap.dedent('''\
+        # GitLab's API: the releases (model-v1 when there is a release), then a release's files;
+        # the HTTP status on stdout (--write-out), STAND_IN_HTTP forces one (401: no access).
         echo "curl $*" >> "$STAND_IN_LOG"
         out=$(echo "$@" | sed -E 's/.*--output ([^ ]+).*/\\1/')
-        [ -n "$RELEASE_DIR" ] && [ -f "$RELEASE_DIR/$(basename "$out")" ] && cp "$RELEASE_DIR/$(basename "$out")" "$out" && exit 0
-        exit 22
+        url="${@: -1}"
+        code="$STAND_IN_HTTP"
+        if [ -z "$code" ]; then
+            case "$url" in
+                */releases*) if [ -n "$RELEASE_DIR" ]; then echo '[{"tag_name": "model-v1"}]'; else echo '[]'; fi > "$out"
+                             code=200;;
+                *) file="$RELEASE_DIR/$(basename "${url%%\\?*}")"
+                   if [ -n "$RELEASE_DIR" ] && [ -f "$file" ]; then cp "$file" "$out"; code=200; else code=404; fi;;
+            esac
+        fi
+        printf '%s' "$code"
         '''),
 }
 
@@ -160,3 +171,13 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     results = _run_lines(job["before_script"] + [diff_line], work, env)  # fetch that release, then diff
     assert results[-1][1] == 1, results[-1][2]
     assert re.search(r"REGRESSION server: size", " ".join(results[-1][2].split()))
+    assert "releases?per_page=100" in (work / "stand-ins.log").read_text()
+    assert "jobs/artifacts/model-v1/raw/" in (work / "stand-ins.log").read_text()  # the release found by its tag
+
+    # The job token without access to the releases: the job fails, saying so; it is not taken
+    # for "no release yet".
+    results = _run_lines(job["before_script"], work, {**env, "STAND_IN_HTTP": "401"})
+    assert results[-1][1] != 0 and "cannot list the releases of project 1: HTTP 401" in results[-1][2]
+    publish = gitlab["publish-release"]
+    assert publish["needs"] == ["model-release"] and publish["release"]["tag_name"] == "$CI_COMMIT_TAG"
+    assert publish["rules"][0]["if"] == f"$CI_COMMIT_TAG =~ /^{gitlab['variables']['EDGEKILN_RELEASE_TAGS']}/"
