@@ -42,7 +42,7 @@ def test_calibrate_on_the_host_writes_a_table_and_a_profile_and_resumes(tmp_path
 
     monkeypatch.setattr(device_calibration, "measure_job", unplugged_after_two)
     result = calibrate(out)
-    assert result.exit_code == 2 and "the device went away" in result.output
+    assert result.exit_code == 2 and "the device went away" in result.stderr
     assert len(rows(table)) == 2 and not out.exists()  # what was measured is kept; no profile yet
     first = rows(table)
 
@@ -81,24 +81,24 @@ def test_calibrate_refuses_bad_input_before_measuring(tmp_path):
     runner = CliRunner()
     base = ["profile", "calibrate", "x86-server-avx2", "--out", str(tmp_path / "p.toml")]
     result = runner.invoke(app, [*base, "--runner", "estimate"])
-    assert result.exit_code == 2 and "a profile is calibrated by measuring" in result.output
+    assert result.exit_code == 2 and "a profile is calibrated by measuring" in result.stderr
     result = runner.invoke(app, [*base, "--runner", "host", "--encoding", "int4"])
-    assert result.exit_code == 2 and "onnx has no encoding int4" in result.output
+    assert result.exit_code == 2 and "onnx has no encoding int4" in result.stderr
     result = runner.invoke(app, [*base, "--runner", "host", "--model", "resnet18"])
-    assert result.exit_code == 2 and "ARCH@SIZE" in result.output
+    assert result.exit_code == 2 and "ARCH@SIZE" in result.stderr
     (tmp_path / "file").write_text("")
     result = runner.invoke(app, ["profile", "calibrate", "x86-server-avx2", "--runner", "host", "--out",
                                  str(tmp_path / "file" / "p.toml"), "--model", "edgekiln_probe_conv1@32",
                                  "--encoding", "fp32", "--runs", "10"])
-    assert result.exit_code == 2 and "cannot write" in result.output and "file" in result.output
+    assert result.exit_code == 2 and "cannot write" in result.stderr and "file" in result.stderr
     result = runner.invoke(app, ["profile", "calibrate", "raspberry-pi-5-cpu", "--runner", "ssh", "--out",
                                  str(tmp_path / "pi.toml"), "--model", "resnet10t@32", "--encoding", "fp32"],
                            env={"EDGEKILN_SSH_HOST": "127.0.0.1", "EDGEKILN_SSH_PORT": "1"})
-    assert result.exit_code == 2 and "ssh" in result.output and "127.0.0.1" in result.output
+    assert result.exit_code == 2 and "ssh" in result.stderr and "127.0.0.1" in result.stderr
     assert not (tmp_path / "pi.toml").exists()
     result = runner.invoke(app, ["profile", "calibrate", "iphone-15-pro-ane", "--runner", "host", "--out",
                                  str(tmp_path / "i.toml"), "--model", "resnet10t@32", "--encoding", "fp32"])
-    assert result.exit_code == 2 and "cannot time coreml here" in result.output
+    assert result.exit_code == 2 and "cannot time coreml here" in result.stderr
 
 
 def test_profile_show_states_how_far_each_estimate_is_trusted():

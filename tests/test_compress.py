@@ -136,22 +136,22 @@ def _config(tmp_path, model: str, stages: str = '["quantize", "export"]', extra:
 def test_a_stage_list_that_cannot_run_is_refused_by_validate(tmp_path, stages, message):
     (tmp_path / "w.safetensors").write_bytes(b"")
     result = cli("validate", _config(tmp_path, 'arch = "resnet10t"\ncheckpoint = "w.safetensors"', stages))
-    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output
 
 
 def test_model_and_teacher_together_and_a_timm_name_without_weights_are_refused(tmp_path):
     result = cli("validate", _config(tmp_path, 'arch = "hf-hub:timm/resnet10t.a1_in1k"',
                                      extra='[teacher]\ncandidates = ["resnet10t"]\n'))
-    assert result.exit_code == 2 and "gives both [model] and [teacher]" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "gives both [model] and [teacher]" in " ".join(result.stderr.split())
     result = cli("validate", _config(tmp_path, 'arch = "resnet10t"'))
-    assert result.exit_code == 2 and "give `checkpoint`" in result.output
+    assert result.exit_code == 2 and "give `checkpoint`" in result.stderr
 
 
 def _bad_run(tmp_path, weights: Path):
     config = _config(tmp_path, f'arch = "resnet10t"\ncheckpoint = "{weights}"')
     result = cli("run", config, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
     entries = [p for p in (tmp_path / "cache").glob("*/*") if p.is_dir()] if (tmp_path / "cache").exists() else []
-    return result, " ".join(result.output.split()), entries
+    return result, " ".join(result.stderr.split()), entries
 
 
 def test_a_checkpoint_of_another_architecture_stops_before_any_work(tmp_path):
@@ -194,12 +194,12 @@ def test_torch_checkpoints_load_with_weights_only_and_without_a_wrapper_prefix(t
 
 def test_compress_refuses_incomplete_flags(tmp_path):
     result = cli("compress", "--arch", "resnet10t", "--data", tmp_path, "--target", "x86-server-avx2")
-    assert result.exit_code == 2 and "needs --weights" in result.output
+    assert result.exit_code == 2 and "needs --weights" in result.stderr
     result = cli("compress", "--model", "resnet10t", "--data", tmp_path, "--target", "x86-server-avx2")
-    assert result.exit_code == 2 and "hf:<local dir or hub id>" in result.output
+    assert result.exit_code == 2 and "hf:<local dir or hub id>" in result.stderr
     result = cli("compress", "--arch", "resnet10t", "--weights", tmp_path / "w.pt", "--data", tmp_path,
                  "--target", "pixel-9-npu")
-    assert result.exit_code == 2 and "--target pixel-9-npu" in result.output
+    assert result.exit_code == 2 and "--target pixel-9-npu" in result.stderr
 
 
 def test_the_full_dag_from_your_model_distils_from_it():
@@ -225,7 +225,7 @@ def test_init_writes_a_starter_config_that_validates(trained, tmp_path):
     assert checked.exit_code == 0, checked.output
     assert "stages: teacher → distill → prune → quantize → export" in checked.output
     again = cli("init", root / "digits" / "train", "--out", out)
-    assert again.exit_code == 2 and "exists" in again.output
+    assert again.exit_code == 2 and "exists" in again.stderr
 
 
 def test_profile_ls_lists_shipped_and_user_profiles(tmp_path, monkeypatch):
@@ -271,7 +271,7 @@ def test_a_transformers_classifier_is_compressed_with_its_own_head(tmp_path):
 def test_a_transformers_classifier_for_other_classes_is_refused(tmp_path, labels, message):
     _tiny_transformers(tmp_path / "m", labels)
     result = cli("run", _config(tmp_path, 'arch = "hf:m"'), "--out", tmp_path / "out", "--cache-dir", tmp_path / "c")
-    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output
 
 
 def test_a_teacher_run_may_leave_out_stages_too():

@@ -445,7 +445,7 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     monkeypatch.setattr(plots, "draw", full_disk)
     result = invoke(config, out, work.parent / "cache", "--junit", tmp_path / "run.xml")
     assert result.exit_code == 3, result.output
-    flat = " ".join(result.output.split())  # the console wraps long lines
+    flat = " ".join(result.stderr.split())  # the console wraps long lines
     assert "report.html was not written: a bug in edgekiln's report step: TypeError: simulated template bug" in flat
     assert f"report.png and tradeoff.png was not written: cannot write {out / 'report.png'}: No space left on " \
            "device (" in flat and "free there)" in flat
@@ -469,7 +469,7 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     monkeypatch.setattr(manifest_module, "write_manifest", manifest_refused)
     result = invoke(config, out, work.parent / "cache")
     assert result.exit_code == 2, result.output
-    assert "nothing was published" in " ".join(result.output.split())
+    assert "nothing was published" in " ".join(result.stderr.split())
     assert (out / "manifest.json").read_text() == before  # the earlier run's, whole
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -477,7 +477,7 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     monkeypatch.setattr(plots, "draw", full_disk)
     result = CliRunner().invoke(app, ["report", str(out)])
     assert result.exit_code == 2, result.output
-    assert "No space left on device" in " ".join(result.output.split()) and (out / "report.html").is_file()
+    assert "No space left on device" in " ".join(result.stderr.split()) and (out / "report.html").is_file()
 
 
 def test_check_verifies_a_finished_run(run):
@@ -498,7 +498,7 @@ def test_check_against_a_tighter_profile_fails_naming_the_budget(run, tmp_path):
     assert "gate FAILED: target server: p50 latency" in " ".join(result.output.split())
     assert "budget.p50_ms of profile tight-server" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["check", str(root / "out"), "--profile", "raspberry-pi-5-cpu-nope"])
-    assert result.exit_code == 2 and "unknown profile" in result.output
+    assert result.exit_code == 2 and "unknown profile" in result.stderr
 
 
 def test_bench_measures_one_artifact_on_a_profile(run, tmp_path):
@@ -521,12 +521,12 @@ def test_bench_measures_one_artifact_on_a_profile(run, tmp_path):
     assert measurement["latency_ms"]["runs"] == 20 and measurement["peak_memory_mb"] is not None
 
     result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", "pixel-3-cpu"])
-    assert result.exit_code == 2 and "cannot be reached" in result.output and "--allow-estimate" in result.output
+    assert result.exit_code == 2 and "cannot be reached" in result.stderr and "--allow-estimate" in result.stderr
     result = CliRunner().invoke(app, ["bench", str(out / "model.tflite"), "--profile", "pixel-3-cpu",
                                       "--allow-estimate"])
     assert result.exit_code == 0 and "estimate" in result.output
     result = CliRunner().invoke(app, ["bench", str(out / "model.onnx"), "--profile", "pixel-3-cpu"])
-    assert result.exit_code == 2 and "is for tflite artifacts" in result.output
+    assert result.exit_code == 2 and "is for tflite artifacts" in result.stderr
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -546,7 +546,7 @@ def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
     assert "server: sha256 differs from the manifest" in result.output
 
     result = CliRunner().invoke(app, ["check", str(tmp_path / "empty")])
-    assert result.exit_code == 2 and "manifest.json does not exist" in result.output
+    assert result.exit_code == 2 and "manifest.json does not exist" in result.stderr
 
 
 @pytest.mark.parametrize("candidate, message", [
@@ -560,7 +560,7 @@ def test_a_teacher_that_cannot_be_loaded_exits_2_naming_it_before_training(tmp_p
     config.write_text(config.read_text().replace('"resnet10t"', candidate))
     result = invoke(config, tmp_path / "out", tmp_path / "cache")
     assert result.exit_code == 2, result.output
-    assert "teacher.candidates[0]" in result.output and message in result.output
+    assert "teacher.candidates[0]" in result.stderr and message in result.stderr
     assert not (tmp_path / "cache").exists()
 
 
@@ -583,7 +583,7 @@ def test_a_conversion_failure_exits_2_naming_the_format_and_keeps_the_cache_clea
     monkeypatch.setattr(onnx_format, "export_int8", refuse_after_the_precheck)
     result = invoke(config, work / "out", root / "cache", "--junit", work / "run.xml")
     assert result.exit_code == 2, result.output
-    assert "onnx conversion failed" in result.output and "aten::fft_rfft2" in result.output
+    assert "onnx conversion failed" in result.stderr and "aten::fft_rfft2" in result.stderr
     errors = [c.result[0] for c in next(iter(junitparser.JUnitXml.fromfile(str(work / "run.xml"))))
               if c.result and type(c.result[0]).__name__ == "Error"]
     assert len(errors) == 1 and "aten::fft_rfft2" in errors[0].message
@@ -653,8 +653,8 @@ def test_a_full_disk_while_publishing_leaves_no_partial_artifact_and_the_rerun_i
     monkeypatch.setattr(shutil, "copyfile", half_then_enospc)
     result = invoke(root / "tiny.toml", out, root / "cache")
     assert result.exit_code == 2, result.output
-    assert "No space left on device" in result.output and f"cannot write {out / 'model.tflite'}" in " ".join(
-        result.output.split())
+    assert "No space left on device" in result.stderr and f"cannot write {out / 'model.tflite'}" in " ".join(
+        result.stderr.split())
     assert not (out / "model.tflite").exists() and not any(p.name.startswith(".model") for p in out.iterdir())
     assert not [p for p in root.iterdir() if p.name.startswith(".full-disk")]  # no staging folder left
     monkeypatch.setattr(shutil, "copyfile", real)
@@ -670,10 +670,10 @@ def test_an_unwritable_out_or_cache_dir_exits_2_before_any_work(run, tmp_path):
     blocker.write_text("not a directory")
     result = invoke(root / "tiny.toml", blocker / "out", tmp_path / "cache")
     assert result.exit_code == 2, result.output
-    assert "--out" in result.output and "not writable" in result.output
+    assert "--out" in result.stderr and "not writable" in result.stderr
     assert not (tmp_path / "cache").exists()  # nothing ran
     result = invoke(root / "tiny.toml", tmp_path / "out", blocker / "cache")
-    assert result.exit_code == 2 and "--cache-dir" in result.output and "not writable" in result.output
+    assert result.exit_code == 2 and "--cache-dir" in result.stderr and "not writable" in result.stderr
 
 
 def test_a_pass_with_unchecked_budgets_says_so_everywhere_and_require_checked_fails_it(run):

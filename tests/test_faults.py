@@ -67,7 +67,7 @@ def test_non_finite_or_mistyped_numbers_exit_2_naming_the_key(tmp_path, line, ke
     result = run(tmp_path, teacher_extra=line.replace("epochs", "max_macs") if "epochs" in line else line,
                  replace={"epochs = 1\nmax_macs": "epochs"} if "epochs" in line else None)
     assert result.exit_code == 2, result.output
-    assert key in result.output
+    assert key in result.stderr
     assert not (tmp_path / "cache").exists()  # refused before any work
 
 
@@ -174,7 +174,7 @@ def test_an_out_or_cache_inside_the_data_or_each_other_is_refused_before_any_wor
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / out),
                                       "--cache-dir", str(tmp_path / cache)])
     assert result.exit_code == 2, result.output
-    assert re.search(says, " ".join(result.output.split())), result.output
+    assert re.search(says, " ".join(result.stderr.split())), result.stderr
     assert _listing(data) == before  # nothing written into the data
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
 
@@ -189,7 +189,7 @@ def test_a_folder_of_other_files_is_refused_unless_forced_and_an_earlier_output_
     (out / "manifest.json").write_text('{"mine": true}')
     result = invoke(root / "tiny.toml", out, root / "cache")
     assert result.exit_code == 2, result.output
-    flat = " ".join(result.output.split())
+    flat = " ".join(result.stderr.split())
     assert "is not empty and is not an earlier edgekiln output (it holds manifest.json, notes.txt)" in flat
     assert "--force" in flat and (out / "manifest.json").read_text() == '{"mine": true}'
 
@@ -246,7 +246,7 @@ def test_a_full_disk_at_a_checkpoint_is_exit_2_naming_it_and_leaves_no_partial_f
     monkeypatch.setattr(torch, "save", half_then_full)
     result = run(tmp_path)
     assert result.exit_code == 2, result.output
-    flat = " ".join(result.output.split())
+    flat = " ".join(result.stderr.split())
     assert re.search(r"teacher: cannot write .*\.partial/teacher-\w+/teacher_resnet10t\.pt: No space left on device "
                      r"\(.* free there\)", flat), flat
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and ".tmp" in p.name]
@@ -285,7 +285,7 @@ def test_a_disk_without_room_for_a_loops_checkpoints_stops_before_training(tmp_p
     monkeypatch.setattr(disk, "free_bytes", lambda path: 100_000)
     result = run(tmp_path)
     assert result.exit_code == 2, result.output
-    flat = " ".join(result.output.split())
+    flat = " ".join(result.stderr.split())
     assert re.search(r"teacher resnet10t's epoch checkpoints needs about [\d.]+ MB in .*\.partial.* and that disk "
                      r"has 97.7 KB free", flat), flat
     assert "epoch 1/1" not in flat
@@ -302,7 +302,7 @@ def test_a_library_that_fails_on_a_full_disk_in_its_own_words_is_exit_2(tmp_path
     monkeypatch.setattr(stage_results, "save_bundle", full)
     result = run(tmp_path)
     assert result.exit_code == 2, result.output
-    flat = " ".join(result.output.split())
+    flat = " ".join(result.stderr.split())
     assert "teacher: RuntimeError: Error while serializing: I/O error: the disk under" in flat
     assert "is full (0 B free)" in flat
 
@@ -379,7 +379,7 @@ def test_a_manifest_with_a_wrong_typed_field_is_exit_2_naming_it(tmp_path, comma
     args = [str(_release(tmp_path / "base", COMPLETE)), str(new)] if command == "diff" else [str(new)]
     result = CliRunner().invoke(app, [command, *args])
     assert result.exit_code == 2, result.output
-    assert "artifacts[1].test_accuracy = '81.1': input should be a valid number" in " ".join(result.output.split())
+    assert "artifacts[1].test_accuracy = '81.1': input should be a valid number" in " ".join(result.stderr.split())
 
 
 def test_a_predictions_file_of_the_wrong_length_is_exit_2(tmp_path):
@@ -398,7 +398,7 @@ def test_a_predictions_file_of_the_wrong_length_is_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["diff", str(with_predictions(tmp_path / "base", 0)),
                                       str(with_predictions(tmp_path / "new", 5))])
     assert result.exit_code == 2, result.output
-    assert "top1.ios has 355 predictions for 360 labels" in " ".join(result.output.split())
+    assert "top1.ios has 355 predictions for 360 labels" in " ".join(result.stderr.split())
 
 
 def test_an_artifact_record_cut_down_to_its_name_is_not_comparable_never_no_regression(tmp_path):
@@ -407,7 +407,7 @@ def test_an_artifact_record_cut_down_to_its_name_is_not_comparable_never_no_regr
     result = CliRunner().invoke(app, ["diff", str(_release(tmp_path / "base", COMPLETE)),
                                       str(_release(tmp_path / "new", cut)), "--json", str(tmp_path / "d.json")])
     assert result.exit_code == 2, result.output
-    flat = " ".join(result.output.split())
+    flat = " ".join(result.stdout.split())  # the comparison is a result: stdout
     assert "NO REGRESSION" not in flat and "NOT COMPARABLE" in flat
     assert "target android is not comparable: the new run's record has no size_bytes, accuracy and test_accuracy" in flat
 
@@ -428,7 +428,7 @@ def test_zero_epochs_for_a_model_that_would_ship_untrained_is_exit_2(tmp_path, s
                                              "--cache-dir", str(tmp_path / "cache")]):
         result = CliRunner().invoke(app, argv)
         assert result.exit_code == 2, result.output
-        assert says in " ".join(result.output.split())
+        assert says in " ".join(result.stderr.split())
     assert not (tmp_path / "cache").exists()
 
 
@@ -440,7 +440,7 @@ def test_a_config_nested_thousands_deep_is_exit_2(tmp_path, nesting):
     config.write_text(deep)
     result = CliRunner().invoke(app, ["validate", str(config)])
     assert result.exit_code == 2, result.output
-    assert "nested" in result.output and "deep" in result.output
+    assert "nested" in result.stderr and "deep" in result.stderr
 
 
 def test_a_signal_during_a_checkpoint_write_takes_effect_when_the_write_ends(tmp_path, monkeypatch):

@@ -165,17 +165,17 @@ def test_a_folder_that_is_not_a_run_is_bad_input(tmp_path):
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "manifest.json").write_text(json.dumps(_manifest(_artifact())))
     result = CliRunner().invoke(app, ["diff", str(tmp_path / "empty"), str(tmp_path / "new")])
-    assert result.exit_code == 2 and "no manifest.json there" in result.output
+    assert result.exit_code == 2 and "no manifest.json there" in result.stderr
     (tmp_path / "empty" / "manifest.json").write_text("{not json")
     result = CliRunner().invoke(app, ["diff", str(tmp_path / "empty"), str(tmp_path / "new")])
-    assert result.exit_code == 2 and "not valid JSON" in result.output
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr
     # an output that cannot be written is bad input too, named, not an internal error
     (tmp_path / "a-file").write_text("")
     for option in ("--junit", "--json", "--html"):
         result = CliRunner().invoke(app, ["diff", str(tmp_path / "new"), str(tmp_path / "new"), option,
                                           str(tmp_path / "a-file" / "out")])
         assert result.exit_code == 2, result.output
-        assert f"{option[2:]} file {tmp_path / 'a-file' / 'out'}: cannot write it" in " ".join(result.output.split())
+        assert f"{option[2:]} file {tmp_path / 'a-file' / 'out'}: cannot write it" in " ".join(result.stderr.split())
 
 
 def _junit(path):
@@ -357,7 +357,7 @@ def test_a_wrong_typed_release_threshold_in_the_manifest_is_bad_input_naming_it(
     base, new = _write(tmp_path, "base", _manifest(_artifact())), _write(tmp_path, "new", new)
     result = CliRunner().invoke(app, ["diff", str(base), str(new)])
     assert result.exit_code == 2, result.output
-    assert "release.max_accuracy_drop = 'lots'" in " ".join(result.output.split())
+    assert "release.max_accuracy_drop = 'lots'" in " ".join(result.stderr.split())
 
 
 def test_diff_needs_no_torch(tmp_path):
@@ -388,5 +388,5 @@ def test_report_rewrites_the_pages_with_the_deltas_and_run_refuses_a_bad_base_be
     config.write_text(textwrap.dedent(TINY.format(targets='[[targets]]\nname = "server"\nformat = "onnx"\n')))
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "new"), "--cache-dir",
                                       str(tmp_path / "cache"), "--compare", str(tmp_path / "nowhere")])
-    assert result.exit_code == 2 and "no manifest.json there" in result.output
+    assert result.exit_code == 2 and "no manifest.json there" in result.stderr
     assert not (tmp_path / "cache").exists()
