@@ -309,3 +309,14 @@ def test_a_profile_floor_needs_its_source_and_no_estimate_of_it_is_below(tmp_pat
     result = estimate.measure(tmp_path / "m.tflite", load_profile(str(tmp_path / "floored.toml")), tiny, "int8")
     assert result.extra["ratio"] < 1 and result.latency_ms["p50"] >= 0.8 and result.extra["fixed_ms"] == 0.8
     assert "extrapolated: 0.1 MMACs outside" in " ".join(result.notes)
+
+
+def test_a_host_measurement_names_the_cpu_and_whether_it_has_vnni():
+    from edgekiln.targets.runners.host import host_device, host_isa
+
+    assert host_isa({"sse4_2", "avx2", "fma"}) == ["AVX2", "no VNNI"]
+    assert host_isa({"avx2", "avx512f", "avx512_vnni"}) == ["AVX2", "AVX-512", "AVX-512 VNNI"]
+    assert host_isa({"avx2", "avx_vnni"}) == ["AVX2", "AVX-VNNI"]
+    assert host_isa(set()) == []  # not x86, or not Linux: nothing claimed
+    device = host_device()
+    assert device.startswith("this host (") and all(label in device for label in host_isa())

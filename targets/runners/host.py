@@ -31,14 +31,42 @@ def parse_worker_output(stdout: str, command: list[str], stderr: str = "") -> di
         raise RunnerFailed(f"{' '.join(command)} printed no result: {tail}") from None
 
 
-def _cpu_name() -> str:
+# The instruction sets that decide how fast INT8 runs on an x86 CPU, by their /proc/cpuinfo
+# flag: without VNNI, onnxruntime's INT8 kernels gain little over float (BENCHMARKS.md).
+ISA_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+             "amx_int8": "AMX-INT8"}
+
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    name, flags = None, set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("model name") and name is None:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name, flags
+
+
+def host_isa(flags: set[str] | None = None) -> list[str]:
+    """This CPU's instruction sets that matter for INT8 (ISA_FLAGS), and "no VNNI" on an x86
+    CPU without any; empty where /proc/cpuinfo does not say (not Linux, not x86)."""
+    flags = _cpuinfo()[1] if flags is None else flags
+    found = [label for flag, label in ISA_FLAGS.items() if flag in flags]
+    if found and not any("VNNI" in label for label in found):
+        found.append("no VNNI")
+    return found
+
+
+def host_device() -> str:
+    """How a host measurement names the machine: its CPU and the ISA that decides INT8's speed
+    ("this host (AMD EPYC: AVX2, AVX-512, AVX-512 VNNI)"), so a table or a manifest says which
+    kind of x86 host measured it."""
+    name = _cpuinfo()[0] or platform.processor() or platform.machine()
+    isa = host_isa()
+    return f"this host ({name}: {', '.join(isa)})" if isa else f"this host ({name})"
 
 
 def measure(artifact: Path, profile: Profile):
@@ -53,6 +81,6 @@ def measure(artifact: Path, profile: Profile):
         tail = " ".join(done.stderr.split()[-60:])
         raise RunnerFailed(f"host runner: {' '.join(command[2:4])} failed: {tail}")
     result = parse_worker_output(done.stdout, command, done.stderr)
-    return Measurement(source="host", runner="host", device=f"this host ({_cpu_name()})",
+    return Measurement(source="host", runner="host", device=host_device(),
                        latency_ms=result["latency_ms"], peak_memory_mb=result["peak_memory_mb"],
-                       tool=result["runtime"], extra={"threads": profile.runtime.threads})
+                       tool=result["runtime"], extra={"threads": profile.runtime.threads, "isa": host_isa()})
