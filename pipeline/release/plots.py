@@ -232,7 +232,7 @@ def tradeoff_figure(manifest: dict):
 def _lay_out(fig, labels: list) -> None:
     """Titles wrapped to their axes' width; then every label (a bar's value, a point's name),
     in the order given, kept only where it overlaps no text placed before it and no legend."""
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
         width = ax.get_window_extent(renderer).width
@@ -240,7 +240,7 @@ def _lay_out(fig, labels: list) -> None:
             if text.get_text() and text.get_window_extent(renderer).width > width:
                 chars = max(12, int(len(text.get_text()) * width / text.get_window_extent(renderer).width) - 2)
                 text.set_text(textwrap.fill(text.get_text().replace("\n", " "), chars))
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     # a log axis labels some minor ticks: the first to go where they run into other text
     labels = labels + [t for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
                        for t in _tick_texts(axis, minor=True) if t.get_text()]
@@ -290,7 +290,7 @@ def _inside(box, fig) -> bool:
 def text_problems(fig) -> list[str]:
     """Every text of `fig` clipped by the canvas or printed over another text of it (for the
     tests: a figure the report shows has none). Texts on different axes count too."""
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     texts = _texts(fig)
     boxes = [_box(t, renderer) for t in texts]
