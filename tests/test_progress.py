@@ -44,3 +44,34 @@ def test_a_log_never_goes_quiet_while_an_epoch_or_a_conversion_is_under_way(caps
     assert lines[-1].startswith("  android-cpu: timing on pixel-3-cpu (still working, ")
     time.sleep(0.2)
     assert capsys.readouterr().out == ""  # the heartbeat stopped with the work
+
+
+SPY = '''
+import builtins, os, sys
+from typer.testing import CliRunner
+from edgekiln.interfaces.cli import app
+assert "tqdm" not in sys.modules
+seen = {}
+real = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name.split(".")[0] == "tqdm":
+        seen.setdefault("TQDM_DISABLE", os.environ.get("TQDM_DISABLE"))
+    return real(name, *args, **kwargs)
+builtins.__import__ = spy
+CliRunner().invoke(app, sys.argv[1:])
+print(seen)
+'''
+
+
+def test_the_converters_own_progress_bars_are_off_before_anything_imports_tqdm(tmp_path):
+    """tqdm reads TQDM_DISABLE when it is imported: `run` switches the converters' bars off
+    (coremltools' "Running MIL ... pipeline" frames in a CI log) before torch's imports
+    bring tqdm in, unless --verbose keeps them."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TQDM_DISABLE"}
+    for args, expected in ((["run", "missing.toml"], "1"), (["run", "missing.toml", "--verbose"], None)):
+        done = subprocess.run([sys.executable, "-c", SPY, *args], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=300)
+        assert done.stdout.strip().splitlines()[-1] == repr({"TQDM_DISABLE": expected}), done.stdout + done.stderr

@@ -61,6 +61,8 @@ def run(
 ) -> None:
     """Run the pipeline CONFIG describes; artifacts, manifest.json, report.html and
     MODEL_CARD.md go to --out."""
+    if not verbose:
+        quiet_converters()  # before torch's and the hub's imports: tqdm reads TQDM_DISABLE when imported
     from edgekiln.training import distributed
 
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
@@ -73,8 +75,6 @@ def run(
         distributed.follow()  # train what rank 0 trains, until it is done
         raise typer.Exit(EXIT_OK)
     try:
-        if not verbose:
-            quiet_converters()
         with exit_codes():
             starting.run_and_report(config, out or Path("out") / config.stem, junit, compare, cache_dir, force)
     except typer.Exit as e:
