@@ -290,13 +290,6 @@ def check_files(cfg) -> None:
                                  getattr(cfg, "_key_lines", None)), problems)
 
 
-def check_devices(cfg) -> None:
-    """ConfigError when a target's measuring device cannot be reached (device_problems)."""
-    problems = device_problems(cfg)
-    if problems:
-        raise ConfigError(render("the config", problems), problems)
-
-
 def device_problems(cfg) -> list[Problem]:
     """Every target whose profile measures on a device (adb, ssh) reaches it now, unless it
     allows an estimate: a phone left unplugged stops the run here, not after the training."""
