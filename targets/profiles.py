@@ -62,6 +62,9 @@ class RunnerSpec(BaseModel):
     fallback: Literal["estimate"] | None = None  # when the device cannot be reached
     warmup_runs: int = Field(10, ge=1, le=10_000)
     runs: int = Field(100, ge=10, le=100_000)
+    # Rounds of interleaved timing when a target chooses among encodings (a fifth of `runs`
+    # per model and round): the spread of the rounds is the noise a faster one must beat.
+    choice_rounds: int = Field(15, ge=3, le=1000)
     # adb
     adb: str = "adb"
     serial: str | None = None

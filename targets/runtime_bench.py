@@ -8,8 +8,12 @@ the format files (targets/format.py) and the runtime of the artifact's format.
 
     python runtime_bench.py tflite model.tflite --threads 4 --option delegate=xnnpack --runs 100
         [--inputs x.npy --logits-out y.npy]
+    python runtime_bench.py onnx a.onnx b.onnx --rounds 15 --runs 20
 
-prints one JSON object on its last line of output.
+prints one JSON object on its last line of output. Given several models, it opens them all
+and times them interleaved: in each of `--rounds` rounds every model runs `--runs` calls, in
+an order that rotates from round to round, and each round's p50 is reported per model, so
+that models are compared under the same drift of clock, cache and neighbours.
 """
 
 from __future__ import annotations
@@ -39,6 +43,25 @@ def measure_ms(call, warmup: int, runs: int) -> dict:
     ms = times * 1000.0
     return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
             "mean": float(ms.mean()), "std": float(ms.std()), "runs": runs}
+
+
+def interleaved_ms(calls: list, warmup: int, rounds: int, runs: int) -> list[list[float]]:
+    """Per call, its p50 in ms in each of `rounds` rounds of `runs` calls; the calls take turns
+    within a round, and the first of a round rotates, so no call always runs first or last."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    medians: list[list[float]] = [[] for _ in calls]
+    for r in range(rounds):
+        for k in range(len(calls)):
+            i = (r + k) % len(calls)
+            times = np.empty(runs)
+            for j in range(runs):
+                start = time.perf_counter()
+                calls[i]()
+                times[j] = time.perf_counter() - start
+            medians[i].append(float(np.percentile(times * 1000.0, 50)))
+    return medians
 
 
 def _status_mb(field: str) -> float | None:
@@ -81,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     formats = _import_formats()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("format", choices=formats.format_names())
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="+", help="one model, or several to time interleaved")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a runtime option of the format (a profile's [runtime] keys)")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=100, help="timed calls (per round, given several models)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds of interleaved timing of several models")
     parser.add_argument("--inputs", help=".npy of preprocessed NCHW float32 images to predict")
     parser.add_argument("--logits-out", help="where to write their logits (.npy)")
     args = parser.parse_args(argv)
@@ -96,16 +120,26 @@ def main(argv: list[str] | None = None) -> int:
     # Import the runtime before the baseline, so the peak counts the model, not the library.
     if fmt.RUNTIME_MODULE:
         __import__(fmt.RUNTIME_MODULE)
+    machine = {"runtime": None, "machine": f"{platform.system()} {platform.machine()}",
+               "python": platform.python_version()}
+    if len(args.model) > 1:
+        sessions = [fmt.open_session(model, args.threads, **options) for model in args.model]
+        rng = np.random.default_rng(0)
+        for session in sessions:
+            session.set_input(rng.standard_normal(session.input_shape).astype(np.float32))
+        rounds = interleaved_ms([s.invoke for s in sessions], args.warmup, args.rounds, args.runs)
+        print(json.dumps({**machine, "runtime": sessions[0].runtime, "rounds": args.rounds, "runs_per_round": args.runs,
+                          "round_p50_ms": dict(zip(args.model, rounds))}))
+        return 0
     baseline = _rss_mb()
-    session = fmt.open_session(args.model, args.threads, **options)
+    session = fmt.open_session(args.model[0], args.threads, **options)
     sample = np.random.default_rng(0).standard_normal(session.input_shape).astype(np.float32)
     if args.inputs:
         sample = np.load(args.inputs)[:1].astype(np.float32)
     session.set_input(sample)
     latency = measure_ms(session.invoke, args.warmup, args.runs)
-    result = {"latency_ms": latency, "peak_memory_mb": round(_peak_rss_mb() - baseline, 2),
-              "runtime": session.runtime, "machine": f"{platform.system()} {platform.machine()}",
-              "python": platform.python_version()}
+    result = {**machine, "latency_ms": latency, "peak_memory_mb": round(_peak_rss_mb() - baseline, 2),
+              "runtime": session.runtime}
     if args.inputs:
         np.save(args.logits_out, formats.predict_each(session, np.load(args.inputs)))
     print(json.dumps(result))

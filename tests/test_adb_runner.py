@@ -92,6 +92,22 @@ def test_tflite_on_a_device_pushes_the_artifact_and_runs_benchmark_model(tmp_pat
     ]
 
 
+def test_candidates_on_a_device_are_timed_in_turns_one_benchmark_call_per_round(tmp_path, monkeypatch):
+    adb, log = fake_adb(tmp_path)
+    monkeypatch.setenv("EDGEKILN_ADB", str(adb))
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    paths = [tmp_path / "m.fp32.tflite", tmp_path / "m.int8.tflite"]
+    for path in paths:
+        path.write_bytes(b"TFL3")
+    profile = load_profile("pixel-3-cpu")
+    profile = profile.model_copy(update={"runner": profile.runner.model_copy(update={"choice_rounds": 3})})
+    found = runners.interleave(paths, profile)
+    assert found.runner == "adb" and found.rounds == 3 and found.round_p50_ms == [[51.891] * 3] * 2
+    pushed = [c[-1].rsplit("/", 1)[1] for c in commands(log) if c[0] == "push"]
+    assert pushed == ["m.fp32.tflite", "m.int8.tflite", "m.int8.tflite", "m.fp32.tflite",
+                      "m.fp32.tflite", "m.int8.tflite"]  # who goes first rotates
+
+
 def test_onnx_on_a_device_runs_onnxruntime_perf_test_with_the_profile_threads(tmp_path, monkeypatch):
     log, profile = android_onnx(tmp_path, monkeypatch, '[runtime]\nthreads = 4\nexecution_provider = "nnapi"\n'
                                                        '[runner]\nkind = "adb"\nruns = 50\n')

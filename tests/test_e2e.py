@@ -258,7 +258,7 @@ def test_a_target_without_a_profile_or_a_runtime_passes_and_every_report_says_it
         assert artifact["latency_source"] == "host" and artifact["latency_ms"]["p50"] > 0
 
 
-def test_encoding_auto_ships_the_fastest_candidate_within_budget_and_records_each(run):
+def test_encoding_auto_ships_the_smallest_candidate_as_fast_as_the_fastest_and_records_each(run):
     root, _, first = run
     work = root / "auto"
     work.mkdir()
@@ -276,9 +276,14 @@ def test_encoding_auto_ships_the_fastest_candidate_within_budget_and_records_eac
         assert c["accuracy_source"] == "runtime" and c["latency_source"] == "host" and c["p50_ms"] > 0
     assert candidates["int8"]["size_bytes"] < candidates["fp16"]["size_bytes"] < candidates["fp32"]["size_bytes"]
     within = [c for c in candidates.values() if not c["over_budget"]]
-    assert artifact["encoding"] == choice["chosen"] == min(within, key=lambda c: c["p50_ms"])["encoding"]
+    timing = choice["timing"]  # those within budget timed again, interleaved in one process
+    assert timing["interleaved"] and timing["runner"] == "host" and timing["rounds"] == 15
+    assert all(len(c["round_p50_ms"]) == 15 and c["median_ms"] > 0 for c in within)
+    fastest = min(within, key=lambda c: c["median_ms"])  # the smallest as fast within the noise ships
+    ties = [c for c in within if c["median_ms"] <= fastest["median_ms"] * (1 + max(0.02, c["noise"], fastest["noise"]))]
+    assert artifact["encoding"] == choice["chosen"] == min(ties, key=lambda c: c["size_bytes"])["encoding"]
     assert artifact["size_bytes"] == candidates[artifact["encoding"]]["size_bytes"]
-    assert "lowest p50" in choice["why"]
+    assert "median of 15 interleaved rounds" in choice["why"]
     # only the winner is published, under the target's artifact name, and says what it is
     out = work / "out"
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".onnx") == ["model.onnx"]

@@ -142,3 +142,66 @@ def test_a_candidate_the_profile_cannot_time_gets_no_latency_but_a_lone_artifact
     with pytest.raises(InputError, match="no dynamic reference measurements"):
         export._latency(target, profile, tmp_path / "m.tflite", features, "dynamic")
     assert export._latency(target, profile, tmp_path / "m.tflite", features, "fp16")["latency_ms"]["p50"] > 0
+
+
+def _ms(median, spread, rounds=15):
+    """Round p50s around `median` whose middle half spans `spread` of it."""
+    return list(np.linspace(median * (1 - spread), median * (1 + spread), rounds))
+
+
+def test_a_faster_candidate_within_the_noise_of_a_smaller_one_loses_to_it():
+    records = [_candidate("fp32", 95.0, 1.0, size=4_000), _candidate("int8", 95.0, 1.1, size=1_000)]
+    rounds = {0: _ms(1.00, 0.10), 1: _ms(1.04, 0.10)}  # 4 % apart; each one's rounds spread ~10 %
+    assert encoding.noise(rounds[0]) == pytest.approx(0.10, abs=0.001)
+    best, why = encoding.choose(records, _breach_below(90), rounds)
+    assert records[best].encoding == "int8"
+    assert "fp32 at 1 ms is 4.0% faster than int8 at 1.04 ms (median of 15 interleaved rounds)" in why
+    assert "not more than the 10.0% margin" in why
+
+
+def test_a_faster_candidate_beyond_the_noise_ships_and_names_the_smaller_one_it_beat():
+    records = [_candidate("fp32", 95.0, 9.9, size=4_000), _candidate("int8", 95.0, 0.1, size=1_000)]
+    rounds = {0: _ms(1.00, 0.02), 1: _ms(1.30, 0.02)}  # the rounds decide, not the single timings
+    best, why = encoding.choose(records, _breach_below(90), rounds)
+    assert records[best].encoding == "fp32"
+    assert why.startswith("lowest p50 (1 ms, median of 15 interleaved rounds)")
+    assert "faster than the smaller int8 (1.3 ms) by 30.0%, more than the 2.0% margin" in why
+
+
+def test_without_noise_a_gain_under_the_minimum_margin_is_a_tie_that_the_smaller_wins():
+    records = [_candidate("fp32", 95.0, 1.00, size=4_000, source="estimate"),
+               _candidate("fp16", 95.0, 1.01, size=2_000, source="estimate")]
+    assert records[encoding.choose(records, _breach_below(90))[0]].encoding == "fp16"
+    records[0].latency_ms = {"p50": 0.9}
+    assert records[encoding.choose(records, _breach_below(90))[0]].encoding == "fp32"
+
+
+def test_interleaved_rounds_rotate_the_order_and_time_each_call_per_round():
+    import time
+
+    from edgekiln.targets.runtime_bench import interleaved_ms
+
+    order = []
+    calls = [lambda: order.append("a"), lambda: (order.append("b"), time.sleep(0.002))]
+    rounds = interleaved_ms(calls, warmup=1, rounds=4, runs=2)
+    assert [len(r) for r in rounds] == [4, 4]
+    assert min(rounds[1]) >= 2.0 > max(rounds[0])
+    timed = order[2:]  # after one warm-up call each
+    assert [timed[i * 4] for i in range(4)] == ["a", "b", "a", "b"]  # who goes first rotates
+
+
+def test_the_host_runner_times_candidates_interleaved_in_one_process(model, images, tmp_path):
+    from edgekiln.targets import runners
+    from edgekiln.targets.profiles import load_profile
+
+    onnx = get_format("onnx")
+    paths = []
+    for name in ("fp32", "int8"):
+        paths.append(tmp_path / f"m.{name}.onnx")
+        onnx.export(model, torch.from_numpy(images[:1]), images, paths[-1], {}, name)
+    profile = load_profile("x86-server-avx2")
+    profile = profile.model_copy(update={"runner": profile.runner.model_copy(update={"runs": 10, "choice_rounds": 3})})
+    found = runners.interleave(paths, profile)
+    assert found.runner == "host" and found.rounds == 3 and found.runs_per_round == 5
+    assert [len(r) for r in found.round_p50_ms] == [3, 3] and all(t > 0 for r in found.round_p50_ms for t in r)
+    assert found.device.startswith("this host") and found.tool.startswith("onnxruntime")

@@ -96,6 +96,17 @@ def test_ssh_runner_measures_on_the_remote_host(sshd, onnx_artifact):
     assert list((root / "remote").iterdir()) == []  # the remote work directory is removed
 
 
+def test_ssh_runner_times_candidates_interleaved_in_one_remote_process(sshd, onnx_artifact, tmp_path):
+    profile, root = sshd
+    other = tmp_path / "model.copy.onnx"
+    shutil.copy(onnx_artifact, other)
+    profile = profile.model_copy(update={"runner": profile.runner.model_copy(update={"choice_rounds": 3})})
+    found = runners.interleave([onnx_artifact, other], profile)
+    assert found.runner == "ssh" and "127.0.0.1" in found.device and found.rounds == 3
+    assert found.runs_per_round == 5 and [len(r) for r in found.round_p50_ms] == [3, 3]
+    assert list((root / "remote").iterdir()) == []
+
+
 def test_ssh_runner_returns_the_remote_runtime_logits(sshd, onnx_artifact):
     profile, _ = sshd
     images = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)

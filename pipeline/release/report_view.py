@@ -21,8 +21,12 @@ from edgekiln.targets.artifact import Artifact
 # records; an empty list: a list of anything) or a default value (a scalar).
 _LATENCY = {"p50": None, "p90": None, "p50_interval": None, "p90_interval": None}
 _ENCODING_CHOICE = {"asked": None, "chosen": None, "why": None,
+                    "timing": _Maybe({"interleaved": None, "why": None, "rounds": None, "runs_per_round": None,
+                                      "runner": None, "device": None, "tool": None, "min_margin": None,
+                                      "notes": []}),
                     "candidates": [{"encoding": None, "precision": None, "size_bytes": None, "accuracy": None,
                                     "accuracy_source": None, "p50_ms": None, "latency_source": None,
+                                    "median_ms": None, "noise": None, "round_p50_ms": [],
                                     "latency_notes": [], "over_budget": []}]}
 _MIXED_PRECISION = {"applied": None, "breach": None, "why_not": None, "outcome": None, "float_layers": [],
                     "steps": []}

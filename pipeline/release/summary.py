@@ -87,8 +87,8 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                               f"in its runtime ({a.accuracy_not_measured}).")
             choice = a.encoding_choice
             if choice:
-                tried = ", ".join(f"{c['encoding']} {num(c['p50_ms'], '.3g')} ms {num(c['accuracy'])}%"
-                                  for c in choice["candidates"])
+                tried = ", ".join(f"{c['encoding']} {num(c['median_ms'] or c['p50_ms'], '.3g')} ms "
+                                  f"{num(c['accuracy'])}%" for c in choice["candidates"])
                 console.print(f"note: {a.target}: {choice['chosen']} ships ({choice['why']}); tried {tried}")
             mixed = a.mixed_precision
             if mixed and mixed["applied"]:

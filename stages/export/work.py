@@ -20,7 +20,7 @@ from edgekiln import progress
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
-from edgekiln.targets import encodings, evaluate, get_format
+from edgekiln.targets import encodings, evaluate, get_format, runners
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features
 from edgekiln.targets.files import size_bytes
@@ -217,6 +217,26 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def _interleaved_rounds(target: TargetConfig, workdir: Path, records: list[Artifact], breach
+                        ) -> tuple[dict[int, list[float]], dict]:
+    """The round p50s of the candidates within budget that the profile's device measured,
+    timed again interleaved (record index -> rounds), and how they were timed; nothing where
+    fewer than two such candidates are left or the latencies are estimates."""
+    profile = target.effective_profile
+    measured = [i for i, r in enumerate(records)
+                if not encodings.failures(r, breach) and r.latency_source in ("host", "device")]
+    if len(measured) < 2:
+        return {}, {"interleaved": False, "why": "fewer than two candidates within budget were measured on a device"}
+    with progress.status(f"  {target.name}: timing {len(measured)} candidates interleaved, "
+                         f"{profile.runner.choice_rounds} rounds"), \
+            evaluate.device_errors(f"target {target.name}", profile):
+        found = runners.interleave([workdir / records[i].file for i in measured], profile)
+    rounds = dict(zip(measured, found.round_p50_ms))
+    return rounds, {"interleaved": True, "rounds": found.rounds, "runs_per_round": found.runs_per_round,
+                    "runner": found.runner, "device": found.device, "tool": found.tool,
+                    "min_margin": encodings.MIN_MARGIN, "notes": found.notes}
+
+
 def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifact:
     """The target's artifact: INT8, or the fastest within budget of its candidate encodings
     (the others are deleted; the manifest keeps what each measured, and why the winner won)."""
@@ -228,15 +248,17 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifa
     console.print(f"  {target.name}: choosing among {', '.join(wanted)} on profile {target.effective_profile.name}")
     stem = final.name[: -len(fmt.SUFFIX)] if final.name.endswith(fmt.SUFFIX) else final.stem
     records = [_candidate(target, e, workdir / f"{stem}.{e}{fmt.SUFFIX}", choosing=True, **inputs) for e in wanted]
-    best, why = encodings.choose(records, breach)
+    rounds, timing = _interleaved_rounds(target, workdir, records, breach)
+    best, why = encodings.choose(records, breach, rounds)
     for i, r in enumerate(records):
         if i != best:
             _remove(workdir / r.file)
     _remove(final)
     (workdir / records[best].file).rename(final)
     artifact = dataclasses.replace(records[best], file=target.artifact_name)
-    artifact.encoding_choice = {"asked": target.encoding, "chosen": artifact.encoding, "why": why,
-                                "candidates": [encodings.summary(r, breach) for r in records]}
+    artifact.encoding_choice = {"asked": target.encoding, "chosen": artifact.encoding, "why": why, "timing": timing,
+                                "candidates": [encodings.summary(r, breach, rounds.get(i))
+                                               for i, r in enumerate(records)]}
     console.print(f"  {target.name}: {artifact.encoding} ships: {why}")
     return artifact
 

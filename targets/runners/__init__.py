@@ -38,6 +38,46 @@ class Measurement:
         return asdict(self)
 
 
+@dataclass
+class Interleaved:
+    """Candidates timed in turns over the same rounds: each one's p50 per round, in ms."""
+    runner: str
+    device: str
+    tool: str
+    rounds: int
+    runs_per_round: int
+    round_p50_ms: list[list[float]]  # per artifact, in the order given
+    notes: list[str] = field(default_factory=list)
+
+
+def interleave(artifacts: list[Path], profile: Profile) -> Interleaved | None:
+    """`artifacts` (one format, `profile`'s) timed interleaved on the profile's device, for a
+    choice among them that can tell a real difference from run-to-run noise. None for the
+    estimate runner: an estimate has no run-to-run noise to measure."""
+    kind = profile.runner.kind
+    if kind == "estimate":
+        return None
+    runner = importlib.import_module(f"edgekiln.targets.runners.{kind}")
+    if hasattr(runner, "interleave"):
+        return runner.interleave(artifacts, profile)
+    return _interleave_by_calls(runner, artifacts, profile)
+
+
+def _interleave_by_calls(runner, artifacts: list[Path], profile: Profile) -> Interleaved:
+    """For a runner whose tool times one artifact per call (adb's benchmark_model): one call
+    per artifact and round, the first of a round rotating; each call's p50 is its round's."""
+    rounds: list[list[float]] = [[] for _ in artifacts]
+    last = None
+    for r in range(profile.runner.choice_rounds):
+        for k in range(len(artifacts)):
+            i = (r + k) % len(artifacts)
+            last = runner.measure(artifacts[i], profile)
+            rounds[i].append(last.latency_ms["p50"])
+    return Interleaved(runner=last.runner, device=last.device, tool=last.tool, rounds=profile.runner.choice_rounds,
+                       runs_per_round=profile.runner.runs, round_p50_ms=rounds,
+                       notes=[f"one {last.tool} call per artifact and round"])
+
+
 def check_reachable(profile: Profile) -> None:
     """DeviceUnreachable when `profile` measures on a device (adb, ssh) that does not answer
     now; host and estimate runners always can."""

@@ -14,11 +14,21 @@ from edgekiln.targets.errors import RunnerFailed, RuntimeUnavailable
 from edgekiln.targets.profiles import Profile
 
 
-def worker_command(python: str, script: str, fmt: str, artifact: str, profile: Profile) -> list[str]:
-    """The runtime_bench.py command line for `artifact` under `profile`'s runtime options."""
+def worker_command(python: str, script: str, fmt: str, artifact: str | list[str], profile: Profile) -> list[str]:
+    """The runtime_bench.py command line for `artifact` under `profile`'s runtime options; for
+    a list of artifacts, their interleaved timing in the profile's `choice_rounds`."""
     options = [arg for key, value in profile.runtime_options().items() for arg in ("--option", f"{key}={value}")]
-    return [python, script, fmt, artifact, "--threads", str(profile.runtime.threads), *options,
-            "--warmup", str(profile.runner.warmup_runs), "--runs", str(profile.runner.runs)]
+    common = [python, script, fmt, *([artifact] if isinstance(artifact, str) else artifact),
+              "--threads", str(profile.runtime.threads), *options, "--warmup", str(profile.runner.warmup_runs)]
+    if isinstance(artifact, str):
+        return [*common, "--runs", str(profile.runner.runs)]
+    return [*common, "--rounds", str(profile.runner.choice_rounds), "--runs", str(runs_per_round(profile))]
+
+
+def runs_per_round(profile: Profile) -> int:
+    """Calls per model and round of an interleaved timing: a fifth of the profile's runs, so
+    that 15 rounds time each model three times as long as a single measurement does."""
+    return max(5, profile.runner.runs // 5)
 
 
 def parse_worker_output(stdout: str, command: list[str], stderr: str = "") -> dict:
@@ -69,18 +79,32 @@ def host_device() -> str:
     return f"this host ({name}: {', '.join(isa)})" if isa else f"this host ({name})"
 
 
-def measure(artifact: Path, profile: Profile):
-    from edgekiln.targets.runners import Measurement
-
+def _run_worker(artifact: str | list[str], profile: Profile) -> dict:
     why = get_format(profile.format).runtime_unavailable()
     if why is not None:
         raise RuntimeUnavailable(f"the host runner cannot time {profile.format} here: {why}")
-    command = worker_command(sys.executable, runtime_bench.__file__, profile.format, str(artifact), profile)
+    command = worker_command(sys.executable, runtime_bench.__file__, profile.format, artifact, profile)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = " ".join(done.stderr.split()[-60:])
         raise RunnerFailed(f"host runner: {' '.join(command[2:4])} failed: {tail}")
-    result = parse_worker_output(done.stdout, command, done.stderr)
+    return parse_worker_output(done.stdout, command, done.stderr)
+
+
+def interleave(artifacts: list[Path], profile: Profile):
+    """The artifacts timed interleaved in one child process (runtime_bench.interleaved_ms)."""
+    from edgekiln.targets.runners import Interleaved
+
+    result = _run_worker([str(a) for a in artifacts], profile)
+    return Interleaved(runner="host", device=host_device(), tool=result["runtime"], rounds=result["rounds"],
+                       runs_per_round=result["runs_per_round"],
+                       round_p50_ms=[result["round_p50_ms"][str(a)] for a in artifacts])
+
+
+def measure(artifact: Path, profile: Profile):
+    from edgekiln.targets.runners import Measurement
+
+    result = _run_worker(str(artifact), profile)
     return Measurement(source="host", runner="host", device=host_device(),
                        latency_ms=result["latency_ms"], peak_memory_mb=result["peak_memory_mb"],
                        tool=result["runtime"], extra={"threads": profile.runtime.threads, "isa": host_isa()})

@@ -5,6 +5,7 @@ how a Core ML artifact's accuracy is measured in Core ML itself."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -78,39 +79,73 @@ def _run(command: list[str], what: str) -> subprocess.CompletedProcess:
     return done
 
 
-def run_remote(artifact: Path, profile: Profile, images: np.ndarray | None = None):
-    """(Measurement, logits of `images` or None) from runtime_bench.py run on the remote host."""
-    from edgekiln.targets.runners import Measurement
-
+@contextlib.contextmanager
+def _remote_dir(profile: Profile, uploads: list[Path]):
+    """Copy `uploads`, runtime_bench.py and the format files into a fresh directory on the
+    device; yield (run: remote command -> CompletedProcess, fetch: remote name -> local path,
+    the directory, the destination); remove the directory afterwards."""
     dest, ssh_opts, scp_opts = connection(profile)
     remote_dir = f"{profile.runner.remote_dir or DEFAULT_REMOTE_DIR}/{uuid.uuid4().hex[:12]}"
     ssh = ["ssh", *ssh_opts, dest]
     _run([*ssh, f"mkdir -p {shlex.quote(remote_dir)}"], f"ssh {dest}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            uploads = [str(artifact), runtime_bench.__file__,
-                       str(formats_zip(Path(tmp) / runtime_bench.FORMATS_ZIP))]
-            if images is not None:
-                np.save(Path(tmp) / "inputs.npy", images.astype(np.float32))
-                uploads.append(str(Path(tmp) / "inputs.npy"))
-            _run(["scp", "-q", "-r", *scp_opts, *uploads, f"{dest}:{remote_dir}/"], f"scp to {dest}")
+            files = [*map(str, uploads), runtime_bench.__file__,
+                     str(formats_zip(Path(tmp) / runtime_bench.FORMATS_ZIP))]
+            _run(["scp", "-q", "-r", *scp_opts, *files, f"{dest}:{remote_dir}/"], f"scp to {dest}")
+
+            def run(command: list[str]) -> subprocess.CompletedProcess:
+                return _run([*ssh, shlex.join(command)], f"ssh {dest} {shlex.join(command[:2])}")
+
+            def fetch(name: str) -> Path:
+                _run(["scp", "-q", *scp_opts, f"{dest}:{remote_dir}/{name}", tmp], f"scp from {dest}")
+                return Path(tmp) / name
+
+            yield run, fetch, remote_dir, dest
+    finally:
+        subprocess.run([*ssh, f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)
+
+
+def run_remote(artifact: Path, profile: Profile, images: np.ndarray | None = None):
+    """(Measurement, logits of `images` or None) from runtime_bench.py run on the remote host."""
+    from edgekiln.targets.runners import Measurement
+
+    with tempfile.TemporaryDirectory() as local:
+        uploads = [artifact]
+        if images is not None:
+            np.save(Path(local) / "inputs.npy", images.astype(np.float32))
+            uploads.append(Path(local) / "inputs.npy")
+        with _remote_dir(profile, uploads) as (run, fetch, remote_dir, dest):
             command = worker_command(profile.runner.python, f"{remote_dir}/runtime_bench.py", profile.format,
                                      f"{remote_dir}/{artifact.name}", profile)
             if images is not None:
                 command += ["--inputs", f"{remote_dir}/inputs.npy", "--logits-out", f"{remote_dir}/logits.npy"]
-            done = _run([*ssh, shlex.join(command)], f"ssh {dest} {shlex.join(command[:2])}")
+            done = run(command)
             result = parse_worker_output(done.stdout, command, done.stderr)
-            logits = None
-            if images is not None:
-                _run(["scp", "-q", *scp_opts, f"{dest}:{remote_dir}/logits.npy", tmp], f"scp from {dest}")
-                logits = np.load(Path(tmp) / "logits.npy")
-    finally:
-        subprocess.run([*ssh, f"rm -rf {shlex.quote(remote_dir)}"], capture_output=True, timeout=60)
+            logits = None if images is None else np.load(fetch("logits.npy"))
     measurement = Measurement(
         source="device", runner="ssh", device=f"{profile.device} via ssh ({dest}, {result['machine']})",
         latency_ms=result["latency_ms"], peak_memory_mb=result["peak_memory_mb"],
         tool=f"{result['runtime']} (python {result['python']})", extra={"threads": profile.runtime.threads})
     return measurement, logits
+
+
+def interleave(artifacts: list[Path], profile: Profile):
+    """The artifacts timed interleaved in one remote process (runtime_bench.interleaved_ms)."""
+    from edgekiln.targets.runners import Interleaved
+
+    if len({a.name for a in artifacts}) != len(artifacts):
+        raise ValueError(f"artifacts to interleave share a file name: {[a.name for a in artifacts]}")
+    with _remote_dir(profile, artifacts) as (run, _, remote_dir, dest):
+        remote = [f"{remote_dir}/{a.name}" for a in artifacts]
+        command = worker_command(profile.runner.python, f"{remote_dir}/runtime_bench.py", profile.format,
+                                 remote, profile)
+        done = run(command)
+        result = parse_worker_output(done.stdout, command, done.stderr)
+    return Interleaved(runner="ssh", device=f"{profile.device} via ssh ({dest}, {result['machine']})",
+                       tool=f"{result['runtime']} (python {result['python']})", rounds=result["rounds"],
+                       runs_per_round=result["runs_per_round"],
+                       round_p50_ms=[result["round_p50_ms"][r] for r in remote])
 
 
 def measure(artifact: Path, profile: Profile):
