@@ -17,8 +17,10 @@ and puts the run's artifacts beside them. For each: size, test accuracy (its own
 Core ML off macOS: the manifest's proxy figure, marked), host p50 at 1 and 2 threads timed
 interleaved in this one process (every model once per round, `--runs` rounds after
 warm-up, so load on the shared host hits all alike), and the estimate on a phone profile.
-Ratios are against the fp32 reference and against the best peer (the most accurate on val of
-the quantized references). Prints a Markdown table.
+Ratios are against the fp32 reference and, for each edgekiln artifact, against the best peer
+in its own runtime (the most accurate on val of the quantized references in that format: for
+TFLite, the reference quantized by litert-torch's PT2E INT8; for ONNX, the better
+quantize_static or NNCF; else the best peer overall). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -94,19 +96,10 @@ def nncf_quantize(fp32: Path, out: Path, calibration: np.ndarray) -> Path | str:
 
 
 def timing_session(fmt: str, path: Path, threads: int):
-    """A session for interleaved timing. onnxruntime's intra-op threads spin after each run
-    by default; with a dozen sessions interleaved on two cores, the idle ones' spinning would
-    steal the running one's cores, so spinning is off (for every ONNX model alike)."""
-    session = open_session(fmt, str(path), threads=threads)
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session
+    """A session for interleaved timing: onnxruntime's intra-op threads spin after each run by
+    default; with a dozen sessions interleaved on two cores, the idle ones' spinning would
+    steal the running one's cores, so the format opens it `interleaved` (spinning off)."""
+    return get_format(fmt).session(path, threads=threads, interleaved=True)
 
 
 def interleaved_p50(sessions: dict[str, tuple[object, tuple[int, ...]]], warmup: int, runs: int) -> dict[str, float]:
@@ -164,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     for scheme, activation, reduce_range in (("U8S8 reduce_range", "U8S8", True), ("U8U8", "U8U8", False)):
         path = ort_static(fp32, work / f"teacher_{activation}.onnx", t_cal, activation, reduce_range)
         peers[f"{who} ort quantize_static {scheme}"] = {"path": path, "format": "onnx", "kind": "peer"}
+    formats = {a["format"] for a in manifest["artifacts"]}
+    if "tflite" in formats:  # the same runtime's peer: litert-torch's PT2E INT8, as its docs show
+        path = work / "teacher_int8.tflite"
+        get_format("tflite").export(teacher.model.eval(), torch.from_numpy(t_val[:1]), t_cal, path, {}, "int8")
+        peers[f"{who} litert-torch PT2E INT8"] = {"path": path, "format": "tflite", "kind": "peer"}
     nncf_out = nncf_quantize(fp32, work / "teacher_nncf.onnx", t_cal) if not args.tiny else "not run with --tiny"
     notes = []
     if isinstance(nncf_out, Path):
@@ -196,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             row["drop_ci"] = [round(drop.drop, 2), round(drop.low, 2), round(drop.high, 2)]
     best_peer = max(peers, key=lambda n: rows[n]["val"])
     notes.append(f"best peer (most accurate on val): {best_peer}")
+    same_runtime = {}  # format -> the most accurate on val of the peers in that runtime
+    for name in peers:
+        fmt = rows[name]["format"]
+        if fmt not in same_runtime or rows[name]["val"] > rows[same_runtime[fmt]]["val"]:
+            same_runtime[fmt] = name
+    for name, row in rows.items():
+        row["peer"] = same_runtime.get(row["format"], best_peer) if row["kind"] == "edgekiln" else None
+    notes.append("best peer in the same runtime (the ratios of an edgekiln row): "
+                 + ", ".join(f"{fmt}: {name}" for fmt, name in sorted(same_runtime.items())))
     for threads in (1,) if args.tiny else (1, 2):
         sessions = {n: (timing_session(r["format"], r["path"], threads),
                         (t_val if r["kind"] != "edgekiln" else s_val)[:1].shape)
@@ -232,10 +239,11 @@ def table(rows: dict, teacher: str, best_peer: str, label: str = "teacher") -> s
         return "-" if value is None or reference in (None, 0) else f"{value / reference:.2f}"
 
     lines = [f"| model | size | test % (95% CI) | drop vs {label} (95% CI) | host p50 ms, 1 / 2 threads | "
-             f"{PHONE} est. ms | size / {label} | size / best peer | p50 (2 t) / {label} | p50 (2 t) / best peer |",
+             f"{PHONE} est. ms | size / {label} | size / peer | p50 (2 t) / {label} | p50 (1 t / 2 t) / peer |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    t, p = rows[teacher], rows[best_peer]
+    t = rows[teacher]
     for name, r in rows.items():
+        p = rows[r.get("peer") or best_peer]  # an edgekiln row: the best peer in its own runtime
         ci = r.get("test_ci")
         test = "-" if r.get("test") is None else f"{r['test']:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else
                                                                        f" ({r['source']})")
@@ -244,7 +252,8 @@ def table(rows: dict, teacher: str, best_peer: str, label: str = "teacher") -> s
         phone = "-" if r.get("phone_ms") is None else f"{r['phone_ms']:.3g}"
         lines.append(f"| {name} | {r['size_bytes'] / 1e6:.2f} MB | {test} | {drop} | {lat} | {phone} | "
                      f"{ratio(r['size_bytes'], t['size_bytes'])} | {ratio(r['size_bytes'], p['size_bytes'])} | "
-                     f"{ratio(r.get('p50_2t'), t.get('p50_2t'))} | {ratio(r.get('p50_2t'), p.get('p50_2t'))} |")
+                     f"{ratio(r.get('p50_2t'), t.get('p50_2t'))} | "
+                     f"{ratio(r.get('p50_1t'), p.get('p50_1t'))} / {ratio(r.get('p50_2t'), p.get('p50_2t'))} |")
     return "\n".join(lines)
 
 

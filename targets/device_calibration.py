@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from edgekiln.targets.errors import ConversionError
+from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import Profile
 
 # (timm architecture or PROBE, input size). Chosen to span MACs (0.01 to 1,800 MMACs),
@@ -126,7 +127,8 @@ def measure_job(job: Job, profile: Profile, workdir: Path) -> dict:
     model = reference_model(job.arch)
     calibration = np.random.default_rng(0).standard_normal((16, 3, job.size, job.size)).astype(np.float32)
     path = workdir / f"{job.arch}-{job.size}-{job.encoding}{fmt.SUFFIX}"
-    fmt.export(model, torch.from_numpy(calibration[:1]), calibration, path, {}, job.encoding)
+    fmt.export(model, torch.from_numpy(calibration[:1]), calibration, path, {}, job.encoding,
+               fmt.for_profile(Int8Options(), profile)[0])  # the INT8 layout the profile's artifacts get
     features = cost_features(model, job.size)
     precision = fmt.ENCODINGS[job.encoding]
     measurement = runners.measure(path, profile, features, precision)

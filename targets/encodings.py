@@ -53,13 +53,20 @@ def noise(round_p50_ms: list[float]) -> float:
     return (q3 - q1) / statistics.median(round_p50_ms)
 
 
+def paired(slow: list[float], fast: list[float]) -> tuple[float, float]:
+    """(median ratio, its noise) of two candidates' p50s round by round: timed in the same
+    rounds, drift that slows both (a busy neighbour, a clock change) cancels in the ratio."""
+    ratios = [a / b for a, b in zip(slow, fast)]
+    return statistics.median(ratios), noise(ratios)
+
+
 def choose(records: list[Artifact], breach: Callable[[float], str | None],
            rounds: dict[int, list[float]] | None = None) -> tuple[int, str]:
     """Index of the candidate to ship, and why. Among the candidates within the accuracy and
     size budgets, the fastest by p50 (the median of its interleaved `rounds` where given,
     record index -> round p50s) is found; every candidate it does not beat by more than the
-    margin (the larger run-to-run noise of the two, at least MIN_MARGIN) ties with it, and
-    of those the smallest ships. Candidates whose latency could not be measured nor estimated
+    margin ties with it, and of those the smallest ships. The margin is the run-to-run noise
+    of the two candidates' round-by-round ratio (`paired`), at least MIN_MARGIN. Candidates whose latency could not be measured nor estimated
     rank after the others (by size). When none is within budget, the most accurate ships
     (then the smallest), and the gates fail it."""
     rounds = rounds or {}
@@ -74,7 +81,11 @@ def choose(records: list[Artifact], breach: Callable[[float], str | None],
         return statistics.median(rounds[i]) if i in rounds else records[i].p50_ms
 
     def margin(i: int, j: int) -> float:
-        return max(MIN_MARGIN, noise(rounds.get(i, [])), noise(rounds.get(j, [])))
+        return max(MIN_MARGIN, paired(rounds[i], rounds[j])[1]) if i in rounds and j in rounds else MIN_MARGIN
+
+    def slower(i: int, j: int) -> float:
+        """How much slower i is than j: their rounds' median ratio where both were timed together."""
+        return paired(rounds[i], rounds[j])[0] if i in rounds and j in rounds else p50(i) / p50(j)
 
     timed = sorted((i for i in eligible if p50(i) is not None), key=lambda i: (p50(i), records[i].size_bytes))
     if not timed:
@@ -82,7 +93,7 @@ def choose(records: list[Artifact], breach: Callable[[float], str | None],
         return best, ("no candidate's latency was measured or estimated on this profile; the smallest "
                       "within the budgets ships")
     fastest = timed[0]
-    ties = [i for i in timed if p50(i) <= p50(fastest) * (1 + margin(i, fastest))]
+    ties = [i for i in timed if slower(i, fastest) <= 1 + margin(i, fastest)]
     best = min(ties, key=lambda i: (records[i].size_bytes, p50(i)))
     how = (f"median of {len(rounds[best])} interleaved rounds" if best in rounds
            else records[best].latency_source or "latency")
@@ -92,13 +103,13 @@ def choose(records: list[Artifact], breach: Callable[[float], str | None],
         if beaten:
             smaller = min(beaten, key=p50)  # the smaller candidate that came closest
             why += (f"; faster than the smaller {records[smaller].encoding} ({p50(smaller):.3g} ms) by "
-                    f"{p50(smaller) / p50(best) - 1:.1%}, more than the {margin(smaller, best):.1%} margin")
+                    f"{slower(smaller, best) - 1:.1%}, more than the {margin(smaller, best):.1%} margin")
         elif len(timed) > 1:
             runner_up = timed[1]
             why += f"; next: {records[runner_up].encoding} at {p50(runner_up):.3g} ms ({p50(runner_up) / p50(best):.2f}x)"
     else:
         why = (f"smallest of the candidates as fast as the fastest within the run-to-run noise: "
-               f"{records[fastest].encoding} at {p50(fastest):.3g} ms is {p50(best) / p50(fastest) - 1:.1%} "
+               f"{records[fastest].encoding} at {p50(fastest):.3g} ms is {slower(best, fastest) - 1:.1%} "
                f"faster than {records[best].encoding} at {p50(best):.3g} ms ({how}), not more than the "
                f"{margin(best, fastest):.1%} margin")
     excluded = [f"{records[i].encoding} ({'; '.join(f)})" for i, f in enumerate(failing) if f]

@@ -70,6 +70,7 @@ class Format:
     RUNTIME_MODULE: str = ""  # imported before the memory baseline of a host benchmark
     PRECISION: str = "int8"  # the int8 encoding's precision, as the cost model names it
     MIXED_PRECISION: bool = False  # INT8 artifacts can keep chosen layers in float
+    READS_INT8_SPEC: bool = False  # a profile's [int8] (weight type, reduce_range) applies (for_profile)
     # encoding -> precision, as the cost model and the latency references name it
     ENCODINGS: dict[str, str] = {}
     # How an app feeds the artifact and reads its output ([[targets]] io); the first is the
@@ -124,6 +125,12 @@ class Format:
         return None
 
     # --- export -------------------------------------------------------------------------
+    def for_profile(self, options: Int8Options, profile: "Profile") -> tuple[Int8Options, dict]:
+        """The INT8 options for an artifact that runs on `profile`'s device, and what was
+        decided for it and why (a format whose INT8 layout depends on the device's kernels
+        overrides this; see READS_INT8_SPEC)."""
+        return options, {}
+
     def export(self, model: "torch.nn.Module", example: "torch.Tensor", calibration: np.ndarray, path: Path,
                metadata: dict[str, str], encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
         """Write the model in `encoding` (one of ENCODINGS) at `path`, with `metadata` embedded;
@@ -152,6 +159,9 @@ class Format:
 
     # --- running ------------------------------------------------------------------------
     def open_session(self, path: Path | str, threads: int = 1, **runtime_options: str) -> Session:
+        """A session of the artifact in its runtime with `threads` threads and the profile's
+        runtime options. `interleaved=True`: it will take turns with other sessions on the same
+        cores (a runtime whose idle threads spin, onnxruntime, then lets them sleep)."""
         raise NotImplementedError
 
     def session(self, path: Path, threads: int = 1, **runtime_options: str) -> Session:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 CALIBRATORS = ("minmax", "entropy", "percentile")
+WEIGHT_TYPES = ("uint8", "int8")
 
 
 @dataclass(frozen=True)
@@ -17,10 +18,17 @@ class Int8Options:
     # QAT's fake-quantize state (safetensors file): the PT2E scheme (TFLite) takes its
     # activation ranges from it instead of calibrating, when no layer is kept in float.
     qat_state: str | None = None
+    # How the weights are stored, for the kernels of the device that runs them: ONNX's
+    # weight type (uint8 or int8; activations are uint8) and reduce_range (7-bit weights, so
+    # x86 kernels without VNNI do not saturate). Set per target from its profile's [int8].
+    weight_type: str = "uint8"
+    reduce_range: bool = False
 
     def __post_init__(self):
         if self.calibrator not in CALIBRATORS:
             raise ValueError(f"unknown calibrator {self.calibrator!r}; known: {', '.join(CALIBRATORS)}")
+        if self.weight_type not in WEIGHT_TYPES:
+            raise ValueError(f"unknown weight type {self.weight_type!r}; known: {', '.join(WEIGHT_TYPES)}")
 
 
 def quantizable_layers(model) -> list[str]:

@@ -80,6 +80,18 @@ class RunnerSpec(BaseModel):
     remote_dir: str | None = None
 
 
+class Int8Spec(BaseModel):
+    """How INT8 weights are stored for this device's kernels (read by the ONNX format):
+    onnxruntime's weight type and reduce_range. "auto" decides from the device's instruction
+    sets (targets/formats/onnx.py int8_types): int8 weights where the CPU multiplies uint8 by
+    int8 without saturating (VNNI, ARM's dot product), 7-bit ones (reduce_range) on x86 without VNNI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight_type: Literal["auto", "int8", "uint8"] = "auto"
+    reduce_range: Literal["auto"] | bool = "auto"
+
+
 class EstimateSpec(BaseModel):
     """The cost model's calibration: a CSV of reference measurements beside the profile."""
 
@@ -115,6 +127,7 @@ class Profile(BaseModel):
     runtime: RuntimeOptions = RuntimeOptions()
     budget: Budgets = Budgets()
     runner: RunnerSpec
+    int8: Int8Spec = Int8Spec()
     estimate: EstimateSpec | None = None
     path: Path | None = None  # the file it was read from (set by load_profile)
 
@@ -135,6 +148,12 @@ class Profile(BaseModel):
             allowed = known[key][1]
             if not isinstance(value, str) or (allowed is not None and value not in allowed):
                 raise ValueError(f"runtime.{key} = {value!r}: use one of {', '.join(allowed or ('a string',))}")
+        return self
+
+    @model_validator(mode="after")
+    def _int8_read_by_format(self) -> "Profile":
+        if self.int8 != Int8Spec() and not get_format(self.format).READS_INT8_SPEC:
+            raise ValueError(f"int8: {self.format} artifacts do not read [int8]; only onnx does")
         return self
 
     def runtime_option(self, key: str) -> str:

@@ -151,18 +151,21 @@ def _ms(median, spread, rounds=15):
 
 def test_a_faster_candidate_within_the_noise_of_a_smaller_one_loses_to_it():
     records = [_candidate("fp32", 95.0, 1.0, size=4_000), _candidate("int8", 95.0, 1.1, size=1_000)]
-    rounds = {0: _ms(1.00, 0.10), 1: _ms(1.04, 0.10)}  # 4 % apart; each one's rounds spread ~10 %
-    assert encoding.noise(rounds[0]) == pytest.approx(0.10, abs=0.001)
-    best, why = encoding.choose(records, _breach_below(90), rounds)
+    fp32 = _ms(1.00, 0.02)
+    int8 = [t * 1.04 * (1 + d) for t, d in zip(fp32, np.linspace(-0.1, 0.1, 15)[::-1])]  # 4 % slower, +-10 %
+    assert encoding.paired(int8, fp32)[1] == pytest.approx(0.10, abs=0.002)
+    best, why = encoding.choose(records, _breach_below(90), {0: fp32, 1: int8})
     assert records[best].encoding == "int8"
     assert "fp32 at 1 ms is 4.0% faster than int8 at 1.04 ms (median of 15 interleaved rounds)" in why
     assert "not more than the 10.0% margin" in why
 
 
-def test_a_faster_candidate_beyond_the_noise_ships_and_names_the_smaller_one_it_beat():
+def test_a_faster_candidate_beyond_the_noise_ships_even_when_the_host_drifts():
     records = [_candidate("fp32", 95.0, 9.9, size=4_000), _candidate("int8", 95.0, 0.1, size=1_000)]
-    rounds = {0: _ms(1.00, 0.02), 1: _ms(1.30, 0.02)}  # the rounds decide, not the single timings
-    best, why = encoding.choose(records, _breach_below(90), rounds)
+    fp32 = _ms(1.00, 0.40)  # rounds 60 % apart: the host's drift, which hits both alike
+    int8 = [t * 1.3 for t in fp32]
+    assert encoding.noise(fp32) == pytest.approx(0.40, abs=0.01) and encoding.paired(int8, fp32)[1] < 1e-9
+    best, why = encoding.choose(records, _breach_below(90), {0: fp32, 1: int8})  # the rounds decide
     assert records[best].encoding == "fp32"
     assert why.startswith("lowest p50 (1 ms, median of 15 interleaved rounds)")
     assert "faster than the smaller int8 (1.3 ms) by 30.0%, more than the 2.0% margin" in why

@@ -39,7 +39,7 @@ def test_onnx_applies_the_calibrator_and_weight_granularity(tmp_path, calibrator
     applied = onnx_format.export_int8(small_model(), torch.randn(1, 3, 8, 8), calibration, path, {},
                                       Int8Options(calibrator=calibrator, per_channel=per_channel))
     assert applied == {"calibrator": calibrator, "per_channel": per_channel, "float_layers": [], "float_nodes": 0,
-                       "calibration_images": 16}
+                       "calibration_images": 16, "weights": "U8U8"}
     shapes = weight_scale_shapes(path)
     assert len(shapes) == 2
     assert all(s == ((8,) if per_channel else ()) for s in shapes), shapes
@@ -77,3 +77,57 @@ def test_the_pt2e_observer_follows_the_calibrator_and_says_so():
 def test_an_unknown_calibrator_is_refused():
     with pytest.raises(ValueError, match="unknown calibrator 'kl'"):
         Int8Options(calibrator="kl")
+
+
+@pytest.mark.parametrize("weight_type, reduce_range, dtype, bound", [
+    ("int8", False, np.int8, 127), ("int8", True, np.int8, 64), ("uint8", False, np.uint8, 255)])
+def test_onnx_stores_the_weight_type_and_range_asked_for(tmp_path, weight_type, reduce_range, dtype, bound):
+    calibration = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    applied = onnx_format.export_int8(small_model(), torch.randn(1, 3, 8, 8), calibration, path, {},
+                                      Int8Options(weight_type=weight_type, reduce_range=reduce_range))
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    weights = [inits[n.input[0]] for n in onnx.load(str(path)).graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert weights and all(w.dtype == dtype for w in weights)
+    assert max(int(np.abs(w.astype(np.int32) - (128 if dtype == np.uint8 else 0)).max()) for w in weights) <= bound
+    assert applied["weights"].startswith("U8S8" if weight_type == "int8" else "U8U8")
+    assert ("reduce_range" in applied["weights"]) == reduce_range
+
+
+def _profile(kind="host", **int8):
+    from edgekiln.targets.profiles import Profile
+
+    return Profile.model_validate({"name": "p", "device": "a device", "format": "onnx", "runner": {"kind": kind},
+                                   "int8": int8})
+
+
+@pytest.mark.parametrize("flags, reduce_range, says", [
+    ({"avx2", "avx512f", "avx512_vnni"}, False, "AVX-512 VNNI"),
+    ({"avx2", "avx_vnni"}, False, "AVX-VNNI"),
+    ({"avx2"}, True, "no VNNI"),
+    (set(), False, "non-x86 host"),
+])
+def test_onnx_int8_weights_follow_the_hosts_instruction_sets(monkeypatch, flags, reduce_range, says):
+    from edgekiln.targets.runners import host
+
+    monkeypatch.setattr(host, "_cpuinfo", lambda: ("a CPU", flags))
+    weight_type, rr, why = onnx_module.int8_types(_profile())
+    assert (weight_type, rr) == ("int8", reduce_range) and says in why
+
+
+def test_a_profiles_int8_section_overrides_the_choice_and_only_onnx_reads_it():
+    from pydantic import ValidationError
+
+    from edgekiln.targets.profiles import Profile
+
+    assert onnx_module.int8_types(_profile("adb"))[:2] == ("int8", False)  # a phone: ARM dot products
+    weight_type, reduce_range, why = onnx_module.int8_types(_profile("ssh", weight_type="uint8", reduce_range=True))
+    assert (weight_type, reduce_range) == ("uint8", True) and "weight_type = 'uint8'" in why
+    options, record = onnx_format.for_profile(Int8Options(calibrator="entropy"), _profile("adb", reduce_range=True))
+    assert (options.weight_type, options.reduce_range, options.calibrator) == ("int8", True, "entropy")
+    assert record["reduce_range"] is True
+    with pytest.raises(ValidationError, match="tflite artifacts do not read \\[int8\\]; only onnx does"):
+        Profile.model_validate({"name": "p", "device": "d", "format": "tflite", "runner": {"kind": "host"},
+                                "int8": {"weight_type": "int8"}})
+    assert get_format("tflite").for_profile(Int8Options(), _profile())[1] == {}

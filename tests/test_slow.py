@@ -151,7 +151,7 @@ def test_the_auto_epochs_benchmark_runs_in_its_tiny_mode():
     assert all("auto" not in row or "reached" in row or "no val improvement" in row for row in rows)
 
 
-def test_the_peers_benchmark_runs_in_its_tiny_mode_on_a_compress_run(tmp_path):
+def test_the_peers_and_onnx_weight_type_benchmarks_run_in_their_tiny_modes_on_a_compress_run(tmp_path):
     """benchmarks/peers.py --tiny on `edgekiln compress`'s output: the given model through
     onnxruntime quantize_static beside edgekiln's artifact, on the same checkpoint."""
     import subprocess
@@ -175,3 +175,12 @@ def test_the_peers_benchmark_runs_in_its_tiny_mode_on_a_compress_run(tmp_path):
     assert names[:3] == ["your model fp32 (onnxruntime)", "your model ort quantize_static U8S8 reduce_range",
                          "your model ort quantize_static U8U8"], done.stdout
     assert any(name.startswith("edgekiln x86-server-avx2 (onnx") for name in names), done.stdout
+    assert "best peer in the same runtime" in done.stdout and "onnx: your model ort quantize_static" in done.stdout
+    # benchmarks/onnx_int8_weight_types.py on the same run: each ONNX INT8 layout beside fp32
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "onnx_int8_weight_types.py"),
+                           str(tmp_path / "out"), "--tiny", "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert names == ["fp32", "U8S8", "U8S8 + reduce_range", "U8U8"], done.stdout
+    assert "int8_types on this host: weight type int8" in done.stdout

@@ -179,9 +179,12 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
         options = dataclasses.replace(options, float_layers=())
 
     def build(opts: Int8Options) -> None:
+        opts, for_device = fmt.for_profile(opts, profile)  # e.g. ONNX's weight type for the device's kernels
         with progress.status(f"  {target.name}: converting to {target.format} ({encoding})"):
             applied.update(fmt.export(bundle.model, bundle.example_input(), calibration, path, metadata,
                                       encoding, opts))
+        if int8:
+            applied.update(for_device)
 
     def score(opts: Int8Options) -> dict:
         return _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, opts, encoding)

@@ -18,6 +18,7 @@ from edgekiln.progress import console
 from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.cost import cost_features
+from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
 from edgekiln.training import distillation, evaluation, modeling, schedule, trainer
@@ -157,7 +158,8 @@ class _MeasuredLatency:
                 path = Path(tmp) / f"step{self.format.SUFFIX}"
                 with progress.status(f"  timing the pruned student on {self.profile.name}"):
                     self.format.export(copy.deepcopy(model).cpu().eval(), self.bundle.example_input(),
-                                       self.calibration, path, {"description": "pruning step"}, "int8")
+                                       self.calibration, path, {"description": "pruning step"}, "int8",
+                                       self.format.for_profile(Int8Options(), self.profile)[0])
                     with device_errors("prune.measure", self.profile, estimate_hint="drop prune.measure"):
                         measured = runners.measure(path, self.profile, features, self.format.PRECISION)
             self._seen[key] = measured.latency_ms["p50"], measured.source  # estimate if the runner fell back

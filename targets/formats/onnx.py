@@ -8,6 +8,7 @@ standard ModelProto fields (producer, version, doc string) filled in."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -94,7 +95,7 @@ def module_of(node_name: str) -> str:
 class OnnxSession(Session):
     """An onnxruntime session with `threads` intra-op threads on one execution provider."""
 
-    def __init__(self, path: str, threads: int, execution_provider: str = "cpu"):
+    def __init__(self, path: str, threads: int, execution_provider: str = "cpu", spinning: bool = True):
         import onnxruntime as ort
 
         provider = _PROVIDERS.get(execution_provider, execution_provider)
@@ -104,6 +105,8 @@ class OnnxSession(Session):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spinning:  # idle threads that spin would take the cores of the session timed next
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=[provider])
         self.input = self.session.get_inputs()[0]
         self.runtime = "onnxruntime"
@@ -159,6 +162,36 @@ def parse_perf_test(text: str) -> tuple[dict, float | None, list[str]]:
     return latency, None if peak is None else int(peak.group(1)) / 2**20, notes
 
 
+def int8_types(profile) -> tuple[str, bool, str]:
+    """(weight type, reduce_range, why) of INT8 ONNX weights for `profile`'s device: its
+    [int8] where set, else from the CPU that runs it. onnxruntime multiplies uint8
+    activations by int8 weights (U8S8) with VNNI (x86) or the dot-product instructions (ARM),
+    its fastest INT8; x86 kernels without VNNI (AVX2's vpmaddubsw) saturate on U8S8, which
+    7-bit weights (reduce_range) prevent (benchmarks/onnx_int8_weight_types.py)."""
+    spec = profile.int8
+    weight_type, reduce_range, why = "int8", False, "U8S8: the device's kernels multiply uint8 by int8 at full speed"
+    if profile.runner.kind == "host":
+        from edgekiln.targets.runners.host import host_isa
+
+        isa = host_isa()
+        if "no VNNI" in isa:
+            reduce_range, why = True, ("U8S8 with 7-bit weights (reduce_range): this host's x86 CPU has no VNNI, "
+                                       "and AVX2's INT8 multiply-add saturates on full 8-bit weights")
+        elif isa:
+            why = f"U8S8: this host's CPU has {next(i for i in isa if 'VNNI' in i)}, which multiplies uint8 by int8"
+        else:
+            why = "U8S8: a non-x86 host (onnxruntime's ARM kernels multiply uint8 by int8 with dot products)"
+    else:
+        why = (f"U8S8: {profile.device} is taken to be an ARM CPU (dot-product kernels) or an x86 one with VNNI; "
+               "set [int8] reduce_range = true in its profile for x86 without VNNI")
+    if spec.weight_type != "auto":
+        weight_type, why = spec.weight_type, f"the profile's [int8] weight_type = {spec.weight_type!r}"
+    if spec.reduce_range != "auto":
+        reduce_range = spec.reduce_range
+        why += f"; the profile's [int8] reduce_range = {str(spec.reduce_range).lower()}"
+    return weight_type, reduce_range, why
+
+
 @register_format
 class Onnx(Format):
     NAME = NAME
@@ -167,6 +200,7 @@ class Onnx(Format):
     RUNTIME_MODULE = "onnxruntime"
     PRECISION = "int8"  # weights and activations, as the cost model counts bytes
     MIXED_PRECISION = True  # nodes can stay float inside a QDQ model
+    READS_INT8_SPEC = True
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
     RUNTIME_OPTIONS = {"execution_provider": ("cpu", None)}  # cpu, nnapi, xnnpack, coreml or a provider name
     TOOLS = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
@@ -193,15 +227,16 @@ class Onnx(Format):
         pixels = to_pixels(calibration, pre["mean"], pre["std"])
         return (_raw_pixels_model(model, pre["mean"], pre["std"]), torch.from_numpy(pixels[:1]), pixels, "model.")
 
+    def for_profile(self, options: Int8Options, profile) -> tuple[Int8Options, dict]:
+        weight_type, reduce_range, why = int8_types(profile)
+        return (dataclasses.replace(options, weight_type=weight_type, reduce_range=reduce_range),
+                {"weight_type": weight_type, "reduce_range": reduce_range, "weights_why": why})
+
     def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                     options: Int8Options = Int8Options()) -> dict:
-        """Write an INT8 QDQ ONNX model (activations calibrated by `options.calibrator`), with
-        the nodes of `options.float_layers` left in float. Returns what was applied.
-
-        Weights are uint8 like the activations (U8U8): with int8 weights (U8S8) onnxruntime's
-        x86 kernels without VNNI saturate, which cost 13 points on the digits demo while U8U8
-        kept the accuracy at the same latency (benchmarks/onnx_int8_weight_types.py).
-        """
+        """Write an INT8 QDQ ONNX model (uint8 activations calibrated by `options.calibrator`;
+        weights of `options.weight_type`, 7-bit with `options.reduce_range`), with the nodes
+        of `options.float_layers` left in float. Returns what was applied."""
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -216,12 +251,16 @@ class Onnx(Format):
                         if float_layers and in_layers(module_of(n.name), float_layers)]
             quantize_static(
                 str(pre), str(path), _Reader(inputs), quant_format=QuantFormat.QDQ,
-                per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                per_channel=options.per_channel, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8 if options.weight_type == "int8" else QuantType.QUInt8,
+                reduce_range=options.reduce_range,
                 calibrate_method=getattr(CalibrationMethod, _CALIBRATE_METHOD[options.calibrator]),
                 nodes_to_exclude=excluded,
             )
         self.write_metadata(path, metadata)
         return {"calibrator": options.calibrator, "per_channel": options.per_channel,
+                "weights": f"U8{'S8' if options.weight_type == 'int8' else 'U8'}"
+                           + (", reduce_range (7-bit weights)" if options.reduce_range else ""),
                 "float_layers": list(options.float_layers), "float_nodes": len(excluded),
                 "calibration_images": len(calibration)}
 
@@ -278,8 +317,9 @@ class Onnx(Format):
 
         return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
-    def open_session(self, path, threads: int = 1, execution_provider: str = "cpu", **_) -> OnnxSession:
-        return OnnxSession(str(path), threads, execution_provider)
+    def open_session(self, path, threads: int = 1, execution_provider: str = "cpu", interleaved: bool = False,
+                     **_) -> OnnxSession:
+        return OnnxSession(str(path), threads, execution_provider, spinning=not interleaved)
 
     def predict(self, path: Path, images: np.ndarray, threads: int = 1, batch_size: int = 64) -> np.ndarray:
         """Logits for preprocessed float32 NCHW `images`, computed by onnxruntime in batches
