@@ -45,12 +45,14 @@ def is_transformers(arch: str) -> bool:
 
 
 def is_known_arch(arch: str) -> bool:
-    """A timm registry name, a timm Hugging Face hub id (`hf-hub:org/name`), or a
-    transformers image classifier (`hf:org/name` or `hf:/local/dir`); the last two are
-    resolved when the model is created."""
+    """A timm registry name, a timm Hugging Face hub id (`hf-hub:org/name`), a
+    transformers image classifier (`hf:org/name` or `hf:/local/dir`) or a CLIP-style model
+    (`clip:org/name` or `clip:/local/dir`); the last three are resolved when the model is created."""
     import timm
 
-    return arch.startswith("hf-hub:") or is_transformers(arch) or timm.is_model(arch)
+    from edgekiln.training import zero_shot
+
+    return arch.startswith("hf-hub:") or is_transformers(arch) or zero_shot.is_zero_shot(arch) or timm.is_model(arch)
 
 
 def check_known_arch(key: str, arch: str) -> None:
@@ -133,14 +135,16 @@ def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | No
 def native_data_config(arch: str, model: nn.Module) -> dict:
     """The input size, mean and std the model's weights were trained with: timm's data
     config, or a transformers checkpoint's image processor."""
-    if isinstance(model, TransformersClassifier):
+    from edgekiln.training import zero_shot
+
+    if isinstance(model, (TransformersClassifier, zero_shot.ZeroShotClassifier)):
         from transformers import AutoImageProcessor
 
         config = model.hf.config
-        size = getattr(config, "image_size", 224)
+        size = getattr(getattr(config, "vision_config", config), "image_size", 224)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         try:
-            processor = AutoImageProcessor.from_pretrained(arch[len(TRANSFORMERS_PREFIX):])
+            processor = AutoImageProcessor.from_pretrained(arch.split(":", 1)[1])
             mean, std = processor.image_mean, processor.image_std
             size = processor.size.get("height") or processor.size.get("shortest_edge") or size
         except (OSError, ValueError, AttributeError):
@@ -194,6 +198,10 @@ def save_bundle(bundle: ModelBundle, directory: Path) -> None:
             "structure": structure}
     if isinstance(model, TransformersClassifier):
         model.hf.config.save_pretrained(str(directory / "transformers"))
+    from edgekiln.training import zero_shot
+
+    if isinstance(model, zero_shot.ZeroShotClassifier):
+        zero_shot.save_config(model, directory / "clip")
     (directory / "bundle.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -207,6 +215,10 @@ def load_bundle(directory: Path) -> ModelBundle:
 
         config = AutoConfig.from_pretrained(str(directory / "transformers"))
         model = TransformersClassifier(AutoModelForImageClassification.from_config(config))
+    elif meta["arch"].startswith("clip:"):
+        from edgekiln.training import zero_shot
+
+        model = zero_shot.from_saved_config(directory / "clip", meta["num_classes"])
     else:
         model = create(meta["arch"], meta["num_classes"], image_size=meta["input_size"])
     modules = dict(model.named_modules())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekiln.stages import Stage, register
 from edgekiln.training.config import Epochs
@@ -31,7 +31,8 @@ class TeacherCandidate(BaseModel):
 
 class TeacherConfig(BaseModel):
     """`[teacher]`: candidates are timm names, `hf-hub:` timm ids, `hf:` transformers
-    checkpoints (hub id or local directory), or {arch, checkpoint} tables."""
+    checkpoints (hub id or local directory), `clip:` CLIP-style models that classify from the
+    class names (hub id or local directory), or {arch, checkpoint} tables."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,13 +47,27 @@ class TeacherConfig(BaseModel):
     max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9
     max_latency_ms: float | None = Field(None, gt=0)  # host, batch 1, torch on the CPU
     ensemble: int = Field(1, ge=1, le=16)
+    # `clip:` candidates: the prompts each class name fills ({} is the name), averaged per
+    # class; "zero-shot" trains nothing, "linear-probe" trains the head on the train split.
+    prompts: list[str] | None = Field(None, min_length=1)
+    clip_head: Literal["zero-shot", "linear-probe"] = "zero-shot"
+
+    @field_validator("prompts")
+    @classmethod
+    def _a_place_for_the_name(cls, v):
+        if v is not None:
+            missing = [p for p in v if p.count("{}") != 1]
+            if missing:
+                raise ValueError(f"each prompt must hold {{}} once, where the class name goes: {missing[0]!r}")
+        return v
 
     def resolved(self) -> list[TeacherCandidate]:
         return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
 
     @model_validator(mode="after")
     def _nothing_distils_from_an_untrained_head(self) -> "TeacherConfig":
-        untrained = [c for c in self.resolved() if c.checkpoint is None]
+        untrained = [c for c in self.resolved() if c.checkpoint is None
+                     and not (c.arch.startswith("clip:") and self.clip_head == "zero-shot")]
         if self.epochs == 0 and untrained:
             raise ValueError(f"teacher.epochs = 0 would distil from {untrained[0].name} untrained (its classifier "
                              'head is new): give a number of epochs or "auto"; 0 is for candidates given as '
@@ -65,8 +80,10 @@ class TeacherConfig(BaseModel):
             if not isinstance(cand, str):
                 if cand.checkpoint is not None and not cand.checkpoint.is_absolute():
                     cand.checkpoint = (base / cand.checkpoint).resolve()
-            elif cand.startswith("hf:") and (base / cand[3:]).is_dir():  # a local directory, not a hub id
-                self.candidates[i] = f"hf:{(base / cand[3:]).resolve()}"
+            elif cand.startswith(("hf:", "clip:")):
+                prefix, ref = cand.split(":", 1)
+                if (base / ref).is_dir():  # a local directory, not a hub id
+                    self.candidates[i] = f"{prefix}:{(base / ref).resolve()}"
 
     def input_paths(self) -> list[tuple[str, Path, bool]]:
         """(key, path, is a data folder) of every file it reads."""
@@ -74,8 +91,8 @@ class TeacherConfig(BaseModel):
         for i, cand in enumerate(self.candidates):
             if not isinstance(cand, str) and cand.checkpoint is not None:
                 out.append((f"candidates[{i}].checkpoint", Path(cand.checkpoint), False))
-            elif isinstance(cand, str) and cand.startswith("hf:") and Path(cand[3:]).is_dir():
-                out.append((f"candidates[{i}]", Path(cand[3:]), False))
+            elif isinstance(cand, str) and cand.startswith(("hf:", "clip:")) and Path(cand.split(":", 1)[1]).is_dir():
+                out.append((f"candidates[{i}]", Path(cand.split(":", 1)[1]), False))
         return out
 
 

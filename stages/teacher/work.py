@@ -13,7 +13,7 @@ from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig
 from edgekiln.targets.timing import measure
-from edgekiln.training import evaluation, modeling, schedule, trainer
+from edgekiln.training import evaluation, modeling, schedule, trainer, zero_shot
 from edgekiln.training.config import TrainConfig
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -45,7 +45,11 @@ def preflight(config: dict) -> None:
             raise InputError(f"{key}: {cand.arch!r} is a file; give it as {{arch = \"<timm name>\", "
                              f"checkpoint = \"{cand.arch}\"}}")
         modeling.check_known_arch(key, cand.arch)
-        if modeling.is_transformers(cand.arch):
+        if zero_shot.is_zero_shot(cand.arch):
+            if cand.checkpoint is not None:
+                raise InputError(f"{key}: a CLIP model is a directory: give it as \"clip:<dir>\"")
+            zero_shot.check(key, cand.arch)
+        elif modeling.is_transformers(cand.arch):
             modeling.check_transformers_classifier(key, cand.arch)
         elif cfg.pretrained and not cand.checkpoint and not cand.arch.startswith("hf-hub:"):
             import timm
@@ -64,6 +68,8 @@ def preflight(config: dict) -> None:
 def _native_size(cfg: TeacherConfig, cand: TeacherCandidate) -> bool:
     """Whether the candidate runs at its weights' own input size (published, hub or local
     checkpoint weights) rather than at the data's (trained from scratch here)."""
+    if zero_shot.is_zero_shot(cand.arch):  # its position embeddings are for its own size
+        return True
     return cfg.image_size is None and (cfg.pretrained or cand.checkpoint is not None
                                        or modeling.is_transformers(cand.arch))
 
@@ -82,8 +88,12 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
     scored, records = [], []
     for cand in cfg.resolved():
         native = _native_size(cfg, cand)
-        model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint,
-                                seed=data.seed, image_size=None if native else cfg.image_size or data.image_size)
+        clip = zero_shot.is_zero_shot(cand.arch)
+        if clip:
+            model = zero_shot.create(cand.arch, data.classes, cfg.prompts or zero_shot.DEFAULT_PROMPTS)
+        else:
+            model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint,
+                                    seed=data.seed, image_size=None if native else cfg.image_size or data.image_size)
         note = ""
         if cand.checkpoint is not None:
             skipped = modeling.load_checkpoint(model, cand.checkpoint)
@@ -99,10 +109,20 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
             record["why"] = excluded
             console.print(f"  candidate {cand.name}: excluded, {excluded}")
             continue
-        fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
-                              desc=f"teacher {cand.name}", train=train, lr_key="teacher.lr")
+        if clip:
+            prompts = cfg.prompts or zero_shot.DEFAULT_PROMPTS
+            record["zero_shot"] = {"head": cfg.clip_head, "prompts": list(prompts),
+                                   "classes": list(data.classes), "labels_used": cfg.clip_head == "linear-probe"}
+        if clip and cfg.clip_head == "zero-shot":
+            record["schedule"] = {"mode": "zero-shot", "epochs": 0,
+                                  "stopped": "zero-shot: the head is built from the class names"}
+        else:
+            if clip:
+                zero_shot.freeze_image_tower(model)
+            fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
+                                 desc=f"teacher {cand.name}", train=train, lr_key="teacher.lr")
+            record["schedule"] = fitted["schedule"]
         record["accuracy"] = evaluation.evaluate(bundle, data)
-        record["schedule"] = fitted["schedule"]
         record["score"] = _score(cfg, record)
         scored.append((bundle, record))
         console.print(f"  candidate {cand.name}: {record['accuracy']:.2f}% at {bundle.input_size} px{note}")
@@ -120,6 +140,12 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
             record["why"] = f"ensemble member {rank + 1} of {cfg.ensemble} by {rule}"
         else:
             record["why"] = f"lower {rule} than {chosen[-1][1]['name']}"
+    for record in records:
+        if "zero_shot" in record:  # say what the head is, beside why it won or lost
+            head = record["zero_shot"]
+            record["why"] = (f"{record.get('why') or ''}; " if record.get("why") else "") + (
+                f"{head['head']} head from {len(head['prompts'])} prompts per class name"
+                + ("; no labels used" if not head["labels_used"] else "; trained on the labelled train split"))
     bundles = [b for b, _ in chosen]
     accuracy = chosen[0][1]["accuracy"]
     if len(bundles) > 1:
