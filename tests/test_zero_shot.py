@@ -106,9 +106,14 @@ def test_a_prompt_without_a_place_for_the_name_is_a_config_error():
     TeacherConfig(candidates=["clip:x"], epochs=0)  # zero-shot needs no training
 
 
-def test_a_config_whose_only_teacher_is_clip_runs_every_stage_to_artifacts(clip_dir, tmp_path):
+def test_a_clip_teacher_distils_on_unlabelled_images_through_every_stage_to_artifacts(clip_dir, tmp_path):
+    """The issue's case in one run: no teacher trained on labels, frames without labels."""
+    from tests.test_unlabelled import write_images
+
+    frames = write_images(tmp_path / "frames", 24, size=40)
     config = write_config(tmp_path, targets='[[targets]]\nname = "server"\nformat = "onnx"\n')
-    text = config.read_text().replace('candidates = ["resnet10t", "mobilenetv3_small_050"]\nepochs = 4',
+    text = config.read_text().replace("seed = 0", f'seed = 0\nunlabelled_path = "{frames}"', 1)
+    text = text.replace('candidates = ["resnet10t", "mobilenetv3_small_050"]\nepochs = 4',
                                       f'candidates = ["clip:{clip_dir}"]\nepochs = 0\n'
                                       'prompts = ["a photo of the number {}.", "a digit: {}"]')
     text = text.replace("epochs = 6", "epochs = 1").replace("finetune_epochs = 2", "finetune_epochs = 1")
@@ -125,6 +130,11 @@ def test_a_config_whose_only_teacher_is_clip_runs_every_stage_to_artifacts(clip_
     assert [s["name"] for s in manifest["stages"]] == ["teacher", "distill", "prune", "quantize", "export"]
     assert np.isclose(teacher["accuracy"], manifest["stages"][0]["accuracy"])
     assert (tmp_path / "out" / "model.onnx").is_file()
+    student = manifest["student"]  # the unlabelled frames: counted, seen by the student's loss
+    assert student["unlabelled"]["images"] == 24 and student["unlabelled"]["left_out"] == 0
+    assert next(c for c in student["candidates"] if c["chosen"])["unlabelled_seen"] == 24  # one epoch
+    splits = json.loads((tmp_path / "out" / "splits.json").read_text())  # val and test: the digits only
+    assert splits["val"]["root"] == splits["test"]["root"] == "digits"
 
 
 def test_a_linear_probe_trains_the_head_only_and_competes_with_fine_tuned_teachers(clip_dir, tmp_path):

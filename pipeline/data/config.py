@@ -65,6 +65,9 @@ class DataConfig(BaseModel):
     source: Literal["digits", "imagefolder", "webdataset", "idx"] = "digits"
     path: Path | None = None
     val_path: Path | None = None
+    # Images without labels (any layout, nested folders allowed): distillation and pruning
+    # recovery train on them with the KD term only (data/unlabelled.py).
+    unlabelled_path: Path | None = None
     test_path: Path | None = None
     # webdataset: each split's shards, a brace pattern ("train-{000..099}.tar") or a list of
     # paths or URLs; samples are `<key>.jpg` (or png, webp...) with `<key>.cls`, the class
@@ -116,6 +119,9 @@ class DataConfig(BaseModel):
         if self.source == "digits" and self.streaming:
             raise ValueError("streaming = true needs source 'imagefolder' or 'webdataset': the digits are 1,797 "
                              "images in memory")
+        if self.source == "webdataset" and self.unlabelled_path is not None:
+            raise ValueError("unlabelled_path joins training images held in memory or read from folders; with "
+                             "source 'webdataset' it is not supported yet")
         if self.source == "webdataset":
             self._fits_shards()
         elif self.shards or self.val_shards or self.test_shards:
@@ -148,12 +154,13 @@ class DataConfig(BaseModel):
             return spec if spec is None else one(spec) if isinstance(spec, str) else [one(u) for u in spec]
 
         self.path, self.val_path, self.test_path = fix(self.path), fix(self.val_path), fix(self.test_path)
+        self.unlabelled_path = fix(self.unlabelled_path)
         self.shards, self.val_shards = fix_shards(self.shards), fix_shards(self.val_shards)
         self.test_shards = fix_shards(self.test_shards)
 
     def input_paths(self) -> list[tuple[str, Path, bool]]:
         """(key, path, is a data folder) of every folder and local shard it reads."""
-        out = [(key, Path(value), Path(value).is_dir()) for key in ("path", "val_path", "test_path")
+        out = [(key, Path(value), Path(value).is_dir()) for key in ("path", "val_path", "test_path", "unlabelled_path")
                if (value := getattr(self, key)) is not None]
         for key in ("shards", "val_shards", "test_shards"):
             spec = getattr(self, key)
@@ -183,6 +190,11 @@ class DataConfig(BaseModel):
                 if path is not None and not path.is_file():
                     problems.append(f"{key}: shard {path} does not exist")
                     break
+        if self.unlabelled_path is not None:
+            if not self.unlabelled_path.is_dir():
+                problems.append(f"unlabelled_path: {self.unlabelled_path} is not a folder")
+            elif next(_images_in(self.unlabelled_path, recursive=True), None) is None:
+                problems.append(f"unlabelled_path: {self.unlabelled_path} holds no images (.jpg, .png, .webp, ...)")
         if self.source == "idx" and self.path is not None and self.path.is_dir():
             from edgekiln.data import idx_files
 

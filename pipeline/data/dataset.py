@@ -51,6 +51,9 @@ class Dataset:
     shard_layout: list | None = None
     shuffle_buffer: int = 0
     skipped: list[str] = field(default_factory=list)  # hidden files and folders the data folders hold, not read
+    # [data] unlabelled_path's images (data/unlabelled.py), and their record for the manifest
+    unlabelled_x: torch.Tensor | ImageFiles | None = None
+    unlabelled: dict | None = None
 
     @property
     def streamed(self) -> bool:
@@ -166,15 +169,25 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
     train = train if stream else train.decoded(workers)
     val, test = val.decoded(workers), None if test is None else test.decoded(workers)
     # How the images are read changes nothing a stage computes: not part of the fingerprint.
+    if cfg.unlabelled_path is not None:  # what a distilled student depends on, listed like a calibration folder
+        from edgekiln.calibration import folder_fingerprint
+
+        source_id += json.dumps(folder_fingerprint(cfg.unlabelled_path))
     fingerprint = hashlib.sha256((source_id + cfg.model_dump_json(
-        exclude={"path", "val_path", "test_path", "shards", "val_shards", "test_shards", "streaming",
-                 "num_workers", "max_image_pixels", "follow_symlinks"})).encode()).hexdigest()
+        exclude={"path", "val_path", "test_path", "unlabelled_path", "shards", "val_shards", "test_shards",
+                 "streaming", "num_workers", "max_image_pixels", "follow_symlinks"})).encode()).hexdigest()
     splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
               "val": val.members(), "test": None if test is None else test.members()}
-    return Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
+    data = Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
                    test_x=None if test is None else test.x, test_y=None if test is None else test.y,
                    splits=splits, workers=workers if stream else 0, shard_layout=layout,
                    shuffle_buffer=cfg.shuffle_buffer, skipped=skipped)
+    if cfg.unlabelled_path is not None:
+        from edgekiln.data import unlabelled
+
+        folders = {"data.path": cfg.path, "data.val_path": cfg.val_path, "data.test_path": cfg.test_path}
+        data = unlabelled.attach(data, cfg.unlabelled_path, cfg.image_size, folders, workers)
+    return data
 
 
 def _shard_pools(cfg: DataConfig, index_dir: Path | None) -> tuple[_Pool, _Pool, _Pool | None]:

@@ -111,6 +111,15 @@ class _Pipeline(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _unlabelled_images_are_not_mixed(self):
+        data, train = getattr(self, "data", None), getattr(self, "train", None)
+        if data is not None and train is not None and data.unlabelled_path is not None \
+                and (train.mixup > 0 or train.cutmix > 0):
+            raise ValueError("train.mixup and train.cutmix mix labels, which data.unlabelled_path images do not "
+                             "have: set both to 0, or leave out unlabelled_path")
+        return self
+
+    @model_validator(mode="after")
     def _unique_target_names(self):
         _first_duplicate([t.name for t in self.targets or []], "name")
         return self

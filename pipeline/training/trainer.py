@@ -24,6 +24,7 @@ from torch import nn
 
 from edgekiln.data.dataset import Dataset
 from edgekiln.data.image_files import SampleAugment, batches
+from edgekiln.data.unlabelled import NO_LABEL
 from edgekiln.errors import TrainingDiverged
 from edgekiln.progress import console, epoch_bar
 from edgekiln.targets import disk
@@ -282,10 +283,11 @@ class Trainer:
                                                if train.channels_last else x)
             out = out.float()
             hinted = None if hinted is None else hinted.float()
-            if y.dim() == 2:
-                hard = F.cross_entropy(out, y)
-            else:
-                hard = F.cross_entropy(out, y, label_smoothing=train.label_smoothing)
+            hard = hard_loss(out, y, train.label_smoothing)
+            if y.dim() == 1 and self.teacher is not None:  # unlabelled images learn from the teacher alone
+                unlabelled = int((y == NO_LABEL).sum())
+                if unlabelled:
+                    self.notes["unlabelled_seen"] = self.notes.get("unlabelled_seen", 0) + unlabelled
             loss = hard
             if self.teacher is not None:
                 if self.cached is not None:
@@ -309,6 +311,20 @@ class Trainer:
             total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
         self.epoch_seconds.append(time.perf_counter() - epoch_start)
         return total / max(seen, 1)
+
+
+def hard_loss(out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against the labels: soft targets (mixup) as they are; of class labels,
+    only the labelled images' (an unlabelled one, NO_LABEL, adds nothing: its only signal is
+    the teacher's); a batch without a labelled image has no hard loss."""
+    if y.dim() == 2:
+        return F.cross_entropy(out, y)
+    labelled = y != NO_LABEL
+    if not bool(labelled.all()):
+        if not bool(labelled.any()):
+            return out.sum() * 0.0  # keeps the graph: the KD term still trains
+        out, y = out[labelled], y[labelled]
+    return F.cross_entropy(out, y, label_smoothing=label_smoothing)
 
 
 def train_auto(trainer: Trainer, bundle: ModelBundle, data: Dataset, plan: Schedule,

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from edgekiln import gates as budgets
+from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
@@ -67,7 +68,7 @@ class _Candidate:
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
                                       source="distilled from " + " + ".join(t.source for t in teachers))
         teacher, hint = distillation.hinted_teacher(teachers, self.bundle, kd)
-        self.trainer = trainer.Trainer(self.bundle, data, epochs, lr=cfg.lr, seed=data.seed,
+        self.trainer = trainer.Trainer(self.bundle, unlabelled.joined(data), epochs, lr=cfg.lr, seed=data.seed,
                                         desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
                                         lr_key="student.lr")
         params = modeling.params(model)
@@ -137,6 +138,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     winner = alive[0]
     winner.trainer.finish()
     winner.record["chosen"] = True
+    if data.unlabelled is not None:  # how many unlabelled images the chosen student's KD term saw
+        winner.record["unlabelled_seen"] = winner.trainer.notes.get("unlabelled_seen", 0)
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
         winner.record["why"] = "the only candidate"
@@ -153,7 +156,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
                     "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates), "within_budget": within,
-                    "auto": winner.record.get("schedule"),
+                    "auto": winner.record.get("schedule"), "unlabelled": data.unlabelled,
                     "candidates": [c.record for c in candidates]}})
 
 

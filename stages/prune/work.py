@@ -12,6 +12,7 @@ import torch
 
 from edgekiln import gates as budget
 from edgekiln import progress
+from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
@@ -234,7 +235,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                                          reference.accuracy, config.get("budget"))
         # Auto recovery goes on until the step is back within budget (with the margin), else
         # until val stops improving or the cap: a step is undone only after that.
-        fitted = trainer.fit(student, data, recovery, lr=cfg.lr, seed=data.seed + k - 1,
+        fitted = trainer.fit(student, unlabelled.joined(data), recovery, lr=cfg.lr, seed=data.seed + k - 1,
                               desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,
                               teacher=teacher, kd=kd, lr_key="prune.lr",
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
