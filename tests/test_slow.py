@@ -184,3 +184,20 @@ def test_the_peers_and_onnx_weight_type_benchmarks_run_in_their_tiny_modes_on_a_
     names = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert names == ["fp32", "U8S8", "U8S8 + reduce_range", "U8U8"], done.stdout
     assert "int8_types on this host: weight type int8" in done.stdout
+
+
+def test_the_unlabelled_benchmark_runs_in_its_tiny_mode_with_a_zero_shot_arm(tmp_path):
+    """benchmarks/unlabelled.py --tiny, with a small CLIP model for arm (d)."""
+    import subprocess
+    import sys
+
+    from tests.test_zero_shot import tiny_clip
+
+    clip = tiny_clip(tmp_path / "clip")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unlabelled.py"), "--tiny", "--clip", str(clip)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arms = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| (")]
+    assert arms == ["(a) supervised, labelled only", "(b) KD, labelled only", "(c) KD, labelled + unlabelled rest",
+                    "(d) KD from zero-shot CLIP, no labels"], done.stdout
+    assert "gain of (c) over (b):" in done.stdout

@@ -132,7 +132,10 @@ def test_a_clip_teacher_distils_on_unlabelled_images_through_every_stage_to_arti
     assert (tmp_path / "out" / "model.onnx").is_file()
     student = manifest["student"]  # the unlabelled frames: counted, seen by the student's loss
     assert student["unlabelled"]["images"] == 24 and student["unlabelled"]["left_out"] == 0
-    assert next(c for c in student["candidates"] if c["chosen"])["unlabelled_seen"] == 24  # one epoch
+    chosen = next(c for c in student["candidates"] if c["chosen"])
+    assert chosen["unlabelled_seen"] == 24  # one epoch
+    assert chosen["teacher_outputs"]["computed"].startswith("once per image")  # the tiny recipe augments nothing
+    assert chosen["teacher_outputs"]["precompute_seconds"] >= 0
     splits = json.loads((tmp_path / "out" / "splits.json").read_text())  # val and test: the digits only
     assert splits["val"]["root"] == splits["test"]["root"] == "digits"
 

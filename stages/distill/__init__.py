@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekiln.stages import Check, Stage, register
-from edgekiln.training.config import Epochs
+from edgekiln.training.config import Epochs, LearningRate
 
 
 class StudentConfig(BaseModel):
@@ -28,7 +28,7 @@ class StudentConfig(BaseModel):
     epochs: Epochs = 10
     max_epochs: int = Field(100, ge=1, le=1000)  # epochs = "auto": the cap
     max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop the chosen student after this long
-    lr: float = Field(3e-3, gt=0.0)
+    lr: LearningRate = 3e-3  # or "auto": a range test per candidate, with the KD loss (training/lr_range.py)
     # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
     # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
     # "accuracy" (the most accurate); none within budget: the most accurate.

@@ -14,7 +14,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.distill import StudentConfig
 from edgekiln.stages.result import StageResult
-from edgekiln.training import distillation, evaluation, modeling, schedule, trainer
+from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
 from edgekiln.training.config import DistillConfig
 
 
@@ -68,7 +68,12 @@ class _Candidate:
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
                                       source="distilled from " + " + ".join(t.source for t in teachers))
         teacher, hint = distillation.hinted_teacher(teachers, self.bundle, kd)
-        self.trainer = trainer.Trainer(self.bundle, unlabelled.joined(data), epochs, lr=cfg.lr, seed=data.seed,
+        found = None
+        if cfg.lr == "auto":  # on the images and with the loss the loop trains with (the hint aside)
+            found = lr_range.find(self.bundle, unlabelled.joined(data), train, seed=data.seed, teacher=teacher, kd=kd)
+            console.print(f"  distill {arch}: learning rate {found['lr']:.3g} ({found['why']})")
+        lr = cfg.lr if found is None else found["lr"]
+        self.trainer = trainer.Trainer(self.bundle, unlabelled.joined(data), epochs, lr=lr, seed=data.seed,
                                         desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
                                         lr_key="student.lr")
         params = modeling.params(model)
@@ -77,6 +82,8 @@ class _Candidate:
                        "int8_bytes": params,
                        "latency_ms": None if estimator is None else estimator(model),
                        "accuracy": None, "epochs_trained": 0, "rounds": [], "chosen": False}
+        if found is not None:
+            self.record["lr"] = found
 
     def train_to(self, epochs: int, data: Dataset) -> float:
         self.trainer.train_until(epochs)
@@ -140,6 +147,11 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     winner.record["chosen"] = True
     if data.unlabelled is not None:  # how many unlabelled images the chosen student's KD term saw
         winner.record["unlabelled_seen"] = winner.trainer.notes.get("unlabelled_seen", 0)
+    once = winner.trainer.cached is not None
+    winner.record["teacher_outputs"] = {  # what the teacher cost: once per image, or on every step's view
+        "computed": "once per image (the inputs are the same every epoch)" if once
+        else "on every step, on the view the student sees (augmented inputs)",
+        "precompute_seconds": round(winner.trainer.precompute_seconds, 2) if once else None}
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
         winner.record["why"] = "the only candidate"

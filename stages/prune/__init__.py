@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgekiln.stages import Stage, register
-from edgekiln.training.config import Epochs
+from edgekiln.training.config import Epochs, LearningRate
 
 
 class PruneConfig(BaseModel):
@@ -37,7 +37,7 @@ class PruneConfig(BaseModel):
     finetune_epochs: Epochs = 3
     max_epochs: int = Field(30, ge=1, le=1000)  # finetune_epochs = "auto": the cap per step
     max_minutes: float | None = Field(None, gt=0)  # finetune_epochs = "auto": per step
-    lr: float = Field(1e-3, gt=0.0)
+    lr: LearningRate = 1e-3  # or "auto": a range test before each step's recovery (training/lr_range.py)
 
     @model_validator(mode="after")
     def _one_target(self) -> "PruneConfig":

@@ -22,7 +22,7 @@ from edgekiln.targets.cost import cost_features
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
-from edgekiln.training import distillation, evaluation, modeling, schedule, trainer
+from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
 from edgekiln.training.config import DistillConfig
 
 _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's channels
@@ -235,7 +235,12 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                                          reference.accuracy, config.get("budget"))
         # Auto recovery goes on until the step is back within budget (with the margin), else
         # until val stops improving or the cap: a step is undone only after that.
-        fitted = trainer.fit(student, unlabelled.joined(data), recovery, lr=cfg.lr, seed=data.seed + k - 1,
+        lr, found = cfg.lr, None
+        if lr == "auto":  # this step's pruned student, on the loss its recovery trains with
+            found = lr_range.find(student, unlabelled.joined(data), train, seed=data.seed + k - 1, teacher=teacher,
+                                  kd=kd)
+            lr = found["lr"]
+        fitted = trainer.fit(student, unlabelled.joined(data), recovery, lr=lr, seed=data.seed + k - 1,
                               desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,
                               teacher=teacher, kd=kd, lr_key="prune.lr",
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
@@ -244,6 +249,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                                 config.get("budget"))
         steps.append(record(k, accuracy, missed or ""))
         steps[-1]["recovery"] = fitted["schedule"]
+        if found is not None:
+            steps[-1]["lr"] = found
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
                       + (f", {steps[-1]['latency_ms']:.3f} ms ({latency.source})" if latency else "")
                       + f", accuracy {accuracy:.2f}%" + (f" [red]{breach}" if breach else ""))

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekiln.stages import Stage, register
-from edgekiln.training.config import Epochs
+from edgekiln.training.config import Epochs, LearningRate
 
 
 class TeacherCandidate(BaseModel):
@@ -41,7 +41,7 @@ class TeacherConfig(BaseModel):
     epochs: Epochs = 5
     max_epochs: int = Field(50, ge=1, le=1000)  # epochs = "auto": the cap (and the span of its LR schedule)
     max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop a candidate after this long
-    lr: float = Field(3e-3, gt=0.0)
+    lr: LearningRate = 3e-3  # or "auto": a range test per candidate (training/lr_range.py)
     image_size: int | None = Field(None, ge=16, le=1024)  # default: see `input_size` below
     select: Literal["accuracy", "accuracy_per_gflop"] = "accuracy"
     max_macs: float | None = Field(None, gt=0)  # per image, e.g. 5e9

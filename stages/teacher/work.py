@@ -13,7 +13,7 @@ from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig
 from edgekiln.targets.timing import measure
-from edgekiln.training import evaluation, modeling, schedule, trainer, zero_shot
+from edgekiln.training import evaluation, lr_range, modeling, schedule, trainer, zero_shot
 from edgekiln.training.config import TrainConfig
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -119,7 +119,12 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
         else:
             if clip:
                 zero_shot.freeze_image_tower(model)
-            fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=cfg.lr, seed=data.seed,
+            lr = cfg.lr
+            if lr == "auto":
+                record["lr"] = lr_range.find(bundle, data, train, seed=data.seed)
+                lr = record["lr"]["lr"]
+                console.print(f"  candidate {cand.name}: learning rate {lr:.3g} ({record['lr']['why']})")
+            fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=lr, seed=data.seed,
                                  desc=f"teacher {cand.name}", train=train, lr_key="teacher.lr")
             record["schedule"] = fitted["schedule"]
         record["accuracy"] = evaluation.evaluate(bundle, data)
