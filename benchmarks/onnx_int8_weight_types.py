@@ -78,17 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         for (name, path), rounds in zip(paths.items(), timed.round_p50_ms):
             right = hits(onnx.predict(path, images).argmax(1), labels)
             low, high = accuracy_interval(right)
+            ratio, paired = encodings.paired(rounds, timed.round_p50_ms[0])
             rows.append((name, float(right.mean() * 100), low, high, path.stat().st_size,
-                         statistics.median(rounds), encodings.noise(rounds)))
-    base = rows[0][5]
+                         statistics.median(rounds), encodings.noise(rounds), ratio, paired))
     print(f"{bundle.arch} ({manifest['config']['data'].get('source', 'folder')} data), "
           f"{len(labels)} {'test' if data.has_test else 'val'} images, onnxruntime, {args.threads} threads, "
           f"batch 1; {timed.device}; {timed.rounds} interleaved rounds of {timed.runs_per_round} runs\n")
-    print("| encoding | accuracy % (95% CI) | size KB | host p50 ms (median of rounds) | noise | p50 / fp32 |")
-    print("|---|---|---|---|---|---|")
-    for name, acc, low, high, size, p50, noise in rows:
+    print("| encoding | accuracy % (95% CI) | size KB | host p50 ms (median of rounds) | noise of its rounds | "
+          "p50 / fp32, round by round | noise of that ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for name, acc, low, high, size, p50, noise, ratio, paired in rows:
         print(f"| {name} | {acc:.2f} [{low:.1f}, {high:.1f}] | {size / 1e3:.0f} | {p50:.3f} | {noise:.1%} | "
-              f"{p50 / base:.2f} |")
+              f"{ratio:.2f} | {paired:.1%} |")
     print(f"\nint8_types on this host: weight type {chosen[0]}, reduce_range {chosen[1]}: {chosen[2]}")
     return 0
 

@@ -9,15 +9,20 @@ hidden, and four arms are graded on the same test split.
       distilled on every training image, no label used; left out without one (no weights
       can be downloaded on the machine this table was made on).
 
-(b) trains for as many optimizer steps as (c), so (c)'s gain is the unlabelled images', not
-more steps'. Every arm's epoch count is fixed (reproducible); the gain of (c) over (b) is a
-paired difference on the same test images, with its 95% interval.
+Every arm trains on `epochs = "auto"` (training/schedule.py: until val stops improving for
+[train] patience epochs, the best epoch kept, within a cap), so no arm is cut short by a
+hand-set count: (c) gets a cap of `--cap` epochs over all its images and [train]'s patience;
+the arms on the labelled part alone a cap of `--labelled-cap` epochs and a patience as many
+times longer as their epochs are shorter, so every arm waits as many steps for a gain (an
+epoch of 100 images is two steps: four of them are no patience at all). The recipe is [train]'s default (no augmentation,
+so the teacher's outputs are computed once). The gain of (c) over (b) is a paired
+difference on the same test images, with its 95% interval.
 
     .venv/bin/python benchmarks/unlabelled.py [--dataset digits fashion] [--labelled 0.1]
-        [--fashion-train 6000] [--teacher resnet14t] [--student mobilenetv3_small_050]
-        [--teacher-epochs 30] [--student-epochs 10] [--clip DIR] [--tiny]
+        [--fashion-train 4000] [--teacher resnet14t] [--student mobilenetv3_small_050]
+        [--cap 40] [--labelled-cap 300] [--clip DIR] [--tiny]
 
---tiny: digits only, 2 epochs: the slow suite's check that this script runs.
+--tiny: digits only, caps of 2 epochs: the slow suite's check that this script runs.
 Prints one Markdown table per dataset.
 """
 
@@ -38,11 +43,11 @@ import torch  # noqa: E402
 from edgekiln.data import unlabelled  # noqa: E402
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
 from edgekiln.engine.stats import accuracy_interval, hits, paired_drop  # noqa: E402
-from edgekiln.training import distillation, evaluation, modeling, trainer, zero_shot  # noqa: E402
+from edgekiln.training import distillation, evaluation, modeling, schedule, trainer, zero_shot  # noqa: E402
 from edgekiln.training.config import DistillConfig, TrainConfig  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-RECIPE = TrainConfig(translate=0.1, hflip=True)  # augmented: the teacher sees each step's view
+RECIPE = TrainConfig()
 
 
 def hide_labels(data, fraction: float, seed: int):
@@ -68,14 +73,17 @@ def graded(bundle, data):
     return hits(top1, data.test_y.tolist())
 
 
-def train(arch, data, epochs, teacher=None, seed=0, lr=3e-3):
+def train(arch, data, cap, teacher=None, seed=0, lr=3e-3, patience=RECIPE.patience):
+    """`arch` trained on `data` until val stops improving for `patience` epochs (at most `cap`
+    epochs); (bundle, epochs run, seconds)."""
     bundle = modeling.bundle(arch, modeling.create(arch, data.num_classes, seed=seed), data.num_classes,
                              data.image_size)
+    plan = schedule.Schedule(None, max_epochs=cap, patience=patience, min_delta=RECIPE.min_delta)
     started = time.perf_counter()
-    trainer.fit(bundle, data, epochs, lr=lr, seed=seed, desc=arch, train=RECIPE,
-                teacher=None if teacher is None else distillation.Teacher([teacher]),
-                kd=None if teacher is None else DistillConfig(), resumable=False)
-    return bundle, time.perf_counter() - started
+    fitted = trainer.fit(bundle, data, plan, lr=lr, seed=seed, desc=arch, train=RECIPE,
+                         teacher=None if teacher is None else distillation.Teacher([teacher]),
+                         kd=None if teacher is None else DistillConfig(), resumable=False)
+    return bundle, fitted["schedule"]["epochs"], time.perf_counter() - started
 
 
 def one_dataset(name: str, data, args) -> None:
@@ -84,7 +92,7 @@ def one_dataset(name: str, data, args) -> None:
     print(f"\n### {name}: {n_l} labelled of {n_all} training images ({args.labelled:.0%}), "
           f"{len(data.val_y)} val, {len(data.test_y)} test (one test image = {100 / len(data.test_y):.2f} points)\n",
           flush=True)
-    print("| arm | teacher | images the student trains on | student epochs | test % (95% CI) | minutes |\n"
+    print("| arm | teacher | images the student trains on | student epochs (auto) | test % (95% CI) | minutes |\n"
           "|---|---|---|---|---|---|", flush=True)
     rows = {}
 
@@ -95,24 +103,24 @@ def one_dataset(name: str, data, args) -> None:
         print(f"| {arm} | {teacher_name} | {images} | {epochs} | {100 * correct.mean():.2f} [{low:.1f}, {high:.1f}] | "
               f"{seconds / 60:.1f} |", flush=True)
 
-    steps_epochs = max(1, round(args.student_epochs * n_all / n_l))  # (b): as many steps as (c)
-    student, seconds = train(args.student, labelled, steps_epochs)
-    row("(a) supervised, labelled only", "-", f"{n_l} labelled", steps_epochs, student, seconds)
-    teacher, t_seconds = train(args.teacher, labelled, args.teacher_epochs)
+    patience = round(RECIPE.patience * n_all / n_l)  # as many steps without a gain as (c) waits
+    student, epochs, seconds = train(args.student, labelled, args.labelled_cap, patience=patience)
+    row("(a) supervised, labelled only", "-", f"{n_l} labelled", epochs, student, seconds)
+    teacher, t_epochs, t_seconds = train(args.teacher, labelled, args.labelled_cap, patience=patience)
     t_correct = graded(teacher, data)
-    teacher_name = f"{args.teacher} on the labelled part ({100 * t_correct.mean():.2f}% test)"
-    student, seconds = train(args.student, labelled, steps_epochs, teacher=teacher)
-    row("(b) KD, labelled only", teacher_name, f"{n_l} labelled", steps_epochs, student, seconds + t_seconds)
-    student, seconds = train(args.student, joined, args.student_epochs, teacher=teacher)
+    teacher_name = f"{args.teacher} on the labelled part, {t_epochs} epochs ({100 * t_correct.mean():.2f}% test)"
+    student, epochs, seconds = train(args.student, labelled, args.labelled_cap, teacher=teacher, patience=patience)
+    row("(b) KD, labelled only", teacher_name, f"{n_l} labelled", epochs, student, seconds + t_seconds)
+    student, epochs, seconds = train(args.student, joined, args.cap, teacher=teacher)
     row("(c) KD, labelled + unlabelled rest", teacher_name, f"{n_l} labelled + {n_all - n_l} unlabelled",
-        args.student_epochs, student, seconds + t_seconds)
+        epochs, student, seconds + t_seconds)
     if args.clip:
         clip = zero_shot.create(f"clip:{args.clip}", data.classes)
         clip_bundle = modeling.bundle(f"clip:{args.clip}", clip, data.num_classes, data.image_size, native_size=True)
         everything = dataclasses.replace(joined, train_y=torch.full_like(joined.train_y, unlabelled.NO_LABEL))
-        student, seconds = train(args.student, everything, args.student_epochs, teacher=clip_bundle)
+        student, epochs, seconds = train(args.student, everything, args.cap, teacher=clip_bundle)
         row("(d) KD from zero-shot CLIP, no labels", f"clip:{args.clip}", f"{n_all} unlabelled",
-            args.student_epochs, student, seconds)
+            epochs, student, seconds)
     gain = paired_drop(rows["(c) KD, labelled + unlabelled rest"], rows["(b) KD, labelled only"])
     print(f"\ngain of (c) over (b): {gain.drop:+.2f} points [{gain.low:+.2f}, {gain.high:+.2f}] (paired, same "
           f"{len(data.test_y)} test images); (d): "
@@ -123,16 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", nargs="+", choices=["digits", "fashion"], default=["digits", "fashion"])
     parser.add_argument("--labelled", type=float, default=0.1, help="share of the training split that keeps labels")
-    parser.add_argument("--fashion-train", type=int, default=6000, help="images drawn from Fashion-MNIST's train files")
+    parser.add_argument("--fashion-train", type=int, default=4000, help="images drawn from Fashion-MNIST's train files")
     parser.add_argument("--teacher", default="resnet14t")
     parser.add_argument("--student", default="mobilenetv3_small_050")
-    parser.add_argument("--teacher-epochs", type=int, default=30)
-    parser.add_argument("--student-epochs", type=int, default=10, help="(c)'s epochs over every training image")
+    parser.add_argument("--cap", type=int, default=40, help="epochs at most over every training image ((c), (d))")
+    parser.add_argument("--labelled-cap", type=int, default=300, help="epochs at most over the labelled part")
     parser.add_argument("--clip", type=Path, default=None, help="a CLIP model directory for arm (d)")
     parser.add_argument("--tiny", action="store_true", help="digits only, 2 epochs: that it runs")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.dataset, args.teacher, args.teacher_epochs, args.student_epochs = ["digits"], "resnet10t", 2, 1
+        args.dataset, args.teacher, args.cap, args.labelled_cap = ["digits"], "resnet10t", 2, 2
         args.labelled = 0.3
     for name in args.dataset:
         if name == "digits":

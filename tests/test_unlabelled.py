@@ -78,3 +78,27 @@ def test_mixup_with_unlabelled_images_is_a_config_error(tmp_path):
                       '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n')
     with pytest.raises(ConfigError, match="mixup and train.cutmix mix labels"):
         load_config(config)
+
+
+def test_many_unlabelled_images_are_read_from_disk_beside_labelled_ones_in_memory(tmp_path, monkeypatch):
+    from edgekiln.data import dataset
+
+    frames = write_images(tmp_path / "frames", 6, size=20)
+    monkeypatch.setattr(dataset, "STREAM_ABOVE_BYTES", 100)  # six 16 px images are "large" here
+    data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_path=frames))
+    assert isinstance(data.train_x, torch.Tensor) and not isinstance(data.unlabelled_x, torch.Tensor)
+    joined = unlabelled.joined(data)
+    n = len(data.train_y)
+    assert joined.train_x.shape == (n + 6, 3, 16, 16)
+    batch = joined.train_x[torch.tensor([0, n, n + 5])]
+    torch.testing.assert_close(batch[0], data.train_x[0])
+    torch.testing.assert_close(batch[1:], data.unlabelled_x[torch.tensor([0, 5])])
+
+
+def test_an_unreadable_unlabelled_image_is_bad_input_naming_the_file(tmp_path):
+    from edgekiln.errors import InputError
+
+    frames = write_images(tmp_path / "frames", 2)
+    (frames / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="data.unlabelled_path: .*broken.png"):
+        load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_path=frames))

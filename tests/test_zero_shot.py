@@ -136,6 +136,7 @@ def test_a_clip_teacher_distils_on_unlabelled_images_through_every_stage_to_arti
     assert chosen["unlabelled_seen"] == 24  # one epoch
     assert chosen["teacher_outputs"]["computed"].startswith("once per image")  # the tiny recipe augments nothing
     assert chosen["teacher_outputs"]["precompute_seconds"] >= 0
+    assert f"KD also on 24 unlabelled images ({frames})" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
     splits = json.loads((tmp_path / "out" / "splits.json").read_text())  # val and test: the digits only
     assert splits["val"]["root"] == splits["test"]["root"] == "digits"
 

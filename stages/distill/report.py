@@ -60,7 +60,10 @@ def _points(m: dict) -> list[dict]:
 
 def _lineage(m: dict) -> tuple[str, str | None, str]:
     student = m["student"] or {}
-    return ("student", student_name(m), f"distilled (select = {student.get('select') or '-'})")
+    unlabelled = student.get("unlabelled") or {}
+    extra = (f"; KD also on {unlabelled['images']} unlabelled images ({unlabelled.get('path')})"
+             if unlabelled.get("images") else "")
+    return ("student", student_name(m), f"distilled (select = {student.get('select') or '-'}){extra}")
 
 
 REPORT = StageReport(
