@@ -191,7 +191,7 @@ def test_the_unlabelled_benchmark_runs_in_its_tiny_mode_with_a_zero_shot_arm(tmp
     import subprocess
     import sys
 
-    from tests.test_zero_shot import tiny_clip
+    from test_zero_shot import tiny_clip
 
     clip = tiny_clip(tmp_path / "clip")
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unlabelled.py"), "--tiny", "--clip", str(clip)],

@@ -11,7 +11,7 @@ import torch
 
 from edgekiln.errors import InputError
 from edgekiln.training import modeling, zero_shot
-from tests.tiny_pipeline import invoke, write_config
+from tiny_pipeline import invoke, write_config
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -108,7 +108,7 @@ def test_a_prompt_without_a_place_for_the_name_is_a_config_error():
 
 def test_a_clip_teacher_distils_on_unlabelled_images_through_every_stage_to_artifacts(clip_dir, tmp_path):
     """The issue's case in one run: no teacher trained on labels, frames without labels."""
-    from tests.test_unlabelled import write_images
+    from test_unlabelled import write_images
 
     frames = write_images(tmp_path / "frames", 24, size=40)
     config = write_config(tmp_path, targets='[[targets]]\nname = "server"\nformat = "onnx"\n')
@@ -160,3 +160,21 @@ def test_a_linear_probe_trains_the_head_only_and_competes_with_fine_tuned_teache
     tower = [k for k in before if k.startswith("hf.")]
     assert tower and all(torch.equal(after[k], before[k]) for k in tower)
     assert len(result.bundles) == 2  # an ensemble of the CLIP teacher and a fine-tuned one
+
+
+def test_a_run_stops_before_any_work_on_a_clip_directory_without_a_tokenizer_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekiln.interfaces.cli import app
+
+    broken = tiny_clip(tmp_path / "no-tokenizer", tokenizer=False)
+    config = write_config(tmp_path, targets='[[targets]]\nname = "server"\nformat = "onnx"\n')
+    config.write_text(config.read_text().replace('candidates = ["resnet10t", "mobilenetv3_small_050"]\nepochs = 4',
+                                                 f'candidates = ["clip:{broken}"]\nepochs = 0'))
+    result = CliRunner().invoke(app, ["validate", str(config)])  # validate imports no torch: it says what it left
+    assert result.exit_code == 0 and "clip: teachers have a text tower and a tokenizer" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert f"teacher.candidates[0]: '{broken}' has no tokenizer that loads" in result.stderr
+    assert not (tmp_path / "out" / "model.onnx").exists() and not (tmp_path / "cache" / "teacher").exists()

@@ -276,6 +276,7 @@ def _resolve_paths(cfg, base: Path) -> None:
 DEFERRED_CHECKS = (
     "timm architecture names (teacher.candidates, student.arch, model.arch) and their pretrained weights",
     "teacher and model checkpoints load into their architecture (model: its class count fits the data)",
+    "clip: teachers have a text tower and a tokenizer that knows words",
     "train.randaugment parses as a timm RandAugment string",
 )
 
