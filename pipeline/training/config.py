@@ -23,9 +23,9 @@ Epochs = Annotated[int | Literal["auto"], PlainValidator(_epochs)]
 
 # A loop's peak learning rate: a number, or "auto": found by a range test (training/lr_range.py).
 def _learning_rate(value):
-    if value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 10):
+    if value == "auto" or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         return value if value == "auto" else float(value)
-    raise ValueError(f'must be "auto" or a learning rate above 0 (at most 10), not {value!r}')
+    raise ValueError(f'must be "auto" or a learning rate above 0, not {value!r}')
 
 
 LearningRate = Annotated[float | Literal["auto"], PlainValidator(_learning_rate)]
