@@ -2,7 +2,8 @@
 fp32 faster; phones run INT8 faster). A target whose `encoding` is "auto" or a list gets
 each candidate encoding built, measured on its own profile, and the fastest one that meets
 the accuracy and size budgets ships, unless a smaller one is as fast within the run-to-run
-noise (measured by timing the candidates interleaved over repeated rounds). Without `encoding`, a target gets INT8 as [quantize] asks."""
+noise (measured by timing the candidates interleaved over repeated rounds). Without
+`encoding`, a target gets INT8 as [quantize] asks."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def choose(records: list[Artifact], breach: Callable[[float], str | None],
     size budgets, the fastest by p50 (the median of its interleaved `rounds` where given,
     record index -> round p50s) is found; every candidate it does not beat by more than the
     margin ties with it, and of those the smallest ships. The margin is the run-to-run noise
-    of the two candidates' round-by-round ratio (`paired`), at least MIN_MARGIN. Candidates whose latency could not be measured nor estimated
-    rank after the others (by size). When none is within budget, the most accurate ships
+    of the two candidates' round-by-round ratio (`paired`), at least MIN_MARGIN. Candidates
+    whose latency could not be measured nor estimated rank after the others (by size). When none is within budget, the most accurate ships
     (then the smallest), and the gates fail it."""
     rounds = rounds or {}
     failing = [failures(r, breach) for r in records]
@@ -106,7 +107,8 @@ def choose(records: list[Artifact], breach: Callable[[float], str | None],
                     f"{slower(smaller, best) - 1:.1%}, more than the {margin(smaller, best):.1%} margin")
         elif len(timed) > 1:
             runner_up = timed[1]
-            why += f"; next: {records[runner_up].encoding} at {p50(runner_up):.3g} ms ({p50(runner_up) / p50(best):.2f}x)"
+            why += (f"; next: {records[runner_up].encoding} at {p50(runner_up):.3g} ms "
+                    f"({p50(runner_up) / p50(best):.2f}x)")
     else:
         why = (f"smallest of the candidates as fast as the fastest within the run-to-run noise: "
                f"{records[fastest].encoding} at {p50(fastest):.3g} ms is {slower(best, fastest) - 1:.1%} "

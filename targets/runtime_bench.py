@@ -56,12 +56,7 @@ def interleaved_ms(calls: list, warmup: int, rounds: int, runs: int) -> list[lis
     for r in range(rounds):
         for k in range(len(calls)):
             i = (r + k) % len(calls)
-            times = np.empty(runs)
-            for j in range(runs):
-                start = time.perf_counter()
-                calls[i]()
-                times[j] = time.perf_counter() - start
-            medians[i].append(float(np.percentile(times * 1000.0, 50)))
+            medians[i].append(measure_ms(calls[i], 0, runs)["p50"])
     return medians
 
 

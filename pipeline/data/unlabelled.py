@@ -97,9 +97,3 @@ class InMemoryThenFiles:
             return self.decode(int(index))
         index = torch.as_tensor(index if not isinstance(index, slice) else range(*index.indices(len(self))))
         return torch.stack([self.decode(int(i)) for i in index])
-
-
-def labelled_only(data):
-    """The labelled training split: what a loop without a teacher, or one that needs labels
-    for every image (Taylor importance's gradients), trains on."""
-    return dataclasses.replace(data, unlabelled_x=None)

@@ -62,7 +62,7 @@ class _Candidate:
     """One student candidate under training, with its record for the manifest."""
 
     def __init__(self, arch: str, cfg: StudentConfig, data: Dataset, teachers, kd, train, estimator,
-                 epochs: int):
+                 epochs: int, training: Dataset):
         model = modeling.create(arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
                                 image_size=data.image_size)
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
@@ -70,10 +70,10 @@ class _Candidate:
         teacher, hint = distillation.hinted_teacher(teachers, self.bundle, kd)
         found = None
         if cfg.lr == "auto":  # on the images and with the loss the loop trains with (the hint aside)
-            found = lr_range.find(self.bundle, unlabelled.joined(data), train, seed=data.seed, teacher=teacher, kd=kd)
+            found = lr_range.find(self.bundle, training, train, seed=data.seed, teacher=teacher, kd=kd)
             console.print(f"  distill {arch}: learning rate {found['lr']:.3g} ({found['why']})")
         lr = cfg.lr if found is None else found["lr"]
-        self.trainer = trainer.Trainer(self.bundle, unlabelled.joined(data), epochs, lr=lr, seed=data.seed,
+        self.trainer = trainer.Trainer(self.bundle, training, epochs, lr=lr, seed=data.seed,
                                         desc=f"distill {arch}", train=train, teacher=teacher, hint=hint, kd=kd,
                                         lr_key="student.lr")
         params = modeling.params(model)
@@ -119,7 +119,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         estimator = ProfileEstimator(cfg.profile, data.image_size)
     train = config["train"]
     plan = schedule.from_config(cfg, train)
-    candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length) for arch in cfg.candidates]
+    training = unlabelled.joined(data)  # the labelled images, then any unlabelled ones: one copy for all
+    candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length, training)
+                  for arch in cfg.candidates]
     rounds = halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
     total = config.get("budget")

@@ -215,6 +215,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
     recovery = schedule.from_config(cfg, config["train"], "finetune_epochs")
+    training = unlabelled.joined(data)  # recovery's images: the labelled ones, then any unlabelled ones
     steps = [record(0, distilled.accuracy, f"before pruning ({distilled.stage})")]
     stopped = None
     for k in range(1, cfg.steps + 1):
@@ -237,10 +238,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         # until val stops improving or the cap: a step is undone only after that.
         lr, found = cfg.lr, None
         if lr == "auto":  # this step's pruned student, on the loss its recovery trains with
-            found = lr_range.find(student, unlabelled.joined(data), train, seed=data.seed + k - 1, teacher=teacher,
-                                  kd=kd)
+            found = lr_range.find(student, training, train, seed=data.seed + k - 1, teacher=teacher, kd=kd)
             lr = found["lr"]
-        fitted = trainer.fit(student, unlabelled.joined(data), recovery, lr=lr, seed=data.seed + k - 1,
+        fitted = trainer.fit(student, training, recovery, lr=lr, seed=data.seed + k - 1,
                               desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,
                               teacher=teacher, kd=kd, lr_key="prune.lr",
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)

@@ -89,8 +89,9 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
     for cand in cfg.resolved():
         native = _native_size(cfg, cand)
         clip = zero_shot.is_zero_shot(cand.arch)
+        prompts = cfg.prompts or zero_shot.DEFAULT_PROMPTS
         if clip:
-            model = zero_shot.create(cand.arch, data.classes, cfg.prompts or zero_shot.DEFAULT_PROMPTS)
+            model = zero_shot.create(cand.arch, data.classes, prompts)
         else:
             model = modeling.create(cand.arch, data.num_classes, pretrained=cfg.pretrained and not cand.checkpoint,
                                     seed=data.seed, image_size=None if native else cfg.image_size or data.image_size)
@@ -110,7 +111,6 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
             console.print(f"  candidate {cand.name}: excluded, {excluded}")
             continue
         if clip:
-            prompts = cfg.prompts or zero_shot.DEFAULT_PROMPTS
             record["zero_shot"] = {"head": cfg.clip_head, "prompts": list(prompts),
                                    "classes": list(data.classes), "labels_used": cfg.clip_head == "linear-probe"}
         if clip and cfg.clip_head == "zero-shot":
