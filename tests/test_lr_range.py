@@ -52,3 +52,15 @@ def test_a_teacher_on_auto_records_the_rate_it_trained_at(tmp_path):
                                 "train": TrainConfig(batch_size=16)}, tmp_path)
     found = result.metrics["candidates"][0]["lr"]
     assert found["lr"] > 0 and "smoothed loss was lowest" in found["why"] and found["curve"]
+
+
+def test_a_range_test_whose_loss_is_never_finite_stops_as_a_diverged_loop_naming_it():
+    from edgekiln.errors import TrainingDiverged
+
+    data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=60))
+    arch = "mobilenetv3_small_050"
+    bundle = modeling.bundle(arch, modeling.create(arch, data.num_classes, seed=0), data.num_classes, 16)
+    with torch.no_grad():
+        next(bundle.model.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="distill m: the learning-rate range test .* non-finite loss"):
+        lr_range.find(bundle, data, TrainConfig(batch_size=16), seed=0, steps=10, desc="distill m")

@@ -33,9 +33,11 @@ def choose(rates: list[float], losses: list[float]) -> tuple[float, str]:
 
 
 def find(bundle, data, train: TrainConfig, *, seed: int, teacher=None, kd: DistillConfig | None = None,
-         steps: int = STEPS, low: float = LOW, high: float = HIGH) -> dict:
+         steps: int = STEPS, low: float = LOW, high: float = HIGH, desc: str = "the range test") -> dict:
     """The range test of `bundle.model` on `data`'s training images (with `teacher`'s KD loss
-    where given, as the loop will train); returns {"lr", "why", "steps", "seconds", "curve"}."""
+    where given, as the loop will train); returns {"lr", "why", "steps", "seconds", "curve"}.
+    TrainingDiverged, naming `desc`, when the loss is not finite even at the lowest rates."""
+    from edgekiln.errors import TrainingDiverged
     from edgekiln.training.distillation import kd_loss
     from edgekiln.training.evaluation import device, model_input
     from edgekiln.training.trainer import hard_loss
@@ -80,7 +82,9 @@ def find(bundle, data, train: TrainConfig, *, seed: int, teacher=None, kd: Disti
     if teacher is not None:
         teacher.to(torch.device("cpu"))
     if len(rates) < 5:
-        raise ValueError(f"the learning-rate range test diverged within {len(rates)} steps from {low:g}")
+        raise TrainingDiverged(f"{desc}: the learning-rate range test (lr = \"auto\") gave a non-finite loss "
+                               f"within {len(rates)} steps from {low:g}: the data or the model, not the rate, "
+                               "is the likely cause")
     rate, why = choose(rates, smoothed)
     every = max(1, len(rates) // 20)  # the curve, thinned for the manifest
     return {"lr": float(rate), "why": why, "steps": len(rates), "seconds": round(time.perf_counter() - started, 2),

@@ -70,7 +70,8 @@ class _Candidate:
         teacher, hint = distillation.hinted_teacher(teachers, self.bundle, kd)
         found = None
         if cfg.lr == "auto":  # on the images and with the loss the loop trains with (the hint aside)
-            found = lr_range.find(self.bundle, training, train, seed=data.seed, teacher=teacher, kd=kd)
+            found = lr_range.find(self.bundle, training, train, seed=data.seed, teacher=teacher, kd=kd,
+                                  desc=f"distill {arch}")
             console.print(f"  distill {arch}: learning rate {found['lr']:.3g} ({found['why']})")
         lr = cfg.lr if found is None else found["lr"]
         self.trainer = trainer.Trainer(self.bundle, training, epochs, lr=lr, seed=data.seed,

@@ -238,7 +238,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         # until val stops improving or the cap: a step is undone only after that.
         lr, found = cfg.lr, None
         if lr == "auto":  # this step's pruned student, on the loss its recovery trains with
-            found = lr_range.find(student, training, train, seed=data.seed + k - 1, teacher=teacher, kd=kd)
+            found = lr_range.find(student, training, train, seed=data.seed + k - 1, teacher=teacher, kd=kd,
+                                  desc=f"prune step {k}/{cfg.steps}")
             lr = found["lr"]
         fitted = trainer.fit(student, training, recovery, lr=lr, seed=data.seed + k - 1,
                               desc=f"prune step {k}/{cfg.steps}: recovery fine-tune", train=train,

@@ -121,7 +121,7 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
                 zero_shot.freeze_image_tower(model)
             lr = cfg.lr
             if lr == "auto":
-                record["lr"] = lr_range.find(bundle, data, train, seed=data.seed)
+                record["lr"] = lr_range.find(bundle, data, train, seed=data.seed, desc=f"teacher {cand.name}")
                 lr = record["lr"]["lr"]
                 console.print(f"  candidate {cand.name}: learning rate {lr:.3g} ({record['lr']['why']})")
             fitted = trainer.fit(bundle, data, schedule.from_config(cfg, train), lr=lr, seed=data.seed,
