@@ -102,3 +102,118 @@ def test_an_unreadable_unlabelled_image_is_bad_input_naming_the_file(tmp_path):
     (frames / "broken.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="data.unlabelled_path: .*broken.png"):
         load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_path=frames))
+
+
+def write_unlabelled_shards(directory, name, count, per_shard, seed=0):
+    """WebDataset shards of `count` images with no `.cls`; returns the brace pattern."""
+    import io
+
+    import webdataset as wds
+
+    rng = np.random.default_rng(seed)
+    n_shards = -(-count // per_shard)
+    for s in range(n_shards):
+        with wds.TarWriter(str(directory / f"{name}-{s:03d}.tar")) as sink:
+            for i in range(s * per_shard, min(count, (s + 1) * per_shard)):
+                out = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(out, format="PNG")
+                sink.write({"__key__": f"{name}{i:05d}", "png": out.getvalue()})
+    return str(directory / f"{name}-{{000..{n_shards - 1:03d}}}.tar")
+
+
+def _served_in_order(data, shuffle_buffer=8):
+    """An epoch's order of the joined split, and its batches read as training reads them."""
+    from edgekiln.data.image_files import batches
+
+    joined = unlabelled.joined(data)
+    order = joined.epoch_order(torch.Generator().manual_seed(0))
+    index_batches = list(order.split(7))
+    return joined, order, torch.cat(list(batches(joined.train_x, index_batches)))
+
+
+def test_unlabelled_shards_without_labels_join_shard_training_and_shared_val_samples_are_left_out(tmp_path):
+    from test_shards import write_shards
+
+    labelled = {"shards": write_shards(tmp_path, "train", 30, 8, 0), "val_shards": write_shards(tmp_path, "val", 12, 6, 1)}
+    extra = write_unlabelled_shards(tmp_path, "frames", 20, 6)
+    val_files = sorted(str(p) for p in tmp_path.glob("val-*.tar"))
+    for streaming in (True, False):
+        data = load_dataset(DataConfig(source="webdataset", image_size=16, classes=["r", "g", "b"], shuffle_buffer=8,
+                                       streaming=streaming, **labelled, unlabelled_shards=[extra.replace("{000..003}", s)
+                                                                                for s in ("000", "001", "002", "003")]
+                                       + val_files), index_dir=tmp_path / "index")
+        # the val shards given again as unlabelled: their 12 samples are val images, left out
+        assert data.unlabelled == {"shards": data.unlabelled["shards"], "shard_files": 6, "images": 20,
+                                   "left_out": 12, "why_left_out": "also val or test images",
+                                   "used_by": "distillation and pruning recovery, KD term only"}
+        joined, order, served = _served_in_order(data)
+        assert sorted(order.tolist()) == list(range(50))  # every labelled and unlabelled image, once
+        assert (joined.train_y[30:] == unlabelled.NO_LABEL).all() and (joined.train_y[:30] >= 0).all()
+        unl = data.unlabelled_x if isinstance(data.unlabelled_x, torch.Tensor) else data.unlabelled_x.load()
+        train = data.train_x if isinstance(data.train_x, torch.Tensor) else data.train_x.load()
+        torch.testing.assert_close(served, torch.cat([train, unl])[order])
+    # a shard pass per part, not per image: the unlabelled shards are visited in runs
+    runs = sum(1 for a, b in zip(order.tolist(), order.tolist()[1:]) if (a < 30) != (b < 30))
+    assert runs < 25
+
+
+def test_many_unlabelled_shard_images_stream_beside_labelled_ones_in_memory(tmp_path, monkeypatch):
+    from edgekiln.data import dataset, shards
+
+    extra = write_unlabelled_shards(tmp_path, "frames", 18, 5)
+    monkeypatch.setattr(dataset, "STREAM_ABOVE_BYTES", 100)
+    data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, streaming=False,
+                                   unlabelled_shards=extra))
+    assert isinstance(data.train_x, torch.Tensor) and isinstance(data.unlabelled_x, shards.ShardImages)
+    joined, order, served = _served_in_order(data)
+    n = len(data.train_y)
+    assert sorted(order.tolist()) == list(range(n + 18)) and joined.shard_layout is not None
+    torch.testing.assert_close(served, torch.cat([data.train_x, data.unlabelled_x.load()])[order])
+    # one epoch of distillation reads them all, the teacher's outputs computed once for each
+    from edgekiln.training import distillation, modeling, trainer
+    from edgekiln.training.config import DistillConfig, TrainConfig
+
+    model = modeling.create("resnet10t", data.num_classes, seed=0, image_size=16)
+    teacher = distillation.Teacher([modeling.bundle("resnet10t", model, data.num_classes, 16, source="test")])
+    student = modeling.bundle("resnet10t", modeling.create("resnet10t", data.num_classes, seed=1, image_size=16),
+                              data.num_classes, 16, source="test")
+    loop = trainer.Trainer(student, joined, 1, lr=1e-3, seed=0, desc="test", train=TrainConfig(batch_size=32),
+                           teacher=teacher, kd=DistillConfig(), resumable=False)
+    assert loop.cached[0].shape == (n + 18, data.num_classes)
+    loop.train_until(1)
+    assert loop.notes["unlabelled_seen"] == 18
+    small = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_shards=extra))
+    monkeypatch.undo()
+    assert isinstance(small.unlabelled_x, shards.ShardImages)  # (still "large" under the patch above)
+    small = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_shards=extra))
+    assert isinstance(small.unlabelled_x, torch.Tensor) and unlabelled.joined(small).shard_layout is None
+    assert small.fingerprint != load_dataset(DataConfig(source="digits", image_size=16, max_samples=100)).fingerprint
+
+
+@pytest.mark.parametrize("data, message", [
+    ('unlabelled_shards = "{root}/none-{{000..001}}.tar"', "data.unlabelled_shards (line 3): shard {root}/none-000.tar "
+                                                           "does not exist"),
+    ('unlabelled_shards = "{root}/x.tar"\nunlabelled_path = "{root}"', "not both"),
+])
+def test_bad_unlabelled_shards_are_exit_2_naming_the_key(tmp_path, data, message):
+    from typer.testing import CliRunner
+
+    from edgekiln.interfaces.cli import app
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[data]\nsource = "digits"\n{data.format(root=tmp_path)}\n[teacher]\ncandidates = ["resnet10t"]\n'
+                      '[[targets]]\nname = "s"\nformat = "onnx"\n')
+    result = CliRunner().invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2 and message.format(root=tmp_path) in " ".join(result.stderr.split()), result.stderr
+
+
+def test_an_unreadable_unlabelled_shard_image_is_bad_input_naming_the_key(tmp_path):
+    import webdataset as wds
+
+    from edgekiln.errors import InputError
+
+    with wds.TarWriter(str(tmp_path / "bad-000.tar")) as sink:
+        sink.write({"__key__": "x0", "png": b"not a png"})
+    with pytest.raises(InputError, match="data.unlabelled_shards: cannot read the image of sample x0"):
+        load_dataset(DataConfig(source="digits", image_size=16, max_samples=100,
+                                unlabelled_shards=str(tmp_path / "bad-000.tar")))

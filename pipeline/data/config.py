@@ -68,6 +68,9 @@ class DataConfig(BaseModel):
     # Images without labels (any layout, nested folders allowed): distillation and pruning
     # recovery train on them with the KD term only (data/unlabelled.py).
     unlabelled_path: Path | None = None
+    # Or the same from WebDataset shards (a brace pattern or a list), read in sequence like
+    # `shards`; samples need no `.cls` (any is ignored). With any source.
+    unlabelled_shards: str | list[str] | None = None
     test_path: Path | None = None
     # webdataset: each split's shards, a brace pattern ("train-{000..099}.tar") or a list of
     # paths or URLs; samples are `<key>.jpg` (or png, webp...) with `<key>.cls`, the class
@@ -119,9 +122,8 @@ class DataConfig(BaseModel):
         if self.source == "digits" and self.streaming:
             raise ValueError("streaming = true needs source 'imagefolder' or 'webdataset': the digits are 1,797 "
                              "images in memory")
-        if self.source == "webdataset" and self.unlabelled_path is not None:
-            raise ValueError("unlabelled_path joins training images held in memory or read from folders; with "
-                             "source 'webdataset' it is not supported yet")
+        if self.unlabelled_path is not None and self.unlabelled_shards is not None:
+            raise ValueError("give unlabelled_path (a folder) or unlabelled_shards (WebDataset shards), not both")
         if self.source == "webdataset":
             self._fits_shards()
         elif self.shards or self.val_shards or self.test_shards:
@@ -156,13 +158,13 @@ class DataConfig(BaseModel):
         self.path, self.val_path, self.test_path = fix(self.path), fix(self.val_path), fix(self.test_path)
         self.unlabelled_path = fix(self.unlabelled_path)
         self.shards, self.val_shards = fix_shards(self.shards), fix_shards(self.val_shards)
-        self.test_shards = fix_shards(self.test_shards)
+        self.test_shards, self.unlabelled_shards = fix_shards(self.test_shards), fix_shards(self.unlabelled_shards)
 
     def input_paths(self) -> list[tuple[str, Path, bool]]:
         """(key, path, is a data folder) of every folder and local shard it reads."""
         out = [(key, Path(value), Path(value).is_dir()) for key in ("path", "val_path", "test_path", "unlabelled_path")
                if (value := getattr(self, key)) is not None]
-        for key in ("shards", "val_shards", "test_shards"):
+        for key in ("shards", "val_shards", "test_shards", "unlabelled_shards"):
             spec = getattr(self, key)
             for url in [] if spec is None else expand_shards(spec):
                 shard = local_shard(url)
@@ -183,7 +185,7 @@ class DataConfig(BaseModel):
                         _check_image_folder(key, getattr(self, key))
                     except ValueError as e:
                         problems.append(str(e))
-        for key in ("shards", "val_shards", "test_shards"):
+        for key in ("shards", "val_shards", "test_shards", "unlabelled_shards"):
             spec = getattr(self, key)
             for url in [] if spec is None else expand_shards(spec):
                 path = local_shard(url)

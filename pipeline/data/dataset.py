@@ -51,8 +51,9 @@ class Dataset:
     shard_layout: list | None = None
     shuffle_buffer: int = 0
     skipped: list[str] = field(default_factory=list)  # hidden files and folders the data folders hold, not read
-    # [data] unlabelled_path's images (data/unlabelled.py), and their record for the manifest
-    unlabelled_x: torch.Tensor | ImageFiles | None = None
+    # [data] unlabelled_path's or unlabelled_shards' images (data/unlabelled.py), and their
+    # record for the manifest
+    unlabelled_x: torch.Tensor | ImageFiles | shards.ShardImages | None = None
     unlabelled: dict | None = None
 
     @property
@@ -173,9 +174,11 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
         from edgekiln.calibration import folder_fingerprint
 
         source_id += json.dumps(folder_fingerprint(cfg.unlabelled_path))
+    if cfg.unlabelled_shards is not None:
+        source_id += shards.fingerprint_of(shards.expand(cfg.unlabelled_shards, "data.unlabelled_shards"))
     fingerprint = hashlib.sha256((source_id + cfg.model_dump_json(
-        exclude={"path", "val_path", "test_path", "unlabelled_path", "shards", "val_shards", "test_shards",
-                 "streaming", "num_workers", "max_image_pixels", "follow_symlinks"})).encode()).hexdigest()
+        exclude={"path", "val_path", "test_path", "unlabelled_path", "unlabelled_shards", "shards", "val_shards",
+                 "test_shards", "streaming", "num_workers", "max_image_pixels", "follow_symlinks"})).encode()).hexdigest()
     splits = {"source": cfg.source, "seed": cfg.seed, "train_count": len(train.ids),
               "val": val.members(), "test": None if test is None else test.members()}
     data = Dataset(train.x, train.y, val.x, val.y, pool.classes, fingerprint, cfg.seed,
@@ -187,6 +190,10 @@ def load_dataset(cfg: DataConfig, index_dir: Path | None = None) -> Dataset:
 
         folders = {"data.path": cfg.path, "data.val_path": cfg.val_path, "data.test_path": cfg.test_path}
         data = unlabelled.attach(data, cfg.unlabelled_path, cfg.image_size, folders, workers)
+    if cfg.unlabelled_shards is not None:
+        from edgekiln.data import unlabelled
+
+        data = unlabelled.attach_shards(data, cfg.unlabelled_shards, cfg.image_size, index_dir, workers)
     return data
 
 

@@ -79,7 +79,8 @@ class ShardIndex:
         return [len(k) for k in self.keys]
 
 
-def _fingerprint(urls: list[str]) -> str:
+def fingerprint_of(urls: list[str]) -> str:
+    """Changes when a shard changes (local shards: size and time; others: the URL)."""
     stats = []
     for url in urls:
         path = local_shard(url)
@@ -88,14 +89,16 @@ def _fingerprint(urls: list[str]) -> str:
     return hashlib.sha256(json.dumps([_INDEX_VERSION, stats]).encode()).hexdigest()
 
 
-def index(urls: list[str], key: str, index_dir: Path | None = None) -> ShardIndex:
+def index(urls: list[str], key: str, index_dir: Path | None = None, labelled: bool = True) -> ShardIndex:
     """Read every shard once: each sample's key and label (`.cls`, an integer), and that its
     image opens. Cached in `index_dir` by the shards' fingerprint, so it is read once per
-    change; remote shards are taken as immutable (their URL is their fingerprint)."""
+    change; remote shards are taken as immutable (their URL is their fingerprint).
+    `labelled=False`: samples need no `.cls` (any is ignored); every label is -1."""
     from PIL import Image, UnidentifiedImageError
 
-    fingerprint = _fingerprint(urls)
-    cached = index_cache.read(index_dir, f"shards-{fingerprint}")
+    fingerprint = fingerprint_of(urls)
+    name = f"shards-{fingerprint}" if labelled else f"shards-unlabelled-{fingerprint}"
+    cached = index_cache.read(index_dir, name)
     if cached is not None:
         return ShardIndex(urls, cached["keys"], cached["labels"], fingerprint)
     keys, labels = [], []
@@ -106,20 +109,20 @@ def index(urls: list[str], key: str, index_dir: Path | None = None) -> ShardInde
                 try:
                     with Image.open(io.BytesIO(image)):  # the header: catches what is not an image
                         pass
-                    value = int(label.decode().strip()) if label is not None else None
+                    value = -1 if not labelled else int(label.decode().strip()) if label is not None else None
                 except (UnidentifiedImageError, OSError) as e:
                     raise InputError(f"{key}: cannot read the image of sample {sample_key} in shard {url}: "
                                      f"{e}") from None
                 except ValueError:
                     value = None
-                if value is None or value < 0:
+                if labelled and (value is None or value < 0):
                     raise InputError(f"{key}: sample {sample_key} of shard {url} has no class index "
                                      f"(a `.cls` member holding an integer >= 0)")
                 keys[-1].append(sample_key), labels[-1].append(value)
             status.update(f"indexing shards of {key}: {n + 1}/{len(urls)}, {sum(map(len, keys))} samples")
     if not any(keys):
         raise InputError(f"{key}: the shards hold no samples")
-    index_cache.write(index_dir, f"shards-{fingerprint}", {"keys": keys, "labels": labels})
+    index_cache.write(index_dir, name, {"keys": keys, "labels": labels})
     return ShardIndex(urls, keys, labels, fingerprint)
 
 

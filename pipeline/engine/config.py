@@ -113,10 +113,13 @@ class _Pipeline(BaseModel):
     @model_validator(mode="after")
     def _unlabelled_images_are_not_mixed(self):
         data, train = getattr(self, "data", None), getattr(self, "train", None)
-        if data is not None and train is not None and data.unlabelled_path is not None \
-                and (train.mixup > 0 or train.cutmix > 0):
-            raise ValueError("train.mixup and train.cutmix mix labels, which data.unlabelled_path images do not "
-                             "have: set both to 0, or leave out unlabelled_path")
+        if data is None or train is None or not (train.mixup > 0 or train.cutmix > 0):
+            return self
+        key = "unlabelled_path" if data.unlabelled_path is not None else \
+            "unlabelled_shards" if data.unlabelled_shards is not None else None
+        if key is not None:
+            raise ValueError(f"train.mixup and train.cutmix mix labels, which data.{key} images do not "
+                             f"have: set both to 0, or leave out {key}")
         return self
 
     @model_validator(mode="after")
