@@ -136,6 +136,11 @@ def test_a_clip_teacher_distils_on_unlabelled_images_through_every_stage_to_arti
     assert chosen["unlabelled_seen"] == 24  # one epoch
     assert chosen["teacher_outputs"]["computed"].startswith("once per image")  # the tiny recipe augments nothing
     assert chosen["teacher_outputs"]["precompute_seconds"] >= 0
+    # pruning's recovery distils from the same teacher on the same images: it re-uses them from disk
+    recovered = [s for s in manifest["prune"]["steps"] if "recovery" in s]
+    assert recovered and all(s["teacher_outputs"]["reused"] and s["teacher_outputs"]["entry"]
+                             == chosen["teacher_outputs"]["stored_as"] for s in recovered)
+    assert (tmp_path / "cache" / ".teacher-outputs" / chosen["teacher_outputs"]["stored_as"]).is_dir()
     assert f"KD also on 24 unlabelled images ({frames})" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
     splits = json.loads((tmp_path / "out" / "splits.json").read_text())  # val and test: the digits only
     assert splits["val"]["root"] == splits["test"]["root"] == "digits"

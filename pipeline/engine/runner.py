@@ -29,7 +29,11 @@ from edgekiln.targets import disk
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.files import sha256
 from edgekiln.targets.interrupts import Interrupted
-from edgekiln.training import evaluation, state
+from edgekiln.training import evaluation, state, teacher_outputs
+
+# The teachers' outputs on the training images, shared by the loops that distil from them
+# (training/teacher_outputs.py): beside the stage entries, under the cache root.
+TEACHER_OUTPUTS = ".teacher-outputs"
 
 
 @dataclass
@@ -159,7 +163,7 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
         checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
             try:
-                with state.checkpointing(checkpoints):
+                with state.checkpointing(checkpoints), teacher_outputs.storing(cache.root / TEACHER_OUTPUTS):
                     inputs = {role: results[name] for role, name in registry.inputs_of(node, run).items()}
                     result = node.function(data.for_stages(), config, workdir, **inputs)
             except TrainingDiverged:

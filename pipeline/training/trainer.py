@@ -30,6 +30,7 @@ from edgekiln.progress import console, epoch_bar
 from edgekiln.targets import disk
 from edgekiln.training import distributed, evaluation
 from edgekiln.training import schedule as schedules
+from edgekiln.training import teacher_outputs
 from edgekiln.training.augment import shift_and_flip
 from edgekiln.training.config import DistillConfig, TrainConfig
 from edgekiln.training.distillation import HintProjection, Teacher, kd_loss
@@ -129,9 +130,10 @@ class Trainer:
         # (rank 0 does not wait for theirs at the first collective).
         distributed.send(("new", id(self), (spec, self.state())))
         self.cached = None
+        self.teacher_outputs = None  # computed once, or re-used from an earlier loop or run
         started = time.perf_counter()
         if teacher is not None and cache_teacher and self.train.deterministic_inputs:
-            self.cached = teacher.precompute(data.train_x, workers=data.workers)
+            self.cached, self.teacher_outputs = teacher_outputs.outputs(teacher, data, workers=data.workers)
         self.precompute_seconds = time.perf_counter() - started
 
     def state(self) -> dict:
@@ -239,7 +241,8 @@ class Trainer:
         if self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
         self.model.cpu().eval()
-        return {"epoch_seconds": self.epoch_seconds, "teacher_precompute_seconds": self.precompute_seconds}
+        return {"epoch_seconds": self.epoch_seconds, "teacher_precompute_seconds": self.precompute_seconds,
+                "teacher_outputs": self.teacher_outputs}
 
     def _epoch_batches(self) -> list[torch.Tensor]:
         """This epoch's batches of training-image indices (all ranks'), in training order."""

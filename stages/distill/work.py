@@ -150,11 +150,13 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     winner.record["chosen"] = True
     if data.unlabelled is not None:  # how many unlabelled images the chosen student's KD term saw
         winner.record["unlabelled_seen"] = winner.trainer.notes.get("unlabelled_seen", 0)
-    once = winner.trainer.cached is not None
+    once = winner.trainer.teacher_outputs
     winner.record["teacher_outputs"] = {  # what the teacher cost: once per image, or on every step's view
-        "computed": "once per image (the inputs are the same every epoch)" if once
-        else "on every step, on the view the student sees (augmented inputs)",
-        "precompute_seconds": round(winner.trainer.precompute_seconds, 2) if once else None}
+        "computed": ("once per image (the inputs are the same every epoch)" if once and not once["reused"]
+                     else "re-used: computed once per image by an earlier loop or run on this teacher and these "
+                          "images" if once else "on every step, on the view the student sees (augmented inputs)"),
+        "precompute_seconds": round(winner.trainer.precompute_seconds, 2) if once else None,
+        **({"stored_as": once["entry"]} if once and once["stored"] else {})}
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
         winner.record["why"] = "the only candidate"

@@ -250,6 +250,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                                 config.get("budget"))
         steps.append(record(k, accuracy, missed or ""))
         steps[-1]["recovery"] = fitted["schedule"]
+        if fitted.get("teacher_outputs") is not None:  # computed once for every step and distillation, or re-used
+            steps[-1]["teacher_outputs"] = fitted["teacher_outputs"]
         if found is not None:
             steps[-1]["lr"] = found
         console.print(f"  step {k}/{cfg.steps}: MACs {steps[-1]['macs'] / 1e6:.2f}M"
