@@ -217,3 +217,23 @@ def test_an_unreadable_unlabelled_shard_image_is_bad_input_naming_the_key(tmp_pa
     with pytest.raises(InputError, match="data.unlabelled_shards: cannot read the image of sample x0"):
         load_dataset(DataConfig(source="digits", image_size=16, max_samples=100,
                                 unlabelled_shards=str(tmp_path / "bad-000.tar")))
+
+
+def test_the_calibration_sample_may_draw_from_the_unlabelled_shards(tmp_path):
+    from edgekiln.engine.config import ConfigError, load_config
+    from edgekiln.stages.quantize import QuantizeConfig
+    from edgekiln.stages.quantize import work as quantize
+
+    extra = write_unlabelled_shards(tmp_path, "frames", 30, 8)
+    data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100, unlabelled_shards=extra))
+    images, record = quantize.calibration_sample(data.for_stages(), QuantizeConfig(calibration_samples=12,
+                                                                                   calibration_from="unlabelled"))
+    assert record["count"] == 12 and record["source"] == f"unlabelled images (data.unlabelled_shards {extra})"
+    torch.testing.assert_close(images, data.unlabelled_x[torch.tensor(record["indices"])])
+    again, _ = quantize.calibration_sample(data, QuantizeConfig(calibration_samples=12, calibration_from="unlabelled"))
+    torch.testing.assert_close(again, images)  # seeded
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nsource = "digits"\n[quantize]\ncalibration_from = "unlabelled"\n'
+                      '[teacher]\ncandidates = ["resnet10t"]\n[[targets]]\nname = "s"\nformat = "onnx"\n')
+    with pytest.raises(ConfigError, match="needs data.unlabelled_path or data.unlabelled_shards"):
+        load_config(config)

@@ -111,6 +111,15 @@ class _Pipeline(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _calibration_from_unlabelled_needs_them(self):
+        data, quantize = getattr(self, "data", None), getattr(self, "quantize", None)
+        if quantize is not None and data is not None and quantize.calibration_from == "unlabelled" \
+                and data.unlabelled_path is None and data.unlabelled_shards is None:
+            raise ValueError("quantize.calibration_from = 'unlabelled' needs data.unlabelled_path or "
+                             "data.unlabelled_shards (the images to draw the sample from)")
+        return self
+
+    @model_validator(mode="after")
     def _unlabelled_images_are_not_mixed(self):
         data, train = getattr(self, "data", None), getattr(self, "train", None)
         if data is None or train is None or not (train.mixup > 0 or train.cutmix > 0):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekiln.stages import Stage, register
 from edgekiln.targets.int8 import Int8Options
@@ -31,6 +31,9 @@ class QuantizeConfig(BaseModel):
     lr: float = Field(5e-4, gt=0.0)  # QAT learning rate (a tenth of the student's, typically)
     calibration_samples: int = Field(256, ge=1, le=100_000)
     calibration_path: Path | None = None  # folder of unlabelled images; default: the train split
+    # "unlabelled": a seeded sample of [data] unlabelled_path's or unlabelled_shards' images
+    # (the images the app will see, where those are); "train": class-balanced from the train split.
+    calibration_from: Literal["train", "unlabelled"] = "train"
     calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
@@ -46,6 +49,12 @@ class QuantizeConfig(BaseModel):
             raise ValueError(f"{value!r} is not a format with an INT8 simulation; known: "
                              f"{', '.join(simulating_formats())}")
         return value
+
+    @model_validator(mode="after")
+    def _one_calibration_source(self) -> "QuantizeConfig":
+        if self.calibration_path is not None and self.calibration_from != "train":
+            raise ValueError("give calibration_path (a folder) or calibration_from = 'unlabelled', not both")
+        return self
 
     def options(self) -> Int8Options:
         return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)

@@ -60,11 +60,22 @@ def calibration_sample(data: Dataset, cfg: QuantizeConfig) -> tuple[torch.Tensor
         except ValueError as e:
             raise InputError(f"quantize.calibration_path: {e}") from e
         return images, {"source": str(cfg.calibration_path), "count": len(files), "files": files}
+    if cfg.calibration_from == "unlabelled":  # seeded, in the order the images are stored (one pass over shards)
+        pool = data.unlabelled_x
+        count = min(cfg.calibration_samples, len(pool))
+        picked = np.sort(np.random.default_rng(data.seed).choice(len(pool), count, replace=False)).tolist()
+        return pool[torch.as_tensor(picked)], {"source": f"unlabelled images ({_where(data.unlabelled)})",
+                                               "count": count, "indices": picked}
     indices = balanced_sample(data.train_y.numpy(), cfg.calibration_samples, data.seed).tolist()
     return data.train_x[torch.as_tensor(indices)], {
         "source": "train split, class-balanced", "count": len(indices), "indices": indices}
 
 
+
+
+def _where(record: dict) -> str:
+    shards = record.get("shards")
+    return f"data.unlabelled_shards {shards}" if shards is not None else f"data.unlabelled_path {record['path']}"
 
 
 def _simulated_logits(scheme, graph, images: torch.Tensor, bundle: modeling.ModelBundle) -> np.ndarray:
