@@ -49,3 +49,18 @@ def test_only_the_newest_entries_are_kept(tmp_path, monkeypatch):
     with teacher_outputs.storing(tmp_path):
         entries = [teacher_outputs.outputs(_teacher(seed, data.num_classes), data)[1]["entry"] for seed in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(entries[1:])
+
+
+def test_under_augmentation_the_teacher_runs_on_every_step_and_its_time_is_counted(tmp_path):
+    from edgekiln.training import trainer
+    from edgekiln.training.config import DistillConfig, TrainConfig
+
+    data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=100))
+    student = modeling.bundle("resnet10t", modeling.create("resnet10t", data.num_classes, seed=1, image_size=16),
+                              data.num_classes, 16, source="test")
+    with teacher_outputs.storing(tmp_path):
+        loop = trainer.Trainer(student, data, 1, lr=1e-3, seed=0, desc="test", resumable=False, kd=DistillConfig(),
+                               train=TrainConfig(batch_size=32, translate=0.1), teacher=_teacher(0, data.num_classes))
+        loop.train_until(1)
+    assert loop.cached is None and loop.teacher_outputs is None and not list(tmp_path.iterdir())
+    assert loop.notes["teacher_step_seconds"] > 0

@@ -296,9 +296,14 @@ class Trainer:
                 if self.cached is not None:
                     t_logits = self.cached[0][idx].to(dev).float()
                     t_hint = self.cached[1][idx].to(dev).float() if self.cached[1] is not None else None
-                else:
+                else:  # on this step's view: its cost is the stage's to record (a device sync on CUDA)
+                    started = time.perf_counter()
                     with self._autocast():
                         t_logits, t_hint = self.teacher(images)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    self.notes["teacher_step_seconds"] = (self.notes.get("teacher_step_seconds", 0.0)
+                                                          + time.perf_counter() - started)
                 loss = kd_loss(out, hard, t_logits, kd)
                 if self.hint is not None:
                     loss = loss + kd.feature_weight * F.mse_loss(hinted, t_hint)

@@ -156,6 +156,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
                      else "re-used: computed once per image by an earlier loop or run on this teacher and these "
                           "images" if once else "on every step, on the view the student sees (augmented inputs)"),
         "precompute_seconds": round(winner.trainer.precompute_seconds, 2) if once else None,
+        "per_step_seconds": None if once else round(winner.trainer.notes.get("teacher_step_seconds", 0.0), 2),
         **({"stored_as": once["entry"]} if once and once["stored"] else {})}
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
