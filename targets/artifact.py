@@ -46,6 +46,9 @@ class Artifact:
     latency_notes: list[str] = field(default_factory=list)
     latency_detail: dict | None = None
     # how it came to be this way
+    # A student per group of targets: the student it was built from, and why that one for
+    # this target ({name, why}); None when one student serves every target.
+    student: dict | None = None
     structure: dict | None = None  # the format's structure check
     int8_accuracy: float | None = None  # before accuracy-aware quantization kept layers float
     mixed_precision: dict | None = None

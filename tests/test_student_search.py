@@ -58,8 +58,9 @@ def test_config_checks_the_candidates_and_the_profile_rule():
     assert StudentConfig(arch=["a", "b"]).candidates == ["a", "b"]
     with pytest.raises(ValidationError, match="twice"):
         StudentConfig(arch=["a", "a"])
-    with pytest.raises(ValidationError, match="needs `profile`"):
-        StudentConfig(arch=["a", "b"], select="fastest")
+    assert StudentConfig(arch=["a", "b"], select="fastest").per_target  # no profile: per target
+    assert not StudentConfig(arch=["a", "b"], select="fastest", profile="pixel-3-cpu").per_target
+    assert not StudentConfig(arch="a", select="fastest").per_target  # one candidate: nothing to choose
     with pytest.raises(ValidationError, match="only read with select"):
         StudentConfig(arch="a", profile="pixel-3-cpu")
 

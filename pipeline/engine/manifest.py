@@ -111,6 +111,8 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "predictions": outcome.predictions,
         "cache": {"discarded": [] if outcome.cache is None else outcome.cache.discarded},
         "stages": [vars(s) for s in outcome.stages],
+        # A student per group of targets: which student each branch trained, for which targets and why.
+        "branches": [branch_record(b, outcome) for b in getattr(outcome, "branches", [])],
         # Every gate judged, then every budget that could not be checked (status not_checked).
         "gates": [g.to_dict() for g in [*outcome.gates, *getattr(outcome, "not_checked", [])]],
         # Serialized here, once; per-image predictions stay in the cache, the manifest has the figures.
@@ -118,6 +120,18 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "labels": outcome.labels,
         **({"interrupted": outcome.interrupted} if getattr(outcome, "interrupted", None) else {}),
     }
+
+
+def branch_record(branch, outcome) -> dict:
+    """One branch of a run that forked: its student, targets and why, the stages it ran, and
+    those stages' manifest sections as in its own run (the primary's are also top-level)."""
+    ran = [s.name for s in outcome.stages if s.branch == branch.name]
+    sections = {}
+    for stage in registry.registered():
+        if stage.name in ran[1:] and stage.reporting.manifest is not None:
+            sections.update(stage.reporting.manifest(branch.results.get(stage.name), outcome.checks))
+    return {"student": branch.name, "targets": [t.name for t in branch.cfg.targets], "why": branch.why,
+            "primary": branch.primary, "stages": ran, "sections": sections}
 
 
 def stage_sections(outcome) -> dict:

@@ -27,6 +27,25 @@ class Latency(_Record):
     p50_interval: list[Number] | None = None
 
 
+class StudentOfTarget(_Record):
+    """With a student per group of targets: the student an artifact was built from, and why."""
+
+    name: str
+    why: list[dict[str, Any]] | None = None
+
+
+class Branch(_Record):
+    """One branch of a run that forked after its student search: the student, the targets it
+    serves, why, the stages it ran and their sections (as a run of its own would have them)."""
+
+    student: str
+    targets: list[str]
+    why: list[dict[str, Any]] | None = None
+    primary: bool | None = None
+    stages: list[str] | None = None
+    sections: dict[str, Any] | None = None
+
+
 class ArtifactRecord(_Record):
     target: str
     format: str
@@ -53,6 +72,7 @@ class ArtifactRecord(_Record):
     passed: bool | None = None
     gates: list[dict[str, Any]] | None = None
     budgets_not_checked: list[str] | None = None
+    student: StudentOfTarget | None = None
 
 
 class Stage(_Record):
@@ -63,6 +83,7 @@ class Stage(_Record):
     drop: Number | None = None
     passed: bool | None = None
     cached: bool | None = None
+    branch: str | None = None  # after a fork: the student of its branch
 
 
 class Splits(_Record):
@@ -120,6 +141,7 @@ class _RunManifest(_Record):
     splits: Splits | None = None
     predictions: Predictions | None = None
     stages: list[Stage] | None = None
+    branches: list[Branch] | None = None
     gates: list[dict[str, Any]] | None = None
     artifacts: list[ArtifactRecord]
     labels: list[str] | None = None

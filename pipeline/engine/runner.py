@@ -55,6 +55,23 @@ class StageRecord:
     test_accuracy_ci: list[float] | None = None
     test_drop: float | None = None
     drop_ci: list[float] | None = None
+    branch: str | None = None  # after a fork: the student of the branch this stage ran in
+
+
+@dataclass
+class Branch:
+    """A chain of stages under way: its config (after a fork, the targets of its student),
+    its results and cache keys so far, its last stage's record, and the student naming it
+    (None before a fork). The first branch of a fork is the primary: the manifest's stage
+    sections show its stages."""
+
+    cfg: PipelineConfig
+    results: dict[str, StageResult]
+    keys: dict[str, str]
+    last: StageRecord | None = None
+    name: str | None = None
+    primary: bool = True
+    why: list | None = None  # why its student was chosen for its targets
 
 
 @dataclass
@@ -73,6 +90,9 @@ class RunOutcome:
     plan: Plan | None = None  # the stages this config runs (the first is the reference)
     require_checked: bool = False  # [release] require_checked: an unchecked budget fails the run
     not_checked: list[NotChecked] = field(default_factory=list)  # the budgets in `unchecked`, as records
+    # A student per group of targets: each branch's student, targets, why, and its stages'
+    # results (the primary's are also in `results`); empty when one student serves every target.
+    branches: list[Branch] = field(default_factory=list)
 
     @property
     def unchecked(self) -> list[str]:
@@ -243,22 +263,24 @@ def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCac
     return {"cached": cached, **record}
 
 
-def _gate(node: Stage, result: StageResult, cfg: PipelineConfig, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
+def _gate(node: Stage, result: StageResult, branch: Branch, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:
     """Stage gates decide on val (what the stages decided on). Artifacts are the release:
     their accuracy gates are judged on the held-out test split where there is one."""
     if not node.budgeted:
         return []
+    cfg = branch.cfg
     reference = outcome.plan.reference
-    teacher = outcome.results[reference.name]
-    previous = outcome.stages[-1]
+    teacher = branch.results[reference.name]
+    previous = branch.last
     budget = getattr(cfg.budget.max_drop, node.name)
     common = dict(stage_budget=budget, stage_budget_key=f"budget.max_drop.{node.name}",
                   max_drop_total=cfg.budget.max_drop_total, reference_name=reference.label)
     if not node.publishes:
-        return checks(f"stage {node.name}", result.accuracy, previous=(previous.name, previous.accuracy),
+        subject = f"stage {node.name}" + (f" ({branch.name})" if branch.name else "")
+        return checks(subject, result.accuracy, previous=(previous.name, previous.accuracy),
                       teacher=teacher.accuracy, **common)
     on_test = data.has_test and "test_top1" in teacher.metrics
-    quantized = outcome.results[previous.name]
+    quantized = branch.results[previous.name]
     gates = []
     for artifact in result.artifacts:
         subject = f"target {artifact.target}"
@@ -311,17 +333,115 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
                                                  "looked at"})}
 
 
-def _write_predictions(out_dir: Path, result: StageResult, data: Dataset) -> dict | None:
+def _write_predictions(out_dir: Path, artifacts: list[Artifact], data: Dataset) -> dict | None:
     """predictions.json: every artifact's top-1 class on each test image (with the labels), so
     `edgekiln diff` can compare two releases image by image (a paired test) instead of as two
     unrelated accuracies. None without a test split."""
     if not data.has_test:
         (out_dir / "predictions.json").unlink(missing_ok=True)  # a previous run's, on other images
         return None
-    top1 = {a.target: [int(c) for c in a.test_top1] for a in result.artifacts if a.test_top1 is not None}
+    top1 = {a.target: [int(c) for c in a.test_top1] for a in artifacts if a.test_top1 is not None}
     path = write_json(out_dir, "predictions.json", {"split": "test", "labels": [int(y) for y in data.test_y],
                                                     "top1": top1})
     return {"file": path.name, "sha256": sha256(path), "split": "test", "targets": sorted(top1)}
+
+
+class _Chain:
+    """Runs the plan's stages in order, gating and recording each, and publishing the
+    artifacts. A stage whose result holds `branches` (the student search per target) forks
+    the chain: the rest of the plan runs once per branch, with the config's targets narrowed
+    to the branch's, each stage cached under a key of its own branch."""
+
+    def __init__(self, data: Dataset, cache: StageCache, outcome: RunOutcome, out_dir: Path):
+        self.data, self.cache, self.outcome, self.out_dir = data, cache, outcome, out_dir
+        self.current: str | None = None  # the stage under way
+
+    def run(self, start: int, branch: Branch) -> bool:
+        """Run the plan's stages from `start` on `branch`; False once a gate fails (the run stops)."""
+        run = self.outcome.plan
+        for position in range(start, len(run.stages)):
+            node = run.stages[position]
+            self.current = node.name if branch.name is None else f"{node.name} ({branch.name})"
+            key = branch.keys[node.name] = stage_key_of(node, branch.cfg, stage_code.code_version(node.module),
+                                                        self.data.fingerprint, branch.keys, run)
+            console.rule(f"[bold]{self.current}")
+            started = time.perf_counter()
+            result, cached = _run_stage(node, branch.cfg, self.data, self.cache, key, branch.results, run)
+            forks = result.metrics.get("branches") or []
+            if len(forks) < 2 or branch.name is not None:
+                if not self._finish(node, result, cached, started, key, branch):
+                    return False
+                continue
+            branch.results[node.name] = result  # the search's record, with every branch's student
+            names = ", ".join(f"{f['student']} for {', '.join(f['targets'])}" for f in forks)
+            console.print(f"  {node.name}: a student per group of targets: {names}", markup=False)
+            for i, fork in enumerate(forks):
+                targets = set(fork["targets"])
+                sub = Branch(branch.cfg.model_copy(update={"targets": [t for t in branch.cfg.targets
+                                                                       if t.name in targets]}),
+                             dict(branch.results), dict(branch.keys), branch.last, fork["student"], i == 0,
+                             fork.get("why"))
+                sub.keys[node.name] = hashlib.sha256(f"{key}:{fork['student']}".encode()).hexdigest()[:24]
+                self.outcome.branches.append(sub)
+                if not self._finish(node, _branch_result(result, i, fork), cached, started, sub.keys[node.name],
+                                    sub):
+                    return False
+                if not self.run(position + 1, sub):
+                    return False
+            return True
+        return True
+
+    def _finish(self, node: Stage, result: StageResult, cached: bool, started: float, key: str,
+                branch: Branch) -> bool:
+        """Gate and record `node`'s result on `branch`, publish its artifacts; False when a gate failed."""
+        outcome, data = self.outcome, self.data
+        branch.results[node.name] = result
+        if branch.primary:  # the manifest's stage sections show the primary branch
+            outcome.results.setdefault(node.name, result)
+        gates = _gate(node, result, branch, outcome, data)
+        outcome.gates += gates
+        previous = branch.last
+        reference = outcome.plan.reference.name
+        branch.last = record = StageRecord(
+            name=node.name, accuracy=result.accuracy,
+            drop=None if previous is None else previous.accuracy - result.accuracy,
+            budget=getattr(branch.cfg.budget.max_drop, node.name, None) if node.budgeted else None,
+            passed=all(g.passed for g in gates), cached=cached,
+            seconds=time.perf_counter() - started,
+            compute_seconds=result.metrics.get("compute_seconds", 0.0),
+            params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
+            test_accuracy=result.metrics.get("test_accuracy"), branch=branch.name,
+            **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
+                                              branch.results[reference].metrics.get("test_top1"),
+                                              data.test_y).items() if k != "drop_test"})
+        outcome.stages.append(record)
+        test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
+        console.print(f"  {self.current}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))
+        for gate in gates:
+            console.print(("  " if gate.passed else "  [bold red]") + gate.message())
+        if node.publishes:
+            published = _publish(result, self.out_dir, self.cache)
+            for artifact in published:
+                if branch.name is not None:
+                    artifact.student = {"name": branch.name, "why": branch.why}
+            outcome.artifacts += published
+            outcome.predictions = _write_predictions(self.out_dir, outcome.artifacts, data)
+        return record.passed
+
+
+def _branch_result(result: StageResult, index: int, fork: dict) -> StageResult:
+    """The part of a forking stage's result that one branch goes on from: its student and
+    that student's figures (val, and test where graded)."""
+    metrics = {k: v for k, v in result.metrics.items() if k not in ("branches", "branch_test")}
+    metrics.update(arch=fork["student"], params=fork["params"], macs=fork["macs"])
+    graded = result.metrics.get("branch_test")
+    if graded:
+        metrics.update(graded[index])
+    models = None if result._models is None else [result._models[index]]
+    part = StageResult(accuracy=fork["accuracy"], metrics=metrics, _models=models,
+                       _model_dirs=result._model_dirs[index:index + 1], directory=result.directory)
+    part.stage = result.stage
+    return part
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str,
@@ -349,51 +469,19 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                       markup=False)
     cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     outcome.cache = cache
-    keys: dict[str, str] = {}
-    current = None  # the stage under way, for the messages of a run that stops
+    chain = _Chain(data, cache, outcome, out_dir)  # `current`: the stage under way, for the messages of a run that stops
     try:
         outcome.splits = _write_splits(out_dir, data)
         for check in run.checks():
-            current = check.name
+            chain.current = check.name
             outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache,
                                                     stage_code.code_version(check.module))
-        reference = run.reference.name
         for name, why in run.skipped.items():
             console.print(f"  {name}: skipped ({why})", markup=False)
-        for node in run.stages:
-            current = node.name
-            key = keys[node.name] = stage_key_of(node, cfg, stage_code.code_version(node.module),
-                                                 data.fingerprint, keys, run)
-            console.rule(f"[bold]{node.name}")
-            started = time.perf_counter()
-            result, cached = _run_stage(node, cfg, data, cache, key, outcome.results, run)
-            outcome.results[node.name] = result
-            gates = _gate(node, result, cfg, outcome, data)
-            outcome.gates += gates
-            previous = outcome.stages[-1] if outcome.stages else None
-            outcome.stages.append(StageRecord(
-                name=node.name, accuracy=result.accuracy,
-                drop=None if previous is None else previous.accuracy - result.accuracy,
-                budget=getattr(cfg.budget.max_drop, node.name, None) if node.budgeted else None,
-                passed=all(g.passed for g in gates), cached=cached,
-                seconds=time.perf_counter() - started,
-                compute_seconds=result.metrics.get("compute_seconds", 0.0),
-                params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
-                test_accuracy=result.metrics.get("test_accuracy"),
-                **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
-                                                  outcome.results[reference].metrics.get("test_top1"),
-                                                  data.test_y).items() if k != "drop_test"}))
-            test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
-            console.print(f"  {node.name}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))
-            for gate in gates:
-                console.print(("  " if gate.passed else "  [bold red]") + gate.message())
-            if node.publishes:
-                outcome.artifacts = _publish(result, out_dir, cache)
-                outcome.predictions = _write_predictions(out_dir, result, data)
-            if not all(g.passed for g in gates):
-                break
-        current = None
+        chain.run(0, Branch(cfg, outcome.results, {}))
+        chain.current = None
     except Interrupted as e:
+        current = chain.current
         outcome.error = "interrupted"
         outcome.interrupted = {"signal": e.signal, "stage": current}
         e.stage = current
@@ -401,6 +489,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
         raise
     except Exception as e:
+        current = chain.current
         outcome.error = f"{type(e).__name__}: {e}"
         with contextlib.suppress(OSError):
             write_manifest(out_dir, build_manifest(cfg, config_text, outcome))

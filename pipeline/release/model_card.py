@@ -71,6 +71,10 @@ def model_card(manifest: dict) -> str:
         skipped = "; ".join(f"{s['stage']} ({s['why']})" for s in plan["skipped"] if s["stage"])
         out += [f"Stages: {' → '.join(plan['stages'])}, every drop measured against {plan['reference_title']}"
                 + (f". Skipped: {skipped}" if skipped else "") + ".", ""]
+    if manifest["branches"]:  # a student per group of targets
+        out += ["A student per group of targets (the stages after the student search ran once per student):", ""]
+        out += [f"- {b['student']} for {', '.join(b['targets'])}: "
+                + "; ".join(str(w.get("why")) for w in b["why"] or []) for b in manifest["branches"]] + [""]
     for key, heading in (("description", "Description"), ("intended_use", "Intended use"),
                          ("out_of_scope", "Out of scope"), ("limitations", "Limitations")):
         out += [f"## {heading}", "", card.get(key) or f"_Not stated (set `card.{key}` in the config)._", ""]

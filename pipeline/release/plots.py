@@ -60,7 +60,8 @@ def report_figure(manifest: dict):
     artifacts = manifest["artifacts"]
     estimated = [a for a in artifacts if a.get("latency_source") == "estimate"]
     measured = [a for a in artifacts if a.get("latency_source") != "estimate"]
-    names = [str(s["name"]) for s in stages] + [str(a["target"]) for a in artifacts]
+    names = [str(s["name"]) + (f" ({s['branch']})" if s.get("branch") else "") for s in stages] + [
+        str(a["target"]) for a in artifacts]
     panels = [len(names)] + ([len(measured)] if measured or not estimated else []) + ([len(estimated)] if estimated else [])
     widths = [max(n, 1) for n in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(9.0, 1.0 * sum(widths) + 2.2 * len(panels)), 4.8),

@@ -223,6 +223,9 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
             result.targets.append(TargetDiff(name, "incomplete", record.get("format"), why="; ".join(lacking)))
             continue
         target = _target_diff(name, base_artifacts[name], record, same_split, thresholds, keys)
+        students = (student_of(base_artifacts[name], base_manifest), student_of(record, new_manifest))
+        if students[0] != students[1]:  # a student per group of targets: this target's changed
+            target.changes.append(Change("student", *students))
         if predictions is not None:
             _pair(target, name, *predictions)
         result.targets.append(target)
@@ -268,6 +271,16 @@ def _pct(base: float | None, new: float | None) -> float | None:
 def _numeric(metric: str, base, new, unit: str) -> Change:
     delta = None if base is None or new is None else new - base
     return Change(metric, base, new, unit, delta, _pct(base, new))
+
+
+def student_of(artifact: dict, manifest: dict) -> str | None:
+    """The student an artifact was built from: its own (a student per group of targets), else
+    the run's one student (None when the run distilled none)."""
+    own = artifact.get("student")
+    if isinstance(own, dict) and own.get("name"):
+        return own["name"]
+    student = manifest.get("student")
+    return student.get("name") if isinstance(student, dict) else None
 
 
 def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds: dict, keys: dict) -> TargetDiff:

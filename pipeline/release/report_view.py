@@ -40,7 +40,7 @@ def _artifact_schema() -> dict:
         else:
             schema[f.name] = None
     schema.update(latency_ms=_Maybe(_LATENCY), encoding_choice=_Maybe(_ENCODING_CHOICE),
-                  mixed_precision=_Maybe(_MIXED_PRECISION),
+                  mixed_precision=_Maybe(_MIXED_PRECISION), student=_Maybe({"name": None, "why": []}),
                   gates=[{}], path=None)
     return schema
 
@@ -59,7 +59,8 @@ SCHEMA: dict[str, Any] = {
                "data_fingerprint": None, "skipped": None}),
     "stages": [{"name": None, "accuracy": None, "drop": None, "budget": None, "passed": None, "cached": None,
                 "seconds": None, "params": None, "macs": None, "test_accuracy": None, "test_accuracy_ci": None,
-                "test_drop": None, "drop_ci": None}],
+                "test_drop": None, "drop_ci": None, "branch": None}],
+    "branches": [{"student": None, "targets": [], "why": []}],
     "gates": [{}], "artifacts": [_artifact_schema()],
     "labels": [],
     "report_errors": {},

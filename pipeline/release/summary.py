@@ -35,7 +35,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
         stages.add_column(col, justify="left" if col in ("stage", "gate") else "right")
     plan = manifest["plan"]
     for s in manifest["stages"]:
-        stages.add_row(text(plan["reference_title"] if s["name"] == plan["reference"] else s["name"]), num(s["accuracy"]), num(s["drop"], "+.2f"), num(s["budget"], "g"),
+        name = plan["reference_title"] if s["name"] == plan["reference"] else s["name"]
+        stages.add_row(text(name + (f" ({s['branch']})" if s["branch"] else "")), num(s["accuracy"]),
+                       num(s["drop"], "+.2f"), num(s["budget"], "g"),
                        _with_interval(s["test_accuracy"], s["test_accuracy_ci"]),
                        millions(s["params"]), millions(s["macs"]), "yes" if s["cached"] else "no",
                        num(s["seconds"], ".1f"), _marked(s["passed"]))
@@ -43,6 +45,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
     for s in plan["skipped"]:
         if s["stage"]:
             console.print(f"  skipped: {s['stage']} ({s['why']})", markup=False)
+    for b in manifest["branches"]:  # a student per group of targets
+        why = "; ".join(f"{', '.join(w.get('targets') or [])}: {w.get('why')}" for w in b["why"] or [])
+        console.print(f"  student {b['student']} for {', '.join(b['targets'])} ({why})", markup=False)
     chance = 100.0 / max(len(manifest.get("labels") or []), 1)
     for s in manifest["stages"]:
         if s["accuracy"] is not None and s["accuracy"] <= chance + 0.5 * (100 - chance) / 10:  # within a twentieth of chance

@@ -68,6 +68,15 @@ def top1_record(predicted_logits, labels) -> dict:
     return {"test_accuracy": accuracy(predicted_logits, labels), "test_top1": top1.tolist()}
 
 
+def branches_grader(bundles: list[ModelBundle]) -> Grader:
+    """Grades each of `bundles` on its own (a student per group of targets): the first's
+    figures as the stage's, and every one's under `branch_test`, in order."""
+    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
+        each = [top1_record(logits(b, test_x), test_y) for b in bundles]
+        return {**each[0], "branch_test": each}
+    return grade
+
+
 def models_grader(bundles: list[ModelBundle]) -> Grader:
     """Grades the averaged logits of `bundles` (one model, or a teacher ensemble)."""
     def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:

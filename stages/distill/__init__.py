@@ -30,10 +30,13 @@ class StudentConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0)  # epochs = "auto": stop the chosen student after this long
     lr: LearningRate = 3e-3  # or "auto": a range test per candidate, with the KD loss (training/lr_range.py)
     # Among the candidates within budget.max_drop_total of the teacher (val): "smallest"
-    # (fewest INT8 weight bytes), "fastest" (INT8 latency estimated on `profile`), or
-    # "accuracy" (the most accurate); none within budget: the most accurate.
+    # (fewest INT8 weight bytes), "fastest" (INT8 latency on `profile`, estimated), or
+    # "accuracy" (the most accurate); none within budget: the most accurate. "fastest"
+    # without `profile` chooses per target: each group of targets that share a profile gets
+    # the candidate fastest on it (timed by its runner where it measures, else estimated),
+    # and the stages after distillation run once per distinct winner (a branch each).
     select: Literal["accuracy", "smallest", "fastest"] = "smallest"
-    profile: str | None = None  # with select = "fastest": a profile with an [estimate] table
+    profile: str | None = None  # with select = "fastest": one profile (with an [estimate] table) for all targets
 
     @field_validator("arch")
     @classmethod
@@ -54,11 +57,14 @@ class StudentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _profile_for_fastest(self) -> "StudentConfig":
-        if self.select == "fastest" and self.profile is None:
-            raise ValueError("select = 'fastest' needs `profile` (the device whose latency decides)")
         if self.profile is not None and self.select != "fastest":
             raise ValueError("profile is only read with select = 'fastest'")
         return self
+
+    @property
+    def per_target(self) -> bool:
+        """Each group of targets sharing a profile gets its own fastest candidate."""
+        return self.select == "fastest" and self.profile is None and len(self.candidates) > 1
 
     @property
     def candidates(self) -> list[str]:
@@ -76,15 +82,20 @@ def unkeyed(config: dict) -> set[str]:
     schedule may stop with `stop_when_within_budget`."""
     cfg: StudentConfig = config["student"]
     stops_on_budget = cfg.epochs == "auto" and config["train"].stop_when_within_budget
-    return {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
+    out = {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
+    return out if cfg.per_target else out | {"targets"}  # the targets' profiles rank only per target
 
 
 def _profiles(config: dict) -> dict:
-    """select = "fastest" ranks the candidates on this profile: its content is in the key."""
+    """select = "fastest" ranks the candidates on this profile (or, per target, on each
+    target's): its content is in the key."""
     from edgekiln.targets.profiles import load_profile
 
-    name = config["student"].profile
-    return {} if name is None else {"student.profile": load_profile(name)}
+    cfg: StudentConfig = config["student"]
+    if cfg.per_target:
+        return {f"targets.{t.name}.profile": t.effective_profile for t in config["targets"]
+                if t.effective_profile is not None}
+    return {} if cfg.profile is None else {"student.profile": load_profile(cfg.profile)}
 
 
 def _precheck_inputs(cfg) -> dict:
@@ -94,7 +105,7 @@ def _precheck_inputs(cfg) -> dict:
 
 STAGE = register(Stage(
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
-    default=StudentConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.distill.work:preflight",
+    default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True,
     checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", _precheck_inputs),),
     report="edgekiln.stages.distill.report:REPORT"))

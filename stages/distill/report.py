@@ -26,6 +26,14 @@ def student_name(m: dict) -> str | None:
     return chosen or (arch if isinstance(arch, str) else None)
 
 
+def latency_text(candidate: dict) -> str:
+    """A candidate's INT8 latency: on the one profile, or on each target group's (per target)."""
+    by_group = candidate.get("latency_by_group")
+    if by_group:
+        return ", ".join(f"{group}: {num(ms, '.3g')}" for group, ms in by_group.items())
+    return num(candidate.get("latency_ms"), ".3g")
+
+
 def _summary(m: dict, console) -> None:
     from rich.table import Table
 
@@ -39,14 +47,14 @@ def _summary(m: dict, console) -> None:
         table.add_row(text(c["name"]), num(c["accuracy"], ".2f"), text(c["epochs_trained"]),
                       millions(c["params"]), millions(c["macs"]),
                       num(None if c["int8_bytes"] is None else c["int8_bytes"] / 1e3, ".0f"),
-                      num(c["latency_ms"], ".3g"), "yes" if c["chosen"] else "no", c["why"] or "")
+                      latency_text(c), "yes" if c["chosen"] else "no", c["why"] or "")
     console.print(table)
 
 
 _HTML = """{% if m.student and m.student.candidates %}
 <h2 id="students">Student candidates <span class="note">(select = {{ text(m.student.select) }})</span></h2>
 <table id="student-table"><tr><th>candidate</th><th>val %</th><th>epochs</th><th>params</th><th>MACs</th><th>INT8 KB</th><th>latency ms</th><th>chosen</th><th>why</th></tr>
-{% for c in m.student.candidates %}<tr class="{{ 'chosen' if c.chosen else '' }}"><td>{{ c.name }}</td><td class="num">{{ num(c.accuracy) }}</td><td class="num">{{ text(c.epochs_trained) }}</td><td class="num">{{ millions(c.params) }}</td><td class="num">{{ millions(c.macs) }}</td><td class="num">{{ "-" if c.int8_bytes is none else "%.0f"|format(c.int8_bytes / 1e3) }}</td><td class="num">{{ num(c.latency_ms, ".3g") }}</td><td>{{ "yes" if c.chosen else "no" }}</td><td>{{ c.why or "" }}</td></tr>{% endfor %}
+{% for c in m.student.candidates %}<tr class="{{ 'chosen' if c.chosen else '' }}"><td>{{ c.name }}</td><td class="num">{{ num(c.accuracy) }}</td><td class="num">{{ text(c.epochs_trained) }}</td><td class="num">{{ millions(c.params) }}</td><td class="num">{{ millions(c.macs) }}</td><td class="num">{{ "-" if c.int8_bytes is none else "%.0f"|format(c.int8_bytes / 1e3) }}</td><td class="num">{% if c.latency_by_group %}{% for g, ms in c.latency_by_group.items() %}{{ g }}: {{ num(ms, ".3g") }}{% if not loop.last %}, {% endif %}{% endfor %}{% else %}{{ num(c.latency_ms, ".3g") }}{% endif %}</td><td>{{ "yes" if c.chosen else "no" }}</td><td>{{ c.why or "" }}</td></tr>{% endfor %}
 </table>
 {% endif %}"""
 
@@ -71,5 +79,6 @@ REPORT = StageReport(
     view={"student": Maybe({"name": None, "select": None,
                             "candidates": [{"name": None, "accuracy": None, "epochs_trained": None,
                                             "params": None, "macs": None, "int8_bytes": None,
-                                            "latency_ms": None, "chosen": None, "why": None}]})},
+                                            "latency_ms": None, "latency_by_group": None, "chosen": None,
+                                            "why": None}]})},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"student": ("#4c72b0", "o")})

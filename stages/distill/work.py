@@ -4,6 +4,7 @@ or into the best of several candidate students found by successive halving."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -48,21 +49,54 @@ def halving_schedule(candidates: int, epochs: int) -> list[int]:
     return [max(1, round(epochs / 2 ** (rounds - r))) for r in range(rounds)] + [epochs]
 
 
-def rank_key(record: dict, select: str, within: bool) -> tuple:
+def rank_key(record: dict, select: str, within: bool, group: str | None = None) -> tuple:
     """Sort key (higher is better) of a candidate under `select`: within budget first, then
-    by the rule; outside the budget, by accuracy (the fallback)."""
+    by the rule; outside the budget, by accuracy (the fallback). `group`: per target, the
+    target group whose latency ranks (by size where that group has no latency)."""
     accuracy = record["accuracy"]
     if not within or select == "accuracy":
         return (within, accuracy, -record["params"])
-    cost = record["int8_bytes"] if select == "smallest" else record["latency_ms"]
+    latency = record["latency_ms"] if group is None else record["latency_by_group"].get(group)
+    cost = record["int8_bytes"] if select == "smallest" or latency is None else latency
     return (within, -cost, accuracy)
+
+
+@dataclasses.dataclass
+class TargetGroup:
+    """Targets that share a profile (as each target resolves it): one student ranks for all."""
+
+    label: str  # the profile's name
+    targets: list[str]
+    profile: object
+    allow_estimate: bool
+    source: str = ""  # where its latencies come from (measured on this host, estimate, ...)
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.profile.model_dump(mode="json", exclude={"path"}), sort_keys=True)
+
+
+def target_groups(targets) -> list[TargetGroup]:
+    """The targets grouped by their resolved profile, in the order the config lists them."""
+    groups: dict[str, TargetGroup] = {}
+    for target in targets:
+        profile = target.effective_profile
+        group = TargetGroup(profile.name, [], profile, target.allow_estimate)
+        group = groups.setdefault(group.key, group)
+        group.targets.append(target.name)
+        group.allow_estimate = group.allow_estimate and target.allow_estimate
+    labels = [g.label for g in groups.values()]
+    for g in groups.values():  # the same profile with other overrides (threads, runner): told apart
+        if labels.count(g.label) > 1:
+            g.label = f"{g.label} ({', '.join(g.targets)})"
+    return list(groups.values())
 
 
 class _Candidate:
     """One student candidate under training, with its record for the manifest."""
 
     def __init__(self, arch: str, cfg: StudentConfig, data: Dataset, teachers, kd, train, estimator,
-                 epochs: int, training: Dataset):
+                 epochs: int, training: Dataset, rankers: dict | None = None):
         model = modeling.create(arch, data.num_classes, pretrained=cfg.pretrained, seed=data.seed,
                                 image_size=data.image_size)
         self.bundle = modeling.bundle(arch, model, data.num_classes, data.image_size,
@@ -83,6 +117,9 @@ class _Candidate:
                        "int8_bytes": params,
                        "latency_ms": None if estimator is None else estimator(model),
                        "accuracy": None, "epochs_trained": 0, "rounds": [], "chosen": False}
+        if rankers is not None:  # per target: its INT8 latency on each group's profile (None: ranked by size)
+            self.record["latency_by_group"] = {label: None if make is None else round(make(self.bundle)(model), 4)
+                                               for label, make in rankers.items()}
         if found is not None:
             self.record["lr"] = found
 
@@ -114,50 +151,56 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     teachers = reference.bundles
     teacher_accuracy = reference.accuracy
     estimator = None
-    if cfg.select == "fastest" and len(cfg.candidates) > 1:
+    if cfg.select == "fastest" and len(cfg.candidates) > 1 and not cfg.per_target:
         from edgekiln.targets.runners.estimate import ProfileEstimator
 
         estimator = ProfileEstimator(cfg.profile, data.image_size)
     train = config["train"]
     plan = schedule.from_config(cfg, train)
     training = unlabelled.joined(data)  # the labelled images, then any unlabelled ones: one copy for all
-    candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length, training)
+    groups = target_groups(config["targets"]) if cfg.per_target else None
+    rankers = None if groups is None else _rankers(groups, data, workdir)
+    candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length, training, rankers)
                   for arch in cfg.candidates]
     rounds = halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
     total = config.get("budget")
     holds = budgets.holds_with_margin(train.within_budget_margin, "distill", (reference.stage, teacher_accuracy),
                                       teacher_accuracy, total)
+    labels = [None] if groups is None else [g.label for g in groups]
     for round_index, epochs in enumerate(rounds):
-        if len(alive) == 1 and plan.auto:  # the last survivor trains on until its schedule stops it
-            alive[0].train_auto(plan, data, holds if train.stop_when_within_budget else None)
+        if plan.auto and (len(alive) == 1 or round_index == len(rounds) - 1):
+            for c in alive:  # the survivors train on until their schedules stop them
+                c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
             break
         for c in alive:
             c.train_to(epochs, data)
         if len(alive) == 1:
             break
         keep = math.ceil(len(alive) / 2)
-        ranked = sorted(alive, key=lambda c: _key(c.record, cfg.select, teacher_accuracy, total), reverse=True)
-        for c in ranked[keep:]:
-            c.record["why"] = (f"dropped after round {round_index + 1} ({epochs} epochs): ranked "
-                               f"{ranked.index(c) + 1} of {len(ranked)} by {_rule(cfg.select)}")
-        alive = ranked[:keep]
+        # Per target, a candidate goes on while it is in some group's top half.
+        by_group = {g: sorted(alive, key=lambda c: _key(c.record, cfg.select, teacher_accuracy, total, g),
+                              reverse=True) for g in labels}
+        going_on = {id(c) for ranked in by_group.values() for c in ranked[:keep]}
+        ranked = by_group[labels[0]]
+        for c in alive:
+            if id(c) not in going_on:
+                c.record["why"] = (f"dropped after round {round_index + 1} ({epochs} epochs): ranked "
+                                   f"{ranked.index(c) + 1} of {len(ranked)} by {_rule(cfg.select)}" if groups is None
+                                   else f"dropped after round {round_index + 1} ({epochs} epochs): in no target "
+                                        f"group's top {keep} of {len(alive)} by {_rule(cfg.select)}")
+        alive = [c for c in ranked if id(c) in going_on]
         console.print(f"  round {round_index + 1} ({epochs} epochs): "
                       + ", ".join(f"{c.record['name']} {c.record['accuracy']:.2f}%" for c in ranked)
                       + f"; {', '.join(c.record['name'] for c in alive)} go on")
+    if groups is not None:
+        return _per_target(candidates, alive, groups, cfg, kd, data, teacher_accuracy, total, plan, rounds)
     winner = alive[0]
     winner.trainer.finish()
     winner.record["chosen"] = True
     if data.unlabelled is not None:  # how many unlabelled images the chosen student's KD term saw
         winner.record["unlabelled_seen"] = winner.trainer.notes.get("unlabelled_seen", 0)
-    once = winner.trainer.teacher_outputs
-    winner.record["teacher_outputs"] = {  # what the teacher cost: once per image, or on every step's view
-        "computed": ("once per image (the inputs are the same every epoch)" if once and not once["reused"]
-                     else "re-used: computed once per image by an earlier loop or run on this teacher and these "
-                          "images" if once else "on every step, on the view the student sees (augmented inputs)"),
-        "precompute_seconds": round(winner.trainer.precompute_seconds, 2) if once else None,
-        "per_step_seconds": None if once else round(winner.trainer.notes.get("teacher_step_seconds", 0.0), 2),
-        **({"stored_as": once["entry"]} if once and once["stored"] else {})}
+    winner.record["teacher_outputs"] = _teacher_outputs(winner.trainer)
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
         winner.record["why"] = "the only candidate"
@@ -178,9 +221,87 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
                     "candidates": [c.record for c in candidates]}})
 
 
-def _key(record: dict, select: str, teacher: float, budget) -> tuple:
-    return rank_key(record, select, budgets.within_total(record["accuracy"], teacher, budget))
+def _teacher_outputs(loop: trainer.Trainer) -> dict:
+    """What the teacher cost a student's loop: once per image (or re-used), or on every step's view."""
+    once = loop.teacher_outputs
+    return {
+        "computed": ("once per image (the inputs are the same every epoch)" if once and not once["reused"]
+                     else "re-used: computed once per image by an earlier loop or run on this teacher and these "
+                          "images" if once else "on every step, on the view the student sees (augmented inputs)"),
+        "precompute_seconds": round(loop.precompute_seconds, 2) if once else None,
+        "per_step_seconds": None if once else round(loop.notes.get("teacher_step_seconds", 0.0), 2),
+        **({"stored_as": once["entry"]} if once and once["stored"] else {})}
+
+
+def _key(record: dict, select: str, teacher: float, budget, group: str | None = None) -> tuple:
+    return rank_key(record, select, budgets.within_total(record["accuracy"], teacher, budget), group)
 
 
 def _rule(select: str) -> str:
-    return {"accuracy": "accuracy", "smallest": "fewest INT8 bytes", "fastest": "estimated INT8 latency"}[select]
+    return {"accuracy": "accuracy", "smallest": "fewest INT8 bytes", "fastest": "INT8 latency"}[select]
+
+
+def _rankers(groups: list[TargetGroup], data: Dataset, workdir: Path) -> dict:
+    """{group label: a function of a candidate's bundle giving its latency function, or None}:
+    each group's profile times the candidates where it measures, else estimates them; a
+    group with neither is ranked by size. Each group's `source` says which."""
+    from edgekiln.targets import model_latency
+
+    out = {}
+    for group in groups:
+        out[group.label], group.source = model_latency.for_profile(
+            group.profile, data, workdir, subject=f"targets.{group.targets[0]}", allow_estimate=group.allow_estimate)
+    return out
+
+
+def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig, kd, data: Dataset,
+                teacher_accuracy: float, total, plan, rounds) -> StageResult:
+    """Each target group's fastest survivor within budget (the most accurate when none is):
+    one model per distinct winner, the first target's first. Its `branches` tell the runner
+    which targets each model's later stages build."""
+    winners: dict[int, dict] = {}
+    for group in groups:
+        best = max(alive, key=lambda c: _key(c.record, cfg.select, teacher_accuracy, total, group.label))
+        latency = best.record["latency_by_group"][group.label]
+        within = budgets.within_total(best.record["accuracy"], teacher_accuracy, total)
+        why = (f"fastest on {group.label} ({latency:.3f} ms, {group.source}) among those within "
+               "budget.max_drop_total of the teacher" if within and latency is not None else
+               f"smallest among those within budget.max_drop_total ({group.label}: {group.source})" if within
+               else f"no candidate within budget.max_drop_total of the teacher ({teacher_accuracy:.2f}%): the most "
+                    "accurate")
+        entry = winners.setdefault(id(best), {"candidate": best, "targets": [], "why": []})
+        entry["targets"] += group.targets
+        entry["why"].append({"profile": group.label, "targets": group.targets, "why": why,
+                             "latency_ms": latency, "latency_source": group.source})
+    chosen = list(winners.values())
+    for entry in chosen:
+        c = entry["candidate"]
+        c.trainer.finish()
+        c.record.update(chosen=True, chosen_for=entry["targets"],
+                        why="; ".join(f"{', '.join(w['targets'])}: {w['why']}" for w in entry["why"]))
+        if data.unlabelled is not None:
+            c.record["unlabelled_seen"] = c.trainer.notes.get("unlabelled_seen", 0)
+        c.record["teacher_outputs"] = _teacher_outputs(c.trainer)
+    for c in candidates:
+        if c in alive and not c.record["chosen"]:
+            c.record["why"] = "trained to the end, fastest for no target group"
+    first = chosen[0]["candidate"]
+    spent = sum(c.record["epochs_trained"] for c in candidates)
+    branches = [{"student": e["candidate"].record["name"], "targets": e["targets"],
+                 "accuracy": e["candidate"].record["accuracy"], "params": modeling.params(e["candidate"].bundle.model),
+                 "macs": modeling.macs(e["candidate"].bundle.model, e["candidate"].bundle.input_size),
+                 "why": e["why"]} for e in chosen]
+    result = StageResult.with_models(first.record["accuracy"], [e["candidate"].bundle for e in chosen], metrics={
+        "arch": first.record["name"], "params": branches[0]["params"], "macs": branches[0]["macs"],
+        "feature_loss": kd.feature_loss,
+        "student": {"name": first.record["name"], "select": cfg.select, "profile": None, "per_target": True,
+                    "groups": [{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
+                    "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
+                        plan.length * len(candidates),
+                    "within_budget": budgets.within_total(first.record["accuracy"], teacher_accuracy, total),
+                    "auto": first.record.get("schedule"), "unlabelled": data.unlabelled,
+                    "candidates": [c.record for c in candidates]},
+        **({"branches": branches} if len(branches) > 1 else {})})
+    if len(branches) > 1:
+        result.grader = evaluation.branches_grader(result.bundles)
+    return result

@@ -5,21 +5,18 @@ by KD recovery; backs off a step that breaks the budget."""
 from __future__ import annotations
 
 import copy
-import tempfile
 from pathlib import Path
 
 import torch
 
 from edgekiln import gates as budget
-from edgekiln import progress
 from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.result import StageResult
-from edgekiln.targets.cost import cost_features
-from edgekiln.targets.int8 import Int8Options
+from edgekiln.targets.model_latency import MeasuredLatency
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
@@ -129,46 +126,7 @@ def prune_to_macs(model: torch.nn.Module, input_size: int, ratio: float) -> tupl
 _MEASURE_ROUNDS = 4
 
 
-class _MeasuredLatency:
-    """p50 of a torch model's INT8 artifact in the prune profile's format, timed by the
-    profile's runner. Measurements are kept per architecture (params, MACs): recovery
-    fine-tuning changes the weights, not the latency."""
-
-    def __init__(self, profile_name: str, data: Dataset, bundle: modeling.ModelBundle, workdir: Path,
-                 calibration_samples: int = 64):
-        from edgekiln.calibration.sampling import balanced_sample
-        from edgekiln.targets import get_format
-
-        self.profile = load_profile(profile_name)
-        self.format = get_format(self.profile.format)
-        self.bundle, self.workdir = bundle, workdir
-        indices = torch.as_tensor(balanced_sample(data.train_y.numpy(), calibration_samples, data.seed))
-        self.calibration = evaluation.model_input(bundle, data.train_x[indices]).numpy()
-        self.source = self.profile.runner.kind if self.profile.runner.kind == "host" else "device"
-        self._seen: dict[tuple[int, int], tuple[float, str]] = {}
-
-    def __call__(self, model: torch.nn.Module) -> float:
-        from edgekiln.targets import runners
-        from edgekiln.targets.evaluate import device_errors
-
-        size = self.bundle.input_size
-        key = (modeling.params(model), modeling.macs(model, size))
-        if key not in self._seen:
-            features = cost_features(model, size)
-            with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
-                path = Path(tmp) / f"step{self.format.SUFFIX}"
-                with progress.status(f"  timing the pruned student on {self.profile.name}"):
-                    self.format.export(copy.deepcopy(model).cpu().eval(), self.bundle.example_input(),
-                                       self.calibration, path, {"description": "pruning step"}, "int8",
-                                       self.format.for_profile(Int8Options(), self.profile)[0])
-                    with device_errors("prune.measure", self.profile, estimate_hint="drop prune.measure"):
-                        measured = runners.measure(path, self.profile, features, self.format.PRECISION)
-            self._seen[key] = measured.latency_ms["p50"], measured.source  # estimate if the runner fell back
-        latency, self.source = self._seen[key]
-        return latency
-
-
-def _prune_to_measured(model: torch.nn.Module, size: int, latency: _MeasuredLatency, goal: float,
+def _prune_to_measured(model: torch.nn.Module, size: int, latency: MeasuredLatency, goal: float,
                        importance: str, gradients) -> str | None:
     """Prune until the measured latency is at most `goal`: each round scales the MACs by the
     shortfall (latency is roughly MACs plus a fixed cost, so this undershoots and repeats).
@@ -200,7 +158,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     size = student.input_size
     latency = None
     if cfg.latency_ms is not None:
-        latency = (_MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
+        latency = (MeasuredLatency(cfg.profile, data, student, workdir) if cfg.measure
                    else estimate.ProfileEstimator(cfg.profile, size))
     # Recovery uses logit KD only: a hint projection would start untrained here.
     teacher = distillation.Teacher(reference.bundles)

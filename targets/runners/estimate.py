@@ -345,11 +345,11 @@ class ProfileEstimator:
 
     source = "estimate"
 
-    def __init__(self, profile_name: str, input_size: int):
+    def __init__(self, profile: str | Profile, input_size: int):
         from edgekiln.targets import get_format
         from edgekiln.targets.profiles import load_profile
 
-        self.profile = load_profile(profile_name)
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.calibrated = calibrate(self.profile, get_format(self.profile.format).PRECISION)
         self.input_size = input_size
 
