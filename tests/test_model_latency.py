@@ -7,7 +7,7 @@ import pytest
 
 from edgekiln.data.config import DataConfig
 from edgekiln.data.dataset import load_dataset
-from edgekiln.targets import model_latency
+from edgekiln.training import model_latency
 from edgekiln.targets.errors import DeviceUnreachable
 from edgekiln.targets.profiles import host_profile, load_profile
 from edgekiln.training import modeling

@@ -39,7 +39,7 @@ def _latencies(fast_on: dict[str, str]):
 def forked(run, tmp_path_factory):
     """The shared tiny pipeline with two candidate students and a student per target, where
     the two targets' profiles prefer different candidates. (out folder, cache, manifest)."""
-    from edgekiln.targets import model_latency
+    from edgekiln.training import model_latency
 
     root, _, _ = run
     work = tmp_path_factory.mktemp("forked")

@@ -112,11 +112,13 @@ class _Pipeline(BaseModel):
 
     @model_validator(mode="after")
     def _calibration_from_unlabelled_needs_them(self):
-        data, quantize = getattr(self, "data", None), getattr(self, "quantize", None)
-        if quantize is not None and data is not None and quantize.calibration_from == "unlabelled" \
-                and data.unlabelled_path is None and data.unlabelled_shards is None:
-            raise ValueError("quantize.calibration_from = 'unlabelled' needs data.unlabelled_path or "
-                             "data.unlabelled_shards (the images to draw the sample from)")
+        data = getattr(self, "data", None)
+        if data is None or data.unlabelled_path is not None or data.unlabelled_shards is not None:
+            return self
+        for name in type(self).model_fields:  # the section that calibrates INT8 (its stage's own)
+            if getattr(getattr(self, name, None), "calibration_from", None) == "unlabelled":
+                raise ValueError(f"{name}.calibration_from = 'unlabelled' needs data.unlabelled_path or "
+                                 "data.unlabelled_shards (the images to draw the sample from)")
         return self
 
     @model_validator(mode="after")

@@ -245,7 +245,7 @@ def _rankers(groups: list[TargetGroup], data: Dataset, workdir: Path) -> dict:
     """{group label: a function of a candidate's bundle giving its latency function, or None}:
     each group's profile times the candidates where it measures, else estimates them; a
     group with neither is ranked by size. Each group's `source` says which."""
-    from edgekiln.targets import model_latency
+    from edgekiln.training import model_latency
 
     out = {}
     for group in groups:

@@ -16,7 +16,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.prune import PruneConfig
 from edgekiln.stages.result import StageResult
-from edgekiln.targets.model_latency import MeasuredLatency
+from edgekiln.training.model_latency import MeasuredLatency
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
