@@ -48,6 +48,15 @@ class StageResult:
             self._models = [load_bundle(d) for d in self._model_dirs]
         return self._models
 
+    def part(self, index: int, accuracy: float, metrics: dict) -> "StageResult":
+        """A result holding only this one's `index`th model (loaded or not), with its own
+        figures: one branch's share of a stage that chose a model per group of targets."""
+        models = None if self._models is None else [self._models[index]]
+        out = StageResult(accuracy=accuracy, metrics=metrics, _models=models,
+                          _model_dirs=self._model_dirs[index:index + 1], directory=self.directory)
+        out.stage = self.stage
+        return out
+
     @classmethod
     def with_model(cls, accuracy: float, bundle: ModelBundle, **kw) -> "StageResult":
         return cls(accuracy=accuracy, _models=[bundle], **kw)

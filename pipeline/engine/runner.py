@@ -437,11 +437,7 @@ def _branch_result(result: StageResult, index: int, fork: dict) -> StageResult:
     graded = result.metrics.get("branch_test")
     if graded:
         metrics.update(graded[index])
-    models = None if result._models is None else [result._models[index]]
-    part = StageResult(accuracy=fork["accuracy"], metrics=metrics, _models=models,
-                       _model_dirs=result._model_dirs[index:index + 1], directory=result.directory)
-    part.stage = result.stage
-    return part
+    return result.part(index, fork["accuracy"], metrics)
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str,

@@ -196,11 +196,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     if groups is not None:
         return _per_target(candidates, alive, groups, cfg, kd, data, teacher_accuracy, total, plan, rounds)
     winner = alive[0]
-    winner.trainer.finish()
-    winner.record["chosen"] = True
-    if data.unlabelled is not None:  # how many unlabelled images the chosen student's KD term saw
-        winner.record["unlabelled_seen"] = winner.trainer.notes.get("unlabelled_seen", 0)
-    winner.record["teacher_outputs"] = _teacher_outputs(winner.trainer)
+    _finish_chosen(winner, data)
     within = budgets.within_total(winner.record["accuracy"], teacher_accuracy, total)
     if len(candidates) == 1:
         winner.record["why"] = "the only candidate"
@@ -219,6 +215,16 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
                         plan.length * len(candidates), "within_budget": within,
                     "auto": winner.record.get("schedule"), "unlabelled": data.unlabelled,
                     "candidates": [c.record for c in candidates]}})
+
+
+def _finish_chosen(candidate: _Candidate, data: Dataset) -> None:
+    """A chosen candidate's loop finished (its kept weights in place), and its record: chosen,
+    how many unlabelled images its KD term saw, what the teacher cost it."""
+    candidate.trainer.finish()
+    candidate.record["chosen"] = True
+    if data.unlabelled is not None:
+        candidate.record["unlabelled_seen"] = candidate.trainer.notes.get("unlabelled_seen", 0)
+    candidate.record["teacher_outputs"] = _teacher_outputs(candidate.trainer)
 
 
 def _teacher_outputs(loop: trainer.Trainer) -> dict:
@@ -276,12 +282,9 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
     chosen = list(winners.values())
     for entry in chosen:
         c = entry["candidate"]
-        c.trainer.finish()
-        c.record.update(chosen=True, chosen_for=entry["targets"],
+        _finish_chosen(c, data)
+        c.record.update(chosen_for=entry["targets"],
                         why="; ".join(f"{', '.join(w['targets'])}: {w['why']}" for w in entry["why"]))
-        if data.unlabelled is not None:
-            c.record["unlabelled_seen"] = c.trainer.notes.get("unlabelled_seen", 0)
-        c.record["teacher_outputs"] = _teacher_outputs(c.trainer)
     for c in candidates:
         if c in alive and not c.record["chosen"]:
             c.record["why"] = "trained to the end, fastest for no target group"
