@@ -9,7 +9,7 @@ from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.engine.config import BudgetConfig
 from edgekiln.stages.distill import StudentConfig
 from edgekiln.stages.distill import work as distill
-from edgekiln.stages.distill.work import halving_schedule, rank_key
+from edgekiln.stages.distill.work import going_on, halving_schedule, rank_key
 from edgekiln.stages.result import StageResult
 from edgekiln.training import evaluation, modeling, state
 from edgekiln.training import trainer as training
@@ -52,6 +52,32 @@ def test_smallest_and_fastest_pick_among_those_within_budget():
 def test_none_within_budget_falls_back_to_the_most_accurate():
     records = [_record("a", 90.0, 100), _record("b", 93.0, 5_000), _record("c", 91.0, 10)]
     assert _pick(records, "smallest") == "b" and _pick(records, "fastest") == "b"
+
+
+class _Alive:
+    def __init__(self, record):
+        self.record = record
+
+
+def test_halving_keeps_the_cheapest_candidate_that_an_early_round_ranks_last():
+    # after round 1 nobody is within budget: the top half by accuracy goes on, and so does
+    # the fastest (smallest), which is the pick if it gets within budget later
+    alive = [_Alive(_record("vit", 96.0, 950_000, 1.2)), _Alive(_record("mnv3", 93.0, 580_000, 0.4)),
+             _Alive(_record("narrow", 80.0, 320_000, 0.1)), _Alive(_record("regnet", 60.0, 2_300_000, 0.5))]
+
+    def within(record):
+        return 99.0 - record["accuracy"] <= 1.0
+
+    names = {s: [c.record["name"] for c in going_on(alive, s, within)] for s in ("accuracy", "smallest", "fastest")}
+    assert names == {"accuracy": ["vit", "mnv3"], "smallest": ["vit", "mnv3", "narrow"],
+                     "fastest": ["vit", "mnv3", "narrow"]}
+    # per target: each group's own cheapest (here by its latency)
+    for c, lat in zip(alive, (1.0, 2.0, 3.0, 0.2)):
+        c.record["latency_by_group"] = {"x86": lat}
+    assert [c.record["name"] for c in going_on(alive, "fastest", within, "x86")] == ["vit", "mnv3", "regnet"]
+    # the cheapest already in the top half: nothing added
+    alive[2].record["accuracy"] = 98.5
+    assert [c.record["name"] for c in going_on(alive, "smallest", within)] == ["narrow", "vit"]
 
 
 def test_config_checks_the_candidates_and_the_profile_rule():

@@ -1,6 +1,9 @@
 """Every supported student family prunes, keeps its attention intact, and round-trips
 through safetensors with its pruned shapes."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -8,7 +11,7 @@ from edgekiln.stages.prune.work import kept_layers, prune_to_macs
 from edgekiln.training import modeling
 
 STUDENTS = ["mobilenetv3_small_050", "mobilenetv3_large_075", "mobilenetv4_conv_small",
-            "mobilevit_xxs", "mobilevitv2_050"]
+            "mobilevit_xxs", "mobilevitv2_050", "resnet10t_w16"]
 
 
 @pytest.mark.parametrize("arch", STUDENTS)
@@ -48,3 +51,21 @@ def test_kept_layers_are_the_classifier_and_attention_projections():
     assert kept[0] is model.get_classifier()
     names = {n for n, m in model.named_modules() if any(m is k for k in kept[1:])}
     assert names and all(n.endswith(("attn.qkv", "attn.proj")) for n in names)
+
+
+def test_a_narrow_resnet_reloads_in_a_fresh_process_and_has_no_published_weights(tmp_path):
+    torch.manual_seed(0)
+    bundle = modeling.ModelBundle("resnet10t_w24", modeling.create("resnet10t_w24", 10).eval(), 10, 32)
+    assert [m.out_channels for m in (bundle.model.layer1[0].conv1, bundle.model.layer4[0].conv1)] == [24, 192]
+    modeling.save_bundle(bundle, tmp_path)
+    # a process that never named it builds it from the saved arch (registered on first use)
+    code = ("from pathlib import Path; from edgekiln.training import modeling; "
+            f"print(modeling.params(modeling.load_bundle(Path({str(tmp_path)!r})).model))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) == modeling.params(bundle.model)
+    from edgekiln.errors import InputError
+    from edgekiln.stages.distill import StudentConfig
+    from edgekiln.stages.distill.work import preflight
+
+    with pytest.raises(InputError, match=r"student.arch\[1\]: timm has no pretrained weights for 'resnet10t_w16'"):
+        preflight({"student": StudentConfig(arch=["mobilevit_xxs", "resnet10t_w16"], pretrained=True)})

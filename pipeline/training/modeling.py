@@ -44,11 +44,21 @@ def is_transformers(arch: str) -> bool:
     return arch.startswith(TRANSFORMERS_PREFIX)
 
 
+def timm_registry():
+    """timm, with edgekiln's own architectures (narrow_resnet) in its registry."""
+    import timm
+
+    from edgekiln.training import narrow_resnet
+
+    narrow_resnet.register()
+    return timm
+
+
 def is_known_arch(arch: str) -> bool:
     """A timm registry name, a timm Hugging Face hub id (`hf-hub:org/name`), a
     transformers image classifier (`hf:org/name` or `hf:/local/dir`) or a CLIP-style model
     (`clip:org/name` or `clip:/local/dir`); the last three are resolved when the model is created."""
-    import timm
+    timm = timm_registry()
 
     from edgekiln.training import zero_shot
 
@@ -60,9 +70,9 @@ def check_known_arch(key: str, arch: str) -> None:
     closest timm name where the name looks mistyped."""
     if is_known_arch(arch):
         return
-    import timm
-
     from edgekiln.targets.errors import did_you_mean
+
+    timm = timm_registry()
 
     raise InputError(f"{key}: unknown timm architecture {arch!r}{did_you_mean(arch, timm.list_models())}")
 
@@ -112,7 +122,7 @@ def create(arch: str, num_classes: int, pretrained: bool = False, seed: int | No
     published weights when `pretrained`; `hf:` transformers checkpoints always load theirs.
     `image_size` is passed on to timm models that are built for one input size (ViTs);
     InputError, naming the model, when it cannot be created."""
-    import timm
+    timm = timm_registry()
 
     if seed is not None:
         torch.manual_seed(seed)
