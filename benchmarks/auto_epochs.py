@@ -6,7 +6,9 @@ patience, min_delta and a cap). Every decision of the auto arm is on val; the fi
 on test.
 
     .venv/bin/python benchmarks/auto_epochs.py [--train 3000] [--teacher resnet14t] [--student mobilenetv3_small_100]
-        [--fixed-teacher 8] [--fixed-student 16] [--max-teacher 40] [--max-student 40] [--tiny]
+        [--fixed-teacher 8] [--fixed-student 16] [--max-teacher 40] [--max-student 40] [--arm fixed --arm auto] [--tiny]
+
+--student may be repeated: each student is distilled from the same teacher of its arm.
 
 --tiny: 400 images, caps of 2 epochs: the slow suite's check that this script runs.
 Prints a Markdown table.
@@ -53,15 +55,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=int, default=3000, help="images drawn from the train files (80%% train, 20%% val)")
     parser.add_argument("--teacher", default="resnet14t")
-    parser.add_argument("--student", default="mobilenetv3_small_100")
+    parser.add_argument("--student", action="append", help="repeatable (default: mobilenetv3_small_100)")
+    parser.add_argument("--arm", action="append", choices=["fixed", "auto"], help="repeatable (default: both)")
     parser.add_argument("--fixed-teacher", type=int, default=8)
     parser.add_argument("--fixed-student", type=int, default=16)
     parser.add_argument("--max-teacher", type=int, default=40)
     parser.add_argument("--max-student", type=int, default=40)
     parser.add_argument("--tiny", action="store_true", help="400 images, caps of 2 epochs (a smoke test)")
     args = parser.parse_args()
+    args.student = args.student or ["mobilenetv3_small_100"]
     if args.tiny:
-        args.train, args.teacher, args.student = 400, "resnet10t", "mobilenetv3_small_050"
+        args.train, args.teacher, args.student = 400, "resnet10t", ["mobilenetv3_small_050"]
         args.fixed_teacher = args.fixed_student = 1
         args.max_teacher = args.max_student = 2
     data = load_dataset(DataConfig(source="idx", path=FASHION, image_size=32, max_samples=args.train))
@@ -76,18 +80,20 @@ def main() -> None:
     print("\n| arm | model | epochs (why it stopped) | val % | test % (95% CI) | test drop vs its teacher (95% CI) "
           "| minutes |\n|---|---|---|---|---|---|---|", flush=True)
     for arm, (teacher_epochs, student_epochs) in arms.items():
+        if args.arm and arm not in args.arm:
+            continue
         teacher, record, seconds = _train(args.teacher, data, teacher_epochs, 3e-3)
         teacher_correct, accuracy, ci = _test(teacher, data)
         print(f"| {arm} | teacher {args.teacher} | {record['epochs']} ({record['stopped']}) | "
               f"{evaluation.evaluate(teacher, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | - | "
               f"{seconds / 60:.1f} |", flush=True)
-        student, record, seconds = _train(args.student, data, student_epochs, 3e-3, teacher=teacher)
-        correct, accuracy, ci = _test(student, data)
-        drop = paired_drop(teacher_correct, correct)
-        print(f"| {arm} | student {args.student} | {record['epochs']} ({record['stopped']}) | "
-              f"{evaluation.evaluate(student, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | "
-              f"{drop.drop:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] | {seconds / 60:.1f} |", flush=True)
-
+        for name in args.student:
+            student, record, seconds = _train(name, data, student_epochs, 3e-3, teacher=teacher)
+            correct, accuracy, ci = _test(student, data)
+            drop = paired_drop(teacher_correct, correct)
+            print(f"| {arm} | student {name} | {record['epochs']} ({record['stopped']}) | "
+                  f"{evaluation.evaluate(student, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | "
+                  f"{drop.drop:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] | {seconds / 60:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

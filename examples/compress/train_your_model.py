@@ -3,6 +3,7 @@ torch and safetensors (no edgekiln), on the scikit-learn digits written out as a
 folder, and saves its weights as a user would. `edgekiln compress` then starts from them.
 
     python examples/compress/train_your_model.py --out work/compress
+    python examples/compress/train_your_model.py --out out/your-model --images-only   # the folder only
     edgekiln compress --arch resnet18 --weights work/compress/resnet18.safetensors \\
         --data work/compress/digits/train --test-data work/compress/digits/test --image-size 32 \\
         --target x86-server-avx2 --target pixel-6-cpu --allow-estimate --out out/compress
@@ -74,10 +75,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--images-only", action="store_true",
+                        help="write the image folder and stop (examples/digits_imagefolder.toml reads it)")
     args = parser.parse_args(argv)
     data = args.out / "digits"
     if not data.is_dir():
         write_image_folder(data)
+    if args.images_only:
+        print(f"wrote {data / 'train'} and {data / 'test'}")
+        return data
     x, y = load_folder(data / "train", args.image_size)
     model = train(args.arch, x, y, args.epochs)
     weights = args.out / f"{args.arch}.safetensors"

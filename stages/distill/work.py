@@ -213,7 +213,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         alive = [c for c in ranked if id(c) in staying]
         console.print(f"  round {round_index + 1} ({epochs} epochs): "
                       + ", ".join(f"{c.record['name']} {c.record['accuracy']:.2f}%" for c in ranked)
-                      + f"; {', '.join(c.record['name'] for c in alive)} go on")
+                      + f"; {', '.join(c.record['name'] for c in alive)} {'goes' if len(alive) == 1 else 'go'} on")
     if groups is not None:
         return _per_target(candidates, alive, groups, cfg, kd, data, teacher_accuracy, total, plan, rounds)
     winner = alive[0]
