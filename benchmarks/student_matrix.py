@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 STUDENTS = ["mobilenetv3_small_050", "mobilenetv3_large_075", "mobilenetv4_conv_small",
-            "mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050"]
+            "mobilevit_xxs", "mobilevit_xs", "mobilevit_s", "mobilevitv2_050", "resnet10t_w16"]
 
 CONFIG = """
 [data]
