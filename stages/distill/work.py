@@ -71,8 +71,8 @@ def going_on(alive: list, select: str, within, group: str | None = None) -> list
     """Who goes on after a round of halving, for one target group (or for all): the top half
     by the rule, and, under select = "smallest" or "fastest", the cheapest candidate too. The
     cheapest is the one the rule picks if it reaches the budget, and an early round's accuracy
-    says little about that: a narrow ResNet that ranked last after 8 of 16 epochs on the
-    digits ended within budget (BENCHMARKS.md); it goes on until the last round shows it."""
+    ranks how fast a candidate learns, not where it ends: it goes on until the last round
+    shows whether it gets within budget."""
     ranked = sorted(alive, key=lambda c: rank_key(c.record, select, within(c.record), group), reverse=True)
     keep = ranked[:math.ceil(len(alive) / 2)]
     if select != "accuracy":
