@@ -81,6 +81,26 @@ def test_imagefolder_example_runs_on_a_generated_folder(tmp_path):
     assert all(a["accuracy"] > 60 for a in manifest["artifacts"])  # chance: 10%; 76-77% seen
 
 
+def test_the_digits_imagefolder_example_passes_on_the_folder_its_command_writes(tmp_path):
+    """examples/digits_imagefolder.toml as shipped (peers.py's second dataset), on the folder
+    `train_your_model.py --images-only` writes: exit 0 within its budget, at 40 px."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "examples" / "compress" / "train_your_model.py"), "--out",
+                    str(tmp_path / "your-model"), "--images-only"], check=True)
+    text = (ROOT / "examples" / "digits_imagefolder.toml").read_text().replace(
+        '"../out/your-model/', f'"{tmp_path / "your-model"}/')
+    config = tmp_path / "digits_imagefolder.toml"
+    config.write_text(text)
+    result = run(config, tmp_path / "out", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["labels"] == [str(i) for i in range(10)] and manifest["splits"]["test"] == 360
+    assert manifest["preprocessing"]["image_size"] == 40
+    assert min(a["accuracy"] for a in manifest["artifacts"]) > 97
+
+
 def test_webdataset_example_runs_on_generated_shards(tmp_path):
     """The shipped webdataset example, pointed at the digits written out as shards (train,
     val and test) and scaled down to run here, streamed."""
