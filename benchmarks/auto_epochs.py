@@ -95,5 +95,6 @@ def main() -> None:
                   f"{evaluation.evaluate(student, data):.2f} | {accuracy:.2f} [{ci[0]:.1f}, {ci[1]:.1f}] | "
                   f"{drop.drop:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}] | {seconds / 60:.1f} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

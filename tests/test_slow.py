@@ -136,8 +136,8 @@ def test_webdataset_example_runs_on_generated_shards(tmp_path):
 
 def test_the_fashion_mnist_example_runs_on_the_idx_files_scaled_down(tmp_path):
     """examples/fashion_mnist.toml on Debian's dataset-fashion-mnist (.ci/run installs it),
-    scaled down to run here: 1,000 training images, small caps (3 epochs for teacher and student). Every loop on "auto"; the
-    official t10k files are the test split."""
+    scaled down to run here: 1,000 training images, small caps (3 epochs for teacher and
+    student). Every loop on "auto"; the official t10k files are the test split."""
     if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file():
         pytest.fail("no /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist (.ci/run does)")
     config = tmp_path / "fashion_mnist.toml"

@@ -189,6 +189,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     holds = budgets.holds_with_margin(train.within_budget_margin, "distill", (reference.stage, teacher_accuracy),
                                       teacher_accuracy, total)
     labels = [None] if groups is None else [g.label for g in groups]
+    within = functools.partial(_within, teacher=teacher_accuracy, budget=total)
     for round_index, epochs in enumerate(rounds):
         if plan.auto and (len(alive) == 1 or round_index == len(rounds) - 1):
             for c in alive:  # the survivors train on until their schedules stop them
@@ -200,7 +201,6 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
             break
         keep = math.ceil(len(alive) / 2)
         # Per target, a candidate goes on while it goes on for some group.
-        within = functools.partial(_within, teacher=teacher_accuracy, budget=total)
         staying = {id(c) for g in labels for c in going_on(alive, cfg.select, within, g)}
         ranked = sorted(alive, key=lambda c: rank_key(c.record, cfg.select, within(c.record), labels[0]), reverse=True)
         for c in alive:
