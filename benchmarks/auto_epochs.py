@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
-from edgekiln.engine.stats import accuracy_interval, hits, paired_drop  # noqa: E402
+from edgekiln.stats import accuracy_interval, hits, paired_drop  # noqa: E402
 from edgekiln.training import distillation, evaluation, modeling, schedule, trainer  # noqa: E402
 from edgekiln.training.config import TrainConfig  # noqa: E402
 from edgekiln.training.config import DistillConfig

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input  # noqa: E402
-from edgekiln.engine.stats import accuracy_interval, hits  # noqa: E402
+from edgekiln.stats import accuracy_interval, hits  # noqa: E402
 from edgekiln.targets import encodings, get_format  # noqa: E402
 from edgekiln.targets.formats import onnx as onnx_format  # noqa: E402
 from edgekiln.targets.int8 import Int8Options  # noqa: E402

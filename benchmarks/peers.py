@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
-from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
+from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
 from edgekiln.targets.files import sha256, size_bytes

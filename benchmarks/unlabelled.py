@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from edgekiln.data import unlabelled  # noqa: E402
 from edgekiln.data.dataset import DataConfig, load_dataset  # noqa: E402
-from edgekiln.engine.stats import accuracy_interval, hits, paired_drop  # noqa: E402
+from edgekiln.stats import accuracy_interval, hits, paired_drop  # noqa: E402
 from edgekiln.training import distillation, evaluation, modeling, schedule, trainer, zero_shot  # noqa: E402
 from edgekiln.training.config import DistillConfig, TrainConfig  # noqa: E402
 

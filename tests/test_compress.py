@@ -26,15 +26,17 @@ def cli(*args):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A resnet10t trained on the digits' train folder by the example's plain training loop."""
+    """A resnet10t trained on the digits' train folder by the example's plain training loop, at
+    32 px with mean/std 0.5 (as many training scripts normalize; not timm's defaults)."""
     root = tmp_path_factory.mktemp("yours")
-    weights = yours.main(["--out", str(root), "--arch", "resnet10t", "--epochs", "3"])
+    weights = yours.main(["--out", str(root), "--arch", "resnet10t", "--epochs", "3", "--mean", "0.5", "--std", "0.5"])
     return root, weights
 
 
 def _compress(root, weights, out, *extra):
     return cli("compress", "--arch", "resnet10t", "--weights", weights, "--data", root / "digits" / "train",
-               "--test-data", root / "digits" / "test", "--image-size", 32, "--budget", BUDGET, "--out", out,
+               "--test-data", root / "digits" / "test", "--image-size", 32, "--mean", 0.5, "--std", "0.5,0.5,0.5",
+               "--budget", BUDGET, "--out", out,
                "--cache-dir", root / "cache", *extra)
 
 
@@ -61,8 +63,14 @@ def test_compress_quantizes_and_exports_your_model_without_training_a_teacher_or
     given = manifest["model"]
     assert given["arch"] == "resnet10t" and given["fine_tuned"] is None and len(given["checkpoint_sha256"]) == 64
     assert given["test_accuracy"] > 90  # the example's model is a real one
+    assert given["mean"] == [0.5] * 3 and given["preprocessing_from"]["mean"] == "[model] mean"  # written by compress into OUT/config.toml
+    assert manifest["preprocessing_check"]["verdict"] == "as configured"
+    assert manifest["preprocessing"]["mean"] == [0.5] * 3  # what the app is told to feed
     assert {a["target"] for a in manifest["artifacts"]} == {"x86-server-avx2", "pixel-6-cpu"}
     for artifact in manifest["artifacts"]:
+        # ONNX states the mean/std an app applies; TFLite's app interface takes (pixel - 127.5) / 127.5
+        # and folds the model's own normalization inside (its test accuracy in its runtime shows it)
+        assert artifact["interface"]["input"].get("mean", [0.5] * 3) == [0.5] * 3
         assert artifact["test_accuracy"] >= given["test_accuracy"] - BUDGET
         totals = [g for g in artifact["gates"] if g["budget_key"] == "budget.max_drop_total"]
         assert totals and totals[0]["reference_name"] == "the given model" and totals[0]["split"] == "test"
@@ -72,6 +80,22 @@ def test_compress_quantizes_and_exports_your_model_without_training_a_teacher_or
     card = (out / "MODEL_CARD.md").read_text()
     assert "Stages: given → quantize → export" in card and "| given model | `resnet10t@" not in card
     assert "given model" in card and "student" not in card.lower().split("## artifacts")[0]
+
+
+def test_compress_without_the_model_s_preprocessing_is_refused_before_any_stage(trained, tmp_path):
+    """The model trained at 32 px with mean/std 0.5, given without --image-size, --mean and
+    --std: timm's 176 px and ImageNet statistics put it at chance, which every artifact would
+    have matched. The check names what it was trained with instead."""
+    root, weights = trained
+    result = cli("compress", "--arch", "resnet10t", "--weights", weights, "--data", root / "digits" / "train",
+                 "--test-data", root / "digits" / "test", "--target", "x86-server-avx2", "--out", tmp_path / "out",
+                 "--cache-dir", tmp_path / "cache")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, result.output
+    assert "at 32 px with mean 0.5 / std 0.5" in said and "pass --image-size 32 --mean 0.5 --std 0.5" in said
+    assert "as configured, 176 px with ImageNet mean/std" in said
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stages"] == [] and manifest["artifacts"] == []
 
 
 def test_the_written_config_reproduces_the_run(compressed):
@@ -255,7 +279,10 @@ def _tiny_transformers(path: Path, labels: list[str]) -> Path:
 
 def test_a_transformers_classifier_is_compressed_with_its_own_head(tmp_path):
     model = _tiny_transformers(tmp_path / "tiny-resnet", [str(i) for i in range(10)])
-    config = _config(tmp_path, f'arch = "hf:{model.name}"\nimage_size = 32', extra="[budget]\nmax_drop_total = 100\n")
+    # An untrained head is at chance: the preprocessing check would refuse it, rightly; this
+    # test is about the plumbing of a transformers model, so it opts out.
+    config = _config(tmp_path, f'arch = "hf:{model.name}"\nimage_size = 32\ncheck_preprocessing = false',
+                     extra="[budget]\nmax_drop_total = 100\n")
     config.write_text(config.read_text().replace('source = "digits"', 'source = "digits"\nmax_samples = 300'))
     result = cli("run", config, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
     assert result.exit_code == 0, result.output

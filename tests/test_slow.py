@@ -221,3 +221,15 @@ def test_the_unlabelled_benchmark_runs_in_its_tiny_mode_with_a_zero_shot_arm(tmp
     assert arms == ["(a) supervised, labelled only", "(b) KD, labelled only", "(c) KD, labelled + unlabelled rest",
                     "(d) KD from zero-shot CLIP, no labels"], done.stdout
     assert "gain of (c) over (b):" in done.stdout
+
+
+def test_the_preprocessing_check_benchmark_runs_in_its_tiny_mode():
+    """benchmarks/preprocessing_check.py --tiny, on the Fashion-MNIST IDX files."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "preprocessing_check.py"), "--tiny"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "px" in line]
+    assert len(rows) == 3 and rows[1].startswith("| 176 px with ImageNet mean/std | refused"), done.stdout

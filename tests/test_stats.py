@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgekiln.engine.stats import accuracy_interval, clopper_pearson, paired_drop
+from edgekiln.stats import accuracy_interval, clopper_pearson, paired_drop
 from edgekiln.gates import GateCheck
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's ImageNet defaults: what edgekiln assumes
+IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's defaults, as many training scripts use
 
 
 def write_image_folder(root: Path) -> Path:
@@ -35,8 +35,8 @@ def write_image_folder(root: Path) -> Path:
     return root
 
 
-def load_folder(root: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image resized to `size` and normalized, and its class (sorted folder order, as
+def load_folder(root: Path, size: int, mean=IMAGENET[0], std=IMAGENET[1]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image resized to `size` and normalized with `mean`/`std`, and its class (sorted folder order, as
     torchvision's ImageFolder numbers them)."""
     images, labels = [], []
     for label, folder in enumerate(sorted(p for p in root.iterdir() if p.is_dir())):
@@ -45,7 +45,7 @@ def load_folder(root: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
             images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255).permute(2, 0, 1))
             labels.append(label)
     x = torch.stack(images)
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
     return x, torch.tensor(labels)
 
 
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--mean", type=float, nargs="+", default=list(IMAGENET[0]),
+                        help="the normalization to train with (one value or three; many scripts use 0.5)")
+    parser.add_argument("--std", type=float, nargs="+", default=list(IMAGENET[1]))
     parser.add_argument("--images-only", action="store_true",
                         help="write the image folder and stop (examples/digits_imagefolder.toml reads it)")
     args = parser.parse_args(argv)
@@ -84,14 +87,16 @@ def main(argv: list[str] | None = None) -> Path:
     if args.images_only:
         print(f"wrote {data / 'train'} and {data / 'test'}")
         return data
-    x, y = load_folder(data / "train", args.image_size)
+    x, y = load_folder(data / "train", args.image_size, args.mean, args.std)
     model = train(args.arch, x, y, args.epochs)
     weights = args.out / f"{args.arch}.safetensors"
     save_file(model.state_dict(), str(weights))
     print(f"wrote {weights} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), trained on "
           f"{data / 'train'} ({len(y)} images); {data / 'test'} is held out. Compress it:\n"
           f"  edgekiln compress --arch {args.arch} --weights {weights} --data {data / 'train'} --test-data "
-          f"{data / 'test'} --image-size {args.image_size} --target x86-server-avx2 --target pixel-6-cpu "
+          f"{data / 'test'} --image-size {args.image_size}"
+          + ("" if args.mean == list(IMAGENET[0]) else f" --mean {','.join(map(str, args.mean))} --std "
+             f"{','.join(map(str, args.std))}") + " --target x86-server-avx2 --target pixel-6-cpu "
           f"--allow-estimate --prune 0.6 --out out/compress")
     return weights
 

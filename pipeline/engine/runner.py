@@ -19,7 +19,7 @@ from edgekiln.engine import stage_code
 from edgekiln.engine.cache import StageCache, stage_key
 from edgekiln.engine.config import PipelineConfig, plan_of
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
-from edgekiln.engine.stats import accuracy_interval, hits, paired_drop
+from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.errors import InputError, TrainingDiverged
 from edgekiln.gates import BudgetCheck, GateCheck, NotChecked, budget_checks, checks
 from edgekiln.progress import console

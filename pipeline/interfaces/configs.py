@@ -5,11 +5,11 @@ writes a commented starter config for an image folder."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
-from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.errors import InputError
 
 IDX_TRAIN = "train-images-idx3-ubyte"
@@ -24,7 +24,51 @@ def data_section(data: Path, image_size: int) -> dict:
     return {"source": source, "path": str(data), "image_size": image_size}
 
 
-def model_size(arch: str | None, model: str | None) -> tuple[int, str]:
+@dataclass(frozen=True)
+class CompressInput:
+    """How `compress` feeds the given model, and where each value came from."""
+
+    image_size: int
+    mean: tuple[float, float, float] | None  # None: the architecture's own (timm's, or the image processor's)
+    std: tuple[float, float, float] | None
+    sources: dict[str, str]
+
+    def summary(self) -> str:
+        norm = (f"mean {list(self.mean)} / std {list(self.std)} ({self.sources['mean']})" if self.mean is not None
+                else f"mean/std: {self.sources['mean']}")
+        return (f"input: {self.image_size} px ({self.sources['image_size']}), {norm}; give --image-size, --mean "
+                "and --std if you trained otherwise (the preprocessing check scores the alternatives)")
+
+
+def model_preprocessing(arch: str | None, weights: Path | None, model: str | None, image_size: int | None,
+                        mean: str | None, std: str | None) -> CompressInput:
+    """The input compress feeds the given model: the flags, else what the checkpoint records
+    (its safetensors metadata, a config.json or preprocessor_config.json beside it), else the
+    architecture's defaults."""
+    from edgekiln.stages.given import metadata
+
+    if (mean is None) != (std is None):
+        raise InputError("give both --mean and --std, or neither")
+    try:
+        flags = metadata.Preprocessing(image_size, metadata.three(mean, "--mean") if mean else None,
+                                       metadata.three(std, "--std") if std else None,
+                                       {k: f"--{k.replace('_', '-')}" for k, v in
+                                        (("image_size", image_size), ("mean", mean), ("std", std)) if v is not None})
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    hf_dir = Path(model[3:]) if model is not None and Path(model[3:]).is_dir() else None
+    chosen = flags.merged(metadata.read(weights, hf_dir))
+    sources = dict(chosen.sources)
+    size = chosen.image_size
+    if size is None:
+        size, sources["image_size"] = _default_size(arch, model)
+    if chosen.mean is None:
+        sources["mean"] = sources["std"] = (f"the image processor of {model}" if model else
+                                            f"timm's default for {arch}")
+    return CompressInput(int(size), chosen.mean, chosen.std, sources)
+
+
+def _default_size(arch: str | None, model: str | None) -> tuple[int, str]:
     """The input size a model was most likely trained at, and where that comes from: a
     transformers model's image processor, or timm's default for the architecture."""
     if model is not None:
@@ -49,7 +93,9 @@ def model_size(arch: str | None, model: str | None) -> tuple[int, str]:
 
 def compress_config(*, arch: str | None, weights: Path | None, model: str | None, data: Path, test_data: Path | None,
                     targets: list[str],
-                    budget: float, prune: float | None, allow_estimate: bool, image_size: int) -> dict:
+                    budget: float, prune: float | None, allow_estimate: bool, image_size: int,
+                    mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                    check_preprocessing: bool = True) -> dict:
     """The config `edgekiln compress` runs: the given model, quantized (pruned first with
     `prune`, the share of its MACs to keep, recovering by self-distillation until it is back
     within budget) and exported for each target profile, every artifact gated on the test
@@ -73,8 +119,12 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
         if not test_data.is_dir():
             raise InputError(f"--test-data {test_data}: not a folder")
         section["test_path"] = str(test_data.resolve())
-    config: dict = {"data": section,
-                    "model": {"arch": model or arch, **({"checkpoint": str(weights.resolve())} if weights else {})},
+    model_section = {"arch": model or arch, **({"checkpoint": str(weights.resolve())} if weights else {})}
+    if mean is not None:
+        model_section.update(mean=list(mean), std=list(std))
+    if not check_preprocessing:
+        model_section["check_preprocessing"] = False
+    config: dict = {"data": section, "model": model_section,
                     "pipeline": {"stages": (["prune"] if prune is not None else []) + ["quantize", "export"]},
                     "budget": {"max_drop_total": budget}}
     if prune is not None:
@@ -116,27 +166,18 @@ def to_toml(config: dict, header: str = "") -> str:
 def starter_config(data: Path) -> str:
     """A commented starter config for the image folder `data`: its classes counted, an image
     size suggested from a sample of its images, the shipped profiles listed as targets."""
-    from PIL import Image
-
+    from edgekiln.data.native_size import folder_short_sides, native_size
     from edgekiln.targets.profiles import load_profile, shipped_profiles
 
     data = data.resolve()
     section = data_section(data, 32)
     if section["source"] == "idx":
-        classes, sizes = None, [28]
+        classes, sizes = None, [native_size("idx", data) or 28]
     else:
         classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
         if len(classes) < 2:
             raise InputError(f"{data}: needs at least two class sub-folders (one per class), found {classes}")
-        sizes = []
-        for cls in classes:
-            for f in sorted((data / cls).rglob("*"))[:20]:
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    try:
-                        with Image.open(f) as im:
-                            sizes.append(min(im.size))
-                    except OSError:
-                        continue
+        sizes = folder_short_sides(data)
         if not sizes:
             raise InputError(f"{data}: no readable images in its class folders")
     native = statistics.median(sizes)

@@ -61,6 +61,13 @@ def compress(
                                           "its MACs (e.g. 0.7), recovering by self-distillation"),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, max=1024, help="the size it was trained "
                                              "at [default: timm's for the architecture, or the image processor's]"),
+    mean: Optional[str] = typer.Option(None, "--mean", help="the mean it was trained with, on pixels / 255: one "
+                                       "value or three (R,G,B) [default: the checkpoint's metadata, else timm's "
+                                       "for the architecture]"),
+    std: Optional[str] = typer.Option(None, "--std", help="the std it was trained with, as --mean"),
+    check_preprocessing: bool = typer.Option(True, "--check-preprocessing/--no-check-preprocessing",
+                                             help="before any stage, score the model under the usual alternatives "
+                                             "of size and mean/std, and refuse when one is clearly better"),
     allow_estimate: bool = typer.Option(False, "--allow-estimate", help="estimate latency where a profile's device "
                                         "cannot be reached"),
     out: Path = typer.Option(Path("out/compress"), "--out", help="output directory (config.toml is written there)"),
@@ -74,15 +81,15 @@ def compress(
     OUT/config.toml: `edgekiln run OUT/config.toml` reproduces the run, and you can edit it.
     Exit codes as `run`."""
     quiet_converters()
-    from edgekiln.interfaces.configs import compress_config, model_size, to_toml
+    from edgekiln.interfaces.configs import compress_config, model_preprocessing, to_toml
 
     with exit_codes():
-        if image_size is None and (arch or model):
-            image_size, why = model_size(arch, model)
-            console.print(f"image size {image_size} px ({why}; give --image-size if you trained at another)")
+        fed = model_preprocessing(arch, weights, model, image_size, mean, std)
+        console.print(fed.summary(), markup=False)
         config = compress_config(arch=arch, weights=weights, model=model, data=data, test_data=test_data,
-                                 targets=target, budget=budget,
-                                 prune=prune, allow_estimate=allow_estimate, image_size=image_size or 224)
+                                 targets=target, budget=budget, prune=prune, allow_estimate=allow_estimate,
+                                 image_size=fed.image_size, mean=fed.mean, std=fed.std,
+                                 check_preprocessing=check_preprocessing)
         text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`\n")
         run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
 

@@ -345,7 +345,7 @@ def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds:
 def _pair(target: TargetDiff, name: str, base: dict, new: dict) -> None:
     """Attach the exact paired drop (McNemar) to the target's test accuracy change, from both
     runs' per-image predictions on the same test images."""
-    from edgekiln.engine.stats import hits, paired_drop
+    from edgekiln.stats import hits, paired_drop
 
     change = next((c for c in target.changes if c.metric == "test accuracy" and c.comparable), None)
     if change is None or name not in base["top1"] or name not in new["top1"]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgekiln.stages import Stage, register
+from edgekiln.stages import Check, Stage, register
 from edgekiln.training.config import Epochs
 
 TRANSFORMERS = "hf:"
@@ -32,6 +32,9 @@ class ModelConfig(BaseModel):
     # The normalization it was trained with: default timm's for `arch`, the image processor's (hf:)
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    # Score it under the usual alternatives of size and normalization before any stage, and
+    # refuse a run whose configured preprocessing is clearly not how it was trained
+    check_preprocessing: bool = True
     epochs: Epochs = 0  # fine-tune it on the train split first; 0: use it as given
     max_epochs: int = Field(30, ge=1, le=1000)  # epochs = "auto": the cap
     max_minutes: float | None = Field(None, gt=0)
@@ -71,4 +74,5 @@ class ModelConfig(BaseModel):
 STAGE = register(Stage(
     name="given", order=5, run="edgekiln.stages.given.work:run", section="model", schema=ModelConfig,
     reads=("train",), preflight="edgekiln.stages.given.work:preflight", starts=True, title="the given model",
+    checks=(Check("preprocessing_check", "edgekiln.stages.given.precheck:check", "edgekiln.stages.given.precheck:inputs"),),
     report="edgekiln.stages.given.report:REPORT"))

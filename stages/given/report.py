@@ -8,8 +8,8 @@ from edgekiln.stages.report import Maybe, StageReport
 def _manifest(result, checks: dict) -> dict:
     if result is None:
         return {"model": None}
-    keep = ("name", "arch", "checkpoint", "checkpoint_sha256", "input_size", "mean", "std", "params", "macs",
-            "fine_tuned")
+    keep = ("name", "arch", "checkpoint", "checkpoint_sha256", "input_size", "mean", "std", "preprocessing_from",
+            "params", "macs", "fine_tuned")
     return {"model": {**{k: result.metrics.get(k) for k in keep}, "accuracy": result.accuracy,
                       "test_accuracy": result.metrics.get("test_accuracy")}}
 
@@ -25,6 +25,12 @@ def _summary(m: dict, console) -> None:
         console.print(f"the given model: {model['name']} at {model['input_size']} px, val {_pct(model['accuracy'])}, "
                       f"test {_pct(model['test_accuracy'])}" + (f", checkpoint sha256 {sha}..." if sha else "")
                       + ("; fine-tuned here" if model.get("fine_tuned") else "; used as given"), markup=False)
+        check = m.get("preprocessing_check") or {}
+        if check.get("configured"):
+            console.print(f"  fed at {model['input_size']} px with {check['configured']['normalization']} "
+                          f"({', '.join(f'{k} from {v}' for k, v in (model.get('preprocessing_from') or {}).items())}); "
+                          f"none of {len(check.get('screened') or {})} alternatives scored clearly better on val",
+                          markup=False)
 
 
 def _lineage(m: dict):

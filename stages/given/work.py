@@ -9,7 +9,7 @@ from pathlib import Path
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.given import TRANSFORMERS, ModelConfig
+from edgekiln.stages.given import TRANSFORMERS, ModelConfig, metadata
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.files import sha256
 from edgekiln.training import evaluation, modeling, schedule, trainer
@@ -31,14 +31,23 @@ def preflight(config: dict) -> None:
             raise InputError(f"model.checkpoint: {e}") from None
 
 
-def _load(cfg: ModelConfig, data: Dataset) -> modeling.ModelBundle:
-    """The model with its weights as trained, fed as it was trained (size, mean, std)."""
+def load(cfg: ModelConfig, data: Dataset) -> tuple[modeling.ModelBundle, dict[str, str]]:
+    """The model with its weights as trained, fed as it was trained (size, mean, std: the
+    config's, else what the checkpoint records, else the architecture's defaults), and where
+    each of those came from."""
+    hf_dir = Path(cfg.arch[len(TRANSFORMERS):]) if cfg.arch.startswith(TRANSFORMERS) else None
+    recorded = metadata.read(cfg.checkpoint, hf_dir if hf_dir is not None and hf_dir.is_dir() else None)
+    given = metadata.Preprocessing(cfg.image_size, cfg.mean, cfg.std,
+                                   {k: f"[model] {k}" for k in ("image_size", "mean", "std")
+                                    if getattr(cfg, k) is not None})
+    chosen = given.merged(recorded)
     if cfg.arch.startswith(TRANSFORMERS):
         model = _transformers(cfg.arch, data)
-        bundle = modeling.bundle(cfg.arch, model, data.num_classes, cfg.image_size or data.image_size,
-                                 source=cfg.name, native_size=cfg.image_size is None)
+        bundle = modeling.bundle(cfg.arch, model, data.num_classes, chosen.image_size or data.image_size,
+                                 source=cfg.name, native_size=chosen.image_size is None)
+        defaults = f"the image processor of {cfg.arch}"
     else:
-        size = cfg.image_size or data.image_size
+        size = chosen.image_size or data.image_size
         model = modeling.create(cfg.arch, data.num_classes, pretrained=cfg.checkpoint is None, seed=data.seed,
                                 image_size=size)
         if cfg.checkpoint is not None:
@@ -47,9 +56,12 @@ def _load(cfg: ModelConfig, data: Dataset) -> modeling.ModelBundle:
             except InputError as e:
                 raise InputError(f"model.checkpoint: {e}") from None
         bundle = modeling.bundle(cfg.arch, model, data.num_classes, size, source=cfg.name)
-    if cfg.mean is not None:
-        bundle = dataclasses.replace(bundle, mean=tuple(cfg.mean), std=tuple(cfg.std))
-    return bundle
+        defaults = f"timm's default for {cfg.arch}"
+    if chosen.mean is not None:
+        bundle = dataclasses.replace(bundle, mean=tuple(chosen.mean), std=tuple(chosen.std))
+    sources = {"image_size": chosen.sources.get("image_size", "[data] image_size" if hf_dir is None else defaults),
+               "mean": chosen.sources.get("mean", defaults), "std": chosen.sources.get("std", defaults)}
+    return bundle, sources
 
 
 def _transformers(arch: str, data: Dataset):
@@ -73,9 +85,9 @@ def _transformers(arch: str, data: Dataset):
 
 def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
     cfg: ModelConfig = config["model"]
-    bundle = _load(cfg, data)
+    bundle, sources = load(cfg, data)
     record = {"name": cfg.name, "arch": cfg.arch, "input_size": bundle.input_size,
-              "mean": list(bundle.mean), "std": list(bundle.std), "fine_tuned": None,
+              "mean": list(bundle.mean), "std": list(bundle.std), "preprocessing_from": sources, "fine_tuned": None,
               "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
               "checkpoint_sha256": None if cfg.checkpoint is None else sha256(cfg.checkpoint)}
     if cfg.epochs != 0:

@@ -1,0 +1,183 @@
+"""Stage `given`'s check before any stage: is the given model fed the way it was trained?
+
+A compress run is only as right as its reference: a model fed at the wrong size or with the
+wrong normalization scores low, every artifact matches that low score, and every gate holds.
+So the given model is scored on a seeded sample of val under the configured preprocessing
+and under the usual alternatives (the data's native size and common training sizes; mean/std
+of ImageNet, 0.5, none, and pixels in [0, 255]), searched one axis at a time (size, then
+normalization, then size again under the better normalization). When an alternative beats
+the configured one by more than MARGIN points with 95 % confidence (paired, on the same
+images), or when the model cannot be told from chance under any of them, the run is refused
+(exit 2) naming what to pass. Decided on val only, like every choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgekiln.errors import InputError
+from edgekiln.progress import console
+
+SAMPLE = 512  # val images the verdict is decided on (all of val when smaller)
+SCREEN = 160  # of those, the images each alternative is first screened on
+MARGIN = 1.0  # points an alternative must win by, at the low end of its 95 % paired interval
+COMMON_SIZES = (32, 64, 96, 128, 160, 224)
+NORMALIZATIONS = {
+    "ImageNet mean/std": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "mean 0.5 / std 0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "no normalization ([0, 1])": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "pixels in [0, 255]": ((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to prepare the input: size and mean/std (on pixel / 255)."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def normalization(self) -> str:
+        for label, (mean, std) in NORMALIZATIONS.items():
+            if np.allclose(mean, self.mean, atol=1e-4) and np.allclose(std, self.std, rtol=1e-3):
+                return label
+        return f"mean {_values(self.mean)} / std {_values(self.std)}"
+
+    def describe(self) -> str:
+        return f"{self.size} px with {self.normalization()}"
+
+    def advice(self) -> str:
+        mean, std = _values(self.mean, ","), _values(self.std, ",")
+        return (f"pass --image-size {self.size} --mean {mean} --std {std} to compress, or set [model] image_size = "
+                f"{self.size}, mean = {[round(v, 6) for v in self.mean]}, std = {[round(v, 6) for v in self.std]} in the "
+                "config")
+
+    def record(self) -> dict:
+        return {"image_size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "normalization": self.normalization()}
+
+
+def _values(values, sep: str = "/") -> str:
+    """One number when the three channels agree, else all three."""
+    shown = [f"{v:.6g}" for v in values]
+    return shown[0] if len(set(shown)) == 1 else sep.join(shown)
+
+
+def inputs(cfg) -> dict:
+    """What the verdict depends on besides the data and this code: the model section and
+    the data's source (its native size)."""
+    return {"model": cfg.model.model_dump(mode="json"),
+            "data": {"source": cfg.data.source, "path": str(cfg.data.path), "image_size": cfg.data.image_size}}
+
+
+def _sizes(configured: int, native: int | None) -> list[int]:
+    """The configured size first, the native size, and the common sizes up to the larger
+    of the two: a model is rarely trained above both its data and its configured size."""
+    top = max(configured, native or 0)
+    sizes = [configured] + ([native] if native and native >= 16 else []) + [s for s in COMMON_SIZES if s <= top]
+    return list(dict.fromkeys(sizes))
+
+
+def _hits(bundle, candidate: Candidate, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    from edgekiln.training import evaluation
+
+    fed = dataclasses.replace(bundle, input_size=candidate.size, mean=candidate.mean, std=candidate.std)
+    return (evaluation.logits(fed, images, batch_size=128).argmax(1) == labels).numpy()
+
+
+def search(bundle, images: torch.Tensor, labels: torch.Tensor, native: int | None) -> tuple[Candidate, Candidate, dict]:
+    """The configured candidate, the best one found, and every screened candidate's accuracy.
+    One axis at a time: sizes under the configured normalization, normalizations at the best
+    size, and, when another normalization won, sizes again under it."""
+    configured = Candidate(bundle.input_size, tuple(bundle.mean), tuple(bundle.std))
+    screen_x, screen_y = images[:SCREEN], labels[:SCREEN]
+    scores: dict[Candidate, float] = {}
+
+    def best_of(candidates: list[Candidate], current: Candidate) -> Candidate:
+        for c in candidates:
+            if c not in scores:
+                scores[c] = float(_hits(bundle, c, screen_x, screen_y).mean() * 100)
+        return max([current] + candidates, key=lambda c: scores[c])  # ties keep `current`
+
+    sizes = _sizes(configured.size, native)
+    norms = [(configured.mean, configured.std)] + list(NORMALIZATIONS.values())
+    best = best_of([Candidate(s, configured.mean, configured.std) for s in sizes], configured)
+    best = best_of([Candidate(best.size, m, s) for m, s in norms], best)
+    if (best.mean, best.std) != (configured.mean, configured.std):
+        size_won = best.size
+        best = best_of([Candidate(s, best.mean, best.std) for s in sizes], best)
+        if best.size != size_won:
+            best = best_of([Candidate(best.size, m, s) for m, s in norms], best)
+    screened = {c.describe(): round(v, 2) for c, v in scores.items()}
+    return configured, best, screened
+
+
+def verdict(configured: Candidate, best: Candidate, configured_hits: np.ndarray, best_hits: np.ndarray,
+            num_classes: int, screened: dict) -> dict:
+    """The record of the check; InputError when the configured preprocessing is clearly
+    worse than `best`, or when even the best cannot be told from chance."""
+    from edgekiln.stats import accuracy_interval, paired_drop
+
+    n = len(configured_hits)
+    acc_cfg, acc_best = float(configured_hits.mean() * 100), float(best_hits.mean() * 100)
+    worse = paired_drop(best_hits, configured_hits)
+    record = {"images": n, "configured": {**configured.record(), "accuracy": acc_cfg},
+              "best": {**best.record(), "accuracy": acc_best}, "screened_on": min(SCREEN, n),
+              "screened": screened, "configured_below_best": worse.to_dict(), "margin": MARGIN}
+    if best != configured and worse.low > MARGIN:
+        raise InputError(
+            f"preprocessing check: at {best.describe()} the given model scores {acc_best:.1f}% on val ({n} "
+            f"images); as configured, {configured.describe()}, {acc_cfg:.1f}% (paired 95% interval of the "
+            f"difference {worse.low:.1f} to {worse.high:.1f} points). It was most likely trained that way: "
+            f"{best.advice()}. If the configured preprocessing is right after all, set [model] "
+            "check_preprocessing = false (compress: --no-check-preprocessing)")
+    chance = 100.0 / num_classes
+    winner, winner_hits = (best, best_hits) if acc_best > acc_cfg else (configured, configured_hits)
+    low, high = accuracy_interval(winner_hits)
+    record["chance"] = chance
+    if low <= chance:
+        tried = ", ".join(screened)
+        raise InputError(
+            f"preprocessing check: the given model scores {max(acc_best, acc_cfg):.1f}% on val ({n} images, 95% "
+            f"interval {low:.1f}-{high:.1f}) at its best ({winner.describe()}), which cannot be told from chance "
+            f"({chance:.1f}% for {num_classes} classes). A reference at chance cannot gate anything. Tried: "
+            f"{tried}. Likely causes: the classes are numbered in another order than the model's outputs "
+            "([data] classes, or the class folders' sorted names), the input is prepared otherwise than in its "
+            "training, or the checkpoint is not the trained one")
+    record["verdict"] = "as configured" if best == configured or worse.low <= MARGIN else "refused"
+    return record
+
+
+def check(data, cfg) -> tuple[dict, dict]:
+    """The pre-stage check (stages.Check): its record, and no section narrowed."""
+    from edgekiln.data.native_size import native_size
+    from edgekiln.stages.given import work
+
+    model_cfg = cfg.model
+    if not model_cfg.check_preprocessing:
+        return {"skipped": "[model] check_preprocessing = false"}, {}
+    if model_cfg.epochs != 0:
+        return {"skipped": "the model is fine-tuned here ([model] epochs), on the preprocessing configured"}, {}
+    started = time.perf_counter()
+    bundle, _ = work.load(model_cfg, data)
+    generator = torch.Generator().manual_seed(data.seed)
+    order = torch.randperm(len(data.val_y), generator=generator)[:SAMPLE]
+    images, labels = data.val_x[order], data.val_y[order]
+    native = native_size(cfg.data.source, cfg.data.path)
+    console.print(f"  scoring the given model on {len(order)} val images under its configured preprocessing and "
+                  "the usual alternatives")
+    configured, best, screened = search(bundle, images, labels, native)
+    configured_hits = _hits(bundle, configured, images, labels)
+    best_hits = configured_hits if best == configured else _hits(bundle, best, images, labels)
+    record = verdict(configured, best, configured_hits, best_hits, data.num_classes, screened)
+    record.update(native_size=native, seconds=round(time.perf_counter() - started, 2))
+    console.print(f"  preprocessing: {configured.describe()}, {record['configured']['accuracy']:.1f}% on "
+                  f"{record['images']} val images; no alternative clearly better ({len(screened)} tried, "
+                  f"{record['seconds']:.1f} s)", markup=False)
+    return record, {}
