@@ -13,6 +13,21 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+
+def tolerate_narrow_encodings(streams=None) -> None:
+    """Let a console whose encoding lacks the characters edgekiln prints ("—", "→", "±":
+    PYTHONIOENCODING=ascii, some CI consoles) print them as "?" instead of failing: what a
+    run did and its exit code never depend on the console's encoding."""
+    for stream in streams or (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            "—→±≤".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="replace")
+
+
+tolerate_narrow_encodings()
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the tables.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 # Errors go to stderr: a script that reads a command's output gets its results, and a CI log

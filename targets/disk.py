@@ -70,8 +70,24 @@ def reason(error: OSError, path: str | Path) -> str:
     is full: 'No space left on device (12 KB free there)'."""
     why = error.strerror or str(error)
     if error.errno in FULL:
-        why += f" ({human(free_bytes(path))} free there)"
+        inodes = free_inodes(path)
+        why += " (no free inodes there: too many files, not too many bytes)" if inodes == 0 else \
+            f" ({human(free_bytes(path))} free there)"
     return why
+
+
+def free_inodes(path: str | Path) -> int | None:
+    """Inodes (files) free to this user on the disk that holds `path`; None when that cannot
+    be asked or the file system does not count them."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                stats = os.statvfs(folder)
+            except OSError:
+                return None
+            return stats.f_favail if stats.f_files else None
+    return None
 
 
 def describe(error: OSError, fallback: str | Path | None = None, rename: tuple[Path, Path] | None = None) -> str:
@@ -94,18 +110,40 @@ def ensure_free(folder: str | Path, needed: int, what: str) -> None:
 def swap_into_place(new: Path, dest: Path) -> None:
     """Make `new` (a file or a folder) be `dest` with renames on one disk. A folder in the
     way is renamed aside first and deleted after; if the second rename fails, it is put
-    back: `dest` is always the old or the new, whole."""
+    back: `dest` is always the old or the new, whole. SIGTERM and SIGINT wait until both
+    renames are done (a signal between them would leave `dest` missing); only a kill -9
+    there can leave the old folder aside, and `restore_aside` puts it back."""
+    from edgekiln.targets.interrupts import deferred
+
     if not dest.exists() or (dest.is_file() and new.is_file()):
         os.replace(new, dest)
         return
     aside = dest.with_name(f".{dest.name}{ASIDE}{uuid.uuid4().hex[:8]}")
-    os.rename(dest, aside)
-    try:
-        os.rename(new, dest)
-    except OSError:
-        os.rename(aside, dest)
-        raise
+    with deferred():
+        os.rename(dest, aside)
+        try:
+            os.rename(new, dest)
+        except OSError:
+            os.rename(aside, dest)
+            raise
     shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+
+
+def restore_aside(dest: Path) -> Path | None:
+    """After a swap killed between its renames: the folder it had moved aside becomes
+    `dest` again when `dest` is missing (the previous run comes back; returned), and is
+    deleted when `dest` is there (the swap had finished)."""
+    leftovers = sorted(dest.parent.glob(f".{dest.name}{ASIDE}*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    restored = None
+    for leftover in leftovers:
+        if restored is None and not dest.exists() and not dest.is_symlink():
+            os.rename(leftover, dest)
+            restored = dest
+        elif leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return restored
 
 
 def save_torch(obj, path: Path) -> None:

@@ -16,7 +16,7 @@ from tiny_pipeline import invoke, write_config
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def tiny_clip(directory, image_size=32, tokenizer=True, processor=True):
+def tiny_clip(directory, image_size=32, tokenizer=True, processor=True, positions=77):
     """A CLIP model small enough to build in a second (random weights), saved like a hub one."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
@@ -27,7 +27,7 @@ def tiny_clip(directory, image_size=32, tokenizer=True, processor=True):
     torch.manual_seed(0)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=len(vocab) - 2,
+                         num_attention_heads=2, max_position_embeddings=positions, bos_token_id=len(vocab) - 2,
                          eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1),
         vision_config=dict(image_size=image_size, patch_size=8, hidden_size=32, intermediate_size=64,
                            num_hidden_layers=1, num_attention_heads=2),

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from edgekiln.errors import InputError
 from edgekiln.targets.files import file_sha256, tree_sha256
 
 _TMP = ".tmp"
@@ -31,6 +33,46 @@ _LOCKS = ".locks"
 _PARTIAL = ".partial"  # per-epoch checkpoints of stages under way, kept across a kill
 INDEX = ".entry.json"  # the entry's integrity record
 _STALE_SECONDS = 24 * 3600
+# What makes a folder an edgekiln cache: the cache-directory tag (bford.info/cachedir, which
+# backup tools honour too), written when the cache is first written to. `cache gc` and
+# `cache verify --discard` delete nothing in a folder without it.
+MARKER = "CACHEDIR.TAG"
+_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+        "# An edgekiln stage cache: `edgekiln cache gc` deletes only in folders that hold this file.\n")
+_KEY = re.compile(r"[0-9a-f]{24}")  # stage_key's form: the only folder names an entry has
+
+
+def mark(root: Path) -> None:
+    """Create the cache folder `root` if needed and tag it as an edgekiln cache."""
+    root.mkdir(parents=True, exist_ok=True)
+    tag = root / MARKER
+    if not tag.is_file():
+        tmp = root / f".{MARKER}.tmp-{os.getpid()}"
+        tmp.write_text(_TAG)
+        os.replace(tmp, tag)
+
+
+def is_cache(root: Path) -> bool:
+    """Whether `root` is an edgekiln cache: its tag, or (a cache written before the tag
+    existed) a lock folder beside at least one entry with its integrity record."""
+    try:
+        if "edgekiln" in (root / MARKER).read_text(errors="replace"):
+            return True
+    except OSError:
+        pass
+    return (root / _LOCKS).is_dir() and any(_KEY.fullmatch(p.parent.name) for p in root.glob(f"*/*/{INDEX}"))
+
+
+def require_cache(root: Path) -> None:
+    """InputError unless `root` is an edgekiln cache: a wrong --cache-dir (or
+    EDGEKILN_CACHE_DIR) must never have its folders taken for entries and deleted."""
+    if not root.is_dir():
+        raise InputError(f"--cache-dir {root} does not exist: there is no edgekiln cache there (check --cache-dir "
+                         "and EDGEKILN_CACHE_DIR)")
+    if not is_cache(root):
+        raise InputError(f"--cache-dir {root} is not an edgekiln cache (it holds no {MARKER} written by edgekiln, nor "
+                         "a cache's entries): nothing was read or deleted; check --cache-dir and EDGEKILN_CACHE_DIR")
+    mark(root)  # a cache from before the tag: tagged now
 
 
 def stage_key(stage: str, version: str, sections: dict, input_keys: list[str]) -> str:
@@ -114,6 +156,7 @@ class StageCache:
     def locked(self, stage: str, key: str, on_wait=None) -> Iterator[None]:
         """Hold the OS lock of (stage, key): one run computes a stage while the others wait;
         the lock goes with its holder, even one killed with -9."""
+        mark(self.root)
         lock_dir = self.root / _LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f"{stage}-{key}.lock", "a+") as handle:
@@ -132,6 +175,7 @@ class StageCache:
     def writing(self, stage: str, key: str) -> Iterator[Path]:
         """Yield an empty directory to fill; on normal exit it gets its integrity record and
         becomes the entry for (stage, key) in one rename, on an exception it is deleted."""
+        mark(self.root)
         tmp = self.root / _TMP / f"{stage}-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
@@ -149,12 +193,13 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def entries(self) -> list[EntryInfo]:
-        """Every finished entry, oldest use first."""
+        """Every finished entry, oldest use first: the folders STAGE/KEY whose KEY has a stage
+        key's form (nothing else in the folder is taken for one)."""
         if not self.root.is_dir():
             return []
         out = []
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for path in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+            for path in sorted(p for p in stage_dir.iterdir() if p.is_dir() and _KEY.fullmatch(p.name)):
                 index = path / INDEX
                 created = last_used = index.stat().st_mtime if index.is_file() else path.stat().st_mtime
                 with contextlib.suppress(OSError, ValueError, KeyError):
@@ -180,6 +225,8 @@ class StageCache:
         return removed
 
     def _sweep_stale_temporaries(self) -> None:
+        if not is_cache(self.root):  # a folder that is not (yet) a cache: its .tmp is someone else's
+            return
         for folder, stale in ((_TMP, _STALE_SECONDS), (_PARTIAL, 7 * _STALE_SECONDS)):
             if not (self.root / folder).is_dir():
                 continue

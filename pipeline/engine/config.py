@@ -339,13 +339,22 @@ def load_config(path: str | Path) -> BaseModel:
     """Read and validate a pipeline TOML file; ConfigError lists every problem by key path.
     Relative paths in it are relative to the file."""
     path = Path(path)
+    return config_from_text(read_config_text(path), base=path.resolve().parent, name=str(path))
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text: UTF-8, with or without the byte-order mark some editors write
+    (TOML's reader would take it for a stray character at line 1, column 1)."""
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
-    return config_from_text(text, base=path.resolve().parent, name=str(path))
+        raise ConfigError(f"config file {path} is a directory, not a config file (give the .toml file in it, or "
+                          "write one with `edgekiln init`)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}: {e.reason}): TOML files are UTF-8; "
+                          "save it as UTF-8") from None
 
 
 MAX_DEPTH = 16  # tables and arrays nested deeper than any config needs (the schema has 4 levels)

@@ -11,6 +11,7 @@ the previous contents stay.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 from edgekiln.errors import InputError
-from edgekiln.targets.disk import ASIDE, swap_into_place
+from edgekiln.progress import console
+from edgekiln.targets.disk import restore_aside, swap_into_place
 
 _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside --out
 
@@ -91,19 +93,37 @@ def foreign_entries(folder: Path) -> list[str]:
     manifest = _manifest(folder)
     ours = set() if manifest is None else \
         {*RUN_FILES, *(a.get("path") for a in manifest["artifacts"] if isinstance(a, dict))}
+    if manifest is not None and not _kept_config_is_the_runs(folder, manifest):
+        ours.discard(KEPT_CONFIG)  # a user's config.toml, or one edited since the run wrote it
     return sorted(p.name for p in folder.iterdir() if p.name not in ours and p.name not in LITTER)
 
 
-def check_out(out: Path, force: bool) -> None:
+def _kept_config_is_the_runs(folder: Path, manifest: dict) -> bool:
+    """Whether `folder`/config.toml is the config the run recorded there wrote (the same
+    text its manifest's config_sha256 hashes); not a file the user put or edited there."""
+    import hashlib
+
+    try:
+        written = hashlib.sha256((folder / KEPT_CONFIG).read_bytes()).hexdigest()
+    except OSError:
+        return True  # none there: nothing to keep
+    return written == manifest.get("config_sha256")
+
+
+def check_out(out: Path, force: bool, config_inside: bool = False) -> None:
     """InputError when `--out` is a file, or holds files that no edgekiln run wrote there
-    and `force` is not given."""
+    and `force` is not given. `config_inside`: the run's config is `out`/config.toml (a
+    kept config run again, perhaps edited): it is this run's own input, not foreign."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
-    foreign = foreign_entries(out)
+    foreign = [f for f in foreign_entries(out) if not (config_inside and f == KEPT_CONFIG)]
     if foreign and not force:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         what = "holds files an earlier edgekiln run did not write" if is_edgekiln_output(out) else \
             "is not empty and is not an earlier edgekiln output"
+        if KEPT_CONFIG in foreign and is_edgekiln_output(out):
+            what += (f" ({KEPT_CONFIG} is not the config its run wrote there: edited since, or put there; run it with "
+                     f"`edgekiln run {out / KEPT_CONFIG} --out {out}`, or move it)")
         raise InputError(f"--out {out} {what} (it holds {shown}): choose a new or empty folder, or pass --force to write "
                          "the outputs beside those files")
 
@@ -121,6 +141,24 @@ class Staging:
         self.abandoned = True
 
 
+def through_link(out: Path) -> Path:
+    """The folder a symlinked `--out` points to (a deploy step reading through the link must
+    find this run there, and the link must stay a link); `out` itself otherwise."""
+    if not out.is_symlink():
+        return out
+    target = out.resolve()
+    console.print(f"--out {out} is a link to {target}: the outputs go there", markup=False)
+    return target
+
+
+def recover(out: Path) -> None:
+    """Put back an earlier output that a run killed (kill -9) between the renames of its
+    swap had moved aside, before anything looks at `out`."""
+    if out.parent.is_dir() and restore_aside(out) is not None:
+        console.print(f"restored {out}: a run killed while swapping its outputs in had moved the earlier run aside",
+                      markup=False)
+
+
 def sweep(out: Path) -> None:
     """Remove staging folders a killed run left beside `out` (their process is gone)."""
     parent = out.parent
@@ -130,8 +168,6 @@ def sweep(out: Path) -> None:
         pid = leftover.name[len(f".{out.name}{_STAGING}"):].split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in parent.glob(f".{out.name}{ASIDE}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -145,35 +181,69 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def staged(out: Path, force: bool = False) -> Iterator[Staging]:
+def _only_writer(out: Path) -> Iterator[None]:
+    """Hold the lock of `out` (a hidden file beside it, removed after): a second run writing
+    the same `--out` at the same time is refused, instead of both publishing and one
+    pointing at the other's manifest. The OS lock goes with its holder, even one killed -9."""
+    lock = out.parent / f".{out.name}.edgekiln-lock"
+    while True:
+        handle = open(lock, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise InputError(f"--out {out} is being written by another edgekiln run right now: wait for it to finish, "
+                             "or give this run another --out") from None
+        try:  # the last holder may have removed the file between our open and our lock: lock the new one
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        handle.close()
+
+
+@contextlib.contextmanager
+def staged(out: Path, force: bool = False, config_inside: bool = False) -> Iterator[Staging]:
     """Yield a Staging to write the run's outputs into; on leaving (normally, on an error or
     on a signal) it replaces `out` if it holds a manifest.json and was not abandoned, and is
     removed otherwise. InputError when the folder beside `out` cannot be written."""
     out = Path(out)
-    check_out(out, force)
+    recover(out)
+    check_out(out, force, config_inside)
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
+    published = False
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        sweep(out)
-        path = out.parent / f".{out.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        path.mkdir()
-    except OSError as e:
-        _remove_folders(created)
-        raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
-    merge = bool(foreign_entries(out))  # --force on others' files (check_out refused it otherwise)
-    staging = Staging(path)
-    try:
-        yield staging
-    finally:
-        publish = not staging.abandoned and (path / "manifest.json").is_file()
         try:
-            if publish:
-                _swap_in(path, out, merge)
-                staging.published = True
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-            if not publish:
-                _remove_folders(created)
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
+        with _only_writer(out):
+            try:
+                sweep(out)
+                path = out.parent / f".{out.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                path.mkdir()
+            except OSError as e:
+                raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
+            # --force on others' files (check_out refused them otherwise)
+            merge = any(not (config_inside and f == KEPT_CONFIG) for f in foreign_entries(out))
+            staging = Staging(path)
+            try:
+                yield staging
+            finally:
+                try:
+                    if not staging.abandoned and (path / "manifest.json").is_file():
+                        _swap_in(path, out, merge)
+                        staging.published = published = True
+                finally:
+                    shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if not published:
+            _remove_folders(created)
 
 
 def _swap_in(staging: Path, out: Path, merge: bool) -> None:

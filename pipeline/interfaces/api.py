@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekiln.engine.config import PipelineConfig, check_files, config_from_dict, config_from_text, load_config
+from edgekiln.engine.config import (PipelineConfig, check_files, config_from_dict, config_from_text, load_config,
+                                    read_config_text)
 from edgekiln.engine.manifest import read_manifest, write_text
 from edgekiln.errors import InputError
 from edgekiln.gates import BudgetCheck, GateCheck
@@ -160,7 +161,7 @@ def config_of(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
         return config_from_text(config), config, "config"
     path = Path(config)
     cfg = load_config(path)
-    return cfg, path.read_text(), path.stem
+    return cfg, read_config_text(path), path.stem
 
 
 def _is_text(config) -> bool:
@@ -185,28 +186,33 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
     from edgekiln.engine import outputs
     from edgekiln.engine.runner import run_pipeline
-    from edgekiln.targets.interrupts import raising
+    from edgekiln.targets.interrupts import Interrupted, raising
 
     cfg, text, name = config_of(config)
     check_files(cfg)
-    out_dir = Path(out) if out is not None else Path("out") / name
+    out_dir = outputs.through_link(Path(out) if out is not None else Path("out") / name)
     cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)
     config_path = None if isinstance(config, dict) or _is_text(config) else Path(config)
-    if config_path is not None and config_path.resolve() == (out_dir / outputs.KEPT_CONFIG).resolve():
+    config_inside = config_path is not None and config_path.resolve() == (out_dir / outputs.KEPT_CONFIG).resolve()
+    if config_inside:
         config_path, keep_config = None, True  # re-running a kept config: the new output keeps it too
+    outputs.recover(out_dir)
     outputs.refuse_unsafe(out_dir, cache, outputs.input_paths(cfg, config_path))
     if compare is not None:
         read_manifest(Path(compare))  # a bad base stops the run before any work
     started = time.perf_counter()
     staging = None
     try:
-        with raising(), outputs.staged(out_dir, force) as staging:
+        with raising(), outputs.staged(out_dir, force, config_inside) as staging:
             if keep_config:
                 write_text(staging.path / outputs.KEPT_CONFIG, text)
             try:
                 outcome = run_pipeline(cfg, staging.path, cache, text, shown_as=out_dir)
-            except BaseException:
-                if junit is not None and (staging.path / "manifest.json").is_file():
+            except BaseException as e:
+                if isinstance(e, Interrupted) and outputs.is_edgekiln_output(out_dir):
+                    staging.abandon()  # a re-run cut short: the previous run stays whole, not a failed one
+                    e.kept_previous = out_dir
+                elif junit is not None and (staging.path / "manifest.json").is_file():
                     with _output("junit", junit):
                         _write_run_junit(Path(junit), json.loads((staging.path / "manifest.json").read_text()),
                                          name, time.perf_counter() - started)
@@ -482,8 +488,9 @@ def cache_entries(cache_dir: str | Path | None = None) -> list:
 def cache_verify(cache_dir: str | Path | None = None, *, discard: bool = False) -> tuple[list, list[tuple]]:
     """Every entry's files against the sizes and sha256 recorded when it was written: (the
     entries, [(entry, problem)] of the damaged ones, deleted when `discard`)."""
-    from edgekiln.engine.cache import StageCache, verify_entry
+    from edgekiln.engine.cache import StageCache, require_cache, verify_entry
 
+    require_cache(Path(cache_dir or DEFAULT_CACHE))
     cache = StageCache(Path(cache_dir or DEFAULT_CACHE))
     entries = cache.entries()
     damaged = [(e, problem) for e in entries if (problem := verify_entry(e.path)) is not None]
@@ -497,6 +504,7 @@ def cache_gc(cache_dir: str | Path | None = None, *, older_than_s: float | None 
              max_bytes: int | None = None) -> list:
     """Delete the entries unused for `older_than_s`, then the least recently used until the
     cache is at most `max_bytes`; returns the entries removed."""
-    from edgekiln.engine.cache import StageCache
+    from edgekiln.engine.cache import StageCache, require_cache
 
+    require_cache(Path(cache_dir or DEFAULT_CACHE))
     return StageCache(Path(cache_dir or DEFAULT_CACHE)).gc(older_than_s, max_bytes)

@@ -41,6 +41,7 @@ def exit_codes() -> Iterator[None]:
     from edgekiln.engine.manifest import PublishError
     from edgekiln.errors import InputError, TrainingDiverged
     from edgekiln.targets.errors import ConversionError
+    from edgekiln.targets.disk import describe, full_disk_error
     from edgekiln.targets.interrupts import Interrupted
     from edgekiln.targets.profiles import ProfileError
 
@@ -57,6 +58,9 @@ def exit_codes() -> Iterator[None]:
         errors.print(f"[bold red]interrupted[/] by {e.signal}" + (f" during stage {stage}" if stage else "") +
                       ": the stages finished before it are cached and the one under way keeps its epoch "
                       "checkpoints, so a re-run resumes there")
+        if getattr(e, "kept_previous", None) is not None:
+            errors.print(f"{e.kept_previous} keeps the previous run whole: this one did not finish, so it published "
+                         "nothing", markup=False)
         manifest_note(e)
         raise typer.Exit(e.exit_code)
     except ConfigError as e:
@@ -71,6 +75,12 @@ def exit_codes() -> Iterator[None]:
         manifest_note(e, "; nothing of that stage was cached")
         raise typer.Exit(EXIT_GATE_FAILED)
     except Exception as e:
+        full = full_disk_error(e)
+        if full is not None:  # a full disk (bytes or inodes) met where no code named it: input, not a bug
+            errors.print(f"[bold red]input error:[/] the disk is full: {escape(describe(full))}; free some room (or "
+                         "move --out or --cache-dir) and re-run: the stages finished so far stay cached", soft_wrap=True)
+            manifest_note(e)
+            raise typer.Exit(EXIT_BAD_INPUT)
         errors.print_exception()
         errors.print("[bold red]internal error[/] (a bug in edgekiln)")
         manifest_note(e)

@@ -140,7 +140,8 @@ def cache_verify(cache_dir: Optional[Path] = CACHE_OPTION,
     Exit 0 all intact, 1 damaged entries found (deleted with --discard)."""
     from edgekiln.interfaces import api
 
-    entries, damaged = api.cache_verify(cache_dir, discard=discard)
+    with exit_codes():
+        entries, damaged = api.cache_verify(cache_dir, discard=discard)
     for e, problem in damaged:
         console.print(f"[bold red]{e.stage}/{e.key}:[/] {problem}" + ("; discarded" if discard else ""))
     console.print(f"{len(entries) - len(damaged)} of {len(entries)} entries intact")
@@ -158,9 +159,10 @@ def cache_gc(cache_dir: Optional[Path] = CACHE_OPTION,
 
     if older_than is None and max_size is None:
         raise typer.BadParameter("give --older-than, --max-size or both", param_hint="gc")
-    removed = api.cache_gc(cache_dir, older_than_s=None if older_than is None else _quantity(older_than, _UNITS,
-                                                                                             "--older-than"),
-                           max_bytes=None if max_size is None else int(_quantity(max_size, _SIZES, "--max-size")))
+    with exit_codes():
+        removed = api.cache_gc(cache_dir, older_than_s=None if older_than is None else
+                               _quantity(older_than, _UNITS, "--older-than"),
+                               max_bytes=None if max_size is None else int(_quantity(max_size, _SIZES, "--max-size")))
     for e in removed:
         console.print(f"removed {e.stage}/{e.key} ({e.size_bytes / 1e6:.1f} MB)")
     console.print(f"{len(removed)} entries removed, {sum(e.size_bytes for e in removed) / 1e6:.1f} MB freed")

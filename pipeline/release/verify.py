@@ -112,6 +112,8 @@ def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
     manifest.json beside it when there is one that lists it."""
     if not path.exists():
         raise InputError(f"artifact {path} does not exist")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or a device would block the read for ever
+        raise InputError(f"artifact {path} is not a regular file (a pipe, socket or device): give the artifact file")
     result = ArtifactCheck(target=path.name, path=str(path))
     manifest_path = path.parent / "manifest.json"
     if manifest_path.is_file():
@@ -133,6 +135,19 @@ def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
     return result
 
 
+def _inside_out(out_dir: Path, listed: str, key: str) -> None:
+    """InputError unless the artifact path a manifest lists is a file name inside `out_dir`:
+    a run writes its artifacts there, so an absolute path, a `..` or a link leaving the
+    folder is not this run's artifact, and `check` reads nothing outside it."""
+    relative = Path(listed)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise InputError(f"{key} is {listed!r}, outside the output folder: a run lists its artifacts by their names "
+                         f"in {out_dir}; nothing outside it is read")
+    folder = Path(out_dir).resolve()
+    if folder not in (folder / relative).resolve().parents:
+        raise InputError(f"{key} {listed!r} leads outside {out_dir} (a link): nothing outside it is read")
+
+
 def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str, ...] = (),
               allow_estimate: bool = False) -> tuple[dict, list[ArtifactCheck]]:
     """Check every artifact of the run in `out_dir` against its manifest and its profile; a
@@ -145,6 +160,7 @@ def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str,
         if lacking:
             raise InputError(f"{manifest_path}: artifacts[{i}] ({record['target']}) has no {' and no '.join(lacking)}: "
                              "nothing to check it against")
+        _inside_out(out_dir, record["path"], f"{manifest_path}: artifacts[{i}].path")
     if measure_accuracy and not isinstance(manifest.get("preprocessing"), dict):
         raise InputError(f"{manifest_path} has no preprocessing record: the artifacts' inputs cannot be rebuilt")
     overrides: dict[str, Profile] = {}

@@ -279,6 +279,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 if isinstance(state, dict) and isinstance(state.get(key), dict):
                     state = state[key]
     except Exception as e:
+        import pickle
+
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).lower():
+            # torch's own text advises weights_only=False, which would run the file's code
+            raise InputError(
+                f"checkpoint {path} holds pickled Python objects beyond tensors (a whole nn.Module, or an "
+                "optimizer or custom class), which edgekiln does not unpickle since that can run code from the file. "
+                "Save the weights alone instead: `from safetensors.torch import save_file; "
+                "save_file(model.state_dict(), 'model.safetensors')` (or torch.save(model.state_dict(), ...))") from None
         raise InputError(f"checkpoint {path} cannot be read: {e}") from e
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")

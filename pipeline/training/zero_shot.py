@@ -101,13 +101,26 @@ def create(arch: str, class_names: list[str], prompts: list[str] | tuple[str, ..
         tokenizer = AutoTokenizer.from_pretrained(ref)
     except Exception as e:
         raise InputError(f"cannot load CLIP checkpoint {ref!r}: {str(e).splitlines()[0]}") from e
-    rows = []
+    rows, cut = [], []
+    limit = getattr(getattr(hf.config, "text_config", hf.config), "max_position_embeddings", None)
     for name in class_names:
         readable = name.replace("_", " ")
-        tokens = tokenizer([p.format(readable) for p in prompts], padding=True, return_tensors="pt")
+        texts = [p.format(readable) for p in prompts]
+        longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+        if limit is not None and longest > limit:
+            cut.append(f"{name!r} ({longest} tokens)")
+        # A text tower reads at most `limit` positions: longer prompts are cut there (the
+        # tokenizer keeps the end-of-text token the tower pools at).
+        tokens = tokenizer(texts, padding=True, truncation=limit is not None, max_length=limit, return_tensors="pt")
         text = hf.get_text_features(**tokens)
         text = F.normalize(getattr(text, "pooler_output", text), dim=-1).mean(0)
         rows.append(F.normalize(text, dim=-1))
+    if cut:
+        from edgekiln.progress import console
+
+        console.print(f"  {arch}: its text tower reads {limit} token positions; the prompts of "
+                      f"{', '.join(cut[:3])}{' and more' if len(cut) > 3 else ''} are longer and were cut to {limit}: "
+                      "give shorter [teacher] prompts to keep them whole", markup=False)
     weight = torch.stack(rows) * hf.logit_scale.exp()
     bias = getattr(hf, "logit_bias", None)
     model = ZeroShotClassifier(hf, len(class_names), weight.shape[1])
