@@ -32,18 +32,40 @@ import numpy as np
 FORMATS_ZIP = "edgekiln_formats.zip"
 
 
-def measure_ms(call, warmup: int, runs: int) -> dict:
-    """p50, p90, mean and std in ms of `runs` calls of `call` after `warmup` untimed ones."""
-    for _ in range(warmup):
-        call()
+def _times_ms(call, runs: int) -> np.ndarray:
     times = np.empty(runs)
     for i in range(runs):
         start = time.perf_counter()
         call()
         times[i] = time.perf_counter() - start
-    ms = times * 1000.0
+    return times * 1000.0
+
+
+def _summary(ms: np.ndarray) -> dict:
     return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "mean": float(ms.mean()), "std": float(ms.std()), "runs": runs}
+            "mean": float(ms.mean()), "std": float(ms.std()), "runs": int(len(ms))}
+
+
+def measure_ms(call, warmup: int, runs: int) -> dict:
+    """p50, p90, mean and std in ms of `runs` calls of `call` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    return _summary(_times_ms(call, runs))
+
+
+def measure_in_rounds(call, warmup: int, runs: int, rounds: int) -> dict:
+    """`measure_ms` over all `runs` calls, taken in `rounds` equal rounds, with each round's
+    p50 and p90 (`round_p50`, `round_p90`) and their ranges (`p50_interval`, `p90_interval`):
+    rounds that disagree tell a busy host from a steady one."""
+    for _ in range(warmup):
+        call()
+    rounds = max(1, min(rounds, runs))
+    per_round = [_times_ms(call, max(1, runs // rounds)) for _ in range(rounds)]
+    out = {**_summary(np.concatenate(per_round)), "round_p50": [float(np.percentile(r, 50)) for r in per_round],
+           "round_p90": [float(np.percentile(r, 90)) for r in per_round]}
+    out["p50_interval"] = [min(out["round_p50"]), max(out["round_p50"])]
+    out["p90_interval"] = [min(out["round_p90"]), max(out["round_p90"])]
+    return out
 
 
 def interleaved_ms(calls: list, warmup: int, rounds: int, runs: int) -> list[list[float]]:
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100, help="timed calls (per round, given several models)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds of interleaved timing of several models")
+    parser.add_argument("--timing-rounds", type=int, default=5, help="rounds one model's runs are taken in")
     parser.add_argument("--inputs", help=".npy of preprocessed NCHW float32 images to predict")
     parser.add_argument("--logits-out", help="where to write their logits (.npy)")
     args = parser.parse_args(argv)
@@ -133,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.inputs:
         sample = np.load(args.inputs)[:1].astype(np.float32)
     session.set_input(sample)
-    latency = measure_ms(session.invoke, args.warmup, args.runs)
+    latency = measure_in_rounds(session.invoke, args.warmup, args.runs, args.timing_rounds)
     result = {**machine, "latency_ms": latency, "peak_memory_mb": round(_peak_rss_mb() - baseline, 2),
               "runtime": session.runtime}
     if args.inputs:

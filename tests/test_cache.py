@@ -113,13 +113,20 @@ def test_every_module_that_imports_by_name_is_known_to_the_stage_code():
     assert found - known - {lazy_exports, itself} == set(), found - known
 
 
+def _key(name: str) -> str:
+    """A key of the form stage_key gives (24 hex digits): `cache gc` takes no other folder for an entry."""
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
 def _entry(tmp_path, files=None):
     cache = StageCache(tmp_path, warn=lambda m: warnings.append(m))
-    with cache.writing("export", "k1") as work:
+    with cache.writing("export", _key("k1")) as work:
         for name, data in (files or {"result.json": b'{"accuracy": 91.0}', "model.onnx": b"\x01" * 1000}).items():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             (work / name).write_bytes(data)
-    return cache, cache.entry("export", "k1")
+    return cache, cache.entry("export", _key("k1"))
 
 
 warnings: list[str] = []
@@ -136,12 +143,12 @@ warnings: list[str] = []
 def test_a_damaged_entry_is_discarded_with_a_warning_naming_it(tmp_path, damage, why):
     warnings.clear()
     cache, entry = _entry(tmp_path)
-    assert cache.lookup("export", "k1") == entry  # intact: used
+    assert cache.lookup("export", _key("k1")) == entry  # intact: used
     damage(entry)
-    assert cache.lookup("export", "k1") is None  # damaged: recomputed
+    assert cache.lookup("export", _key("k1")) is None  # damaged: recomputed
     assert not entry.exists()
-    assert len(warnings) == 1 and "export/k1 discarded" in warnings[0] and why in warnings[0]
-    assert cache.discarded[0]["entry"] == "export/k1"
+    assert len(warnings) == 1 and f"export/{_key('k1')} discarded" in warnings[0] and why in warnings[0]
+    assert cache.discarded[0]["entry"] == f"export/{_key('k1')}"
 
 
 def test_recorded_hash_of_a_directory_artifact_matches_the_published_form(tmp_path):
@@ -195,14 +202,14 @@ def test_gc_removes_unused_then_least_recently_used_entries(tmp_path):
 
     cache = StageCache(tmp_path)
     for key, age in (("old", 10 * 86400), ("mid", 3600), ("new", 0)):
-        with cache.writing("teacher", key) as work:
+        with cache.writing("teacher", _key(key)) as work:
             (work / "w.bin").write_bytes(b"x" * 1000)
         stamp = time.time() - age
-        os.utime(cache.entry("teacher", key) / ".entry.json", (stamp, stamp))
+        os.utime(cache.entry("teacher", _key(key)) / ".entry.json", (stamp, stamp))
     removed = cache.gc(older_than_seconds=86400)
-    assert [e.key for e in removed] == ["old"]
+    assert [e.key for e in removed] == [_key("old")]
     removed = cache.gc(max_size_bytes=1500)
-    assert [e.key for e in removed] == ["mid"] and [e.key for e in cache.entries()] == ["new"]
+    assert [e.key for e in removed] == [_key("mid")] and [e.key for e in cache.entries()] == [_key("new")]
 
 
 def test_a_stage_key_follows_the_content_of_the_profiles_it_reads_not_their_names(tmp_path):

@@ -233,3 +233,18 @@ def test_the_preprocessing_check_benchmark_runs_in_its_tiny_mode():
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "px" in line]
     assert len(rows) == 3 and rows[1].startswith("| 176 px with ImageNet mean/std | refused"), done.stdout
+
+
+def test_the_first_run_benchmark_runs_init_and_its_config_in_its_tiny_mode(tmp_path):
+    """benchmarks/first_run.py --tiny: `edgekiln init` on a Fashion-MNIST folder, then its
+    config run as written (every cap cut to 2 epochs)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "first_run.py"), "--tiny", "--work",
+                           str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| fashion"))
+    assert "| 400 |" in row, done.stdout
+    written = (tmp_path / "fashion-tiny" / "edgekiln.toml").read_text()
+    assert 'arch = ["resnet10t_w24", "resnet10t_w32"]' in written and "pretrained = false" in written

@@ -183,3 +183,73 @@ from timm.models import register_model  # noqa: E402  (a model timm knows but ha
 @register_model
 def edgekiln_no_weights_net(pretrained=False, num_classes=10, **kwargs):
     return torch.nn.Linear(3, num_classes)
+
+
+# --- epochs = "auto" with several students: rounds of auto loops, not fractions of the cap ------
+
+def _plan(patience=4, max_epochs=100):
+    from edgekiln.training.schedule import Schedule
+
+    return Schedule(None, max_epochs=max_epochs, patience=patience)
+
+
+def test_auto_rounds_start_at_one_patience_window_and_double_within_the_cap():
+    assert distill.auto_round_caps(2, _plan()) == [4]
+    assert distill.auto_round_caps(3, _plan()) == [4, 8]
+    assert distill.auto_round_caps(5, _plan(patience=3, max_epochs=8)) == [3, 6, 8]
+    assert distill.auto_round_caps(2, _plan(patience=1)) == [2]
+    assert distill.auto_round_caps(1, _plan()) == []
+
+
+def test_a_candidate_that_cannot_reach_the_budget_is_named_hopeless_with_its_reason():
+    budget = BudgetConfig(max_drop_total=2.0)
+    plateau = {"accuracy": 80.0, "round_schedule": {"stopped": "no val improvement ...", "val_history": []}}
+    assert "stopped in its round on patience at 80.00% val" in distill.hopeless(plateau, 90.0, budget, _plan())
+    slow = {"accuracy": 50.0, "round_schedule": {"stopped": None,
+                                                 "val_history": [[1, 48.0], [2, 48.5], [3, 49.0], [4, 49.5], [5, 50.0]]}}
+    assert "+0.50 points an epoch" in distill.hopeless(slow, 90.0, budget, _plan(max_epochs=20))
+    assert distill.hopeless(slow, 90.0, budget, _plan(max_epochs=200)) is None  # 50 + 0.5 * 195 could get there
+    within = {"accuracy": 89.0, "round_schedule": {"stopped": "patience", "val_history": []}}
+    assert distill.hopeless(within, 90.0, budget, _plan()) is None
+
+
+def test_a_missed_budget_names_the_closest_and_what_to_try(data):
+    records = [{"name": "resnet10t_w16", "accuracy": 85.0, "schedule": {"stopped": "max_epochs = 40 reached"}},
+               {"name": "mobilenetv3_small_050", "accuracy": 70.0}]
+    missed = distill.missed_budget(records, 90.0, BudgetConfig(max_drop_total=1.5), _plan(max_epochs=40), data)
+    assert missed["closest"] == "resnet10t_w16" and missed["short_by"] == 3.5
+    tries = " | ".join(missed["try"])
+    assert 'arch = "resnet10t_w24"' in tries and "max_epochs = 40" in tries and "max_drop_total = 5.00" in tries
+    assert distill.missed_budget(records, 86.0, BudgetConfig(max_drop_total=1.5), _plan(), data) is None
+
+
+@pytest.fixture(scope="module")
+def more_data():
+    """600 digits (360 to train): enough that a student is still learning after a round;
+    with 110 training images every loop plateaus after one epoch and nothing can be searched."""
+    return load_dataset(DataConfig(image_size=32, max_samples=600)).for_stages()
+
+
+def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_data):
+    """The done-when of issue 44: each candidate's steps in the record, and the whole search
+    at most 2x the epochs its winner trained (what the winner alone would have cost: it
+    trains on from its rounds' weights, on the same schedule). The bound needs a winner
+    that trains at least as long as the losers' rounds (patience epochs in the first, twice
+    that in the second)."""
+    data = more_data
+    teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
+    training.fit(teacher, data, 4, lr=3e-3, seed=0, desc="teacher")
+    reference = StageResult.with_model(evaluation.evaluate(teacher, data), teacher, stage="teacher")
+    config = {"student": StudentConfig(arch=["resnet10t_w16", "mobilenetv3_small_050", "resnet10t_w24"],
+                                       epochs="auto", max_epochs=30, select="accuracy"),
+              "distill": DistillConfig(), "train": TrainConfig(batch_size=32, patience=2),
+              "budget": BudgetConfig(max_drop_total=100.0)}
+    result = distill.run(data, config, None, reference=reference)
+    student = result.metrics["student"]
+    assert student["schedule"] == [2, 4]
+    winner = next(c for c in student["candidates"] if c["chosen"])
+    assert all(c["steps"] == c["epochs_trained"] * 12 for c in student["candidates"])  # 360 images, batch 32
+    assert student["epochs_spent"] <= 2 * winner["epochs_trained"], student["candidates"]
+    assert winner["schedule"]["stopped"] and student["missed_budget"] is None
+    dropped = [c for c in student["candidates"] if not c["chosen"]]
+    assert len(dropped) == 2 and all(c["why"].startswith("dropped after round") for c in dropped)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import tomli_w
 
+from edgekiln.calibration.images import IMAGE_SUFFIXES
 from edgekiln.errors import InputError
 
 IDX_TRAIN = "train-images-idx3-ubyte"
@@ -163,6 +164,52 @@ def to_toml(config: dict, header: str = "") -> str:
     return header + tomli_w.dumps(rest) + targets
 
 
+BUDGET = 1.5  # init's max_drop_total: points
+# A drop is told from zero (exact McNemar, 95 %) once 6 more test images are lost than won.
+_RESOLVING_IMAGES = 6
+
+
+def split_for(images: int, budget: float) -> dict:
+    """val and test fractions for `images` images, the test split large enough (within 10-30 %)
+    to tell a drop of `budget` points from none, and a line saying what it resolves."""
+    wanted = _RESOLVING_IMAGES * 100.0 / budget  # test images for which 6 images are `budget` points
+    test = min(0.3, max(0.1, round(wanted / max(images, 1) + 0.005, 2)))
+    n_test = int(images * test)
+    smallest = _RESOLVING_IMAGES * 100.0 / max(n_test, 1)
+    why = (f"{n_test} test images: one is {100 / max(n_test, 1):.2f} points, and the smallest drop they tell from "
+           f"none is {smallest:.2f} points")
+    if smallest > budget:
+        why += (f", more than max_drop_total = {budget:g}: add images (about {int(wanted / 0.3)} in all), or "
+                f"loosen the budget to {smallest:.1f}")
+    return {"val_fraction": 0.2, "test_fraction": test, "why": why}
+
+
+def _image_count(data: Path, source: str) -> int:
+    """How many images the folder holds (IDX: its training file's count)."""
+    if source == "idx":
+        from edgekiln.data import idx_files
+
+        found = idx_files.find(data, "train", "images")
+        return 0 if found is None else int(idx_files.read(found, "data.path").shape[0])
+    return sum(1 for f in data.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+               and not any(p.startswith(".") for p in f.relative_to(data).parts))
+
+
+def _teacher_lines() -> str:
+    """[teacher]'s candidates and `pretrained`: timm's published weights where they can be had
+    here (hub cache or network), trained from scratch where not, saying so and what it costs."""
+    from edgekiln.training.modeling import pretrained_reachable
+
+    reachable, why = pretrained_reachable("resnet18")
+    if reachable:
+        return ('candidates = ["resnet18", "convnext_atto"]\n'
+                f"pretrained = true   # ImageNet weights: {why}")
+    return ('candidates = ["resnet14t", "resnet10t"]\n'
+            f"pretrained = false  # {why}\n"
+            "# The teachers train from scratch here, as in every figure of BENCHMARKS.md; ImageNet weights\n"
+            "# usually help most on small data: set true (and resnet18, convnext_atto) where they download")
+
+
 def starter_config(data: Path) -> str:
     """A commented starter config for the image folder `data`: its classes counted, an image
     size suggested from a sample of its images, the shipped profiles listed as targets."""
@@ -189,37 +236,48 @@ def starter_config(data: Path) -> str:
         profiles.append(f"#   {name:24} {p.format:10} {how}: {p.device}")
     counted = f"{len(classes)} classes: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}" \
         if classes else "MNIST-style IDX files"
+    images = _image_count(data, section["source"])
+    split = split_for(images, BUDGET)
+    teacher = _teacher_lines()
     return f'''# edgekiln starter config for {data}
-# ({counted}). Run it with `edgekiln run THIS_FILE`; `edgekiln validate THIS_FILE` checks it.
+# ({counted}; {images} images).
+# Run it with `edgekiln run THIS_FILE`; `edgekiln validate THIS_FILE` checks it.
 # To compress a model you already trained instead, see `edgekiln compress --help`.
+# Its recipe (teachers, students, schedules) was chosen on the digits and Fashion-MNIST and
+# checked on colour icons it was not chosen on: BENCHMARKS.md, "A first run on your own images".
 
 [data]
 source = "{section["source"]}"
 path = "{data}"
 # The images' median short side is {native:g} px; larger trains slower and is more accurate.
 image_size = {suggested}
-val_fraction = 0.2   # decisions (teacher, student, pruning steps) are made on val
-test_fraction = 0.2  # held out: the release gates are judged on it
+val_fraction = {split["val_fraction"]}   # decisions (teacher, student, pruning steps) are made on val
+test_fraction = {split["test_fraction"]}  # held out: the release gates are judged on it
+# {split["why"]}
 
 [teacher]
-# timm names, "hf:<hub id or local dir>" transformers classifiers, or {{arch = "...", checkpoint = "..."}}
-candidates = ["resnet18", "convnext_atto"]
-pretrained = true  # needs the weights from the hub (or a local cache)
-epochs = "auto"    # until val stops improving
+{teacher}
+epochs = "auto"    # until val stops improving (patience 4), at most max_epochs
+max_epochs = 40
 
 [student]
-arch = ["mobilenetv3_small_100", "mobilevit_xxs"]  # searched; the smallest within budget wins
+# Narrow ResNet-10s (a quarter to a half of its width): on a few thousand images they distil
+# within 1.5 points where MobileNetV3 and MobileViT students lost about 10 (BENCHMARKS.md).
+arch = ["resnet10t_w24", "resnet10t_w32"]  # searched; the smallest within budget wins
 epochs = "auto"
+max_epochs = 40
 
 [prune]
-macs_ratio = 0.7   # keep 70% of the student's MACs
+macs_ratio = 0.85  # keep 85% of the student's MACs
+steps = 2
 finetune_epochs = "auto"
+max_epochs = 12
 
 [quantize]
 mode = "ptq"       # or "qat"
 
 [budget]
-max_drop_total = 1.5  # accuracy points any artifact may lose against the teacher (on test)
+max_drop_total = {BUDGET:g}  # accuracy points any artifact may lose against the teacher (on test)
 
 # One [[targets]] per device; the shipped profiles (`edgekiln profile ls`):
 {chr(10).join(profiles)}

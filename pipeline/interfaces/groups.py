@@ -159,10 +159,10 @@ def cache_gc(cache_dir: Optional[Path] = CACHE_OPTION,
 
     if older_than is None and max_size is None:
         raise typer.BadParameter("give --older-than, --max-size or both", param_hint="gc")
+    older_than_s = None if older_than is None else _quantity(older_than, _UNITS, "--older-than")
+    max_bytes = None if max_size is None else int(_quantity(max_size, _SIZES, "--max-size"))
     with exit_codes():
-        removed = api.cache_gc(cache_dir, older_than_s=None if older_than is None else
-                               _quantity(older_than, _UNITS, "--older-than"),
-                               max_bytes=None if max_size is None else int(_quantity(max_size, _SIZES, "--max-size")))
+        removed = api.cache_gc(cache_dir, older_than_s=older_than_s, max_bytes=max_bytes)
     for e in removed:
         console.print(f"removed {e.stage}/{e.key} ({e.size_bytes / 1e6:.1f} MB)")
     console.print(f"{len(removed)} entries removed, {sum(e.size_bytes for e in removed) / 1e6:.1f} MB freed")

@@ -280,14 +280,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                     state = state[key]
     except Exception as e:
         import pickle
+        import re
 
-        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).lower():
-            # torch's own text advises weights_only=False, which would run the file's code
-            raise InputError(
-                f"checkpoint {path} holds pickled Python objects beyond tensors (a whole nn.Module, or an "
-                "optimizer or custom class), which edgekiln does not unpickle since that can run code from the file. "
-                "Save the weights alone instead: `from safetensors.torch import save_file; "
-                "save_file(model.state_dict(), 'model.safetensors')` (or torch.save(model.state_dict(), ...))") from None
+        if isinstance(e, pickle.UnpicklingError):
+            # torch's own text advises weights_only=False, which would run the file's code: not repeated
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            if found:
+                raise InputError(
+                    f"checkpoint {path} holds pickled Python objects beyond tensors ({found.group(1)}: a whole "
+                    "nn.Module, an optimizer or another class), which edgekiln does not unpickle since that can run "
+                    "code from the file. Save the weights alone instead: `from safetensors.torch import save_file; "
+                    "save_file(model.state_dict(), 'model.safetensors')` (or torch.save(model.state_dict(), ...))"
+                ) from None
+            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
+            why = detail.group(1).strip() if detail else type(e).__name__
+            raise InputError(f"checkpoint {path} cannot be read: it is not a torch checkpoint of tensors ({why})") \
+                from None
         raise InputError(f"checkpoint {path} cannot be read: {e}") from e
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
@@ -356,3 +364,31 @@ def fitting_state(model: nn.Module, path: Path, arch: str, any_class_count: bool
 def load_exact(model: nn.Module, path: Path, arch: str) -> None:
     """Load `path` into `model` as trained (`fitting_state`'s checks, then a strict load)."""
     model.load_state_dict(fitting_state(model, path, arch), strict=True)
+
+
+def pretrained_reachable(arch: str, timeout_s: float = 2.0) -> tuple[bool, str]:
+    """Whether timm's published weights for `arch` can be had here, and why: in the local
+    Hugging Face hub cache, or from the hub over the network (one connection tried, unless
+    HF_HUB_OFFLINE is set). Cheap: no download."""
+    import os
+    import socket
+
+    timm = timm_registry()
+    try:
+        hub_id = timm.get_pretrained_cfg(arch).hf_hub_id
+    except (AttributeError, RuntimeError):
+        hub_id = None
+    if not hub_id:
+        return False, f"timm publishes no weights for {arch}"
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(hub_id, filename), str):
+            return True, f"{hub_id} is in the local hub cache"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False, f"{hub_id} is not in the local hub cache and HF_HUB_OFFLINE is set"
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+    except OSError as e:
+        return False, f"{hub_id} is not in the local hub cache and the hub cannot be reached ({e.strerror or e})"
+    return True, f"{hub_id} can be downloaded from the hub"

@@ -57,12 +57,14 @@ def fixed(epochs: int) -> Schedule:
 
 
 def train_auto(trainer, schedule: Schedule, score: Callable[[], float],
-               within_budget: Callable[[float], bool] | None = None) -> dict:
+               within_budget: Callable[[float], bool] | None = None, until: int | None = None) -> dict:
     """Train `trainer` one epoch at a time until `schedule` stops it; leave the best epoch's
     weights in it. `score()`: val accuracy of the model as it stands; `within_budget(acc)`:
     whether a student may stop there. A trainer handed over already trained (a student
     search's survivor, a resumed run whose last epoch was not scored) is scored first.
-    Returns the record of what happened."""
+    `until`: a round of a student search: stop at this epoch too, and leave the weights of
+    the last epoch (the loop goes on from them; its history and best carry over). Returns
+    the record of what happened."""
     state = trainer.notes.setdefault("auto", {"history": [], "best_epoch": None, "best": None})
 
     def scored() -> None:
@@ -76,6 +78,9 @@ def train_auto(trainer, schedule: Schedule, score: Callable[[], float],
     if trainer.epoch > 0 and (not state["history"] or state["history"][-1][0] != trainer.epoch):
         scored()
     while (stopped := _why_stop(state, trainer, schedule, within_budget)) is None:
+        if until is not None and trainer.epoch >= until:
+            return {"epochs": trainer.epoch, "best_epoch": state["best_epoch"], "best_val_accuracy": state["best"],
+                    "stopped": None, "val_history": [list(h) for h in state["history"]]}
         trainer.train_until(trainer.epoch + 1)
         scored()
         trainer.save()  # the history and best weights with the epoch's checkpoint

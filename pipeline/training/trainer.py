@@ -104,7 +104,7 @@ class Trainer:
         self.model = bundle.model.to(self.dev).train()
         params = list(self.model.parameters()) + (list(hint.to(self.dev).parameters()) if hint is not None else [])
         self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.train.weight_decay)
-        steps_per_epoch = math.ceil(len(data.train_y) / self.train.batch_size)
+        self.steps_per_epoch = steps_per_epoch = math.ceil(len(data.train_y) / self.train.batch_size)
         total_steps = max(epochs * steps_per_epoch, 2)
         warmup = min(int(self.train.warmup_epochs * steps_per_epoch), total_steps - 1)
         self.schedule = CosineLRScheduler(self.optimizer, t_initial=total_steps - warmup, lr_min=lr * 0.01,

@@ -38,6 +38,11 @@ def _summary(m: dict, console) -> None:
     from rich.table import Table
 
     student = m["student"]
+    missed = (student or {}).get("missed_budget")
+    if missed:
+        console.print(f"[bold red]no student within budget:[/] the closest, {missed['closest']}, reached "
+                      f"{missed['val_accuracy']:.2f}% on val, {missed['short_by']:.2f} points short of "
+                      f"{missed['needed']:.2f}%. Try: " + "; ".join(missed["try"]), soft_wrap=True)
     if not student or len(student["candidates"]) <= 1:
         return
     table = Table(title=f"student candidates (select = {student['select']})", title_justify="left")
@@ -51,7 +56,10 @@ def _summary(m: dict, console) -> None:
     console.print(table)
 
 
-_HTML = """{% if m.student and m.student.candidates %}
+_HTML = """{% if m.student and m.student.missed_budget %}
+<p id="student-missed-budget" class="fail"><strong>No student within budget:</strong> the closest, {{ m.student.missed_budget.closest }}, reached {{ num(m.student.missed_budget.val_accuracy) }} % on val, {{ num(m.student.missed_budget.short_by) }} points short of {{ num(m.student.missed_budget.needed) }} %. Try:</p>
+<ul>{% for t in m.student.missed_budget.try %}<li>{{ t }}</li>{% endfor %}</ul>
+{% endif %}{% if m.student and m.student.candidates %}
 <h2 id="students">Student candidates <span class="note">(select = {{ text(m.student.select) }})</span></h2>
 <table id="student-table"><tr><th>candidate</th><th>val %</th><th>epochs</th><th>params</th><th>MACs</th><th>INT8 KB</th><th>latency ms</th><th>chosen</th><th>why</th></tr>
 {% for c in m.student.candidates %}<tr class="{{ 'chosen' if c.chosen else '' }}"><td>{{ c.name }}</td><td class="num">{{ num(c.accuracy) }}</td><td class="num">{{ text(c.epochs_trained) }}</td><td class="num">{{ millions(c.params) }}</td><td class="num">{{ millions(c.macs) }}</td><td class="num">{{ "-" if c.int8_bytes is none else "%.0f"|format(c.int8_bytes / 1e3) }}</td><td class="num">{% if c.latency_by_group %}{% for g, ms in c.latency_by_group.items() %}{{ g }}: {{ num(ms, ".3g") }}{% if not loop.last %}, {% endif %}{% endfor %}{% else %}{{ num(c.latency_ms, ".3g") }}{% endif %}</td><td>{{ "yes" if c.chosen else "no" }}</td><td>{{ c.why or "" }}</td></tr>{% endfor %}
@@ -76,7 +84,7 @@ def _lineage(m: dict) -> tuple[str, str | None, str]:
 
 REPORT = StageReport(
     manifest=_manifest, fields={"student": dict[str, Any] | None},
-    view={"student": Maybe({"name": None, "select": None,
+    view={"student": Maybe({"name": None, "select": None, "missed_budget": None,
                             "candidates": [{"name": None, "accuracy": None, "epochs_trained": None,
                                             "params": None, "macs": None, "int8_bytes": None,
                                             "latency_ms": None, "latency_by_group": None, "chosen": None,

@@ -50,6 +50,43 @@ def halving_schedule(candidates: int, epochs: int) -> list[int]:
     return [max(1, round(epochs / 2 ** (rounds - r))) for r in range(rounds)] + [epochs]
 
 
+def auto_round_caps(candidates: int, plan: schedule.Schedule) -> list[int]:
+    """The epochs each survivor has trained by the end of each round of an auto search: the
+    first round one patience window (at least 2 epochs), each later round twice the one
+    before, within the cap. A round is an auto loop of its own: a candidate stops early in it
+    on the same patience as a single auto loop. The survivor then trains on from its last
+    round's weights until its schedule stops it, so the search costs the winner's own epochs
+    plus the losers' rounds: with 3 candidates, one round and two (patience x 3 epochs), at
+    most the winner's own when it trains 3 patience windows or more."""
+    rounds = math.ceil(math.log2(candidates)) if candidates > 1 else 0
+    first = max(2, plan.patience)
+    return [min(plan.max_epochs, first * 2 ** r) for r in range(rounds)]
+
+
+def hopeless(record: dict, teacher: float, budget, plan: schedule.Schedule) -> str | None:
+    """Why an auto-search candidate cannot reach the accuracy budget before its cap, or None:
+    it stopped on patience below the budget (a plateau), or even its best recent rate of
+    gain (per epoch, over its last patience window), kept up to max_epochs, falls short. A
+    learning curve flattens, so the straight line is the most it could reach."""
+    floor = budgets.lowest_within_total(teacher, budget)
+    best = record["accuracy"]
+    if floor is None or best is None or best >= floor:
+        return None
+    auto = record.get("round_schedule") or {}
+    if auto.get("stopped"):
+        return (f"stopped in its round on patience at {best:.2f}% val ({auto['stopped']}), {floor - best:.2f} points "
+                f"short of the budget ({floor:.2f}%)")
+    history = auto.get("val_history") or []
+    window = history[-(plan.patience + 1):]
+    if len(window) >= 2:
+        rate = max(0.0, (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
+        reachable = best + rate * (plan.max_epochs - window[-1][0])
+        if reachable < floor:
+            return (f"at its recent rate (+{rate:.2f} points an epoch) it would reach at most {reachable:.2f}% val by "
+                    f"max_epochs = {plan.max_epochs}, short of the budget ({floor:.2f}%)")
+    return None
+
+
 def rank_key(record: dict, select: str, within: bool, group: str | None = None) -> tuple:
     """Sort key (higher is better) of a candidate under `select`: within budget first, then
     by the rule; outside the budget, by accuracy (the fallback). `group`: per target, the
@@ -156,12 +193,25 @@ class _Candidate:
         self.record["rounds"].append({"epochs": epochs, "accuracy": accuracy})
         return accuracy
 
+    def train_round(self, plan: schedule.Schedule, until: int, data: Dataset) -> float:
+        """One round of an auto search: train on (from where it stands) until epoch `until`
+        or until the auto schedule stops it; scored on val every epoch."""
+        record = schedule.train_auto(self.trainer, plan, lambda: evaluation.evaluate(
+            dataclasses.replace(self.bundle, model=self.trainer.current()), data), None, until=until)
+        accuracy = record["best_val_accuracy"]
+        self.record.update(accuracy=accuracy, epochs_trained=self.trainer.epoch, round_schedule=record,
+                           steps=self.trainer.epoch * self.trainer.steps_per_epoch)
+        self.record["rounds"].append({"epochs": self.trainer.epoch, "accuracy": accuracy,
+                                      "stopped": record["stopped"]})
+        return accuracy
+
     def train_auto(self, plan: schedule.Schedule, data: Dataset, within_budget) -> float:
         """Train on from where the search left it until `plan` stops it (training/schedule.py),
         keeping the best epoch's weights."""
         record = trainer.train_auto(self.trainer, self.bundle, data, plan, within_budget)
         accuracy = record["best_val_accuracy"]  # the kept weights' val accuracy
-        self.record.update(accuracy=accuracy, epochs_trained=record["epochs"], schedule=record)
+        self.record.update(accuracy=accuracy, epochs_trained=record["epochs"], schedule=record,
+                           steps=record["epochs"] * self.trainer.steps_per_epoch)
         self.record["rounds"].append({"epochs": record["epochs"], "accuracy": accuracy, "auto": True})
         return accuracy
 
@@ -183,7 +233,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     rankers = None if groups is None else _rankers(groups, data, workdir)
     candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length, training, rankers)
                   for arch in cfg.candidates]
-    rounds = halving_schedule(len(candidates), plan.length)
+    searched = plan.auto and len(candidates) > 1
+    rounds = auto_round_caps(len(candidates), plan) if searched else halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
     total = config.get("budget")
     holds = budgets.holds_with_margin(train.within_budget_margin, "distill", (reference.stage, teacher_accuracy),
@@ -191,12 +242,17 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     labels = [None] if groups is None else [g.label for g in groups]
     within = functools.partial(_within, teacher=teacher_accuracy, budget=total)
     for round_index, epochs in enumerate(rounds):
-        if plan.auto and (len(alive) == 1 or round_index == len(rounds) - 1):
-            for c in alive:  # the survivors train on until their schedules stop them
+        if plan.auto and not searched:  # one candidate: its own auto loop
+            for c in alive:
                 c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
             break
         for c in alive:
-            c.train_to(epochs, data)
+            if searched:
+                c.train_round(plan, epochs, data)
+            else:
+                c.train_to(epochs, data)
+        if searched:
+            alive = _drop_hopeless(alive, round_index, epochs, teacher_accuracy, total, plan)
         if len(alive) == 1:
             break
         keep = math.ceil(len(alive) / 2)
@@ -214,6 +270,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         console.print(f"  round {round_index + 1} ({epochs} epochs): "
                       + ", ".join(f"{c.record['name']} {c.record['accuracy']:.2f}%" for c in ranked)
                       + f"; {', '.join(c.record['name'] for c in alive)} {'goes' if len(alive) == 1 else 'go'} on")
+    if searched:
+        for c in alive:  # the survivors train on from their last round until their schedules stop them
+            c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
     if groups is not None:
         return _per_target(candidates, alive, groups, cfg, kd, data, teacher_accuracy, total, plan, rounds)
     winner = alive[0]
@@ -232,10 +291,60 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         "arch": winner.record["name"], "params": modeling.params(model),
         "macs": modeling.macs(model, winner.bundle.input_size), "feature_loss": kd.feature_loss,
         "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
+                    "missed_budget": missed_budget([c.record for c in candidates], teacher_accuracy, total, plan, data),
                     "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates), "within_budget": within,
                     "auto": winner.record.get("schedule"), "unlabelled": data.unlabelled,
                     "candidates": [c.record for c in candidates]}})
+
+
+# Each student family from narrow to wide: what to try when the widest tried misses the budget.
+FAMILIES = (
+    ("resnet10t_w16", "resnet10t_w24", "resnet10t_w32", "resnet10t"),
+    ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_075",
+     "mobilenetv3_large_100"),
+    ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s"),
+    ("mobilenetv2_050", "mobilenetv2_075", "mobilenetv2_100", "mobilenetv2_140"),
+)
+
+
+def missed_budget(records: list[dict], teacher: float, budget, plan: schedule.Schedule, data: Dataset) -> dict | None:
+    """When no candidate is within budget.max_drop_total of the teacher: which came closest,
+    by how much, and what to try, in the order they usually pay (None when one is within)."""
+    floor = budgets.lowest_within_total(teacher, budget)
+    trained = [r for r in records if r.get("accuracy") is not None]
+    if floor is None or not trained or any(r["accuracy"] >= floor for r in trained):
+        return None
+    closest = max(trained, key=lambda r: r["accuracy"])
+    short = floor - closest["accuracy"]
+    tried = {r["name"] for r in records}
+    tries = []
+    for family in FAMILIES:
+        if closest["name"] in family:
+            wider = [a for a in family[family.index(closest["name"]) + 1:] if a not in tried]
+            if wider:
+                tries.append(f"a wider student of the same family: [student] arch = \"{wider[0]}\"")
+    stopped = str((closest.get("schedule") or {}).get("stopped") or "")
+    if plan.auto and "max_epochs" in stopped:
+        tries.append(f"a longer schedule: it was still improving at [student] max_epochs = {plan.max_epochs}")
+    tries.append(f"more training images: {len(data.train_y)} trained it; distillation gains most from more "
+                 "(labelled or [data] unlabelled_path)")
+    tries.append(f"a looser budget: [budget] max_drop_total = {budget.max_drop_total + short:.2f} would hold it "
+                 f"(now {budget.max_drop_total:g})")
+    return {"closest": closest["name"], "val_accuracy": closest["accuracy"], "needed": floor,
+            "short_by": round(short, 2), "try": tries}
+
+
+def _drop_hopeless(alive: list, round_index: int, epochs: int, teacher: float, budget, plan) -> list:
+    """The candidates of a round that can still reach the budget (each dropped one's record
+    says why not); the most accurate stays when none can, as the fallback rule picks it."""
+    reasons = {id(c): hopeless(c.record, teacher, budget, plan) for c in alive}
+    keep = [c for c in alive if reasons[id(c)] is None] or [max(alive, key=lambda c: c.record["accuracy"])]
+    for c in alive:
+        if c not in keep:
+            c.record["why"] = f"dropped after round {round_index + 1} (up to {epochs} epochs): {reasons[id(c)]}"
+            console.print(f"  {c.record['name']}: {c.record['why']}", markup=False)
+    return keep
 
 
 def _finish_chosen(candidate: _Candidate, data: Dataset) -> None:
@@ -323,6 +432,7 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
         "arch": first.record["name"], "params": branches[0]["params"], "macs": branches[0]["macs"],
         "feature_loss": kd.feature_loss,
         "student": {"name": first.record["name"], "select": cfg.select, "profile": None, "per_target": True,
+                    "missed_budget": missed_budget([c.record for c in candidates], teacher_accuracy, total, plan, data),
                     "groups": [{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
                     "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates),

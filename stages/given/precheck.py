@@ -24,7 +24,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 
 SAMPLE = 512  # val images the verdict is decided on (all of val when smaller)
-SCREEN = 160  # of those, the images each alternative is first screened on
+SCREEN = 100  # of those, the images each alternative is first screened on
 MARGIN = 1.0  # points an alternative must win by, at the low end of its 95 % paired interval
 COMMON_SIZES = (32, 64, 96, 128, 160, 224)
 NORMALIZATIONS = {

@@ -93,18 +93,54 @@ def _run_worker(artifact: str | list[str], profile: Profile) -> dict:
 
 def interleave(artifacts: list[Path], profile: Profile):
     """The artifacts timed interleaved in one child process (runtime_bench.interleaved_ms)."""
+    from edgekiln.targets import host_load
     from edgekiln.targets.runners import Interleaved
 
-    result = _run_worker([str(a) for a in artifacts], profile)
+    with host_load.Window() as window:
+        result = _run_worker([str(a) for a in artifacts], profile)
+    busy = window.load.busy(profile.runtime.threads)
+    # Interleaved rounds share whatever load there was, so their comparison stands; the
+    # absolute figures do not, and the record says so.
     return Interleaved(runner="host", device=host_device(), tool=result["runtime"], rounds=result["rounds"],
                        runs_per_round=result["runs_per_round"],
-                       round_p50_ms=[result["round_p50_ms"][str(a)] for a in artifacts])
+                       round_p50_ms=[result["round_p50_ms"][str(a)] for a in artifacts],
+                       notes=[] if busy is None else [f"host busy while timed interleaved: {busy}"])
+
+
+# A busy host is timed again after a pause, within this many seconds in all
+# (EDGEKILN_BUSY_WAIT_S); then the quietest timing stands, marked busy.
+BUSY_WAIT_S = 30.0
+_PAUSE_S = 3.0
 
 
 def measure(artifact: Path, profile: Profile):
+    """The artifact timed on this host in rounds, with what the rest of the host did
+    meanwhile. A busy host (others' processes on the cores the runtime needs, a hypervisor
+    stealing, rounds that disagree) is timed again after a pause, within BUSY_WAIT_S; if it
+    stays busy, the quietest timing is kept with `host_busy` saying why, and the gates
+    decide a latency budget on it only where all its rounds fall on one side (gates.py)."""
+    import os
+    import time
+
+    from edgekiln.targets import host_load
     from edgekiln.targets.runners import Measurement
 
-    result = _run_worker(str(artifact), profile)
+    threads = profile.runtime.threads
+    deadline = time.monotonic() + float(os.environ.get("EDGEKILN_BUSY_WAIT_S", BUSY_WAIT_S))
+    tries = []
+    while True:
+        with host_load.Window() as window:
+            result = _run_worker(str(artifact), profile)
+        busy = window.load.busy(threads) or host_load.rounds_disagree(result["latency_ms"].get("round_p50") or [])
+        tries.append((busy, window.load, result))
+        if busy is None or time.monotonic() + _PAUSE_S >= deadline:
+            break
+        time.sleep(_PAUSE_S)
+    busy, load, result = min(tries, key=lambda t: (t[0] is not None, t[1].others_cores or 0.0))
+    notes = [] if busy is None else [f"host busy: {busy}; timed {len(tries)} times over "
+                                     f"{sum(t[1].seconds for t in tries) + _PAUSE_S * (len(tries) - 1):.0f} s"]
     return Measurement(source="host", runner="host", device=host_device(),
                        latency_ms=result["latency_ms"], peak_memory_mb=result["peak_memory_mb"],
-                       tool=result["runtime"], extra={"threads": profile.runtime.threads, "isa": host_isa()})
+                       tool=result["runtime"], notes=notes,
+                       extra={"threads": threads, "isa": host_isa(), "host_load": load.to_dict(),
+                              "host_busy": busy, "timings": len(tries)})
