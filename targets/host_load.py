@@ -1,8 +1,9 @@
 """How busy this host was while something was timed on it: the CPU other processes used
 (in cores), the share the hypervisor stole, the load average. A latency measured beside a
 neighbour's build is the neighbour's figure as much as the artifact's: the host runner
-re-times when the host is busy and says so when it stays busy, and the gates decide a
-budget on such a measurement only where its rounds all fall on one side (gates.py).
+re-times when the host is busy and says so when it stays busy, and the gates pass a budget
+on such a measurement only where its slowest round is within it, and never fail one
+(load only slows a timing; gates.py).
 
 Linux only (/proc/stat); elsewhere nothing is known and nothing is judged busy."""
 

@@ -253,3 +253,32 @@ def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_da
     assert winner["schedule"]["stopped"] and student["missed_budget"] is None
     dropped = [c for c in student["candidates"] if not c["chosen"]]
     assert len(dropped) == 2 and all(c["why"].startswith("dropped after round") for c in dropped)
+
+
+def test_survivors_trained_to_the_end_are_ranked_on_where_they_ended(data, monkeypatch):
+    """Found on Fashion-MNIST (benchmarks/first_run.py): after round 1 neither student was
+    within budget and w32 led; both ended within it, and the rule (smallest within budget)
+    must then pick w24, not the round's leader. Training is replaced by that run's figures."""
+    ended = {"resnet10t_w24": 84.89, "resnet10t_w32": 86.52}
+    after_round = {"resnet10t_w24": 82.77, "resnet10t_w32": 83.02}
+
+    def train_round(self, plan, until, data):
+        self.record.update(accuracy=after_round[self.record["name"]], epochs_trained=until,
+                           round_schedule={"stopped": None, "val_history": []})
+        return self.record["accuracy"]
+
+    def train_auto(self, plan, data, within_budget):
+        self.record.update(accuracy=ended[self.record["name"]], epochs_trained=10,
+                           schedule={"stopped": "patience"})
+        return self.record["accuracy"]
+
+    monkeypatch.setattr(distill._Candidate, "train_round", train_round)
+    monkeypatch.setattr(distill._Candidate, "train_auto", train_auto)
+    teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
+    reference = StageResult.with_model(84.89, teacher, stage="teacher")
+    config = {"student": StudentConfig(arch=["resnet10t_w24", "resnet10t_w32"], epochs="auto", select="smallest"),
+              "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
+              "budget": BudgetConfig(max_drop_total=1.5)}
+    result = distill.run(data, config, None, reference=reference)
+    assert result.metrics["student"]["name"] == "resnet10t_w24"
+    assert result.metrics["student"]["missed_budget"] is None

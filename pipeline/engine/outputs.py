@@ -187,7 +187,10 @@ def _only_writer(out: Path) -> Iterator[None]:
     pointing at the other's manifest. The OS lock goes with its holder, even one killed -9."""
     lock = out.parent / f".{out.name}.edgekiln-lock"
     while True:
-        handle = open(lock, "a+")
+        try:
+            handle = open(lock, "a+")
+        except OSError as e:
+            raise InputError(f"--out {out}: not writable: {e.strerror or e}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

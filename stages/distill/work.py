@@ -273,6 +273,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
     if searched:
         for c in alive:  # the survivors train on from their last round until their schedules stop them
             c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
+    if plan.auto and len(alive) > 1:  # more than one trained to the end: ranked on where they ended
+        alive = sorted(alive, key=lambda c: rank_key(c.record, cfg.select, within(c.record), labels[0]), reverse=True)
     if groups is not None:
         return _per_target(candidates, alive, groups, cfg, kd, data, teacher_accuracy, total, plan, rounds)
     winner = alive[0]

@@ -117,8 +117,8 @@ def measure(artifact: Path, profile: Profile):
     """The artifact timed on this host in rounds, with what the rest of the host did
     meanwhile. A busy host (others' processes on the cores the runtime needs, a hypervisor
     stealing, rounds that disagree) is timed again after a pause, within BUSY_WAIT_S; if it
-    stays busy, the quietest timing is kept with `host_busy` saying why, and the gates
-    decide a latency budget on it only where all its rounds fall on one side (gates.py)."""
+    stays busy, the quietest timing is kept with `host_busy` saying why, and the gates pass
+    a latency budget on it only where its slowest round is within, never fail one (gates.py)."""
     import os
     import time
 
