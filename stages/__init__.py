@@ -92,6 +92,9 @@ class Stage:
     title: str | None = None  # what the reports call it (default: its name)
     publishes: bool = False  # its artifacts are the release: gated on test, published
     checks: tuple[Check, ...] = ()  # run before any stage (e.g. the student converts to every target)
+    # refresh(result, sections, reference accuracy): re-derive the parts of its record that
+    # depend on sections left out of its key (a budget's verdicts), for a cached result too
+    refresh: Callable | str | None = None
     # Its part of the manifest and the reports (or "module:NAME" of one, imported when read).
     report: StageReport | str = field(default_factory=StageReport)
 

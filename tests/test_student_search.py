@@ -216,11 +216,12 @@ def test_a_candidate_that_cannot_reach_the_budget_is_named_hopeless_with_its_rea
 def test_a_missed_budget_names_the_closest_and_what_to_try(data):
     records = [{"name": "resnet10t_w16", "accuracy": 85.0, "schedule": {"stopped": "max_epochs = 40 reached"}},
                {"name": "mobilenetv3_small_050", "accuracy": 70.0}]
-    missed = distill.missed_budget(records, 90.0, BudgetConfig(max_drop_total=1.5), _plan(max_epochs=40), data)
+    missed = distill.missed_budget(records, 90.0, BudgetConfig(max_drop_total=1.5), _plan(max_epochs=40),
+                                   len(data.train_y))
     assert missed["closest"] == "resnet10t_w16" and missed["short_by"] == 3.5
     tries = " | ".join(missed["try"])
     assert 'arch = "resnet10t_w24"' in tries and "max_epochs = 40" in tries and "max_drop_total = 5.00" in tries
-    assert distill.missed_budget(records, 86.0, BudgetConfig(max_drop_total=1.5), _plan(), data) is None
+    assert distill.missed_budget(records, 86.0, BudgetConfig(max_drop_total=1.5), _plan(), len(data.train_y)) is None
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,7 @@ def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_da
               "distill": DistillConfig(), "train": TrainConfig(batch_size=32, patience=2),
               "budget": BudgetConfig(max_drop_total=100.0)}
     result = distill.run(data, config, None, reference=reference)
+    distill.refresh(result, config, reference.accuracy)  # as the runner does
     student = result.metrics["student"]
     assert student["schedule"] == [2, 4]
     winner = next(c for c in student["candidates"] if c["chosen"])
@@ -280,5 +282,28 @@ def test_survivors_trained_to_the_end_are_ranked_on_where_they_ended(data, monke
               "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
               "budget": BudgetConfig(max_drop_total=1.5)}
     result = distill.run(data, config, None, reference=reference)
+    distill.refresh(result, config, reference.accuracy)  # as the runner does
     assert result.metrics["student"]["name"] == "resnet10t_w24"
     assert result.metrics["student"]["missed_budget"] is None
+
+
+def test_a_run_whose_student_misses_the_budget_exits_1_naming_the_closest_and_what_to_try(run, tmp_path):
+    """The shared tiny pipeline under a budget no student of it meets (its teacher is cached;
+    distillation runs again under the new budget)."""
+    import json
+
+    from tiny_pipeline import invoke
+
+    root, _, _ = run
+    config = tmp_path / "tight.toml"
+    config.write_text((root / "tiny.toml").read_text().replace("max_drop_total = 60.0", "max_drop_total = 0.0"))
+    result = invoke(config, tmp_path / "out", root / "cache")
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "no student within budget: the closest, mobilenetv3_small_050" in said
+    assert 'a wider student of the same family: [student] arch = "mobilenetv3_small_075"' in said
+    missed = json.loads((tmp_path / "out" / "manifest.json").read_text())["student"]["missed_budget"]
+    assert missed["closest"] == "mobilenetv3_small_050" and missed["short_by"] > 0
+    assert any("max_drop_total =" in t for t in missed["try"])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="student-missed-budget"' in html and "mobilenetv3_small_075" in html

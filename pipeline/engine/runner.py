@@ -367,6 +367,9 @@ class _Chain:
             console.rule(f"[bold]{self.current}")
             started = time.perf_counter()
             result, cached = _run_stage(node, branch.cfg, self.data, self.cache, key, branch.results, run)
+            if node.refresh is not None:  # a cached result keeps its model, not another config's verdicts
+                registry.resolve(node.refresh)(result, {s: getattr(branch.cfg, s) for s in node.sections},
+                                               branch.results[run.reference.name].accuracy)
             forks = result.metrics.get("branches") or []
             if len(forks) < 2 or branch.name is not None:
                 if not self._finish(node, result, cached, started, key, branch):

@@ -106,6 +106,6 @@ def _precheck_inputs(cfg) -> dict:
 STAGE = register(Stage(
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
     default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
-    unkeyed=unkeyed, profiles=_profiles, budgeted=True,
+    unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",
     checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", _precheck_inputs),),
     report="edgekiln.stages.distill.report:REPORT"))

@@ -40,9 +40,12 @@ def _summary(m: dict, console) -> None:
     student = m["student"]
     missed = (student or {}).get("missed_budget")
     if missed:
-        console.print(f"[bold red]no student within budget:[/] the closest, {missed['closest']}, reached "
-                      f"{missed['val_accuracy']:.2f}% on val, {missed['short_by']:.2f} points short of "
-                      f"{missed['needed']:.2f}%. Try: " + "; ".join(missed["try"]), soft_wrap=True)
+        from rich.markup import escape  # the advice names config keys in square brackets
+
+        console.print("[bold red]no student within budget:[/] " + escape(
+            f"the closest, {missed['closest']}, reached {missed['val_accuracy']:.2f}% on val, "
+            f"{missed['short_by']:.2f} points short of {missed['needed']:.2f}%. Try: " + "; ".join(missed["try"])),
+            soft_wrap=True)
     if not student or len(student["candidates"]) <= 1:
         return
     table = Table(title=f"student candidates (select = {student['select']})", title_justify="left")

@@ -293,8 +293,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         "arch": winner.record["name"], "params": modeling.params(model),
         "macs": modeling.macs(model, winner.bundle.input_size), "feature_loss": kd.feature_loss,
         "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
-                    "missed_budget": missed_budget([c.record for c in candidates], teacher_accuracy, total, plan, data),
-                    "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
+                    "train_images": len(data.train_y), "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates), "within_budget": within,
                     "auto": winner.record.get("schedule"), "unlabelled": data.unlabelled,
                     "candidates": [c.record for c in candidates]}})
@@ -310,7 +309,24 @@ FAMILIES = (
 )
 
 
-def missed_budget(records: list[dict], teacher: float, budget, plan: schedule.Schedule, data: Dataset) -> dict | None:
+def refresh(result: StageResult, config: dict, teacher: float) -> None:
+    """The search's budget verdicts under the budget in force: the stage's key leaves
+    [budget] out when it cannot change the model (one candidate), so a cached result may
+    have been recorded under another budget."""
+    student = result.metrics.get("student")
+    if not student:
+        return
+    budget = config.get("budget")
+    chosen = next((c for c in student["candidates"] if c.get("chosen")), None)
+    if chosen is not None and chosen.get("accuracy") is not None:
+        student["within_budget"] = budgets.within_total(chosen["accuracy"], teacher, budget)
+    plan = schedule.from_config(config["student"], config["train"])
+    student["missed_budget"] = missed_budget(student["candidates"], teacher, budget, plan,
+                                             student.get("train_images") or 0)
+
+
+def missed_budget(records: list[dict], teacher: float, budget, plan: schedule.Schedule,
+                  train_images: int) -> dict | None:
     """When no candidate is within budget.max_drop_total of the teacher: which came closest,
     by how much, and what to try, in the order they usually pay (None when one is within)."""
     floor = budgets.lowest_within_total(teacher, budget)
@@ -329,7 +345,7 @@ def missed_budget(records: list[dict], teacher: float, budget, plan: schedule.Sc
     stopped = str((closest.get("schedule") or {}).get("stopped") or "")
     if plan.auto and "max_epochs" in stopped:
         tries.append(f"a longer schedule: it was still improving at [student] max_epochs = {plan.max_epochs}")
-    tries.append(f"more training images: {len(data.train_y)} trained it; distillation gains most from more "
+    tries.append(f"more training images: {train_images} trained it; distillation gains most from more "
                  "(labelled or [data] unlabelled_path)")
     tries.append(f"a looser budget: [budget] max_drop_total = {budget.max_drop_total + short:.2f} would hold it "
                  f"(now {budget.max_drop_total:g})")
@@ -434,7 +450,7 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
         "arch": first.record["name"], "params": branches[0]["params"], "macs": branches[0]["macs"],
         "feature_loss": kd.feature_loss,
         "student": {"name": first.record["name"], "select": cfg.select, "profile": None, "per_target": True,
-                    "missed_budget": missed_budget([c.record for c in candidates], teacher_accuracy, total, plan, data),
+                    "train_images": len(data.train_y),
                     "groups": [{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
                     "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates),
