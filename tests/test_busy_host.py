@@ -5,9 +5,6 @@ otherwise "not checked: host busy". Load only slows a timing: it never fails a g
 
 import json
 import multiprocessing
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -89,7 +86,8 @@ def test_a_budget_three_times_the_quiet_p90_never_fails_beside_three_busy_proces
     assert quiet.exit_code == 0, quiet.output
     quiet_p90 = json.loads((tmp_path / "quiet.json").read_text())["measurement"]["latency_ms"]["p90"]
     write_profile(round(3 * quiet_p90, 4))
-    burners = [multiprocessing.Process(target=_burn, args=(60.0,)) for _ in range(3)]
+    # three CPU-bound processes (the case, on this 2-core kind), or one per core on a bigger host
+    burners = [multiprocessing.Process(target=_burn, args=(60.0,)) for _ in range(max(3, host_load.cores()))]
     for b in burners:
         b.start()
     try:
@@ -102,7 +100,7 @@ def test_a_budget_three_times_the_quiet_p90_never_fails_beside_three_busy_proces
     record = json.loads((tmp_path / "busy.json").read_text())
     assert busy.exit_code == 0, busy.output  # a stable measurement within budget, or not checked: never a fail
     load = record["measurement"]["extra"]["host_load"]
-    assert load["others_cores"] > 1.0 and load["cores"] >= 1 and "load1" in load
+    assert load["others_cores"] > 0.5 and load["cores"] >= 1 and "load1" in load  # 3 burners: about 1.3 of 2
     assert record["measurement"]["extra"]["host_busy"], record["measurement"]
     assert record["budgets"] or any("host busy" in line for line in record["budgets_not_checked"])
     assert len(record["measurement"]["latency_ms"]["round_p50"]) == 5
