@@ -60,7 +60,8 @@ def compress(
     prune: Optional[float] = typer.Option(None, "--prune", min=0.05, max=1.0, help="prune first to this share of "
                                           "its MACs (e.g. 0.7), recovering by self-distillation"),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, max=1024, help="the size it was trained "
-                                             "at [default: timm's for the architecture, or the image processor's]"),
+                                             "at [default: the checkpoint's metadata, else timm's for the "
+                                             "architecture, or the image processor's]"),
     mean: Optional[str] = typer.Option(None, "--mean", help="the mean it was trained with, on pixels / 255: one "
                                        "value or three (R,G,B) [default: the checkpoint's metadata, else timm's "
                                        "for the architecture]"),
