@@ -103,3 +103,13 @@ def test_teacher_stage_fine_tunes_a_transformers_checkpoint_at_its_own_size(data
     hf = records[f"hf:{hf_dir}"]
     assert hf["input_size"] == 48 and hf["accuracy"] is not None and hf["macs"] > 0
     assert records["mobilenetv3_small_050"]["input_size"] == 32
+
+
+def test_pretrained_weights_that_cannot_be_had_here_stop_the_run_at_preflight(monkeypatch):
+    """Offline (the tests run with HF_HUB_OFFLINE=1) and not in the hub cache: refused before
+    the data is read, naming the candidate, instead of failing at the download after the
+    pre-check."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=r"teacher.candidates\[0\]: teacher.pretrained = true, but "
+                                         r"timm/resnet18\.\S+ is not in the local hub cache and HF_HUB_OFFLINE is set"):
+        teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet18"], pretrained=True)})

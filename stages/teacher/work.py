@@ -56,6 +56,11 @@ def preflight(config: dict) -> None:
 
             if not timm.list_pretrained(cand.arch):
                 raise InputError(f"{key}: timm has no pretrained weights for {cand.arch!r} (teacher.pretrained = true)")
+            reachable, why = modeling.pretrained_reachable(cand.arch)
+            if not reachable:  # before the data is read and the pre-check runs, not at the download
+                raise InputError(f"{key}: teacher.pretrained = true, but {why}: run where the weights download (or "
+                                 "fill the local hub cache), or set teacher.pretrained = false to train the teachers "
+                                 "from scratch")
         if cand.checkpoint is not None:
             if modeling.is_transformers(cand.arch):
                 raise InputError(f"{key}: a transformers checkpoint is a directory: give it as \"hf:<dir>\"")
