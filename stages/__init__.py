@@ -95,6 +95,10 @@ class Stage:
     # refresh(result, sections, reference accuracy): re-derive the parts of its record that
     # depend on sections left out of its key (a budget's verdicts), for a cached result too
     refresh: Callable | str | None = None
+    # plan(cfg, model) -> ([planning.Work], model): the loops and conversions it will run on
+    # `model` (the architecture the stage before hands it, and its cost scale), and the model
+    # it hands on (`run --plan`)
+    plan: Callable | str | None = None
     # Its part of the manifest and the reports (or "module:NAME" of one, imported when read).
     report: StageReport | str = field(default_factory=StageReport)
 

@@ -405,6 +405,17 @@ class Validation:
         return plan_of(self.config)
 
 
+def plan(config: str | Path):
+    """What `run` would do with `config` and how long it should take on this machine: every
+    planned stage's loops and conversions, each architecture timed by a short probe
+    (engine/planning.py). Trains nothing, writes nothing."""
+    from edgekiln.engine.planning import plan_run
+
+    cfg, _, _ = config_of(config)
+    check_files(cfg)
+    return plan_run(cfg)
+
+
 def validate(config: str | Path) -> Validation:
     """Check a config without running it: keys, types, ranges, files, profiles, formats and
     encodings, without importing torch. ConfigError naming every problem."""

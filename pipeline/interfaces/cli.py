@@ -58,11 +58,19 @@ def run(
                                "output, beside its files (an earlier output is replaced as a whole without it)"),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, help="train on this many processes "
                                        "(torchrun + DistributedDataParallel: one per GPU, or gloo on the CPU)"),
+    plan: bool = typer.Option(False, "--plan", help="print the stages, candidates, epochs and expected minutes on "
+                              "this machine, and exit without training"),
 ) -> None:
     """Run the pipeline CONFIG describes; artifacts, manifest.json, report.html and
     MODEL_CARD.md go to --out."""
     if not verbose:
         quiet_converters()  # before torch's and the hub's imports: tqdm reads TQDM_DISABLE when imported
+    if plan:
+        from edgekiln.interfaces import api, tables
+
+        with exit_codes():
+            tables.print_plan(api.plan(config))
+        raise typer.Exit(EXIT_OK)
     from edgekiln.training import distributed
 
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:

@@ -131,3 +131,24 @@ def profiles_table(rows):
         table.add_row(profile.name, origin, profile.format, profile.runner.kind, latency, budgets or "-",
                       profile.device)
     return table
+
+
+def print_plan(plan) -> None:
+    """`run --plan`: each stage's loops and conversions, epochs and minutes (expected, and
+    from least to most), and the whole run's."""
+    from rich.table import Table
+
+    def span(values, fmt):
+        return f"{values[0]:{fmt}} ({values[1]:{fmt}}-{values[2]:{fmt}})"
+
+    table = Table(title=f"plan: {plan.train_images} train / {plan.val_images} val images at {plan.image_size} px",
+                  title_justify="left")
+    for col in ("stage", "work", "epochs", "minutes"):
+        table.add_column(col, justify="right" if col in ("epochs", "minutes") else "left")
+    for r in plan.rows:
+        table.add_row(r.stage, r.what, "-" if r.epochs is None else span(r.epochs, ".0f"), span(r.minutes, ".1f"))
+    console.print(table)
+    total = plan.minutes
+    console.print(f"expected: {total[0]:.0f} min on this machine (from {total[1]:.0f} to {total[2]:.0f}: auto loops "
+                  f"stop between one patience window and their cap); planned in {plan.seconds_to_plan:.0f} s. "
+                  "Nothing was trained.", markup=False)

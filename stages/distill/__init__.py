@@ -103,7 +103,35 @@ def _precheck_inputs(cfg) -> dict:
     return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """The convertibility pre-check, then the search: every candidate's first round, the
+    better half's later rounds (in the listed order: who survives is not known yet), and the
+    winner's loop; hands on the first candidate."""
+    from edgekiln.stages import planning
+    from edgekiln.stages.distill.work import auto_round_caps, halving_schedule
+    from edgekiln.training.schedule import from_config
+
+    s = cfg.student
+    names = s.candidates
+    plan = from_config(s, cfg.train)
+    formats = {t.format for t in cfg.targets}
+    works = [planning.Work(f"pre-check: {a} to {f}", seconds=planning.CONVERSION_SECONDS.get(f, 10.0))
+             for a in names for f in sorted(formats)]
+    rounds = auto_round_caps(len(names), plan) if plan.auto and len(names) > 1 else \
+        halving_schedule(len(names), plan.length)[:-1]
+    final, least, most = planning.epochs_of(s.epochs, s.max_epochs, cfg.train.patience)
+    for i, arch in enumerate(names):
+        reached = [cap for r, cap in enumerate(rounds) if i < -(-len(names) // 2 ** r)]
+        last = reached[-1] if reached else 0
+        if i == 0:  # the winner, trained to its end
+            works.append(planning.Work(f"student {arch} (the search's winner)", arch, max(final, last),
+                                       max(least, last), max(most, last)))
+        else:
+            works.append(planning.Work(f"student {arch} (rounds to {last} epochs)", arch, last, last, last))
+    return works, (names[0], 1.0)
+
+
+STAGE = register(Stage(plan=_plan,
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
     default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",

@@ -27,7 +27,15 @@ def _profiles(config: dict) -> dict:
     return {"profiles": [t.effective_profile for t in config["targets"]]}
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """One conversion and grading per target."""
+    from edgekiln.stages.planning import CONVERSION_SECONDS, Work
+
+    return [Work(f"export {t.name} ({t.format})", seconds=CONVERSION_SECONDS.get(t.format, 10.0))
+            for t in cfg.targets], model
+
+
+STAGE = register(Stage(plan=_plan,
     name="export", order=50, follows="quantize", run="edgekiln.stages.export.work:run", section="targets",
     schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=("quantize", "budget"),
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,

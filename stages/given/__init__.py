@@ -71,7 +71,16 @@ class ModelConfig(BaseModel):
         return [("arch", local, False)] if local is not None and local.is_absolute() else []
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """Its fine-tuning, when [model] epochs asks for one; hands on the given model."""
+    from edgekiln.stages.planning import loop
+
+    m = cfg.model
+    works = [] if m.epochs == 0 else [loop(f"fine-tune {m.name}", m.arch, m.epochs, m.max_epochs, cfg.train.patience)]
+    return works, (m.arch, 1.0)
+
+
+STAGE = register(Stage(plan=_plan,
     name="given", order=5, run="edgekiln.stages.given.work:run", section="model", schema=ModelConfig,
     reads=("train",), preflight="edgekiln.stages.given.work:preflight", starts=True, title="the given model",
     checks=(Check("preprocessing_check", "edgekiln.stages.given.precheck:check", "edgekiln.stages.given.precheck:inputs"),),

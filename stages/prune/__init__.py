@@ -74,7 +74,18 @@ def _profiles(config: dict) -> dict:
     return {} if name is None else {"prune.profile": load_profile(name)}
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """Each step's recovery loop, on the model shrinking step by step; hands on the pruned model."""
+    from edgekiln.stages.planning import loop
+
+    p, (arch, scale) = cfg.prune, model
+    ratio = p.macs_ratio if p.macs_ratio is not None else (0.5 if p.latency_ms is None else 0.7)
+    works = [loop(f"prune step {k + 1}/{p.steps}: recovery", arch, p.finetune_epochs, p.max_epochs,
+                  cfg.train.patience, scale * ratio ** ((k + 1) / p.steps)) for k in range(p.steps)]
+    return works, (arch, scale * ratio)
+
+
+STAGE = register(Stage(plan=_plan,
     name="prune", order=30, run="edgekiln.stages.prune.work:run", section="prune", schema=PruneConfig,
     default=PruneConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.prune.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True,

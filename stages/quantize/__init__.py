@@ -79,7 +79,17 @@ def unkeyed(config: dict) -> set[str]:
     return out if reads_budget else out | {"budget"}
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """QAT's loop, or PTQ's calibration (seconds); hands on the same model."""
+    from edgekiln.stages.planning import Work, loop
+
+    q, (arch, scale) = cfg.quantize, model
+    if q.mode == "qat":
+        return [loop("QAT", arch, q.epochs, q.max_epochs, cfg.train.patience, scale)], model
+    return [Work("PTQ calibration", seconds=2.0)], model
+
+
+STAGE = register(Stage(plan=_plan,
     name="quantize", order=40, run="edgekiln.stages.quantize.work:run", section="quantize", schema=QuantizeConfig,
     default=QuantizeConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.quantize.work:preflight",
     unkeyed=unkeyed, budgeted=True,

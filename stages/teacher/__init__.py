@@ -96,7 +96,18 @@ class TeacherConfig(BaseModel):
         return out
 
 
-STAGE = register(Stage(
+def _plan(cfg, model):
+    """Each candidate's loop (a zero-shot one trains nothing); hands on the first candidate."""
+    from edgekiln.stages.planning import loop
+    from edgekiln.training import zero_shot
+
+    t = cfg.teacher
+    works = [loop(f"teacher {c.name}", c.arch, t.epochs, t.max_epochs, cfg.train.patience)
+             for c in t.resolved() if not zero_shot.is_zero_shot(c.arch) and t.epochs != 0]
+    return works, (t.resolved()[0].arch, 1.0)
+
+
+STAGE = register(Stage(plan=_plan,
     name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
     reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", starts=True,
     report="edgekiln.stages.teacher.report:REPORT"))
