@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# An auto loop stops after `patience` epochs without gain: measured on four datasets
-# (BENCHMARKS.md, "A first run on your own images"), loops with patience 4 ran 6 to 25
+# An auto loop stops after `patience` epochs without gain: measured
+# (BENCHMARKS.md, "A first run on your own images": three datasets), loops with patience 4 ran 4 to 25
 # epochs, about 4 patience windows on average.
 AUTO_WINDOWS = 4
 # Seconds one conversion takes on this 2-core machine, as the runs' logs show it (the
