@@ -14,6 +14,8 @@ Datasets (folders of class sub-folders, written under WORK/data on first use):
 The recipe init writes was chosen on the digits and on Fashion-MNIST (BENCHMARKS.md); the
 icons are data it was not chosen on. Each run's console log and output folder stay under WORK.
 `--tiny`: 40 images a class of Fashion-MNIST, every cap cut to 2 epochs (the slow test).
+`--max-minutes M`: run with `edgekiln run --max-minutes M` (the time budget), in a folder of
+its own (NAME-mM) from an empty cache.
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ def _cli() -> list[str]:
     return [sys.executable, "-m", "edgekiln"]
 
 
-def first_run(name: str, work: Path, tiny: bool) -> dict:
+def first_run(name: str, work: Path, tiny: bool, max_minutes: float | None = None) -> dict:
     data = dataset(name, work, tiny)
-    run_dir = work / (name + ("-tiny" if tiny else ""))
+    run_dir = work / (name + ("-tiny" if tiny else "") + ("" if max_minutes is None else f"-m{max_minutes:g}"))
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "edgekiln.toml"
     subprocess.run([*_cli(), "init", str(data), "--out", str(config), "--force"], check=True, capture_output=True)
@@ -84,7 +86,8 @@ def first_run(name: str, work: Path, tiny: bool) -> dict:
     started = time.perf_counter()
     with open(run_dir / "console.log", "w") as log:
         done = subprocess.run([*_cli(), "run", str(config), "--out", str(run_dir / "out"), "--cache-dir",
-                               str(run_dir / "cache")], stdout=log, stderr=subprocess.STDOUT,
+                               str(run_dir / "cache"),
+                               *([] if max_minutes is None else ["--max-minutes", str(max_minutes)])], stdout=log, stderr=subprocess.STDOUT,
                               env={**__import__("os").environ, "COLUMNS": "160"})
     minutes = (time.perf_counter() - started) / 60
     manifest = json.loads((run_dir / "out" / "manifest.json").read_text())
@@ -95,7 +98,8 @@ def first_run(name: str, work: Path, tiny: bool) -> dict:
             "minutes": round(minutes, 1), "passed": manifest.get("passed"),
             "teacher_test": teacher.get("test_accuracy"), "student": student.get("name"),
             "missed_budget": student.get("missed_budget"), "artifacts": drops,
-            "search_epochs": student.get("epochs_spent"),
+            "search_epochs": student.get("epochs_spent"), "max_minutes": max_minutes,
+            "time_budget_cut": (manifest.get("time_budget") or {}).get("cut"),
             "stages": {s["name"]: round(s.get("seconds") or 0, 1) for s in manifest["stages"]}}
 
 
@@ -104,18 +108,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--work", type=Path, default=Path("work/first-run"))
     parser.add_argument("--dataset", action="append", choices=["fashion", "icons", "digits"])
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--max-minutes", type=float)
     args = parser.parse_args(argv)
-    rows = [first_run(name, args.work, args.tiny) for name in args.dataset or ["fashion"]]
-    print("| dataset | images | minutes | teacher test % | student | artifacts test % (drop, 95% interval) | "
-          "search epochs | exit |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = [first_run(name, args.work, args.tiny, args.max_minutes) for name in args.dataset or ["fashion"]]
+    print("| dataset | max_minutes | images | minutes | teacher test % | student | artifacts test % (drop, 95% interval) | "
+          "search epochs | cut by the time budget | exit |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         arts = "; ".join(f"{t}: {acc:.2f} ({drop:+.2f}, [{ci[0]:+.2f}, {ci[1]:+.2f}])" if acc is not None and ci
                          else f"{t}: -" for t, acc, drop, ci in r["artifacts"])
         teacher = "-" if r["teacher_test"] is None else f"{r['teacher_test']:.2f}"
-        print(f"| {r['dataset']} | {r['images']} | {r['minutes']} | {teacher} | {r['student']} | {arts} | "
-              f"{r['search_epochs']} | {r['exit']} |")
-    (args.work / "first_run.json").write_text(json.dumps(rows, indent=1))
+        cut = "; ".join(f"{k}: {', '.join(v)}" for k, v in (r["time_budget_cut"] or {}).items()) or "-"
+        budget = "-" if r["max_minutes"] is None else f"{r['max_minutes']:g}"
+        print(f"| {r['dataset']} | {budget} | {r['images']} | {r['minutes']} | {teacher} | {r['student']} | {arts} | "
+              f"{r['search_epochs']} | {cut} | {r['exit']} |")
+    suffix = "" if args.max_minutes is None else f"-m{args.max_minutes:g}"
+    (args.work / f"first_run{suffix}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 

@@ -84,6 +84,7 @@ class Stage:
     # The latency profiles its sections name, whose content (not just name) enters its key:
     # (sections) -> {key: profile or list of profiles}.
     profiles: Callable[[dict], dict] | None = None
+    trains: bool = False  # it has training loops that `[pipeline] max_minutes` may cut (that enters its key)
     budgeted: bool = False  # `[budget.max_drop] <name>` limits its drop against the stage before it
     # It begins a plan: it takes no `previous`, and its model is the reference every drop is
     # measured against. A plan starts with the one starting stage whose section the config gives.

@@ -87,13 +87,17 @@ class CardConfig(BaseModel):
 
 
 class PlanConfig(BaseModel):
-    """`[pipeline]`: which stages run. `stages` lists them in order (the starting stage, the
-    teacher or the given model, may be left out: the section the config gives decides);
-    default: all of them."""
+    """`[pipeline]`: which stages run, and within how long. `stages` lists them in order (the
+    starting stage, the teacher or the given model, may be left out: the section the config
+    gives decides); default: all of them."""
 
     model_config = ConfigDict(extra="forbid")
 
     stages: list[str] | None = Field(None, min_length=1)
+    # The whole run's time budget on this machine: the run is planned first (run --plan), each
+    # stage gets its share as a deadline, and auto loops stop there keeping their best epoch
+    # (edgekiln.time_budget). None: each loop stops on its own rule.
+    max_minutes: float | None = Field(None, gt=0)
 
 
 class _Pipeline(BaseModel):

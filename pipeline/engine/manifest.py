@@ -106,6 +106,7 @@ def build_manifest(cfg, config_text: str, outcome) -> dict:
         "tool_versions": tool_versions(),
         "compute": compute_device(),
         "plan": None if outcome.plan is None else outcome.plan.to_dict(),
+        "time_budget": getattr(outcome, "time_budget", None),
         **stage_sections(outcome),
         "splits": outcome.splits,
         "predictions": outcome.predictions,

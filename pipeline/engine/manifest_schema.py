@@ -109,6 +109,19 @@ class PlanRecord(_Record):
     skipped: list[dict[str, str]] | None = None
 
 
+class TimeBudgetRecord(_Record):
+    """`[pipeline] max_minutes`: the budget, what the plan expected of each stage (minutes on
+    this machine), the minute of the run each stage's deadline fell on, what the budget cut
+    in each stage (empty: nothing), and the run's minutes."""
+
+    max_minutes: Number
+    expected_minutes: dict[str, Number] | None = None
+    deadline_minute: dict[str, Number] | None = None
+    cut: dict[str, list[str]] | None = None
+    minutes: Number | None = None
+    within: bool | None = None
+
+
 class GateRecord(_Record):
     """One gate of the run: what it judged (`subject_type` stage, target or run, and the
     `subject`'s name), the `metric` in its `unit`, the `value` measured (None when not
@@ -138,6 +151,7 @@ class _RunManifest(_Record):
     config_sha256: str | None = None
     tool_versions: dict[str, str | None] | None = None
     plan: PlanRecord | None = None
+    time_budget: TimeBudgetRecord | None = None
     splits: Splits | None = None
     predictions: Predictions | None = None
     stages: list[Stage] | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgekiln import progress
 from edgekiln import stages as registry
+from edgekiln import time_budget
 from edgekiln.calibration import folder_fingerprint
 from edgekiln.data.dataset import Dataset, load_dataset
 from edgekiln.engine import stage_code
@@ -93,6 +94,7 @@ class RunOutcome:
     # A student per group of targets: each branch's student, targets, why, and its stages'
     # results (the primary's are also in `results`); empty when one student serves every target.
     branches: list[Branch] = field(default_factory=list)
+    time_budget: dict | None = None  # [pipeline] max_minutes: the plan's shares and what the budget cut
 
     @property
     def unchecked(self) -> list[str]:
@@ -183,12 +185,15 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
         checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
             try:
-                with state.checkpointing(checkpoints), teacher_outputs.storing(cache.root / TEACHER_OUTPUTS):
+                with state.checkpointing(checkpoints), teacher_outputs.storing(cache.root / TEACHER_OUTPUTS), \
+                        time_budget.stage(node.name) as cuts:
                     inputs = {role: results[name] for role, name in registry.inputs_of(node, run).items()}
                     result = node.function(data.for_stages(), config, workdir, **inputs)
             except TrainingDiverged:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
                 raise
+            if cuts:  # kept with the result: a cached stage still says the budget cut it
+                result.metrics["time_budget_cut"] = list(cuts)
             if data.has_test:
                 grader = result.grader or evaluation.models_grader(result.bundles)
                 with progress.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
@@ -227,6 +232,8 @@ def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: 
         for name, profiles in node.profiles({s: getattr(cfg, s) for s in node.sections}).items():
             sections[name] = ([_profile_content(p) for p in profiles] if isinstance(profiles, list)
                               else _profile_content(profiles))
+    if node.trains and cfg.pipeline.max_minutes is not None:  # the budget may cut its loops
+        sections["pipeline.max_minutes"] = cfg.pipeline.max_minutes
     inputs = [keys[name] for name in registry.inputs_of(node, run).values()]
     return stage_key(node.name, code, sections, [data_fingerprint] + inputs)
 
@@ -443,6 +450,44 @@ def _branch_result(result: StageResult, index: int, fork: dict) -> StageResult:
     return result.part(index, fork["accuracy"], metrics)
 
 
+def _start_time_budget(cfg: PipelineConfig, data: Dataset, started: float) -> None:
+    """Plan the run on this machine and split `[pipeline] max_minutes` into a deadline per
+    stage (edgekiln.time_budget); print what the plan expects and each stage's deadline."""
+    from edgekiln.engine.planning import plan_run
+
+    limit = cfg.pipeline.max_minutes
+    console.print(f"time budget: {limit:g} min (pipeline.max_minutes); planning the run on this machine", markup=False)
+    plan = plan_run(cfg, data)
+    budget = time_budget.start(limit, plan.expected_by_stage(), started=started)
+    expected, least, _ = plan.minutes
+    shares = "; ".join(f"{name} {minutes:.1f}" for name, minutes in budget.expected.items())
+    console.print(f"  expected {expected:.1f} min on this machine (minutes: {shares}); each stage gets its share "
+                  "of what is left when it starts", markup=False)
+    if least > limit:
+        console.print(f"[bold yellow]warning:[/] even the least this run could take here ({least:.1f} min: every "
+                      f"auto loop stopping after one patience window) is over pipeline.max_minutes = {limit:g}: "
+                      "loops will be cut early and keep their best epoch; fewer candidates or smaller models fit "
+                      "the budget better")
+    elif expected > limit:
+        console.print("  the plan expects more than the budget: auto loops stop at their stage's deadline, keeping "
+                      "their best epoch", markup=False)
+
+
+def _time_budget_record(outcome: RunOutcome) -> dict | None:
+    """The manifest's `time_budget`: the shares, what was cut in each stage (this run's, or
+    a cached stage's own record), the run's minutes and whether it kept within."""
+    budget = time_budget.current()
+    if budget is None:
+        return None
+    cut = {name: list(result.metrics.get("time_budget_cut") or []) for name, result in outcome.results.items()}
+    minutes = budget.elapsed_minutes
+    return {"max_minutes": budget.max_minutes,
+            "expected_minutes": {k: round(v, 2) for k, v in budget.expected.items()},
+            "deadline_minute": {k: round((v - budget.started) / 60, 2) for k, v in budget.deadlines.items()},
+            "cut": {k: v for k, v in cut.items() if v}, "minutes": round(minutes, 2),
+            "within": minutes <= budget.max_minutes}
+
+
 def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_text: str,
                  shown_as: Path | None = None) -> RunOutcome:
     """Run every stage (re-using cached ones), gate each, publish artifacts into `out_dir`,
@@ -451,6 +496,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
     Interrupted (after writing one that says where) on SIGTERM/SIGINT. `shown_as`: the
     folder messages name when `out_dir` is its staging folder."""
     outcome = RunOutcome()
+    run_started = time.monotonic()  # a time budget counts from here
     rename = None if shown_as is None else (out_dir, shown_as)
     check_writable(out_dir, "--out")
     check_writable(cache_dir, "--cache-dir")
@@ -466,6 +512,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
         shown = ", ".join(data.skipped[:3]) + (f" and {len(data.skipped) - 3} more" if len(data.skipped) > 3 else "")
         console.print(f"  skipped {len(data.skipped)} hidden file(s) or folder(s) (the name starts with '.'): {shown}",
                       markup=False)
+    if cfg.pipeline.max_minutes is not None:
+        _start_time_budget(cfg, data, run_started)
     cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     outcome.cache = cache
     chain = _Chain(data, cache, outcome, out_dir)  # `current`: the stage under way, for the messages of a run that stops
@@ -479,6 +527,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             console.print(f"  {name}: skipped ({why})", markup=False)
         chain.run(0, Branch(cfg, outcome.results, {}))
         chain.current = None
+        outcome.time_budget = _time_budget_record(outcome)
     except Interrupted as e:
         current = chain.current
         outcome.error = "interrupted"
@@ -504,6 +553,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
                              f"({disk.human(disk.free_bytes(folder))} free); free some space and re-run (the stages "
                              "finished so far stay cached)") from e
         raise
+    finally:
+        time_budget.stop()
     try:
         write_manifest(out_dir, build_manifest(cfg, config_text, outcome))
     except OSError as e:

@@ -171,13 +171,14 @@ def _is_text(config) -> bool:
 
 def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str | Path | None = None, *,
         junit: str | Path | None = None, compare: str | Path | None = None, force: bool = False,
-        keep_config: bool = False) -> RunResult:
+        keep_config: bool = False, max_minutes: float | None = None) -> RunResult:
     """Run the pipeline `config` describes: artifacts, manifest.json, report.png,
     tradeoff.png, report.html and MODEL_CARD.md go to `out` (default out/<config name>).
     `junit`: also write the gates as JUnit XML there (also when the run ends in an error).
     `compare`: a base release (output folder or manifest.json) whose deltas report.html shows.
     `keep_config`: also write the config's text to `out`/config.toml (a config built by a
     command: `edgekiln run out/config.toml` reproduces the run).
+    `max_minutes`: the run's time budget on this machine, over `[pipeline] max_minutes`.
 
     `out` is written whole or not at all: the outputs are staged beside it and swapped in
     once complete (an earlier run's outputs there are replaced as a whole). InputError, before
@@ -189,6 +190,8 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     from edgekiln.targets.interrupts import Interrupted, raising
 
     cfg, text, name = config_of(config)
+    if max_minutes is not None:
+        cfg.pipeline.max_minutes = max_minutes
     check_files(cfg)
     out_dir = outputs.through_link(Path(out) if out is not None else Path("out") / name)
     cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)
@@ -405,13 +408,15 @@ class Validation:
         return plan_of(self.config)
 
 
-def plan(config: str | Path):
+def plan(config: str | Path, max_minutes: float | None = None):
     """What `run` would do with `config` and how long it should take on this machine: every
     planned stage's loops and conversions, each architecture timed by a short probe
-    (engine/planning.py). Trains nothing, writes nothing."""
+    (engine/planning.py). Trains nothing, writes nothing. `max_minutes`: as `run`'s."""
     from edgekiln.engine.planning import plan_run
 
     cfg, _, _ = config_of(config)
+    if max_minutes is not None:
+        cfg.pipeline.max_minutes = max_minutes
     check_files(cfg)
     return plan_run(cfg)
 

@@ -60,6 +60,8 @@ def run(
                                        "(torchrun + DistributedDataParallel: one per GPU, or gloo on the CPU)"),
     plan: bool = typer.Option(False, "--plan", help="print the stages, candidates, epochs and expected minutes on "
                               "this machine, and exit without training"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.1, help="finish within this many "
+                                                "minutes on this machine: overrides [pipeline] max_minutes"),
 ) -> None:
     """Run the pipeline CONFIG describes; artifacts, manifest.json, report.html and
     MODEL_CARD.md go to --out."""
@@ -69,7 +71,7 @@ def run(
         from edgekiln.interfaces import api, tables
 
         with exit_codes():
-            tables.print_plan(api.plan(config))
+            tables.print_plan(api.plan(config, max_minutes))
         raise typer.Exit(EXIT_OK)
     from edgekiln.training import distributed
 
@@ -77,14 +79,15 @@ def run(
         args = [str(config), *(a for flag, value in (("--out", out), ("--cache-dir", cache_dir), ("--junit", junit),
                                                      ("--compare", compare)) if value is not None
                                for a in (flag, str(value))), *(["--verbose"] if verbose else []),
-                *(["--force"] if force else [])]
+                *(["--force"] if force else []), *(["--max-minutes", str(max_minutes)] if max_minutes else [])]
         raise typer.Exit(distributed.launch(nproc_per_node, ["run", *args]))
     if distributed.init_from_env() and not distributed.is_leader():
         distributed.follow()  # train what rank 0 trains, until it is done
         raise typer.Exit(EXIT_OK)
     try:
         with exit_codes():
-            starting.run_and_report(config, out or Path("out") / config.stem, junit, compare, cache_dir, force)
+            starting.run_and_report(config, out or Path("out") / config.stem, junit, compare, cache_dir, force,
+                                    max_minutes=max_minutes)
     except typer.Exit as e:
         distributed.record_exit_code(e.exit_code)
         raise

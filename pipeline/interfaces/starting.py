@@ -17,13 +17,14 @@ _CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",
                              help="stage cache [default: .edgekiln-cache]")
 
 
-def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, keep_config: bool = False) -> None:
+def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, keep_config: bool = False,
+                   max_minutes: float | None = None) -> None:
     """Run `config` (a file, or TOML text), print its summary and exit with its code."""
     from edgekiln.interfaces import api
     from edgekiln.release import summary
 
     result = api.run(config, out, cache_dir, junit=junit, compare=compare, force=force,
-                     keep_config=keep_config)
+                     keep_config=keep_config, max_minutes=max_minutes)
     if not result.published:
         raise typer.Exit(report_failures(
             result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "

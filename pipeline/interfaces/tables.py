@@ -152,3 +152,11 @@ def print_plan(plan) -> None:
     console.print(f"expected: {total[0]:.0f} min on this machine (from {total[1]:.0f} to {total[2]:.0f}: auto loops "
                   f"stop between one patience window and their cap); planned in {plan.seconds_to_plan:.0f} s. "
                   "Nothing was trained.", markup=False)
+    if plan.max_minutes is not None:
+        from edgekiln.time_budget import deadline_minutes
+
+        cumulative = [f"{name} until minute {minute:.1f}"
+                      for name, minute in deadline_minutes(plan.max_minutes, plan.expected_by_stage()).items()]
+        fits = "fits" if total[0] <= plan.max_minutes else "does not fit: auto loops will stop at their stage's deadline"
+        console.print(f"time budget: {plan.max_minutes:g} min (pipeline.max_minutes), which the expected time {fits}; "
+                      "deadlines: " + ", ".join(cumulative), markup=False)

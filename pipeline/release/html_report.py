@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from edgekiln import stages as registry
+from edgekiln import time_budget
 from edgekiln.engine.manifest import write_text
 from edgekiln.figures import kilobytes, millions, num, text, verdict
 from edgekiln.gates import gate_message
@@ -69,7 +70,8 @@ def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None
               for name, path in images.items() if path is not None and path.is_file()}
     strict = os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1"
     helpers = dict(num=num, interval=_interval, millions=millions, kb=kilobytes, text=text, verdict=verdict,
-                   fmt=format_figure, signed=lambda value: format_figure(value, signed=True))
+                   fmt=format_figure, signed=lambda value: format_figure(value, signed=True),
+                   time_budget_line=time_budget.describe)
     m = {**view, "artifacts": artifacts}
     return _template(strict).render(
         m=m, title=title or view.get("config_name") or "run", diff=diff, images=inline, failed_gates=failed,

@@ -55,6 +55,7 @@ SCHEMA: dict[str, Any] = {
     # A manifest written before plans existed ran every stage from the teacher.
     "plan": {"stages": None, "reference": REFERENCE, "reference_title": REFERENCE,
              "skipped": [{"stage": None, "why": None}]},
+    "time_budget": _Maybe({"max_minutes": None, "minutes": None, "cut": {}}),
     "splits": _Maybe({"file": None, "sha256": None, "train": None, "val": None, "test": None, "note": None,
                "data_fingerprint": None, "skipped": None}),
     "stages": [{"name": None, "accuracy": None, "drop": None, "budget": None, "passed": None, "cached": None,

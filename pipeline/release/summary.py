@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from edgekiln import stages as registry
+from edgekiln import time_budget
 from edgekiln.figures import kilobytes, millions, num, text, verdict
 from edgekiln.gates import verdict as verdict_of
 from edgekiln.progress import console
@@ -45,6 +46,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
     for s in plan["skipped"]:
         if s["stage"]:
             console.print(f"  skipped: {s['stage']} ({s['why']})", markup=False)
+    budget = manifest.get("time_budget")
+    if budget:
+        console.print(time_budget.describe(budget), markup=False)
     for b in manifest["branches"]:  # a student per group of targets
         why = "; ".join(f"{', '.join(w.get('targets') or [])}: {w.get('why')}" for w in b["why"] or [])
         console.print(f"  student {b['student']} for {', '.join(b['targets'])} ({why})", markup=False)

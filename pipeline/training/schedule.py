@@ -7,13 +7,16 @@ its val accuracy is measured after every epoch, and the best epoch's weights are
 it keeps. Stopping after `patience` epochs without an improvement of more than
 `min_delta` points is the usual early stopping; keeping the best weights makes a stop
 late in a plateau cost nothing. Every decision is on val; the epochs it ran and why it
-stopped are recorded. Resumable: the history and the best weights live in the trainer's
+stopped are recorded. The run's time budget (edgekiln.time_budget) stops a loop at its
+stage's deadline, after at least one epoch. Resumable: the history and the best weights live in the trainer's
 checkpoint (`Trainer.notes`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from edgekiln import time_budget
 
 # Documented defaults ([train] patience, min_delta, within_budget_margin).
 PATIENCE = 4
@@ -89,7 +92,8 @@ def train_auto(trainer, schedule: Schedule, score: Callable[[], float],
     return {"mode": "auto", "epochs": trainer.epoch, "best_epoch": state["best_epoch"],
             "best_val_accuracy": state["best"], "stopped": stopped, "val_history": [list(h) for h in state["history"]],
             "max_epochs": schedule.max_epochs, "max_minutes": schedule.max_minutes, "patience": schedule.patience,
-            "min_delta": schedule.min_delta, "minutes": round(sum(trainer.epoch_seconds) / 60, 2)}
+            "min_delta": schedule.min_delta, "minutes": round(sum(trainer.epoch_seconds) / 60, 2),
+            "cut_by_time_budget": time_budget.is_cut(stopped)}
 
 
 def _why_stop(state: dict, trainer, schedule: Schedule, within_budget) -> str | None:
@@ -104,6 +108,9 @@ def _why_stop(state: dict, trainer, schedule: Schedule, within_budget) -> str | 
     minutes = sum(trainer.epoch_seconds) / 60
     if schedule.max_minutes is not None and minutes >= schedule.max_minutes:
         return f"max_minutes = {schedule.max_minutes:g} reached ({minutes:.1f} min)"
+    if trainer.epoch >= 1 and (why := time_budget.expired()) is not None:  # never ship an untrained model
+        time_budget.cut(f"{getattr(trainer, 'desc', 'a loop')} after {trainer.epoch} epochs")
+        return why
     return None
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekiln import time_budget
 from edgekiln.data.dataset import Dataset
 from edgekiln.data.image_files import SampleAugment, batches
 from edgekiln.data.unlabelled import NO_LABEL
@@ -208,7 +209,7 @@ class Trainer:
                     self._check_weights()
                     self._rng = capture_rng()
                     self.save()
-                    bar.update(task, advance=1, status=f"loss {loss:.3f}")
+                    bar.update(task, advance=1, status=f"loss {loss:.3f}" + time_budget.progress_note())
         finally:
             self._rng = capture_rng()
             restore_rng(outer)

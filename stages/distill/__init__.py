@@ -131,7 +131,7 @@ def _plan(cfg, model):
     return works, (names[0], 1.0)
 
 
-STAGE = register(Stage(plan=_plan,
+STAGE = register(Stage(plan=_plan, trains=True,
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
     default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from edgekiln import gates as budgets
+from edgekiln import time_budget
 from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
@@ -73,7 +74,7 @@ def hopeless(record: dict, teacher: float, budget, plan: schedule.Schedule) -> s
     if floor is None or best is None or best >= floor:
         return None
     auto = record.get("round_schedule") or {}
-    if auto.get("stopped"):
+    if auto.get("stopped") and not auto.get("cut_by_time_budget"):  # a plateau, not the clock
         return (f"stopped in its round on patience at {best:.2f}% val ({auto['stopped']}), {floor - best:.2f} points "
                 f"short of the budget ({floor:.2f}%)")
     history = auto.get("val_history") or []
@@ -246,9 +247,10 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
             for c in alive:
                 c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
             break
-        for c in alive:
-            if searched:
-                c.train_round(plan, epochs, data)
+        for j, c in enumerate(alive):
+            if searched:  # under a time budget: a part of what is left, one kept for the rounds after
+                with time_budget.portion(len(alive) - j + 1):
+                    c.train_round(plan, epochs, data)
             else:
                 c.train_to(epochs, data)
         if searched:
@@ -271,8 +273,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
                       + ", ".join(f"{c.record['name']} {c.record['accuracy']:.2f}%" for c in ranked)
                       + f"; {', '.join(c.record['name'] for c in alive)} {'goes' if len(alive) == 1 else 'go'} on")
     if searched:
-        for c in alive:  # the survivors train on from their last round until their schedules stop them
-            c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
+        for j, c in enumerate(alive):  # the survivors train on from their last round until their schedules stop them
+            with time_budget.portion(len(alive) - j):
+                c.train_auto(plan, data, holds if train.stop_when_within_budget else None)
     if plan.auto and len(alive) > 1:  # more than one trained to the end: ranked on where they ended
         alive = sorted(alive, key=lambda c: rank_key(c.record, cfg.select, within(c.record), labels[0]), reverse=True)
     if groups is not None:

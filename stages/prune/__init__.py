@@ -85,7 +85,7 @@ def _plan(cfg, model):
     return works, (arch, scale * ratio)
 
 
-STAGE = register(Stage(plan=_plan,
+STAGE = register(Stage(plan=_plan, trains=True,
     name="prune", order=30, run="edgekiln.stages.prune.work:run", section="prune", schema=PruneConfig,
     default=PruneConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.prune.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True,

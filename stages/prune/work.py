@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from edgekiln import gates as budget
+from edgekiln import time_budget
 from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
@@ -177,6 +178,10 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     steps = [record(0, distilled.accuracy, f"before pruning ({distilled.stage})")]
     stopped = None
     for k in range(1, cfg.steps + 1):
+        if k > 1 and (why := time_budget.expired()) is not None:  # the steps so far held: the last one ships
+            time_budget.cut(f"pruning after step {k - 1} of {cfg.steps}")
+            stopped = f"{why}: kept step {k - 1} of {cfg.steps}"
+            break
         before_step = copy.deepcopy(student.model)
         share = k / cfg.steps
         if latency:

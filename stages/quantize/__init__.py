@@ -89,7 +89,7 @@ def _plan(cfg, model):
     return [Work("PTQ calibration", seconds=2.0)], model
 
 
-STAGE = register(Stage(plan=_plan,
+STAGE = register(Stage(plan=_plan, trains=True,
     name="quantize", order=40, run="edgekiln.stages.quantize.work:run", section="quantize", schema=QuantizeConfig,
     default=QuantizeConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.quantize.work:preflight",
     unkeyed=unkeyed, budgeted=True,

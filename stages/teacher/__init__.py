@@ -107,7 +107,7 @@ def _plan(cfg, model):
     return works, (t.resolved()[0].arch, 1.0)
 
 
-STAGE = register(Stage(plan=_plan,
+STAGE = register(Stage(plan=_plan, trains=True,
     name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
     reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", starts=True,
     report="edgekiln.stages.teacher.report:REPORT"))
