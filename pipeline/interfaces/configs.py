@@ -246,6 +246,11 @@ def starter_config(data: Path) -> str:
 # Its recipe (teachers, students, schedules) was chosen on the digits and Fashion-MNIST and
 # checked on colour icons it was not chosen on: BENCHMARKS.md, "A first run on your own images".
 
+[pipeline]
+# How long: on 2 CPU cores this recipe took 2 to 4 minutes on 1,800-4,000 images at 8-32 px
+# (BENCHMARKS.md); `edgekiln run THIS_FILE --plan` estimates this config on this machine.
+# max_minutes = 20  # a time budget: each stage stops at its share, keeping its best so far
+
 [data]
 source = "{section["source"]}"
 path = "{data}"
