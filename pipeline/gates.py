@@ -254,6 +254,8 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
                                         f"(source: {artifact.latency_source or 'none'})"))
             continue
         source = artifact.latency_source if measured else "file"
+        if source == "estimate" and unit == "MB":  # an estimated device's memory is measured in this host's runtime
+            source = (artifact.latency_detail or {}).get("peak_memory_source") or source
         weak = (artifact.latency_detail or {}).get("order_of_magnitude") if source == "estimate" else None
         if weak:
             unchecked.append(NotChecked(

@@ -17,7 +17,7 @@ from edgekiln.targets.formats.tflite import parse_benchmark_model
 from edgekiln.targets.profiles import load_profile
 
 DATA = Path(__file__).parent / "data"
-FEATURES = CostFeatures(macs=900_000, depthwise_macs=90_000, params=580_000, activations=72_000, image_size=32)
+FEATURES = CostFeatures(macs=900_000, depthwise_macs=90_000, params=580_000, activations=72_000, image_size=32, layers=166)
 
 
 def test_benchmark_model_output_is_parsed_from_the_timed_runs_line():
@@ -87,7 +87,7 @@ def test_tflite_on_a_device_pushes_the_artifact_and_runs_benchmark_model(tmp_pat
         ["-s", "R58M123", "shell", "mkdir", "-p", "/data/local/tmp/edgekiln"],
         ["-s", "R58M123", "push", str(artifact), "/data/local/tmp/edgekiln/model.tflite"],
         ["-s", "R58M123", "shell", "/data/local/tmp/benchmark_model", "--graph=/data/local/tmp/edgekiln/model.tflite",
-         "--num_threads=1", "--warmup_runs=10", "--num_runs=100", "--report_peak_memory_footprint=true",
+         "--num_threads=4", "--warmup_runs=10", "--num_runs=100", "--report_peak_memory_footprint=true",
          "--use_xnnpack=true"],
     ]
 

@@ -169,24 +169,29 @@ def test_every_artifact_is_measured_on_its_profile_and_says_how(run):
     assert android["latency_detail"]["error_pct_leave_one_out"] > 0
     # A tiny model is estimated at no less than the runtime's fixed cost per inference.
     assert iphone["latency_source"] == "estimate" and iphone["latency_ms"]["p50"] >= iphone["latency_detail"]["fixed_ms"] > 0.05
-    assert any("p90" in line and "not checked" in line for line in android["budgets_not_checked"])
-    # Two INT8 rows on the Pixel 3, three on the iPhone: order-of-magnitude estimates decide no budget.
-    for phone in (android, iphone):
-        assert phone["latency_detail"]["order_of_magnitude"]
-        assert any(line.startswith("budget.p50_ms") and "order-of-magnitude" in line
-                   for line in phone["budgets_not_checked"])
+    # 17 cited INT8 rows on the Pixel 3 (4 threads) decide its budgets: p50 and p90 on the
+    # estimate's upper end, peak memory as measured in this host's TFLite runtime. Three rows
+    # on the iPhone: an order of magnitude, which decides nothing.
+    assert not android["latency_detail"]["order_of_magnitude"] and not android["budgets_not_checked"]
+    assert android["latency_ms"]["p90_interval"][1] >= android["latency_ms"]["p50_interval"][1]
+    assert android["peak_memory_mb"] > 0 and android["latency_detail"]["peak_memory_source"] == "this host's runtime"
+    assert iphone["latency_detail"]["order_of_magnitude"]
+    assert any(line.startswith("budget.p50_ms") and "order-of-magnitude" in line for line in iphone["budgets_not_checked"])
     budget_gates = [g for g in manifest["gates"] if g["kind"] != "accuracy" and g["status"] != "not_checked"]
     assert {(g["subject"], g["kind"], g["metric"], g["unit"]) for g in budget_gates} >= {
         ("server", "latency", "p50_ms", "ms"), ("server", "latency", "p90_ms", "ms"),
         ("server", "memory", "peak_memory_mb", "MB"), ("server", "size", "size_mb", "MB"),
-        ("android", "size", "size_mb", "MB"), ("iphone", "size", "size_mb", "MB")}
-    assert not any(g["source"] == "estimate" for g in budget_gates)
+        ("android", "latency", "p50_ms", "ms"), ("android", "latency", "p90_ms", "ms"),
+        ("android", "memory", "peak_memory_mb", "MB"), ("android", "size", "size_mb", "MB"),
+        ("iphone", "size", "size_mb", "MB")}
+    estimated = {(g["metric"], g["source"]) for g in budget_gates if g["subject"] == "android"}
+    assert {("p50_ms", "estimate"), ("p90_ms", "estimate"), ("peak_memory_mb", "this host's runtime")} <= estimated
     assert all(g["status"] == "passed" and g["value"] <= g["limit"] for g in budget_gates)
     # the budgets the estimates could not decide are records too, and the same list as the prose
     not_checked = [g for g in manifest["gates"] if g["status"] == "not_checked"]
     assert sorted(f"target {g['subject']}: {g['budget_key']}" for g in not_checked) == sorted(
         line.split(" = ")[0] for line in manifest["unchecked"])
-    assert all(g["subject"] in ("android", "iphone") and g["why"] for g in not_checked)
+    assert all(g["subject"] == "iphone" and g["why"] for g in not_checked) and len(not_checked) == 1
     assert "estimate" in result.output and "host" in result.output
 
 

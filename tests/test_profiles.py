@@ -116,12 +116,17 @@ def test_the_cost_model_recovers_a_linear_device_and_its_leave_one_out_error_is_
 
 def test_the_estimate_runner_labels_its_figures_and_states_its_error(tmp_path):
     features = CostFeatures(macs=56_000_000, depthwise_macs=7_000_000, params=2_500_000, activations=4_800_000,
-                            image_size=224)
+                            image_size=224, layers=165)
     result = runners.measure(tmp_path / "m.tflite", load_profile("pixel-3-cpu").model_copy(
         update={"runner": load_profile("pixel-3-cpu").runner.model_copy(update={"kind": "estimate"})}),
         features, "int8")
-    assert result.source == "estimate" and result.latency_ms["p90"] is None and result.peak_memory_mb is None
-    assert 3 < result.latency_ms["p50"] < 30  # MobileNetV3-Small-sized on a Pixel 3 big core (published 10.7 ms)
+    # p90 from the p50 (x 1.3, its interval's upper end x 2); no artifact file here: no memory
+    assert result.source == "estimate" and result.latency_ms["p90"] == pytest.approx(1.3 * result.latency_ms["p50"])
+    assert result.latency_ms["p90_interval"][1] == pytest.approx(2 * result.latency_ms["p50_interval"][1])
+    assert result.peak_memory_mb is None
+    # MobileNetV3-Small-sized (56 MMACs) on a Pixel 3's 4 threads: between the published
+    # MobileNetV1 0.5 and 0.75 at 128 px (1.7 and 3.1 ms INT8)
+    assert 1 < result.latency_ms["p50"] < 8
     assert result.extra["error_pct_leave_one_out"] is not None and "(leave-one-out)" in " ".join(result.notes)
     low, high = result.latency_ms["p50_interval"]  # from the held-out rows' errors, around the point
     assert low <= result.latency_ms["p50"] <= high and "interval" in " ".join(result.notes)
@@ -233,16 +238,17 @@ def test_a_precision_with_few_rows_is_estimated_as_float_times_its_paired_ratio(
 
 
 def test_phone_int8_estimates_keep_the_published_int8_speed_up_at_small_inputs(tmp_path):
-    # Pixel 3 runs MobileNetV3 INT8 at 0.73-0.74x float (TF-slim table, 224 px). Its two int8
-    # rows alone fitted a model that put a 32 px INT8 MobileNetV3-Small at 4.9x float.
+    # Pixel 3 (4 threads) runs MobileNetV1 INT8 at 0.49-0.67x float (TFLite hosted models,
+    # 128-224 px; 17 pairs, mean 0.607). Two int8 rows alone once fitted a model that put a 32 px
+    # INT8 MobileNetV3-Small at 4.9x float: the ratio holds at every input size.
     torch.manual_seed(0)
     import timm
     profile = load_profile("pixel-3-cpu")
     for size in (224, 32):
         features = cost_features(timm.create_model("mobilenetv3_small_100"), size)
         int8, fp = (estimate.measure(tmp_path / "m.tflite", profile, features, p) for p in ("int8", "float"))
-        assert int8.latency_ms["p50"] / fp.latency_ms["p50"] == pytest.approx(0.735, abs=0.01)
-        assert "paired reference" in int8.notes[0] and int8.extra["error_pct_leave_one_out"] < 10
+        assert int8.latency_ms["p50"] / fp.latency_ms["p50"] == pytest.approx(0.607, abs=0.01)
+        assert "paired reference" in int8.notes[0] and int8.extra["error_pct_leave_one_out"] < 15
 
 
 def test_the_estimate_runner_refuses_what_it_cannot_estimate(tmp_path):
@@ -300,14 +306,14 @@ def test_a_profile_floor_needs_its_source_and_no_estimate_of_it_is_below(tmp_pat
 
     shutil.copy(load_profile("pixel-3-cpu").references_path(), tmp_path / "refs.csv")
     body = ('name = "floored"\ndevice = "a phone"\nformat = "tflite"\n[runner]\nkind = "estimate"\n'
-            '[estimate]\nreferences = "refs.csv"\nfloor_ms = 0.8\n')
+            '[estimate]\nreferences = "refs.csv"\nfloor_ms = 0.5\n')
     (tmp_path / "unsourced.toml").write_text(body)
     with pytest.raises(ProfileError, match="floor_ms needs estimate.floor_source"):
         load_profile(str(tmp_path / "unsourced.toml"))
     (tmp_path / "floored.toml").write_text(body + 'floor_source = "an empty model on this phone, measured"\n')
-    tiny = CostFeatures(macs=100_000, depthwise_macs=10_000, params=5_000, activations=5_000, image_size=16)
+    tiny = CostFeatures(macs=100_000, depthwise_macs=10_000, params=5_000, activations=5_000, image_size=16, layers=5)
     result = estimate.measure(tmp_path / "m.tflite", load_profile(str(tmp_path / "floored.toml")), tiny, "int8")
-    assert result.extra["ratio"] < 1 and result.latency_ms["p50"] >= 0.8 and result.extra["fixed_ms"] == 0.8
+    assert result.extra["ratio"] < 1 and result.latency_ms["p50"] >= 0.5 and result.extra["fixed_ms"] == 0.5
     assert "extrapolated: 0.1 MMACs outside" in " ".join(result.notes)
 
 

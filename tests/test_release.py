@@ -328,7 +328,9 @@ def test_report_html_is_self_contained_and_renders_its_tables_and_plots_in_a_bro
         assert rendered["has_viewport_meta"] and rendered["page_width"] <= rendered["viewport"] <= width, rendered
         assert all(t["right"] <= rendered["viewport"] for t in rendered["tables"].values()), (width, rendered["tables"])
         assert all(i["right"] <= rendered["viewport"] for i in rendered["images"]), (width, rendered["images"])
-    assert rendered["verdict"] == manifest["verdict"] == f"PASSED with {len(manifest['unchecked'])} budgets not checked"
+    unchecked = len(manifest["unchecked"])
+    assert rendered["verdict"] == manifest["verdict"] == \
+        f"PASSED with {unchecked} budget{'' if unchecked == 1 else 's'} not checked"
     assert [(i["id"], i["complete"], i["width"] > 300) for i in rendered["images"]] == [
         ("plot-report", True, True), ("plot-tradeoff", True, True)]
     tables = rendered["tables"]

@@ -272,7 +272,7 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
         ratio, pairs = paired_ratio(references, wanted)
         own = sum(r.precision == wanted for r in references)
         notes.append(f"{wanted} estimated as the float estimate x {ratio:.3f}, the mean {wanted}/float ratio of "
-                     f"{pairs} paired reference(s): {own} {wanted} row(s) are too few to fit on their own")
+                     f"{pairs} paired reference(s): its {own} row(s), fewer than float's, fit the float model better as a ratio")
         return Calibrated(fit(references, "float", floor=floor), ratio, references, notes, wanted)
     if not any(r.precision == wanted for r in references):
         if wanted not in spec.precision_ratio:
@@ -314,8 +314,17 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
     extrapolated = outside_range(features, fitted_on)
     notes = calibrated.notes + [
         f"estimated from {model.rows} {model.precision} reference measurements; error on the {scored} rows "
-        + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")
-        + "; p90 and peak memory are not estimated"]
+        + (f"{loo:.0f}% (leave-one-out)" if loo is not None else "unknown (one row)")]
+    p90, p90_bounds = p50 * P90_OVER_P50, None
+    if bounds:
+        p90_bounds = [bounds[0], bounds[1] * P90_SAFETY]
+        notes.append(f"p90 {p90:.3g} ms: the p50 estimate x {P90_OVER_P50:g} (the largest p90/p50 measured on the "
+                     f"host); its interval {p90_bounds[0]:.3g}-{p90_bounds[1]:.3g} ms reaches the p50 interval's upper "
+                     f"end x {P90_SAFETY:g}, for the device's scheduler")
+    peak = _host_peak_memory(artifact, profile)
+    if peak is not None:
+        notes.append(f"peak memory {peak:.3g} MB measured in this host's {profile.format} runtime (the same artifact "
+                     "and interpreter; the device's allocator and the app around it add to it)")
     notes.append(f"interval {bounds[0]:.3g}-{bounds[1]:.3g} ms: the extreme leave-one-out errors of its "
                  f"{len(held_out)} rows (covers about {100 * (len(held_out) - 1) / (len(held_out) + 1):.0f}% of "
                  "models like them)" if bounds else "no interval: fewer than two rows to hold out")
@@ -328,14 +337,32 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
         notes.append(f"order of magnitude only ({weak}): no budget is decided on it; measure on the device "
                      "or calibrate the profile on it (edgekiln profile calibrate)")
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
-                       latency_ms={"p50": p50, "p90": None, "mean": None, "std": None, "runs": None,
-                                   "p50_interval": bounds},
-                       peak_memory_mb=None, notes=notes,
+                       latency_ms={"p50": p50, "p90": p90, "mean": None, "std": None, "runs": None,
+                                   "p50_interval": bounds, "p90_interval": p90_bounds},
+                       peak_memory_mb=peak, notes=notes,
                        extra={"precision": model.precision, "ratio": calibrated.ratio, "references": model.rows,
                               "columns": list(model.columns), "coefficients": list(model.coefficients),
                               "fixed_ms": model.fixed_ms, "error_pct_leave_one_out": loo,
                               "error_pct_leave_one_out_median": loo_median, "error_pct_in_sample": in_sample,
-                              "extrapolated": extrapolated, "order_of_magnitude": weak})
+                              "extrapolated": extrapolated, "order_of_magnitude": weak,
+                              "peak_memory_source": None if peak is None else "this host's runtime"})
+
+
+# p90 from a p50 estimate: the point is the p50 times the largest p90/p50 the host runner
+# measured on the first-run artifacts (1.07-1.30, BENCHMARKS.md); the interval's upper end
+# doubles the p50 interval's, since a phone's scheduler is noisier than a quiet host.
+P90_OVER_P50 = 1.3
+P90_SAFETY = 2.0
+
+
+def _host_peak_memory(artifact: Path, profile: Profile) -> float | None:
+    """The artifact's peak memory in its runtime on this host, where that runtime runs."""
+    from edgekiln.targets.runners import host
+
+    try:
+        return host.peak_memory(artifact, profile)
+    except RunnerFailed:
+        return None
 
 
 class ProfileEstimator:

@@ -91,6 +91,17 @@ def _run_worker(artifact: str | list[str], profile: Profile) -> dict:
     return parse_worker_output(done.stdout, command, done.stderr)
 
 
+def peak_memory(artifact: Path, profile: Profile) -> float | None:
+    """`artifact`'s peak memory (MB above the loaded runtime) in its format's runtime on this
+    host, from a short run (no timing to trust), or None where that runtime does not run
+    here. What the interpreter allocates for a model (its arena, its weights) is the model's
+    and the runtime version's, not the CPU's: an estimated device borrows this figure."""
+    if get_format(profile.format).runtime_unavailable() is not None:
+        return None
+    short = profile.model_copy(update={"runner": profile.runner.model_copy(update={"runs": 5, "warmup_runs": 1})})
+    return _run_worker(str(artifact), short)["peak_memory_mb"]
+
+
 def interleave(artifacts: list[Path], profile: Profile):
     """The artifacts timed interleaved in one child process (runtime_bench.interleaved_ms)."""
     from edgekiln.targets import host_load
