@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from edgekiln import time_budget
 from edgekiln.stages.distill import work as distill
 from edgekiln.training import schedule
-from tests.test_schedule import ScriptedTrainer
+from test_schedule import ScriptedTrainer
 
 
 @pytest.fixture(autouse=True)
