@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -96,6 +97,57 @@ def test_compress_without_the_model_s_preprocessing_is_refused_before_any_stage(
     assert "as configured, 176 px with ImageNet mean/std" in said
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["stages"] == [] and manifest["artifacts"] == []
+
+
+def test_a_model_whose_outputs_are_in_another_class_order_is_refused_naming_the_order(trained, tmp_path):
+    """The same trained model with its classifier's rows reversed: output 0 is the digit 9.
+    Sorted folder order would ship it green at a few percent; compress refuses before any
+    stage, naming the order, and passes once --classes gives it."""
+    from safetensors.torch import load_file, save_file
+
+    root, weights = trained
+    state = load_file(str(weights))
+    head = [k for k in state if k.startswith(("fc.", "head.fc.")) or k.endswith("classifier.weight")]
+    for key in head:
+        state[key] = state[key].flip(0).contiguous()
+    permuted = tmp_path / "permuted.safetensors"
+    save_file(state, str(permuted))
+
+    def compress(out, *extra):
+        return cli("compress", "--arch", "resnet10t", "--weights", permuted, "--data", root / "digits" / "train",
+                   "--test-data", root / "digits" / "test", "--image-size", 32, "--mean", 0.5, "--std", 0.5,
+                   "--target", "x86-server-avx2", "--budget", BUDGET, "--out", out, "--cache-dir", tmp_path / "cache",
+                   *extra)
+
+    refused = compress(tmp_path / "out")
+    said = " ".join(refused.stderr.split())
+    order = ",".join(str(d) for d in range(9, -1, -1))
+    assert refused.exit_code == 2, refused.output
+    assert "label order:" in said and f"Pass --classes {order} to compress" in said and "output 0 is '9'" in said
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["artifacts"] == []
+    (tmp_path / "order.txt").write_text("\n".join(order.split(",")) + "\n")  # a file, one name per line
+    passed = compress(tmp_path / "out2", "--classes", tmp_path / "order.txt")
+    assert passed.exit_code == 0, passed.output
+    manifest = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert manifest["labels"] == order.split(",") and manifest["model"]["test_accuracy"] > 90
+    assert manifest["preprocessing_check"]["label_order"]["permuted"] is False
+
+
+def test_the_label_order_check_names_only_an_order_that_makes_a_working_classifier():
+    from edgekiln.errors import InputError
+    from edgekiln.stages.given.precheck import label_order
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    swapped = np.array([1, 0, 2, 3])[labels]  # outputs 0 and 1 swapped, otherwise right
+    with pytest.raises(InputError, match=r"output 0 is 'b' \(the data's 'a'\).* Pass --classes b,a,c,d "):
+        label_order(swapped, labels, ["a", "b", "c", "d"], "sorted")
+    noise = rng.integers(0, 4, 400)  # no order makes noise a classifier: not refused
+    assert label_order(noise, labels, ["a", "b", "c", "d"], "sorted")["best_order"] < 40
+    assert label_order(labels, labels, ["a", "b", "c", "d"], "sorted") == {
+        "as_numbered": 100.0, "best_order": 100.0, "permuted": False}
+    assert cli("compress", "--arch", "resnet10t", "--weights", "w.safetensors", "--data", ".", "--target",
+               "x86-server-avx2", "--classes", "a,a,b").exit_code == 2
 
 
 def test_the_written_config_reproduces_the_run(compressed):

@@ -96,7 +96,7 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
                     targets: list[str],
                     budget: float, prune: float | None, allow_estimate: bool, image_size: int,
                     mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                    check_preprocessing: bool = True) -> dict:
+                    check_preprocessing: bool = True, classes: list[str] | None = None) -> dict:
     """The config `edgekiln compress` runs: the given model, quantized (pruned first with
     `prune`, the share of its MACs to keep, recovering by self-distillation until it is back
     within budget) and exported for each target profile, every artifact gated on the test
@@ -114,6 +114,8 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
     if not targets:
         raise InputError("give at least one --target PROFILE (see `edgekiln profile ls`)")
     section = data_section(data, image_size)
+    if classes is not None:
+        section["classes"] = classes
     if test_data is not None:
         if section["source"] != "imagefolder":
             raise InputError("--test-data is for image folders; IDX files hold their own test split (t10k-*)")
@@ -150,6 +152,47 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
                 target["allow_estimate"] = True
             config["targets"].append(target)
     return config
+
+
+def class_names(value: str | None) -> list[str] | None:
+    """`--classes`: names comma-separated, or the path of a file with one name per line."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        try:
+            names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"--classes {value}: cannot read it as text ({e})") from None
+    else:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+    if len(names) < 2:
+        raise InputError(f"--classes {value!r}: give two class names or more, comma-separated in the order of the "
+                         "model's outputs, or a file with one per line")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"--classes names {', '.join(repr(n) for n in twice)} twice")
+    return names
+
+
+def recorded_classes(weights: Path | None, data: Path) -> list[str] | None:
+    """The class order the checkpoint records (timm's `label_names`), when it names exactly the
+    data's class folders; else None (sorted folder names, checked by the run's label-order
+    check)."""
+    from edgekiln.progress import console
+    from edgekiln.stages.given import metadata
+
+    found = metadata.label_names(weights)
+    if found is None or not Path(data).is_dir():
+        return None
+    names, where = found
+    folders = sorted(d.name for d in Path(data).iterdir() if d.is_dir() and not d.name.startswith("."))
+    if sorted(names) != folders:
+        console.print(f"  classes: {where} names other classes than the folders of {data}; the folders' sorted "
+                      "names are used", markup=False)
+        return None
+    console.print(f"  classes: in the model's output order, from {where}", markup=False)
+    return names
 
 
 def name_or_path(profile, given: list[str]) -> str:

@@ -70,6 +70,10 @@ def compress(
     check_preprocessing: bool = typer.Option(True, "--check-preprocessing/--no-check-preprocessing",
                                              help="before any stage, score the model under the usual alternatives "
                                              "of size and mean/std, and refuse when one is clearly better"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="the class names in the order of the model's "
+                                          "outputs, comma-separated, or a file with one per line [default: the "
+                                          "model's own labels where it records them, else the class folders' "
+                                          "sorted names]"),
     allow_estimate: bool = typer.Option(False, "--allow-estimate", help="estimate latency where a profile's device "
                                         "cannot be reached"),
     out: Path = typer.Option(Path("out/compress"), "--out", help="output directory (config.toml is written there)"),
@@ -83,15 +87,17 @@ def compress(
     OUT/config.toml: `edgekiln run OUT/config.toml` reproduces the run, and you can edit it.
     Exit codes as `run`."""
     quiet_converters()
-    from edgekiln.interfaces.configs import compress_config, model_preprocessing, to_toml
+    from edgekiln.interfaces.configs import (class_names, compress_config, model_preprocessing, recorded_classes,
+                                             to_toml)
 
     with exit_codes():
         fed = model_preprocessing(arch, weights, model, image_size, mean, std)
         console.print(fed.summary(), markup=False)
+        names = class_names(classes) if classes is not None else recorded_classes(weights, data)
         config = compress_config(arch=arch, weights=weights, model=model, data=data, test_data=test_data,
                                  targets=target, budget=budget, prune=prune, allow_estimate=allow_estimate,
                                  image_size=fed.image_size, mean=fed.mean, std=fed.std,
-                                 check_preprocessing=check_preprocessing)
+                                 check_preprocessing=check_preprocessing, classes=names)
         text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`\n")
         run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
 

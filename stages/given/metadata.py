@@ -141,3 +141,19 @@ def read(checkpoint: Path | None = None, hf_dir: Path | None = None) -> Preproce
     except (ValueError, TypeError) as e:
         raise InputError(f"the preprocessing recorded beside your model cannot be read: {e}") from None
     return found
+
+
+def label_names(checkpoint: Path | None) -> tuple[list[str], str] | None:
+    """The class names in the order of the model's outputs, where the checkpoint records them:
+    `label_names` in timm's config.json beside it (top level or its pretrained_cfg), and where
+    that came from; else None."""
+    if checkpoint is None or not (Path(checkpoint).parent / "config.json").is_file():
+        return None
+    path = Path(checkpoint).parent / "config.json"
+    values = _json(path)
+    inner = values.get("pretrained_cfg") if isinstance(values.get("pretrained_cfg"), dict) else {}
+    names = values.get("label_names") or inner.get("label_names")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        return None
+    return names, f"label_names in {path}"
+

@@ -8,7 +8,9 @@ of ImageNet, 0.5, none, and pixels in [0, 255]), searched one axis at a time (si
 normalization, then size again under the better normalization). When an alternative beats
 the configured one by more than MARGIN points with 95 % confidence (paired, on the same
 images), or when the model cannot be told from chance under any of them, the run is refused
-(exit 2) naming what to pass. Decided on val only, like every choice.
+(exit 2) naming what to pass. Before that, the model's outputs are checked to follow the
+data's order of the classes: a model trained with its classes in another order is refused
+naming the order to pass (`label_order`). Decided on val only, like every choice.
 """
 
 from __future__ import annotations
@@ -84,11 +86,55 @@ def _sizes(configured: int, native: int | None) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def _hits(bundle, candidate: Candidate, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+def _predictions(bundle, candidate: Candidate, images: torch.Tensor) -> np.ndarray:
     from edgekiln.training import evaluation
 
     fed = dataclasses.replace(bundle, input_size=candidate.size, mean=candidate.mean, std=candidate.std)
-    return (evaluation.logits(fed, images, batch_size=128).argmax(1) == labels).numpy()
+    return evaluation.logits(fed, images, batch_size=128).argmax(1).numpy()
+
+
+def _hits(bundle, candidate: Candidate, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return _predictions(bundle, candidate, images) == labels.numpy()
+
+
+def label_order(predictions: np.ndarray, labels: np.ndarray, classes: list[str], how: str) -> dict:
+    """Whether the model's outputs follow another order of the classes than the data's: the
+    one-to-one map of outputs to classes that agrees with the most val labels (the assignment
+    that maximizes the confusion matrix's trace). InputError, naming the order to pass, when
+    that map beats the identity by more than MARGIN points at the low end of its paired 95 %
+    interval and makes the model a working classifier (the low end of its accuracy's interval
+    halfway from chance to 100 %); else the record."""
+    from scipy.optimize import linear_sum_assignment
+
+    from edgekiln.stats import accuracy_interval, paired_drop
+
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    true_of, output = linear_sum_assignment(-confusion)  # output[i] is the output that class true_of[i] gets
+    class_of_output = np.empty(k, dtype=np.int64)
+    class_of_output[output] = true_of
+    as_numbered = predictions == labels
+    remapped = class_of_output[predictions] == labels
+    gain = paired_drop(remapped, as_numbered)  # remapped's accuracy minus as numbered, paired
+    record = {"as_numbered": float(as_numbered.mean() * 100), "best_order": float(remapped.mean() * 100),
+              "permuted": bool((class_of_output != np.arange(k)).any())}
+    # Only an order that makes it a working classifier is named: matching outputs to classes
+    # also lifts a model that predicts noise (one fed the wrong way) a few points.
+    chance = 100.0 / k
+    working = accuracy_interval(remapped)[0] > chance + (100 - chance) / 2
+    if record["permuted"] and working and gain.low > MARGIN:
+        order = [classes[c] for c in class_of_output]
+        moved = [f"output {j} is '{order[j]}' (the data's '{classes[j]}')" for j in range(k) if order[j] != classes[j]]
+        shown = "; ".join(moved[:4]) + (f"; and {len(moved) - 4} more" if len(moved) > 4 else "")
+        raise InputError(
+            f"label order: the given model's outputs follow another order of the classes than the data's "
+            f"({how}): numbered as the data numbers them it scores {record['as_numbered']:.1f}% on val "
+            f"({len(labels)} images); with its outputs read in this order, {record['best_order']:.1f}% (paired 95% "
+            f"interval of the gain {gain.low:.1f} to {gain.high:.1f} points). {shown}. Pass --classes "
+            f"{','.join(order)} to compress (the class names in the order of the model's outputs), or set [data] "
+            f"classes = {order} in the config")
+    return record
 
 
 def search(bundle, images: torch.Tensor, labels: torch.Tensor, native: int | None) -> tuple[Candidate, Candidate, dict]:
@@ -172,10 +218,19 @@ def check(data, cfg) -> tuple[dict, dict]:
     native = native_size(cfg.data.source, cfg.data.path)
     console.print(f"  scoring the given model on {len(order)} val images under its configured preprocessing and "
                   "the usual alternatives")
+    configured = Candidate(bundle.input_size, tuple(bundle.mean), tuple(bundle.std))
+    # A model whose outputs are numbered in another order scores near chance under every
+    # preprocessing: its order is checked first, under the configured preprocessing.
+    order = label_order(_predictions(bundle, configured, images), labels.numpy(), data.classes,
+                        "the class folders' sorted names, or [data] classes")
     configured, best, screened = search(bundle, images, labels, native)
     configured_hits = _hits(bundle, configured, images, labels)
     best_hits = configured_hits if best == configured else _hits(bundle, best, images, labels)
+    if best != configured:  # fed as it was trained, the order may show where it could not before
+        label_order(_predictions(bundle, best, images), labels.numpy(), data.classes,
+                    "the class folders' sorted names, or [data] classes")
     record = verdict(configured, best, configured_hits, best_hits, data.num_classes, screened)
+    record["label_order"] = order
     record.update(native_size=native, seconds=round(time.perf_counter() - started, 2))
     console.print(f"  preprocessing: {configured.describe()}, {record['configured']['accuracy']:.1f}% on "
                   f"{record['images']} val images; no alternative clearly better ({len(screened)} tried, "
