@@ -150,6 +150,21 @@ def test_the_label_order_check_names_only_an_order_that_makes_a_working_classifi
                "x86-server-avx2", "--classes", "a,a,b").exit_code == 2
 
 
+def test_the_class_order_a_checkpoint_records_is_used_when_it_names_the_folders(tmp_path):
+    from edgekiln.interfaces.configs import recorded_classes
+
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    weights = tmp_path / "model" / "w.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    assert recorded_classes(weights, tmp_path / "data") is None  # nothing recorded: sorted folders
+    (weights.parent / "config.json").write_text(json.dumps({"pretrained_cfg": {"label_names": ["owl", "cat", "dog"]}}))
+    assert recorded_classes(weights, tmp_path / "data") == ["owl", "cat", "dog"]
+    (weights.parent / "config.json").write_text(json.dumps({"label_names": ["owl", "cat", "fox"]}))
+    assert recorded_classes(weights, tmp_path / "data") is None  # other classes: not this data's order
+
+
 def test_the_written_config_reproduces_the_run(compressed):
     root, out, _ = compressed
     config = out / "config.toml"
