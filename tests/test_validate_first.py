@@ -75,3 +75,26 @@ def test_the_phone_target_that_allows_an_estimate_validates_without_the_phone(tm
                       f'{TARGET_PHONE}allow_estimate = true\n')
     checked = CliRunner().invoke(app, ["validate", str(config)])
     assert checked.exit_code == 0, checked.output
+
+
+def test_validate_refuses_pretrained_weights_this_machine_cannot_have(tmp_path, monkeypatch):
+    """Offline (HF_HUB_OFFLINE) and not in the hub cache: `validate` refuses `pretrained =
+    true` naming the candidate, without importing torch; a cached repo of the architecture
+    (any tag) lets it pass."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    from edgekiln import hub_access
+
+    hub_access.hub_answers.cache_clear()
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nsource = "digits"\n[teacher]\ncandidates = ["resnet18", "clip:some/model"]\n'
+                      'pretrained = true\n[student]\narch = "resnet10t_w16"\n' + TARGET_SERVER)
+    result = CliRunner().invoke(app, ["validate", str(config)], terminal_width=400)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "teacher.candidates[0]: pretrained = true needs timm's weights for resnet18" in said
+    assert "HF_HUB_OFFLINE is set" in said and "candidates[1]" not in said  # clip: is not timm's
+    snapshot = tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").write_bytes(b"")
+    assert CliRunner().invoke(app, ["validate", str(config)]).exit_code == 0

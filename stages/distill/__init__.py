@@ -61,6 +61,22 @@ class StudentConfig(BaseModel):
             raise ValueError("profile is only read with select = 'fastest'")
         return self
 
+    def check_inputs(self) -> None:
+        """ValueError ("key: why") for each student whose published weights `pretrained = true`
+        asks for and this machine cannot have (as [teacher]'s)."""
+        from edgekiln.hub_access import timm_weights_problem
+
+        if not self.pretrained:
+            return
+        problems = []
+        for i, arch in enumerate(self.candidates):
+            key = "arch" if isinstance(self.arch, str) else f"arch[{i}]"
+            if ":" not in arch and (why := timm_weights_problem(arch)):
+                problems.append(f"{key}: pretrained = true needs timm's weights for {arch}: {why}; set "
+                                "student.pretrained = false, or fill the hub cache on a machine online")
+        if problems:
+            raise ValueError("\n".join(problems))
+
     @property
     def per_target(self) -> bool:
         """Each group of targets sharing a profile gets its own fastest candidate."""

@@ -64,6 +64,23 @@ class TeacherConfig(BaseModel):
     def resolved(self) -> list[TeacherCandidate]:
         return [c if isinstance(c, TeacherCandidate) else TeacherCandidate(arch=c) for c in self.candidates]
 
+    def check_inputs(self) -> None:
+        """ValueError ("key: why") for each timm name whose published weights `pretrained = true`
+        asks for and this machine cannot have: offline and not in the hub cache (`validate`
+        finds it in well under a second; the run's preflight asks timm itself)."""
+        from edgekiln.hub_access import timm_weights_problem
+
+        if not self.pretrained:
+            return
+        problems = []
+        for i, c in enumerate(self.resolved()):
+            if c.checkpoint is None and ":" not in c.arch and (why := timm_weights_problem(c.arch)):
+                problems.append(f"candidates[{i}]: pretrained = true needs timm's weights for {c.arch}: {why}; set "
+                                "teacher.pretrained = false to train it from scratch (slower to a lower accuracy "
+                                "on small data), or fill the hub cache on a machine online")
+        if problems:
+            raise ValueError("\n".join(problems))
+
     @model_validator(mode="after")
     def _nothing_distils_from_an_untrained_head(self) -> "TeacherConfig":
         untrained = [c for c in self.resolved() if c.checkpoint is None
