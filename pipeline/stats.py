@@ -76,3 +76,20 @@ def paired_drop(reference_correct, model_correct, level: float = LEVEL) -> Paire
 def hits(top1, labels) -> np.ndarray:
     """Per-image correctness of predicted classes."""
     return np.asarray(top1) == np.asarray(labels)
+
+
+# A paired drop is told from none (exact McNemar, two-sided, 95 %) once 6 more images are
+# lost than won with none won back (p = 2 / 2**6 = 0.031; 5 gives 0.063): a split of n images
+# cannot resolve a drop under 6 / n.
+RESOLVING_IMAGES = 6
+
+
+def smallest_resolvable_drop(images: int) -> float:
+    """The smallest accuracy drop, in points, that `images` paired images can tell from none."""
+    return RESOLVING_IMAGES * 100.0 / max(images, 1)
+
+
+def images_to_resolve(points: float) -> int:
+    """The images a split needs to tell a drop of `points` from none."""
+    return int(-(-RESOLVING_IMAGES * 100.0 // points))
+

@@ -51,3 +51,25 @@ def test_gate_rules_read_the_interval(rule, passed):
 def test_lenient_gate_fails_only_a_significant_excess():
     gate = GateCheck("target t", "budget.max_drop_total", 95.0, "teacher", 99.0, 1.0, "test", (1.5, 6.0), "lenient")
     assert not gate.passed and gate.decided_on == 1.5
+
+
+def test_the_smallest_drop_a_split_resolves_and_the_warning_when_the_budget_is_below_it(capsys):
+    from types import SimpleNamespace
+
+    from edgekiln.engine.runner import _warn_unresolvable
+    from edgekiln.interfaces.configs import val_fraction_for
+    from edgekiln.stats import images_to_resolve, smallest_resolvable_drop
+
+    assert smallest_resolvable_drop(300) == 2.0 and images_to_resolve(1.0) == 600 and images_to_resolve(1.5) == 400
+    # 6 images lost, none won: the exact McNemar test's p is under 0.05; 5 are not enough
+    assert paired_drop(np.ones(600, bool), np.r_[np.zeros(6, bool), np.ones(594, bool)]).low > 0
+    assert paired_drop(np.ones(600, bool), np.r_[np.zeros(5, bool), np.ones(595, bool)]).low <= 0
+    # compress carves val to resolve its budget: 600 of 1,500 images for 1 point, at most half
+    assert val_fraction_for(1500, 1.0) == 0.41 and val_fraction_for(500, 1.0) == 0.5
+    assert val_fraction_for(5000, 1.0) is None  # the default 0.2 already resolves it
+    cfg = SimpleNamespace(budget=SimpleNamespace(max_drop_total=1.0))
+    data = SimpleNamespace(val_y=[0] * 300, test_y=[0] * 1000, has_test=True)
+    _warn_unresolvable(cfg, data)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "val has 300 images: the smallest drop they tell from none is 2.00 points" in said
+    assert "About 600 val images would resolve it" in said and "test has" not in said

@@ -20,7 +20,7 @@ from edgekiln.engine import stage_code
 from edgekiln.engine.cache import StageCache, stage_key
 from edgekiln.engine.config import PipelineConfig, plan_of
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
-from edgekiln.stats import accuracy_interval, hits, paired_drop
+from edgekiln.stats import accuracy_interval, hits, paired_drop, smallest_resolvable_drop
 from edgekiln.errors import InputError, TrainingDiverged
 from edgekiln.gates import BudgetCheck, GateCheck, NotChecked, budget_checks, checks
 from edgekiln.progress import console
@@ -333,6 +333,10 @@ def _write_splits(out_dir: Path, data: Dataset) -> dict:
             "val": data.splits["val"]["count"],
             "test": None if data.splits["test"] is None else data.splits["test"]["count"],
             "decisions_on": "val", "release_gates_on": "test" if data.has_test else "val",
+            # the smallest drop, in points, each split tells from none (6 images of it)
+            "smallest_resolvable_drop": {"val": round(smallest_resolvable_drop(len(data.val_y)), 2),
+                                         "test": None if not data.has_test
+                                         else round(smallest_resolvable_drop(len(data.test_y)), 2)},
             **({"skipped": {"count": len(data.skipped), "why": "hidden (the name starts with '.')",
                             "entries": data.skipped[:20]}} if data.skipped else {}),
             **({} if data.has_test else {"note": "no test split (data.test_fraction = 0, or no data.test_shards): "
@@ -450,6 +454,29 @@ def _branch_result(result: StageResult, index: int, fork: dict) -> StageResult:
     return result.part(index, fork["accuracy"], metrics)
 
 
+def _warn_unresolvable(cfg: PipelineConfig, data: Dataset) -> None:
+    """A warning for each split too small to tell a drop of the total budget from none: val
+    decides (students, pruning steps, encodings), test gates the release; on a split of n
+    images a drop under 6 / n points is noise (stats.smallest_resolvable_drop)."""
+    from edgekiln.stats import images_to_resolve, smallest_resolvable_drop
+
+    budget = cfg.budget.max_drop_total
+    if budget is None or budget <= 0:
+        return
+    splits = [("val", len(data.val_y), "decisions on val (the teacher, the student, each pruning step, the "
+                                       "encoding) cannot tell a drop of the budget from noise", "data.val_fraction")]
+    if data.has_test:
+        splits.append(("test", len(data.test_y), "the release gates decide on the point value, not on a drop "
+                                                 "they can resolve", "data.test_fraction"))
+    for name, images, what, key in splits:
+        smallest = smallest_resolvable_drop(images)
+        if smallest > budget:
+            console.print(f"[bold yellow]warning:[/] {name} has {images} images: the smallest drop they tell from "
+                          f"none is {smallest:.2f} points, more than budget.max_drop_total = {budget:g}; {what}. "
+                          f"About {images_to_resolve(budget)} {name} images would resolve it (more data, or a larger "
+                          f"{key}), or loosen the budget to {smallest:.1f}")
+
+
 def _start_time_budget(cfg: PipelineConfig, data: Dataset, started: float) -> None:
     """Plan the run on this machine and split `[pipeline] max_minutes` into a deadline per
     stage (edgekiln.time_budget); print what the plan expects and each stage's deadline."""
@@ -512,6 +539,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
         shown = ", ".join(data.skipped[:3]) + (f" and {len(data.skipped) - 3} more" if len(data.skipped) > 3 else "")
         console.print(f"  skipped {len(data.skipped)} hidden file(s) or folder(s) (the name starts with '.'): {shown}",
                       markup=False)
+    _warn_unresolvable(cfg, data)
     if cfg.pipeline.max_minutes is not None:
         _start_time_budget(cfg, data, run_started)
     cache = StageCache(cache_dir, warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))

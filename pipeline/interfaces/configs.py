@@ -116,6 +116,9 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
     section = data_section(data, image_size)
     if classes is not None:
         section["classes"] = classes
+    fraction = val_fraction_for(_image_count(Path(section["path"]), section["source"]), budget)
+    if fraction is not None:
+        section["val_fraction"] = fraction
     if test_data is not None:
         if section["source"] != "imagefolder":
             raise InputError("--test-data is for image folders; IDX files hold their own test split (t10k-*)")
@@ -152,6 +155,18 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
                 target["allow_estimate"] = True
             config["targets"].append(target)
     return config
+
+
+def val_fraction_for(images: int, budget: float) -> float | None:
+    """compress's val share of --data: large enough for val to tell a drop of `budget` from
+    none (the pruning recovery and the encoding are decided on it), from the default 0.2 up to
+    half of the images; None where the default already resolves it."""
+    from edgekiln.stats import images_to_resolve
+
+    if budget <= 0 or images <= 0:
+        return None
+    wanted = images_to_resolve(budget) / images
+    return None if wanted <= 0.2 else round(min(0.5, wanted + 0.005), 2)
 
 
 def class_names(value: str | None) -> list[str] | None:
@@ -208,17 +223,17 @@ def to_toml(config: dict, header: str = "") -> str:
 
 
 BUDGET = 1.5  # init's max_drop_total: points
-# A drop is told from zero (exact McNemar, 95 %) once 6 more test images are lost than won.
-_RESOLVING_IMAGES = 6
 
 
 def split_for(images: int, budget: float) -> dict:
     """val and test fractions for `images` images, the test split large enough (within 10-30 %)
     to tell a drop of `budget` points from none, and a line saying what it resolves."""
-    wanted = _RESOLVING_IMAGES * 100.0 / budget  # test images for which 6 images are `budget` points
+    from edgekiln.stats import images_to_resolve, smallest_resolvable_drop
+
+    wanted = images_to_resolve(budget)  # test images for which 6 images are `budget` points
     test = min(0.3, max(0.1, round(wanted / max(images, 1) + 0.005, 2)))
     n_test = int(images * test)
-    smallest = _RESOLVING_IMAGES * 100.0 / max(n_test, 1)
+    smallest = smallest_resolvable_drop(n_test)
     why = (f"{n_test} test images: one is {100 / max(n_test, 1):.2f} points, and the smallest drop they tell from "
            f"none is {smallest:.2f} points")
     if smallest > budget:
