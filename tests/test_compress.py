@@ -331,6 +331,7 @@ def test_profile_ls_lists_shipped_and_user_profiles(tmp_path, monkeypatch):
     assert "my-phone" in rows and "p50_ms 7" in rows["my-phone"] and "measured" in rows["my-phone"]
     assert "unreadable" in rows["broken"]
     assert "estimated" in rows["iphone-15-pro-ane"]
+    assert "a target names one: [[targets]] profile = NAME" in result.output  # brackets are text, not markup
 
 
 def _tiny_transformers(path: Path, labels: list[str]) -> Path:

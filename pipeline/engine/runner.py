@@ -552,7 +552,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path, cache_dir: Path, config_tex
             outcome.checks[check.name] = _run_check(check, cfg, data.for_stages(), cache,
                                                     stage_code.code_version(check.module))
         for name, why in run.skipped.items():
-            console.print(f"  {name}: skipped ({why})", markup=False)
+            if not registry.stage_named(name).starts:  # the other way in (teacher or your model) is no news
+                console.print(f"  {name}: skipped ({why})", markup=False)
         chain.run(0, Branch(cfg, outcome.results, {}))
         chain.current = None
         outcome.time_budget = _time_budget_record(outcome)

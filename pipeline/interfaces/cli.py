@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK
 from edgekiln.interfaces import starting
@@ -163,15 +164,15 @@ def diff(
                           max_size_increase=max_size_increase, json_out=json_out, junit=junit, html=html)
     console.print(tables.diff_table(result))
     for change in result.lineage:
-        console.print(f"changed upstream: {change.metric} {change.base} -> {change.new}")
+        console.print(f"changed upstream: {change.metric} {change.base} -> {change.new}", markup=False)
     for note in result.notes:
-        console.print(f"note: {note}")
-    for target, change in result.regressions:
-        console.print(f"[bold red]{change.message(target)}")
+        console.print(f"note: {note}", markup=False)
+    for target, change in result.regressions:  # its "[paired over N images: ...]" is text, not markup
+        console.print(f"[bold red]{escape(change.message(target))}")
     limits = ", ".join(f"{result.threshold_keys[k]} = {v:g}" for k, v in result.thresholds.items())
     if result.incomplete:  # a record without its figures is bad input, never a pass
         for t in result.incomplete:
-            console.print(f"[bold red]target {t.target} is not comparable:[/] {t.why}")
+            console.print(f"[bold red]target {escape(t.target)} is not comparable:[/] {escape(t.why)}")
         console.print(f"[bold red]NOT COMPARABLE[/] ({len(result.incomplete)} target(s) without the figures a "
                       "release is judged on)")
         raise typer.Exit(EXIT_BAD_INPUT)

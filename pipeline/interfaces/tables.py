@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
+
 from edgekiln.progress import console
 
 
@@ -114,7 +116,8 @@ def profiles_table(rows):
 
     from edgekiln.targets.profiles import SHIPPED_DIR
 
-    table = Table(title=r"latency profiles (a target names one: \[[targets]] profile = NAME)", title_justify="left")
+    table = Table(title=escape("latency profiles (a target names one: [[targets]] profile = NAME)"),
+                  title_justify="left")
     for col in ("name", "from", "format", "runner", "latency", "budgets", "device"):
         table.add_column(col)
     for path, profile, error in rows:
