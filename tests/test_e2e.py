@@ -347,6 +347,12 @@ def test_a_plain_int8_simulation_that_misses_the_budget_keeps_layers_float_and_t
     assert by_target["server"]["quantization"]["float_layers"] == mixed["float_layers"]
     assert set(mixed["float_layers"]) <= set(by_target["android"]["quantization"]["float_layers"])
     assert by_target["ios"]["quantization"]["float_layers"] == [] and by_target["ios"]["passed"]
+    # every layer's INT8 SQNR, lowest first, the layers kept in float marked
+    layers = manifest["quantize"]["layers"]
+    assert [r["sqnr_db"] for r in layers] == sorted(r["sqnr_db"] for r in layers) and len(layers) > 5
+    assert {r["layer"] for r in layers if r["in_float"]} == set(mixed["float_layers"])
+    html = (profileless_run[0] / "out" / "report.html").read_text()
+    assert 'id="layer-sqnr-table"' in html and "(kept in float)" in html
 
 
 @pytest.mark.slow  # slow: test_faults.py's signal and kill tests resume a stopped run in the default suite

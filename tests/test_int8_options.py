@@ -131,3 +131,27 @@ def test_a_profiles_int8_section_overrides_the_choice_and_only_onnx_reads_it():
         Profile.model_validate({"name": "p", "device": "d", "format": "tflite", "runner": {"kind": "host"},
                                 "int8": {"weight_type": "int8"}})
     assert get_format("tflite").for_profile(Int8Options(), _profile())[1] == {}
+
+
+def test_per_layer_sqnr_finds_the_layer_int8_hurts_and_ranks_it_first():
+    """Two convolutions alike but for one output channel of the second, 1000x the others: the
+    output's per-tensor scale crushes every other channel to a few levels (the unbalanced
+    channel ranges cross-layer equalization exists for). Its total energy survives; its
+    per-channel SQNR does not, and ranks it first."""
+    import numpy as np
+    import torch
+
+    from edgekiln.stages.quantize.sensitivity import layer_sqnr
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
+                                torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    calibration = np.random.default_rng(0).standard_normal((16, 3, 12, 12)).astype(np.float32)
+    model(torch.from_numpy(calibration))  # materialize the lazy layer
+    with torch.no_grad():
+        model[2].weight[0] *= 1000
+    per_tensor = layer_sqnr(model, calibration, per_channel=False, float_layers=("2",))
+    assert [r["layer"] for r in per_tensor][0] == "2" and per_tensor[0]["in_float"]
+    assert per_tensor[0]["sqnr_db"] < per_tensor[-1]["sqnr_db"] - 10
+    assert per_tensor[0]["worst_channel_db"] < 10 and per_tensor[0]["sqnr_db"] < 20
+    assert all(r["sqnr_db"] > 20 for r in layer_sqnr(model[:2], calibration))  # a plain conv quantizes well

@@ -11,7 +11,7 @@ _MIXED_PRECISION = {"applied": None, "breach": None, "why_not": None, "outcome":
 def _manifest(result, checks: dict) -> dict:
     return {"quantize": None if result is None else {k: result.metrics.get(k) for k in (
         "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel", "ptq_accuracy", "qat",
-        "mixed_precision")}}
+        "mixed_precision", "layers", "layers_method")}}
 
 
 def _summary(m: dict, console) -> None:
@@ -20,6 +20,12 @@ def _summary(m: dict, console) -> None:
         qat = quantize["qat"]
         console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
                       f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
+    layers = quantize.get("layers") or []
+    if layers:
+        worst = ", ".join(f"{r['layer']} {r['sqnr_db']:.1f} dB" + (" (kept in float)" if r.get("in_float") else "")
+                          for r in layers[:3])
+        console.print(f"quantize: per-layer INT8 SQNR, lowest first: {worst} (all {len(layers)} in the manifest's "
+                      "quantize.layers and report.html)", markup=False)
     mixed = quantize.get("mixed_precision")
     if mixed:
         console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed['breach'])}); "
@@ -31,6 +37,12 @@ _HTML = """{% if m.quantize %}
 <h2 id="quantize">Quantization</h2>
 <p>{{ text(m.quantize.mode) }}: {{ text(m.quantize.scheme) }}; calibrated on {{ text(m.quantize.calibration.count) if m.quantize.calibration else "?" }} images ({{ text(m.quantize.calibration.source) if m.quantize.calibration else "?" }}), calibrator {{ text(m.quantize.calibrator) }}{% if m.quantize.qat %}; QAT {{ text(m.quantize.qat.epochs) }} epochs → {{ num(m.quantize.qat.accuracy) }}% INT8-simulated (PTQ would give {{ num(m.quantize.ptq_accuracy) }}%){% endif %}</p>
 {% if m.quantize.mixed_precision %}<p>the plain INT8 simulation missed the budget ({{ text(m.quantize.mixed_precision.breach) }}); {% if m.quantize.mixed_precision.applied %}{{ text(m.quantize.mixed_precision.outcome) }}: layers kept in float: {{ m.quantize.mixed_precision.float_layers|join(", ") }} (the artifacts of formats that can mix precisions start from them){% else %}{{ text(m.quantize.mixed_precision.why_not) }}{% endif %}</p>{% endif %}
+{% if m.quantize.layers %}<h3 id="layer-sqnr">Per-layer INT8 SQNR</h3>
+<p class="note">{{ text(m.quantize.layers_method) }}; lowest first. Below about 20 dB a layer loses visible accuracy in INT8: the first candidates to keep in float{% if m.quantize.mixed_precision and m.quantize.mixed_precision.applied %} (those kept are marked){% endif %}.</p>
+<table id="layer-sqnr-table">
+<tr><th>layer</th><th>SQNR dB</th><th></th></tr>
+{% for r in m.quantize.layers %}<tr><td>{{ r.layer }}{% if r.in_float %} <b>(kept in float)</b>{% endif %}</td><td class="num">{{ num(r.sqnr_db, ".1f") }}</td><td><div style="background:{{ '#c0392b' if r.sqnr_db < 20 else '#e67e22' if r.sqnr_db < 30 else '#27ae60' }};height:0.8em;width:{{ [r.sqnr_db, 60]|min * 5 }}px"></div></td></tr>
+{% endfor %}</table>{% endif %}
 {% endif %}"""
 
 
@@ -44,5 +56,5 @@ REPORT = StageReport(
     view={"quantize": Maybe({"mode": None, "scheme": None, "calibrator": None, "ptq_accuracy": None,
                              "calibration": Maybe({"count": None, "source": None}),
                              "qat": Maybe({"epochs": None, "accuracy": None, "float_accuracy": None}),
-                             "mixed_precision": Maybe(_MIXED_PRECISION)})},
+                             "mixed_precision": Maybe(_MIXED_PRECISION), "layers": [], "layers_method": None})},
     summary=_summary, html=_HTML, lineage=_lineage)

@@ -34,7 +34,7 @@ from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.quantize import QuantizeConfig
+from edgekiln.stages.quantize import QuantizeConfig, sensitivity
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
@@ -155,6 +155,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     why = breach(accuracy)
     if why is not None and cfg.accuracy_aware and cfg.mode == "ptq":
         graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why, breach)
+    float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
+    metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
+    metrics["layers_method"] = sensitivity.METHOD
     result = StageResult.with_model(accuracy, bundle, metrics=metrics)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
     result.grader = lambda test_x, test_y: evaluation.top1_record(_simulated_logits(scheme, graph, test_x, bundle), test_y)
