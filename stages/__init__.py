@@ -84,6 +84,9 @@ class Stage:
     # The latency profiles its sections name, whose content (not just name) enters its key:
     # (sections) -> {key: profile or list of profiles}.
     profiles: Callable[[dict], dict] | None = None
+    # formats(sections) -> the artifact formats its work uses under this config (a converter
+    # it runs, an INT8 simulation): only their code enters its key. None: every format's.
+    formats: Callable[[dict], set[str]] | None = None
     trains: bool = False  # it has training loops that `[pipeline] max_minutes` may cut (that enters its key)
     budgeted: bool = False  # `[budget.max_drop] <name>` limits its drop against the stage before it
     # It begins a plan: it takes no `previous`, and its model is the reference every drop is

@@ -270,3 +270,47 @@ def test_cache_commands_list_verify_and_prune(tmp_path):
     assert not entry.exists()
     assert cli.invoke(app, ["cache", "gc", "--cache-dir", str(tmp_path), "--older-than", "3x"]).exit_code == 2
     assert cli.invoke(app, ["cache", "gc", "--cache-dir", str(tmp_path), "--max-size", "1GB"]).exit_code == 0
+
+
+def test_a_stage_key_holds_the_formats_its_config_uses_and_no_other():
+    """Editing targets/formats/coreml.py (or upgrading coremltools) leaves the teacher,
+    distillation and pruning cached: only the stages that convert to Core ML hold its code."""
+    import textwrap
+
+    from edgekiln import stages as registry
+    from edgekiln.engine import stage_code
+    from edgekiln.engine.config import config_from_text
+    from edgekiln.engine.runner import stage_code_of
+
+    cfg = config_from_text(textwrap.dedent("""
+        [data]
+        source = "digits"
+        [teacher]
+        candidates = ["resnet10t"]
+        [student]
+        arch = "resnet10t_w16"
+        [[targets]]
+        name = "server"
+        profile = "x86-server-avx2"
+        [[targets]]
+        name = "iphone"
+        profile = "iphone-15-pro-ane"
+        """))
+
+    def formats_in(name: str) -> tuple[set[str], set[str]]:
+        node = registry.stage_named(name)
+        declared = node.formats({s: getattr(cfg, s) for s in node.sections})
+        modules, libraries = stage_code.closure(node.module, *stage_code.ENGINE, formats=tuple(sorted(declared)))
+        return {m.split(".")[3] for m in modules if m.startswith("edgekiln.targets.formats.")}, set(libraries)
+
+    for name in ("teacher", "distill", "prune"):
+        formats, libraries = formats_in(name)
+        assert formats == set() and "coremltools" not in libraries, (name, formats)
+    assert formats_in("quantize")[0] == {"tflite"}  # its INT8 simulation
+    formats, libraries = formats_in("export")
+    assert formats == {"onnx", "coreml"} and "coremltools" in libraries
+    # a stage that declares nothing holds every format, as before
+    all_formats = {m.split(".")[3] for m in stage_code.closure("edgekiln.stages.export.work", *stage_code.ENGINE)[0]
+                   if m.startswith("edgekiln.targets.formats.")}
+    assert {"onnx", "coreml", "tflite", "executorch"} <= all_formats
+    assert stage_code_of(registry.stage_named("teacher"), cfg) != stage_code_of(registry.stage_named("export"), cfg)

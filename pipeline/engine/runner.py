@@ -222,6 +222,15 @@ def _test_figures(top1: list[int] | None, teacher_top1: list[int] | None, labels
     return out
 
 
+def stage_code_of(node: Stage, cfg: PipelineConfig) -> str:
+    """The version of the code `node` runs under `cfg`: its module's closure, with the
+    artifact formats it declares it uses (all, where it declares none)."""
+    formats = None
+    if node.formats is not None:
+        formats = tuple(sorted(node.formats({s: getattr(cfg, s) for s in node.sections})))
+    return stage_code.code_version(node.module, formats)
+
+
 def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: str, keys: dict[str, str],
                  run: Plan) -> str:
     """The cache key of `node` under `cfg`: every input its result depends on (its config
@@ -373,7 +382,7 @@ class _Chain:
         for position in range(start, len(run.stages)):
             node = run.stages[position]
             self.current = node.name if branch.name is None else f"{node.name} ({branch.name})"
-            key = branch.keys[node.name] = stage_key_of(node, branch.cfg, stage_code.code_version(node.module),
+            key = branch.keys[node.name] = stage_key_of(node, branch.cfg, stage_code_of(node, branch.cfg),
                                                         self.data.fingerprint, branch.keys, run)
             console.rule(f"[bold]{self.current}")
             started = time.perf_counter()

@@ -86,9 +86,27 @@ def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
     return ours, theirs
 
 
+# The formats' package: a registry discovers every format in it, but a stage that declares
+# the formats it uses (Stage.formats) holds only those in its key.
+FORMATS = "edgekiln.targets.formats"
+
+
+def _discovered(package: str, formats: tuple[str, ...] | None) -> list[str]:
+    """The modules a registry loads from `package`: all, or of the formats' package only the
+    named formats' (and the package itself)."""
+    found = _source(package)
+    if found is None:
+        return []
+    members = [m.name for m in pkgutil.walk_packages([str(found.parent)], prefix=f"{package}.")]
+    if package == FORMATS and formats is not None:
+        members = [m for m in members if m.removeprefix(f"{FORMATS}.").split(".")[0] in formats]
+    return [package, *members]
+
+
 @functools.lru_cache(maxsize=None)
-def closure(*roots: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(the edgekiln modules `roots` run, the third-party packages they import), sorted."""
+def closure(*roots: str, formats: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the edgekiln modules `roots` run, the third-party packages they import), sorted.
+    `formats`: the artifact formats they may use (None: every format the registry has)."""
     seen: dict[str, Path] = {}
     libraries: set[str] = set()
     stack = list(roots)
@@ -108,10 +126,7 @@ def closure(*roots: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         libraries |= theirs
         stack.extend(ours)
         for package in DISCOVERS.get(name, ()):
-            found = _source(package)
-            if found is not None:
-                stack.append(package)
-                stack.extend(m.name for m in pkgutil.walk_packages([str(found.parent)], prefix=f"{package}."))
+            stack.extend(_discovered(package, formats))
     stdlib = set(sys.stdlib_module_names)
     return tuple(sorted(seen)), tuple(sorted(lib for lib in libraries if lib not in stdlib))
 
@@ -135,10 +150,12 @@ def library_versions(packages) -> dict[str, str | None]:
 
 
 @functools.lru_cache(maxsize=None)
-def code_version(module: str) -> str:
+def code_version(module: str, formats: tuple[str, ...] | None = None) -> str:
     """The hash of the code a stage defined in `module` runs: every module of its closure
-    (name and source) and the versions of the libraries they import."""
-    modules, libraries = closure(module, *ENGINE)
+    (name and source) and the versions of the libraries they import. `formats`: the artifact
+    formats it uses under its config (None: all), so that editing the Core ML format or
+    upgrading coremltools re-runs only the stages that use Core ML."""
+    modules, libraries = closure(module, *ENGINE, formats=formats)
     h = hashlib.sha256(json.dumps(library_versions(libraries), sort_keys=True).encode())
     for name in modules:
         h.update(name.encode() + b"\0" + _source(name).read_bytes())

@@ -119,6 +119,14 @@ def _precheck_inputs(cfg) -> dict:
     return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
 
 
+def _formats(sections: dict) -> set[str]:
+    """select = "fastest" per target times each candidate's artifact where a target's runner
+    measures: its formats; otherwise distillation converts nothing (the pre-check is a
+    check of its own, keyed with every format)."""
+    cfg: StudentConfig = sections["student"]
+    return {t.format for t in sections["targets"]} if cfg.select == "fastest" else set()
+
+
 def _plan(cfg, model):
     """The convertibility pre-check, then the search: every candidate's first round, the
     better half's later rounds (in the listed order: who survives is not known yet), and the
@@ -147,7 +155,7 @@ def _plan(cfg, model):
     return works, (names[0], 1.0)
 
 
-STAGE = register(Stage(plan=_plan, trains=True,
+STAGE = register(Stage(plan=_plan, trains=True, formats=_formats,
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
     default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",

@@ -35,7 +35,7 @@ def _plan(cfg, model):
             for t in cfg.targets], model
 
 
-STAGE = register(Stage(plan=_plan,
+STAGE = register(Stage(plan=_plan, formats=lambda sections: {t.format for t in sections["targets"]},
     name="export", order=50, follows="quantize", run="edgekiln.stages.export.work:run", section="targets",
     schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=("quantize", "budget"),
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,

@@ -80,7 +80,7 @@ def _plan(cfg, model):
     return works, (m.arch, 1.0)
 
 
-STAGE = register(Stage(plan=_plan, trains=True,
+STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: set(),
     name="given", order=5, run="edgekiln.stages.given.work:run", section="model", schema=ModelConfig,
     reads=("train",), preflight="edgekiln.stages.given.work:preflight", starts=True, title="the given model",
     checks=(Check("preprocessing_check", "edgekiln.stages.given.precheck:check", "edgekiln.stages.given.precheck:inputs"),),

@@ -74,6 +74,14 @@ def _profiles(config: dict) -> dict:
     return {} if name is None else {"prune.profile": load_profile(name)}
 
 
+def _formats(sections: dict) -> set[str]:
+    """With `measure`, each step's INT8 artifact is converted to its profile's format and timed."""
+    from edgekiln.targets.profiles import load_profile
+
+    cfg = sections["prune"]
+    return {load_profile(cfg.profile).format} if cfg.measure and cfg.profile else set()
+
+
 def _plan(cfg, model):
     """Each step's recovery loop, on the model shrinking step by step; hands on the pruned model."""
     from edgekiln.stages.planning import loop
@@ -85,7 +93,7 @@ def _plan(cfg, model):
     return works, (arch, scale * ratio)
 
 
-STAGE = register(Stage(plan=_plan, trains=True,
+STAGE = register(Stage(plan=_plan, trains=True, formats=_formats,
     name="prune", order=30, run="edgekiln.stages.prune.work:run", section="prune", schema=PruneConfig,
     default=PruneConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.prune.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True,

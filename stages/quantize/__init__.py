@@ -89,7 +89,7 @@ def _plan(cfg, model):
     return [Work("PTQ calibration", seconds=2.0)], model
 
 
-STAGE = register(Stage(plan=_plan, trains=True,
+STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: {sections["quantize"].simulation},
     name="quantize", order=40, run="edgekiln.stages.quantize.work:run", section="quantize", schema=QuantizeConfig,
     default=QuantizeConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.quantize.work:preflight",
     unkeyed=unkeyed, budgeted=True,

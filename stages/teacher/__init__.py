@@ -124,7 +124,7 @@ def _plan(cfg, model):
     return works, (t.resolved()[0].arch, 1.0)
 
 
-STAGE = register(Stage(plan=_plan, trains=True,
+STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: set(),
     name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
     reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", starts=True,
     report="edgekiln.stages.teacher.report:REPORT"))
