@@ -4,7 +4,7 @@ processes, real signals and real full disks (tmpfs mounts, so run it as root on 
     sudo .venv/bin/python tests/fault_probe.py [WORKDIR]
 
 It prints one line per case, [OK] when the exit code and the state left behind are the
-ones README's "What edgekiln guarantees" states, and the count at the end. Not part of the
+ones docs/guarantees.md states, and the count at the end. Not part of the
 suite: it mounts file systems and takes a few minutes."""
 import copy
 import json

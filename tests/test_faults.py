@@ -1,5 +1,5 @@
 """Faults injected on purpose: each gives its stated exit code and message, and nothing
-corrupt is published or re-used (README: "What edgekiln guarantees")."""
+corrupt is published or re-used (docs/guarantees.md)."""
 
 import copy
 import json

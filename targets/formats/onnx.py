@@ -3,7 +3,7 @@
 
 What an app sees (`io`): "float" (default) is the model as trained, NCHW float32 normalized
 input and logits; "uint8" embeds the normalization, so a client feeds raw NHWC uint8 RGB
-pixels. Labels and preprocessing are in metadata_props (keys in the README), with the
+pixels. Labels and preprocessing are in metadata_props (keys in docs/guides/app.md), with the
 standard ModelProto fields (producer, version, doc string) filled in."""
 
 from __future__ import annotations
