@@ -699,7 +699,7 @@ def test_a_pass_with_unchecked_budgets_says_so_everywhere_and_require_checked_fa
     root, result, first = run
     unchecked = first["unchecked"]
     assert unchecked and all(line.startswith("target ") and " not checked: " in line for line in unchecked)
-    words = f"PASSED with {len(unchecked)} budgets not checked"
+    words = f"PASSED with {len(unchecked)} budget{'' if len(unchecked) == 1 else 's'} not checked"
     assert first["passed"] is True and first["verdict"] == words
     assert words in " ".join(result.output.split())
     html = (root / "out" / "report.html").read_text()
@@ -714,3 +714,59 @@ def test_a_pass_with_unchecked_budgets_says_so_everywhere_and_require_checked_fa
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["passed"] is False and manifest["verdict"] == "FAILED" and manifest["unchecked"] == unchecked
     assert all(s["cached"] for s in manifest["stages"])  # [release] is no stage's input: nothing re-ran
+
+
+def test_each_artifacts_own_metadata_is_enough_to_reach_its_test_accuracy(run):
+    """An app that knows nothing but the file: the artifact's embedded `interface` (layout,
+    dtype, scaling) and labels, fed the test split's pixels, gives the manifest's test
+    accuracy in the artifact's runtime (ONNX and TFLite: the runtimes that run here)."""
+    import numpy as np
+
+    from edgekiln.data.dataset import load_dataset
+    from edgekiln.engine.config import load_config
+    from edgekiln.targets import get_format
+
+    root, _, manifest = run
+    data = load_dataset(load_config(root / "tiny.toml").data)
+    pixels = data.test_x.numpy()  # uint8 NCHW at the data's size, as the split holds them
+    labels = data.test_y.numpy()
+    checked = 0
+    for artifact in manifest["artifacts"]:
+        if artifact["format"] not in ("onnx", "tflite"):
+            continue
+        path = root / "out" / artifact["path"]
+        meta = get_format(artifact["format"]).read_metadata(path)
+        interface = json.loads(meta["interface"])["input"]
+        assert json.loads(meta["labels"]) == manifest["labels"]
+        x = pixels.astype(np.float32) / 255.0
+        if "mean" in interface:
+            mean = np.array(interface["mean"], np.float32)[None, :, None, None]
+            x = (x - mean) / np.array(interface["std"], np.float32)[None, :, None, None]
+        if interface["dtype"] == "uint8":
+            x = pixels
+        if interface["layout"] == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        x = np.ascontiguousarray(x)
+        if artifact["format"] == "onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            top1 = np.array([session.run(None, {name: x[i:i + 1]})[0].argmax() for i in range(len(x))])
+        else:
+            from ai_edge_litert.interpreter import Interpreter
+
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+            inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            top1 = []
+            for i in range(len(x)):
+                interpreter.set_tensor(inp["index"], x[i:i + 1])
+                interpreter.invoke()
+                top1.append(interpreter.get_tensor(out["index"]).argmax())
+            top1 = np.array(top1)
+        accuracy = float((top1 == labels).mean() * 100)
+        assert abs(accuracy - artifact["test_accuracy"]) <= 0.5, (artifact["target"], accuracy,
+                                                                 artifact["test_accuracy"])
+        checked += 1
+    assert checked >= 2

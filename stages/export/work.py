@@ -33,9 +33,12 @@ from edgekiln.training.int8_recipe import calibration_images, int8_options
 
 
 def preprocessing(bundle) -> dict:
-    """What an app must do to an image before feeding any artifact."""
+    """How the model body was trained to see an image: what its float input is. An artifact
+    may take another input (NHWC pixels, its own scaling) and fold this inside it: what an app
+    feeds each artifact is the artifact's `interface` (in its metadata and the manifest)."""
     return {"image_size": bundle.input_size, "layout": "NCHW", "color": "RGB",
-            "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std)}
+            "scale": "pixel / 255", "mean": list(bundle.mean), "std": list(bundle.std),
+            "describes": "the model body's training input; each artifact's own input is its 'interface'"}
 
 
 def _runtime_accuracy(fmt, target, profile, path, val_x, val_y, float_top1, bundle, options,
@@ -172,6 +175,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     precision = fmt.ENCODINGS[encoding]
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
                 "edgekiln_encoding": encoding, "edgekiln_io": target.app_io,
+                # what this artifact itself takes and gives (layout, dtype, scaling), for an app
+                "interface": json.dumps(fmt.interface(target.app_io, preprocessing(bundle))),
                 "description": f"{metadata['description']}, {encodings.DESCRIPTION.get(encoding, encoding)}"}
     applied: dict = {}
     int8 = encoding == "int8"

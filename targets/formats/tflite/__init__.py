@@ -149,8 +149,9 @@ class Tflite(Format):
                     "output": "int8 logits (the output tensor's scale and zero point)"}
         values = ("RGB pixels 0..255" if io == "uint8"
                   else "(pixel - 127.5) / 127.5, RGB (the metadata's NormalizationOptions)")
+        scaling = {} if io == "uint8" else {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
         return {"input": {"layout": "NHWC", "shape": [1, size, size, 3], "dtype": io if io == "uint8" else "float32",
-                          "values": values},
+                          "values": values, **scaling},
                 "output": "float32 probabilities, one per label (labels.txt inside the model)",
                 "metadata": "LiteRT Model Metadata: image properties, normalization, labels"}
 
