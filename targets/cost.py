@@ -14,7 +14,8 @@ from torch import nn
 
 # Bytes per weight and per activation value for an artifact's precision.
 PRECISION_BYTES = {"float": (4, 4), "fp16": (2, 2), "w8a16": (1, 2), "w8a8": (1, 1), "int8": (1, 1),
-                   "dynamic": (1, 4)}  # dynamic-range INT8: INT8 weights, float activations
+                   "dynamic": (1, 4),  # dynamic-range INT8: INT8 weights, float activations
+                   "int16x8": (1, 2)}  # TFLite 16x8: INT8 weights, int16 activations
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,17 @@ DEFAULT = "int8"
 # A faster candidate must beat a smaller one by more than this, even where the measured noise
 # is lower: a 1 % gain does not pay for an artifact twice the size, and an estimate has no noise.
 MIN_MARGIN = 0.02
-DESCRIPTION = {"fp32": "float32", "fp16": "float16 weights", "int8": "INT8", "dynamic": "dynamic-range INT8"}
+DESCRIPTION = {"fp32": "float32", "fp16": "float16 weights", "int8": "INT8", "dynamic": "dynamic-range INT8",
+               "int16x8": "INT8 weights with int16 activations"}
 
 
-def candidates(encoding: str | list[str] | None, supported: dict[str, str]) -> list[str]:
-    """The encodings a target asks for, in order: "auto" means every one its format supports."""
+def candidates(encoding: str | list[str] | None, supported: dict[str, str], on_request: tuple[str, ...] = ()) -> list[str]:
+    """The encodings a target asks for, in order: "auto" means every one its format supports
+    but those it builds only on request."""
     if encoding is None:
         return [DEFAULT]
     if encoding == "auto":
-        return list(supported)
+        return [e for e in supported if e not in on_request]
     return list(encoding)
 
 

@@ -70,6 +70,9 @@ class Format:
     RUNTIME_MODULE: str = ""  # imported before the memory baseline of a host benchmark
     PRECISION: str = "int8"  # the int8 encoding's precision, as the cost model names it
     MIXED_PRECISION: bool = False  # INT8 artifacts can keep chosen layers in float
+    # Encodings built only when a target lists them, never by encoding = "auto" (one whose
+    # kernels are rarely the fastest, e.g. TFLite's int16x8 reference kernels on a CPU).
+    ON_REQUEST: tuple[str, ...] = ()
     READS_INT8_SPEC: bool = False  # a profile's [int8] (weight type, reduce_range) applies (for_profile)
     # encoding -> precision, as the cost model and the latency references name it
     ENCODINGS: dict[str, str] = {}

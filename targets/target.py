@@ -92,7 +92,7 @@ class TargetConfig(BaseModel):
         if missing:
             raise EncodingError(f"{self.format} artifacts cannot be {', '.join(missing)}; "
                                 f"{self.format} encodings: {', '.join(fmt.ENCODINGS)}")
-        for encoding in candidates(self.encoding, fmt.ENCODINGS):
+        for encoding in candidates(self.encoding, fmt.ENCODINGS, fmt.ON_REQUEST):
             problem = fmt.io_problem(self.app_io, encoding)
             if problem is not None:
                 raise IoError(problem)

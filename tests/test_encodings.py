@@ -47,6 +47,8 @@ def test_every_encoding_runs_in_its_runtime_close_to_torch_at_its_size(fmt_name,
         sizes[name] = path.stat().st_size
     assert errors["fp32"] < 1e-5 and errors["fp16"] < 1e-2, errors
     assert errors["int8"] < 0.2 and errors["dynamic"] < 0.2, errors
+    if "int16x8" in errors:  # TFLite's 16x8, on this untrained model's raw logits: within INT8's bound
+        assert errors["int16x8"] < 0.3 and sizes["int16x8"] < 0.4 * sizes["fp32"], (errors, sizes)
     weights = 4 * sum(p.numel() for p in model.parameters())
     assert sizes["fp32"] > weights  # float32 weights, and the graph
     assert sizes["fp16"] < 0.6 * sizes["fp32"], sizes
@@ -208,3 +210,28 @@ def test_the_host_runner_times_candidates_interleaved_in_one_process(model, imag
     assert found.runner == "host" and found.rounds == 3 and found.runs_per_round == 5
     assert [len(r) for r in found.round_p50_ms] == [3, 3] and all(t > 0 for r in found.round_p50_ms for t in r)
     assert found.device.startswith("this host") and found.tool.startswith("onnxruntime")
+
+
+def test_int16x8_is_built_on_request_with_the_app_interface_and_int16_activations(model, images, tmp_path):
+    """TFLite's 16x8 (ai-edge-quantizer's static_wi8_ai16): never one of "auto"'s candidates
+    (its CPU kernels are reference ones), built when a target lists it, wrapped in the same
+    app interface as the other encodings and graded in ai-edge-litert."""
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    fmt = get_format("tflite")
+    assert "int16x8" not in encoding.candidates("auto", fmt.ENCODINGS, fmt.ON_REQUEST)
+    assert encoding.candidates(["int8", "int16x8"], fmt.ENCODINGS, fmt.ON_REQUEST) == ["int8", "int16x8"]
+    metadata = {"labels": json.dumps([str(i) for i in range(10)]),
+                "preprocessing": json.dumps({"image_size": 16, "mean": [0.5] * 3, "std": [0.5] * 3})}
+    path = tmp_path / "m.int16x8.tflite"
+    applied = fmt.export(model, torch.from_numpy(images[:1]), images, path, dict(metadata), "int16x8")
+    assert applied["activations"] == "int16, calibrated"
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [1, 16, 16, 3]  # the app's NHWC input
+    assert any(d["dtype"] == np.int16 for d in interpreter.get_tensor_details())
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(images)), 1).numpy()
+    assert np.abs(fmt.predict(path, images) - expected).max() < 0.05
+

@@ -250,7 +250,7 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifa
     (the others are deleted; the manifest keeps what each measured, and why the winner won)."""
     fmt = get_format(target.format)
     final = workdir / target.artifact_name
-    wanted = encodings.candidates(target.encoding, fmt.ENCODINGS)
+    wanted = encodings.candidates(target.encoding, fmt.ENCODINGS, fmt.ON_REQUEST)
     if target.encoding is None:
         return _candidate(target, wanted[0], final, **inputs)
     console.print(f"  {target.name}: choosing among {', '.join(wanted)} on profile {target.effective_profile.name}")

@@ -133,7 +133,10 @@ class Tflite(Format):
     INT8_SIMULATION = "edgekiln.targets.formats.tflite.pt2e"
     # fp16 stores float16 weights that CPU kernels dequantize to float32; GPU delegates
     # compute in fp16.
-    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
+    # int16x8: INT8 weights, int16 activations (ai-edge-quantizer's static_wi8_ai16), calibrated
+    # like INT8: for the layers whose activations INT8 cannot hold; built only on request.
+    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic", "int16x8": "int16x8"}
+    ON_REQUEST = ("int16x8",)
     RUNTIME_OPTIONS = {"delegate": ("xnnpack", ("xnnpack", "gpu", "nnapi", "none"))}
     IO_MODES = ("float", "uint8", "int8")
     BODY_IO = "int8"
@@ -201,17 +204,21 @@ class Tflite(Format):
 
         try:
             litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+            if encoding == "int16x8":  # the body quantized on its own input, before the app's interface wraps it
+                path.write_bytes(self._int16x8(path, calibration))
             standard, files = self._app_interface(path, metadata)
             # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
             # flatbuffer (buffer offsets), which write_metadata cannot repack.
             self.write_metadata(path, {**metadata, **standard})
-            if encoding != "fp32":
+            if encoding in ("fp16", "dynamic"):
                 path.write_bytes(self._ai_edge_quantized(path, encoding))
             litert_model.append_associated_files(path, files)
         except ConversionError:
             raise
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        if encoding == "int16x8":
+            return {"per_channel": True, "activations": "int16, calibrated", "calibration_images": len(calibration)}
         return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
     def _app_interface(self, path: Path, metadata: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -227,6 +234,23 @@ class Tflite(Format):
             metadata.get("name", "image classifier"), metadata.get("description", ""),
             metadata.get("edgekiln_version", ""), io, int(pre["image_size"]), len(labels))
         return {litert_model.METADATA_NAME: standard}, {litert_model.LABELS_FILE: litert_model.labels_text(labels)}
+
+    @staticmethod
+    def _int16x8(body: Path, calibration: np.ndarray) -> bytes:
+        """The converted fp32 body at `body` with INT8 weights and int16 activations (ai-edge-
+        quantizer's static_wi8_ai16 recipe), calibrated on `calibration` (its own input)."""
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+
+        signatures = Interpreter(model_path=str(body)).get_signature_list()
+        key = next(iter(signatures))
+        name = signatures[key]["inputs"][0]
+        qt = quantizer.Quantizer(str(body))
+        qt.load_quantization_recipe(recipe.static_wi8_ai16())
+        images = np.ascontiguousarray(calibration, dtype=np.float32)
+        ranges = qt.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
+        quantized = bytes(qt.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+        return litert_model.inline_buffers(quantized)  # its interface and metadata are added after
 
     @staticmethod
     def _ai_edge_quantized(fp32: Path, encoding: str) -> bytes:

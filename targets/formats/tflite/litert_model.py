@@ -297,3 +297,25 @@ def labels_text(labels: list[str]) -> str:
 def preprocessing_of(metadata: dict[str, str]) -> dict | None:
     """edgekiln's preprocessing record from a model's metadata buffers, if it has one."""
     return json.loads(metadata["preprocessing"]) if "preprocessing" in metadata else None
+
+
+def inline_buffers(data: bytes) -> bytes:
+    """`data` (a .tflite) with every buffer that ai-edge-quantizer stored past the flatbuffer
+    (offset and size) moved back inside it, so the model can be edited and repacked here
+    (its interface wrapped, metadata added). Models under the flatbuffer's 2 GB only."""
+    import flatbuffers
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    moved = False
+    for buffer in model.buffers or []:
+        if (buffer.offset or 0) > 1:
+            buffer.data = np.frombuffer(data[buffer.offset:buffer.offset + buffer.size], dtype=np.uint8)
+            buffer.offset, buffer.size = 0, 0
+            moved = True
+    if not moved:
+        return data
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
