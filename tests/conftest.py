@@ -47,6 +47,9 @@ def profileless_run(run):
     work.mkdir()
     config = write_config(work, targets=PROFILELESS_TARGETS,
                           extra=f"\n[budget.max_drop]\nquantize = {plain_drop / 2:.3f}\n")
+    # straight to the float layers this fixture exists for (the ladder's calibration rung is
+    # tests/test_int8_options.py's)
+    config.write_text(config.read_text().replace("[quantize]\n", '[quantize]\nladder = ["float_layers"]\n'))
     result = invoke(config, work / "out", root / "cache")
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     return work, result, manifest

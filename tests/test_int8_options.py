@@ -155,3 +155,54 @@ def test_per_layer_sqnr_finds_the_layer_int8_hurts_and_ranks_it_first():
     assert per_tensor[0]["sqnr_db"] < per_tensor[-1]["sqnr_db"] - 10
     assert per_tensor[0]["worst_channel_db"] < 10 and per_tensor[0]["sqnr_db"] < 20
     assert all(r["sqnr_db"] > 20 for r in layer_sqnr(model[:2], calibration))  # a plain conv quantizes well
+
+
+def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_budget(monkeypatch):
+    """Plain min-max PTQ misses the budget on val; the histogram calibrator is tried next and
+    holds, so no layer is kept in float; the manifest's ladder says so, rung by rung. With
+    `ladder = false` only the float layers are tried, as before the ladder."""
+    from edgekiln.stages.quantize import QuantizeConfig
+    from edgekiln.stages.quantize import report as quantize_report
+    from edgekiln.stages.quantize import work
+    from edgekiln.targets.int8 import Int8Options
+
+    class Scheme:
+        def simulate(self, model, calibration, options, **kwargs):
+            return options.calibrator  # the "graph": which calibrator built it
+
+        def calibrator_used(self, options):
+            return "minmax" if options.calibrator == "minmax" else "histogram (L2 error)"
+
+    scores = {"minmax": 90.0, "percentile": 97.5}
+    monkeypatch.setattr(work, "_simulated_accuracy", lambda scheme, graph, data, bundle: scores[graph])
+    floated = []
+
+    def keep_float(scheme, bundle, calibration, options, data, why, breach):
+        floated.append(options.calibrator)
+        return "float graph", 98.0, {"applied": True, "float_layers": ["conv1"]}
+
+    monkeypatch.setattr(work, "_keep_float", keep_float)
+
+    def breach(accuracy):
+        return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
+
+    metrics = {}
+    from types import SimpleNamespace
+
+    bundle = SimpleNamespace(model=None)
+    graph, accuracy, options = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None, "minmax",
+                                           90.0, breach, metrics)
+    assert (graph, accuracy, options.calibrator) == ("percentile", 97.5, "percentile") and floated == []
+    assert metrics["calibrator_chosen"] == "percentile" and "mixed_precision" not in metrics
+    steps = metrics["ladder"]["steps"]
+    assert [s["rung"] for s in steps] == ["plain", "calibration"] and steps[1]["breach"] is None
+    assert metrics["ladder"]["stopped"] == "within budget at rung calibration"
+    sentence = quantize_report.ladder_sentence(metrics["ladder"])
+    assert "plain INT8 (minmax calibration) scored 90.00% on val" in sentence
+    assert "histogram (L2 error) calibration -> 97.50% (within budget" in sentence
+    # ladder = false: float layers only, from the configured calibrator
+    metrics = {}
+    work._climb(QuantizeConfig(ladder=False), Scheme(), bundle, None, Int8Options(), None, "minmax", 90.0, breach,
+                metrics)
+    assert floated == ["minmax"] and [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "float_layers"]
+    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration"]

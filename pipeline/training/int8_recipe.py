@@ -22,7 +22,9 @@ def int8_options(result, options: Int8Options) -> Int8Options:
     in float to hold its budget. `result`: the quantizing stage's StageResult."""
     state = result.directory / QAT_STATE_FILE
     mixed = result.metrics.get("mixed_precision") or {}
-    return dataclasses.replace(options, qat_state=str(state) if state.is_file() else None,
+    # the ladder's calibration rung may have chosen another calibrator than the config's
+    calibrator = result.metrics.get("calibrator_chosen") or options.calibrator
+    return dataclasses.replace(options, qat_state=str(state) if state.is_file() else None, calibrator=calibrator,
                                float_layers=tuple(mixed.get("float_layers") or ()) if mixed.get("applied") else ())
 
 

@@ -39,6 +39,18 @@ class QuantizeConfig(BaseModel):
     # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
     # layers in float, one at a time, until it holds (formats that can mix precisions).
     accuracy_aware: bool = True
+    # When the plain INT8 simulation (PTQ) misses the budget on val, the repairs tried in turn,
+    # cheapest first, until one holds: "calibration" (the other activation calibrator:
+    # histogram for min-max, min-max for a histogram one), then "float_layers" (the above, with
+    # accuracy_aware). "auto": both; a list: those; false: float layers only, as before.
+    ladder: Literal["auto"] | list[Literal["calibration", "float_layers"]] | bool = "auto"
+
+    @property
+    def rungs(self) -> list[str]:
+        """The ladder's rungs after plain PTQ, in order."""
+        chosen = (["calibration", "float_layers"] if self.ladder in ("auto", True) else
+                  ["float_layers"] if self.ladder is False else list(self.ladder))
+        return [r for r in chosen if r != "float_layers" or self.accuracy_aware]
 
     @field_validator("simulation")
     @classmethod

@@ -108,6 +108,47 @@ def _keep_float(scheme, bundle, calibration: np.ndarray, options: Int8Options, d
     return graph, _simulated_accuracy(scheme, graph, data, bundle), record
 
 
+def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
+           accuracy: float, breach, metrics: dict):
+    """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
+    at the first within budget: another activation calibrator, then layers kept in float.
+    Records every rung tried (accuracy, seconds, why it stopped) in `metrics["ladder"]`."""
+    steps = [{"rung": "plain", "calibrator": options.calibrator, "accuracy": accuracy, "seconds": None,
+              "breach": breach(accuracy)}]
+    for rung in cfg.rungs:
+        why = breach(accuracy)
+        if why is None:
+            break
+        started = time.perf_counter()
+        if rung == "calibration":
+            other = "percentile" if options.calibrator == "minmax" else "minmax"
+            tried = dataclasses.replace(options, calibrator=other)
+            with progress.status(f"  INT8 misses the budget ({why}); trying the {scheme.calibrator_used(tried)} "
+                                 "calibrator"):
+                candidate = scheme.simulate(bundle.model, calibration, tried)
+                score = _simulated_accuracy(scheme, candidate, data, bundle)
+            kept = score > accuracy
+            steps.append({"rung": "calibration", "calibrator": other, "calibrator_used": scheme.calibrator_used(tried),
+                          "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
+                          "breach": breach(score), "kept": kept})
+            console.print(f"  ladder: {scheme.calibrator_used(tried)} calibration -> {score:.2f}% val "
+                          f"({'kept' if kept else 'no better'})")
+            if kept:
+                graph, accuracy, options = candidate, score, tried
+                metrics["calibrator_chosen"] = other
+        elif rung == "float_layers":
+            graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why,
+                                                                      breach)
+            steps.append({"rung": "float_layers", "accuracy": accuracy, "breach": breach(accuracy),
+                          "seconds": round(time.perf_counter() - started, 2),
+                          "float_layers": len(metrics["mixed_precision"].get("float_layers") or [])})
+    final = breach(accuracy)
+    metrics["ladder"] = {"rungs": ["plain", *cfg.rungs], "steps": steps,
+                         "stopped": (f"within budget at rung {steps[-1]['rung']}" if final is None else
+                                     f"every rung tried, still {final}")}
+    return graph, accuracy, options
+
+
 def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         reference: StageResult) -> StageResult:
     cfg: QuantizeConfig = config["quantize"]
@@ -152,9 +193,10 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
         return budget.breach(value, "quantize", (previous.stage, previous.accuracy), reference.accuracy,
                              config.get("budget"))
 
-    why = breach(accuracy)
-    if why is not None and cfg.accuracy_aware and cfg.mode == "ptq":
-        graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why, breach)
+    if cfg.mode == "ptq":
+        graph, accuracy, options = _climb(cfg, scheme, bundle, calibration, options, data, graph, accuracy, breach,
+                                          metrics)
+        metrics["simulation_calibrator"] = scheme.calibrator_used(options)
     float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
     metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
     metrics["layers_method"] = sensitivity.METHOD
