@@ -240,3 +240,17 @@ def test_preflight_names_every_stage_problem_and_a_close_architecture(tmp_path):
     assert "teacher.candidates[0]: unknown timm architecture 'resnet10tt' (did you mean 'resnet10t'?)" in message
     assert ("student.arch: unknown timm architecture 'mobilenetv3_small_05' (did you mean 'mobilenetv3_small_050'?)"
             in message)
+
+
+def test_a_folder_given_as_the_config_names_what_to_give_instead(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekiln.interfaces.cli import app
+
+    (tmp_path / "a.toml").write_text("")
+    said = " ".join(CliRunner().invoke(app, ["run", str(tmp_path)]).output.split())
+    assert "is a folder, not a config file: it holds a.toml: give one of them" in said
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "it is a run's output folder" in " ".join(result.output.split())

@@ -354,8 +354,15 @@ def read_config_text(path: Path) -> str:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory, not a config file (give the .toml file in it, or "
-                          "write one with `edgekiln init`)") from None
+        configs = sorted(p.name for p in Path(path).glob("*.toml"))[:6]
+        holds = (f"it holds {', '.join(configs)}: give one of them" if configs else
+                 "it holds no .toml file: write one with `edgekiln init FOLDER`")
+        if (Path(path) / "config.toml").is_file():
+            holds = f"it holds the config a command wrote: `edgekiln run {Path(path) / 'config.toml'}`"
+        elif (Path(path) / "manifest.json").is_file():
+            holds = ("it is a run's output folder: run the config it was made from (manifest.json's `config`), or "
+                     "read it with `edgekiln report`")
+        raise ConfigError(f"config file {path} is a folder, not a config file: {holds}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}: {e.reason}): TOML files are UTF-8; "
                           "save it as UTF-8") from None
