@@ -378,3 +378,28 @@ def test_a_teacher_run_may_leave_out_stages_too():
     plan = plan_of(cfg)
     assert plan.names == ["teacher", "distill", "quantize", "export"]
     assert plan.skipped == {"given": "the run starts from teacher ([teacher])", "prune": "not in pipeline.stages"}
+
+
+def test_compress_errors_name_the_flags_the_user_gave(tmp_path):
+    """A checkpoint of another architecture, given to compress: the error names --weights, not
+    a line of the config.toml compress wrote for itself."""
+    import timm
+    from safetensors.torch import save_file
+
+    from edgekiln.interfaces.starting import in_flags
+
+    assert in_flags("model.checkpoint (line 9): bad; data.test_path: gone") == \
+        "--weights (model.checkpoint): bad; --test-data (data.test_path): gone"
+    save_file(timm.create_model("mobilenetv3_small_050", num_classes=10).state_dict(), str(tmp_path / "w.safetensors"))
+    images = tmp_path / "images"
+    for label in ("a", "b"):
+        (images / label).mkdir(parents=True)
+        for i in range(3):
+            from PIL import Image
+
+            Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(images / label / f"{i}.png")
+    result = cli("compress", "--arch", "resnet10t", "--weights", tmp_path / "w.safetensors", "--data", images,
+                 "--target", "x86-server-avx2", "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache")
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, result.output
+    assert "--weights (model.checkpoint)" in said and "(line " not in said

@@ -44,6 +44,24 @@ def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, ke
     raise typer.Exit(EXIT_OK if result.passed else EXIT_GATE_FAILED)
 
 
+# The config keys compress writes, as the flags the user typed: an error names what they gave.
+FLAG_OF_KEY = {"model.checkpoint": "--weights", "model.arch": "--arch", "data.test_path": "--test-data",
+               "data.path": "--data", "data.classes": "--classes", "model.image_size": "--image-size",
+               "model.mean": "--mean", "model.std": "--std", "budget.max_drop_total": "--budget",
+               "prune.macs_ratio": "--prune"}
+
+
+def in_flags(message: str) -> str:
+    """A run's error about the config compress wrote, in the flags the user gave: "--weights
+    (model.checkpoint)" for "model.checkpoint (line 9)" (the line of a file they never wrote)."""
+    import re
+
+    message = re.sub(r" \(line \d+\)", "", message)
+    for key, flag in FLAG_OF_KEY.items():
+        message = re.sub(rf"(?<![\w.\[]){re.escape(key)}(?![\w])", f"{flag} ({key})", message)
+    return message
+
+
 def compress(
     arch: Optional[str] = typer.Option(None, "--arch", help="timm architecture of your model, e.g. resnet18"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="its trained weights: .safetensors, or .pt/.pth "
@@ -99,7 +117,15 @@ def compress(
                                  image_size=fed.image_size, mean=fed.mean, std=fed.std,
                                  check_preprocessing=check_preprocessing, classes=names)
         text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`\n")
-        run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
+        try:
+            run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
+        except Exception as e:
+            from edgekiln.engine.config import ConfigError
+            from edgekiln.errors import InputError
+
+            if isinstance(e, (InputError, ConfigError)) and e.args:
+                e.args = (in_flags(str(e.args[0])),) + e.args[1:]
+            raise
 
 
 def init(
