@@ -60,10 +60,14 @@ class _AccuracyAware:
     """What accuracy-aware quantization needs across targets: the budget check, and the
     layer ranking, computed once (on first need) and shared by every target."""
 
-    def __init__(self, bundle, calibration, options: Int8Options, breach, float_accuracy: float, scheme):
+    def __init__(self, bundle, calibration, options: Int8Options, breach, float_accuracy: float, scheme,
+                 ranking: list[dict] | None = None):
         self.bundle, self.calibration, self.options, self.scheme = bundle, calibration, options, scheme
         self.breach, self.float_accuracy = breach, float_accuracy
-        self._ranking: list[dict] | None = None
+        # The quantize stage's ranking, where it made one: the same model, sample and options
+        # (its calibrator, no float layers), so the same order; ranking again costs a
+        # simulation per layer (minutes on a larger model).
+        self._ranking: list[dict] | None = ranking
         self._graph = None
 
     @property
@@ -290,7 +294,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     aware = None
     if quantize.accuracy_aware:
         aware = _AccuracyAware(bundle, calibration, options, breach, evaluation.accuracy(float_logits, data.val_y),
-                               int8_simulation(quantize.simulation))
+                               int8_simulation(quantize.simulation),
+                               ranking=(quantized.metrics.get("mixed_precision") or {}).get("ranking"))
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
