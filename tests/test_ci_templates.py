@@ -132,7 +132,9 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     assert "gh release create model-v1 manifest.json predictions.json report.html MODEL_CARD.md" in log
     # edgekiln at its pinned release, not the repository's; the last release by its tag pattern;
     # pull requests gate and diff; the stage cache is saved whatever the outcome.
-    assert f"pip install edgekiln=={variables['EDGEKILN_VERSION']}" in log and "gh release list" in log
+    assert f"edgekiln=={variables['EDGEKILN_VERSION']}" in log and "gh release list" in log
+    assert f"--extra-index-url {variables['EDGEKILN_TORCH_INDEX']}" in log  # CPU-only torch on a CPU runner
+    assert variables["EDGEKILN_CONFIG"] == ""  # required: the job names it, no example stands in
     assert "pull_request" in github[True] and "tags" in github[True]["push"]  # YAML reads `on:` as True
     saves = [s for s in github["jobs"]["release"]["steps"] if s.get("uses", "").startswith("actions/cache/save")]
     assert saves and saves[0]["if"] == "always()"
@@ -141,7 +143,11 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     gitlab = yaml.safe_load((ROOT / "examples/ci/gitlab-ci.yml").read_text())
     job = gitlab["model-release"]
     assert job["cache"]["when"] == "always" and "pip install -e ." not in job["before_script"]
-    assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "reports/*.xml"
+    assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "$EDGEKILN_REPORTS/*.xml"
+    # a repository that holds only a config and data: the config's path is required, not an example's
+    unset = _run_lines([line for line in job["script"] if "EDGEKILN_CONFIG:?" in line],
+                       tmp_path, {**os.environ, "EDGEKILN_CONFIG": ""})
+    assert unset and unset[0][1] != 0 and "set EDGEKILN_CONFIG" in unset[0][2]
     lines = job["before_script"] + job["script"]
     work = tmp_path / "gitlab"
     work.mkdir()
