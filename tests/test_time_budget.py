@@ -91,7 +91,7 @@ image_size = 16
 max_samples = 300
 
 [pipeline]
-max_minutes = 0.05
+max_minutes = 0.02
 
 [teacher]
 candidates = ["resnet10t_w16"]
@@ -121,14 +121,16 @@ def test_a_run_over_its_budget_is_cut_and_its_manifest_says_where(tmp_path):
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out"), "--cache-dir",
                                       str(tmp_path / "cache")], terminal_width=200)
     said = " ".join(result.output.split())
-    assert "time budget: 0.05 min (pipeline.max_minutes)" in said and "expected" in said, result.output
+    assert "time budget: 0.02 min (pipeline.max_minutes)" in said and "expected" in said, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     budget = manifest["time_budget"]
-    assert budget["max_minutes"] == 0.05 and set(budget["expected_minutes"]) >= {"teacher", "distill"}
+    assert budget["max_minutes"] == 0.02 and set(budget["expected_minutes"]) >= {"teacher", "distill"}
     assert set(budget["deadline_minute"]) >= {"teacher", "distill", "export"}
     assert budget["cut"]["teacher"] and budget["cut"]["distill"] and budget["within"] is False
     teacher_loop = manifest["teacher"]["candidates"][0]["schedule"]
-    assert teacher_loop["cut_by_time_budget"] and teacher_loop["epochs"] == 1
+    # cut long before its cap (30) and its patience, after at least one epoch (how many fit before
+    # the deadline depends on this machine's speed)
+    assert teacher_loop["cut_by_time_budget"] and 1 <= teacher_loop["epochs"] < 5
     assert manifest["artifacts"] and result.exit_code in (0, 1), result.output
     assert "time budget:" in said and "cut by it" in said  # the summary's line
     html = (tmp_path / "out" / "report.html").read_text()
