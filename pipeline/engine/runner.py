@@ -20,7 +20,7 @@ from edgekiln.engine import stage_code
 from edgekiln.engine.cache import StageCache, stage_key
 from edgekiln.engine.config import PipelineConfig, plan_of
 from edgekiln.engine.manifest import build_manifest, publish_artifact, write_json, write_manifest
-from edgekiln.stats import accuracy_interval, hits, paired_drop, smallest_resolvable_drop
+from edgekiln.stats import accuracy_interval, hits, images_to_resolve, paired_drop, smallest_resolvable_drop
 from edgekiln.errors import InputError, TrainingDiverged
 from edgekiln.gates import BudgetCheck, GateCheck, NotChecked, budget_checks, checks
 from edgekiln.progress import console
@@ -467,8 +467,6 @@ def _warn_unresolvable(cfg: PipelineConfig, data: Dataset) -> None:
     """A warning for each split too small to tell a drop of the total budget from none: val
     decides (students, pruning steps, encodings), test gates the release; on a split of n
     images a drop under 6 / n points is noise (stats.smallest_resolvable_drop)."""
-    from edgekiln.stats import images_to_resolve, smallest_resolvable_drop
-
     budget = cfg.budget.max_drop_total
     if budget is None or budget <= 0:
         return
@@ -487,8 +485,8 @@ def _warn_unresolvable(cfg: PipelineConfig, data: Dataset) -> None:
 
 
 def _start_time_budget(cfg: PipelineConfig, data: Dataset, started: float) -> None:
-    """Plan the run on this machine and split `[pipeline] max_minutes` into a deadline per
-    stage (edgekiln.time_budget); print what the plan expects and each stage's deadline."""
+    """Plan the run on this machine and start `[pipeline] max_minutes` (edgekiln.time_budget:
+    each stage's deadline is set as it starts); print what the plan expects of each stage."""
     from edgekiln.engine.planning import plan_run
 
     limit = cfg.pipeline.max_minutes

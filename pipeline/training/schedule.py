@@ -8,8 +8,8 @@ it keeps. Stopping after `patience` epochs without an improvement of more than
 `min_delta` points is the usual early stopping; keeping the best weights makes a stop
 late in a plateau cost nothing. Every decision is on val; the epochs it ran and why it
 stopped are recorded. The run's time budget (edgekiln.time_budget) stops a loop at its
-stage's deadline, after at least one epoch. Resumable: the history and the best weights live in the trainer's
-checkpoint (`Trainer.notes`)."""
+stage's deadline, after at least one epoch. Resumable: the history and the best weights
+live in the trainer's checkpoint (`Trainer.notes`)."""
 
 from __future__ import annotations
 

@@ -177,10 +177,9 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     fmt = get_format(target.format)
     profile = target.effective_profile
     precision = fmt.ENCODINGS[encoding]
+    interface = fmt.interface(target.app_io, preprocessing(bundle))  # what this artifact itself takes and gives
     metadata = {**metadata, "edgekiln_cost": json.dumps(features.to_dict()), "edgekiln_precision": precision,
-                "edgekiln_encoding": encoding, "edgekiln_io": target.app_io,
-                # what this artifact itself takes and gives (layout, dtype, scaling), for an app
-                "interface": json.dumps(fmt.interface(target.app_io, preprocessing(bundle))),
+                "edgekiln_encoding": encoding, "edgekiln_io": target.app_io, "interface": json.dumps(interface),
                 "description": f"{metadata['description']}, {encodings.DESCRIPTION.get(encoding, encoding)}"}
     applied: dict = {}
     int8 = encoding == "int8"
@@ -221,7 +220,7 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     artifact.update(accuracy)
     artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
     artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
-    artifact.interface = fmt.interface(target.app_io, preprocessing(bundle))
+    artifact.interface = interface
     return artifact
 
 
