@@ -337,13 +337,15 @@ def hard_loss(out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) 
 
 
 def train_auto(trainer: Trainer, bundle: ModelBundle, data: Dataset, plan: Schedule,
-               within_budget: Callable[[float], bool] | None = None) -> dict:
+               within_budget: Callable[[float], bool] | None = None, until: int | None = None) -> dict:
     """`trainer` on an auto schedule (training/schedule.py), scored on `data`'s val split after
-    every epoch; leaves the best epoch's weights in it and returns the schedule's record."""
+    every epoch; leaves the best epoch's weights in it and returns the schedule's record.
+    `until`: a search's round, which may end at that epoch before the schedule stops it."""
     record = schedules.train_auto(trainer, plan, lambda: evaluation.evaluate(
-        dataclasses.replace(bundle, model=trainer.current()), data), within_budget)
-    console.print(f"  {trainer.desc}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
-                  f"({record['best_val_accuracy']:.2f}% val): {record['stopped']}")
+        dataclasses.replace(bundle, model=trainer.current()), data), within_budget, until=until)
+    if record["stopped"] is not None:  # a round that reached `until` goes on later: nothing to say yet
+        console.print(f"  {trainer.desc}: {record['epochs']} epochs, kept epoch {record['best_epoch']} "
+                      f"({record['best_val_accuracy']:.2f}% val): {record['stopped']}")
     return record
 
 

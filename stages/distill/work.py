@@ -197,8 +197,7 @@ class _Candidate:
     def train_round(self, plan: schedule.Schedule, until: int, data: Dataset) -> float:
         """One round of an auto search: train on (from where it stands) until epoch `until`
         or until the auto schedule stops it; scored on val every epoch."""
-        record = schedule.train_auto(self.trainer, plan, lambda: evaluation.evaluate(
-            dataclasses.replace(self.bundle, model=self.trainer.current()), data), None, until=until)
+        record = trainer.train_auto(self.trainer, self.bundle, data, plan, until=until)
         accuracy = record["best_val_accuracy"]
         self.record.update(accuracy=accuracy, epochs_trained=self.trainer.epoch, round_schedule=record,
                            steps=self.trainer.epoch * self.trainer.steps_per_epoch)
