@@ -1,8 +1,9 @@
 """Whether published weights can be had here, without importing torch or timm (for
 `validate`, which answers in well under a second): in the local Hugging Face hub cache, or
 from the hub over the network. The run's preflight asks timm itself (training/modeling.py:
-`pretrained_reachable`, which knows each architecture's exact hub id); this answers for the
-config as written, before any of that is imported."""
+`pretrained_reachable`, which knows each architecture's exact hub id and asks `hub_answers`
+here for the network); this answers for the config as written, before any of that is
+imported."""
 
 from __future__ import annotations
 
@@ -36,13 +37,17 @@ def cached_timm_weights(arch: str) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
 def hub_answers(timeout_s: float = TIMEOUT_S) -> tuple[bool, str]:
     """Whether the hub (HF_ENDPOINT, default huggingface.co) accepts a connection now, and why
-    not; HF_HUB_OFFLINE says no without trying. Asked once per process."""
+    not; HF_HUB_OFFLINE says no without trying. One connection per host and process."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False, "HF_HUB_OFFLINE is set"
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    return _connects(host, timeout_s)
+
+
+@functools.lru_cache(maxsize=4)
+def _connects(host: str, timeout_s: float) -> tuple[bool, str]:
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
     except OSError as e:

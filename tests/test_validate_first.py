@@ -85,7 +85,7 @@ def test_validate_refuses_pretrained_weights_this_machine_cannot_have(tmp_path, 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     from edgekiln import hub_access
 
-    hub_access.hub_answers.cache_clear()
+    hub_access._connects.cache_clear()
     config = tmp_path / "c.toml"
     config.write_text('[data]\nsource = "digits"\n[teacher]\ncandidates = ["resnet18", "clip:some/model"]\n'
                       'pretrained = true\n[student]\narch = "resnet10t_w16"\n' + TARGET_SERVER)

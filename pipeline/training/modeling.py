@@ -369,9 +369,8 @@ def load_exact(model: nn.Module, path: Path, arch: str) -> None:
 def pretrained_reachable(arch: str, timeout_s: float = 2.0) -> tuple[bool, str]:
     """Whether timm's published weights for `arch` can be had here, and why: in the local
     Hugging Face hub cache, or from the hub over the network (one connection tried, unless
-    HF_HUB_OFFLINE is set). Cheap: no download."""
-    import os
-    import socket
+    HF_HUB_OFFLINE is set: edgekiln.hub_access, which `validate` asks too). Cheap: no download."""
+    from edgekiln.hub_access import hub_answers
 
     timm = timm_registry()
     try:
@@ -385,10 +384,7 @@ def pretrained_reachable(arch: str, timeout_s: float = 2.0) -> tuple[bool, str]:
     for filename in ("model.safetensors", "pytorch_model.bin"):
         if isinstance(try_to_load_from_cache(hub_id, filename), str):
             return True, f"{hub_id} is in the local hub cache"
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False, f"{hub_id} is not in the local hub cache and HF_HUB_OFFLINE is set"
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
-    except OSError as e:
-        return False, f"{hub_id} is not in the local hub cache and the hub cannot be reached ({e.strerror or e})"
+    reachable, why = hub_answers(timeout_s)
+    if not reachable:
+        return False, f"{hub_id} is not in the local hub cache and {why}"
     return True, f"{hub_id} can be downloaded from the hub"
