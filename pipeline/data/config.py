@@ -35,6 +35,12 @@ def _images_in(folder: Path, recursive: bool) -> Iterator[Path]:
             yield path
 
 
+def class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of an image folder, sorted (the order torchvision's ImageFolder
+    and timm number them in); hidden ones (a leading '.') are not classes."""
+    return sorted(d for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def _check_image_folder(key: str, root: Path) -> None:
     """ValueError naming `key` when `root` is not one sub-folder of images per class: a file,
     a flat folder of images, fewer than two classes, or a class folder without an image.
@@ -43,7 +49,7 @@ def _check_image_folder(key: str, root: Path) -> None:
         return  # named as missing by the existence check
     if not root.is_dir():
         raise ValueError(f"{key}: {root} is a file; give the folder that holds one sub-folder of images per class")
-    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = class_folders(root)
     if len(classes) < 2:
         loose = sum(1 for _ in _images_in(root, recursive=False))
         if loose:

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from edgekiln.calibration.images import IMAGE_SUFFIXES
+from edgekiln.data.config import class_folders
 
 DIGITS_PX = 8  # sklearn's digits are 8x8
 _SAMPLE_PER_CLASS = 20
@@ -18,7 +19,7 @@ def folder_short_sides(root: Path, per_class: int = _SAMPLE_PER_CLASS) -> list[i
     from PIL import Image
 
     sides = []
-    for cls in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    for cls in class_folders(root):
         taken = 0
         for f in sorted(cls.rglob("*")):
             if taken >= per_class:

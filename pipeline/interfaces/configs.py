@@ -11,6 +11,7 @@ from pathlib import Path
 import tomli_w
 
 from edgekiln.calibration.images import IMAGE_SUFFIXES
+from edgekiln.data.config import class_folders
 from edgekiln.errors import InputError
 
 IDX_TRAIN = "train-images-idx3-ubyte"
@@ -201,7 +202,7 @@ def recorded_classes(weights: Path | None, data: Path) -> list[str] | None:
     if found is None or not Path(data).is_dir():
         return None
     names, where = found
-    folders = sorted(d.name for d in Path(data).iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = [d.name for d in class_folders(Path(data))]
     if sorted(names) != folders:
         console.print(f"  classes: {where} names other classes than the folders of {data}; the folders' sorted "
                       "names are used", markup=False)
@@ -279,7 +280,7 @@ def starter_config(data: Path) -> str:
     if section["source"] == "idx":
         classes, sizes = None, [native_size("idx", data) or 28]
     else:
-        classes = sorted(d.name for d in data.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = [d.name for d in class_folders(data)]
         if len(classes) < 2:
             raise InputError(f"{data}: needs at least two class sub-folders (one per class), found {classes}")
         sizes = folder_short_sides(data)
