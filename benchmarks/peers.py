@@ -40,7 +40,7 @@ from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.stats import accuracy_interval, hits, paired_drop
 from edgekiln.targets import get_format
 from edgekiln.targets.cost import CostFeatures, cost_features
-from edgekiln.targets.files import sha256, size_bytes
+from edgekiln.system.files import sha256, size_bytes
 from edgekiln.targets.format import predict_each as predict
 from edgekiln.targets.formats.onnx import export_float
 from edgekiln.targets.runners import estimate

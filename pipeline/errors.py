@@ -1,7 +1,7 @@
 """Errors a stage raises: bad input (the CLI maps it to exit code 2) and a diverged training
 run; and the exit codes every command ends with (interfaces/exits.py maps errors to them)."""
 
-from edgekiln.targets.errors import InputError
+from edgekiln.system.errors import InputError
 
 __all__ = ["InputError", "TrainingDiverged", "EXIT_OK", "EXIT_GATE_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgekiln.stages.report import StageReport
-from edgekiln.targets.errors import did_you_mean
+from edgekiln.system.errors import did_you_mean
 
 __all__ = ["Stage", "Check", "Plan", "PlanError", "StageReport", "REQUIRED", "register", "unregister", "registered",
            "stage_named", "publisher", "plan", "inputs_of", "generation"]

@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from edgekiln.targets import runners
-from edgekiln.targets.errors import DeviceUnreachable, InputError, RunnerFailed, RuntimeUnavailable
+from edgekiln.system.errors import InputError
+from edgekiln.targets.errors import DeviceUnreachable, RunnerFailed, RuntimeUnavailable
 from edgekiln.targets.format import Format
 from edgekiln.targets.profiles import Profile
 from edgekiln.targets.runners import ssh as ssh_runner

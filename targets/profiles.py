@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgekiln.targets.errors import did_you_mean
+from edgekiln.system.errors import did_you_mean
 from edgekiln.targets.format import format_names, get_format
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from edgekiln.targets.encodings import candidates, unsupported
-from edgekiln.targets.errors import did_you_mean
+from edgekiln.system.errors import did_you_mean
 from edgekiln.targets.format import format_names, get_format
 from edgekiln.targets.profiles import Budgets, Profile, ProfileError, host_profile, load_profile
 

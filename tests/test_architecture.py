@@ -12,7 +12,7 @@ ROOT = Path(edgekiln.__file__).resolve().parents[1]
 FOLDERS = {"pipeline": "edgekiln", "stages": "edgekiln.stages", "targets": "edgekiln.targets",
            "calibration": "edgekiln.calibration"}
 # Bottom to top: a module may import its own room and those below it, never one above.
-ROOMS = ["edgekiln.calibration", "edgekiln.targets", "edgekiln", "edgekiln.data", "edgekiln.training",
+ROOMS = ["edgekiln.system", "edgekiln.calibration", "edgekiln.targets", "edgekiln", "edgekiln.data", "edgekiln.training",
          "edgekiln.stages", "edgekiln.engine", "edgekiln.release", "edgekiln.interfaces"]
 
 

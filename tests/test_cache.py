@@ -152,7 +152,7 @@ def test_a_damaged_entry_is_discarded_with_a_warning_naming_it(tmp_path, damage,
 
 
 def test_recorded_hash_of_a_directory_artifact_matches_the_published_form(tmp_path):
-    from edgekiln.targets.files import sha256
+    from edgekiln.system.files import sha256
 
     cache, entry = _entry(tmp_path, {"result.json": b"{}", "model.mlpackage/Data/weight.bin": b"w" * 50,
                                      "model.mlpackage/Manifest.json": b"{}"})

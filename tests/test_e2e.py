@@ -16,7 +16,7 @@ from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.interfaces.cli import app
 from edgekiln.stages.prune import work as prune_stage
 from edgekiln.targets import encodings, get_format
-from edgekiln.targets.files import sha256
+from edgekiln.system.files import sha256
 
 
 def test_pipeline_passes_and_writes_every_artifact(run):

@@ -209,7 +209,7 @@ def test_a_folder_of_other_files_is_refused_unless_forced_and_an_earlier_output_
     result = invoke(root / "tiny.toml", out, root / "cache")
     assert result.exit_code == 0, result.output
     assert _listing(out) == _listing(root / "out")
-    from edgekiln.targets.files import sha256
+    from edgekiln.system.files import sha256
 
     tflite = next(a for a in json.loads((out / "manifest.json").read_text())["artifacts"] if a["path"] == "model.tflite")
     assert sha256(out / "model.tflite") == tflite["sha256"]  # the run's artifact, not the edited file
@@ -262,7 +262,7 @@ def test_torchs_own_words_for_a_full_disk_become_an_oserror_naming_the_checkpoin
 
     import torch
 
-    from edgekiln.targets import disk
+    from edgekiln.system import disk
 
     def torch_on_a_full_disk(obj, f, *args, **kwargs):
         f.write(b"\0" * 1024)
@@ -280,7 +280,7 @@ def test_torchs_own_words_for_a_full_disk_become_an_oserror_naming_the_checkpoin
 
 
 def test_a_disk_without_room_for_a_loops_checkpoints_stops_before_training(tmp_path, monkeypatch):
-    from edgekiln.targets import disk
+    from edgekiln.system import disk
 
     monkeypatch.setattr(disk, "free_bytes", lambda path: 100_000)
     result = run(tmp_path)
@@ -293,7 +293,7 @@ def test_a_disk_without_room_for_a_loops_checkpoints_stops_before_training(tmp_p
 
 def test_a_library_that_fails_on_a_full_disk_in_its_own_words_is_exit_2(tmp_path, monkeypatch):
     from edgekiln.stages import result as stage_results
-    from edgekiln.targets import disk
+    from edgekiln.system import disk
 
     def full(*args, **kwargs):
         monkeypatch.setattr(disk, "free_bytes", lambda path: 0)
@@ -349,7 +349,7 @@ def test_a_signal_stops_the_run_with_a_manifest_that_says_where_and_a_rerun_resu
 def test_inside_a_run_a_signal_is_an_exception_with_the_shells_exit_code(signum, code):
     import signal
 
-    from edgekiln.targets.interrupts import Interrupted, raising
+    from edgekiln.system.interrupts import Interrupted, raising
 
     before = signal.getsignal(getattr(signal, signum))
     with pytest.raises(Interrupted) as stopped, raising():
@@ -383,7 +383,7 @@ def test_a_manifest_with_a_wrong_typed_field_is_exit_2_naming_it(tmp_path, comma
 
 
 def test_a_predictions_file_of_the_wrong_length_is_exit_2(tmp_path):
-    from edgekiln.targets.files import sha256
+    from edgekiln.system.files import sha256
 
     def with_predictions(folder, drop):
         release = _release(folder, COMPLETE)
@@ -450,8 +450,8 @@ def test_a_signal_during_a_checkpoint_write_takes_effect_when_the_write_ends(tmp
 
     import torch
 
-    from edgekiln.targets import disk
-    from edgekiln.targets.interrupts import Interrupted, raising
+    from edgekiln.system import disk
+    from edgekiln.system.interrupts import Interrupted, raising
 
     real = torch.save
 

@@ -92,8 +92,8 @@ def test_a_cache_written_before_the_marker_is_still_recognized(run):
 # --- 2. the swap completes or leaves the previous run in place, whatever signal arrives -----------
 
 def test_a_signal_between_the_swaps_renames_waits_for_both(tmp_path, monkeypatch):
-    from edgekiln.targets import disk
-    from edgekiln.targets.interrupts import Interrupted, raising
+    from edgekiln.system import disk
+    from edgekiln.system.interrupts import Interrupted, raising
 
     old, new = tmp_path / "out", tmp_path / "new"
     old.mkdir()
@@ -138,7 +138,7 @@ def test_ctrl_c_during_a_rerun_keeps_the_previous_run_whole(run, tmp_path, monke
     from tiny_pipeline import invoke
 
     from edgekiln.engine import runner
-    from edgekiln.targets.interrupts import Interrupted
+    from edgekiln.system.interrupts import Interrupted
 
     root, _, _ = run
     out = _earlier_run(run, tmp_path)
@@ -269,7 +269,7 @@ def test_a_cache_disk_without_free_inodes_is_exit_2_naming_it(run, tmp_path, mon
     from tiny_pipeline import invoke
 
     from edgekiln.engine import cache as stage_cache
-    from edgekiln.targets import disk
+    from edgekiln.system import disk
 
     root, _, _ = run
 

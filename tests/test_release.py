@@ -122,7 +122,7 @@ def test_figures_that_are_not_comparable_are_shown_but_never_gate(tmp_path):
 
 def _with_predictions(folder, manifest, top1: dict, labels: list):
     """Write the run's predictions.json beside its manifest, recorded as `run` records it."""
-    from edgekiln.targets.files import sha256
+    from edgekiln.system.files import sha256
 
     path = folder / "predictions.json"
     path.write_text(json.dumps({"split": "test", "labels": labels, "top1": top1}))

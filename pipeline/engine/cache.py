@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgekiln.errors import InputError
-from edgekiln.targets.files import file_sha256, tree_sha256
+from edgekiln.system.files import file_sha256, tree_sha256
 
 _TMP = ".tmp"
 _LOCKS = ".locks"

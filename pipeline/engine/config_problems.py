@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from edgekiln.targets.errors import did_you_mean
+from edgekiln.system.errors import did_you_mean
 
 
 @dataclass(frozen=True)

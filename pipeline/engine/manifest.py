@@ -16,9 +16,9 @@ from edgekiln import __version__
 from edgekiln import stages as registry
 from edgekiln.gates import verdict
 from edgekiln.targets.artifact import Artifact
-from edgekiln.targets.disk import swap_into_place
-from edgekiln.targets.errors import InputError
-from edgekiln.targets.files import sha256, size_bytes
+from edgekiln.system.disk import swap_into_place
+from edgekiln.system.errors import InputError
+from edgekiln.system.files import sha256, size_bytes
 
 # manifest.json's layout (edgekiln/schemas/manifest.schema.json): raised when a field a reader
 # relies on changes meaning. 2: typed gate records (kind, subject_type, subject, metric, unit,

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.targets.disk import restore_aside, swap_into_place
+from edgekiln.system.disk import restore_aside, swap_into_place
 
 _STAGING = ".edgekiln-staging-"  # "<.out name><_STAGING><pid>-<random>", beside --out
 

@@ -26,10 +26,10 @@ from edgekiln.gates import BudgetCheck, GateCheck, NotChecked, budget_checks, ch
 from edgekiln.progress import console
 from edgekiln.stages import Check, Plan, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
-from edgekiln.targets import disk
+from edgekiln.system import disk
 from edgekiln.targets.artifact import Artifact
-from edgekiln.targets.files import sha256
-from edgekiln.targets.interrupts import Interrupted
+from edgekiln.system.files import sha256
+from edgekiln.system.interrupts import Interrupted
 from edgekiln.training import evaluation, state, teacher_outputs
 
 # The teachers' outputs on the training images, shared by the loops that distil from them

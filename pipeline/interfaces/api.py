@@ -50,7 +50,7 @@ class ReportFailure:
     def message(self) -> str:
         if self.bug:
             return f"a bug in edgekiln's report step: {type(self.error).__name__}: {self.error}"
-        from edgekiln.targets.disk import reason
+        from edgekiln.system.disk import reason
 
         return f"cannot write {self.path}: {reason(self.error, self.path)}"
 
@@ -187,7 +187,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     SIGTERM/SIGINT raise `Interrupted` after the manifest records where the run stopped."""
     from edgekiln.engine import outputs
     from edgekiln.engine.runner import run_pipeline
-    from edgekiln.targets.interrupts import Interrupted, raising
+    from edgekiln.system.interrupts import Interrupted, raising
 
     cfg, text, name = config_of(config)
     if max_minutes is not None:

@@ -41,8 +41,8 @@ def exit_codes() -> Iterator[None]:
     from edgekiln.engine.manifest import PublishError
     from edgekiln.errors import InputError, TrainingDiverged
     from edgekiln.targets.errors import ConversionError
-    from edgekiln.targets.disk import describe, full_disk_error
-    from edgekiln.targets.interrupts import Interrupted
+    from edgekiln.system.disk import describe, full_disk_error
+    from edgekiln.system.interrupts import Interrupted
     from edgekiln.targets.profiles import ProfileError
 
     def manifest_note(error: BaseException, extra: str = "") -> None:  # the manifest the run wrote, if any

@@ -123,7 +123,7 @@ def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
     """The run's predictions.json (labels and each artifact's top-1 on test) when its manifest
     lists one and it lies beside it (None otherwise: a manifest alone is a valid base);
     InputError when the file there is not the one the run wrote."""
-    from edgekiln.targets.files import sha256
+    from edgekiln.system.files import sha256
 
     record = manifest.get("predictions")
     if not isinstance(record, dict) or not record.get("file") or not record.get("sha256"):

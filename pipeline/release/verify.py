@@ -22,7 +22,7 @@ from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
 from edgekiln.targets.evaluate import device_errors
-from edgekiln.targets.files import sha256, size_bytes
+from edgekiln.system.files import sha256, size_bytes
 from edgekiln.targets.profiles import Profile, ProfileError, load_profile
 from edgekiln.targets.target import TargetConfig, artifact_budgets
 

@@ -70,7 +70,7 @@ def check_known_arch(key: str, arch: str) -> None:
     closest timm name where the name looks mistyped."""
     if is_known_arch(arch):
         return
-    from edgekiln.targets.errors import did_you_mean
+    from edgekiln.system.errors import did_you_mean
 
     timm = timm_registry()
 

@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from edgekiln.targets.files import file_sha256
+from edgekiln.system.files import file_sha256
 
 KEEP = 8  # entries kept in the folder: the newest by use
 _RECORD = "outputs.json"

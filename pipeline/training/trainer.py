@@ -28,7 +28,7 @@ from edgekiln.data.image_files import SampleAugment, batches
 from edgekiln.data.unlabelled import NO_LABEL
 from edgekiln.errors import TrainingDiverged
 from edgekiln.progress import console, epoch_bar
-from edgekiln.targets import disk
+from edgekiln.system import disk
 from edgekiln.training import distributed, evaluation
 from edgekiln.training import schedule as schedules
 from edgekiln.training import teacher_outputs

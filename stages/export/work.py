@@ -23,7 +23,7 @@ from edgekiln.stages.result import StageResult
 from edgekiln.targets import encodings, evaluate, get_format, runners
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features
-from edgekiln.targets.files import size_bytes
+from edgekiln.system.files import size_bytes
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR

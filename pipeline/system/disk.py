@@ -9,7 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from edgekiln.targets.errors import InputError
+from edgekiln.system.errors import InputError
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 ASIDE = ".edgekiln-old-"  # "<.name><ASIDE><random>": what a swap moved out of the way, deleted after it
@@ -113,7 +113,7 @@ def swap_into_place(new: Path, dest: Path) -> None:
     back: `dest` is always the old or the new, whole. SIGTERM and SIGINT wait until both
     renames are done (a signal between them would leave `dest` missing); only a kill -9
     there can leave the old folder aside, and `restore_aside` puts it back."""
-    from edgekiln.targets.interrupts import deferred
+    from edgekiln.system.interrupts import deferred
 
     if not dest.exists() or (dest.is_file() and new.is_file()):
         os.replace(new, dest)
@@ -153,7 +153,7 @@ def save_torch(obj, path: Path) -> None:
     the write behind it."""
     import torch
 
-    from edgekiln.targets.interrupts import deferred
+    from edgekiln.system.interrupts import deferred
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with deferred():  # a signal inside would reach torch as its RuntimeError: it waits for the rename
