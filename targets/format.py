@@ -87,14 +87,34 @@ class Format:
     RUNTIME_OPTIONS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
     # import name -> distribution, recorded in the manifest's tool versions
     TOOLS: dict[str, str] = {}
+    # The pip extra that installs TOOLS: `pip install 'edgekiln[EXTRA]'` (pyproject.toml).
+    EXTRA: str = ""
     PRECHECK_ORDER: int = 50  # the pre-check converts cheap formats first
     # The on-device benchmark binary the adb runner calls (a profile's runner.benchmark_tool
     # overrides the path); empty: the format has no adb command.
     ADB_TOOL: str = ""
 
     # --- capabilities -------------------------------------------------------------------
+    def missing_tools(self) -> str | None:
+        """What a target of this format lacks here (its converter or runtime packages not
+        installed), with the install line; None when all of TOOLS is installed."""
+        import importlib.util
+
+        missing = [dist for module, dist in self.TOOLS.items() if importlib.util.find_spec(module) is None]
+        return None if not missing else f"{self.NAME} artifacts need {self._install(missing)}"
+
+    def _install(self, missing: list[str]) -> str:
+        how = f"pip install 'edgekiln[{self.EXTRA}]'" if self.EXTRA else f"pip install {' '.join(missing)}"
+        return f"{', '.join(missing)}, not installed here: {how}"
+
     def runtime_unavailable(self) -> str | None:
-        """Why this host cannot run the format's runtime, or None when it can."""
+        """Why this host cannot run the format's runtime (its package not installed; a format
+        adds the platforms it cannot run on), or None when it can."""
+        import importlib.util
+
+        package = self.RUNTIME_MODULE.split(".")[0]
+        if package and importlib.util.find_spec(package) is None:
+            return f"the {self.RUNTIME} runtime needs {self._install([self.TOOLS.get(package, package)])}"
         return None
 
     def require_runtime(self) -> None:

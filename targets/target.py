@@ -19,6 +19,10 @@ class EncodingError(ProfileError):
     """A target lists an encoding its format cannot write."""
 
 
+class ToolsMissing(ProfileError):
+    """The target's format needs packages this install lacks (a pip extra not installed)."""
+
+
 class IoError(ProfileError):
     """A target asks for an interface (`io`) its format cannot build."""
 
@@ -88,6 +92,9 @@ class TargetConfig(BaseModel):
                                    f"not format {self.format!r}")
         self.format = profile.format
         fmt = get_format(self.format)
+        missing = fmt.missing_tools()
+        if missing is not None:
+            raise ToolsMissing(missing)
         missing = unsupported(self.encoding, fmt.ENCODINGS)
         if missing:
             raise EncodingError(f"{self.format} artifacts cannot be {', '.join(missing)}; "

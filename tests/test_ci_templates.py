@@ -132,7 +132,7 @@ def test_the_templates_release_then_diff_against_the_release_and_fail_on_a_regre
     assert "gh release create model-v1 manifest.json predictions.json report.html MODEL_CARD.md" in log
     # edgekiln at its pinned release, not the repository's; the last release by its tag pattern;
     # pull requests gate and diff; the stage cache is saved whatever the outcome.
-    assert f"edgekiln=={variables['EDGEKILN_VERSION']}" in log and "gh release list" in log
+    assert f"edgekiln[{variables['EDGEKILN_FORMATS']}]=={variables['EDGEKILN_VERSION']}" in log and "gh release list" in log
     assert f"--extra-index-url {variables['EDGEKILN_TORCH_INDEX']}" in log  # CPU-only torch on a CPU runner
     assert variables["EDGEKILN_CONFIG"] == ""  # required: the job names it, no example stands in
     assert "pull_request" in github[True] and "tags" in github[True]["push"]  # YAML reads `on:` as True

@@ -254,3 +254,19 @@ def test_a_folder_given_as_the_config_names_what_to_give_instead(tmp_path):
     (tmp_path / "out" / "manifest.json").write_text("{}")
     result = CliRunner().invoke(app, ["run", str(tmp_path / "out")])
     assert result.exit_code == 2 and "it is a run's output folder" in " ".join(result.output.split())
+
+
+def test_a_target_whose_format_is_not_installed_names_the_extra_to_install(tmp_path, monkeypatch):
+    """`pip install edgekiln` has no converter; a target of a format whose extra is missing is
+    refused before any work, naming the pip extra (here litert-torch stands missing)."""
+    from edgekiln.targets import get_format
+
+    tflite = get_format("tflite")
+    monkeypatch.setattr(type(tflite), "TOOLS", {**tflite.TOOLS, "litert_torch_missing": "litert-torch"})
+    message = error_of(tmp_path, BASE + '\n[[targets]]\nname = "server"\nprofile = "x86-server-avx2"\n')
+    assert ("targets.phone.format = \"tflite\" (line 14): tflite artifacts need litert-torch, not installed here: "
+            "pip install 'edgekiln[tflite]'") in message
+    assert "server" not in message  # ONNX is installed
+    monkeypatch.setattr(type(tflite), "RUNTIME_MODULE", "litert_torch_missing.interpreter")
+    assert tflite.runtime_unavailable() == ("the ai-edge-litert runtime needs litert-torch, not installed here: "
+                                            "pip install 'edgekiln[tflite]'")

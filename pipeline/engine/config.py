@@ -21,7 +21,7 @@ from edgekiln.data.config import DataConfig
 from edgekiln.engine.config_problems import Problem, from_validation, key_lines, key_name, render
 from edgekiln.gates import GATE_RULES
 from edgekiln.targets.profiles import ProfileError
-from edgekiln.targets.target import EncodingError, IoError, TargetConfig
+from edgekiln.targets.target import EncodingError, IoError, TargetConfig, ToolsMissing
 from edgekiln.training.config import DistillConfig, TrainConfig
 
 
@@ -238,7 +238,8 @@ def _target_problems(cfg, raw: dict, base: Path) -> list[Problem]:
         try:
             target.resolve(base)
         except ProfileError as e:
-            key = "encoding" if isinstance(e, EncodingError) else "io" if isinstance(e, IoError) else "profile"
+            key = ("encoding" if isinstance(e, EncodingError) else "io" if isinstance(e, IoError) else
+                   "format" if isinstance(e, ToolsMissing) and target.profile is None else "profile")
             given = getattr(target, key) if key != "profile" else target.profile
             problems.append(Problem(key_name(("targets", i, key), raw), str(e),
                                     given if isinstance(given, (str, list)) else None))

@@ -162,6 +162,7 @@ class Coreml(Format):
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": PRECISION}
     RUNTIME_OPTIONS = {"compute_units": ("ALL", ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"))}
     TOOLS = {"coremltools": "coremltools"}
+    EXTRA = "coreml"
     PRECHECK_ORDER = 10
     IO_MODES = ("image", "tensor")
     BODY_IO = "tensor"
@@ -176,7 +177,7 @@ class Coreml(Format):
 
     def runtime_unavailable(self) -> str | None:
         if sys.platform == "darwin":
-            return None
+            return super().runtime_unavailable()
         return f"Core ML predictions need macOS; coremltools cannot run them on {sys.platform}"
 
     def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],

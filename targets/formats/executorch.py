@@ -87,15 +87,9 @@ class Executorch(Format):
     PRECISION = "int8"  # weights and activations (XNNPACK QS8)
     ENCODINGS = {"fp32": "float", "int8": "int8"}
     TOOLS = {"executorch": "executorch"}
+    EXTRA = "executorch"
     PRECHECK_ORDER = 30  # lowering to XNNPACK is the slowest conversion
     ADB_TOOL = "/data/local/tmp/executor_runner"
-
-    def runtime_unavailable(self) -> str | None:
-        import importlib.util
-
-        if importlib.util.find_spec("executorch") is None:
-            return "the executorch package is not installed (pip install executorch==1.5.1)"
-        return None
 
     def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:

@@ -204,6 +204,7 @@ class Onnx(Format):
     ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
     RUNTIME_OPTIONS = {"execution_provider": ("cpu", None)}  # cpu, nnapi, xnnpack, coreml or a provider name
     TOOLS = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
+    EXTRA = "onnx"
     PRECHECK_ORDER = 0
     ADB_TOOL = "/data/local/tmp/onnxruntime_perf_test"
     IO_MODES = ("float", "uint8")

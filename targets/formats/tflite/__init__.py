@@ -141,6 +141,7 @@ class Tflite(Format):
     IO_MODES = ("float", "uint8", "int8")
     BODY_IO = "int8"
     TOOLS = {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"}
+    EXTRA = "tflite"
     PRECHECK_ORDER = 20
     ADB_TOOL = "/data/local/tmp/benchmark_model"
 
