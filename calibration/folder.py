@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from edgekiln.calibration.images import IMAGE_SUFFIXES, read_square
+from edgekiln.system.files import content_digest
 
 
 def image_files(root: Path) -> list[Path]:
@@ -32,8 +33,9 @@ def folder_sample(root: Path, count: int, seed: int, size: int):
 
 
 def folder_fingerprint(root: Path) -> list:
-    """What a folder contributes to a cache key: every image's path, size and mtime."""
+    """What a folder contributes to a cache key: every image's path within it and content
+    hash (not its times or where the folder is: a fresh checkout keys the same)."""
     if not root.is_dir():
         return [str(root)]
-    return [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+    return [(f.relative_to(root).as_posix(), content_digest(f))
             for f in sorted(root.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]

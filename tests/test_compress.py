@@ -179,6 +179,26 @@ def test_the_written_config_reproduces_the_run(compressed):
 
 
 def test_a_changed_checkpoint_re_runs_every_stage_after_it(trained, tmp_path):
+def test_the_written_config_holds_paths_relative_to_itself_and_runs_from_a_moved_checkout(compressed, tmp_path):
+    """A repo that commits OUT/config.toml with its data and weights runs it in any checkout."""
+    import shutil
+    import tomllib
+
+    root, out, _ = compressed
+    written = tomllib.loads((out / "config.toml").read_text())
+    assert written["data"]["path"] == "../digits/train" and written["data"]["test_path"] == "../digits/test"
+    assert written["model"]["checkpoint"] == "../resnet10t.safetensors"
+    moved = tmp_path / "checkout"
+    shutil.copytree(root / "digits", moved / "digits")
+    shutil.copy(root / "resnet10t.safetensors", moved)
+    shutil.copytree(out, moved / "out")
+    again = cli("run", moved / "out" / "config.toml", "--out", moved / "out", "--cache-dir", root / "cache")
+    assert again.exit_code == 0, again.output
+    assert again.output.count("(cached)") == 3  # the same data and weights, elsewhere: the same keys
+    manifest = json.loads((moved / "out" / "manifest.json").read_text())
+    assert manifest["config"]["data"]["path"] == str(moved / "digits" / "train")
+
+
     root, weights = trained
     from safetensors.torch import load_file, save_file
 

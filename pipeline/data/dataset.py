@@ -24,6 +24,7 @@ from edgekiln.data import idx_files, index_cache, shards
 from edgekiln.data.config import DataConfig
 from edgekiln.data.image_files import ImageFiles, default_workers
 from edgekiln.errors import InputError
+from edgekiln.system.files import file_sha256
 
 # An image folder whose training split would take more than this decoded is streamed from
 # disk unless `[data] streaming` says otherwise (about 14,000 images at 224 px).
@@ -278,6 +279,20 @@ def _idx(root: Path, size: int, classes: list[str] | None) -> tuple[_Pool, _Pool
     return dataclasses.replace(train, classes=names), None if test is None else dataclasses.replace(test, classes=names)
 
 
+def _content_id(root: Path, listing: list[tuple[str, int, int]], index_dir: Path | None) -> str:
+    """The folder's identity in the data fingerprint: its images' names and content hashes
+    (not their times or where the folder is: a fresh checkout of the same images keys the
+    same). Hashed once per listing of names, sizes and times when `index_dir` keeps the index."""
+    seen = "content-" + hashlib.sha256(json.dumps([str(root.resolve()), listing]).encode()).hexdigest()
+    known = index_cache.read(index_dir, seen)
+    if known is not None:
+        return known["source_id"]
+    contents = [(name, size, file_sha256(root / name)) for name, size, _ in listing]
+    source_id = hashlib.sha256(json.dumps(contents).encode()).hexdigest()
+    index_cache.write(index_dir, seen, {"source_id": source_id})
+    return source_id
+
+
 def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None, max_pixels: int | None = None,
                   follow_symlinks: bool = False, order: list[str] | None = None) -> _Pool:
     """The folder's images as files (decoded later, all at once or batch by batch): each
@@ -323,7 +338,7 @@ def _image_folder(root: Path, size: int, key: str, index_dir: Path | None = None
             stat = f.stat()
             listing.append((f.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
     files = [entry[0] for entry in listing]
-    source_id = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    source_id = _content_id(root, listing, index_dir)
     checked = f"folder-{source_id}-{max_pixels}"
     if index_cache.read(index_dir, checked) is None:
         for f in files:

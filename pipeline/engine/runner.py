@@ -28,7 +28,7 @@ from edgekiln.stages import Check, Plan, Stage
 from edgekiln.stages.result import StageResult, load_result, save_result
 from edgekiln.system import disk
 from edgekiln.targets.artifact import Artifact
-from edgekiln.system.files import sha256
+from edgekiln.system.files import content_digest, sha256
 from edgekiln.system.interrupts import Interrupted
 from edgekiln.training import evaluation, state, teacher_outputs
 
@@ -108,20 +108,20 @@ class RunOutcome:
 
 
 def _fingerprint(value):
-    """Config values as they enter a cache key: a file path also contributes its size and
-    mtime, so replacing a checkpoint in place re-runs the stages that read it; a folder, the
-    same of every image in it."""
+    """Config values as they enter a cache key: a file path is its content's hash, so
+    replacing a checkpoint in place re-runs the stages that read it; a folder, the hashes of
+    every image in it. Not where they are: the same files in a fresh checkout (another
+    folder, new times) find the same keys."""
     if isinstance(value, dict):
         return {k: _fingerprint(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_fingerprint(v) for v in value]
     if isinstance(value, Path):
         if value.is_file():
-            stat = value.stat()
-            return {"path": str(value), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            return {"name": value.name, "sha256": content_digest(value)}
         if value.is_dir():  # a folder of images (calibration): its listing
             listing = json.dumps(folder_fingerprint(value)).encode()
-            return {"path": str(value), "listing_sha256": hashlib.sha256(listing).hexdigest()}
+            return {"listing_sha256": hashlib.sha256(listing).hexdigest()}
         return str(value)
     return value
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ __all__ = ["RunResult", "FinishedRun", "CheckResult", "ReportFailure", "ReportEr
            "check", "diff", "report", "bench", "calibrate_profile", "cache_entries", "cache_verify", "cache_gc", "load"]
 
 DEFAULT_CACHE = ".edgekiln-cache"  # --cache-dir and EDGEKILN_CACHE_DIR override it
+
+
+def _cache_dir(given: str | Path | None) -> Path:
+    """The stage cache: `given`, else EDGEKILN_CACHE_DIR (as on the command line), else .edgekiln-cache."""
+    return Path(given or os.environ.get("EDGEKILN_CACHE_DIR") or DEFAULT_CACHE)
 
 
 @dataclass
@@ -151,14 +157,16 @@ def load(out_dir: str | Path) -> FinishedRun:
                        artifacts=[Artifact.from_dict(a) for a in manifest["artifacts"]])
 
 
-def config_of(config: str | Path | dict) -> tuple[PipelineConfig, str, str]:
+def config_of(config: str | Path | dict, base: str | Path | None = None) -> tuple[PipelineConfig, str, str]:
     """A validated config from a TOML file path, TOML text or a dict, with its text (what the
     manifest's config_sha256 hashes) and a name. Relative paths in text or a dict are
-    relative to the working directory; in a file, to the file. ConfigError when invalid."""
+    relative to `base` (default: the working directory); in a file, to the file. ConfigError
+    when invalid."""
+    base = None if base is None else Path(base)
     if isinstance(config, dict):
-        return config_from_dict(config), json.dumps(config, sort_keys=True, default=str), "config"
+        return config_from_dict(config, base=base), json.dumps(config, sort_keys=True, default=str), "config"
     if _is_text(config):
-        return config_from_text(config), config, "config"
+        return config_from_text(config, base=base), config, "config"
     path = Path(config)
     cfg = load_config(path)
     return cfg, read_config_text(path), path.stem
@@ -171,13 +179,16 @@ def _is_text(config) -> bool:
 
 def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str | Path | None = None, *,
         junit: str | Path | None = None, compare: str | Path | None = None, force: bool = False,
-        keep_config: bool = False, max_minutes: float | None = None) -> RunResult:
+        keep_config: bool = False, max_minutes: float | None = None,
+        base: str | Path | None = None) -> RunResult:
     """Run the pipeline `config` describes: artifacts, manifest.json, report.png,
     tradeoff.png, report.html and MODEL_CARD.md go to `out` (default out/<config name>).
     `junit`: also write the gates as JUnit XML there (also when the run ends in an error).
     `compare`: a base release (output folder or manifest.json) whose deltas report.html shows.
     `keep_config`: also write the config's text to `out`/config.toml (a config built by a
     command: `edgekiln run out/config.toml` reproduces the run).
+    `base`: the folder relative paths in a config given as text or a dict are relative to
+    (default: the working directory; compress gives `out`, where its config is kept).
     `max_minutes`: the run's time budget on this machine, over `[pipeline] max_minutes`.
 
     `out` is written whole or not at all: the outputs are staged beside it and swapped in
@@ -189,12 +200,12 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     from edgekiln.engine.runner import run_pipeline
     from edgekiln.system.interrupts import Interrupted, raising
 
-    cfg, text, name = config_of(config)
+    cfg, text, name = config_of(config, base)
     if max_minutes is not None:
         cfg.pipeline.max_minutes = max_minutes
     check_files(cfg)
     out_dir = outputs.through_link(Path(out) if out is not None else Path("out") / name)
-    cache = Path(cache_dir) if cache_dir is not None else Path(DEFAULT_CACHE)
+    cache = _cache_dir(cache_dir)
     config_path = None if isinstance(config, dict) or _is_text(config) else Path(config)
     config_inside = config_path is not None and config_path.resolve() == (out_dir / outputs.KEPT_CONFIG).resolve()
     if config_inside:
@@ -498,7 +509,7 @@ def cache_entries(cache_dir: str | Path | None = None) -> list:
     """The stage cache's entries (engine.cache.CacheEntry), oldest first."""
     from edgekiln.engine.cache import StageCache
 
-    return StageCache(Path(cache_dir or DEFAULT_CACHE)).entries()
+    return StageCache(_cache_dir(cache_dir)).entries()
 
 
 def cache_verify(cache_dir: str | Path | None = None, *, discard: bool = False) -> tuple[list, list[tuple]]:
@@ -506,8 +517,8 @@ def cache_verify(cache_dir: str | Path | None = None, *, discard: bool = False) 
     entries, [(entry, problem)] of the damaged ones, deleted when `discard`)."""
     from edgekiln.engine.cache import StageCache, require_cache, verify_entry
 
-    require_cache(Path(cache_dir or DEFAULT_CACHE))
-    cache = StageCache(Path(cache_dir or DEFAULT_CACHE))
+    require_cache(_cache_dir(cache_dir))
+    cache = StageCache(_cache_dir(cache_dir))
     entries = cache.entries()
     damaged = [(e, problem) for e in entries if (problem := verify_entry(e.path)) is not None]
     if discard:
@@ -522,5 +533,5 @@ def cache_gc(cache_dir: str | Path | None = None, *, older_than_s: float | None 
     cache is at most `max_bytes`; returns the entries removed."""
     from edgekiln.engine.cache import StageCache, require_cache
 
-    require_cache(Path(cache_dir or DEFAULT_CACHE))
-    return StageCache(Path(cache_dir or DEFAULT_CACHE)).gc(older_than_s, max_bytes)
+    require_cache(_cache_dir(cache_dir))
+    return StageCache(_cache_dir(cache_dir)).gc(older_than_s, max_bytes)

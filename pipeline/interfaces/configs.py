@@ -4,6 +4,7 @@ writes a commented starter config for an image folder."""
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,8 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
     """The config `edgekiln compress` runs: the given model, quantized (pruned first with
     `prune`, the share of its MACs to keep, recovering by self-distillation until it is back
     within budget) and exported for each target profile, every artifact gated on the test
-    split against the given model's own accuracy. Paths are absolute: the written file runs
-    from anywhere."""
+    split against the given model's own accuracy. Paths are absolute (`relative_to` makes
+    them relative to the folder the config is written to)."""
     from edgekiln.targets import get_format
     from edgekiln.targets.profiles import ProfileError, load_profile
 
@@ -126,6 +127,8 @@ def compress_config(*, arch: str | None, weights: Path | None, model: str | None
         if not test_data.is_dir():
             raise InputError(f"--test-data {test_data}: not a folder")
         section["test_path"] = str(test_data.resolve())
+    if model is not None and Path(model[3:]).is_dir():  # a local transformers directory, absolute like the rest
+        model = f"hf:{Path(model[3:]).resolve()}"
     model_section = {"arch": model or arch, **({"checkpoint": str(weights.resolve())} if weights else {})}
     if mean is not None:
         model_section.update(mean=list(mean), std=list(std))
@@ -214,6 +217,31 @@ def recorded_classes(weights: Path | None, data: Path) -> list[str] | None:
 def name_or_path(profile, given: list[str]) -> str:
     """How the user named a profile: its shipped name, or the absolute path of its file."""
     return profile.name if profile.name in given else str(Path(profile.path).resolve())
+
+
+def relative_to(config: dict, folder: Path) -> dict:
+    """`compress_config`'s config with its paths relative to `folder`, where it is written
+    (OUT/config.toml): a copy committed with its data runs from any checkout. A path that
+    shares nothing with `folder` but the root (a system dataset) stays absolute."""
+    folder = folder.resolve()
+
+    def rel(path: str) -> str:
+        if os.path.commonpath([path, folder]) == folder.anchor:
+            return path
+        return Path(os.path.relpath(path, folder)).as_posix()
+
+    out = {**config, "data": dict(config["data"]), "model": dict(config["model"]),
+           "targets": [dict(t) for t in config.get("targets", [])]}
+    for section, key in (("data", "path"), ("data", "test_path"), ("model", "checkpoint")):
+        if key in out[section]:
+            out[section][key] = rel(out[section][key])
+    arch = out["model"].get("arch", "")
+    if arch.startswith("hf:") and Path(arch[3:]).is_absolute():  # a local transformers directory
+        out["model"]["arch"] = "hf:" + rel(arch[3:])
+    for target in out["targets"]:
+        if Path(target["profile"]).is_absolute():  # a profile file, not a shipped name
+            target["profile"] = rel(target["profile"])
+    return out
 
 
 def to_toml(config: dict, header: str = "") -> str:

@@ -18,13 +18,13 @@ _CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",
 
 
 def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, keep_config: bool = False,
-                   max_minutes: float | None = None) -> None:
+                   max_minutes: float | None = None, base: Path | None = None) -> None:
     """Run `config` (a file, or TOML text), print its summary and exit with its code."""
     from edgekiln.interfaces import api
     from edgekiln.release import summary
 
     result = api.run(config, out, cache_dir, junit=junit, compare=compare, force=force,
-                     keep_config=keep_config, max_minutes=max_minutes)
+                     keep_config=keep_config, max_minutes=max_minutes, base=base)
     if not result.published:
         raise typer.Exit(report_failures(
             result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "
@@ -106,7 +106,7 @@ def compress(
     Exit codes as `run`."""
     quiet_converters()
     from edgekiln.interfaces.configs import (class_names, compress_config, model_preprocessing, recorded_classes,
-                                             to_toml)
+                                             relative_to, to_toml)
 
     with exit_codes():
         fed = model_preprocessing(arch, weights, model, image_size, mean, std)
@@ -116,9 +116,12 @@ def compress(
                                  targets=target, budget=budget, prune=prune, allow_estimate=allow_estimate,
                                  image_size=fed.image_size, mean=fed.mean, std=fed.std,
                                  check_preprocessing=check_preprocessing, classes=names)
-        text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`\n")
+        # Its paths relative to OUT, where it is kept: committed with the data, it runs in any checkout.
+        config = relative_to(config, out)
+        text = to_toml(config, "# written by `edgekiln compress`; run it again with `edgekiln run config.toml`;\n"
+                       "# paths are relative to this file\n")
         try:
-            run_and_report(text, out, junit, None, cache_dir, force, keep_config=True)
+            run_and_report(text, out, junit, None, cache_dir, force, keep_config=True, base=out.resolve())
         except Exception as e:
             from edgekiln.engine.config import ConfigError
             from edgekiln.errors import InputError

@@ -1,4 +1,5 @@
-"""Content hashes and sizes of artifacts, which may be files or directories (.mlpackage)."""
+"""Content hashes and sizes of artifacts, which may be files or directories (.mlpackage),
+and of the inputs a cache key holds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 _CHUNK = 1 << 20
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, for this process
 
 
 def file_sha256(path: Path) -> str:
@@ -15,6 +17,17 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, remembered for this process while its size, time and inode
+    stay: what a cache key holds of an input file, so that a fresh checkout of the same files
+    (new times, another folder) finds the same key."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_sha256(path)
+    return _DIGESTS[key]
 
 
 def sha256(path: str | Path) -> str:

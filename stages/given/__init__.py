@@ -60,7 +60,8 @@ class ModelConfig(BaseModel):
         """The checkpoint and a local transformers directory relative to the config file."""
         if self.checkpoint is not None and not self.checkpoint.is_absolute():
             self.checkpoint = (base / self.checkpoint).resolve()
-        if self.arch.startswith(TRANSFORMERS) and (base / self.arch[3:]).is_dir():
+        # resolved before asking: base may be a folder not yet made (compress's OUT)
+        if self.arch.startswith(TRANSFORMERS) and (base / self.arch[3:]).resolve().is_dir():
             self.arch = f"{TRANSFORMERS}{(base / self.arch[3:]).resolve()}"
 
     def input_paths(self) -> list[tuple[str, Path, bool]]:

@@ -72,10 +72,11 @@ def _values(values, sep: str = "/") -> str:
 
 
 def inputs(cfg) -> dict:
-    """What the verdict depends on besides the data and this code: the model section and
-    the data's source (its native size)."""
-    return {"model": cfg.model.model_dump(mode="json"),
-            "data": {"source": cfg.data.source, "path": str(cfg.data.path), "image_size": cfg.data.image_size}}
+    """What the verdict depends on besides the data (its fingerprint) and this code: the
+    model section, its checkpoint as a path (the key holds its content, not where it is),
+    and the data's source (its native size)."""
+    return {"model": cfg.model.model_dump(),
+            "data": {"source": cfg.data.source, "image_size": cfg.data.image_size}}
 
 
 def _sizes(configured: int, native: int | None) -> list[int]:

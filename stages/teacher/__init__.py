@@ -99,7 +99,7 @@ class TeacherConfig(BaseModel):
                     cand.checkpoint = (base / cand.checkpoint).resolve()
             elif cand.startswith(("hf:", "clip:")):
                 prefix, ref = cand.split(":", 1)
-                if (base / ref).is_dir():  # a local directory, not a hub id
+                if (base / ref).resolve().is_dir():  # a local directory, not a hub id
                     self.candidates[i] = f"{prefix}:{(base / ref).resolve()}"
 
     def input_paths(self) -> list[tuple[str, Path, bool]]:
