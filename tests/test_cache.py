@@ -68,6 +68,7 @@ def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrad
     def version_with():
         stage_code.code_version.cache_clear()
         stage_code.closure.cache_clear()
+        stage_code._version.cache_clear()
         return stage_code.code_version("edgekiln.stages.teacher.work")
 
     base = version_with()
@@ -90,6 +91,7 @@ def test_editing_the_trainer_changes_the_teacher_key_editing_the_plots_or_upgrad
     monkeypatch.undo()
     stage_code.code_version.cache_clear()
     stage_code.closure.cache_clear()
+    stage_code._version.cache_clear()
 
 
 def test_every_module_that_imports_by_name_is_known_to_the_stage_code():

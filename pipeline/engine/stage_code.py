@@ -59,7 +59,8 @@ def _source(name: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
+@functools.lru_cache(maxsize=None)  # parsed once per process: every stage's closure walks the engine's modules
+def _imports(name: str, path: Path) -> tuple[frozenset[str], frozenset[str]]:
     """(edgekiln modules, other top-level packages) that the file imports anywhere."""
     ours, theirs = set(), set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -83,7 +84,7 @@ def _imports(name: str, path: Path) -> tuple[set[str], set[str]]:
                 ours.add(module)
             elif module:
                 theirs.add(module.split(".")[0])
-    return ours, theirs
+    return frozenset(ours), frozenset(theirs)
 
 
 # The formats' package: a registry discovers every format in it, but a stage that declares
@@ -118,7 +119,7 @@ def closure(*roots: str, formats: tuple[str, ...] | None = None) -> tuple[tuple[
         if path is None:  # not a module: a name imported from one (`from edgekiln.x import y`)
             continue
         seen[name] = path
-        ours, theirs = _imports(name, path)
+        ours, theirs = map(set, _imports(name, path))
         # Importing a module runs its packages' __init__ first (a stage's declaration, its
         # config schema); edgekiln's own holds only the version, which is not part of a key.
         parents = name.split(".")
@@ -139,14 +140,16 @@ def _distributions() -> dict:
 def library_versions(packages) -> dict[str, str | None]:
     """The installed version of each package's distribution (None when not installed)."""
     distributions = _distributions()
-    out = {}
-    for package in packages:
-        for dist in distributions.get(package, [package]):
-            try:
-                out[dist] = version(dist)
-            except PackageNotFoundError:
-                out[dist] = None
-    return dict(sorted(out.items()))
+    return dict(sorted((dist, _version(dist)) for package in packages
+                       for dist in distributions.get(package, [package])))
+
+
+@functools.lru_cache(maxsize=None)
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 @functools.lru_cache(maxsize=None)
