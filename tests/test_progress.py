@@ -75,3 +75,32 @@ def test_the_converters_own_progress_bars_are_off_before_anything_imports_tqdm(t
         done = subprocess.run([sys.executable, "-c", SPY, *args], capture_output=True, text=True, cwd=tmp_path,
                               env=env, timeout=300)
         assert done.stdout.strip().splitlines()[-1] == repr({"TQDM_DISABLE": expected}), done.stdout + done.stderr
+
+
+_NATIVE_LOGS = r"""
+import os, sys
+from edgekiln.interfaces.quiet import filter_native_stderr
+assert filter_native_stderr()
+for line in (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+             b"I0000 00:00:1796591217.839825   25218 port.cc:153] oneDNN custom operations are on.\n",
+             b"W0000 00:00:1796591217.839825   25218 op_registry.cc:12] an op registered twice\n",
+             b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+             b"E0000 00:00:1796591217.839825   25218 converter.cc:9] the op FOO is not supported\n",
+             b"a line of a library's own\n"):
+    os.write(2, line)  # as native code writes: straight to file descriptor 2
+print("edgekiln's own error", file=sys.stderr)
+os.system("echo 'I0000 00:00:1.0 7 child.cc:1] a child process logs too' >&2")
+raise SystemExit(3)
+"""
+
+
+def test_the_converters_native_info_lines_are_dropped_and_errors_and_ours_come_through():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _NATIVE_LOGS], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    # Python's own stderr writes directly (never behind the filter), so only the set is certain, not the order
+    assert sorted(done.stderr.splitlines()) == sorted([
+        "edgekiln's own error", "E0000 00:00:1796591217.839825   25218 converter.cc:9] the op FOO is not supported",
+        "a line of a library's own"]), done.stderr

@@ -19,7 +19,8 @@ from rich.markup import escape
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_OK
 from edgekiln.interfaces import starting
-from edgekiln.interfaces.exits import exit_codes, quiet_converters, report_failures, verdict
+from edgekiln.interfaces.exits import exit_codes, report_failures, verdict
+from edgekiln.interfaces.quiet import quiet_converters
 from edgekiln.interfaces.groups import CACHE_OPTION, cache_app, profile_app
 from edgekiln.progress import console
 from edgekiln.targets.format import format_names, get_format

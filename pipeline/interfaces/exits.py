@@ -1,5 +1,5 @@
 """How the command line ends: every command's errors mapped to exit codes in one place, the
-verdict, the reports that could not be written, and the converters kept quiet.
+verdict, and the reports that could not be written.
 
 Exit codes: 0 every gate passed, 1 a gate failed, 2 bad config or input, 3 an internal
 error (a bug: never reported as a failed gate, so release scripts can tell them apart),
@@ -9,8 +9,6 @@ error (a bug: never reported as a failed gate, so release scripts can tell them 
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
 from typing import Iterator
 
 import typer
@@ -18,18 +16,6 @@ from rich.markup import escape
 
 from edgekiln.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EXIT_INTERNAL, EXIT_OK
 from edgekiln.progress import console, errors
-
-
-def quiet_converters() -> None:
-    # The converters print pages of progress of their own; ours is enough.
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    warnings.filterwarnings("ignore")
-    import logging
-
-    for name in ("coremltools", "torch", "onnxruntime", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from edgekiln.errors import EXIT_GATE_FAILED, EXIT_OK
-from edgekiln.interfaces.exits import exit_codes, quiet_converters
+from edgekiln.interfaces.exits import exit_codes
+from edgekiln.interfaces.quiet import quiet_converters
 from edgekiln.progress import console
 
 CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",

@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from edgekiln.errors import EXIT_GATE_FAILED, EXIT_OK
-from edgekiln.interfaces.exits import exit_codes, quiet_converters, report_failures
+from edgekiln.interfaces.exits import exit_codes, report_failures
+from edgekiln.interfaces.quiet import quiet_converters
 from edgekiln.progress import console
 
 _CACHE_OPTION = typer.Option(None, "--cache-dir", envvar="EDGEKILN_CACHE_DIR",

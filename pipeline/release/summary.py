@@ -22,6 +22,14 @@ def _with_interval(value, pair) -> str:
     return "-" if value is None else f"{value:.2f} {_interval(pair)}".strip(" -")
 
 
+def _other_start(name: str) -> bool:
+    """A starting stage (teacher, given): skipped on every run that starts from the other."""
+    try:
+        return registry.stage_named(name).starts
+    except (KeyError, LookupError):  # a stage of a run whose package is not installed here
+        return False
+
+
 def print_summary(manifest: dict, manifest_path: Path) -> None:
     """The stage table, each stage's own tables (candidates, steps), then one row per
     artifact, then the verdict; an absent figure is "-"."""
@@ -44,7 +52,9 @@ def print_summary(manifest: dict, manifest_path: Path) -> None:
                        num(s["seconds"], ".1f"), _marked(s["passed"]))
     console.print(stages)
     for s in plan["skipped"]:
-        if s["stage"]:
+        # the other way in (a run starts from [teacher] or [model]) is no news on every run:
+        # the manifest and report.html keep it
+        if s["stage"] and not _other_start(s["stage"]):
             console.print(f"  skipped: {s['stage']} ({s['why']})", markup=False)
     budget = manifest.get("time_budget")
     if budget:
