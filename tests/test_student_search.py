@@ -231,6 +231,7 @@ def more_data():
     return load_dataset(DataConfig(image_size=32, max_samples=600)).for_stages()
 
 
+@pytest.mark.slow  # 30 s of real training; the rounds' record is test_search_distils_each_candidate_and_records_the_rounds's
 def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_data):
     """The done-when of issue 44: each candidate's steps in the record, and the whole search
     at most 2x the epochs its winner trained (what the winner alone would have cost: it
