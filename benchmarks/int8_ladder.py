@@ -56,7 +56,9 @@ profile = "x86-server-avx2"
 """
 
 SETTINGS = {"plain (no repair)": "ladder = []\naccuracy_aware = false",
-            "float-layers (before the ladder)": "ladder = false", "ladder-auto": 'ladder = "auto"'}
+            "float-layers (before the ladder)": "ladder = false",
+            "bias-correction (that rung alone)": 'ladder = ["bias_correction"]\naccuracy_aware = false',
+            "ladder-auto": 'ladder = "auto"'}
 
 
 def run(setting: str, ladder: str, args) -> dict:
@@ -85,8 +87,11 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, default=Path("work/ladder"))
     parser.add_argument("--arch", default="mobilenetv3_small_100")
     parser.add_argument("--budget", type=float, default=0.5)
+    parser.add_argument("--only", nargs="+", choices=[s.split(" ")[0] for s in SETTINGS],
+                        help="run these settings only (default: all)")
     args = parser.parse_args(argv)
-    rows = [run(setting, ladder, args) for setting, ladder in SETTINGS.items()]
+    rows = [run(setting, ladder, args) for setting, ladder in SETTINGS.items()
+            if args.only is None or setting.split(" ")[0] in args.only]
     (args.work / "ladder.json").write_text(json.dumps(rows, indent=1))
     print("| setting | rungs: val % (seconds) | artifacts: test % (drop, 95% interval), size | lowest SQNR | exit |")
     print("|---|---|---|---|---|")

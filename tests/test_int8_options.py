@@ -190,8 +190,9 @@ def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_bud
     from types import SimpleNamespace
 
     bundle = SimpleNamespace(model=None)
-    graph, accuracy, options = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None, "minmax",
-                                           90.0, breach, metrics)
+    graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
+                                                 "minmax", 90.0, breach, metrics)
+    assert kept is bundle  # no bias correction tried: the model is the one it was given
     assert (graph, accuracy, options.calibrator) == ("percentile", 97.5, "percentile") and floated == []
     assert metrics["calibrator_chosen"] == "percentile" and "mixed_precision" not in metrics
     steps = metrics["ladder"]["steps"]
@@ -205,4 +206,70 @@ def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_bud
     work._climb(QuantizeConfig(ladder=False), Scheme(), bundle, None, Int8Options(), None, "minmax", 90.0, breach,
                 metrics)
     assert floated == ["minmax"] and [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "float_layers"]
-    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration"]
+    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "bias_correction"]
+
+
+def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_when_it_scores_higher(monkeypatch):
+    """The calibrator is no better; bias correction lifts the INT8 simulation within budget:
+    the stage goes on with the corrected model (what export converts), and says so."""
+    from edgekiln.stages.quantize import QuantizeConfig, bias_correction
+    from edgekiln.stages.quantize import report as quantize_report
+    from edgekiln.stages.quantize import work
+    from edgekiln.targets.int8 import Int8Options
+    from edgekiln.training import modeling
+
+    class Scheme:
+        def simulate(self, model, calibration, options, **kwargs):
+            return "corrected" if model == "corrected model" else options.calibrator
+
+        def calibrator_used(self, options):
+            return options.calibrator
+
+    scores = {"minmax": 90.0, "percentile": 89.0, "corrected": 97.2}
+    monkeypatch.setattr(work, "_simulated_accuracy", lambda scheme, graph, data, bundle: scores[graph])
+    monkeypatch.setattr(bias_correction, "corrected", lambda model, calibration, per_channel: (
+        "corrected model", {"layers_corrected": 54, "layers_without_a_bias": [], "largest_shift": None, "images": 8}))
+
+    def breach(accuracy):
+        return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
+
+    metrics = {}
+    bundle = modeling.ModelBundle("resnet10t", "the model", 10, 32)
+    graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
+                                                 "minmax", 90.0, breach, metrics)
+    assert (graph, accuracy, options.calibrator, kept.model) == ("corrected", 97.2, "minmax", "corrected model")
+    assert [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "calibration", "bias_correction"]
+    assert metrics["bias_correction"]["layers_corrected"] == 54
+    assert "bias correction (54 layers) -> 97.20% (within budget" in quantize_report.ladder_sentence(metrics["ladder"])
+
+
+def test_bias_correction_makes_each_int8_layer_unbiased_through_its_batch_norm():
+    """A convolution whose batch norm follows: after the correction, the INT8 output of the
+    folded pair has the float output's mean in every channel (before: shifted)."""
+    import torch.nn.functional as F
+
+    from edgekiln.stages.quantize import bias_correction as bc
+    from edgekiln.stages.quantize.sensitivity import activation_int8, weight_int8
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, groups=8, bias=False), torch.nn.BatchNorm2d(8)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn_like(model[0].weight) * torch.linspace(0.01, 2.0, 8).reshape(-1, 1, 1, 1))
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+        model[1].weight.uniform_(0.5, 2)
+    calibration = (torch.rand(64, 8, 12, 12) * 3).numpy()
+    x = torch.from_numpy(calibration)
+
+    def int8_mean_error(m):
+        w, b = bc._folded(m[0], m[1])
+        y = F.conv2d(x, w, b, groups=8)
+        y_int8 = F.conv2d(activation_int8(x), weight_int8(w, True), b, groups=8)
+        return (model(x) - y_int8).mean((0, 2, 3)), (model(x) - y).abs().max()
+
+    before, folding_error = int8_mean_error(model)
+    assert folding_error < 1e-4  # the fold is the model
+    fixed, record = bc.corrected(model, calibration)
+    after, _ = int8_mean_error(fixed)
+    assert record["layers_corrected"] == 1 and record["layers_without_a_bias"] == []
+    assert before.abs().max() > 1e-3 and after.abs().max() < 1e-5, (before, after)

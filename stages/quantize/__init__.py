@@ -41,14 +41,15 @@ class QuantizeConfig(BaseModel):
     accuracy_aware: bool = True
     # When the plain INT8 simulation (PTQ) misses the budget on val, the repairs tried in turn,
     # cheapest first, until one holds: "calibration" (the other activation calibrator:
-    # histogram for min-max, min-max for a histogram one), then "float_layers" (the above, with
-    # accuracy_aware). "auto": both; a list: those; false: float layers only, as before.
-    ladder: Literal["auto"] | list[Literal["calibration", "float_layers"]] | bool = "auto"
+    # histogram for min-max, min-max for a histogram one), "bias_correction" (each layer's INT8
+    # mean shift added back to its bias: bias_correction.py), then "float_layers" (the above,
+    # with accuracy_aware). "auto": all three; a list: those; false: float layers only, as before.
+    ladder: Literal["auto"] | list[Literal["calibration", "bias_correction", "float_layers"]] | bool = "auto"
 
     @property
     def rungs(self) -> list[str]:
         """The ladder's rungs after plain PTQ, in order."""
-        chosen = (["calibration", "float_layers"] if self.ladder in ("auto", True) else
+        chosen = (["calibration", "bias_correction", "float_layers"] if self.ladder in ("auto", True) else
                   ["float_layers"] if self.ladder is False else list(self.ladder))
         return [r for r in chosen if r != "float_layers" or self.accuracy_aware]
 

@@ -13,7 +13,7 @@ def _manifest(result, checks: dict) -> dict:
         return {"quantize": None}
     section = {k: result.metrics.get(k) for k in (
         "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel", "ptq_accuracy", "qat",
-        "mixed_precision", "layers", "layers_method", "ladder", "calibrator_chosen")}
+        "mixed_precision", "layers", "layers_method", "ladder", "calibrator_chosen", "bias_correction")}
     if section["ladder"]:
         section["ladder"] = {**section["ladder"], "summary": ladder_sentence(section["ladder"])}
     return {"quantize": section}
@@ -30,6 +30,7 @@ def ladder_sentence(ladder: dict | None) -> str | None:
                  f"{plain.get('breach')}")
     for step in steps[1:]:
         what = (f"{step.get('calibrator_used') or step.get('calibrator')} calibration" if step["rung"] == "calibration"
+                else f"bias correction ({step.get('layers_corrected')} layers)" if step["rung"] == "bias_correction"
                 else f"{step.get('float_layers')} layer(s) kept in float")
         verdict = "within budget" if step.get("breach") is None else "still over"
         kept = "" if step.get("kept", True) else ", not kept (no better)"
@@ -75,7 +76,9 @@ _HTML = """{% if m.quantize %}
 
 def _lineage(m: dict) -> tuple[str, str | None, str]:
     quantize = m["quantize"] or {}
-    return ("quantization", None, f"{text(quantize.get('mode'))}: {text(quantize.get('scheme'))}")
+    ladder = (quantize.get("ladder") or {}).get("summary")
+    return ("quantization", None, f"{text(quantize.get('mode'))}: {text(quantize.get('scheme'))}"
+            + (f"; INT8 repair ladder: {ladder}" if ladder else ""))
 
 
 REPORT = StageReport(

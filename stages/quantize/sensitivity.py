@@ -23,7 +23,7 @@ IMAGES = 64  # calibration images the SQNR is measured on
 SATURATED_DB = 99.0  # no quantization noise at all (a layer of zeros): shown as this
 
 
-def _activation(x: torch.Tensor) -> torch.Tensor:
+def activation_int8(x: torch.Tensor) -> torch.Tensor:
     """`x` fake-quantized to uint8, per tensor, on its own min/max (0 always representable)."""
     low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     scale = (high - low) / 255 or 1.0
@@ -31,7 +31,7 @@ def _activation(x: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255)
 
 
-def _weight(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
+def weight_int8(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
     """`w` fake-quantized to symmetric int8, per output channel or per tensor."""
     if not per_channel:
         scale = float(w.abs().max()) / 127 or 1.0
@@ -58,14 +58,14 @@ def layer_sqnr(model: torch.nn.Module, calibration: np.ndarray, per_channel: boo
     def watch(name: str, module: torch.nn.Module):
         def hook(_module, inputs, output):
             x, y = inputs[0].detach().float(), output.detach().float()
-            w = _weight(module.weight.detach().float(), per_channel)
+            w = weight_int8(module.weight.detach().float(), per_channel)
             bias = None if module.bias is None else module.bias.detach().float()
             if isinstance(module, torch.nn.Conv2d):
-                quantized = F.conv2d(_activation(x), w, bias, module.stride, module.padding, module.dilation,
+                quantized = F.conv2d(activation_int8(x), w, bias, module.stride, module.padding, module.dilation,
                                      module.groups)
             else:
-                quantized = F.linear(_activation(x), w, bias)
-            quantized = _activation(quantized)
+                quantized = F.linear(activation_int8(x), w, bias)
+            quantized = activation_int8(quantized)
             axes = [d for d in range(y.dim()) if d != 1]  # per output channel: batch and space summed
             signal, noise = y.pow(2).sum(axes), (y - quantized).pow(2).sum(axes)
             if name in totals:

@@ -34,7 +34,7 @@ from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.quantize import QuantizeConfig, sensitivity
+from edgekiln.stages.quantize import QuantizeConfig, bias_correction, sensitivity
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
@@ -111,8 +111,10 @@ def _keep_float(scheme, bundle, calibration: np.ndarray, options: Int8Options, d
 def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
            accuracy: float, breach, metrics: dict):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
-    at the first within budget: another activation calibrator, then layers kept in float.
-    Records every rung tried (accuracy, seconds, why it stopped) in `metrics["ladder"]`."""
+    at the first within budget: another activation calibrator, bias correction, then layers
+    kept in float. Records every rung tried (accuracy, seconds, why it stopped) in
+    `metrics["ladder"]`; returns the graph, its accuracy, the options and the bundle (a
+    bias-corrected model, when that rung was kept)."""
     steps = [{"rung": "plain", "calibrator": options.calibrator, "accuracy": accuracy, "seconds": None,
               "breach": breach(accuracy)}]
     for rung in cfg.rungs:
@@ -136,6 +138,20 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             if kept:
                 graph, accuracy, options = candidate, score, tried
                 metrics["calibrator_chosen"] = other
+        elif rung == "bias_correction":
+            with progress.status(f"  INT8 misses the budget ({why}); correcting each layer's INT8 mean shift"):
+                model, record = bias_correction.corrected(bundle.model, calibration, options.per_channel)
+                candidate = scheme.simulate(model, calibration, options)
+                score = _simulated_accuracy(scheme, candidate, data, bundle)
+            kept = score > accuracy
+            steps.append({"rung": "bias_correction", "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
+                          "breach": breach(score), "kept": kept, **record})
+            console.print(f"  ladder: bias correction ({record['layers_corrected']} layers) -> {score:.2f}% val "
+                          f"({'kept' if kept else 'no better'})")
+            if kept:
+                graph, accuracy = candidate, score
+                bundle = dataclasses.replace(bundle, model=model)
+                metrics["bias_correction"] = record
         elif rung == "float_layers":
             graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why,
                                                                       breach)
@@ -146,7 +162,7 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
     metrics["ladder"] = {"rungs": ["plain", *cfg.rungs], "steps": steps,
                          "stopped": (f"within budget at rung {steps[-1]['rung']}" if final is None else
                                      f"every rung tried, still {final}")}
-    return graph, accuracy, options
+    return graph, accuracy, options, bundle
 
 
 def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
@@ -194,8 +210,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                              config.get("budget"))
 
     if cfg.mode == "ptq":
-        graph, accuracy, options = _climb(cfg, scheme, bundle, calibration, options, data, graph, accuracy, breach,
-                                          metrics)
+        graph, accuracy, options, bundle = _climb(cfg, scheme, bundle, calibration, options, data, graph, accuracy,
+                                                  breach, metrics)
         metrics["simulation_calibrator"] = scheme.calibrator_used(options)
     float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
     metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
