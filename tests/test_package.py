@@ -50,3 +50,16 @@ def test_the_wheel_installs_a_working_edgekiln_outside_the_repository(tmp_path):
                              "import json; print(json.loads(SCHEMA_FILE.read_text())['title'])"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert schema.returncode == 0 and "schema_version 2" in schema.stdout, schema.stdout + schema.stderr
+
+
+def test_the_all_extra_is_every_format_extra():
+    """`all` is listed in full (a project naming its own extras sends pip's resolver into
+    minutes of backtracking); it must stay the union of the format extras."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    from edgekiln.targets import format_names, get_format
+
+    formats = {get_format(name).EXTRA for name in format_names()}
+    assert formats == {"onnx", "tflite", "coreml", "executorch"}
+    assert sorted(extras["all"]) == sorted(req for name in formats for req in extras[name])
