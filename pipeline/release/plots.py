@@ -235,13 +235,16 @@ def _lay_out(fig, labels: list) -> None:
     in the order given, kept only where it overlaps no text placed before it and no legend."""
     fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
+    wrapped = False
     for ax in fig.axes:
         width = ax.get_window_extent(renderer).width
         for text in (ax.title, ax.xaxis.label):
             if text.get_text() and text.get_window_extent(renderer).width > width:
                 chars = max(12, int(len(text.get_text()) * width / text.get_window_extent(renderer).width) - 2)
                 text.set_text(textwrap.fill(text.get_text().replace("\n", " "), chars))
-    fig.draw_without_rendering()
+                wrapped = True
+    if wrapped:  # the layout again, around the wrapped titles (each pass costs a few tenths of a second)
+        fig.draw_without_rendering()
     # a log axis labels some minor ticks: the first to go where they run into other text
     labels = labels + [t for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
                        for t in _tick_texts(axis, minor=True) if t.get_text()]
