@@ -125,10 +125,8 @@ def test_a_stage_killed_mid_training_resumes_at_its_last_epoch_and_ends_as_if_ne
         command = [sys.executable, "-c", script, *argv] if script else [sys.executable, "-m", "edgekiln.interfaces.cli", *argv]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
-    # the run it is compared with, in this process (no interpreter to start): the same code
-    straight = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "out-a"),
-                                        "--cache-dir", str(tmp_path / "cache-a")])
-    assert straight.exit_code == 0, straight.output
+    straight = cli("cache-a", "out-a")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
     killed = cli("cache-b", "out-b", _KILLED_AFTER_EPOCH_2)
     assert killed.returncode == -9
     assert not (tmp_path / "cache-b" / "distill").exists()  # no entry, only its checkpoints
