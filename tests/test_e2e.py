@@ -229,8 +229,12 @@ def test_executorch_goes_through_every_stage_scored_and_timed_in_its_runtime(run
     assert artifact["latency_source"] == "host" and artifact["latency_ms"]["p50"] > 0
     data = load_dataset(DataConfig(image_size=32, seed=0))
     pre = manifest["preprocessing"]
-    predicted = get_format("executorch").predict(work / "out" / "model.pte",
-                                                 to_input(data.test_x, pre["mean"], pre["std"]).numpy())
+    # an app that knows only the file: the .pte's own `interface` says how to scale the pixels
+    feed = json.loads(get_format("executorch").read_metadata(work / "out" / "model.pte")["interface"])["input"]
+    assert feed["layout"] == "NCHW" and feed["dtype"] == "float32"
+    x = data.test_x.numpy().astype(np.float32) / 255.0
+    x = (x - np.array(feed["mean"], np.float32)[None, :, None, None]) / np.array(feed["std"], np.float32)[None, :, None, None]
+    predicted = get_format("executorch").predict(work / "out" / "model.pte", np.ascontiguousarray(x))
     assert artifact["test_accuracy"] == pytest.approx((predicted.argmax(1) == data.test_y.numpy()).mean() * 100)
     assert abs(artifact["test_accuracy"] - next(a for a in first["artifacts"] if a["target"] == "server")["test_accuracy"]) < 5
     metadata = get_format("executorch").read_metadata(work / "out" / "model.pte")
