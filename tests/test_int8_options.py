@@ -273,3 +273,16 @@ def test_bias_correction_makes_each_int8_layer_unbiased_through_its_batch_norm()
     after, _ = int8_mean_error(fixed)
     assert record["layers_corrected"] == 1 and record["layers_without_a_bias"] == []
     assert before.abs().max() > 1e-3 and after.abs().max() < 1e-5, (before, after)
+
+
+def test_bias_correction_leaves_a_layer_whose_batch_norm_has_no_shift_and_says_so():
+    """A batch norm without an affine shift cannot carry the correction: the layer is listed
+    as left alone, and the model is not changed there."""
+    from edgekiln.stages.quantize import bias_correction as bc
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4, affine=False),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    fixed, record = bc.corrected(model, torch.rand(8, 3, 8, 8).numpy())
+    assert record["layers_without_a_bias"] == ["0"] and record["layers_corrected"] == 1
+    assert torch.equal(fixed[0].weight, model[0].weight)

@@ -24,7 +24,7 @@ from edgekiln.data import idx_files, index_cache, shards
 from edgekiln.data.config import DataConfig
 from edgekiln.data.image_files import ImageFiles, default_workers
 from edgekiln.errors import InputError
-from edgekiln.system.files import file_sha256
+from edgekiln.system.files import content_digest
 
 # An image folder whose training split would take more than this decoded is streamed from
 # disk unless `[data] streaming` says otherwise (about 14,000 images at 224 px).
@@ -287,7 +287,7 @@ def _content_id(root: Path, listing: list[tuple[str, int, int]], index_dir: Path
     known = index_cache.read(index_dir, seen)
     if known is not None:
         return known["source_id"]
-    contents = [(name, size, file_sha256(root / name)) for name, size, _ in listing]
+    contents = [(name, size, content_digest(root / name)) for name, size, _ in listing]
     source_id = hashlib.sha256(json.dumps(contents).encode()).hexdigest()
     index_cache.write(index_dir, seen, {"source_id": source_id})
     return source_id

@@ -517,8 +517,9 @@ def cache_verify(cache_dir: str | Path | None = None, *, discard: bool = False) 
     entries, [(entry, problem)] of the damaged ones, deleted when `discard`)."""
     from edgekiln.engine.cache import StageCache, require_cache, verify_entry
 
-    require_cache(_cache_dir(cache_dir))
-    cache = StageCache(_cache_dir(cache_dir))
+    cache_dir = _cache_dir(cache_dir)
+    require_cache(cache_dir)
+    cache = StageCache(cache_dir)
     entries = cache.entries()
     damaged = [(e, problem) for e in entries if (problem := verify_entry(e.path)) is not None]
     if discard:
@@ -533,5 +534,6 @@ def cache_gc(cache_dir: str | Path | None = None, *, older_than_s: float | None 
     cache is at most `max_bytes`; returns the entries removed."""
     from edgekiln.engine.cache import StageCache, require_cache
 
-    require_cache(_cache_dir(cache_dir))
-    return StageCache(_cache_dir(cache_dir)).gc(older_than_s, max_bytes)
+    cache_dir = _cache_dir(cache_dir)
+    require_cache(cache_dir)
+    return StageCache(cache_dir).gc(older_than_s, max_bytes)

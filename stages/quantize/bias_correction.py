@@ -22,6 +22,7 @@ import copy
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from edgekiln.stages.quantize.sensitivity import activation_int8, weight_int8
 
@@ -35,9 +36,10 @@ def _folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> tuple[tor
     b = None if conv.bias is None else conv.bias.detach().float()
     if bn is None:
         return w, b
-    scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    shift = bn.bias.detach().float() - bn.running_mean.float() * scale
-    return w * scale.reshape(-1, 1, 1, 1), shift + (0 if b is None else b * scale)
+    weight, bias = fuse_conv_bn_weights(w, b, bn.running_mean.float(), bn.running_var.float(), bn.eps,
+                                        None if bn.weight is None else bn.weight.detach().float(),
+                                        None if bn.bias is None else bn.bias.detach().float())
+    return weight.detach(), bias.detach()
 
 
 def _batch_norm_after(model: torch.nn.Module) -> dict[str, torch.nn.BatchNorm2d]:
@@ -58,11 +60,13 @@ def _batch_norm_after(model: torch.nn.Module) -> dict[str, torch.nn.BatchNorm2d]
     return after
 
 
-def measure_shifts(model: torch.nn.Module, calibration: np.ndarray, per_channel: bool = True) -> dict[str, torch.Tensor]:
+def measure_shifts(model: torch.nn.Module, calibration: np.ndarray, per_channel: bool = True,
+                   norms: dict[str, torch.nn.BatchNorm2d] | None = None) -> dict[str, torch.Tensor]:
     """Per layer (convolution or linear, with its batch norm folded in): the mean per output
-    channel of float output minus INT8 output, on the first IMAGES calibration images."""
+    channel of float output minus INT8 output, on the first IMAGES calibration images.
+    `norms`: `_batch_norm_after(model)`, when the caller has it already."""
     model = model.cpu().eval()
-    norms = _batch_norm_after(model)
+    norms = _batch_norm_after(model) if norms is None else norms
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     handles = []
@@ -104,20 +108,18 @@ def corrected(model: torch.nn.Module, calibration: np.ndarray, per_channel: bool
     shift of the batch norm after it), and what was done: layers corrected, those left alone
     (no bias and no batch norm to carry it), the largest shift."""
     model = copy.deepcopy(model).cpu().eval()
-    shifts = measure_shifts(model, calibration, per_channel)
     norms = _batch_norm_after(model)
+    shifts = measure_shifts(model, calibration, per_channel, norms)
     modules = dict(model.named_modules())
     done, skipped = [], []
     with torch.no_grad():
         for name, shift in shifts.items():
-            module = modules[name]
-            if name in norms:
-                norms[name].bias.add_(shift.to(norms[name].bias.dtype))
-            elif module.bias is not None:
-                module.bias.add_(shift.to(module.bias.dtype))
-            else:
+            # the shift was measured after the batch norm when one follows: only its own shift carries it
+            carrier = norms[name].bias if name in norms else modules[name].bias
+            if carrier is None:  # no bias, or a batch norm without an affine shift
                 skipped.append(name)
                 continue
+            carrier.add_(shift.to(carrier.dtype))
             done.append(name)
     largest = max(shifts.items(), key=lambda kv: float(kv[1].abs().max()), default=None)
     return model, {"layers_corrected": len(done), "layers_without_a_bias": skipped,
