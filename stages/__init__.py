@@ -46,15 +46,21 @@ def resolve(target):
 @dataclass(frozen=True)
 class Check:
     """A check run before any stage, cached like one. `run(data, cfg)` returns its record and
-    the config sections it narrows ({section: new value}); `inputs(cfg)` is what its result
-    depends on (its cache key, with the data and the code)."""
+    the config sections it narrows ({section: {key: new value}}, only the keys it changes);
+    `inputs(cfg)` is what its result depends on (its cache key, with the data and the code).
+    `refresh(record, cfg)`, when given, returns the record as the config in force names
+    things (a cached record keeps what it measured, not the names of the run that wrote it)."""
 
     name: str
     run: Callable | str
     inputs: Callable | str
+    refresh: Callable | str | None = None
 
     def __call__(self, data, cfg):
         return resolve(self.run)(data, cfg)
+
+    def refreshed(self, record: dict, cfg) -> dict:
+        return record if self.refresh is None else resolve(self.refresh)(record, cfg)
 
     def key_inputs(self, cfg):
         return resolve(self.inputs)(cfg)

@@ -269,14 +269,15 @@ def _run_check(check: Check, cfg: PipelineConfig, data: Dataset, cache: StageCac
             record, narrowed = stored["record"], stored["narrowed"]
             cached = True
         else:
-            record, narrowed_sections = check(data, cfg)
-            narrowed = {k: _dump(v) for k, v in narrowed_sections.items()}
+            record, narrowed = check(data, cfg)
             with cache.writing(check.name, key) as workdir:
                 (workdir / f"{check.name}.json").write_text(json.dumps({"record": record, "narrowed": narrowed}))
             cached = False
-    for section, value in narrowed.items():
-        setattr(cfg, section, type(getattr(cfg, section)).model_validate(value))
-    return {"cached": cached, **record}
+    # Only the keys a check changed: the rest of the section is the config in force, which
+    # may differ from the one the cached record was written under.
+    for section, changes in narrowed.items():
+        setattr(cfg, section, getattr(cfg, section).model_copy(update=changes))
+    return {"cached": cached, **check.refreshed(record, cfg)}
 
 
 def _gate(node: Stage, result: StageResult, branch: Branch, outcome: RunOutcome, data: Dataset) -> list[GateCheck]:

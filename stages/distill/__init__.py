@@ -114,11 +114,6 @@ def _profiles(config: dict) -> dict:
     return {} if cfg.profile is None else {"student.profile": load_profile(cfg.profile)}
 
 
-def _precheck_inputs(cfg) -> dict:
-    """What the pre-check's result depends on (besides the data and the code)."""
-    return {"student": cfg.student.candidates, "targets": [t.model_dump(mode="json") for t in cfg.targets]}
-
-
 def _formats(sections: dict) -> set[str]:
     """select = "fastest" per target times each candidate's artifact where a target's runner
     measures: its formats; otherwise distillation converts nothing (the pre-check is a
@@ -159,5 +154,6 @@ STAGE = register(Stage(plan=_plan, trains=True, formats=_formats,
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
     default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",
-    checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", _precheck_inputs),),
+    checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", "edgekiln.stages.distill.precheck:inputs",
+                  refresh="edgekiln.stages.distill.precheck:refresh"),),
     report="edgekiln.stages.distill.report:REPORT"))

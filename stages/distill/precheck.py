@@ -32,8 +32,23 @@ def check(data: Dataset, cfg) -> tuple[dict, dict]:
     archs = cfg.student.candidates
     records, dropped = run(data, archs, cfg.targets)
     gone = {d["name"] for d in dropped}
-    narrowed = {"student": cfg.student.model_copy(update={"arch": [a for a in archs if a not in gone]})} if gone else {}
+    narrowed = {"student": {"arch": [a for a in archs if a not in gone]}} if gone else {}
     return {"targets": records, "dropped": dropped}, narrowed
+
+
+def inputs(cfg) -> dict:
+    """What the verdict depends on besides the data and this code: the candidates and the
+    formats they must convert to (not the targets' names, profiles or budgets: the check
+    converts with no target's options)."""
+    return {"student": cfg.student.candidates, "formats": sorted({t.format for t in cfg.targets})}
+
+
+def refresh(record: dict, cfg) -> dict:
+    """The record with each format's targets named as the config in force names them."""
+    names: dict[str, list[str]] = {}
+    for target in cfg.targets:
+        names.setdefault(target.format, []).append(target.name)
+    return {**record, "targets": [{**r, "targets": names.get(r["format"], r["targets"])} for r in record["targets"]]}
 
 
 def run(data: Dataset, archs: list[str], targets) -> tuple[list[dict], list[dict]]:
