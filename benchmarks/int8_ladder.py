@@ -58,6 +58,7 @@ profile = "x86-server-avx2"
 SETTINGS = {"plain (no repair)": "ladder = []\naccuracy_aware = false",
             "float-layers (before the ladder)": "ladder = false",
             "bias-correction (that rung alone)": 'ladder = ["bias_correction"]\naccuracy_aware = false',
+            "qat-rung (that rung alone, its default 3 epochs)": 'ladder = ["qat"]\naccuracy_aware = false',
             "ladder-auto": 'ladder = "auto"'}
 
 

@@ -206,7 +206,8 @@ def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_bud
     work._climb(QuantizeConfig(ladder=False), Scheme(), bundle, None, Int8Options(), None, "minmax", 90.0, breach,
                 metrics)
     assert floated == ["minmax"] and [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "float_layers"]
-    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "bias_correction"]
+    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "bias_correction", "qat"]
+    assert QuantizeConfig(mode="qat").rungs == []  # QAT is trained, not repaired
 
 
 def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_when_it_scores_higher(monkeypatch):
@@ -241,6 +242,78 @@ def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_whe
     assert [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "calibration", "bias_correction"]
     assert metrics["bias_correction"]["layers_corrected"] == 54
     assert "bias correction (54 layers) -> 97.20% (within budget" in quantize_report.ladder_sentence(metrics["ladder"])
+
+
+def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(monkeypatch, tmp_path):
+    """Every cheaper rung misses the budget; the QAT rung trains on the bundle the ladder
+    reached and, better on val, becomes the stage's model, with its fake-quantize state
+    written beside the result (what export builds the artifacts from). A QAT no better than
+    the rungs before it is recorded and not kept."""
+    import dataclasses
+
+    from edgekiln.stages.quantize import QuantizeConfig, bias_correction
+    from edgekiln.stages.quantize import report as quantize_report
+    from edgekiln.stages.quantize import work
+    from edgekiln.targets.int8 import Int8Options
+    from edgekiln.training import modeling
+    from edgekiln.training.int8_recipe import QAT_STATE_FILE
+
+    class Scheme:
+        def simulate(self, model, calibration, options, **kwargs):
+            return options.calibrator
+
+        def calibrator_used(self, options):
+            return options.calibrator
+
+    monkeypatch.setattr(work, "_simulated_accuracy", lambda scheme, graph, data, bundle: {"minmax": 90.0}.get(graph, 89.0))
+    monkeypatch.setattr(bias_correction, "corrected", lambda model, calibration, per_channel: (
+        model, {"layers_corrected": 3, "layers_without_a_bias": [], "largest_shift": None, "images": 8}))
+    monkeypatch.setattr(work, "_keep_float", lambda scheme, bundle, calibration, options, data, why, breach: (
+        "minmax", 90.0, {"applied": False, "float_layers": [], "why_not": "budget not met even with all 9 layers"}))
+
+    def breach(accuracy):
+        return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
+
+    bundle = modeling.ModelBundle("resnet10t", "the model", 10, 32)
+    trained_on = []
+
+    def qat_rung(score):
+        def train(bundle, options):
+            trained_on.append((bundle.model, options.float_layers))
+            return "qat graph", score, dataclasses.replace(bundle, model="tuned model"), {"q": "state"}, {"epochs": 3}
+        return train
+
+    monkeypatch.setattr(work, "save_file", lambda state, path: path.write_text(str(state)))
+    metrics = {}
+    graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
+                                                 "minmax", 90.0, breach, metrics, qat_rung=qat_rung(97.4),
+                                                 workdir=tmp_path)
+    assert trained_on == [("the model", ())]
+    assert (graph, accuracy, kept.model) == ("qat graph", 97.4, "tuned model")
+    assert [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "calibration", "bias_correction",
+                                                               "float_layers", "qat"]
+    assert metrics["ladder"]["stopped"] == "within budget at rung qat" and metrics["qat"]["epochs"] == 3
+    assert (tmp_path / QAT_STATE_FILE).is_file()
+    assert "QAT with distillation (3 epochs) -> 97.40% (within budget" in quantize_report.ladder_sentence(
+        metrics["ladder"])
+
+    other = tmp_path / "other"
+    other.mkdir()
+    metrics = {}
+    graph, accuracy, _, kept = work._climb(QuantizeConfig(ladder=["qat"]), Scheme(), bundle, None, Int8Options(),
+                                           None, "minmax", 90.0, breach, metrics, qat_rung=qat_rung(85.0),
+                                           workdir=other)
+    assert (graph, accuracy, kept.model) == ("minmax", 90.0, "the model") and "qat" not in metrics
+    assert metrics["ladder"]["steps"][-1]["kept"] is False and not (other / QAT_STATE_FILE).exists()
+    assert metrics["ladder"]["stopped"].startswith("every rung tried, still 8.00 points below")
+
+
+def test_the_qat_rung_puts_the_training_recipes_in_the_stage_key():
+    from edgekiln.stages.quantize import QuantizeConfig, unkeyed
+
+    assert unkeyed({"quantize": QuantizeConfig(ladder=["calibration"])}) == {"distill", "train"}
+    assert unkeyed({"quantize": QuantizeConfig()}) == set()  # auto: the QAT rung may train
+    assert unkeyed({"quantize": QuantizeConfig(ladder=[], accuracy_aware=False)}) == {"distill", "train", "budget"}
 
 
 def test_bias_correction_makes_each_int8_layer_unbiased_through_its_batch_norm():
@@ -286,3 +359,41 @@ def test_bias_correction_leaves_a_layer_whose_batch_norm_has_no_shift_and_says_s
     fixed, record = bc.corrected(model, torch.rand(8, 3, 8, 8).numpy())
     assert record["layers_without_a_bias"] == ["0"] and record["layers_corrected"] == 1
     assert torch.equal(fixed[0].weight, model[0].weight)
+
+
+def test_the_stage_climbs_to_a_real_qat_rung_and_hands_on_its_model_and_state(tmp_path):
+    """The quantize stage itself, on digits at 16 px with a small trained network and a
+    budget plain PTQ cannot meet: the QAT rung trains for real (one epoch, distilling from
+    the reference), is scored on val, and is kept exactly when it beats the rungs before it;
+    then the stage's model is QAT's and its fake-quantize state lies beside the result."""
+    from edgekiln.data.config import DataConfig
+    from edgekiln.data.dataset import load_dataset
+    from edgekiln.engine.config import config_from_text
+    from edgekiln.stages.quantize import work
+    from edgekiln.stages.result import StageResult
+    from edgekiln.training import evaluation, modeling, trainer
+    from edgekiln.training.int8_recipe import QAT_STATE_FILE
+
+    data = load_dataset(DataConfig(image_size=16))
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2),
+                        nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    bundle = modeling.ModelBundle("small", net, 10, 16)
+    cfg = config_from_text('[data]\nsource = "digits"\nimage_size = 16\n[teacher]\ncandidates = ["resnet10t"]\n'
+                           '[quantize]\nladder = ["qat"]\nepochs = 1\ncalibration_samples = 16\n'
+                           '[budget.max_drop]\nquantize = 0.0\n[[targets]]\nname = "s"\nformat = "onnx"\n', base=tmp_path, name="qat.toml")
+    trainer.fit(bundle, data, 2, lr=3e-3, seed=0, desc="small", train=cfg.train)
+    # Scored 100 % before INT8: no INT8 model can meet a zero-point budget, so the ladder climbs.
+    previous = StageResult.with_model(100.0, bundle, stage="prune", metrics={"macs": 0})
+    config = {"quantize": cfg.quantize, "train": cfg.train, "distill": cfg.distill, "budget": cfg.budget}
+    result = work.run(data, config, tmp_path, previous=previous, reference=previous)
+    plain, qat = result.metrics["ladder"]["steps"]
+    assert plain["rung"] == "plain" and qat["rung"] == "qat" and qat["epochs"] == 1 and qat["seconds"] > 0
+    assert qat["kept"] == (qat["accuracy"] > plain["accuracy"])
+    assert (tmp_path / QAT_STATE_FILE).is_file() == qat["kept"]
+    assert result.accuracy == max(plain["accuracy"], qat["accuracy"])
+    if qat["kept"]:
+        assert result.bundle.model is not net and result.metrics["qat"]["accuracy"] == qat["accuracy"]
+        assert result.metrics["qat"]["float_accuracy"] == evaluation.evaluate(result.bundle, data)
+    else:
+        assert result.bundle.model is net and "qat" not in result.metrics

@@ -45,7 +45,11 @@ def trained(tmp_path_factory):
     move_exported_model_to_eval(prepared)
     path = tmp_path_factory.mktemp("qat") / "qat_state.safetensors"
     save_file(pt2e.qat_state(prepared, model), path)
+    # Converted with every conv-bn pattern traced afresh (none remembered from an earlier
+    # test): what the conversions below, from remembered patterns, must give to the bit.
+    pt2e.TRACED_PATTERNS.clear()
     expected = convert_pt2e(prepared, fold_quantize=False)
+    assert len(pt2e.TRACED_PATTERNS) > 10
     return model, images.numpy(), expected, str(path)
 
 
@@ -79,3 +83,25 @@ def test_state_of_another_model_is_refused(trained, tmp_path):
     other(torch.from_numpy(images[:1]))
     with pytest.raises(ConversionError, match="does not fit"):
         pt2e.simulate(other.eval(), images, Int8Options(qat_state=path))
+
+
+def test_a_qat_graph_converts_the_same_with_its_patterns_traced_once(trained, monkeypatch):
+    """The conv-bn patterns torchao traces to convert a QAT graph are remembered per process
+    (targets/formats/tflite/pt2e.py): a conversion from remembered patterns traces none of
+    them again and gives, to the bit, what the fixture's conversion gave with every pattern
+    traced afresh."""
+    model, images, expected, path = trained
+    remembered = len(pt2e.TRACED_PATTERNS)
+    exported = []
+    export = torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: exported.append(a[0]) or export(*a, **k))
+    restored = pt2e.simulate(model, images, Int8Options(qat_state=path))
+    assert len(pt2e.TRACED_PATTERNS) == remembered
+    assert len(exported) == 1 and not isinstance(exported[0], pt2e_wrapper())  # the model's own graph only
+    assert np.array_equal(pt2e.predict(restored, images), pt2e.predict(expected, images))
+
+
+def pt2e_wrapper():
+    from torchao.quantization.pt2e.export_utils import WrapperModule
+
+    return WrapperModule

@@ -100,11 +100,11 @@ def plan_run(cfg, data=None) -> RunPlan:
         works += [(stage, w) for w in planned]
     batch = cfg.train.batch_size  # per-image cost depends on it: probe at the size training uses
     for _, w in works:
-        if w.arch is not None and w.epochs and w.arch not in plan.probes:
+        if w.arch is not None and w.max_epochs and w.arch not in plan.probes:
             console.print(f"  timing {w.arch} at {data.image_size} px", markup=False)
             plan.probes[w.arch] = probe(w.arch, data.num_classes, data.image_size, batch)
     for stage, w in works:
-        if w.arch is None or not w.epochs:
+        if w.arch is None or not w.max_epochs:  # a loop that may not run still has a most
             plan.rows.append(PlannedRow(stage.label, w.what, None, (w.seconds / 60,) * 3, stage.name))
             continue
         p = plan.probes[w.arch]

@@ -16,6 +16,11 @@ from edgekiln.targets.int8 import Int8Options
 from edgekiln.training.config import Epochs
 
 
+# The ladder's rungs by cost, cheapest first (seconds, seconds, a simulation per layer,
+# epochs of training). The order was set by cost, not tuned on any data.
+RUNGS = ("calibration", "bias_correction", "float_layers", "qat")
+
+
 class QuantizeConfig(BaseModel):
     """`[quantize]`: how the student becomes INT8."""
 
@@ -42,14 +47,18 @@ class QuantizeConfig(BaseModel):
     # When the plain INT8 simulation (PTQ) misses the budget on val, the repairs tried in turn,
     # cheapest first, until one holds: "calibration" (the other activation calibrator:
     # histogram for min-max, min-max for a histogram one), "bias_correction" (each layer's INT8
-    # mean shift added back to its bias: bias_correction.py), then "float_layers" (the above,
-    # with accuracy_aware). "auto": all three; a list: those; false: float layers only, as before.
-    ladder: Literal["auto"] | list[Literal["calibration", "bias_correction", "float_layers"]] | bool = "auto"
+    # mean shift added back to its bias: bias_correction.py), "float_layers" (the above, with
+    # accuracy_aware), then "qat" (QAT with distillation, `epochs` and `lr` as for mode = "qat",
+    # within the stage's time budget; all layers INT8). "auto": all four; a list: those, in
+    # the order given; false: float layers only, as before the ladder.
+    ladder: Literal["auto"] | list[Literal["calibration", "bias_correction", "float_layers", "qat"]] | bool = "auto"
 
     @property
     def rungs(self) -> list[str]:
-        """The ladder's rungs after plain PTQ, in order."""
-        chosen = (["calibration", "bias_correction", "float_layers"] if self.ladder in ("auto", True) else
+        """The ladder's rungs after plain PTQ, in order (none with QAT: it is trained, not repaired)."""
+        if self.mode == "qat":
+            return []
+        chosen = (list(RUNGS) if self.ladder in ("auto", True) else
                   ["float_layers"] if self.ladder is False else list(self.ladder))
         return [r for r in chosen if r != "float_layers" or self.accuracy_aware]
 
@@ -83,23 +92,29 @@ class QuantizeConfig(BaseModel):
 
 
 def unkeyed(config: dict) -> set[str]:
-    """PTQ reads neither the distillation recipe nor the training recipe; [budget] decides
-    only PTQ's layers kept in float (accuracy_aware) and when auto QAT may stop."""
+    """PTQ reads the distillation and training recipes only for the ladder's QAT rung;
+    [budget] decides only whether PTQ climbs the ladder and when auto QAT may stop."""
     cfg: QuantizeConfig = config["quantize"]
-    out = {"distill", "train"} if cfg.mode == "ptq" else set()
-    reads_budget = cfg.accuracy_aware if cfg.mode == "ptq" else \
+    trains = cfg.mode == "qat" or "qat" in cfg.rungs
+    out = set() if trains else {"distill", "train"}
+    reads_budget = bool(cfg.rungs) if cfg.mode == "ptq" else \
         cfg.epochs == "auto" and config["train"].stop_when_within_budget
     return out if reads_budget else out | {"budget"}
 
 
 def _plan(cfg, model):
-    """QAT's loop, or PTQ's calibration (seconds); hands on the same model."""
+    """QAT's loop, or PTQ's calibration (seconds) and, with the ladder's QAT rung, QAT's loop
+    at most (none expected: it runs only when every cheaper rung misses the budget); hands
+    on the same model."""
     from edgekiln.stages.planning import Work, loop
 
     q, (arch, scale) = cfg.quantize, model
+    qat_loop = loop("QAT", arch, q.epochs, q.max_epochs, cfg.train.patience, scale)
     if q.mode == "qat":
-        return [loop("QAT", arch, q.epochs, q.max_epochs, cfg.train.patience, scale)], model
-    return [Work("PTQ calibration", seconds=2.0)], model
+        return [qat_loop], model
+    rung = [Work("QAT rung (only if the cheaper rungs miss the budget)", arch, 0.0, 0.0, qat_loop.max_epochs,
+                 scale=scale)] if "qat" in q.rungs else []
+    return [Work("PTQ calibration", seconds=2.0), *rung], model
 
 
 STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: {sections["quantize"].simulation},

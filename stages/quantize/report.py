@@ -31,6 +31,7 @@ def ladder_sentence(ladder: dict | None) -> str | None:
     for step in steps[1:]:
         what = (f"{step.get('calibrator_used') or step.get('calibrator')} calibration" if step["rung"] == "calibration"
                 else f"bias correction ({step.get('layers_corrected')} layers)" if step["rung"] == "bias_correction"
+                else f"QAT with distillation ({step.get('epochs')} epochs)" if step["rung"] == "qat"
                 else f"{step.get('float_layers')} layer(s) kept in float")
         verdict = "within budget" if step.get("breach") is None else "still over"
         kept = "" if step.get("kept", True) else ", not kept (no better)"

@@ -108,13 +108,40 @@ def _keep_float(scheme, bundle, calibration: np.ndarray, options: Int8Options, d
     return graph, _simulated_accuracy(scheme, graph, data, bundle), record
 
 
+def _qat(cfg: QuantizeConfig, config: dict, bundle: modeling.ModelBundle, data: Dataset, calibration: np.ndarray,
+         options: Int8Options, scheme, previous: StageResult, reference: StageResult):
+    """QAT with distillation from the reference, on a copy of `bundle`'s model: the INT8
+    simulation it reached, its val accuracy, the tuned bundle, its fake-quantize state and
+    its record (the manifest's quantize.qat)."""
+    train = config["train"]
+    plan = schedule.from_config(cfg, train)
+    started = time.perf_counter()
+    holds = budget.holds_with_margin(train.within_budget_margin, "quantize", (previous.stage, previous.accuracy),
+                                     reference.accuracy, config.get("budget"))
+    # QAT tunes the model in place: on a copy, so that the model before it stays what the
+    # stage hands on when QAT is not kept, and the reference (self-distillation from the
+    # given model) stays the teacher.
+    tuned = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model))
+    graph, state, record = qat.finetune(
+        tuned, data, reference.bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
+        kd=config["distill"], example=calibration, scheme=scheme,
+        within_budget=holds if plan.auto and train.stop_when_within_budget else None)
+    accuracy = _simulated_accuracy(scheme, graph, data, tuned)
+    return graph, accuracy, tuned, state, {
+        "epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
+        "distils_from": reference.stage, "float_accuracy": evaluation.evaluate(tuned, data), "accuracy": accuracy,
+        "schedule": record}
+
+
 def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
-           accuracy: float, breach, metrics: dict):
+           accuracy: float, breach, metrics: dict, *, qat_rung=None, workdir: Path | None = None):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
-    at the first within budget: another activation calibrator, bias correction, then layers
-    kept in float. Records every rung tried (accuracy, seconds, why it stopped) in
-    `metrics["ladder"]`; returns the graph, its accuracy, the options and the bundle (a
-    bias-corrected model, when that rung was kept)."""
+    at the first within budget: another activation calibrator, bias correction, layers kept
+    in float, then QAT with distillation (`qat_rung(bundle, options)`: _qat's result; its
+    fake-quantize state is written to `workdir` when kept). Records every rung tried
+    (accuracy, seconds, why it stopped) in `metrics["ladder"]`; returns the graph, its
+    accuracy, the options and the bundle (a bias-corrected or QAT-tuned model, when that
+    rung was kept)."""
     steps = [{"rung": "plain", "calibrator": options.calibrator, "accuracy": accuracy, "seconds": None,
               "breach": breach(accuracy)}]
     for rung in cfg.rungs:
@@ -158,6 +185,20 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             steps.append({"rung": "float_layers", "accuracy": accuracy, "breach": breach(accuracy),
                           "seconds": round(time.perf_counter() - started, 2),
                           "float_layers": len(metrics["mixed_precision"].get("float_layers") or [])})
+        elif rung == "qat":
+            # All of the model in INT8 again (float layers that could not hold the budget are
+            # not kept), and the calibrator the ladder chose, fine-tuned under fake quantization.
+            console.print(f"  ladder: INT8 misses the budget ({why}); QAT with distillation for {cfg.epochs} epochs")
+            candidate, score, tuned, state, record = qat_rung(bundle, options)
+            kept = score > accuracy
+            steps.append({"rung": "qat", "accuracy": score, "breach": breach(score),
+                          "seconds": round(time.perf_counter() - started, 2), "kept": kept, "epochs": record["epochs"]})
+            console.print(f"  ladder: QAT ({record['epochs']} epochs) -> {score:.2f}% val "
+                          f"({'kept' if kept else 'no better'})")
+            if kept:
+                graph, accuracy, bundle = candidate, score, tuned
+                save_file(state, workdir / QAT_STATE_FILE)
+                metrics["qat"] = record
     final = breach(accuracy)
     metrics["ladder"] = {"rungs": ["plain", *cfg.rungs], "steps": steps,
                          "stopped": (f"within budget at rung {steps[-1]['rung']}" if final is None else
@@ -184,34 +225,23 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                "macs": previous.metrics["macs"]}
     accuracy = ptq_accuracy
     if cfg.mode == "qat":
-        train = config["train"]
-        plan = schedule.from_config(cfg, train)
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
-        started = time.perf_counter()
-        holds = budget.holds_with_margin(train.within_budget_margin, "quantize", (previous.stage, previous.accuracy),
-                                         reference.accuracy, config.get("budget"))
-        # QAT tunes the model in place: a copy when it is also the reference it distils from
-        # (self-distillation from the given model).
-        teachers = [copy.deepcopy(b) for b in reference.bundles] if reference is previous else reference.bundles
-        graph, state, record = qat.finetune(
-            bundle, data, teachers, epochs=plan, lr=cfg.lr, options=options, train=train,
-            kd=config["distill"], example=calibration, scheme=scheme,
-            within_budget=holds if plan.auto and train.stop_when_within_budget else None)
+        graph, accuracy, bundle, state, metrics["qat"] = _qat(cfg, config, bundle, data, calibration, options, scheme,
+                                                              previous, reference)
         save_file(state, workdir / QAT_STATE_FILE)
-        accuracy = _simulated_accuracy(scheme, graph, data, bundle)
-        metrics["qat"] = {"epochs": record["epochs"], "lr": cfg.lr, "seconds": round(time.perf_counter() - started, 1),
-                          "distils_from": reference.stage,
-                          "float_accuracy": evaluation.evaluate(bundle, data), "accuracy": accuracy,
-                          "schedule": record}
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
                       f"{metrics['qat']['float_accuracy']:.2f}% in float")
+
     def breach(value: float) -> str | None:
         return budget.breach(value, "quantize", (previous.stage, previous.accuracy), reference.accuracy,
                              config.get("budget"))
 
     if cfg.mode == "ptq":
+        def qat_rung(bundle, options):
+            return _qat(cfg, config, bundle, data, calibration, options, scheme, previous, reference)
+
         graph, accuracy, options, bundle = _climb(cfg, scheme, bundle, calibration, options, data, graph, accuracy,
-                                                  breach, metrics)
+                                                  breach, metrics, qat_rung=qat_rung, workdir=workdir)
         metrics["simulation_calibrator"] = scheme.calibrator_used(options)
     float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
     metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)

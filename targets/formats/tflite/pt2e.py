@@ -184,6 +184,10 @@ def predict(graph, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
                           for i in range(0, len(images), batch_size)]).numpy()
 
 
+# Conv-bn pattern graphs traced for QAT conversions in this process (enable_qat_patterns).
+TRACED_PATTERNS: dict = {}
+
+
 def enable_qat_patterns() -> None:
     """torchao's QAT pass exports its conv-bn pattern functions with torch.export, which
     since torch 2.14 accepts only nn.Module (it fails with "Expected `mod` to be an instance
@@ -204,14 +208,50 @@ def enable_qat_patterns() -> None:
         def forward(self, *args, **kwargs):
             return self.fn(*args, **kwargs)
 
+    traced = TRACED_PATTERNS
+
     def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
-        if not isinstance(pattern, torch.nn.Module):
-            pattern = Pattern(pattern)
-        return original(pattern, example_inputs, is_cuda, **kwargs)
+        # Converting a QAT graph traces the same 126 small conv-bn patterns on every call
+        # (about 17 s on 2 cores, whatever the model); each is a function of its code, the
+        # values it closes over and its inputs' shapes, so it is traced once per process. The
+        # caller gets a copy: it never shares a graph with another conversion.
+        key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
+        if key is not None and key in traced:
+            return copy.deepcopy(traced[key])
+        graph = original(pattern if isinstance(pattern, torch.nn.Module) else Pattern(pattern), example_inputs,
+                         is_cuda, **kwargs)
+        if key is not None:
+            traced[key] = copy.deepcopy(graph)
+        return graph
 
     wrapped.edgekiln_wrapped = True
     for module in (pt2e_utils, qat_utils, litert_utils):  # each imported the function by name
         module._get_aten_graph_module_for_pattern = wrapped
+
+
+def _pattern_key(pattern, example_inputs, is_cuda: bool, kwargs: dict):
+    """What a traced pattern function depends on, or None when it cannot be told (another
+    module, a value that is not hashable): the function's code (unwrapped from torchao's
+    WrapperModule), the values it closes over and its defaults, and the shapes and types of
+    its inputs (traced as inputs: their values do not enter the graph)."""
+    from torchao.quantization.pt2e.export_utils import WrapperModule
+
+    fn = pattern.fn if type(pattern) is WrapperModule else pattern
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+
+    def shape_of(x):
+        return (tuple(x.shape), x.dtype, x.device.type) if isinstance(x, torch.Tensor) else x
+
+    try:
+        closed = tuple(cell.cell_contents for cell in fn.__closure__ or ())
+        key = (code, closed, fn.__defaults__, tuple(map(shape_of, example_inputs)), is_cuda,
+               tuple(sorted((k, shape_of(v)) for k, v in kwargs.items())))
+        hash(key)
+    except (TypeError, ValueError):
+        return None
+    return key
 
 
 def train_mode(graph, mode: bool) -> None:
