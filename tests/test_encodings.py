@@ -47,7 +47,7 @@ def test_every_encoding_runs_in_its_runtime_close_to_torch_at_its_size(fmt_name,
         sizes[name] = path.stat().st_size
     assert errors["fp32"] < 1e-5 and errors["fp16"] < 1e-2, errors
     assert errors["int8"] < 0.2 and errors["dynamic"] < 0.2, errors
-    if "int16x8" in errors:  # TFLite's 16x8, on this untrained model's raw logits: within INT8's bound
+    if "int16x8" in errors:  # 16x8, on this untrained model's raw logits: within INT8's bound
         assert errors["int16x8"] < 0.3 and sizes["int16x8"] < 0.4 * sizes["fp32"], (errors, sizes)
     weights = 4 * sum(p.numel() for p in model.parameters())
     assert sizes["fp32"] > weights  # float32 weights, and the graph
@@ -210,6 +210,32 @@ def test_the_host_runner_times_candidates_interleaved_in_one_process(model, imag
     assert found.runner == "host" and found.rounds == 3 and found.runs_per_round == 5
     assert [len(r) for r in found.round_p50_ms] == [3, 3] and all(t > 0 for r in found.round_p50_ms for t in r)
     assert found.device.startswith("this host") and found.tool.startswith("onnxruntime")
+
+
+def test_onnx_int16x8_is_built_on_request_with_int16_activations_and_runs_in_onnxruntime(model, images, tmp_path):
+    """onnxruntime's QDQ with 16-bit activations (opset 21): never one of "auto"'s candidates,
+    its activations' QuantizeLinear nodes int16 and its weights INT8, graded in onnxruntime
+    closer to float than the same model's INT8."""
+    import onnx
+
+    fmt = get_format("onnx")
+    assert "int16x8" not in encoding.candidates("auto", fmt.ENCODINGS, fmt.ON_REQUEST)
+    example = torch.from_numpy(images[:1])
+    with torch.no_grad():
+        reference = model(torch.from_numpy(images)).numpy()
+    errors = {}
+    for name in ("int8", "int16x8"):
+        path = tmp_path / f"m.{name}.onnx"
+        applied = fmt.export(model, example, images, path, {"edgekiln_encoding": name}, name)
+        errors[name] = np.abs(fmt.predict(path, images) - reference).max() / np.abs(reference).max()
+    assert applied["activations"] == "int16, calibrated" and applied["weights"] == "S16S8"
+    graph = onnx.load(str(path)).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    activation_types = {zero_points[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert activation_types == {onnx.TensorProto.INT16}, activation_types
+    weight_types = {i.data_type for i in graph.initializer if i.name.endswith("weight_quantized")}
+    assert weight_types == {onnx.TensorProto.INT8}, weight_types
+    assert errors["int16x8"] < errors["int8"], errors
 
 
 def test_int16x8_is_built_on_request_with_the_app_interface_and_int16_activations(model, images, tmp_path):

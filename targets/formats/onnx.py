@@ -201,7 +201,11 @@ class Onnx(Format):
     PRECISION = "int8"  # weights and activations, as the cost model counts bytes
     MIXED_PRECISION = True  # nodes can stay float inside a QDQ model
     READS_INT8_SPEC = True
-    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic"}
+    # int16x8: INT8 weights, int16 activations (onnxruntime's QDQ with QInt16 activations, ONNX
+    # opset 21), calibrated like INT8; built only when a target lists it: onnxruntime's CPU
+    # has no int16 kernels (it dequantizes), the QNN and other NPU providers run it.
+    ENCODINGS = {"fp32": "float", "fp16": "fp16", "int8": "int8", "dynamic": "dynamic", "int16x8": "int16x8"}
+    ON_REQUEST = ("int16x8",)
     RUNTIME_OPTIONS = {"execution_provider": ("cpu", None)}  # cpu, nnapi, xnnpack, coreml or a provider name
     TOOLS = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
     EXTRA = "onnx"
@@ -234,15 +238,18 @@ class Onnx(Format):
                 {"weight_type": weight_type, "reduce_range": reduce_range, "weights_why": why})
 
     def export_int8(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
-                    options: Int8Options = Int8Options()) -> dict:
-        """Write an INT8 QDQ ONNX model (uint8 activations calibrated by `options.calibrator`;
-        weights of `options.weight_type`, 7-bit with `options.reduce_range`), with the nodes
-        of `options.float_layers` left in float. Returns what was applied."""
+                    options: Int8Options = Int8Options(), activations: str = "uint8") -> dict:
+        """Write an INT8 QDQ ONNX model (uint8 activations, or int16 with `activations =
+        "int16"`, calibrated by `options.calibrator`; weights of `options.weight_type`, 7-bit
+        with `options.reduce_range`), with the nodes of `options.float_layers` left in float.
+        Returns what was applied."""
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         model, example, inputs, prefix = self._exportable(model, example, calibration, metadata)
+        if activations == "int16":  # signed INT8 weights, as TFLite's 16x8 (uint8 weights serve x86's u8u8 INT8 kernels only)
+            options = dataclasses.replace(options, weight_type="int8", reduce_range=False)
         float_layers = tuple(prefix + layer for layer in options.float_layers)
         with tempfile.TemporaryDirectory() as tmp:
             fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
@@ -250,9 +257,14 @@ class Onnx(Format):
             quant_pre_process(str(fp32), str(pre))
             excluded = [n.name for n in onnx.load(str(pre)).graph.node
                         if float_layers and in_layers(module_of(n.name), float_layers)]
+            if activations == "int16":  # 16-bit QuantizeLinear needs opset 21; the quantizer would upgrade it, warning
+                import onnx.version_converter
+
+                onnx.save(onnx.version_converter.convert_version(onnx.load(str(pre)), 21), str(pre))
             quantize_static(
                 str(pre), str(path), _Reader(inputs), quant_format=QuantFormat.QDQ,
-                per_channel=options.per_channel, activation_type=QuantType.QUInt8,
+                per_channel=options.per_channel,
+                activation_type=QuantType.QInt16 if activations == "int16" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8 if options.weight_type == "int8" else QuantType.QUInt8,
                 reduce_range=options.reduce_range,
                 calibrate_method=getattr(CalibrationMethod, _CALIBRATE_METHOD[options.calibrator]),
@@ -260,18 +272,20 @@ class Onnx(Format):
             )
         self.write_metadata(path, metadata)
         return {"calibrator": options.calibrator, "per_channel": options.per_channel,
-                "weights": f"U8{'S8' if options.weight_type == 'int8' else 'U8'}"
+                "weights": ("S16" if activations == "int16" else "U8") + ("S8" if options.weight_type == "int8" else "U8")
                            + (", reduce_range (7-bit weights)" if options.reduce_range else ""),
                 "float_layers": list(options.float_layers), "float_nodes": len(excluded),
-                "calibration_images": len(calibration)}
+                "calibration_images": len(calibration),
+                **({"activations": "int16, calibrated"} if activations == "int16" else {})}
 
     def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:
         """Write the model in `encoding` (see ENCODINGS); returns what was applied.
         fp16 keeps float32 inputs and outputs; dynamic stores INT8 weights and quantizes
         activations at run time (no calibration)."""
-        if encoding == "int8":
-            return self.export_int8(model, example, calibration, path, metadata, options)
+        if encoding in ("int8", "int16x8"):
+            return self.export_int8(model, example, calibration, path, metadata, options,
+                                    activations="int16" if encoding == "int16x8" else "uint8")
         import onnx
 
         model, example, _, _ = self._exportable(model, example, calibration, metadata)
