@@ -12,6 +12,9 @@ reference model, the same splits and the same calibration sample, builds:
   `reduce_range` and U8U8; the better on val is "ort-static" (both are listed);
 - the reference through NNCF's `nncf.quantize` (default PTQ) when nncf is installed
   (`pip install -e '.[peers]'`), else a note;
+- with `--max-drop POINTS`, the reference through NNCF's accuracy control
+  (`nncf.quantize_with_accuracy_control`: INT8, then the worst ops reverted to float until
+  the val accuracy is within POINTS of the fp32 reference's, decided on the run's val split);
 
 and puts the run's artifacts beside them. For each: size, test accuracy (its own runtime;
 Core ML off macOS: the manifest's proxy figure, marked), host p50 at 1 and 2 threads timed
@@ -95,6 +98,37 @@ def nncf_quantize(fp32: Path, out: Path, calibration: np.ndarray) -> Path | str:
     return out
 
 
+def nncf_accuracy_control(fp32: Path, out: Path, calibration: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                          max_drop: float) -> tuple[Path | str, float]:
+    """NNCF's quantization with accuracy control of the ONNX reference, judged on val (top-1
+    in percent, in onnxruntime) with at most `max_drop` points lost; (its path or why not,
+    seconds)."""
+    started = time.perf_counter()
+    try:
+        import nncf
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        return "nncf is not installed (pip install -e '.[peers]')", 0.0
+    model = onnx.load(str(fp32))
+    name = model.graph.input[0].name
+
+    def validate(candidate, items) -> float:
+        session = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits = np.concatenate([session.run(None, {name: x})[0] for x, _ in items])
+        return accuracy(logits, np.array([y for _, y in items]))
+
+    calibration_set = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))], lambda x: {name: x})
+    # one image an item: NNCF ranks the ops to revert by how each changes the items' results
+    validation_set = nncf.Dataset([(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_x))],
+                                  lambda item: {name: item[0]})
+    quantized = nncf.quantize_with_accuracy_control(
+        model, calibration_set, validation_set, validation_fn=lambda m, items: validate(m, list(items)),
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
+    onnx.save(quantized, str(out))
+    return out, time.perf_counter() - started
+
+
 def timing_session(fmt: str, path: Path, threads: int):
     """A session for interleaved timing: onnxruntime's intra-op threads spin after each run by
     default; with a dozen sessions interleaved on two cores, the idle ones' spinning would
@@ -128,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--tiny", action="store_true", help="a few rounds, 1 thread, no NNCF: that it runs")
+    parser.add_argument("--max-drop", type=float, default=None,
+                        help="also NNCF's accuracy control, at most this many val points below the fp32 reference")
     args = parser.parse_args(argv)
     if args.tiny:
         args.runs, args.warmup = 5, 1
@@ -168,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         peers[f"{who} NNCF PTQ"] = {"path": nncf_out, "format": "onnx", "kind": "peer"}
     else:
         notes.append(f"NNCF not measured: {nncf_out}")
+    if args.max_drop is not None and not args.tiny:
+        controlled, seconds = nncf_accuracy_control(fp32, work / "teacher_nncf_ac.onnx", t_cal, t_val, data.val_y,
+                                                    args.max_drop)
+        if isinstance(controlled, Path):
+            peers[f"{who} NNCF accuracy control (max drop {args.max_drop:g} on val)"] = {
+                "path": controlled, "format": "onnx", "kind": "peer"}
+            notes.append(f"NNCF accuracy control took {seconds:.0f} s")
+        else:
+            notes.append(f"NNCF accuracy control not measured: {controlled}")
     rows.update(peers)
     teacher_features = cost_features(teacher.model, teacher.input_size)
     for a in manifest["artifacts"]:
