@@ -67,10 +67,11 @@ _HTML = """{% if m.quantize %}
 {% if m.quantize.mixed_precision %}<p>the plain INT8 simulation missed the budget ({{ text(m.quantize.mixed_precision.breach) }}); {% if m.quantize.mixed_precision.applied %}{{ text(m.quantize.mixed_precision.outcome) }}: layers kept in float: {{ m.quantize.mixed_precision.float_layers|join(", ") }} (the artifacts of formats that can mix precisions start from them){% else %}{{ text(m.quantize.mixed_precision.why_not) }}{% endif %}</p>{% endif %}
 {% if m.quantize.ladder and m.quantize.ladder.summary %}<p id="quantize-ladder">INT8 repair ladder: {{ m.quantize.ladder.summary }}</p>{% endif %}
 {% if m.quantize.layers %}<h3 id="layer-sqnr">Per-layer INT8 SQNR</h3>
-<p class="note">{{ text(m.quantize.layers_method) }}; lowest first. Below about 20 dB a layer loses visible accuracy in INT8: the first candidates to keep in float{% if m.quantize.mixed_precision and m.quantize.mixed_precision.applied %} (those kept are marked){% endif %}.</p>
+<p class="note">{{ text(m.quantize.layers_method) }}; lowest first. A low SQNR says a layer's own output is noisy in INT8, not what that costs the predictions: the layers kept in float{% if m.quantize.mixed_precision and m.quantize.mixed_precision.applied %} (marked){% endif %} are chosen by how far each alone, in INT8, moves the logits (the manifest's quantize.mixed_precision.ranking), and on the datasets measured (BENCHMARKS.md) the layers that moved them most were rarely the lowest here.</p>
+{% set ranking = (m.quantize.mixed_precision.get("ranking") or []) if m.quantize.mixed_precision else [] %}{% set rank = {} %}{% for r in ranking %}{% set _ = rank.update({r.layer: loop.index}) %}{% endfor %}
 <table id="layer-sqnr-table">
-<tr><th>layer</th><th>SQNR dB</th><th></th></tr>
-{% for r in m.quantize.layers %}<tr><td>{{ r.layer }}{% if r.in_float %} <b>(kept in float)</b>{% endif %}</td><td class="num">{{ num(r.sqnr_db, ".1f") }}</td><td><div style="background:{{ '#c0392b' if r.sqnr_db < 20 else '#e67e22' if r.sqnr_db < 30 else '#27ae60' }};height:0.8em;width:{{ [r.sqnr_db, 60]|min * 5 }}px"></div></td></tr>
+<tr><th>layer</th><th>SQNR dB</th>{% if ranking %}<th>effect on the logits: rank of {{ ranking|length }}</th>{% endif %}<th></th></tr>
+{% for r in m.quantize.layers %}<tr><td>{{ r.layer }}{% if r.in_float %} <b>(kept in float)</b>{% endif %}</td><td class="num">{{ num(r.sqnr_db, ".1f") }}</td>{% if ranking %}<td class="num">{{ rank.get(r.layer, "-") }}</td>{% endif %}<td><div style="background:{{ '#c0392b' if r.sqnr_db < 20 else '#e67e22' if r.sqnr_db < 30 else '#27ae60' }};height:0.8em;width:{{ [r.sqnr_db, 60]|min * 5 }}px"></div></td></tr>
 {% endfor %}</table>{% endif %}
 {% endif %}"""
 
