@@ -45,10 +45,16 @@ def inputs(cfg) -> dict:
 
 def refresh(record: dict, cfg) -> dict:
     """The record with each format's targets named as the config in force names them."""
-    names: dict[str, list[str]] = {}
-    for target in cfg.targets:
-        names.setdefault(target.format, []).append(target.name)
+    names = _names_by_format(cfg.targets)
     return {**record, "targets": [{**r, "targets": names.get(r["format"], r["targets"])} for r in record["targets"]]}
+
+
+def _names_by_format(targets) -> dict[str, list[str]]:
+    """{format: the names of the targets of that format}, in the config's order."""
+    names: dict[str, list[str]] = {}
+    for target in targets:
+        names.setdefault(target.format, []).append(target.name)
+    return names
 
 
 def run(data: Dataset, archs: list[str], targets) -> tuple[list[dict], list[dict]]:
@@ -79,9 +85,7 @@ def _check(data: Dataset, arch: str, targets) -> list[dict]:
     calibration = np.random.default_rng(0).standard_normal(
         (CALIBRATION_IMAGES, *example.shape[1:])).astype(np.float32)
     records = []
-    by_format: dict[str, list[str]] = {}
-    for target in targets:
-        by_format.setdefault(target.format, []).append(target.name)
+    by_format = _names_by_format(targets)
     with tempfile.TemporaryDirectory() as tmp:
         # Cheapest converter first: a failure shows up as early as it can.
         for fmt_name in sorted(by_format, key=lambda name: get_format(name).PRECHECK_ORDER):

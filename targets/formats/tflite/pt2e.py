@@ -208,20 +208,18 @@ def enable_qat_patterns() -> None:
         def forward(self, *args, **kwargs):
             return self.fn(*args, **kwargs)
 
-    traced = TRACED_PATTERNS
-
     def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
         # Converting a QAT graph traces the same 126 small conv-bn patterns on every call
         # (about 17 s on 2 cores, whatever the model); each is a function of its code, the
         # values it closes over and its inputs' shapes, so it is traced once per process. The
         # caller gets a copy: it never shares a graph with another conversion.
         key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
-        if key is not None and key in traced:
-            return copy.deepcopy(traced[key])
+        if key is not None and key in TRACED_PATTERNS:
+            return copy.deepcopy(TRACED_PATTERNS[key])
         graph = original(pattern if isinstance(pattern, torch.nn.Module) else Pattern(pattern), example_inputs,
                          is_cuda, **kwargs)
         if key is not None:
-            traced[key] = copy.deepcopy(graph)
+            TRACED_PATTERNS[key] = copy.deepcopy(graph)
         return graph
 
     wrapped.edgekiln_wrapped = True
