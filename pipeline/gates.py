@@ -319,16 +319,23 @@ def _gate_from_v1(record: dict) -> GateCheck | BudgetCheck:
                      rule=record.get("rule", "point"))
 
 
-def record_subject(record: dict) -> str:
+def _as_dict(record) -> dict:
+    """A gate record as JSON: the manifest's dict or its typed record (engine/manifest_schema.py)."""
+    return record if isinstance(record, dict) else record.model_dump(exclude_unset=True)
+
+
+def record_subject(record) -> str:
     """What a gate record judged, in words ("target android-cpu"), of either record layout."""
+    record = _as_dict(record)
     if "subject_type" in record and record.get("subject_type") != "run":
         return f"{record['subject_type']} {record.get('subject')}"
     return record.get("subject") or "run"
 
 
-def gate_message(record: dict) -> str:
+def gate_message(record) -> str:
     """A gate record's message; for a record cut short (a hand-edited or older manifest), what
     is left of it, so that a report still renders."""
+    record = _as_dict(record)
     try:
         return gate_from_dict(record).message()
     except (KeyError, TypeError, ValueError):

@@ -156,13 +156,13 @@ def progress_note() -> str:
     return f", run ETA {budget.eta_minutes():.1f} min ({budget.elapsed_minutes:.1f} of {budget.max_minutes:g} spent)"
 
 
-def describe(budget: dict) -> str:
-    """One line on the manifest's `time_budget` record: the minutes spent against it, and what
-    it cut (the console summary and report.html)."""
-    cut = budget.get("cut") or {}
-    spent = budget.get("minutes")
-    said = (f"time budget: {spent:.1f} of {budget['max_minutes']:g} min" if spent is not None
-            else f"time budget: {budget['max_minutes']:g} min")
+def describe(budget) -> str:
+    """One line on the run's `time_budget` record (its RunRecord's): the minutes spent against
+    it, and what it cut (the console summary and report.html)."""
+    cut = budget.cut or {}
+    spent = budget.minutes
+    said = (f"time budget: {spent:.1f} of {budget.max_minutes:g} min" if spent is not None
+            else f"time budget: {budget.max_minutes:g} min")
     if not cut:
         return said + "; nothing was cut"
     return said + "; cut by it (each kept its best epoch so far): " + "; ".join(

@@ -8,30 +8,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
-class Maybe:
-    """In a `view` schema: a record the run may not have produced (None when absent, else
-    filled by `schema`, release/report_view.py)."""
-
-    def __init__(self, schema: dict):
-        self.schema = schema
-
-
 @dataclass(frozen=True)
 class StageReport:
     # (its result or None when it did not run, {check name: record}) -> {manifest key: value}
     manifest: Callable[[Any, dict], dict] | None = None
-    # Manifest key -> the type its value must have when a manifest is read (strict; None allowed).
+    # Manifest key -> its record type (a system.records.Record, `| None` when the stage may not
+    # have run): part of the RunRecord (engine/manifest_schema.py) that every report reads.
     fields: dict[str, Any] = field(default_factory=dict)
-    # Manifest key -> what the reports may read of it (release/report_view.py's schema).
-    view: dict[str, Any] = field(default_factory=dict)
-    # (the completed manifest, the console) -> prints its tables and notes after the stage table.
-    summary: Callable[[dict, Any], None] | None = None
-    # A Jinja fragment for report.html (after the stage table); `m` is the completed manifest.
+    # (the RunRecord, the console) -> prints its tables and notes after the stage table.
+    summary: Callable[[Any, Any], None] | None = None
+    # A Jinja fragment for report.html (after the stage table); `m` is the RunRecord.
     html: str | None = None
-    # (the completed manifest) -> the trade-off plot's points: dicts of kind, name, accuracy,
+    # (the RunRecord) -> the trade-off plot's points: dicts of kind, name, accuracy,
     # size (bytes), latency (ms), chosen.
-    points: Callable[[dict], list[dict]] | None = None
-    # (the completed manifest) -> (label, model name or None, details for the model card).
-    lineage: Callable[[dict], tuple[str, str | None, str]] | None = None
+    points: Callable[[Any], list[dict]] | None = None
+    # (the RunRecord) -> (label, model name or None, details for the model card).
+    lineage: Callable[[Any], tuple[str, str | None, str]] | None = None
     # The trade-off plot's marker for each kind of point it adds: {kind: (colour, marker)}.
     styles: dict[str, tuple[str, str]] = field(default_factory=dict)

@@ -8,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgekiln.system.records import Always, Items, Number, Record
+
 
 @dataclass
 class Artifact:
@@ -103,3 +105,173 @@ class Artifact:
 _FIELDS = {f.name for f in dataclasses.fields(Artifact)}
 # Always in the record, even when None: a reader can tell "not measured" from "not recorded".
 _ALWAYS = {"latency_ms", "latency_source", "peak_memory_mb", "agreement", "profile_file"}
+
+
+# ---- The published record: what manifest.json holds of an artifact, read back typed ----
+
+
+class Latency(Record):
+    p50: Number | None = None
+    p90: Number | None = None
+    p50_interval: list[Number] | None = None
+    p90_interval: list[Number] | None = None
+
+
+class EncodingTiming(Record):
+    """How the encodings were timed against each other (interleaved rounds, or why not)."""
+
+    interleaved: bool | None = None
+    why: str | None = None
+    rounds: int | None = None
+    runs_per_round: int | None = None
+    runner: str | None = None
+    device: str | None = None
+    tool: str | None = None
+    min_margin: Number | None = None
+    notes: Items[str] = []
+
+
+class EncodingCandidate(Record):
+    encoding: str | None = None
+    precision: str | None = None
+    size_bytes: int | None = None
+    accuracy: Number | None = None
+    accuracy_source: str | None = None
+    p50_ms: Number | None = None
+    latency_source: str | None = None
+    median_ms: Number | None = None
+    noise: Number | None = None
+    round_p50_ms: Items[Number] = []
+    latency_notes: Items[str] = []
+    over_budget: Items[str] = []
+
+
+class EncodingChoice(Record):
+    """`encoding = "auto"`: what was asked, what ships and why, and every candidate tried."""
+
+    asked: str | list[str] | None = None  # "auto", or the encodings to choose from
+    chosen: str | None = None
+    why: str | None = None
+    timing: EncodingTiming | None = None
+    candidates: Items[EncodingCandidate] = []
+
+
+class MixedPrecisionStep(Record):
+    float_layers: int | None = None
+    layer: str | None = None
+    accuracy: Number | None = None
+    accuracy_source: str | None = None
+    breach: str | None = None
+    note: str | None = None
+    logit_mse: Number | None = None
+
+
+class RankedLayer(Record):
+    """A layer, by how far it alone in INT8 moves the logits."""
+
+    layer: str
+    logit_mse: Number | None = None
+
+
+class MixedPrecision(Record):
+    """Layers kept in float where INT8 broke the budget: whether it was applied, which, why."""
+
+    applied: bool | None = None
+    breach: str | None = None
+    why_not: str | None = None
+    outcome: str | None = None
+    sensitivity: str | None = None
+    held: bool | None = None
+    # Worst first; a manifest from before the ranking had its figures names only.
+    ranking: Items[RankedLayer | str] = []
+    float_layers: Items[str] = []
+    steps: Items[MixedPrecisionStep] = []
+
+
+class StudentReason(Record):
+    """Why a student serves a group of targets: its targets, the profile it was timed on, why."""
+
+    targets: Items[str] = []
+    profile: str | None = None
+    why: str | None = None
+    latency_ms: Number | None = None
+    latency_source: str | None = None
+
+
+class StudentOfTarget(Record):
+    """With a student per group of targets: the student an artifact was built from, and why."""
+
+    name: str
+    why: Items[StudentReason] = []
+
+
+class AnyGateRecord(Record):
+    """A gate record of any manifest's schema version: what every report reads of it (a
+    schema_version 2 record is engine.manifest_schema.GateRecord, every field required)."""
+
+    subject: str | None = None
+    budget_key: str | None = None
+    status: str | None = None
+    passed: bool | None = None
+
+
+class ArtifactRecord(Record):
+    """An artifact as manifest.json publishes it (Artifact.to_dict(published=True)), read
+    back: every field of Artifact but the per-image predictions and the cache file name, its
+    parts typed. tests/test_run_record.py keeps the two in step."""
+
+    target: str
+    format: str
+    encoding: str | None = None
+    io: str | None = None
+    interface: dict[str, Any] | None = None
+    precision: str | None = None
+    runtime: str | None = None
+    threads: int | None = None
+    profile: str | None = None
+    budget: Always[dict[str, Number | None]] = {}
+    budget_keys: Always[dict[str, Any]] = {}
+    estimate_gate: str | None = None
+    profile_file: str | None = None
+    cost_features: Always[dict[str, Any]] = {}
+    convert_seconds: Number | None = None
+    quantization: Always[dict[str, Any]] = {}
+    size_bytes: int | None = None
+    accuracy: Number | None = None
+    accuracy_source: str | None = None
+    agreement: Number | None = None
+    accuracy_not_measured: str | None = None
+    latency_ms: Latency | None = None
+    latency_source: str | None = None
+    latency_runner: str | None = None
+    device: str | None = None
+    latency_tool: str | None = None
+    peak_memory_mb: Number | None = None
+    latency_notes: Items[str] = []
+    latency_detail: dict[str, Any] | None = None
+    student: StudentOfTarget | None = None
+    structure: dict[str, Any] | None = None
+    int8_accuracy: Number | None = None
+    mixed_precision: MixedPrecision | None = None
+    encoding_choice: EncodingChoice | None = None
+    test_accuracy: Number | None = None
+    test_accuracy_source: str | None = None
+    test_agreement: Number | None = None
+    test_accuracy_not_measured: str | None = None
+    test_accuracy_ci: list[Number] | None = None
+    test_drop: Number | None = None
+    drop_ci: list[Number] | None = None
+    drop_test: dict[str, Any] | None = None
+    passed: bool | None = None
+    gates: Items[AnyGateRecord] = []
+    budgets_not_checked: Items[str] = []
+    path: str | None = None
+    sha256: str | None = None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return None if self.latency_ms is None else self.latency_ms.p50
+
+
+# What the published record leaves out of an Artifact.
+UNPUBLISHED = ("test_top1", "file")

@@ -7,20 +7,18 @@ import copy
 import pytest
 
 from edgekiln.release import plots
-from edgekiln.release.report_view import complete
+from edgekiln.engine.manifest_schema import run_record
 
 
 @pytest.fixture(scope="module")
 def manifest(run):
-    return complete(copy.deepcopy(run[2]))
+    return run_record(copy.deepcopy(run[2]))
 
 
-def _crowded(manifest: dict, copies: int = 3) -> dict:
+def _crowded(record, copies: int = 3):
     """The run with every artifact repeated under longer names: more bars, more labels."""
-    crowded = copy.deepcopy(manifest)
-    crowded["artifacts"] = [{**a, "target": f"{a['target']}-release-candidate-{n}"}
-                            for n in range(copies) for a in manifest["artifacts"]]
-    return complete(crowded)
+    return record.model_copy(update={"artifacts": [a.model_copy(update={"target": f"{a.target}-release-candidate-{n}"})
+                                                   for n in range(copies) for a in record.artifacts]})
 
 
 @pytest.mark.parametrize("crowd", [False, True], ids=["the run", "three times its targets"])
@@ -41,7 +39,7 @@ def test_a_figure_with_overprinted_text_is_found(manifest):
 
 
 def test_estimated_latencies_get_their_own_axis_and_marker(manifest):
-    sources = {a["target"]: a["latency_source"] for a in manifest["artifacts"]}
+    sources = {a.target: a.latency_source for a in manifest.artifacts}
     assert "estimate" in sources.values() and {"host"} & set(sources.values())  # the tiny run has both
     figure = plots.report_figure(manifest)
     measured, estimated = figure.axes[1], figure.axes[2]

@@ -19,6 +19,7 @@ from edgekiln.engine.config import ConfigError
 from edgekiln.errors import InputError
 from edgekiln.interfaces.api import config_of
 from edgekiln.interfaces.cli import app
+from edgekiln.engine.manifest_schema import run_record
 from edgekiln.release.junit import run_cases, write_junit
 from edgekiln.release.model_card import model_card
 from edgekiln.release.regression import diff_runs
@@ -201,7 +202,7 @@ def test_junit_of_a_run_has_a_case_per_gate_failures_with_messages_and_skips_wit
                                             "was not measured (source: estimate)"])
     failed["gates"][0].update(value=95.0, drop=3.0, decided_on=3.0, passed=False)
     manifest = _manifest(failed, passed=False)
-    cases = _junit(write_junit(tmp_path / "run.xml", "edgekiln run tiny", run_cases(manifest)))
+    cases = _junit(write_junit(tmp_path / "run.xml", "edgekiln run tiny", run_cases(run_record(manifest))))
     assert ("edgekiln.run.target.phone", "budget.max_drop_total", "failure") == cases[0][:3]
     assert "gate FAILED: target phone: test accuracy 95.00% is 3.00 points below teacher" in cases[0][3]
     skipped = [c for c in cases if c[2] == "skipped"]
@@ -210,7 +211,7 @@ def test_junit_of_a_run_has_a_case_per_gate_failures_with_messages_and_skips_wit
     # a run that stopped at a stage: the stages and targets it never judged are skipped, saying why
     stopped = _manifest(_artifact(), stages=[{"name": "teacher"}, {"name": "distill"}], artifacts=[], gates=[],
                         passed=False, error="InputError: data.path: no images")
-    cases = _junit(write_junit(tmp_path / "stopped.xml", "edgekiln run tiny", run_cases(stopped)))
+    cases = _junit(write_junit(tmp_path / "stopped.xml", "edgekiln run tiny", run_cases(run_record(stopped))))
     outcomes = {(c[0], c[2]) for c in cases}
     assert ("edgekiln.run.stage.prune", "skipped") in outcomes and ("edgekiln.run.target.phone", "skipped") in outcomes
     assert ("edgekiln.run", "error") in outcomes
@@ -223,7 +224,7 @@ def test_model_card_says_what_the_model_is_for_and_what_was_not_measured():
                                accuracy_not_measured="Core ML predictions need macOS", latency_source="estimate"),
         config={**_manifest()["config"], "card": {"intended_use": "sorting handwritten digits on a phone",
                                                    "license": "Apache-2.0"}})
-    card = model_card(manifest)
+    card = model_card(run_record(manifest))
     assert "sorting handwritten digits on a phone" in card and "License: Apache-2.0" in card
     assert "Labels (3): `0`, `1`, `2`" in card
     assert "| phone | tflite | int8 | 1000 KB | 97.50% [96.0, 98.6] | +0.50 points | ai-edge-litert |" in card

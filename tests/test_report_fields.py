@@ -1,9 +1,10 @@
 """Every report renders whatever optional figure is absent. From one complete manifest
 (tests/data/complete_manifest.json: a real run's, with a student search, an encoding choice,
 mixed precision, QAT and a report error grafted in), each field in turn is removed and then
-set to null, and report.html (StrictUndefined: conftest), MODEL_CARD.md, the console
-summary, JUnit and diff are rendered from it; the plots for every field of the records they
-draw."""
+set to null, read back as its RunRecord, and report.html (StrictUndefined: conftest),
+MODEL_CARD.md, the console summary, JUnit and diff are rendered from it; the plots for every
+field of the records they draw. A field a record cannot be without (an artifact's target)
+is refused as the file is read, naming it: no report ever meets it missing."""
 
 import copy
 import io
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from edgekiln.engine.manifest_schema import run_record
+from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.release import plots
 from edgekiln.release.html_report import render
@@ -23,8 +26,8 @@ from edgekiln.release.summary import print_summary
 COMPLETE = json.loads((Path(__file__).parent / "data" / "complete_manifest.json").read_text())
 
 # What makes a record what it is: without these a manifest is not one (read_manifest's
-# checks), so they are not optional.
-REQUIRED = {("artifacts",), ("config",), ("stages", 0, "name"),
+# checks; the RunRecord requires them), so they are not optional.
+REQUIRED = {("artifacts",), ("config",), ("stages", 0, "name"), ("branches", 0, "student"),
             *((("artifacts", i, key) for i in (0, 1) for key in ("target", "format")))}
 
 
@@ -74,6 +77,15 @@ def test_the_complete_manifest_covers_every_section_the_reports_read():
     for key in ("teacher", "student", "prune", "quantize", "splits", "report_errors"):
         assert COMPLETE.get(key), key
     assert COMPLETE["artifacts"][0]["latency_ms"] is None  # the profile-less Core ML target itself
+    run_record(COMPLETE)  # as read from the file
+
+
+def test_a_field_a_record_cannot_be_without_is_refused_naming_it():
+    for path in sorted(REQUIRED - {("artifacts",), ("config",)}):
+        if path[0] not in COMPLETE:
+            continue
+        with pytest.raises(InputError, match=rf"{path[0]}\[{path[1]}\]\.{path[2]}: missing"):
+            run_record(_variant(path, "missing"))
 
 
 @pytest.mark.parametrize("how", ["missing", "null"])
@@ -85,13 +97,14 @@ def test_every_report_renders_with_any_one_field_absent(how, base_release, tmp_p
         new.mkdir(exist_ok=True)
         (new / "manifest.json").write_text(json.dumps(manifest))
         try:
-            page = render(manifest, {})
+            record = run_record(manifest)
+            page = render(record, {})
             assert 'id="artifact-table"' in page
-            assert "# Model card" in model_card(manifest)
-            if how == "null":  # it reads through report_view.complete: missing is null there
+            assert "# Model card" in model_card(record)
+            if how == "null":  # missing and null read the same in a RunRecord
                 with console.capture():
-                    print_summary(manifest, new / "manifest.json")
-            run_cases(manifest)
+                    print_summary(record, new / "manifest.json")
+            run_cases(record)
             diff_runs(base_release, new)
         except Exception as e:  # collect them all: one run names every field that breaks a report
             failures.append(f"{_name(path)} {how}: {type(e).__name__}: {e}")
@@ -122,8 +135,8 @@ def _read_by_plots(path):
 
 
 def test_the_plots_draw_with_any_one_drawn_field_absent(tmp_path, monkeypatch):
-    """The plots read the manifest through report_view.complete, after which a missing field
-    and a null one are the same: one variant per field. The figures are built for each (every
+    """The plots read the RunRecord, in which a missing field and a null one are the same:
+    one variant per field. The figures are built for each (every
     value goes through bar, text and errorbar) but laid out and encoded as PNG only for the
     complete manifest and for one with every drawn field null at once."""
     import matplotlib.figure
@@ -138,21 +151,21 @@ def test_the_plots_draw_with_any_one_drawn_field_absent(tmp_path, monkeypatch):
         if isinstance(parent, dict):
             parent[path[-1]] = None
     for manifest in (COMPLETE, everything_null):
-        images = plots.draw(manifest, tmp_path)
+        images = plots.draw(run_record(manifest), tmp_path)
         assert all(path.stat().st_size > 10_000 for path in images.values())
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: None)
     monkeypatch.setattr(plots, "_lay_out", lambda fig, labels: None)  # text placement: tests/test_plots.py
     failures = []
     for path in drawn:
         try:
-            plots.draw(_variant(path, "null"), tmp_path)
+            plots.draw(run_record(_variant(path, "null")), tmp_path)
         except Exception as e:
             failures.append(f"{_name(path)} null: {type(e).__name__}: {e}")
     assert not failures, "\n".join(failures)
 
 
 def test_a_target_without_latency_says_why_in_every_report():
-    manifest = copy.deepcopy(COMPLETE)
+    manifest = run_record(copy.deepcopy(COMPLETE))
     page = render(manifest, {})
     card = model_card(manifest)
     why = "latency not measured: the host runner cannot time coreml here: Core ML predictions need macOS"

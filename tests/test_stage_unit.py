@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekiln import stages
 from edgekiln.stages import Stage, StageReport
 from edgekiln.stages.result import StageResult
+from edgekiln.system.records import Record
 
 
 class AuditConfig(BaseModel):
@@ -33,15 +34,21 @@ def audit(data, config, workdir: Path, *, previous: StageResult, reference: Stag
     return result
 
 
+class AuditRecord(Record):
+    """manifest.json's `audit`: what the reports read of it, typed."""
+
+    artifacts_seen: int | None = None
+    best: str | None = None
+
+
 AUDIT = Stage(
     name="audit", order=60, run=audit, section="audit", schema=AuditConfig, default=AuditConfig(), budgeted=True,
     report=StageReport(
         manifest=lambda result, checks: {"audit": None if result is None else {
             k: result.metrics[k] for k in ("artifacts_seen", "best")}},
-        fields={"audit": dict | None},
-        view={"audit": None},
-        summary=lambda m, console: console.print(f"audit: {m['audit']['artifacts_seen']} artifacts seen")
-        if m.get("audit") else None,
+        fields={"audit": AuditRecord | None},
+        summary=lambda m, console: console.print(f"audit: {m.audit.artifacts_seen} artifacts seen")
+        if m.audit else None,
         html='{% if m.audit %}<h2 id="audit">Audit</h2><p>{{ m.audit.artifacts_seen }} artifacts seen, '
              'best {{ m.audit.best }}</p>{% endif %}'))
 

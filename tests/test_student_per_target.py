@@ -111,13 +111,14 @@ def test_each_branch_is_cached_on_its_own(forked):
 
 
 def test_the_report_card_and_diff_show_each_targets_student(forked):
+    from edgekiln.engine.manifest_schema import run_record
     from edgekiln.release.model_card import model_card
     from edgekiln.release.regression import diff_runs
 
     work, manifest, _, _ = forked
     html = (work / "out" / "report.html").read_text()
     assert 'id="branch-table"' in html and "prune (lcnet_035)" in html and "student: lcnet_035" in html
-    assert "- lcnet_035 for server: fastest on x86-server-avx2" in model_card(manifest)
+    assert "- lcnet_035 for server: fastest on x86-server-avx2" in model_card(run_record(manifest))
     # a release whose server artifact came from the other student: the diff names the change
     base = work / "base"
     base.mkdir()

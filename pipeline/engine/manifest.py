@@ -147,10 +147,7 @@ def stage_sections(outcome) -> dict:
     return out
 
 
-def read_manifest(path: Path) -> tuple[dict, Path]:
-    """A finished run's manifest, from its output folder or its manifest.json, and the file's
-    path; InputError when there is none, it is not an edgekiln manifest, or a field it holds
-    has the wrong type (naming the field)."""
+def _read_json(path: Path) -> tuple[dict, Path]:
     path = Path(path)
     manifest_path = path if path.suffix == ".json" and not path.is_dir() else path / "manifest.json"
     if not manifest_path.is_file():
@@ -162,33 +159,27 @@ def read_manifest(path: Path) -> tuple[dict, Path]:
         raise InputError(f"{manifest_path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or "artifacts" not in manifest or "config" not in manifest:
         raise InputError(f"{manifest_path} is not an edgekiln manifest (no artifacts or config)")
-    check_manifest(manifest, manifest_path)
     return manifest, manifest_path
 
 
-def check_manifest(manifest: dict, where: Path | str) -> None:
-    """InputError naming every field of `manifest` that has the wrong type (a figure that is
-    text, a list that is a number...). Absent and null figures are allowed: readers show
-    them as not measured."""
-    from pydantic import ValidationError
+def read_run(path: Path):
+    """A finished run's RunRecord (engine/manifest_schema.py), from its output folder or its
+    manifest.json, and the file's path; InputError when there is none, it is not an edgekiln
+    manifest, or a field it holds has the wrong type (naming the field)."""
+    from edgekiln.engine.manifest_schema import run_record
 
-    from edgekiln.engine.manifest_schema import manifest_model
+    manifest, manifest_path = _read_json(path)
+    return run_record(manifest, manifest_path), manifest_path
 
-    version = manifest.get("schema_version")
-    try:
-        manifest_model(version if isinstance(version, int) and version >= 1 else 1).model_validate(manifest, strict=True)
-    except ValidationError as e:
-        problems = []
-        for err in e.errors()[:5]:
-            field = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in err["loc"]).lstrip(".")
-            if err["type"] == "missing":
-                problems.append(f"{field}: missing")
-                continue
-            value = err.get("input")
-            shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-            problems.append(f"{field} = {shown[:60]}: {err['msg'].lower()}")
-        more = f" (and {e.error_count() - 5} more)" if e.error_count() > 5 else ""
-        raise InputError(f"{where} is not a valid edgekiln manifest: " + "; ".join(problems) + more) from None
+
+def read_manifest(path: Path) -> tuple[dict, Path]:
+    """manifest.json as JSON (validated as read_run validates it), and the file's path: for
+    the callers that hand the file's content on unchanged (`edgekiln.load`'s `manifest`)."""
+    from edgekiln.engine.manifest_schema import run_record
+
+    manifest, manifest_path = _read_json(path)
+    run_record(manifest, manifest_path)
+    return manifest, manifest_path
 
 
 def write_text(path: Path, text: str) -> Path:

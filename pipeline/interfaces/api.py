@@ -18,11 +18,13 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from edgekiln.engine.config import (PipelineConfig, check_files, config_from_dict, config_from_text, load_config,
                                     read_config_text)
-from edgekiln.engine.manifest import read_manifest, write_text
+from edgekiln.engine.manifest import read_manifest, read_run, write_text
+from edgekiln.engine.manifest_schema import run_record
 from edgekiln.errors import InputError
 from edgekiln.gates import BudgetCheck, GateCheck
 from edgekiln.release.regression import RunDiff, diff_runs
@@ -75,7 +77,8 @@ class RunResult:
 
     passed: bool
     out_dir: Path
-    manifest: dict
+    manifest: dict  # manifest.json as written
+    record: Any  # the same, as its RunRecord (engine/manifest_schema.py): what the reports rendered
     gates: list[GateCheck | BudgetCheck]
     artifacts: list[Artifact]
     error: str | None = None
@@ -103,7 +106,7 @@ class CheckResult:
 
     passed: bool
     out_dir: Path
-    manifest: dict
+    record: Any  # the run's RunRecord
     checks: list  # verify.ArtifactCheck
     run_passed: bool
     paths: dict[str, Path] = field(default_factory=dict)
@@ -111,32 +114,33 @@ class CheckResult:
 
 @dataclass
 class FinishedRun:
-    """A finished run read back from its output folder (`load`): the manifest, validated and
-    typed (`record.artifacts[0].test_accuracy`), its gates as objects, and its artifacts."""
+    """A finished run read back from its output folder (`load`): its RunRecord (the manifest
+    validated and typed: `record.artifacts[0].test_accuracy`, `record.quantize.ladder`), its
+    gates as objects, and its artifacts."""
 
     out_dir: Path
-    record: object  # the manifest as its pydantic model (edgekiln/schemas/manifest.schema.json)
+    record: Any  # RunRecord (engine/manifest_schema.py; edgekiln/schemas/manifest.schema.json)
     manifest: dict  # the same, as JSON
     gates: list  # GateCheck | BudgetCheck | NotChecked, every gate record of the manifest
     artifacts: list[Artifact]
 
     @property
     def schema_version(self) -> int:
-        return self.manifest.get("schema_version") or 1
+        return self.record.version
 
     @property
     def passed(self) -> bool | None:
-        return self.manifest.get("passed")
+        return self.record.passed
 
     @property
     def unchecked(self) -> list[str]:
-        return list(self.manifest.get("unchecked") or [])
+        return list(self.record.unchecked)
 
     @property
     def verdict(self) -> str:
         from edgekiln.gates import verdict
 
-        return self.manifest.get("verdict") or verdict(self.passed, len(self.unchecked))
+        return self.record.verdict or verdict(self.passed, len(self.unchecked))
 
     @property
     def failed_gates(self) -> list:
@@ -146,12 +150,11 @@ class FinishedRun:
 def load(out_dir: str | Path) -> FinishedRun:
     """A finished run from its output folder (or its manifest.json), typed. InputError when
     there is no manifest, or it does not fit the schema (naming the field)."""
-    from edgekiln.engine.manifest_schema import manifest_model
+    from edgekiln.engine.manifest_schema import run_record
     from edgekiln.gates import gate_from_dict
 
-    manifest, path = read_manifest(Path(out_dir))  # validated, by its schema_version
-    version = manifest.get("schema_version") or 1
-    record = manifest_model(version).model_validate(manifest)
+    manifest, path = read_manifest(Path(out_dir))
+    record = run_record(manifest, path)  # by its schema_version
     return FinishedRun(out_dir=path.parent, record=record, manifest=manifest,
                        gates=[gate_from_dict(g) for g in manifest.get("gates") or []],
                        artifacts=[Artifact.from_dict(a) for a in manifest["artifacts"]])
@@ -243,7 +246,8 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     paths.update({k: out_dir / p.name for k, p in written.items()})
     artifacts = list(outcome.artifacts)
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
-    return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, gates=list(outcome.gates),
+    return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, record=run_record(manifest),
+                     gates=list(outcome.gates),
                      unchecked=outcome.unchecked,
                      artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,
                      published=staging.published)
@@ -253,7 +257,7 @@ def _finish(staging, out_dir: Path, outcome, compare, name: str):
     """The staged run's reports, and its manifest with any that failed: (paths written,
     failures, whether the run passed, the manifest)."""
     manifest = json.loads((staging.path / "manifest.json").read_text())
-    written, failures = _write_reports(staging.path, manifest, compare, name)
+    written, failures = _write_reports(staging.path, run_record(manifest), compare, name)
     for f in failures:  # named as the user will find them
         f.path = out_dir / f.path.relative_to(staging.path)
     passed = outcome.passed
@@ -278,7 +282,7 @@ def _output(what: str, path: str | Path):
 def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> Path:
     from edgekiln.release.junit import run_cases, write_junit
 
-    return write_junit(path, f"edgekiln run {name}", run_cases(manifest), seconds)
+    return write_junit(path, f"edgekiln run {name}", run_cases(run_record(manifest)), seconds)
 
 
 def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
@@ -286,17 +290,17 @@ def report(out_dir: str | Path, compare: str | Path | None = None, title: str | 
     from its manifest; `compare`: show the deltas against this base release. ReportError
     when some could not be written (after writing the others)."""
     out_dir = Path(out_dir)
-    manifest, _ = read_manifest(out_dir)
-    paths, failures = _write_reports(out_dir, manifest, compare, title or out_dir.name)
+    record, _ = read_run(out_dir)
+    paths, failures = _write_reports(out_dir, record, compare, title or out_dir.name)
     if failures:
         raise ReportError(failures, paths)
     return paths
 
 
-def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
+def _write_reports(out_dir: Path, record, compare: str | Path | None,
                    title: str) -> tuple[dict[str, Path], list[ReportFailure]]:
-    """Each report written on its own: one that fails is recorded and the others are still
-    written (report.html without its plots if they failed)."""
+    """Each report of the run (`record`: its RunRecord) written on its own: one that fails is
+    recorded and the others are still written (report.html without its plots if they failed)."""
     from edgekiln.release import plots
     from edgekiln.release.html_report import write_html
     from edgekiln.release.model_card import write_model_card
@@ -313,14 +317,14 @@ def _write_reports(out_dir: Path, manifest: dict, compare: str | Path | None,
             failures.append(ReportFailure(name, path, e))
 
     def draw() -> None:
-        images.update(plots.draw(manifest, out_dir))
+        images.update(plots.draw(record, out_dir))
         paths.update(report_png=images["report"], tradeoff_png=images["tradeoff"])
 
     attempt("report.png and tradeoff.png", out_dir / "report.png", draw)
     attempt("MODEL_CARD.md", out_dir / "MODEL_CARD.md",
-            lambda: paths.update(model_card=write_model_card(manifest, out_dir / "MODEL_CARD.md")))
+            lambda: paths.update(model_card=write_model_card(record, out_dir / "MODEL_CARD.md")))
     attempt("report.html", out_dir / "report.html",
-            lambda: paths.update(report_html=write_html(out_dir / "report.html", manifest, images, comparison, title)))
+            lambda: paths.update(report_html=write_html(out_dir / "report.html", record, images, comparison, title)))
     return paths, failures
 
 
@@ -353,10 +357,10 @@ def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), ac
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    manifest, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profiles),
-                                 allow_estimate=allow_estimate)
-    run_passed = bool(manifest.get("passed", False))
-    result = CheckResult(passed=run_passed and all(c.passed for c in checks), out_dir=out_dir, manifest=manifest,
+    record, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profiles),
+                               allow_estimate=allow_estimate)
+    run_passed = bool(record.passed)
+    result = CheckResult(passed=run_passed and all(c.passed for c in checks), out_dir=out_dir, record=record,
                          checks=checks, run_passed=run_passed)
     if junit is not None:
         with _output("junit", junit):
@@ -396,11 +400,10 @@ def _diff_html(path: Path, comparison: RunDiff) -> Path:
     from edgekiln.release import plots
     from edgekiln.release.html_report import write_html
 
-    manifest = json.loads(Path(comparison.new).read_text())
+    record, _ = read_run(Path(comparison.new))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        return write_html(path, manifest, plots.draw(manifest, Path(tmp)), comparison,
-                          Path(comparison.new).parent.name)
+        return write_html(path, record, plots.draw(record, Path(tmp)), comparison, Path(comparison.new).parent.name)
 
 
 @dataclass

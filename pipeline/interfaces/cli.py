@@ -131,7 +131,7 @@ def check(
 
     with exit_codes():
         result = api.check(out_dir, profiles=profile, accuracy=accuracy, allow_estimate=allow_estimate, junit=junit)
-    recorded = {a["target"]: a for a in result.manifest["artifacts"]}
+    recorded = {a.target: a for a in result.record.artifacts}
     console.print(tables.checks_table(f"check {out_dir}", result.checks, recorded))
     tables.print_findings(result.checks)
     if not result.run_passed:

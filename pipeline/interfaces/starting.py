@@ -30,7 +30,7 @@ def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, ke
         raise typer.Exit(report_failures(
             result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "
             "saying so could not be written; every stage is cached, so a re-run with room for the outputs is warm"))
-    summary.print_summary(result.manifest, result.paths["manifest"])
+    summary.print_summary(result.record, result.paths["manifest"])
     for gate in result.failed_gates:
         console.print(f"[bold red]{gate.message()}")
     console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card", "junit")

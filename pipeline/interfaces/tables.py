@@ -11,6 +11,8 @@ from edgekiln.progress import console
 
 
 def checks_table(title: str, checks, recorded: dict | None = None):
+    """`check`/`bench`: one row per artifact checked; `recorded`: target -> its ArtifactRecord
+    in the run's manifest (`check`), whose accuracies are shown beside the re-measured ones."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -24,9 +26,10 @@ def checks_table(title: str, checks, recorded: dict | None = None):
         row = [c.target, Path(c.path).name, {None: "-", True: "ok", False: "[red]MISMATCH"}[c.sha256_matches],
                "-" if c.accuracy is None else f"{c.accuracy:.2f}"]
         if recorded is not None:
-            manifest_test = recorded[c.target].get("test_accuracy")
-            row += [f"{recorded[c.target]['accuracy']:.2f}", "-" if c.test_accuracy is None else f"{c.test_accuracy:.2f}",
-                    "-" if manifest_test is None else f"{manifest_test:.2f}"]
+            record = recorded[c.target]
+            row += ["-" if record.accuracy is None else f"{record.accuracy:.2f}",
+                    "-" if c.test_accuracy is None else f"{c.test_accuracy:.2f}",
+                    "-" if record.test_accuracy is None else f"{record.test_accuracy:.2f}"]
         row += [c.profile or "-", m.get("source") or "not measured",
                 "-" if lat.get("p50") is None else f"{lat['p50']:.3f}",
                 "-" if lat.get("p90") is None else f"{lat['p90']:.3f}",

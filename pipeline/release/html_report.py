@@ -16,8 +16,8 @@ from edgekiln.figures import kilobytes, millions, num, text, verdict
 from edgekiln.gates import gate_message
 from edgekiln.gates import verdict as run_verdict
 from edgekiln.release.model_card import not_measured
+from edgekiln.release.lineage import lineage
 from edgekiln.release.regression import format_figure
-from edgekiln.release.report_view import complete, lineage
 
 # The captions of the plots the page inlines (plots.draw's names).
 CAPTIONS = {"report": "accuracy after each stage and of each artifact (held-out test, 95% intervals), and each "
@@ -56,30 +56,24 @@ def _stage_sections(strict: bool, **context) -> list:
             for stage in registry.registered() if stage.reporting.html]
 
 
-def render(manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> str:
-    """The page as text. `images`: plots.draw's name -> PNG path (missing files are left out);
-    `diff`: a RunDiff against the base release, shown after the verdict. Every optional
-    figure is read through report_view.complete: an absent one is shown as "-"."""
-    view = complete(manifest)
-    no_latency = dict.fromkeys(("p50", "p90", "p50_interval", "p90_interval"))
-    artifacts = [{**a, "lat": {**no_latency, **(a["latency_ms"] or {})},
-                  "gate_messages": [{"passed": g.get("passed"), "message": gate_message(g)} for g in a["gates"]]}
-                 for a in view["artifacts"]]
-    failed = [gate_message(g) for g in view["gates"] if g.get("passed") is False or g.get("status") == "failed"]
+def render(run, images: dict[str, Path], diff=None, title: str | None = None) -> str:
+    """The page of a run (its RunRecord) as text. `images`: plots.draw's name -> PNG path
+    (missing files are left out); `diff`: a RunDiff against the base release, shown after the
+    verdict. An absent figure is shown as "-"."""
+    failed = [gate_message(g) for g in run.gates if g.passed is False or g.status == "failed"]
     inline = {name: (CAPTIONS[name], base64.b64encode(path.read_bytes()).decode())
               for name, path in images.items() if path is not None and path.is_file()}
     strict = os.environ.get("EDGEKILN_STRICT_TEMPLATES") == "1"
     helpers = dict(num=num, interval=_interval, millions=millions, kb=kilobytes, text=text, verdict=verdict,
                    fmt=format_figure, signed=lambda value: format_figure(value, signed=True),
-                   time_budget_line=time_budget.describe)
-    m = {**view, "artifacts": artifacts}
+                   time_budget_line=time_budget.describe, gate_message=gate_message)
     return _template(strict).render(
-        m=m, title=title or view.get("config_name") or "run", diff=diff, images=inline, failed_gates=failed,
-        run_verdict=view["verdict"] or run_verdict(view["passed"], len(view["unchecked"])),
-        not_measured=not_measured(view), lineage=lineage(view), stage_sections=_stage_sections(strict, m=m, **helpers),
+        m=run, title=title or run.config_name or "run", diff=diff, images=inline, failed_gates=failed,
+        run_verdict=run.verdict or run_verdict(run.passed, len(run.unchecked)),
+        not_measured=not_measured(run), lineage=lineage(run), stage_sections=_stage_sections(strict, m=run, **helpers),
         **helpers)
 
 
-def write_html(path: Path, manifest: dict, images: dict[str, Path], diff=None, title: str | None = None) -> Path:
+def write_html(path: Path, run, images: dict[str, Path], diff=None, title: str | None = None) -> Path:
     """Write report.html atomically."""
-    return write_text(path, render(manifest, images, diff, title))
+    return write_text(path, render(run, images, diff, title))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from edgekiln.engine.manifest import write_text
 from edgekiln.gates import gate_message, record_subject
-from edgekiln.release.report_view import complete
 
 
 @dataclass
@@ -27,40 +26,39 @@ class Case:
     message: str = ""
 
 
-def run_cases(manifest: dict) -> list[Case]:
-    """A run's gates: every stage and artifact gate it judged, the budgets it could not check,
-    the stages and targets an earlier failure kept from being judged, its error, and each
-    report that could not be written."""
+def run_cases(run) -> list[Case]:
+    """A run's gates (`run`: its RunRecord): every stage and artifact gate it judged, the
+    budgets it could not check, the stages and targets an earlier failure kept from being
+    judged, its error, and each report that could not be written."""
     from edgekiln import stages
 
-    manifest = complete(manifest)
     cases = []
-    for record in manifest["gates"]:
-        outcome = {"passed": "passed", "not_checked": "skipped"}.get(record.get("status"), None)
+    for record in run.gates:
+        outcome = {"passed": "passed", "not_checked": "skipped"}.get(record.status)
         if outcome is None:
-            outcome = "passed" if record.get("passed") else "failure"
-        cases.append(Case(_classname("run", record_subject(record)), record.get("budget_key") or "gate", outcome,
+            outcome = "passed" if record.passed else "failure"
+        cases.append(Case(_classname("run", record_subject(record)), record.budget_key or "gate", outcome,
                           gate_message(record)))
-    if (manifest.get("schema_version") or 1) < 2:  # the budgets not checked were not yet gate records
-        for artifact in manifest["artifacts"]:
-            for line in artifact["budgets_not_checked"]:
-                cases.append(Case(_classname("run", f"target {artifact['target']}"), line.split(" = ")[0], "skipped",
+    if run.version < 2:  # the budgets not checked were not yet gate records
+        for artifact in run.artifacts:
+            for line in artifact.budgets_not_checked:
+                cases.append(Case(_classname("run", f"target {artifact.target}"), line.split(" = ")[0], "skipped",
                                   line))
-    reached = {s["name"] for s in manifest.get("stages") or []}
-    why = manifest.get("error") or "an earlier gate failed"
-    planned = manifest["plan"]["stages"]  # None: a manifest from before plans, which ran every stage
+    reached = {s.name for s in run.stages}
+    why = run.error or "an earlier gate failed"
+    planned = run.plan.stages  # None: a manifest from before plans, which ran every stage
     for stage in [s.name for s in stages.registered() if s.budgeted and (planned is None or s.name in planned)]:
         if stage not in reached:
             cases.append(Case(_classname("run", f"stage {stage}"), "budget.max_drop_total", "skipped",
                               f"stage {stage} was not run: {why}"))
-    built = {a["target"] for a in manifest.get("artifacts") or []}
-    for target in manifest["config"]["targets"]:
-        if target["name"] not in built:
-            cases.append(Case(_classname("run", f"target {target['name']}"), "artifact", "skipped",
-                              f"target {target['name']} was not built: {why}"))
-    if manifest.get("error"):
-        cases.append(Case("edgekiln.run", "run", "error", manifest["error"]))
-    for name, why in manifest["report_errors"].items():
+    built = {a.target for a in run.artifacts}
+    for target in run.config.targets:
+        if target.name not in built:
+            cases.append(Case(_classname("run", f"target {target.name}"), "artifact", "skipped",
+                              f"target {target.name} was not built: {why}"))
+    if run.error:
+        cases.append(Case("edgekiln.run", "run", "error", run.error))
+    for name, why in run.report_errors.items():
         cases.append(Case("edgekiln.run.report", name, "error", f"{name} could not be written: {why}"))
     return cases
 

@@ -8,17 +8,16 @@ from pathlib import Path
 from edgekiln.engine.manifest import write_text
 from edgekiln.figures import kilobytes
 from edgekiln.gates import verdict
-from edgekiln.release.report_view import complete, lineage
-from edgekiln.targets.artifact import Artifact
+from edgekiln.release.lineage import lineage
 
 _NO_LATENCY = "latency not measured: "
 
 
-def not_measured(manifest: dict) -> list[str]:
-    """What the run's figures do not rest on a measurement for, one line per artifact and gap,
-    with the reason where the run recorded one."""
+def not_measured(run) -> list[str]:
+    """What the run's figures (its RunRecord's) do not rest on a measurement for, one line per
+    artifact and gap, with the reason where the run recorded one."""
     lines = []
-    for a in map(Artifact.from_dict, complete(manifest)["artifacts"]):
+    for a in run.artifacts:
         if a.accuracy_source == "proxy":
             lines.append(f"{a.target}: accuracy not measured in {a.runtime or a.format} "
                          f"({a.accuracy_not_measured}); the figure is the torch-side proxy of the same model")
@@ -48,50 +47,45 @@ def _described(value) -> str:
     return str(value)
 
 
-def model_card(manifest: dict) -> str:
-    """The card as Markdown; an absent figure is "-"."""
-    manifest = complete(manifest)
-    config = manifest["config"]
-    card = config.get("card") or {}
-    models = lineage(manifest)
-    splits = manifest.get("splits") or {}
-    pre = manifest.get("preprocessing") or {}
-    labels = manifest.get("labels") or []
+def model_card(run) -> str:
+    """The card as Markdown (`run`: the RunRecord); an absent figure is "-"."""
+    card = run.config.card
+    models = lineage(run)
+    splits, pre, labels, plan = run.splits, run.preprocessing, run.labels, run.plan
     named = [f"{name}" for _, name, _ in models if name]
-    title = card.get("name") or (" from ".join(reversed(named)) if named else "model")
+    title = card.name or (" from ".join(reversed(named)) if named else "model")
     out = [f"# Model card: {title}", ""]
-    out += [f"Built by edgekiln {manifest.get('edgekiln_version')} on {manifest.get('created')}; "
-            f"verdict: **{manifest['verdict'] or verdict(manifest['passed'], len(manifest['unchecked']))}**"
-            + (f" (error: {manifest['error']})" if manifest.get("error") else "") + ".", ""]
-    if manifest["unchecked"]:
+    out += [f"Built by edgekiln {run.edgekiln_version} on {run.created}; "
+            f"verdict: **{run.verdict or verdict(run.passed, len(run.unchecked))}**"
+            + (f" (error: {run.error})" if run.error else "") + ".", ""]
+    if run.unchecked:
         out += ["Budgets not checked (neither met nor failed; measure on the device or calibrate the profile):", ""]
-        out += [f"- {line}" for line in manifest["unchecked"]] + [""]
-    plan = manifest["plan"]
-    if plan["stages"]:
-        skipped = "; ".join(f"{s['stage']} ({s['why']})" for s in plan["skipped"] if s["stage"])
-        out += [f"Stages: {' → '.join(plan['stages'])}, every drop measured against {plan['reference_title']}"
+        out += [f"- {line}" for line in run.unchecked] + [""]
+    if plan.stages:
+        skipped = "; ".join(f"{s.stage} ({s.why})" for s in plan.skipped if s.stage)
+        out += [f"Stages: {' → '.join(plan.stages)}, every drop measured against {plan.reference_title}"
                 + (f". Skipped: {skipped}" if skipped else "") + ".", ""]
-    if manifest["branches"]:  # a student per group of targets
+    if run.branches:  # a student per group of targets
         out += ["A student per group of targets (the stages after the student search ran once per student):", ""]
-        out += [f"- {b['student']} for {', '.join(b['targets'])}: "
-                + "; ".join(str(w.get("why")) for w in b["why"] or []) for b in manifest["branches"]] + [""]
+        out += [f"- {b.student} for {', '.join(b.targets)}: " + "; ".join(str(w.why) for w in b.why)
+                for b in run.branches] + [""]
     for key, heading in (("description", "Description"), ("intended_use", "Intended use"),
                          ("out_of_scope", "Out of scope"), ("limitations", "Limitations")):
-        out += [f"## {heading}", "", card.get(key) or f"_Not stated (set `card.{key}` in the config)._", ""]
-    if card.get("owner") or card.get("license"):
-        out += [f"Owner: {card.get('owner') or '-'} · License: {card.get('license') or '-'}", ""]
+        out += [f"## {heading}", "", getattr(card, key) or f"_Not stated (set `card.{key}` in the config)._", ""]
+    if card.owner or card.license:
+        out += [f"Owner: {card.owner or '-'} · License: {card.license or '-'}", ""]
     out += ["## Inputs and outputs", "",
             f"- Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels),
-            f"- Preprocessing: {pre.get('image_size') or '?'} px RGB, mean {pre.get('mean')}, std {pre.get('std')} "
-            "(what each artifact expects is in its interface below)", ""]
+            f"- Preprocessing: {(pre and pre.image_size) or '?'} px RGB, mean {pre and pre.mean}, "
+            f"std {pre and pre.std} (what each artifact expects is in its interface below)", ""]
     out += ["## Artifacts", "",
-            f"| target | format | encoding | size | test accuracy (95% CI) | drop vs {manifest['plan']['reference_title']} "
+            f"| target | format | encoding | size | test accuracy (95% CI) | drop vs {plan.reference_title} "
             "| accuracy measured in | "
             "p50 latency | latency source | budgets met |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for a in map(Artifact.from_dict, manifest.get("artifacts") or []):
-        met = [g.get("budget_key") or "?" for g in a.gates if g.get("passed")]
-        failed = [g.get("budget_key") or "?" for g in a.gates if g.get("passed") is False]
+    for a in run.artifacts:
+        met = [g.budget_key or "?" for g in a.gates if g.passed]
+        failed = [g.budget_key or "?" for g in a.gates if g.passed is False]
         p50 = "-" if a.p50_ms is None else f"{a.p50_ms:.3g} ms on {a.profile}"
         out.append(f"| {a.target} | {a.format} | {a.encoding or '-'} | {kilobytes(a.size_bytes)} | "
                    f"{_pct(a.test_accuracy if a.test_accuracy is not None else a.accuracy, a.test_accuracy_ci)} | "
@@ -100,29 +94,29 @@ def model_card(manifest: dict) -> str:
                    f"{a.latency_source or 'not measured'} | {', '.join(met) or '-'}"
                    + (f"; FAILED: {', '.join(failed)}" if failed else "") + " |")
     out.append("")
-    for a in map(Artifact.from_dict, manifest["artifacts"]):
+    for a in run.artifacts:
         if a.interface:
             out.append(f"- `{a.path}` ({a.target}): input {_described(a.interface.get('input'))}; "
                        f"output {_described(a.interface.get('output'))}")
     out += ["", "## Evaluation", ""]
-    if splits.get("test"):
-        out.append(f"Accuracies are on {splits['test']} held-out test images that no choice of the pipeline looked "
-                   f"at (one image = {100 / splits['test']:.2f} points); every decision was made on {splits['val']} "
-                   f"val images. Members of each split: `{splits.get('file')}` (sha256 `{splits.get('sha256')}`).")
+    if splits and splits.test:
+        out.append(f"Accuracies are on {splits.test} held-out test images that no choice of the pipeline looked "
+                   f"at (one image = {100 / splits.test:.2f} points); every decision was made on {splits.val} "
+                   f"val images. Members of each split: `{splits.file}` (sha256 `{splits.sha256}`).")
     else:
-        out.append(splits.get("note") or "No split record.")
-    data = config.get("data") or {}
-    out += ["", f"Data: source `{data.get('source')}`" + (f", path `{data.get('path')}`" if data.get("path") else "")
-            + (f", fingerprint `{splits['data_fingerprint']}`" if splits.get("data_fingerprint") else "") + ".", ""]
+        out.append((splits and splits.note) or "No split record.")
+    data = run.config.data
+    fingerprint = splits and splits.data_fingerprint
+    out += ["", f"Data: source `{data.source}`" + (f", path `{data.path}`" if data.path else "")
+            + (f", fingerprint `{fingerprint}`" if fingerprint else "") + ".", ""]
     out += ["## Lineage", ""] + [f"- {what.capitalize()}: " + (f"`{name}` ({details})" if name else details)
                                  for what, name, details in models] + [""]
-    out += ["## Not measured", ""] + [f"- {line}" for line in not_measured(manifest) or
+    out += ["## Not measured", ""] + [f"- {line}" for line in not_measured(run) or
                                       ["Everything above was measured (runtime accuracy, latency on its device or host)."]]
-    out += ["", "## Tool versions", ""] + [f"- {k}: {v or 'not installed'}"
-                                           for k, v in (manifest.get("tool_versions") or {}).items()]
+    out += ["", "## Tool versions", ""] + [f"- {k}: {v or 'not installed'}" for k, v in run.tool_versions.items()]
     return "\n".join(out) + "\n"
 
 
-def write_model_card(manifest: dict, path: Path) -> Path:
+def write_model_card(run, path: Path) -> Path:
     """Write MODEL_CARD.md atomically."""
-    return write_text(path, model_card(manifest))
+    return write_text(path, model_card(run))

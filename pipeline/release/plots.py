@@ -10,19 +10,16 @@ import textwrap
 from pathlib import Path
 
 from edgekiln import stages as registry
-from edgekiln.release.report_view import complete
-from edgekiln.targets.artifact import Artifact
 
 _FAIL, _PASS, _NONE = "#c44e52", "#4c72b0", "gray"
 _SOURCES = {"host": "#55a868", "device": "#4c72b0"}
 
 
-def draw(manifest: dict, directory: Path) -> dict[str, Path]:
-    """Both figures of a run into `directory`, by the names report.html knows them by; an
-    absent figure is drawn as "-" or "not measured"."""
-    manifest = complete(manifest)
-    return {"report": plot(manifest, directory / "report.png"),
-            "tradeoff": tradeoff(manifest, directory / "tradeoff.png")}
+def draw(run, directory: Path) -> dict[str, Path]:
+    """Both figures of a run (its RunRecord) into `directory`, by the names report.html knows
+    them by; an absent figure is drawn as "-" or "not measured"."""
+    return {"report": plot(run, directory / "report.png"),
+            "tradeoff": tradeoff(run, directory / "tradeoff.png")}
 
 
 def _pyplot():
@@ -40,34 +37,33 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot(manifest: dict, path: Path) -> Path:
-    """report.png (report_figure). `manifest`: report_view.complete's."""
-    return _save(report_figure(manifest), path)
+def plot(run, path: Path) -> Path:
+    """report.png (report_figure) of a RunRecord."""
+    return _save(report_figure(run), path)
 
 
-def tradeoff(manifest: dict, path: Path) -> Path:
-    """tradeoff.png (tradeoff_figure). `manifest`: report_view.complete's."""
-    return _save(tradeoff_figure(manifest), path)
+def tradeoff(run, path: Path) -> Path:
+    """tradeoff.png (tradeoff_figure) of a RunRecord."""
+    return _save(tradeoff_figure(run), path)
 
 
-def report_figure(manifest: dict):
+def report_figure(run):
     """Left: accuracy after each stage and of each artifact, with the total budget as a line.
     Then each artifact's p50 latency on its profile against its p50 budget: measured (host,
     device) on one axis, estimated (the profile's cost model) on another, never mixed."""
     plt = _pyplot()
     publisher = registry.publisher().name
-    stages = [s for s in manifest["stages"] if s["name"] != publisher]  # the publisher's bars are its artifacts
-    artifacts = manifest["artifacts"]
-    estimated = [a for a in artifacts if a.get("latency_source") == "estimate"]
-    measured = [a for a in artifacts if a.get("latency_source") != "estimate"]
-    names = [str(s["name"]) + (f" ({s['branch']})" if s.get("branch") else "") for s in stages] + [
-        str(a["target"]) for a in artifacts]
+    stages = [s for s in run.stages if s.name != publisher]  # the publisher's bars are its artifacts
+    artifacts = run.artifacts
+    estimated = [a for a in artifacts if a.latency_source == "estimate"]
+    measured = [a for a in artifacts if a.latency_source != "estimate"]
+    names = [s.name + (f" ({s.branch})" if s.branch else "") for s in stages] + [a.target for a in artifacts]
     panels = [len(names)] + ([len(measured)] if measured or not estimated else []) + ([len(estimated)] if estimated else [])
     widths = [max(n, 1) for n in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(9.0, 1.0 * sum(widths) + 2.2 * len(panels)), 4.8),
                              gridspec_kw={"width_ratios": widths}, layout="constrained", squeeze=False)
     axes = list(axes[0])
-    labels = _plot_accuracy(axes[0], manifest, stages, artifacts, names)
+    labels = _plot_accuracy(axes[0], run, stages, artifacts, names)
     if measured or not estimated:
         labels += _plot_latency(axes[1], measured, estimated=False)
     if estimated:
@@ -76,15 +72,16 @@ def report_figure(manifest: dict):
     return fig
 
 
-def _plot_accuracy(ax, manifest: dict, stages: list[dict], artifacts: list[dict], names: list[str]) -> list:
+def _plot_accuracy(ax, run, stages: list, artifacts: list, names: list[str]) -> list:
     # The held-out test figures with their 95% intervals where the run has a test split.
-    on_test = all(r.get("test_accuracy") is not None for r in stages + artifacts)
+    records = [*stages, *artifacts]
+    on_test = all(r.test_accuracy is not None for r in records)
     split = "test" if on_test else "val"
-    figures = [r["test_accuracy"] if on_test else r["accuracy"] for r in stages + artifacts]
+    figures = [r.test_accuracy if on_test else r.accuracy for r in records]
     values = [0.0 if v is None else v for v in figures]  # an absent figure: no bar, labelled "-"
-    intervals = [r.get("test_accuracy_ci") for r in stages + artifacts] if on_test else []
-    passed = [s["passed"] for s in stages] + [a["passed"] for a in artifacts]
-    kinds = ["stage"] * len(stages) + [a["accuracy_source"] for a in artifacts]
+    intervals = [r.test_accuracy_ci for r in records] if on_test else []
+    passed = [r.passed for r in records]
+    kinds = ["stage"] * len(stages) + [a.accuracy_source for a in artifacts]
     colors = [_PASS if ok else _NONE if ok is None else _FAIL for ok in passed]
     bars = ax.bar(range(len(names)), values, color=colors)
     if intervals and all(intervals):
@@ -93,13 +90,13 @@ def _plot_accuracy(ax, manifest: dict, stages: list[dict], artifacts: list[dict]
     for bar, kind in zip(bars, kinds):
         if kind == "proxy":
             bar.set_hatch("//")
-    plan = manifest["plan"] or {}
-    first = next((s for s in manifest["stages"] if s["name"] == plan.get("reference")), {})
-    reference = first.get("test_accuracy" if on_test else "accuracy")
-    budget = manifest["config"]["budget"]["max_drop_total"]
+    plan = run.plan
+    first = next((s for s in run.stages if s.name == plan.reference), None)
+    reference = None if first is None else first.test_accuracy if on_test else first.accuracy
+    budget = run.config.budget.max_drop_total
     if reference is not None and budget is not None:
         ax.axhline(reference - budget, color="gray", linestyle="--",
-                   label=f"{plan.get('reference_title')} - max_drop_total")
+                   label=f"{plan.reference_title} - max_drop_total")
         ax.legend(loc="best", fontsize=8)
     low = min([v for v in figures if v is not None] + [100.0] + [ci[0] for ci in intervals if ci]) - 5
     ax.set_ylim(max(0.0, low), 100.5)
@@ -114,10 +111,9 @@ def _plot_accuracy(ax, manifest: dict, stages: list[dict], artifacts: list[dict]
             for bar, v in zip(bars, figures)]
 
 
-def _plot_latency(ax, records: list[dict], estimated: bool) -> list:
-    """p50 per artifact against its budget. Measured: bars by source. Estimated: hollow
-    diamonds with the estimate's interval (the gate decides on its upper end)."""
-    artifacts = [Artifact.from_dict(r) for r in records]
+def _plot_latency(ax, artifacts: list, estimated: bool) -> list:
+    """p50 per artifact (ArtifactRecord) against its budget. Measured: bars by source.
+    Estimated: hollow diamonds with the estimate's interval (the gate decides on its upper end)."""
     labels = []
     for i, a in enumerate(artifacts):
         p50 = a.p50_ms
@@ -129,7 +125,7 @@ def _plot_latency(ax, records: list[dict], estimated: bool) -> list:
                     markeredgewidth=2, linestyle="none", label="estimate (cost model)")
         else:
             ax.bar(i, p50, color=_SOURCES.get(a.latency_source, _NONE), label=f"measured on {a.latency_source}")
-        low_high = (a.latency_ms or {}).get("p50_interval")
+        low_high = a.latency_ms.p50_interval
         if low_high:
             ax.errorbar(i, p50, yerr=[[p50 - low_high[0]], [low_high[1] - p50]], fmt="none", ecolor="black", capsize=4)
         budget = a.budget.get("p50_ms")
@@ -161,23 +157,22 @@ def _tick_labels(ax, names: list[str]) -> None:
     ax.set_xticks(range(len(names)), names, fontsize=7 if upright else 8, rotation=90 if upright else 0)
 
 
-def candidate_points(manifest: dict) -> list[dict]:
+def candidate_points(run) -> list[dict]:
     """Every model the run evaluated, as (kind, name, val accuracy, size bytes, latency ms,
     whether that latency is an estimate): each stage's (teacher candidates, student
     candidates, prune steps), encodings tried, and the shipped artifacts (`shipped`).
-    `manifest`: report_view.complete's. Val throughout: it is what each choice was made on.
+    `run`: the RunRecord. Val throughout: it is what each choice was made on.
     Size is the file for artifacts and encodings; for models never exported it is counted
     from the parameters (4 bytes each for teachers in float, 1 for INT8 students and prune steps)."""
     points = [point for stage in registry.registered() if stage.reporting.points
-              for point in stage.reporting.points(manifest)]
-    for a in manifest.get("artifacts") or []:
-        for c in (a.get("encoding_choice") or {}).get("candidates") or []:
-            points.append(dict(kind="encoding", name=f"{a['target']} {c['encoding']}", accuracy=c.get("accuracy"),
-                               size=c.get("size_bytes"), latency=c.get("p50_ms"), chosen=False,
-                               estimated=c.get("latency_source") == "estimate"))
-        points.append(dict(kind="shipped", name=a["target"], accuracy=a.get("accuracy"), size=a.get("size_bytes"),
-                           latency=(a.get("latency_ms") or {}).get("p50"), chosen=True,
-                           estimated=a.get("latency_source") == "estimate"))
+              for point in stage.reporting.points(run)]
+    for a in run.artifacts:
+        for c in a.encoding_choice.candidates if a.encoding_choice else []:
+            points.append(dict(kind="encoding", name=f"{a.target} {c.encoding}", accuracy=c.accuracy,
+                               size=c.size_bytes, latency=c.p50_ms, chosen=False,
+                               estimated=c.latency_source == "estimate"))
+        points.append(dict(kind="shipped", name=a.target, accuracy=a.accuracy, size=a.size_bytes, latency=a.p50_ms,
+                           chosen=True, estimated=a.latency_source == "estimate"))
     return [{"estimated": False, **p} for p in points if p["accuracy"] is not None]
 
 
@@ -189,13 +184,13 @@ def _styles() -> dict[str, tuple[str, str]]:
     return {kind: style for stage in registry.registered() for kind, style in stage.reporting.styles.items()} | _STYLE
 
 
-def tradeoff_figure(manifest: dict):
+def tradeoff_figure(run):
     """Val accuracy against size (left) and against latency (right) for every candidate the
     run evaluated, the shipped artifacts as stars; on the latency axis an estimated latency
     is a hollow marker, a measured one filled. Names label the shipped and chosen points
     first, then the others where there is room."""
     plt = _pyplot()
-    points = candidate_points(manifest)
+    points = candidate_points(run)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
     labels = []
     for ax, key, label in ((axes[0], "size", "size (MB, log)"), (axes[1], "latency", "p50 latency (ms, log)")):

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgekiln.engine.manifest import read_manifest
+from edgekiln.engine.manifest import read_run
 from edgekiln.errors import InputError
-from edgekiln.release.report_view import complete, lineage
+from edgekiln.release.lineage import lineage
 
 # The thresholds, by the `[release]` key that sets each and the flag that overrides it.
 THRESHOLD_FLAGS = {"max_accuracy_drop": "--max-accuracy-drop", "max_latency_increase": "--max-latency-increase",
@@ -119,25 +119,25 @@ class RunDiff:
         return out
 
 
-def read_predictions(manifest: dict, manifest_path: Path) -> dict | None:
+def read_predictions(run, manifest_path: Path) -> dict | None:
     """The run's predictions.json (labels and each artifact's top-1 on test) when its manifest
     lists one and it lies beside it (None otherwise: a manifest alone is a valid base);
     InputError when the file there is not the one the run wrote."""
     from edgekiln.system.files import sha256
 
-    record = manifest.get("predictions")
-    if not isinstance(record, dict) or not record.get("file") or not record.get("sha256"):
+    record = run.predictions
+    if record is None or not record.file or not record.sha256:
         return None  # no record, or one that cannot be checked: compared unpaired
-    path = manifest_path.parent / record["file"]
+    path = manifest_path.parent / record.file
     if not path.is_file():
         return None
-    if sha256(path) != record["sha256"]:
+    if sha256(path) != record.sha256:
         raise InputError(f"{path}: sha256 differs from {manifest_path}: not the predictions that run wrote")
     try:
         predictions = json.loads(path.read_text())
     except (ValueError, RecursionError) as e:
         raise InputError(f"{path} is not valid JSON: {e}") from None
-    _check_predictions(predictions, path, (manifest.get("splits") or {}).get("test"))
+    _check_predictions(predictions, path, run.splits.test if run.splits else None)
     return predictions
 
 
@@ -160,15 +160,14 @@ def _check_predictions(predictions, path: Path, test_count: int | None) -> None:
             raise InputError(f"{path}: top1.{target} has {found} for {labels} labels")
 
 
-def thresholds_for(new_manifest: dict, overrides: dict[str, float | None]) -> tuple[dict, dict]:
+def thresholds_for(new, overrides: dict[str, float | None]) -> tuple[dict, dict]:
     """The limits that gate: each flag given, else the new run's `[release]` section, else
     the section's defaults. Returns (values, where each was set)."""
     from pydantic import ValidationError
 
     from edgekiln.engine.config import ReleaseConfig
 
-    section = (new_manifest.get("config") or {}).get("release")
-    section = {k: v for k, v in section.items() if v is not None} if isinstance(section, dict) else {}
+    section = {k: v for k, v in (new.config.release or {}).items() if v is not None}
     try:
         release = ReleaseConfig.model_validate(section)
     except ValidationError as e:
@@ -192,18 +191,18 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
     unknown = set(overrides) - set(THRESHOLD_FLAGS)
     if unknown:
         raise TypeError(f"unknown thresholds: {', '.join(sorted(unknown))}")
-    base_manifest, base_path = read_manifest(base)
-    new_manifest, new_path = read_manifest(new)
-    thresholds, keys = thresholds_for(new_manifest, overrides)
+    base_run, base_path = read_run(base)
+    new_run, new_path = read_run(new)
+    thresholds, keys = thresholds_for(new_run, overrides)
     result = RunDiff(base=str(base_path), new=str(new_path), thresholds=thresholds, threshold_keys=keys,
-                     new_run_passed=new_manifest.get("passed"))
-    same_split, split_note = _same_split(base_manifest, new_manifest)
+                     new_run_passed=new_run.passed)
+    same_split, split_note = _same_split(base_run.splits, new_run.splits)
     if split_note:
         result.notes.append(split_note)
-    if new_manifest.get("passed") is False:
+    if new_run.passed is False:
         result.notes.append("the new run itself did not pass its gates (manifest: passed false"
-                            + (f"; error: {new_manifest['error']}" if new_manifest.get("error") else "") + ")")
-    predictions = (read_predictions(base_manifest, base_path), read_predictions(new_manifest, new_path))
+                            + (f"; error: {new_run.error}" if new_run.error else "") + ")")
+    predictions = (read_predictions(base_run, base_path), read_predictions(new_run, new_path))
     if same_split and None in predictions:
         missing = " and ".join(f"{side} ({path.parent})" for side, path, found in (
             ("base", base_path, predictions[0]), ("new", new_path, predictions[1])) if found is None)
@@ -211,19 +210,19 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
                             "accuracies, not image by image (fetch predictions.json with the manifest)")
     if not same_split or None in predictions or predictions[0]["labels"] != predictions[1]["labels"]:
         predictions = None
-    base_artifacts = {a["target"]: a for a in base_manifest.get("artifacts") or []}
-    new_artifacts = {a["target"]: a for a in new_manifest.get("artifacts") or []}
+    base_artifacts = {a.target: a for a in base_run.artifacts}
+    new_artifacts = {a.target: a for a in new_run.artifacts}
     for name, record in new_artifacts.items():
         if name not in base_artifacts:
-            result.targets.append(TargetDiff(name, "added", record.get("format")))
+            result.targets.append(TargetDiff(name, "added", record.format))
             result.notes.append(f"target {name} is new in this run (no base to compare with)")
             continue
         lacking = _lacking(base_artifacts[name], "base") + _lacking(record, "new")
         if lacking:
-            result.targets.append(TargetDiff(name, "incomplete", record.get("format"), why="; ".join(lacking)))
+            result.targets.append(TargetDiff(name, "incomplete", record.format, why="; ".join(lacking)))
             continue
         target = _target_diff(name, base_artifacts[name], record, same_split, thresholds, keys)
-        students = (student_of(base_artifacts[name], base_manifest), student_of(record, new_manifest))
+        students = (student_of(base_artifacts[name], base_run), student_of(record, new_run))
         if students[0] != students[1]:  # a student per group of targets: this target's changed
             target.changes.append(Change("student", *students))
         if predictions is not None:
@@ -231,33 +230,33 @@ def diff_runs(base: Path, new: Path, **overrides: float | None) -> RunDiff:
         result.targets.append(target)
     for name, record in base_artifacts.items():
         if name not in new_artifacts:
-            result.targets.append(TargetDiff(name, "removed", record.get("format")))
+            result.targets.append(TargetDiff(name, "removed", record.format))
             result.notes.append(f"target {name} was in the base run and is not in this one")
-    result.lineage = _lineage(base_manifest, new_manifest)
+    result.lineage = _lineage(base_run, new_run)
     return result
 
 
-def _lacking(record: dict, side: str) -> list[str]:
+def _lacking(record, side: str) -> list[str]:
     """What a published artifact record always has and this one does not: its size, and an
     accuracy (val or test). A record cut down to its name is not comparable, never passed."""
-    missing = [k for k in ("size_bytes",) if record.get(k) is None]
-    if record.get("accuracy") is None and record.get("test_accuracy") is None:
+    missing = ["size_bytes"] if record.size_bytes is None else []
+    if record.accuracy is None and record.test_accuracy is None:
         missing.append("accuracy and test_accuracy")
     return [f"the {side} run's record has no {', '.join(missing)}"] if missing else []
 
 
-def _same_split(base: dict, new: dict) -> tuple[bool, str | None]:
-    b, n = base.get("splits") or {}, new.get("splits") or {}
-    if not b.get("sha256") or not n.get("sha256"):
+def _same_split(b, n) -> tuple[bool, str | None]:
+    """Whether two runs' splits records (None: none) graded on the same images, and the note."""
+    if b is None or n is None or not b.sha256 or not n.sha256:
         return False, "a run has no splits.json record: accuracy is shown but not compared"
-    if b["sha256"] != n["sha256"]:
+    if b.sha256 != n.sha256:
         return False, ("the runs graded on different images (splits.json sha256 differs: other data, seed or "
                        "fractions): accuracy is shown but not compared")
-    if b.get("data_fingerprint") and n.get("data_fingerprint") and b["data_fingerprint"] != n["data_fingerprint"]:
+    if b.data_fingerprint and n.data_fingerprint and b.data_fingerprint != n.data_fingerprint:
         return False, ("the images changed (the data fingerprint differs, the split members do not): accuracy is "
                        "shown but not compared")
-    if n.get("test"):
-        return True, (f"accuracy compared on the same {n['test']} test images (one image = {100 / n['test']:.2f} "
+    if n.test:
+        return True, (f"accuracy compared on the same {n.test} test images (one image = {100 / n.test:.2f} "
                       "points); each side's 95% interval is in the JSON")
     return True, "no test split in either run: accuracy compared on val, which the runs' decisions looked at"
 
@@ -273,31 +272,29 @@ def _numeric(metric: str, base, new, unit: str) -> Change:
     return Change(metric, base, new, unit, delta, _pct(base, new))
 
 
-def student_of(artifact: dict, manifest: dict) -> str | None:
+def student_of(artifact, run) -> str | None:
     """The student an artifact was built from: its own (a student per group of targets), else
     the run's one student (None when the run distilled none)."""
-    own = artifact.get("student")
-    if isinstance(own, dict) and own.get("name"):
-        return own["name"]
-    student = manifest.get("student")
-    return student.get("name") if isinstance(student, dict) else None
+    if artifact.student is not None:
+        return artifact.student.name
+    return run.student.name if run.student else None
 
 
-def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds: dict, keys: dict) -> TargetDiff:
-    out = TargetDiff(name, "compared", new.get("format"))
+def _target_diff(name: str, base, new, same_split: bool, thresholds: dict, keys: dict) -> TargetDiff:
+    out = TargetDiff(name, "compared", new.format)
     changes = out.changes
-    if base.get("format") != new.get("format"):
-        changes.append(Change("format", base.get("format"), new.get("format"), comparable=False,
+    if base.format != new.format:
+        changes.append(Change("format", base.format, new.format, comparable=False,
                               why_not_comparable="a different format"))
     # Accuracy: the release figure (test) gates; val is shown (the runs' decisions looked at it).
-    on_test = new.get("test_accuracy") is not None and base.get("test_accuracy") is not None
+    on_test = new.test_accuracy is not None and base.test_accuracy is not None
     for split, key in (("test", "test_accuracy"), ("val", "accuracy")):
-        if base.get(key) is None and new.get(key) is None:
+        if getattr(base, key) is None and getattr(new, key) is None:
             continue
-        change = _numeric(f"{split} accuracy", base.get(key), new.get(key), "points")
+        change = _numeric(f"{split} accuracy", getattr(base, key), getattr(new, key), "points")
         change.pct = None
-        sources = (base.get(f"{key}_source") or base.get("accuracy_source"),
-                   new.get(f"{key}_source") or new.get("accuracy_source"))
+        sources = (getattr(base, f"{key}_source") or base.accuracy_source,
+                   getattr(new, f"{key}_source") or new.accuracy_source)
         if not same_split:
             change.comparable, change.why_not_comparable = False, "different test/val images"
         elif sources[0] != sources[1]:
@@ -308,35 +305,35 @@ def _target_diff(name: str, base: dict, new: dict, same_split: bool, thresholds:
             _gate(change, None if change.delta is None else -change.delta, thresholds["max_accuracy_drop"],
                   keys["max_accuracy_drop"])
         if split == "test":
-            change.note = f"95% intervals: base {base.get('test_accuracy_ci')}, new {new.get('test_accuracy_ci')}"
+            change.note = f"95% intervals: base {base.test_accuracy_ci}, new {new.test_accuracy_ci}"
         changes.append(change)
     # Latency and peak memory: comparable only from the same source on the same device.
     comparable, why = _same_measurement(base, new)
     for percentile in ("p50", "p90"):
-        b, n = (base.get("latency_ms") or {}).get(percentile), (new.get("latency_ms") or {}).get(percentile)
+        b, n = (None if a.latency_ms is None else getattr(a.latency_ms, percentile) for a in (base, new))
         if b is None and n is None:
             continue
         change = _numeric(f"{percentile} latency", b, n, "ms")
-        change.note = f"base {base.get('latency_source')} on {base.get('profile')}, new {new.get('latency_source')} on {new.get('profile')}"
+        change.note = f"base {base.latency_source} on {base.profile}, new {new.latency_source} on {new.profile}"
         if not comparable or change.delta is None:
             change.comparable = False
             change.why_not_comparable = why if not comparable else "measured on one side only"
         _gate(change, change.pct, thresholds["max_latency_increase"], keys["max_latency_increase"])
         changes.append(change)
-    if base.get("peak_memory_mb") is not None or new.get("peak_memory_mb") is not None:
-        change = _numeric("peak memory", base.get("peak_memory_mb"), new.get("peak_memory_mb"), "MB")
+    if base.peak_memory_mb is not None or new.peak_memory_mb is not None:
+        change = _numeric("peak memory", base.peak_memory_mb, new.peak_memory_mb, "MB")
         if not comparable or change.delta is None:
             change.comparable = False
             change.why_not_comparable = why if not comparable else "measured on one side only"
         changes.append(change)
-    size = _numeric("size", base.get("size_bytes"), new.get("size_bytes"), "bytes")
+    size = _numeric("size", base.size_bytes, new.size_bytes, "bytes")
     _gate(size, size.pct, thresholds["max_size_increase"], keys["max_size_increase"])
     changes.append(size)
     for key, metric in (("encoding", "encoding"), ("io", "io")):
-        if base.get(key) != new.get(key):
-            changes.append(Change(metric, base.get(key), new.get(key)))
+        if getattr(base, key) != getattr(new, key):
+            changes.append(Change(metric, getattr(base, key), getattr(new, key)))
     for key, metric in (("params", "params"), ("macs", "MACs")):
-        b, n = (base.get("cost_features") or {}).get(key), (new.get("cost_features") or {}).get(key)
+        b, n = base.cost_features.get(key), new.cost_features.get(key)
         if b is not None or n is not None:
             changes.append(_numeric(metric, b, n, ""))
     return out
@@ -360,33 +357,32 @@ def _gate(change: Change, worse_by: float | None, threshold: float | None, key: 
     change.regressed = change.comparable and worse_by is not None and worse_by > threshold + 1e-9
 
 
-def _same_measurement(base: dict, new: dict) -> tuple[bool, str | None]:
+def _same_measurement(base, new) -> tuple[bool, str | None]:
     """Whether two artifacts' latency figures can be compared, and why not."""
-    if base.get("latency_source") != new.get("latency_source"):
-        return False, f"{base.get('latency_source') or 'not measured'} vs {new.get('latency_source') or 'not measured'}"
-    if base.get("profile") != new.get("profile"):
-        return False, f"different profiles ({base.get('profile')} vs {new.get('profile')})"
-    if base.get("device") != new.get("device"):
-        return False, f"different devices ({base.get('device')} vs {new.get('device')})"
-    if base.get("threads") != new.get("threads"):
-        return False, f"different thread counts ({base.get('threads')} vs {new.get('threads')})"
+    if base.latency_source != new.latency_source:
+        return False, f"{base.latency_source or 'not measured'} vs {new.latency_source or 'not measured'}"
+    if base.profile != new.profile:
+        return False, f"different profiles ({base.profile} vs {new.profile})"
+    if base.device != new.device:
+        return False, f"different devices ({base.device} vs {new.device})"
+    if base.threads != new.threads:
+        return False, f"different thread counts ({base.threads} vs {new.threads})"
     return True, None
 
 
-def _lineage(base: dict, new: dict) -> list[Change]:
-    """What changed upstream of the artifacts: the models each stage chose (teacher, student),
-    edgekiln and tool versions."""
+def _lineage(base, new) -> list[Change]:
+    """What changed upstream of the artifacts (of two RunRecords): the models each stage chose
+    (teacher, student), the stages, edgekiln and tool versions."""
     out = []
-    base_models = {what: name for what, name, _ in lineage(complete(base))}
-    new_models = {what: name for what, name, _ in lineage(complete(new))}
+    base_models = {what: name for what, name, _ in lineage(base)}
+    new_models = {what: name for what, name, _ in lineage(new)}
     pairs = [(what, base_models.get(what), new_models.get(what)) for what in dict.fromkeys([*base_models, *new_models])]
-    stages = [" → ".join(complete(m)["plan"]["stages"] or ["every stage"]) for m in (base, new)]
+    stages = [" → ".join(run.plan.stages or ["every stage"]) for run in (base, new)]
     pairs += [("stages", *stages)]
-    pairs += [("edgekiln", base.get("edgekiln_version"), new.get("edgekiln_version")),
-             ("config sha256", base.get("config_sha256"), new.get("config_sha256"))]
-    tools = sorted(set(base.get("tool_versions") or {}) | set(new.get("tool_versions") or {}))
-    pairs += [(tool, (base.get("tool_versions") or {}).get(tool), (new.get("tool_versions") or {}).get(tool))
-              for tool in tools]
+    pairs += [("edgekiln", base.edgekiln_version, new.edgekiln_version),
+             ("config sha256", base.config_sha256, new.config_sha256)]
+    tools = sorted(set(base.tool_versions) | set(new.tool_versions))
+    pairs += [(tool, base.tool_versions.get(tool), new.tool_versions.get(tool)) for tool in tools]
     for metric, b, n in pairs:
         if b != n:
             out.append(Change(metric, b, n))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
-from edgekiln.engine.manifest import read_manifest
+from edgekiln.engine.manifest import read_run
 from edgekiln.errors import InputError
 from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.targets import evaluate
@@ -117,10 +118,10 @@ def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
     result = ArtifactCheck(target=path.name, path=str(path))
     manifest_path = path.parent / "manifest.json"
     if manifest_path.is_file():
-        records = {a["path"]: a for a in read_manifest(manifest_path)[0]["artifacts"]}
+        records = {a.path: a for a in read_run(manifest_path)[0].artifacts}
         if path.name in records:
-            result.target = records[path.name]["target"]
-            result.sha256_matches = sha256(path) == records[path.name]["sha256"]
+            result.target = records[path.name].target
+            result.sha256_matches = sha256(path) == records[path.name].sha256
             if not result.sha256_matches:
                 result.problems.append("sha256 differs from the manifest: not the artifact the run validated")
                 return result  # not worth timing: it is not the artifact the manifest describes
@@ -149,56 +150,58 @@ def _inside_out(out_dir: Path, listed: str, key: str) -> None:
 
 
 def check_run(out_dir: Path, measure_accuracy: bool = True, profiles: tuple[str, ...] = (),
-              allow_estimate: bool = False) -> tuple[dict, list[ArtifactCheck]]:
+              allow_estimate: bool = False) -> tuple[Any, list[ArtifactCheck]]:
     """Check every artifact of the run in `out_dir` against its manifest and its profile; a
-    profile given in `profiles` replaces the run's own for the artifacts of its format."""
-    manifest, manifest_path = read_manifest(out_dir)
-    if not manifest.get("artifacts"):
+    profile given in `profiles` replaces the run's own for the artifacts of its format.
+    Returns the run's RunRecord and a check per artifact."""
+    run, manifest_path = read_run(out_dir)
+    if not run.artifacts:
         raise InputError(f"{out_dir / 'manifest.json'} lists no artifacts (the run stopped before export)")
-    for i, record in enumerate(manifest["artifacts"]):
-        lacking = [k for k in ("path", "sha256") if not record.get(k)]
+    for i, record in enumerate(run.artifacts):
+        lacking = [k for k in ("path", "sha256") if not getattr(record, k)]
         if lacking:
-            raise InputError(f"{manifest_path}: artifacts[{i}] ({record['target']}) has no {' and no '.join(lacking)}: "
+            raise InputError(f"{manifest_path}: artifacts[{i}] ({record.target}) has no {' and no '.join(lacking)}: "
                              "nothing to check it against")
-        _inside_out(out_dir, record["path"], f"{manifest_path}: artifacts[{i}].path")
-    if measure_accuracy and not isinstance(manifest.get("preprocessing"), dict):
+        _inside_out(out_dir, record.path, f"{manifest_path}: artifacts[{i}].path")
+    pre = run.preprocessing
+    if measure_accuracy and pre is None:
         raise InputError(f"{manifest_path} has no preprocessing record: the artifacts' inputs cannot be rebuilt")
     overrides: dict[str, Profile] = {}
     for name in profiles:
         profile = _profile(name)
-        if not any(a["format"] == profile.format for a in manifest["artifacts"]):
+        if not any(a.format == profile.format for a in run.artifacts):
             raise InputError(f"--profile {name}: the run has no {profile.format} artifact")
         overrides[profile.format] = profile
     splits = {}
     if measure_accuracy:
         try:
-            data = load_dataset(DataConfig.model_validate(manifest["config"].get("data") or {}))
+            data = load_dataset(DataConfig.model_validate(run.config.data.model_dump(exclude_unset=True)))
         except ValidationError as e:
             raise InputError(f"{manifest_path}: config.data is not a valid [data] section: "
                              f"{e.errors()[0]['msg']}") from None
-        pre = manifest["preprocessing"]
-        size = pre.get("image_size")  # the model's input size, which may not be the data's (a given model's)
-        splits["val"] = (to_input(data.val_x, pre["mean"], pre["std"], size).numpy(), data.val_y.numpy())
+        size = pre.image_size  # the model's input size, which may not be the data's (a given model's)
+        splits["val"] = (to_input(data.val_x, pre.mean, pre.std, size).numpy(), data.val_y.numpy())
         if data.has_test:
-            splits["test"] = (to_input(data.test_x, pre["mean"], pre["std"], size).numpy(), data.test_y.numpy())
-    targets = {t["name"]: t for t in manifest["config"]["targets"]}
-    return manifest, [_check_artifact(out_dir, a, targets.get(a["target"], {}), splits, overrides, allow_estimate)
-                      for a in manifest["artifacts"]]
+            splits["test"] = (to_input(data.test_x, pre.mean, pre.std, size).numpy(), data.test_y.numpy())
+    targets = {t.name: t.model_dump(exclude_unset=True) for t in run.config.targets}
+    return run, [_check_artifact(out_dir, a, targets.get(a.target, {}), splits, overrides, allow_estimate)
+                 for a in run.artifacts]
 
 
-def _run_profile(record: dict, target: dict) -> Profile:
+def _run_profile(record, target: dict) -> Profile:
     """The profile the run measured this artifact with: its own file, the target's overrides."""
     config = TargetConfig.model_validate(target)
-    if record.get("profile_file"):
-        config.profile = record["profile_file"]
+    if record.profile_file:
+        config.profile = record.profile_file
     try:
         return config.resolve()
     except ProfileError as e:
-        raise InputError(f"target {record['target']}: {e}") from None
+        raise InputError(f"target {record.target}: {e}") from None
 
 
-def _check_artifact(out_dir: Path, record: dict, target: dict, splits: dict, overrides: dict, allow_estimate: bool):
-    artifact = Artifact.from_dict(record)
+def _check_artifact(out_dir: Path, artifact, target: dict, splits: dict, overrides: dict, allow_estimate: bool):
+    """One artifact (its ArtifactRecord) against its file, its runtime and its profile;
+    `target`: its [[targets]] entry as the run's config recorded it."""
     result = ArtifactCheck(artifact.target, artifact.path)
     path = out_dir / artifact.path
     if not path.exists():
@@ -211,7 +214,7 @@ def _check_artifact(out_dir: Path, record: dict, target: dict, splits: dict, ove
         result.problems.append("its gate failed in the run")
     fmt = get_format(artifact.format)
     override = overrides.get(artifact.format)
-    profile = override or _run_profile(record, target)
+    profile = override or _run_profile(artifact, target)
     for split, (x, y) in splits.items():  # val, and the held-out test split the release gates used
         recorded, source = ((artifact.accuracy, artifact.accuracy_source) if split == "val"
                             else (artifact.test_accuracy, artifact.test_accuracy_source or "runtime"))

@@ -4,8 +4,56 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from edgekiln.figures import millions, num, text
-from edgekiln.stages.report import Maybe, StageReport
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Items, Number, Record
+
+
+class StudentCandidate(Record):
+    """A student the search weighed: trained (its val accuracy) or dropped by the pre-check."""
+
+    name: str | None = None
+    accuracy: Number | None = None
+    epochs_trained: int | None = None
+    params: Number | None = None
+    macs: Number | None = None
+    int8_bytes: Number | None = None
+    latency_ms: Number | None = None
+    latency_by_group: dict[str, Number | None] | None = None
+    chosen: bool | None = None
+    why: str | None = None
+
+
+class MissedBudget(Record):
+    """No student reached the budget: the closest, by how much, and what to try."""
+
+    closest: str | None = None
+    val_accuracy: Number | None = None
+    short_by: Number | None = None
+    needed: Number | None = None
+    try_: Items[str] = Field(default=[], alias="try")
+
+
+class StudentRecord(Record):
+    """manifest.json's `student`: the chosen student and every candidate of the search."""
+
+    name: str | None = None
+    select: str | None = None
+    missed_budget: MissedBudget | None = None
+    candidates: Items[StudentCandidate] = []
+    unlabelled: dict[str, Any] | None = None
+
+
+class PrecheckRecord(Record):
+    """manifest.json's `precheck`: each candidate converted to each format before training,
+    and the candidates dropped (why)."""
+
+    cached: bool | None = None
+    skipped: str | None = None
+    targets: Items[Record] = []
+    dropped: Items[Record] = []
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -19,49 +67,48 @@ def _manifest(result, checks: dict) -> dict:
     return {"student": student}
 
 
-def student_name(m: dict) -> str | None:
+def student_name(m) -> str | None:
     """The distilled student: the search's choice, or the one architecture configured."""
-    chosen = (m.get("student") or {}).get("name")
-    arch = ((m.get("config") or {}).get("student") or {}).get("arch")
+    chosen = m.student.name if m.student else None
+    arch = (m.config.model_extra.get("student") or {}).get("arch")
     return chosen or (arch if isinstance(arch, str) else None)
 
 
-def latency_text(candidate: dict) -> str:
+def latency_text(candidate: StudentCandidate) -> str:
     """A candidate's INT8 latency: on the one profile, or on each target group's (per target)."""
-    by_group = candidate.get("latency_by_group")
-    if by_group:
-        return ", ".join(f"{group}: {num(ms, '.3g')}" for group, ms in by_group.items())
-    return num(candidate.get("latency_ms"), ".3g")
+    if candidate.latency_by_group:
+        return ", ".join(f"{group}: {num(ms, '.3g')}" for group, ms in candidate.latency_by_group.items())
+    return num(candidate.latency_ms, ".3g")
 
 
-def _summary(m: dict, console) -> None:
+def _summary(m, console) -> None:
     from rich.table import Table
 
-    student = m["student"]
-    missed = (student or {}).get("missed_budget")
+    student = m.student
+    missed = student.missed_budget if student else None
     if missed:
         from rich.markup import escape  # the advice names config keys in square brackets
 
         console.print("[bold red]no student within budget:[/] " + escape(
-            f"the closest, {missed['closest']}, reached {missed['val_accuracy']:.2f}% on val, "
-            f"{missed['short_by']:.2f} points short of {missed['needed']:.2f}%. Try: " + "; ".join(missed["try"])),
+            f"the closest, {missed.closest}, reached {num(missed.val_accuracy)}% on val, "
+            f"{num(missed.short_by)} points short of {num(missed.needed)}%. Try: " + "; ".join(missed.try_)),
             soft_wrap=True)
-    if not student or len(student["candidates"]) <= 1:
+    if not student or len(student.candidates) <= 1:
         return
-    table = Table(title=f"student candidates (select = {student['select']})", title_justify="left")
+    table = Table(title=f"student candidates (select = {student.select})", title_justify="left")
     for col in ("candidate", "val %", "epochs", "params", "MACs", "INT8 KB", "latency ms", "chosen", "why"):
         table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
-    for c in student["candidates"]:
-        table.add_row(text(c["name"]), num(c["accuracy"], ".2f"), text(c["epochs_trained"]),
-                      millions(c["params"]), millions(c["macs"]),
-                      num(None if c["int8_bytes"] is None else c["int8_bytes"] / 1e3, ".0f"),
-                      latency_text(c), "yes" if c["chosen"] else "no", c["why"] or "")
+    for c in student.candidates:
+        table.add_row(text(c.name), num(c.accuracy, ".2f"), text(c.epochs_trained),
+                      millions(c.params), millions(c.macs),
+                      num(None if c.int8_bytes is None else c.int8_bytes / 1e3, ".0f"),
+                      latency_text(c), "yes" if c.chosen else "no", c.why or "")
     console.print(table)
 
 
 _HTML = """{% if m.student and m.student.missed_budget %}
 <p id="student-missed-budget" class="fail"><strong>No student within budget:</strong> the closest, {{ m.student.missed_budget.closest }}, reached {{ num(m.student.missed_budget.val_accuracy) }} % on val, {{ num(m.student.missed_budget.short_by) }} points short of {{ num(m.student.missed_budget.needed) }} %. Try:</p>
-<ul>{% for t in m.student.missed_budget.try %}<li>{{ t }}</li>{% endfor %}</ul>
+<ul>{% for t in m.student.missed_budget.try_ %}<li>{{ t }}</li>{% endfor %}</ul>
 {% endif %}{% if m.student and m.student.candidates %}
 <h2 id="students">Student candidates <span class="note">(select = {{ text(m.student.select) }})</span></h2>
 <table id="student-table"><tr><th>candidate</th><th>val %</th><th>epochs</th><th>params</th><th>MACs</th><th>INT8 KB</th><th>latency ms</th><th>chosen</th><th>why</th></tr>
@@ -70,26 +117,21 @@ _HTML = """{% if m.student and m.student.missed_budget %}
 {% endif %}"""
 
 
-def _points(m: dict) -> list[dict]:
+def _points(m) -> list[dict]:
     """Every candidate student: val accuracy, INT8 weight bytes, latency on its profile."""
-    return [dict(kind="student", name=c["name"], accuracy=c.get("accuracy"), size=c.get("int8_bytes"),
-                 latency=c.get("latency_ms"), chosen=c.get("chosen", False))
-            for c in (m["student"] or {}).get("candidates") or []]
+    return [dict(kind="student", name=c.name, accuracy=c.accuracy, size=c.int8_bytes, latency=c.latency_ms,
+                 chosen=bool(c.chosen))
+            for c in (m.student.candidates if m.student else [])]
 
 
-def _lineage(m: dict) -> tuple[str, str | None, str]:
-    student = m["student"] or {}
-    unlabelled = student.get("unlabelled") or {}
+def _lineage(m) -> tuple[str, str | None, str]:
+    student = m.student or StudentRecord()
+    unlabelled = student.unlabelled or {}
     extra = (f"; KD also on {unlabelled['images']} unlabelled images ({unlabelled.get('path')})"
              if unlabelled.get("images") else "")
-    return ("student", student_name(m), f"distilled (select = {student.get('select') or '-'}){extra}")
+    return ("student", student_name(m), f"distilled (select = {student.select or '-'}){extra}")
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"student": dict[str, Any] | None},
-    view={"student": Maybe({"name": None, "select": None, "missed_budget": None,
-                            "candidates": [{"name": None, "accuracy": None, "epochs_trained": None,
-                                            "params": None, "macs": None, "int8_bytes": None,
-                                            "latency_ms": None, "latency_by_group": None, "chosen": None,
-                                            "why": None}]})},
+    manifest=_manifest, fields={"student": StudentRecord | None, "precheck": PrecheckRecord | None},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"student": ("#4c72b0", "o")})

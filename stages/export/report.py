@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Number, Record
 
-from edgekiln.stages.report import Maybe, StageReport
+
+class PreprocessingRecord(Record):
+    """manifest.json's `preprocessing`: what an app does to an image before any artifact."""
+
+    image_size: int | None = None
+    layout: str | None = None
+    color: str | None = None
+    scale: str | None = None
+    mean: list[Number] | None = None
+    std: list[Number] | None = None
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -14,5 +24,4 @@ def _manifest(result, checks: dict) -> dict:
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"preprocessing": dict[str, Any] | None},
-    view={"preprocessing": Maybe({"image_size": None, "mean": None, "std": None})})
+    manifest=_manifest, fields={"preprocessing": PreprocessingRecord | None})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edgekiln.stages.report import Maybe, StageReport
+from typing import Any
+
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Number, Record
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -14,33 +17,66 @@ def _manifest(result, checks: dict) -> dict:
                       "test_accuracy": result.metrics.get("test_accuracy")}}
 
 
+class GivenModelRecord(Record):
+    """manifest.json's `model`: the model the user gave, how it is fed, and its accuracy."""
+
+    name: str | None = None
+    arch: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    input_size: int | None = None
+    mean: list[Number] | None = None
+    std: list[Number] | None = None
+    preprocessing_from: dict[str, Any] | None = None
+    accuracy: Number | None = None
+    test_accuracy: Number | None = None
+    params: Number | None = None
+    macs: Number | None = None
+    fine_tuned: bool | None = None
+
+
+class PreprocessingCheck(Record):
+    """manifest.json's `preprocessing_check`: the model scored on val under the configured
+    preprocessing and its alternatives, and the verdict (or why it was skipped)."""
+
+    skipped: str | None = None
+    cached: bool | None = None
+    images: int | None = None
+    configured: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    screened_on: int | None = None
+    screened: dict[str, Number] | None = None
+    verdict: str | None = None
+    seconds: Number | None = None
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
-def _summary(m: dict, console) -> None:
-    model = m["model"]
+def _summary(m, console) -> None:
+    model = m.model
     if model:
-        sha = (model.get("checkpoint_sha256") or "")[:12]
-        console.print(f"the given model: {model['name']} at {model['input_size']} px, val {_pct(model['accuracy'])}, "
-                      f"test {_pct(model['test_accuracy'])}" + (f", checkpoint sha256 {sha}..." if sha else "")
-                      + ("; fine-tuned here" if model.get("fine_tuned") else "; used as given"), markup=False)
-        check = m.get("preprocessing_check") or {}
-        if check.get("configured"):
-            console.print(f"  fed at {model['input_size']} px with {check['configured']['normalization']} "
-                          f"({', '.join(f'{k} from {v}' for k, v in (model.get('preprocessing_from') or {}).items())}); "
-                          f"none of {len(check.get('screened') or {})} alternatives scored clearly better on val",
+        sha = (model.checkpoint_sha256 or "")[:12]
+        console.print(f"the given model: {model.name} at {model.input_size} px, val {_pct(model.accuracy)}, "
+                      f"test {_pct(model.test_accuracy)}" + (f", checkpoint sha256 {sha}..." if sha else "")
+                      + ("; fine-tuned here" if model.fine_tuned else "; used as given"), markup=False)
+        check = m.preprocessing_check
+        if check and check.configured:
+            console.print(f"  fed at {model.input_size} px with {check.configured.get('normalization')} "
+                          f"({', '.join(f'{k} from {v}' for k, v in (model.preprocessing_from or {}).items())}); "
+                          f"none of {len(check.screened or {})} alternatives scored clearly better on val",
                           markup=False)
 
 
-def _lineage(m: dict):
-    model = m["model"]
+def _lineage(m):
+    model = m.model
     if not model:
         return None
-    sha = model.get("checkpoint_sha256")
-    return ("given model", model.get("name"), f"val {_pct(model.get('accuracy'))}, test "
-            f"{_pct(model.get('test_accuracy'))}" + (f", checkpoint sha256 `{sha[:16]}`" if sha else "")
-            + (", fine-tuned here" if model.get("fine_tuned") else ", as given"))
+    sha = model.checkpoint_sha256
+    return ("given model", model.name, f"val {_pct(model.accuracy)}, test "
+            f"{_pct(model.test_accuracy)}" + (f", checkpoint sha256 `{sha[:16]}`" if sha else "")
+            + (", fine-tuned here" if model.fine_tuned else ", as given"))
 
 
 _HTML = """{% if m.model %}
@@ -50,8 +86,5 @@ _HTML = """{% if m.model %}
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"model": dict | None},
-    view={"model": Maybe({"name": None, "arch": None, "checkpoint": None, "checkpoint_sha256": None,
-                          "input_size": None, "accuracy": None, "test_accuracy": None, "params": None,
-                          "macs": None, "fine_tuned": None})},
+    manifest=_manifest, fields={"model": GivenModelRecord | None, "preprocessing_check": PreprocessingCheck | None},
     summary=_summary, html=_HTML, lineage=_lineage)

@@ -3,7 +3,31 @@
 from __future__ import annotations
 
 from edgekiln.figures import millions, num, text
-from edgekiln.stages.report import Maybe, StageReport
+from typing import Any
+
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Items, Number, Record
+
+
+class PruneStep(Record):
+    step: int | None = None
+    params: Number | None = None
+    macs: Number | None = None
+    latency_ms: Number | None = None
+    latency_source: str | None = None
+    accuracy: Number | None = None
+    note: str | None = None
+
+
+class PruneRecord(Record):
+    """manifest.json's `prune`: the target, the importance, each step and why it stopped."""
+
+    target: dict[str, Any] | None = None
+    importance: str | None = None
+    steps: Items[PruneStep] = []
+    stopped: str | None = None
+    recovery_distils_from: str | None = None
+    self_distillation: bool | None = None
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -12,21 +36,20 @@ def _manifest(result, checks: dict) -> dict:
                                             "self_distillation")}}
 
 
-def _summary(m: dict, console) -> None:
+def _summary(m, console) -> None:
     from rich.table import Table
 
-    prune = m["prune"] or {}
-    if len(prune.get("steps") or []) <= 2:
+    prune = m.prune or PruneRecord()
+    if len(prune.steps) <= 2:
         return
-    steps = Table(title=f"prune steps (importance = {prune.get('importance')})", title_justify="left")
+    steps = Table(title=f"prune steps (importance = {prune.importance})", title_justify="left")
     for col in ("step", "params", "MACs", "latency ms", "accuracy %", "note"):
         steps.add_column(col, justify="left" if col == "note" else "right")
-    for p in prune["steps"]:
-        latency = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ({p['latency_source']})"
-        steps.add_row(text(p["step"]), millions(p["params"]), millions(p["macs"]), latency, num(p["accuracy"]),
-                      p["note"] or "")
+    for p in prune.steps:
+        latency = "-" if p.latency_ms is None else f"{p.latency_ms:.3f} ({p.latency_source})"
+        steps.add_row(text(p.step), millions(p.params), millions(p.macs), latency, num(p.accuracy), p.note or "")
     console.print(steps)
-    console.print(f"prune: {text(prune['stopped'])}")
+    console.print(f"prune: {text(prune.stopped)}")
 
 
 _HTML = """{% if m.prune and m.prune.steps %}
@@ -37,22 +60,19 @@ _HTML = """{% if m.prune and m.prune.steps %}
 {% endif %}"""
 
 
-def _points(m: dict) -> list[dict]:
+def _points(m) -> list[dict]:
     """Every step: val accuracy, INT8 weight bytes (one a parameter), latency on its profile."""
-    return [dict(kind="prune step", name=f"step {step['step']}", accuracy=step.get("accuracy"),
-                 size=step.get("params"), latency=step.get("latency_ms"), chosen=False)
-            for step in (m["prune"] or {}).get("steps") or []]
+    return [dict(kind="prune step", name=f"step {step.step}", accuracy=step.accuracy, size=step.params,
+                 latency=step.latency_ms, chosen=False)
+            for step in (m.prune.steps if m.prune else [])]
 
 
-def _lineage(m: dict) -> tuple[str, str | None, str]:
-    prune = m["prune"] or {}
-    how = "; recovery by self-distillation from the given model" if prune.get("self_distillation") else ""
-    return ("pruning", None, text(prune.get("stopped")) + how)
+def _lineage(m) -> tuple[str, str | None, str]:
+    prune = m.prune or PruneRecord()
+    how = "; recovery by self-distillation from the given model" if prune.self_distillation else ""
+    return ("pruning", None, text(prune.stopped) + how)
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"prune": dict | None},
-    view={"prune": Maybe({"target": None, "importance": None, "stopped": None,
-                          "steps": [{"step": None, "params": None, "macs": None, "latency_ms": None,
-                                     "latency_source": None, "accuracy": None, "note": None}]})},
+    manifest=_manifest, fields={"prune": PruneRecord | None},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"prune step": ("#55a868", "^")})

@@ -2,11 +2,67 @@
 
 from __future__ import annotations
 
-from edgekiln.figures import num, text
-from edgekiln.stages.report import Maybe, StageReport
+from typing import Any
 
-_MIXED_PRECISION = {"applied": None, "breach": None, "why_not": None, "outcome": None, "float_layers": [],
-                    "steps": []}
+from edgekiln.figures import num, text
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Items, Number, Record
+from edgekiln.targets.artifact import MixedPrecision
+
+
+class Calibration(Record):
+    count: int | None = None
+    source: str | None = None
+
+
+class QatRecord(Record):
+    epochs: int | None = None
+    accuracy: Number | None = None
+    float_accuracy: Number | None = None
+
+
+class LayerSqnr(Record):
+    layer: str
+    sqnr_db: Number | None = None
+    worst_channel_db: Number | None = None
+    in_float: bool | None = None
+
+
+class LadderStep(Record):
+    """One rung tried: what it did, the val accuracy it reached, the budget it still broke."""
+
+    rung: str
+    accuracy: Number | None = None
+    breach: str | None = None
+    seconds: Number | None = None
+    kept: bool | None = None
+
+
+class Ladder(Record):
+    rungs: Items[str] = []
+    steps: Items[LadderStep] = []
+    stopped: str | None = None
+    summary: str | None = None
+
+
+class QuantizeRecord(Record):
+    """manifest.json's `quantize`: the scheme, calibration, what QAT and the repair ladder
+    did, the layers kept in float and each layer's INT8 SQNR."""
+
+    mode: str | None = None
+    scheme: str | None = None
+    calibration: Calibration | None = None
+    calibrator: str | None = None
+    simulation_calibrator: str | None = None
+    per_channel: bool | None = None
+    ptq_accuracy: Number | None = None
+    qat: QatRecord | None = None
+    mixed_precision: MixedPrecision | None = None
+    layers: Items[LayerSqnr] = []
+    layers_method: str | None = None
+    ladder: Ladder | None = None
+    calibrator_chosen: Any = None
+    bias_correction: Any = None
 
 def _manifest(result, checks: dict) -> dict:
     if result is None:
@@ -39,26 +95,26 @@ def ladder_sentence(ladder: dict | None) -> str | None:
     return "; ".join(parts) + f". {ladder.get('stopped', '')}"
 
 
-def _summary(m: dict, console) -> None:
-    quantize = m["quantize"] or {}
-    sentence = (quantize.get("ladder") or {}).get("summary")
+def _summary(m, console) -> None:
+    quantize = m.quantize or QuantizeRecord()
+    sentence = quantize.ladder.summary if quantize.ladder else None
     if sentence:
         console.print(f"quantize ladder: {sentence}", markup=False)
-    if quantize.get("qat"):
-        qat = quantize["qat"]
-        console.print(f"quantize: QAT {text(qat['epochs'])} epochs -> {num(qat['accuracy'])}% INT8-simulated "
-                      f"(PTQ would give {num(quantize['ptq_accuracy'])}%; {num(qat['float_accuracy'])}% in float)")
-    layers = quantize.get("layers") or []
+    if quantize.qat:
+        qat = quantize.qat
+        console.print(f"quantize: QAT {text(qat.epochs)} epochs -> {num(qat.accuracy)}% INT8-simulated "
+                      f"(PTQ would give {num(quantize.ptq_accuracy)}%; {num(qat.float_accuracy)}% in float)")
+    layers = quantize.layers
     if layers:
-        worst = ", ".join(f"{r['layer']} {r['sqnr_db']:.1f} dB" + (" (kept in float)" if r.get("in_float") else "")
+        worst = ", ".join(f"{r.layer} {num(r.sqnr_db, '.1f')} dB" + (" (kept in float)" if r.in_float else "")
                           for r in layers[:3])
         console.print(f"quantize: per-layer INT8 SQNR, lowest first: {worst} (all {len(layers)} in the manifest's "
                       "quantize.layers and report.html)", markup=False)
-    mixed = quantize.get("mixed_precision")
+    mixed = quantize.mixed_precision
     if mixed:
-        console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed['breach'])}); "
-                      + (f"{text(mixed['outcome'])}: {', '.join(mixed['float_layers'])}" if mixed["applied"]
-                         else text(mixed["why_not"])))
+        console.print(f"quantize: the plain INT8 simulation missed the budget ({text(mixed.breach)}); "
+                      + (f"{text(mixed.outcome)}: {', '.join(mixed.float_layers)}" if mixed.applied
+                         else text(mixed.why_not)))
 
 
 _HTML = """{% if m.quantize %}
@@ -68,26 +124,21 @@ _HTML = """{% if m.quantize %}
 {% if m.quantize.ladder and m.quantize.ladder.summary %}<p id="quantize-ladder">INT8 repair ladder: {{ m.quantize.ladder.summary }}</p>{% endif %}
 {% if m.quantize.layers %}<h3 id="layer-sqnr">Per-layer INT8 SQNR</h3>
 <p class="note">{{ text(m.quantize.layers_method) }}; lowest first. A low SQNR says a layer's own output is noisy in INT8, not what that costs the predictions: the layers kept in float{% if m.quantize.mixed_precision and m.quantize.mixed_precision.applied %} (marked){% endif %} are chosen by how far each alone, in INT8, moves the logits (the manifest's quantize.mixed_precision.ranking), and on the datasets measured (BENCHMARKS.md) the layers that moved them most were rarely the lowest here.</p>
-{% set ranking = (m.quantize.mixed_precision.get("ranking") or []) if m.quantize.mixed_precision else [] %}{% set rank = {} %}{% for r in ranking %}{% set _ = rank.update({r.layer: loop.index}) %}{% endfor %}
+{% set ranking = m.quantize.mixed_precision.ranking if m.quantize.mixed_precision else [] %}{% set rank = {} %}{% for r in ranking %}{% set _ = rank.update({(r if r is string else r.layer): loop.index}) %}{% endfor %}
 <table id="layer-sqnr-table">
 <tr><th>layer</th><th>SQNR dB</th>{% if ranking %}<th>effect on the logits: rank of {{ ranking|length }}</th>{% endif %}<th></th></tr>
-{% for r in m.quantize.layers %}<tr><td>{{ r.layer }}{% if r.in_float %} <b>(kept in float)</b>{% endif %}</td><td class="num">{{ num(r.sqnr_db, ".1f") }}</td>{% if ranking %}<td class="num">{{ rank.get(r.layer, "-") }}</td>{% endif %}<td><div style="background:{{ '#c0392b' if r.sqnr_db < 20 else '#e67e22' if r.sqnr_db < 30 else '#27ae60' }};height:0.8em;width:{{ [r.sqnr_db, 60]|min * 5 }}px"></div></td></tr>
+{% for r in m.quantize.layers %}<tr><td>{{ r.layer }}{% if r.in_float %} <b>(kept in float)</b>{% endif %}</td><td class="num">{{ num(r.sqnr_db, ".1f") }}</td>{% if ranking %}<td class="num">{{ rank.get(r.layer, "-") }}</td>{% endif %}<td>{% if r.sqnr_db is not none %}<div style="background:{{ '#c0392b' if r.sqnr_db < 20 else '#e67e22' if r.sqnr_db < 30 else '#27ae60' }};height:0.8em;width:{{ [r.sqnr_db, 60]|min * 5 }}px"></div>{% endif %}</td></tr>
 {% endfor %}</table>{% endif %}
 {% endif %}"""
 
 
-def _lineage(m: dict) -> tuple[str, str | None, str]:
-    quantize = m["quantize"] or {}
-    ladder = (quantize.get("ladder") or {}).get("summary")
-    return ("quantization", None, f"{text(quantize.get('mode'))}: {text(quantize.get('scheme'))}"
+def _lineage(m) -> tuple[str, str | None, str]:
+    quantize = m.quantize or QuantizeRecord()
+    ladder = quantize.ladder.summary if quantize.ladder else None
+    return ("quantization", None, f"{text(quantize.mode)}: {text(quantize.scheme)}"
             + (f"; INT8 repair ladder: {ladder}" if ladder else ""))
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"quantize": dict | None},
-    view={"quantize": Maybe({"mode": None, "scheme": None, "calibrator": None, "ptq_accuracy": None,
-                             "calibration": Maybe({"count": None, "source": None}),
-                             "qat": Maybe({"epochs": None, "accuracy": None, "float_accuracy": None}),
-                             "mixed_precision": Maybe(_MIXED_PRECISION), "layers": [], "layers_method": None,
-                             "ladder": Maybe({"summary": None, "steps": [], "stopped": None})})},
+    manifest=_manifest, fields={"quantize": QuantizeRecord | None},
     summary=_summary, html=_HTML, lineage=_lineage)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
-
 from edgekiln.figures import millions, num, text
-from edgekiln.stages.report import Maybe, StageReport
+from edgekiln.stages.report import StageReport
+from edgekiln.system.records import Items, Number, Record
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -17,30 +14,40 @@ def _manifest(result, checks: dict) -> dict:
         "select": result.metrics.get("select"), "candidates": result.metrics["candidates"]}}
 
 
-class TeacherRecord(BaseModel):
-    """manifest.json's `teacher`, as `diff`, `check` and `report` read it."""
+class TeacherCandidate(Record):
+    name: str | None = None
+    accuracy: Number | None = None
+    params: Number | None = None
+    macs: Number | None = None
+    input_size: int | None = None
+    host_latency_ms: Number | None = None
+    chosen: bool | None = None
+    why: str | None = None
 
-    model_config = ConfigDict(extra="allow")
+
+class TeacherRecord(Record):
+    """manifest.json's `teacher`: the chosen teacher and every candidate weighed."""
 
     name: str | None = None
-    accuracy: float | None = None
-    test_accuracy: float | None = None
-    candidates: list[dict[str, Any]] | None = None
+    accuracy: Number | None = None
+    test_accuracy: Number | None = None
+    select: str | None = None
+    candidates: Items[TeacherCandidate] = []
 
 
-def _summary(m: dict, console) -> None:
+def _summary(m, console) -> None:
     from rich.table import Table
 
-    teacher = m["teacher"]
-    if not teacher or not teacher["candidates"]:
+    teacher = m.teacher
+    if not teacher or not teacher.candidates:
         return
-    table = Table(title=f"teacher candidates (select = {teacher.get('select') or 'accuracy'})", title_justify="left")
+    table = Table(title=f"teacher candidates (select = {teacher.select or 'accuracy'})", title_justify="left")
     for col in ("candidate", "accuracy %", "params", "MACs", "px", "host ms", "chosen", "why"):
         table.add_column(col, justify="left" if col in ("candidate", "chosen", "why") else "right")
-    for c in teacher["candidates"]:
-        table.add_row(text(c["name"]), num(c["accuracy"], ".2f"), millions(c["params"]), millions(c["macs"]),
-                      text(c["input_size"]), num(c["host_latency_ms"], ".2f"), "yes" if c["chosen"] else "no",
-                      c["why"] or "")
+    for c in teacher.candidates:
+        table.add_row(text(c.name), num(c.accuracy, ".2f"), millions(c.params), millions(c.macs),
+                      text(c.input_size), num(c.host_latency_ms, ".2f"), "yes" if c.chosen else "no",
+                      c.why or "")
     console.print(table)
 
 
@@ -52,30 +59,25 @@ _HTML = """{% if m.teacher and m.teacher.candidates %}
 {% endif %}"""
 
 
-def _points(m: dict) -> list[dict]:
+def _points(m) -> list[dict]:
     """Every candidate: its val accuracy, its float size (4 bytes a parameter), its torch
     latency on this host."""
-    return [dict(kind="teacher", name=c["name"], accuracy=c.get("accuracy"),
-                 size=None if c.get("params") is None else 4 * c["params"],
-                 latency=c.get("host_latency_ms"), chosen=c.get("chosen", False))
-            for c in (m["teacher"] or {}).get("candidates") or []]
+    return [dict(kind="teacher", name=c.name, accuracy=c.accuracy, size=None if c.params is None else 4 * c.params,
+                 latency=c.host_latency_ms, chosen=bool(c.chosen))
+            for c in (m.teacher.candidates if m.teacher else [])]
 
 
 def _pct(value) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
-def _lineage(m: dict) -> tuple[str, str | None, str]:
-    teacher = m["teacher"] or {}
-    chosen_from = ", ".join(f"`{c['name']}`" for c in teacher.get("candidates") or [])
-    return ("teacher", teacher.get("name"), f"val {_pct(teacher.get('accuracy'))}, test "
-            f"{_pct(teacher.get('test_accuracy'))}, chosen from {chosen_from or '-'}")
+def _lineage(m) -> tuple[str, str | None, str]:
+    teacher = m.teacher or TeacherRecord()
+    chosen_from = ", ".join(f"`{c.name}`" for c in teacher.candidates)
+    return ("teacher", teacher.name, f"val {_pct(teacher.accuracy)}, test "
+            f"{_pct(teacher.test_accuracy)}, chosen from {chosen_from or '-'}")
 
 
 REPORT = StageReport(
     manifest=_manifest, fields={"teacher": TeacherRecord | None},
-    view={"teacher": Maybe({"name": None, "accuracy": None, "test_accuracy": None, "select": None,
-                            "candidates": [{"name": None, "accuracy": None, "params": None, "macs": None,
-                                            "input_size": None, "host_latency_ms": None, "chosen": None,
-                                            "why": None}]})},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"teacher": ("#8172b3", "s")})
