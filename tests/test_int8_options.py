@@ -384,7 +384,7 @@ def test_the_stage_climbs_to_a_real_qat_rung_and_hands_on_its_model_and_state(tm
                            '[budget.max_drop]\nquantize = 0.0\n[[targets]]\nname = "s"\nformat = "onnx"\n', base=tmp_path, name="qat.toml")
     trainer.fit(bundle, data, 2, lr=3e-3, seed=0, desc="small", train=cfg.train)
     # Scored 100 % before INT8: no INT8 model can meet a zero-point budget, so the ladder climbs.
-    previous = StageResult.with_model(100.0, bundle, stage="prune", metrics={"macs": 0})
+    previous = StageResult.with_model(100.0, bundle, stage="prune", macs=0)
     config = {"quantize": cfg.quantize, "train": cfg.train, "distill": cfg.distill, "budget": cfg.budget}
     result = work.run(data, config, tmp_path, previous=previous, reference=previous)
     plain, qat = result.metrics["ladder"]["steps"]

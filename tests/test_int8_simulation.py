@@ -59,7 +59,7 @@ def test_the_quantize_stage_decides_on_the_simulation_its_config_names(identity_
     bundle = modeling.bundle("mobilenetv3_small_050", modeling.create("mobilenetv3_small_050", data.num_classes,
                                                                       seed=0), data.num_classes, 32)
     float_accuracy = evaluation.evaluate(bundle, data)
-    previous = StageResult.with_model(float_accuracy, bundle, metrics={"macs": 1}, stage="prune")
+    previous = StageResult.with_model(float_accuracy, bundle, macs=1, stage="prune")
     reference = StageResult(accuracy=float_accuracy, stage="teacher")
     cfg = QuantizeConfig(simulation="identity-test", calibration_samples=16)
     result = quantize.run(data, {"quantize": cfg, "budget": BudgetConfig(max_drop_total=100.0)}, tmp_path,
@@ -68,8 +68,8 @@ def test_the_quantize_stage_decides_on_the_simulation_its_config_names(identity_
     assert result.metrics["scheme"] == SCHEME and result.metrics["simulation"] == "identity-test"
     assert result.metrics["simulation_calibrator"] == "none (identity)"
     assert result.accuracy == pytest.approx(float_accuracy)  # the identity "INT8" loses nothing
-    graded = result.grader(data.val_x, data.val_y)
-    assert np.isclose(graded["test_accuracy"], float_accuracy)
+    [graded] = result.grader(data.val_x, data.val_y)
+    assert np.isclose(graded.accuracy, float_accuracy)
 
 
 def test_a_simulation_no_format_provides_is_refused_naming_the_known_ones():

@@ -60,7 +60,7 @@ def trained(tmp_path_factory):
     assert evaluation.evaluate(bundle, data) == pytest.approx(float_accuracy)  # the surgery keeps the function
     directory = tmp_path_factory.mktemp("quantize")
     np.save(directory / CALIBRATION_FILE, data.train_x[:64].numpy())
-    quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, metrics={"params": 0, "macs": 0},
+    quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, params=0, macs=0,
                                        stage="quantize")
     return data, quantized, float_accuracy
 

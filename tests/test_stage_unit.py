@@ -11,6 +11,7 @@ from edgekiln import stages
 from edgekiln.stages import Stage, StageReport
 from edgekiln.stages.result import StageResult
 from edgekiln.system.records import Record
+from edgekiln.training.evaluation import Grading
 
 
 class AuditConfig(BaseModel):
@@ -30,7 +31,7 @@ def audit(data, config, workdir: Path, *, previous: StageResult, reference: Stag
     best = max(artifacts, key=lambda a: a.accuracy)
     result = StageResult(accuracy=best.accuracy, metrics={"artifacts_seen": len(artifacts), "best": best.target},
                          files=["audit.txt"])
-    result.grader = lambda test_x, test_y: {"test_accuracy": best.test_accuracy, "test_top1": best.test_top1}
+    result.grader = lambda test_x, test_y: [Grading(best.test_accuracy, best.test_top1)]
     return result
 
 

@@ -192,13 +192,12 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
             except TrainingDiverged:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # poisoned: never resume from them
                 raise
-            if cuts:  # kept with the result: a cached stage still says the budget cut it
-                result.metrics["time_budget_cut"] = list(cuts)
+            result.time_budget_cut = list(cuts)  # kept with the result: a cached stage still says it
             if data.has_test:
                 grader = result.grader or evaluation.models_grader(result.bundles)
                 with progress.status(f"  {node.name}: grading on the {len(data.test_y)} test images"):
-                    result.metrics.update(grader(data.test_x, data.test_y))
-            result.metrics["compute_seconds"] = time.perf_counter() - started
+                    result.tests = grader(data.test_x, data.test_y)
+            result.compute_seconds = time.perf_counter() - started
             save_result(result, workdir)
         shutil.rmtree(checkpoints, ignore_errors=True)  # the stage is complete
     result.directory = cache.entry(node.name, key)
@@ -296,7 +295,7 @@ def _gate(node: Stage, result: StageResult, branch: Branch, outcome: RunOutcome,
         subject = f"stage {node.name}" + (f" ({branch.name})" if branch.name else "")
         return checks(subject, result.accuracy, previous=(previous.name, previous.accuracy),
                       teacher=teacher.accuracy, **common)
-    on_test = data.has_test and "test_top1" in teacher.metrics
+    on_test = data.has_test and teacher.test is not None
     quantized = branch.results[previous.name]
     gates = []
     for artifact in result.artifacts:
@@ -304,12 +303,12 @@ def _gate(node: Stage, result: StageResult, branch: Branch, outcome: RunOutcome,
         if on_test:
             # The artifact's test interval and paired drop against the teacher, once: the
             # gate reads them, and the manifest publishes them with the record.
-            artifact.update(_test_figures(artifact.test_top1, teacher.metrics["test_top1"], data.test_y))
-            against_previous = paired_drop(hits(quantized.metrics["test_top1"], data.test_y),
+            artifact.update(_test_figures(artifact.test_top1, teacher.test.top1, data.test_y))
+            against_previous = paired_drop(hits(quantized.test.top1, data.test_y),
                                            hits(artifact.test_top1, data.test_y))
             artifact_gates = checks(subject, artifact.test_accuracy,
-                                    previous=(previous.name, quantized.metrics["test_accuracy"]),
-                                    teacher=teacher.metrics["test_accuracy"], split="test",
+                                    previous=(previous.name, quantized.test.accuracy),
+                                    teacher=teacher.test.accuracy, split="test",
                                     intervals={reference.label: tuple(artifact.drop_ci),
                                                previous.name: (against_previous.low, against_previous.high)},
                                     rule=cfg.budget.gate, **common)
@@ -391,24 +390,22 @@ class _Chain:
             if node.refresh is not None:  # a cached result keeps its model, not another config's verdicts
                 registry.resolve(node.refresh)(result, {s: getattr(branch.cfg, s) for s in node.sections},
                                                branch.results[run.reference.name].accuracy)
-            forks = result.metrics.get("branches") or []
+            forks = result.forks
             if len(forks) < 2 or branch.name is not None:
                 if not self._finish(node, result, cached, started, key, branch):
                     return False
                 continue
             branch.results[node.name] = result  # the search's record, with every branch's student
-            names = ", ".join(f"{f['student']} for {', '.join(f['targets'])}" for f in forks)
+            names = ", ".join(f"{f.student} for {', '.join(f.targets)}" for f in forks)
             console.print(f"  {node.name}: a student per group of targets: {names}", markup=False)
             for i, fork in enumerate(forks):
-                targets = set(fork["targets"])
+                targets = set(fork.targets)
                 sub = Branch(branch.cfg.model_copy(update={"targets": [t for t in branch.cfg.targets
                                                                        if t.name in targets]}),
-                             dict(branch.results), dict(branch.keys), branch.last, fork["student"], i == 0,
-                             fork.get("why"))
-                sub.keys[node.name] = hashlib.sha256(f"{key}:{fork['student']}".encode()).hexdigest()[:24]
+                             dict(branch.results), dict(branch.keys), branch.last, fork.student, i == 0, fork.why)
+                sub.keys[node.name] = hashlib.sha256(f"{key}:{fork.student}".encode()).hexdigest()[:24]
                 self.outcome.branches.append(sub)
-                if not self._finish(node, _branch_result(result, i, fork), cached, started, sub.keys[node.name],
-                                    sub):
+                if not self._finish(node, result.part(i), cached, started, sub.keys[node.name], sub):
                     return False
                 if not self.run(position + 1, sub):
                     return False
@@ -432,14 +429,13 @@ class _Chain:
             budget=getattr(branch.cfg.budget.max_drop, node.name, None) if node.budgeted else None,
             passed=all(g.passed for g in gates), cached=cached,
             seconds=time.perf_counter() - started,
-            compute_seconds=result.metrics.get("compute_seconds", 0.0),
-            params=result.metrics.get("params"), macs=result.metrics.get("macs"), key=key,
-            test_accuracy=result.metrics.get("test_accuracy"), branch=branch.name,
-            **{k: v for k, v in _test_figures(result.metrics.get("test_top1"),
-                                              branch.results[reference].metrics.get("test_top1"),
-                                              data.test_y).items() if k != "drop_test"})
+            compute_seconds=result.compute_seconds, params=result.params, macs=result.macs, key=key,
+            test_accuracy=None if result.test is None else result.test.accuracy, branch=branch.name,
+            **{k: v for k, v in _test_figures(None if result.test is None else result.test.top1,
+                                              _top1(branch.results[reference]), data.test_y).items()
+               if k != "drop_test"})
         outcome.stages.append(record)
-        test_note = f", test {result.metrics['test_accuracy']:.2f}%" if "test_accuracy" in result.metrics else ""
+        test_note = "" if result.test is None else f", test {result.test.accuracy:.2f}%"
         console.print(f"  {self.current}: val {result.accuracy:.2f}%{test_note}" + ("  (cached)" if cached else ""))
         for gate in gates:
             console.print(("  " if gate.passed else "  [bold red]") + gate.message())
@@ -453,15 +449,9 @@ class _Chain:
         return record.passed
 
 
-def _branch_result(result: StageResult, index: int, fork: dict) -> StageResult:
-    """The part of a forking stage's result that one branch goes on from: its student and
-    that student's figures (val, and test where graded)."""
-    metrics = {k: v for k, v in result.metrics.items() if k not in ("branches", "branch_test")}
-    metrics.update(arch=fork["student"], params=fork["params"], macs=fork["macs"])
-    graded = result.metrics.get("branch_test")
-    if graded:
-        metrics.update(graded[index])
-    return result.part(index, fork["accuracy"], metrics)
+def _top1(result: StageResult) -> list[int] | None:
+    """A result's per-image test predictions (None where it was not graded)."""
+    return None if result.test is None else result.test.top1
 
 
 def _warn_unresolvable(cfg: PipelineConfig, data: Dataset) -> None:
@@ -514,7 +504,7 @@ def _time_budget_record(outcome: RunOutcome) -> dict | None:
     budget = time_budget.current()
     if budget is None:
         return None
-    cut = {name: list(result.metrics.get("time_budget_cut") or []) for name, result in outcome.results.items()}
+    cut = {name: list(result.time_budget_cut) for name, result in outcome.results.items()}
     minutes = budget.elapsed_minutes
     return {"max_minutes": budget.max_minutes,
             "expected_minutes": {k: round(v, 2) for k, v in budget.expected.items()},

@@ -8,6 +8,7 @@ stage grades its INT8 simulation, the export stage each artifact in its runtime)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,8 +18,18 @@ from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.training import distributed
 from edgekiln.training.modeling import ModelBundle
 
-# (test images uint8 NCHW, test labels) -> {"test_accuracy": percent, "test_top1": [class per image]}
-Grader = Callable[[torch.Tensor, torch.Tensor], dict]
+@dataclass
+class Grading:
+    """A model graded on the held-out test split: its top-1 accuracy (percent) and the class
+    it chose for each image (kept for the paired intervals between stages and artifacts)."""
+
+    accuracy: float
+    top1: list[int]
+
+
+# (test images uint8 NCHW, test labels) -> a Grading per model the stage goes on with: the
+# stage's own first; a stage that forked (a student per group of targets), one per fork.
+Grader = Callable[[torch.Tensor, torch.Tensor], list[Grading]]
 
 
 def device() -> torch.device:
@@ -62,23 +73,20 @@ def evaluate(bundle: ModelBundle, data: Dataset) -> float:
     return accuracy(logits(bundle, data.val_x), data.val_y)
 
 
-def top1_record(predicted_logits, labels) -> dict:
-    """Test accuracy and the per-image top-1 (kept for paired intervals between stages)."""
-    top1 = torch.as_tensor(predicted_logits).argmax(1)
-    return {"test_accuracy": accuracy(predicted_logits, labels), "test_top1": top1.tolist()}
+def grading(predicted_logits, labels) -> Grading:
+    """Test accuracy and the per-image top-1 of `predicted_logits`."""
+    return Grading(accuracy(predicted_logits, labels), torch.as_tensor(predicted_logits).argmax(1).tolist())
 
 
 def branches_grader(bundles: list[ModelBundle]) -> Grader:
-    """Grades each of `bundles` on its own (a student per group of targets): the first's
-    figures as the stage's, and every one's under `branch_test`, in order."""
-    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
-        each = [top1_record(logits(b, test_x), test_y) for b in bundles]
-        return {**each[0], "branch_test": each}
+    """Grades each of `bundles` on its own (a student per group of targets), in order."""
+    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> list[Grading]:
+        return [grading(logits(b, test_x), test_y) for b in bundles]
     return grade
 
 
 def models_grader(bundles: list[ModelBundle]) -> Grader:
-    """Grades the averaged logits of `bundles` (one model, or a teacher ensemble)."""
-    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> dict:
-        return top1_record(torch.stack([logits(b, test_x) for b in bundles]).mean(0), test_y)
+    """Grades the averaged logits of `bundles` (one model, or a teacher ensemble) as one."""
+    def grade(test_x: torch.Tensor, test_y: torch.Tensor) -> list[Grading]:
+        return [grading(torch.stack([logits(b, test_x) for b in bundles]).mean(0), test_y)]
     return grade

@@ -16,7 +16,7 @@ from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.distill import StudentConfig
-from edgekiln.stages.result import StageResult
+from edgekiln.stages.result import Fork, StageResult
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
 from edgekiln.training.config import DistillConfig
 
@@ -291,9 +291,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
                                 f"({teacher_accuracy:.2f}%): the most accurate")
     model = winner.bundle.model
     spent = sum(c.record["epochs_trained"] for c in candidates)
-    return StageResult.with_model(winner.record["accuracy"], winner.bundle, metrics={
-        "arch": winner.record["name"], "params": modeling.params(model),
-        "macs": modeling.macs(model, winner.bundle.input_size), "feature_loss": kd.feature_loss,
+    return StageResult.with_model(winner.record["accuracy"], winner.bundle, params=modeling.params(model),
+                                  macs=modeling.macs(model, winner.bundle.input_size), metrics={
+        "arch": winner.record["name"], "feature_loss": kd.feature_loss,
         "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
                     "train_images": len(data.train_y), "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
                         plan.length * len(candidates), "within_budget": within,
@@ -417,7 +417,7 @@ def _rankers(groups: list[TargetGroup], data: Dataset, workdir: Path) -> dict:
 def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig, kd, data: Dataset,
                 teacher_accuracy: float, total, plan, rounds) -> StageResult:
     """Each target group's fastest survivor within budget (the most accurate when none is):
-    one model per distinct winner, the first target's first. Its `branches` tell the runner
+    one model per distinct winner, the first target's first. Its `forks` tell the runner
     which targets each model's later stages build."""
     winners: dict[int, dict] = {}
     for group in groups:
@@ -444,13 +444,14 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
             c.record["why"] = "trained to the end, fastest for no target group"
     first = chosen[0]["candidate"]
     spent = sum(c.record["epochs_trained"] for c in candidates)
-    branches = [{"student": e["candidate"].record["name"], "targets": e["targets"],
-                 "accuracy": e["candidate"].record["accuracy"], "params": modeling.params(e["candidate"].bundle.model),
-                 "macs": modeling.macs(e["candidate"].bundle.model, e["candidate"].bundle.input_size),
-                 "why": e["why"]} for e in chosen]
-    result = StageResult.with_models(first.record["accuracy"], [e["candidate"].bundle for e in chosen], metrics={
-        "arch": first.record["name"], "params": branches[0]["params"], "macs": branches[0]["macs"],
-        "feature_loss": kd.feature_loss,
+    forks = [Fork(student=e["candidate"].record["name"], targets=e["targets"],
+                  accuracy=e["candidate"].record["accuracy"], params=modeling.params(e["candidate"].bundle.model),
+                  macs=modeling.macs(e["candidate"].bundle.model, e["candidate"].bundle.input_size), why=e["why"])
+             for e in chosen]
+    result = StageResult.with_models(first.record["accuracy"], [e["candidate"].bundle for e in chosen],
+                                     params=forks[0].params, macs=forks[0].macs,
+                                     forks=forks if len(forks) > 1 else [], metrics={
+        "arch": first.record["name"], "feature_loss": kd.feature_loss,
         "student": {"name": first.record["name"], "select": cfg.select, "profile": None, "per_target": True,
                     "train_images": len(data.train_y),
                     "groups": [{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
@@ -458,8 +459,7 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
                         plan.length * len(candidates),
                     "within_budget": budgets.within_total(first.record["accuracy"], teacher_accuracy, total),
                     "auto": first.record.get("schedule"), "unlabelled": data.unlabelled,
-                    "candidates": [c.record for c in candidates]},
-        **({"branches": branches} if len(branches) > 1 else {})})
-    if len(branches) > 1:
+                    "candidates": [c.record for c in candidates]}})
+    if len(forks) > 1:
         result.grader = evaluation.branches_grader(result.bundles)
     return result

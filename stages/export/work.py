@@ -307,9 +307,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                              val_x=val_x, val_y=data.val_y.numpy(), float_top1=float_top1, metadata=metadata,
                              aware=aware, options=options) for t in targets]
     worst = min(a.accuracy for a in artifacts)
-    result = StageResult(accuracy=worst, files=[a.file for a in artifacts], artifacts=artifacts, metrics={
-        "preprocessing": preprocessing(bundle), "labels": data.classes,
-        "params": quantized.metrics["params"], "macs": quantized.metrics["macs"]})
+    result = StageResult(accuracy=worst, files=[a.file for a in artifacts], artifacts=artifacts,
+                         params=quantized.params, macs=quantized.macs,
+                         metrics={"preprocessing": preprocessing(bundle), "labels": data.classes})
     result.grader = _artifacts_grader(targets, artifacts, workdir, bundle, options)
     return result
 
@@ -330,5 +330,5 @@ def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], wo
             console.print(f"  {target.name}: {artifact.test_accuracy:.2f}% on the test split "
                           f"({artifact.test_accuracy_source})")
         worst = min(artifacts, key=lambda a: a.test_accuracy)  # the stage's figure, as on val
-        return {"test_accuracy": worst.test_accuracy, "test_top1": worst.test_top1}
+        return [evaluation.Grading(worst.test_accuracy, worst.test_top1)]
     return grade

@@ -12,9 +12,9 @@ def _manifest(result, checks: dict) -> dict:
     if result is None:
         return {"model": None}
     keep = ("name", "arch", "checkpoint", "checkpoint_sha256", "input_size", "mean", "std", "preprocessing_from",
-            "params", "macs", "fine_tuned")
-    return {"model": {**{k: result.metrics.get(k) for k in keep}, "accuracy": result.accuracy,
-                      "test_accuracy": result.metrics.get("test_accuracy")}}
+            "fine_tuned")
+    return {"model": {**{k: result.metrics.get(k) for k in keep}, "params": result.params, "macs": result.macs,
+                      "accuracy": result.accuracy, "test_accuracy": None if result.test is None else result.test.accuracy}}
 
 
 class GivenModelRecord(Record):

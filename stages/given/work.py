@@ -96,7 +96,8 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
                              desc=f"fine-tune {cfg.name}", train=config["train"], lr_key="model.lr")
         record["fine_tuned"] = {"val_accuracy_before": before, "schedule": fitted["schedule"]}
     accuracy = evaluation.evaluate(bundle, data)
-    record.update(params=modeling.params(bundle.model), macs=modeling.macs(bundle.model, bundle.input_size))
     console.print(f"  {cfg.name}: {accuracy:.2f}% on val at {bundle.input_size} px"
                   + (" (fine-tuned)" if record["fine_tuned"] else " (as given)"))
-    return StageResult.with_model(accuracy, bundle, metrics={**record, "accuracy": accuracy})
+    return StageResult.with_model(accuracy, bundle, params=modeling.params(bundle.model),
+                                  macs=modeling.macs(bundle.model, bundle.input_size),
+                                  metrics={**record, "accuracy": accuracy})

@@ -239,8 +239,8 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     stopped = stopped or ("reached the latency target" if latency else "reached the MACs target")
     console.print(f"  MACs {macs_before / 1e6:.2f}M -> {final['macs'] / 1e6:.2f}M "
                   f"({final['macs'] / macs_before:.2f} of the student); {stopped}")
-    return StageResult.with_model(final["accuracy"], student, metrics={
-        "params": final["params"], "macs": final["macs"], "macs_before": macs_before,
+    return StageResult.with_model(final["accuracy"], student, params=final["params"], macs=final["macs"], metrics={
+        "macs_before": macs_before,
         "macs_ratio": final["macs"] / macs_before, "steps": steps, "stopped": stopped,
         "target": ({"latency_ms": cfg.latency_ms, "profile": cfg.profile, "measured": cfg.measure} if latency
                    else {"macs_ratio": cfg.macs_ratio}),

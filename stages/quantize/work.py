@@ -221,8 +221,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     metrics = {"mode": cfg.mode, "scheme": scheme.SCHEME, "simulation": cfg.simulation, "calibration": sample,
                "calibrator": cfg.calibrator, "simulation_calibrator": scheme.calibrator_used(options),
                "per_channel": cfg.per_channel,
-               "ptq_accuracy": ptq_accuracy, "params": modeling.params(bundle.model),
-               "macs": previous.metrics["macs"]}
+               "ptq_accuracy": ptq_accuracy}
     accuracy = ptq_accuracy
     if cfg.mode == "qat":
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
@@ -246,7 +245,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
     metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
     metrics["layers_method"] = sensitivity.METHOD
-    result = StageResult.with_model(accuracy, bundle, metrics=metrics)
+    result = StageResult.with_model(accuracy, bundle, params=modeling.params(bundle.model), macs=previous.macs,
+                                    metrics=metrics)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
-    result.grader = lambda test_x, test_y: evaluation.top1_record(_simulated_logits(scheme, graph, test_x, bundle), test_y)
+    result.grader = lambda test_x, test_y: [evaluation.grading(_simulated_logits(scheme, graph, test_x, bundle),
+                                                               test_y)]
     return result

@@ -10,7 +10,7 @@ from edgekiln.system.records import Items, Number, Record
 def _manifest(result, checks: dict) -> dict:
     return {"teacher": None if result is None else {
         "name": result.metrics["name"], "accuracy": result.accuracy,
-        "test_accuracy": result.metrics.get("test_accuracy"),
+        "test_accuracy": None if result.test is None else result.test.accuracy,
         "select": result.metrics.get("select"), "candidates": result.metrics["candidates"]}}
 
 

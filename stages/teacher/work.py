@@ -163,9 +163,9 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
         accuracy = evaluation.accuracy(ensemble_logits, data.val_y)
         console.print(f"  ensemble of {len(bundles)}: {accuracy:.2f}%")
     best = chosen[0][1]
-    return StageResult.with_models(accuracy, bundles, metrics={
+    return StageResult.with_models(accuracy, bundles, params=sum(r["params"] for _, r in chosen),
+                                   macs=sum(r["macs"] for _, r in chosen), metrics={
         "name": " + ".join(b.source for b in bundles), "select": cfg.select, "candidates": records,
-        "params": sum(r["params"] for _, r in chosen), "macs": sum(r["macs"] for _, r in chosen),
         "best_single_accuracy": best["accuracy"]})
 
 
