@@ -25,8 +25,8 @@ from typing import Any, Callable
 from edgekiln.stages.report import StageReport
 from edgekiln.system.errors import did_you_mean
 
-__all__ = ["Stage", "Check", "Plan", "PlanError", "StageReport", "REQUIRED", "register", "unregister", "registered",
-           "stage_named", "publisher", "plan", "inputs_of", "generation"]
+__all__ = ["Stage", "Check", "Plan", "PlanError", "StageReport", "Sections", "REQUIRED", "register", "unregister",
+           "registered", "stage_named", "publisher", "plan", "inputs_of", "generation"]
 
 REQUIRED = object()  # a section the config must give (no default)
 
@@ -41,6 +41,43 @@ def resolve(target):
         return target
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+class Sections:
+    """The config sections a stage reads, each its typed model, by attribute: `config.quantize`
+    is the run's QuantizeConfig, `config.budget` its [budget] (None where the config gives
+    none). A stage's package declares a subclass annotating each section it reads (its cache
+    key holds exactly those); reading one it did not declare is an AttributeError naming it.
+    Tests build one by keyword: `QuantizeSections(quantize=cfg, budget=budget)`."""
+
+    def __init__(self, **sections: Any):
+        declared = _declared(type(self))
+        unknown = sorted(set(sections) - set(declared)) if declared else []
+        if unknown:
+            raise TypeError(f"{type(self).__name__} reads no section {', '.join(unknown)} (it reads "
+                            f"{', '.join(declared)})")
+        self.__dict__.update(sections)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"config section [{name}] is not one {type(self).__name__} was given: a stage reads the "
+                             "sections it declares (its package's Sections), which are its cache key")
+
+    def __contains__(self, name: str) -> bool:
+        """Whether it was given section `name` (a test may give a hook only what it reads)."""
+        return name in vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _declared(sections_type: type) -> tuple[str, ...]:
+    """The sections a Sections subclass annotates, in order (its own section first)."""
+    names: list[str] = []
+    for klass in reversed(sections_type.__mro__):
+        names += [n for n in getattr(klass, "__annotations__", {}) if n not in names]
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -74,8 +111,9 @@ class Check:
 class Stage:
     """One stage of the DAG.
 
-    `run(data, config, workdir, *, previous=, reference=) -> StageResult`: `config` maps each
-    section it reads to its value; it names in its parameters the results it takes."""
+    `run(data, config, workdir, *, previous=, reference=) -> StageResult`: `config` holds each
+    section it reads, typed (`reads`: a Sections subclass annotating them, or their names);
+    it names in its parameters the results it takes."""
 
     name: str
     order: int  # stages run by increasing order
@@ -83,7 +121,9 @@ class Stage:
     section: str | None = None  # its own config section ([teacher]); None: it has none
     schema: Any = None  # that section's type (a pydantic model, or list[...] of one)
     default: Any = REQUIRED  # that section's value when the config leaves it out
-    reads: tuple[str, ...] = ()  # the other config sections it reads ([train], [budget], ...)
+    # The config sections it reads ([train], [budget], ...): a Sections subclass annotating
+    # each with its type (its own section among them), or the other sections' names.
+    reads: type[Sections] | tuple[str, ...] = ()
     preflight: Callable | str | None = None  # cheap checks of its sections, before any work
     # Sections it reads that cannot change its result under this config: left out of its key.
     unkeyed: Callable[[dict], set[str]] | None = None
@@ -115,7 +155,13 @@ class Stage:
     @property
     def sections(self) -> tuple[str, ...]:
         """Every config section it reads: its own first."""
-        return ((self.section,) if self.section else ()) + tuple(s for s in self.reads if s != self.section)
+        reads = _declared(self.reads) if isinstance(self.reads, type) else self.reads
+        return ((self.section,) if self.section else ()) + tuple(s for s in reads if s != self.section)
+
+    def sections_of(self, cfg) -> Sections:
+        """The sections it reads of the run's config `cfg`, typed (what its hooks are given)."""
+        kind = self.reads if isinstance(self.reads, type) else Sections
+        return kind(**{s: getattr(cfg, s) for s in self.sections})
 
     @property
     def label(self) -> str:

@@ -301,7 +301,7 @@ def test_a_stage_key_holds_the_formats_its_config_uses_and_no_other():
 
     def formats_in(name: str) -> tuple[set[str], set[str]]:
         node = registry.stage_named(name)
-        declared = node.formats({s: getattr(cfg, s) for s in node.sections})
+        declared = node.formats(node.sections_of(cfg))
         modules, libraries = stage_code.closure(node.module, *stage_code.ENGINE, formats=tuple(sorted(declared)))
         return {m.split(".")[3] for m in modules if m.startswith("edgekiln.targets.formats.")}, set(libraries)
 

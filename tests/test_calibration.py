@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from edgekiln.calibration import balanced_sample
+from edgekiln.stages.quantize import QuantizeSections
 
 
 def test_sample_is_class_balanced_and_seeded():
@@ -64,7 +65,7 @@ def test_a_bad_calibration_folder_names_the_key_and_the_file(tmp_path, problem):
             quantize.calibration_sample(load_dataset(DataConfig(image_size=16)), cfg)
     else:  # found before any training
         with pytest.raises(InputError, match=f"quantize.calibration_path: {folder}"):
-            quantize.preflight({"quantize": cfg})
+            quantize.preflight(QuantizeSections(quantize=cfg))
 
 
 def test_a_calibration_folder_enters_the_cache_key_through_its_listing(tmp_path):

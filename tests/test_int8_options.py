@@ -13,6 +13,7 @@ from edgekiln.targets.formats.tflite import pt2e
 
 onnx_format = get_format("onnx")
 from edgekiln.targets.int8 import Int8Options
+from edgekiln.stages.quantize import QuantizeSections
 
 
 def small_model():
@@ -311,9 +312,9 @@ def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(
 def test_the_qat_rung_puts_the_training_recipes_in_the_stage_key():
     from edgekiln.stages.quantize import QuantizeConfig, unkeyed
 
-    assert unkeyed({"quantize": QuantizeConfig(ladder=["calibration"])}) == {"distill", "train"}
-    assert unkeyed({"quantize": QuantizeConfig()}) == set()  # auto: the QAT rung may train
-    assert unkeyed({"quantize": QuantizeConfig(ladder=[], accuracy_aware=False)}) == {"distill", "train", "budget"}
+    assert unkeyed(QuantizeSections(quantize=QuantizeConfig(ladder=["calibration"]))) == {"distill", "train"}
+    assert unkeyed(QuantizeSections(quantize=QuantizeConfig())) == set()  # auto: the QAT rung may train
+    assert unkeyed(QuantizeSections(quantize=QuantizeConfig(ladder=[], accuracy_aware=False))) == {"distill", "train", "budget"}
 
 
 def test_bias_correction_makes_each_int8_layer_unbiased_through_its_batch_norm():
@@ -385,7 +386,7 @@ def test_the_stage_climbs_to_a_real_qat_rung_and_hands_on_its_model_and_state(tm
     trainer.fit(bundle, data, 2, lr=3e-3, seed=0, desc="small", train=cfg.train)
     # Scored 100 % before INT8: no INT8 model can meet a zero-point budget, so the ladder climbs.
     previous = StageResult.with_model(100.0, bundle, stage="prune", macs=0)
-    config = {"quantize": cfg.quantize, "train": cfg.train, "distill": cfg.distill, "budget": cfg.budget}
+    config = QuantizeSections(quantize=cfg.quantize, train=cfg.train, distill=cfg.distill, budget=cfg.budget)
     result = work.run(data, config, tmp_path, previous=previous, reference=previous)
     plain, qat = result.metrics["ladder"]["steps"]
     assert plain["rung"] == "plain" and qat["rung"] == "qat" and qat["epochs"] == 1 and qat["seconds"] > 0

@@ -14,6 +14,7 @@ from edgekiln.stages.quantize import work as quantize
 from edgekiln.stages.result import StageResult
 from edgekiln.targets import format as formats
 from edgekiln.training import evaluation, modeling
+from edgekiln.stages.quantize import QuantizeSections
 
 SCHEME = "identity: float, for the test"
 simulated = []
@@ -62,7 +63,7 @@ def test_the_quantize_stage_decides_on_the_simulation_its_config_names(identity_
     previous = StageResult.with_model(float_accuracy, bundle, macs=1, stage="prune")
     reference = StageResult(accuracy=float_accuracy, stage="teacher")
     cfg = QuantizeConfig(simulation="identity-test", calibration_samples=16)
-    result = quantize.run(data, {"quantize": cfg, "budget": BudgetConfig(max_drop_total=100.0)}, tmp_path,
+    result = quantize.run(data, QuantizeSections(quantize=cfg, budget=BudgetConfig(max_drop_total=100.0)), tmp_path,
                           previous=previous, reference=reference)
     assert simulated == [16]  # the stage simulated INT8 through this module, on its calibration sample
     assert result.metrics["scheme"] == SCHEME and result.metrics["simulation"] == "identity-test"

@@ -8,6 +8,7 @@ import torch
 from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.training import lr_range, modeling
 from edgekiln.training.config import TrainConfig
+from edgekiln.stages.teacher import TeacherSections
 
 
 def test_the_rate_is_a_tenth_of_the_one_at_the_lowest_smoothed_loss():
@@ -48,8 +49,8 @@ def test_a_teacher_on_auto_records_the_rate_it_trained_at(tmp_path):
     from edgekiln.stages.teacher import work as teacher
 
     data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=120))
-    result = teacher.run(data, {"teacher": TeacherConfig(candidates=["mobilenetv3_small_050"], epochs=1, lr="auto"),
-                                "train": TrainConfig(batch_size=16)}, tmp_path)
+    result = teacher.run(data, TeacherSections(teacher=TeacherConfig(candidates=["mobilenetv3_small_050"], epochs=1, lr="auto"),
+                                train=TrainConfig(batch_size=16)), tmp_path)
     found = result.metrics["candidates"][0]["lr"]
     assert found["lr"] > 0 and "smoothed loss was lowest" in found["why"] and found["curve"]
 

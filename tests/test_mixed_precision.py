@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgekiln.data.dataset import DataConfig, load_dataset, to_input
+from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.engine.config import BudgetConfig
 from edgekiln.gates import checks
 from edgekiln.stages.export import work as export
@@ -17,6 +17,7 @@ from edgekiln.targets.target import TargetConfig
 from edgekiln.training import evaluation, trainer
 from edgekiln.training.int8_recipe import CALIBRATION_FILE
 from edgekiln.training.modeling import ModelBundle
+from edgekiln.stages.export import ExportSections
 
 # Wide enough that coremltools quantizes conv1 (it leaves tensors under 2048 weights in float16).
 WIDTH = 96
@@ -66,9 +67,9 @@ def trained(tmp_path_factory):
 
 
 def export_once(data, quantized, accuracy_aware, workdir, targets):
-    config = {"targets": [TargetConfig(name=fmt, format=fmt) for fmt in targets],
-              "quantize": QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
-              "budget": BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})}
+    config = ExportSections(targets=[TargetConfig(name=fmt, format=fmt) for fmt in targets],
+              quantize=QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
+              budget=BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0}))
     teacher = StageResult(accuracy=quantized.accuracy, stage="teacher")
     workdir.mkdir()
     return [a.to_dict() for a in export.run(data, config, workdir, previous=quantized, reference=teacher).artifacts]

@@ -1,7 +1,6 @@
 """Pruning in steps to a MACs or latency target, backing off a step that breaks the budget."""
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from edgekiln.data.dataset import DataConfig, load_dataset
@@ -13,6 +12,7 @@ from edgekiln.targets.cost import cost_features
 from edgekiln.targets.runners import estimate
 from edgekiln.training import evaluation, modeling
 from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.stages.prune import PruneSections
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def inputs(data, distilled=90.0, teacher=95.0):
 
 
 def config(prune_cfg, budget):
-    return {"prune": prune_cfg, "distill": DistillConfig(), "train": TrainConfig(),
-            "budget": budget}
+    return PruneSections(prune=prune_cfg, distill=DistillConfig(), train=TrainConfig(),
+            budget=budget)
 
 
 def scripted_accuracies(monkeypatch, values):
@@ -162,11 +162,11 @@ def test_prune_targets_are_validated():
         prune.PruneConfig(latency_ms=3.0)
     assert prune.PruneConfig().macs_ratio == 0.5
     with pytest.raises(InputError, match="raspberry-pi-5-cpu' has no \\[estimate\\] reference table"):
-        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu")})
+        prune.preflight(PruneSections(prune=prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu")))
     with pytest.raises(ValidationError, match="measure needs a latency target"):
         prune.PruneConfig(macs_ratio=0.5, measure=True)
     with pytest.raises(InputError, match="prune.measure: profile 'iphone-15-pro-ane' has no runner that measures"):
-        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="iphone-15-pro-ane", measure=True)})
-    prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu", measure=True)})
+        prune.preflight(PruneSections(prune=prune.PruneConfig(latency_ms=3.0, profile="iphone-15-pro-ane", measure=True)))
+    prune.preflight(PruneSections(prune=prune.PruneConfig(latency_ms=3.0, profile="raspberry-pi-5-cpu", measure=True)))
     with pytest.raises(InputError, match="prune.profile: unknown profile"):
-        prune.preflight({"prune": prune.PruneConfig(latency_ms=3.0, profile="nope")})
+        prune.preflight(PruneSections(prune=prune.PruneConfig(latency_ms=3.0, profile="nope")))

@@ -26,7 +26,7 @@ def audit(data, config, workdir: Path, *, previous: StageResult, reference: Stag
     """Counts the artifacts of the stage before it and agrees with its accuracy (a stage with no
     model of its own: it grades itself with the artifacts' own test predictions)."""
     artifacts = previous.artifacts  # typed Artifacts, graded on test
-    assert len(artifacts) >= config["audit"].min_artifacts and reference.accuracy > 0
+    assert len(artifacts) >= config.audit.min_artifacts and reference.accuracy > 0
     (workdir / "audit.txt").write_text(f"{len(artifacts)} artifacts\n")
     best = max(artifacts, key=lambda a: a.accuracy)
     result = StageResult(accuracy=best.accuracy, metrics={"artifacts_seen": len(artifacts), "best": best.target},

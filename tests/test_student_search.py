@@ -14,6 +14,7 @@ from edgekiln.stages.result import StageResult
 from edgekiln.training import evaluation, modeling, state
 from edgekiln.training import trainer as training
 from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.stages.distill import DistillSections
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +113,10 @@ def test_search_distils_each_candidate_and_records_the_rounds(data):
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
     training.fit(teacher, data, 2, lr=3e-3, seed=0, desc="teacher")
     reference = StageResult.with_model(evaluation.evaluate(teacher, data), teacher, stage="teacher")
-    config = {"student": StudentConfig(arch=["mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=2,
+    config = DistillSections(student=StudentConfig(arch=["mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=2,
                                        select="smallest"),
-              "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
-              "budget": BudgetConfig(max_drop_total=100.0)}
+              distill=DistillConfig(), train=TrainConfig(batch_size=32),
+              budget=BudgetConfig(max_drop_total=100.0))
     result = distill.run(data, config, None, reference=reference)
     student = result.metrics["student"]
     by_name = {c["name"]: c for c in student["candidates"]}
@@ -171,10 +172,10 @@ def test_preflight_names_the_candidate_that_cannot_be_a_student():
     from edgekiln.errors import InputError
 
     with pytest.raises(InputError, match=r"student.arch\[1\]: unknown timm architecture 'no_such_net'"):
-        distill.preflight({"student": StudentConfig(arch=["mobilenetv3_small_050", "no_such_net"])})
+        distill.preflight(DistillSections(student=StudentConfig(arch=["mobilenetv3_small_050", "no_such_net"])))
     with pytest.raises(InputError, match=r"student.arch\[0\]: timm has no pretrained weights"):
-        distill.preflight({"student": StudentConfig(arch=["edgekiln_no_weights_net", "mobilenetv3_small_050"],
-                                                    pretrained=True)})
+        distill.preflight(DistillSections(student=StudentConfig(arch=["edgekiln_no_weights_net", "mobilenetv3_small_050"],
+                                                    pretrained=True)))
 
 
 from timm.models import register_model  # noqa: E402  (a model timm knows but has no weights for)
@@ -242,10 +243,10 @@ def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_da
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
     training.fit(teacher, data, 4, lr=3e-3, seed=0, desc="teacher")
     reference = StageResult.with_model(evaluation.evaluate(teacher, data), teacher, stage="teacher")
-    config = {"student": StudentConfig(arch=["resnet10t_w16", "mobilenetv3_small_050", "resnet10t_w24"],
+    config = DistillSections(student=StudentConfig(arch=["resnet10t_w16", "mobilenetv3_small_050", "resnet10t_w24"],
                                        epochs="auto", max_epochs=30, select="accuracy"),
-              "distill": DistillConfig(), "train": TrainConfig(batch_size=32, patience=2),
-              "budget": BudgetConfig(max_drop_total=100.0)}
+              distill=DistillConfig(), train=TrainConfig(batch_size=32, patience=2),
+              budget=BudgetConfig(max_drop_total=100.0))
     result = distill.run(data, config, None, reference=reference)
     distill.refresh(result, config, reference.accuracy)  # as the runner does
     student = result.metrics["student"]
@@ -279,9 +280,9 @@ def test_survivors_trained_to_the_end_are_ranked_on_where_they_ended(data, monke
     monkeypatch.setattr(distill._Candidate, "train_auto", train_auto)
     teacher = modeling.bundle("resnet10t", modeling.create("resnet10t", 10, seed=1, image_size=32), 10, 32)
     reference = StageResult.with_model(84.89, teacher, stage="teacher")
-    config = {"student": StudentConfig(arch=["resnet10t_w24", "resnet10t_w32"], epochs="auto", select="smallest"),
-              "distill": DistillConfig(), "train": TrainConfig(batch_size=32),
-              "budget": BudgetConfig(max_drop_total=1.5)}
+    config = DistillSections(student=StudentConfig(arch=["resnet10t_w24", "resnet10t_w32"], epochs="auto", select="smallest"),
+              distill=DistillConfig(), train=TrainConfig(batch_size=32),
+              budget=BudgetConfig(max_drop_total=1.5))
     result = distill.run(data, config, None, reference=reference)
     distill.refresh(result, config, reference.accuracy)  # as the runner does
     assert result.metrics["student"]["name"] == "resnet10t_w24"

@@ -9,6 +9,7 @@ import torch
 
 from edgekiln.stages.prune.work import kept_layers, prune_to_macs
 from edgekiln.training import modeling
+from edgekiln.stages.distill import DistillSections
 
 STUDENTS = ["mobilenetv3_small_050", "mobilenetv3_large_075", "mobilenetv4_conv_small",
             "mobilevit_xxs", "mobilevitv2_050", "resnet10t_w16"]
@@ -68,4 +69,4 @@ def test_a_narrow_resnet_reloads_in_a_fresh_process_and_has_no_published_weights
     from edgekiln.stages.distill.work import preflight
 
     with pytest.raises(InputError, match=r"student.arch\[1\]: timm has no pretrained weights for 'resnet10t_w16'"):
-        preflight({"student": StudentConfig(arch=["mobilevit_xxs", "resnet10t_w16"], pretrained=True)})
+        preflight(DistillSections(student=StudentConfig(arch=["mobilevit_xxs", "resnet10t_w16"], pretrained=True)))

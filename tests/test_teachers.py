@@ -10,6 +10,7 @@ from edgekiln.errors import InputError
 from edgekiln.stages.teacher import work as teacher
 from edgekiln.training import evaluation, modeling
 from edgekiln.training.config import TrainConfig
+from edgekiln.stages.teacher import TeacherSections
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,9 @@ def test_transformers_checkpoint_is_a_teacher_with_its_own_size_and_normalizatio
 
 
 def test_preflight_accepts_a_transformers_directory_and_rejects_a_missing_one(hf_dir, tmp_path):
-    teacher.preflight({"teacher": teacher.TeacherConfig(candidates=[f"hf:{hf_dir}"])})
+    teacher.preflight(TeacherSections(teacher=teacher.TeacherConfig(candidates=[f"hf:{hf_dir}"])))
     with pytest.raises(InputError, match=r"teacher.candidates\[0\]: cannot load transformers checkpoint"):
-        teacher.preflight({"teacher": teacher.TeacherConfig(candidates=[f"hf:{tmp_path / 'nope'}"])})
+        teacher.preflight(TeacherSections(teacher=teacher.TeacherConfig(candidates=[f"hf:{tmp_path / 'nope'}"])))
 
 
 def test_preflight_names_missing_corrupt_and_unknown_candidates(tmp_path):
@@ -63,11 +64,11 @@ def test_preflight_names_missing_corrupt_and_unknown_candidates(tmp_path):
     ]
     for candidate, message in cases:
         with pytest.raises(InputError, match=message):
-            teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet10t", candidate])})
+            teacher.preflight(TeacherSections(teacher=teacher.TeacherConfig(candidates=["resnet10t", candidate])))
 
 
 def run_teacher(data, **cfg):
-    config = {"teacher": teacher.TeacherConfig(**cfg), "train": TrainConfig(batch_size=32)}
+    config = TeacherSections(teacher=teacher.TeacherConfig(**cfg), train=TrainConfig(batch_size=32))
     return teacher.run(data, config, None)
 
 
@@ -112,4 +113,4 @@ def test_pretrained_weights_that_cannot_be_had_here_stop_the_run_at_preflight(mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match=r"teacher.candidates\[0\]: teacher.pretrained = true, but "
                                          r"timm/resnet18\.\S+ is not in the local hub cache and HF_HUB_OFFLINE is set"):
-        teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet18"], pretrained=True)})
+        teacher.preflight(TeacherSections(teacher=teacher.TeacherConfig(candidates=["resnet18"], pretrained=True)))

@@ -3,11 +3,11 @@ EMA, FitNets hints."""
 
 import pytest
 import torch
-from pydantic import ValidationError
 
 from edgekiln.data.dataset import DataConfig, load_dataset
 from edgekiln.training import distillation, evaluation, modeling, trainer
 from edgekiln.training.config import DistillConfig, TrainConfig
+from edgekiln.stages.teacher import TeacherSections
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +109,8 @@ def test_bad_randaugment_string_is_bad_input_before_any_work():
 
     for bad in ("augmix-m5", "rand-m9-zz3"):
         with pytest.raises(InputError, match="train.randaugment: not a timm RandAugment string"):
-            teacher.preflight({"teacher": teacher.TeacherConfig(candidates=["resnet10t"]),
-                               "train": TrainConfig(randaugment=bad)})
+            teacher.preflight(TeacherSections(teacher=teacher.TeacherConfig(candidates=["resnet10t"]),
+                               train=TrainConfig(randaugment=bad)))
 
 
 def test_teacher_runs_at_its_own_size_and_normalization(data):

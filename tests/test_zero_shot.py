@@ -11,6 +11,7 @@ import torch
 
 from edgekiln.errors import InputError
 from edgekiln.training import modeling, zero_shot
+from edgekiln.stages.teacher import TeacherSections
 from tiny_pipeline import invoke, write_config
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -90,7 +91,7 @@ def test_a_clip_candidate_that_cannot_build_a_head_is_bad_input_naming_it(tmp_pa
         CLIPVisionModel(CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=1, num_attention_heads=2)).save_pretrained(directory)
     with pytest.raises(InputError, match=message) as caught:
-        preflight({"teacher": TeacherConfig(candidates=[f"clip:{directory}"], epochs=0)})
+        preflight(TeacherSections(teacher=TeacherConfig(candidates=[f"clip:{directory}"], epochs=0)))
     assert "teacher.candidates[0]" in str(caught.value) and str(directory) in str(caught.value)
 
 
@@ -156,7 +157,7 @@ def test_a_linear_probe_trains_the_head_only_and_competes_with_fine_tuned_teache
     before = zero_shot.create(f"clip:{clip_dir}", data.classes).state_dict()
     cfg = TeacherConfig(candidates=[f"clip:{clip_dir}", "resnet10t"], epochs=1, clip_head="linear-probe",
                         ensemble=2)
-    result = teacher.run(data, {"teacher": cfg, "train": TrainConfig()}, tmp_path)
+    result = teacher.run(data, TeacherSections(teacher=cfg, train=TrainConfig()), tmp_path)
     record = next(c for c in result.metrics["candidates"] if c["name"].startswith("clip:"))
     assert record["zero_shot"]["labels_used"] and record["schedule"]["mode"] == "fixed"
     assert "linear-probe head from 8 prompts per class name; trained on the labelled train split" in record["why"]

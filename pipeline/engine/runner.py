@@ -159,7 +159,7 @@ def preflight(cfg: PipelineConfig) -> None:
     for stage in plan_of(cfg).stages:
         if stage.preflight is not None:
             try:
-                registry.resolve(stage.preflight)({s: getattr(cfg, s) for s in stage.sections})
+                registry.resolve(stage.preflight)(stage.sections_of(cfg))
             except InputError as e:
                 problems.append(str(e))
     if len(problems) == 1:
@@ -181,7 +181,7 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
         if entry is not None:
             return _named(load_result(entry), node), True
         started = time.perf_counter()
-        config = {s: getattr(cfg, s) for s in node.sections}
+        config = node.sections_of(cfg)
         checkpoints = cache.partial(node.name, key)
         with cache.writing(node.name, key) as workdir:
             try:
@@ -226,7 +226,7 @@ def stage_code_of(node: Stage, cfg: PipelineConfig) -> str:
     artifact formats it declares it uses (all, where it declares none)."""
     formats = None
     if node.formats is not None:
-        formats = tuple(sorted(node.formats({s: getattr(cfg, s) for s in node.sections})))
+        formats = tuple(sorted(node.formats(node.sections_of(cfg))))
     return stage_code.code_version(node.module, formats)
 
 
@@ -234,10 +234,10 @@ def stage_key_of(node: Stage, cfg: PipelineConfig, code: str, data_fingerprint: 
                  run: Plan) -> str:
     """The cache key of `node` under `cfg`: every input its result depends on (its config
     sections, the content of the profiles they name, the data, its inputs' keys, the code)."""
-    unkeyed = node.unkeyed({s: getattr(cfg, s) for s in node.sections}) if node.unkeyed else set()
+    unkeyed = node.unkeyed(node.sections_of(cfg)) if node.unkeyed else set()
     sections = {s: _fingerprint(_dump(getattr(cfg, s))) for s in node.sections if s not in unkeyed}
     if node.profiles is not None:  # the content of every profile its sections name, not just the name
-        for name, profiles in node.profiles({s: getattr(cfg, s) for s in node.sections}).items():
+        for name, profiles in node.profiles(node.sections_of(cfg)).items():
             sections[name] = ([_profile_content(p) for p in profiles] if isinstance(profiles, list)
                               else _profile_content(profiles))
     if node.trains and cfg.pipeline.max_minutes is not None:  # the budget may cut its loops
@@ -388,7 +388,7 @@ class _Chain:
             started = time.perf_counter()
             result, cached = _run_stage(node, branch.cfg, self.data, self.cache, key, branch.results, run)
             if node.refresh is not None:  # a cached result keeps its model, not another config's verdicts
-                registry.resolve(node.refresh)(result, {s: getattr(branch.cfg, s) for s in node.sections},
+                registry.resolve(node.refresh)(result, node.sections_of(branch.cfg),
                                                branch.results[run.reference.name].accuracy)
             forks = result.forks
             if len(forks) < 2 or branch.name is not None:

@@ -9,12 +9,13 @@ This module declares the stage and imports no torch; the work is in `work.py` an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgekiln.stages import Check, Stage, register
-from edgekiln.training.config import Epochs, LearningRate
+from edgekiln.stages import Sections, Check, Stage, register
+from edgekiln.targets.target import TargetConfig
+from edgekiln.training.config import DistillConfig, Epochs, LearningRate, TrainConfig
 
 
 class StudentConfig(BaseModel):
@@ -93,33 +94,43 @@ class StudentConfig(BaseModel):
         self.profile = beside(self.profile, base)
 
 
-def unkeyed(config: dict) -> set[str]:
+class DistillSections(Sections):
+    """What stage `distill` reads of the config, each section typed."""
+
+    student: StudentConfig
+    distill: DistillConfig
+    train: TrainConfig
+    budget: Any = None  # [budget] (engine.config.BudgetConfig); None where the config gives none
+    targets: list[TargetConfig]
+
+
+def unkeyed(config: DistillSections) -> set[str]:
     """[budget] decides which candidate wins when there is more than one, and when an auto
     schedule may stop with `stop_when_within_budget`."""
-    cfg: StudentConfig = config["student"]
-    stops_on_budget = cfg.epochs == "auto" and config["train"].stop_when_within_budget
+    cfg: StudentConfig = config.student
+    stops_on_budget = cfg.epochs == "auto" and config.train.stop_when_within_budget
     out = {"budget"} if len(cfg.candidates) == 1 and not stops_on_budget else set()
     return out if cfg.per_target else out | {"targets"}  # the targets' profiles rank only per target
 
 
-def _profiles(config: dict) -> dict:
+def _profiles(config: DistillSections) -> dict:
     """select = "fastest" ranks the candidates on this profile (or, per target, on each
     target's): its content is in the key."""
     from edgekiln.targets.profiles import load_profile
 
-    cfg: StudentConfig = config["student"]
+    cfg: StudentConfig = config.student
     if cfg.per_target:
-        return {f"targets.{t.name}.profile": t.effective_profile for t in config["targets"]
+        return {f"targets.{t.name}.profile": t.effective_profile for t in config.targets
                 if t.effective_profile is not None}
     return {} if cfg.profile is None else {"student.profile": load_profile(cfg.profile)}
 
 
-def _formats(sections: dict) -> set[str]:
+def _formats(sections: DistillSections) -> set[str]:
     """select = "fastest" per target times each candidate's artifact where a target's runner
     measures: its formats; otherwise distillation converts nothing (the pre-check is a
     check of its own, keyed with every format)."""
-    cfg: StudentConfig = sections["student"]
-    return {t.format for t in sections["targets"]} if cfg.select == "fastest" else set()
+    cfg: StudentConfig = sections.student
+    return {t.format for t in sections.targets} if cfg.select == "fastest" else set()
 
 
 def _plan(cfg, model):
@@ -152,7 +163,7 @@ def _plan(cfg, model):
 
 STAGE = register(Stage(plan=_plan, trains=True, formats=_formats,
     name="distill", order=20, run="edgekiln.stages.distill.work:run", section="student", schema=StudentConfig,
-    default=StudentConfig(), reads=("distill", "train", "budget", "targets"), preflight="edgekiln.stages.distill.work:preflight",
+    default=StudentConfig(), reads=DistillSections, preflight="edgekiln.stages.distill.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, refresh="edgekiln.stages.distill.work:refresh",
     checks=(Check("precheck", "edgekiln.stages.distill.precheck:check", "edgekiln.stages.distill.precheck:inputs",
                   refresh="edgekiln.stages.distill.precheck:refresh"),),

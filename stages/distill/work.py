@@ -15,15 +15,15 @@ from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.distill import StudentConfig
+from edgekiln.stages.distill import DistillSections, StudentConfig
 from edgekiln.stages.result import Fork, StageResult
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
 from edgekiln.training.config import DistillConfig
 
 
-def preflight(config: dict) -> None:
+def preflight(config: DistillSections) -> None:
     """Fail fast on a student architecture timm does not know, or a profile that cannot rank."""
-    cfg: StudentConfig = config["student"]
+    cfg: StudentConfig = config.student
     for i, arch in enumerate(cfg.candidates):
         key = "student.arch" if isinstance(cfg.arch, str) else f"student.arch[{i}]"
         modeling.check_known_arch(key, arch)
@@ -216,9 +216,9 @@ class _Candidate:
         return accuracy
 
 
-def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -> StageResult:
-    cfg: StudentConfig = config["student"]
-    kd: DistillConfig = config["distill"]
+def run(data: Dataset, config: DistillSections, workdir: Path, *, reference: StageResult) -> StageResult:
+    cfg: StudentConfig = config.student
+    kd: DistillConfig = config.distill
     teachers = reference.bundles
     teacher_accuracy = reference.accuracy
     estimator = None
@@ -226,17 +226,17 @@ def run(data: Dataset, config: dict, workdir: Path, *, reference: StageResult) -
         from edgekiln.targets.runners.estimate import ProfileEstimator
 
         estimator = ProfileEstimator(cfg.profile, data.image_size)
-    train = config["train"]
+    train = config.train
     plan = schedule.from_config(cfg, train)
     training = unlabelled.joined(data)  # the labelled images, then any unlabelled ones: one copy for all
-    groups = target_groups(config["targets"]) if cfg.per_target else None
+    groups = target_groups(config.targets) if cfg.per_target else None
     rankers = None if groups is None else _rankers(groups, data, workdir)
     candidates = [_Candidate(arch, cfg, data, teachers, kd, train, estimator, plan.length, training, rankers)
                   for arch in cfg.candidates]
     searched = plan.auto and len(candidates) > 1
     rounds = auto_round_caps(len(candidates), plan) if searched else halving_schedule(len(candidates), plan.length)
     alive = list(candidates)
-    total = config.get("budget")
+    total = config.budget
     holds = budgets.holds_with_margin(train.within_budget_margin, "distill", (reference.stage, teacher_accuracy),
                                       teacher_accuracy, total)
     labels = [None] if groups is None else [g.label for g in groups]
@@ -311,18 +311,18 @@ FAMILIES = (
 )
 
 
-def refresh(result: StageResult, config: dict, teacher: float) -> None:
+def refresh(result: StageResult, config: DistillSections, teacher: float) -> None:
     """The search's budget verdicts under the budget in force: the stage's key leaves
     [budget] out when it cannot change the model (one candidate), so a cached result may
     have been recorded under another budget."""
     student = result.metrics.get("student")
     if not student:
         return
-    budget = config.get("budget")
+    budget = config.budget
     chosen = next((c for c in student["candidates"] if c.get("chosen")), None)
     if chosen is not None and chosen.get("accuracy") is not None:
         student["within_budget"] = budgets.within_total(chosen["accuracy"], teacher, budget)
-    plan = schedule.from_config(config["student"], config["train"])
+    plan = schedule.from_config(config.student, config.train)
     student["missed_budget"] = missed_budget(student["candidates"], teacher, budget, plan,
                                              student.get("train_images") or 0)
 

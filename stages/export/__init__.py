@@ -7,24 +7,33 @@ This module declares the stage and imports no torch; the work is in `work.py`.""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from edgekiln.stages import REQUIRED, Stage, register
+from edgekiln.stages import Sections, REQUIRED, Stage, register
+from edgekiln.stages.quantize import QuantizeConfig
 from edgekiln.targets.target import TargetConfig
 
 
-def unkeyed(config: dict) -> set[str]:
+class ExportSections(Sections):
+    """What stage `export` reads of the config, each section typed."""
+
+    targets: list[TargetConfig]
+    quantize: QuantizeConfig
+    budget: Any = None  # [budget] (engine.config.BudgetConfig); None where the config gives none
+
+
+def unkeyed(config: ExportSections) -> set[str]:
     """[budget] decides the artifacts only when accuracy-aware quantization or a choice of
     encodings may act on it."""
-    choosing = any(t.encoding is not None for t in config["targets"])
-    return set() if config["quantize"].accuracy_aware or choosing else {"budget"}
+    choosing = any(t.encoding is not None for t in config.targets)
+    return set() if config.quantize.accuracy_aware or choosing else {"budget"}
 
 
-def _profiles(config: dict) -> dict:
+def _profiles(config: ExportSections) -> dict:
     """Every target's profile: its budgets, runner and estimate table are in the key."""
-    return {"profiles": [t.effective_profile for t in config["targets"]]}
+    return {"profiles": [t.effective_profile for t in config.targets]}
 
 
 def _plan(cfg, model):
@@ -35,8 +44,8 @@ def _plan(cfg, model):
             for t in cfg.targets], model
 
 
-STAGE = register(Stage(plan=_plan, formats=lambda sections: {t.format for t in sections["targets"]},
+STAGE = register(Stage(plan=_plan, formats=lambda sections: {t.format for t in sections.targets},
     name="export", order=50, follows="quantize", run="edgekiln.stages.export.work:run", section="targets",
-    schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=("quantize", "budget"),
+    schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=ExportSections,
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,
     report="edgekiln.stages.export.report:REPORT"))

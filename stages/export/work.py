@@ -27,6 +27,7 @@ from edgekiln.system.files import size_bytes
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR
+from edgekiln.stages.export import ExportSections
 from edgekiln.targets.target import TargetConfig, artifact_budgets
 from edgekiln.training import evaluation, mixed_precision
 from edgekiln.training.int8_recipe import calibration_images, int8_options
@@ -274,10 +275,10 @@ def _export_one(target: TargetConfig, workdir: Path, breach, **inputs) -> Artifa
     return artifact
 
 
-def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+def run(data: Dataset, config: ExportSections, workdir: Path, *, previous: StageResult,
         reference: StageResult) -> StageResult:
-    targets: list[TargetConfig] = config["targets"]
-    quantize = config["quantize"]  # the [quantize] section: the INT8 options and accuracy_aware
+    targets: list[TargetConfig] = config.targets
+    quantize = config.quantize  # the [quantize] section: the INT8 options and accuracy_aware
     quantized = previous
     bundle = quantized.bundle
     calibration = calibration_images(quantized, bundle)
@@ -285,7 +286,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
     previous, teacher = (quantized.stage, quantized.accuracy), reference.accuracy
 
     def breach(accuracy: float) -> str | None:
-        return budget.breach(accuracy, "export", previous, teacher, config["budget"])
+        return budget.breach(accuracy, "export", previous, teacher, config.budget)
 
     val_x = to_input(data.val_x, bundle.mean, bundle.std, bundle.input_size).numpy()
     float_logits = evaluation.logits(bundle, data.val_x)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgekiln.stages import Check, Stage, register
-from edgekiln.training.config import Epochs
+from edgekiln.stages import Sections, Check, Stage, register
+from edgekiln.training.config import Epochs, TrainConfig
 
 TRANSFORMERS = "hf:"
 TIMM_HUB = "hf-hub:"
@@ -72,6 +72,13 @@ class ModelConfig(BaseModel):
         return [("arch", local, False)] if local is not None and local.is_absolute() else []
 
 
+class GivenSections(Sections):
+    """What stage `given` reads of the config, each section typed."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+
 def _plan(cfg, model):
     """Its fine-tuning, when [model] epochs asks for one; hands on the given model."""
     from edgekiln.stages.planning import loop
@@ -83,6 +90,6 @@ def _plan(cfg, model):
 
 STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: set(),
     name="given", order=5, run="edgekiln.stages.given.work:run", section="model", schema=ModelConfig,
-    reads=("train",), preflight="edgekiln.stages.given.work:preflight", starts=True, title="the given model",
+    reads=GivenSections, preflight="edgekiln.stages.given.work:preflight", starts=True, title="the given model",
     checks=(Check("preprocessing_check", "edgekiln.stages.given.precheck:check", "edgekiln.stages.given.precheck:inputs"),),
     report="edgekiln.stages.given.report:REPORT"))

@@ -9,16 +9,16 @@ from pathlib import Path
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.given import TRANSFORMERS, ModelConfig, metadata
+from edgekiln.stages.given import TRANSFORMERS, GivenSections, ModelConfig, metadata
 from edgekiln.stages.result import StageResult
 from edgekiln.system.files import sha256
 from edgekiln.training import evaluation, modeling, schedule, trainer
 
 
-def preflight(config: dict) -> None:
+def preflight(config: GivenSections) -> None:
     """Before the data is read: the architecture exists, and the checkpoint loads into it
     (every key; the classifier's class count is checked against the data when it runs)."""
-    cfg: ModelConfig = config["model"]
+    cfg: ModelConfig = config.model
     modeling.check_known_arch("model.arch", cfg.arch)
     if cfg.arch.startswith(TRANSFORMERS):
         modeling.check_transformers_classifier("model.arch", cfg.arch)
@@ -83,8 +83,8 @@ def _transformers(arch: str, data: Dataset):
     return modeling.TransformersClassifier(hf)
 
 
-def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
-    cfg: ModelConfig = config["model"]
+def run(data: Dataset, config: GivenSections, workdir: Path) -> StageResult:
+    cfg: ModelConfig = config.model
     bundle, sources = load(cfg, data)
     record = {"name": cfg.name, "arch": cfg.arch, "input_size": bundle.input_size,
               "mean": list(bundle.mean), "std": list(bundle.std), "preprocessing_from": sources, "fine_tuned": None,
@@ -92,8 +92,8 @@ def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
               "checkpoint_sha256": None if cfg.checkpoint is None else sha256(cfg.checkpoint)}
     if cfg.epochs != 0:
         before = evaluation.evaluate(bundle, data)
-        fitted = trainer.fit(bundle, data, schedule.from_config(cfg, config["train"]), lr=cfg.lr, seed=data.seed,
-                             desc=f"fine-tune {cfg.name}", train=config["train"], lr_key="model.lr")
+        fitted = trainer.fit(bundle, data, schedule.from_config(cfg, config.train), lr=cfg.lr, seed=data.seed,
+                             desc=f"fine-tune {cfg.name}", train=config.train, lr_key="model.lr")
         record["fine_tuned"] = {"val_accuracy_before": before, "schedule": fitted["schedule"]}
     accuracy = evaluation.evaluate(bundle, data)
     console.print(f"  {cfg.name}: {accuracy:.2f}% on val at {bundle.input_size} px"

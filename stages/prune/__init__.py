@@ -7,12 +7,12 @@ This module declares the stage and imports no torch; the work is in `work.py`.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgekiln.stages import Stage, register
-from edgekiln.training.config import Epochs, LearningRate
+from edgekiln.stages import Sections, Stage, register
+from edgekiln.training.config import DistillConfig, Epochs, LearningRate, TrainConfig
 
 
 class PruneConfig(BaseModel):
@@ -58,27 +58,36 @@ class PruneConfig(BaseModel):
         self.profile = beside(self.profile, base)
 
 
-def unkeyed(config: dict) -> set[str]:
+class PruneSections(Sections):
+    """What stage `prune` reads of the config, each section typed."""
+
+    prune: PruneConfig
+    distill: DistillConfig
+    train: TrainConfig
+    budget: Any = None  # [budget] (engine.config.BudgetConfig); None where the config gives none
+
+
+def unkeyed(config: PruneSections) -> set[str]:
     """[budget] decides where stepwise pruning stops and when an auto recovery may stop
     (`stop_when_within_budget`); with one fixed step it only gates the result."""
-    cfg: PruneConfig = config["prune"]
-    stops_on_budget = cfg.finetune_epochs == "auto" and config["train"].stop_when_within_budget
+    cfg: PruneConfig = config.prune
+    stops_on_budget = cfg.finetune_epochs == "auto" and config.train.stop_when_within_budget
     return set() if cfg.steps > 1 or stops_on_budget else {"budget"}
 
 
-def _profiles(config: dict) -> dict:
+def _profiles(config: PruneSections) -> dict:
     """A latency target is estimated or measured on this profile: its content is in the key."""
     from edgekiln.targets.profiles import load_profile
 
-    name = config["prune"].profile
+    name = config.prune.profile
     return {} if name is None else {"prune.profile": load_profile(name)}
 
 
-def _formats(sections: dict) -> set[str]:
+def _formats(sections: PruneSections) -> set[str]:
     """With `measure`, each step's INT8 artifact is converted to its profile's format and timed."""
     from edgekiln.targets.profiles import load_profile
 
-    cfg = sections["prune"]
+    cfg = sections.prune
     return {load_profile(cfg.profile).format} if cfg.measure and cfg.profile else set()
 
 
@@ -95,6 +104,6 @@ def _plan(cfg, model):
 
 STAGE = register(Stage(plan=_plan, trains=True, formats=_formats,
     name="prune", order=30, run="edgekiln.stages.prune.work:run", section="prune", schema=PruneConfig,
-    default=PruneConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.prune.work:preflight",
+    default=PruneConfig(), reads=PruneSections, preflight="edgekiln.stages.prune.work:preflight",
     unkeyed=unkeyed, profiles=_profiles, budgeted=True,
     report="edgekiln.stages.prune.report:REPORT"))

@@ -15,7 +15,7 @@ from edgekiln.data import unlabelled
 from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.prune import PruneConfig
+from edgekiln.stages.prune import PruneConfig, PruneSections
 from edgekiln.stages.result import StageResult
 from edgekiln.training.model_latency import MeasuredLatency
 from edgekiln.targets.profiles import ProfileError, load_profile
@@ -27,10 +27,10 @@ _MAX_CHANNEL_RATIO = 0.9  # never remove more than this share of any layer's cha
 _STEPS = 45  # granularity of the search for the MACs target
 
 
-def preflight(config: dict) -> None:
+def preflight(config: PruneSections) -> None:
     """A latency target needs a profile whose cost model can estimate the pruned student, or,
     with `measure`, a runner that measures."""
-    cfg: PruneConfig = config["prune"]
+    cfg: PruneConfig = config.prune
     if cfg.profile is None:
         return
     try:
@@ -148,10 +148,10 @@ def _prune_to_measured(model: torch.nn.Module, size: int, latency: MeasuredLaten
 _NO_MORE = "target not reached: no layer can give up more"
 
 
-def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+def run(data: Dataset, config: PruneSections, workdir: Path, *, previous: StageResult,
         reference: StageResult) -> StageResult:
-    cfg: PruneConfig = config["prune"]
-    kd: DistillConfig = config["distill"]
+    cfg: PruneConfig = config.prune
+    kd: DistillConfig = config.distill
     distilled = previous
     # A copy: the model before pruning may be the reference itself (a run that prunes the
     # given model), which recovery distils from and later stages measure against.
@@ -173,7 +173,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                 "latency_source": latency.source if latency else None, "accuracy": accuracy, "note": note}
 
     gradients = taylor_gradients(student, data) if cfg.importance == "taylor" else None
-    recovery = schedule.from_config(cfg, config["train"], "finetune_epochs")
+    recovery = schedule.from_config(cfg, config.train, "finetune_epochs")
     training = unlabelled.joined(data)  # recovery's images: the labelled ones, then any unlabelled ones
     steps = [record(0, distilled.accuracy, f"before pruning ({distilled.stage})")]
     stopped = None
@@ -194,9 +194,9 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
             missed = _prune_to_measured(student.model, size, latency, goal, cfg.importance, gradients)
         else:
             missed = None if prune_until(student.model, size, done, cfg.importance, gradients) else _NO_MORE
-        train = config["train"]
+        train = config.train
         holds = budget.holds_with_margin(train.within_budget_margin, "prune", (distilled.stage, distilled.accuracy),
-                                         reference.accuracy, config.get("budget"))
+                                         reference.accuracy, config.budget)
         # Auto recovery goes on until the step is back within budget (with the margin), else
         # until val stops improving or the cap: a step is undone only after that.
         lr, found = cfg.lr, None
@@ -210,7 +210,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
                               within_budget=holds if recovery.auto and train.stop_when_within_budget else None)
         accuracy = evaluation.evaluate(student, data)
         breach = budget.breach(accuracy, "prune", (distilled.stage, distilled.accuracy), reference.accuracy,
-                                config.get("budget"))
+                                config.budget)
         steps.append(record(k, accuracy, missed or ""))
         steps[-1]["recovery"] = fitted["schedule"]
         if fitted.get("teacher_outputs") is not None:  # computed once for every step and distillation, or re-used

@@ -7,13 +7,13 @@ This module declares the stage and imports no torch; the work is in `work.py`.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgekiln.stages import Stage, register
+from edgekiln.stages import Sections, Stage, register
 from edgekiln.targets.int8 import Int8Options
-from edgekiln.training.config import Epochs
+from edgekiln.training.config import DistillConfig, Epochs, TrainConfig
 
 
 # The ladder's rungs by cost, cheapest first (seconds, seconds, a simulation per layer,
@@ -91,14 +91,23 @@ class QuantizeConfig(BaseModel):
         return [] if self.calibration_path is None else [("calibration_path", Path(self.calibration_path), True)]
 
 
-def unkeyed(config: dict) -> set[str]:
+class QuantizeSections(Sections):
+    """What stage `quantize` reads of the config, each section typed."""
+
+    quantize: QuantizeConfig
+    distill: DistillConfig
+    train: TrainConfig
+    budget: Any = None  # [budget] (engine.config.BudgetConfig); None where the config gives none
+
+
+def unkeyed(config: QuantizeSections) -> set[str]:
     """PTQ reads the distillation and training recipes only for the ladder's QAT rung;
     [budget] decides only whether PTQ climbs the ladder and when auto QAT may stop."""
-    cfg: QuantizeConfig = config["quantize"]
+    cfg: QuantizeConfig = config.quantize
     trains = cfg.mode == "qat" or "qat" in cfg.rungs
     out = set() if trains else {"distill", "train"}
     reads_budget = bool(cfg.rungs) if cfg.mode == "ptq" else \
-        cfg.epochs == "auto" and config["train"].stop_when_within_budget
+        cfg.epochs == "auto" and config.train.stop_when_within_budget
     return out if reads_budget else out | {"budget"}
 
 
@@ -117,8 +126,8 @@ def _plan(cfg, model):
     return [Work("PTQ calibration", seconds=2.0), *rung], model
 
 
-STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: {sections["quantize"].simulation},
+STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: {sections.quantize.simulation},
     name="quantize", order=40, run="edgekiln.stages.quantize.work:run", section="quantize", schema=QuantizeConfig,
-    default=QuantizeConfig(), reads=("distill", "train", "budget"), preflight="edgekiln.stages.quantize.work:preflight",
+    default=QuantizeConfig(), reads=QuantizeSections, preflight="edgekiln.stages.quantize.work:preflight",
     unkeyed=unkeyed, budgeted=True,
     report="edgekiln.stages.quantize.report:REPORT"))

@@ -34,7 +34,7 @@ from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.quantize import QuantizeConfig, bias_correction, sensitivity
+from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, sensitivity
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
@@ -42,9 +42,9 @@ from edgekiln.training import evaluation, mixed_precision, modeling, qat, schedu
 from edgekiln.training.int8_recipe import CALIBRATION_FILE, QAT_STATE_FILE
 
 
-def preflight(config: dict) -> None:
+def preflight(config: QuantizeSections) -> None:
     """A calibration folder that is missing or holds no images stops the run before training."""
-    cfg: QuantizeConfig = config["quantize"]
+    cfg: QuantizeConfig = config.quantize
     if cfg.calibration_path is not None:
         try:
             image_files(cfg.calibration_path)
@@ -108,23 +108,23 @@ def _keep_float(scheme, bundle, calibration: np.ndarray, options: Int8Options, d
     return graph, _simulated_accuracy(scheme, graph, data, bundle), record
 
 
-def _qat(cfg: QuantizeConfig, config: dict, bundle: modeling.ModelBundle, data: Dataset, calibration: np.ndarray,
+def _qat(cfg: QuantizeConfig, config: QuantizeSections, bundle: modeling.ModelBundle, data: Dataset, calibration: np.ndarray,
          options: Int8Options, scheme, previous: StageResult, reference: StageResult):
     """QAT with distillation from the reference, on a copy of `bundle`'s model: the INT8
     simulation it reached, its val accuracy, the tuned bundle, its fake-quantize state and
     its record (the manifest's quantize.qat)."""
-    train = config["train"]
+    train = config.train
     plan = schedule.from_config(cfg, train)
     started = time.perf_counter()
     holds = budget.holds_with_margin(train.within_budget_margin, "quantize", (previous.stage, previous.accuracy),
-                                     reference.accuracy, config.get("budget"))
+                                     reference.accuracy, config.budget)
     # QAT tunes the model in place: on a copy, so that the model before it stays what the
     # stage hands on when QAT is not kept, and the reference (self-distillation from the
     # given model) stays the teacher.
     tuned = dataclasses.replace(bundle, model=copy.deepcopy(bundle.model))
     graph, state, record = qat.finetune(
         tuned, data, reference.bundles, epochs=plan, lr=cfg.lr, options=options, train=train,
-        kd=config["distill"], example=calibration, scheme=scheme,
+        kd=config.distill, example=calibration, scheme=scheme,
         within_budget=holds if plan.auto and train.stop_when_within_budget else None)
     accuracy = _simulated_accuracy(scheme, graph, data, tuned)
     return graph, accuracy, tuned, state, {
@@ -206,9 +206,9 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
     return graph, accuracy, options, bundle
 
 
-def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
+def run(data: Dataset, config: QuantizeSections, workdir: Path, *, previous: StageResult,
         reference: StageResult) -> StageResult:
-    cfg: QuantizeConfig = config["quantize"]
+    cfg: QuantizeConfig = config.quantize
     bundle = previous.bundle
     images, sample = calibration_sample(data, cfg)
     np.save(workdir / CALIBRATION_FILE, images.numpy(), allow_pickle=False)
@@ -233,7 +233,7 @@ def run(data: Dataset, config: dict, workdir: Path, *, previous: StageResult,
 
     def breach(value: float) -> str | None:
         return budget.breach(value, "quantize", (previous.stage, previous.accuracy), reference.accuracy,
-                             config.get("budget"))
+                             config.budget)
 
     if cfg.mode == "ptq":
         def qat_rung(bundle, options):

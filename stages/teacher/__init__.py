@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgekiln.stages import Stage, register
-from edgekiln.training.config import Epochs, LearningRate
+from edgekiln.stages import Sections, Stage, register
+from edgekiln.training.config import Epochs, LearningRate, TrainConfig
 
 
 class TeacherCandidate(BaseModel):
@@ -113,6 +113,13 @@ class TeacherConfig(BaseModel):
         return out
 
 
+class TeacherSections(Sections):
+    """What stage `teacher` reads of the config, each section typed."""
+
+    teacher: TeacherConfig
+    train: TrainConfig
+
+
 def _plan(cfg, model):
     """Each candidate's loop (a zero-shot one trains nothing); hands on the first candidate."""
     from edgekiln.stages.planning import loop
@@ -126,5 +133,5 @@ def _plan(cfg, model):
 
 STAGE = register(Stage(plan=_plan, trains=True, formats=lambda sections: set(),
     name="teacher", order=10, run="edgekiln.stages.teacher.work:run", section="teacher", schema=TeacherConfig,
-    reads=("train",), preflight="edgekiln.stages.teacher.work:preflight", starts=True,
+    reads=TeacherSections, preflight="edgekiln.stages.teacher.work:preflight", starts=True,
     report="edgekiln.stages.teacher.report:REPORT"))

@@ -11,7 +11,7 @@ from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
-from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig
+from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig, TeacherSections
 from edgekiln.targets.timing import measure
 from edgekiln.training import evaluation, lr_range, modeling, schedule, trainer, zero_shot
 from edgekiln.training.config import TrainConfig
@@ -31,11 +31,11 @@ def _check_randaugment(train: TrainConfig) -> None:
                              "e.g. 'rand-m9-mstd0.5'") from None
 
 
-def preflight(config: dict) -> None:
+def preflight(config: TeacherSections) -> None:
     """Fail fast, before any training, on a candidate that cannot be loaded."""
-    cfg: TeacherConfig = config["teacher"]
+    cfg: TeacherConfig = config.teacher
     if "train" in config:
-        _check_randaugment(config["train"])
+        _check_randaugment(config.train)
     candidates = cfg.resolved()
     if cfg.ensemble > len(candidates):
         raise InputError(f"teacher.ensemble = {cfg.ensemble} but there are only {len(candidates)} candidates")
@@ -87,9 +87,9 @@ def host_latency_ms(bundle: modeling.ModelBundle) -> float:
     return measure(lambda: model(x), warmup=3, runs=10).p50
 
 
-def run(data: Dataset, config: dict, workdir: Path) -> StageResult:
-    cfg: TeacherConfig = config["teacher"]
-    train: TrainConfig = config["train"]
+def run(data: Dataset, config: TeacherSections, workdir: Path) -> StageResult:
+    cfg: TeacherConfig = config.teacher
+    train: TrainConfig = config.train
     scored, records = [], []
     for cand in cfg.resolved():
         native = _native_size(cfg, cand)
