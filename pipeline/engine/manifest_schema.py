@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from edgekiln import stages as registry
+from edgekiln.engine.config import CardConfig
 from edgekiln.gates import REFERENCE
 from edgekiln.system.errors import InputError
 from edgekiln.system.records import Always, Items, Number, Record
@@ -144,16 +145,10 @@ class TargetOfConfig(Record):
     name: str | None = None
 
 
-class CardOfConfig(Record):
-    """`[card]`: what the model card says the model is for."""
+class CardOfConfig(CardConfig):
+    """`[card]` as a manifest records it (keys a newer edgekiln added are kept)."""
 
-    name: str | None = None
-    description: str | None = None
-    intended_use: str | None = None
-    out_of_scope: str | None = None
-    limitations: str | None = None
-    owner: str | None = None
-    license: str | None = None
+    model_config = ConfigDict(extra="allow")
 
 
 class ConfigRecord(Record):
