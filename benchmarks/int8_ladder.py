@@ -57,6 +57,8 @@ profile = "x86-server-avx2"
 
 SETTINGS = {"plain (no repair)": "ladder = []\naccuracy_aware = false",
             "float-layers (before the ladder)": "ladder = false",
+            "int16-layers (float-layers' layers given int16 activations, not float)":
+                'ladder = false\nsensitive_layers = "int16"',
             "bias-correction (that rung alone)": 'ladder = ["bias_correction"]\naccuracy_aware = false',
             "qat-rung (that rung alone, its default 3 epochs)": 'ladder = ["qat"]\naccuracy_aware = false',
             "ladder-auto": 'ladder = "auto"'}
@@ -78,7 +80,7 @@ def run(setting: str, ladder: str, args) -> dict:
             "float_val": teacher.get("accuracy"), "float_test": teacher.get("test_accuracy"),
             "ladder": quantize.get("ladder"), "layers": (quantize.get("layers") or [])[:3],
             "artifacts": [{k: a.get(k) for k in ("target", "format", "test_accuracy", "test_drop", "drop_ci",
-                                                  "size_bytes", "latency_ms", "latency_source")}
+                                                  "size_bytes", "latency_ms", "latency_source", "quantization")}
                           for a in manifest["artifacts"]]}
 
 

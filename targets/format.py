@@ -70,6 +70,7 @@ class Format:
     RUNTIME_MODULE: str = ""  # imported before the memory baseline of a host benchmark
     PRECISION: str = "int8"  # the int8 encoding's precision, as the cost model names it
     MIXED_PRECISION: bool = False  # INT8 artifacts can keep chosen layers in float
+    INT16_LAYERS: bool = False  # ... or give them int16 activations ([quantize] sensitive_layers = "int16")
     # Encodings built only when a target lists them, never by encoding = "auto" (one whose
     # kernels are rarely the fastest, e.g. TFLite's int16x8 reference kernels on a CPU).
     ON_REQUEST: tuple[str, ...] = ()

@@ -8,6 +8,9 @@ from typing import Protocol
 
 CALIBRATORS = ("minmax", "entropy", "percentile")
 WEIGHT_TYPES = ("uint8", "int8")
+# How the layers kept from plain INT8 are kept: in float, or with int16 activations and INT8
+# weights (integer-only, for accelerators that run no float op; formats with INT16_LAYERS).
+SENSITIVE_AS = ("float", "int16")
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,7 @@ class Int8Options:
     calibrator: str = "minmax"  # how activation ranges are chosen from the calibration sample
     per_channel: bool = True  # one weight scale per output channel (else one per tensor)
     float_layers: tuple[str, ...] = field(default_factory=tuple)  # torch module names kept float
+    sensitive_as: str = "float"  # what `float_layers` become in a format that can give them int16 activations
     # QAT's fake-quantize state (safetensors file): the PT2E scheme (TFLite) takes its
     # activation ranges from it instead of calibrating, when no layer is kept in float.
     qat_state: str | None = None
@@ -27,6 +31,8 @@ class Int8Options:
     def __post_init__(self):
         if self.calibrator not in CALIBRATORS:
             raise ValueError(f"unknown calibrator {self.calibrator!r}; known: {', '.join(CALIBRATORS)}")
+        if self.sensitive_as not in SENSITIVE_AS:
+            raise ValueError(f"unknown sensitive_as {self.sensitive_as!r}; known: {', '.join(SENSITIVE_AS)}")
         if self.weight_type not in WEIGHT_TYPES:
             raise ValueError(f"unknown weight type {self.weight_type!r}; known: {', '.join(WEIGHT_TYPES)}")
 

@@ -504,6 +504,33 @@ def test_a_report_that_cannot_be_written_keeps_the_run_records_it_and_names_it(p
     assert "No space left on device" in " ".join(result.stderr.split()) and (out / "report.html").is_file()
 
 
+def test_a_manifest_its_own_schema_refuses_is_a_bug_that_keeps_the_run(profileless_run, monkeypatch, tmp_path):
+    """A stage that writes a figure of the wrong type into its manifest section: the run's
+    artifacts and manifest stand, no report is rendered from it, and exit 3 names the field
+    (a bug in edgekiln, not bad input)."""
+    from edgekiln.engine import manifest as manifest_module
+
+    work, _, first = profileless_run
+    sections = manifest_module.stage_sections
+
+    def wrong_type(outcome):
+        out = sections(outcome)
+        out["prune"] = {**out["prune"], "stopped": 5}  # text in its record
+        return out
+
+    monkeypatch.delenv("EDGEKILN_CHECK_MANIFESTS", raising=False)  # the suite's own check would stop it first
+    monkeypatch.setattr(manifest_module, "stage_sections", wrong_type)
+    out = tmp_path / "out"
+    result = invoke(work / "tiny.toml", out, work.parent / "cache")
+    assert result.exit_code == 3, result.output
+    flat = " ".join(result.stderr.split())
+    assert "report.html was not written: a bug in edgekiln's report step" in flat and "prune.stopped = 5" in flat
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["report_errors"]) == {"report.html", "report.png and tradeoff.png", "MODEL_CARD.md"}
+    assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]
+    assert "PASSED" in result.output and not (out / "report.html").exists()
+
+
 def test_check_verifies_a_finished_run(run):
     root, _, _ = run
     result = CliRunner().invoke(app, ["check", str(root / "out")])

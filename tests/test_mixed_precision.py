@@ -66,9 +66,10 @@ def trained(tmp_path_factory):
     return data, quantized, float_accuracy
 
 
-def export_once(data, quantized, accuracy_aware, workdir, targets):
+def export_once(data, quantized, accuracy_aware, workdir, targets, sensitive_layers="float"):
     config = ExportSections(targets=[TargetConfig(name=fmt, format=fmt) for fmt in targets],
-              quantize=QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware),
+              quantize=QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware,
+                                      sensitive_layers=sensitive_layers),
               budget=BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0}))
     teacher = StageResult(accuracy=quantized.accuracy, stage="teacher")
     workdir.mkdir()
@@ -108,6 +109,32 @@ def test_plain_int8_misses_the_budget_and_mixed_precision_recovers_it_listing_th
     assert checked["accuracy_source"] == "runtime" and checked["breach"] is None
     assert checked["float_layers"] == len(tflite["mixed_precision"]["float_layers"])
     assert tflite["accuracy_source"] == "runtime" and tflite["accuracy"] == checked["accuracy"]
+
+
+def test_int16_sensitive_layers_keep_the_tflite_artifact_integer_only_and_within_budget(trained, tmp_path):
+    """sensitive_layers = "int16": the layers the search keeps from plain INT8 get int16
+    activations instead of float, so the TFLite artifact has no float op but the interface's;
+    ONNX, which cannot here, keeps them float and says so."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    data, quantized, float_accuracy = trained
+    budget = BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})
+    tflite, onnx = export_once(data, quantized, True, tmp_path / "int16", ["tflite", "onnx"], "int16")
+    mixed = tflite["mixed_precision"]
+    assert mixed["applied"] and mixed["held"] and tflite["accuracy_source"] == "runtime"
+    assert tflite["quantization"]["int16_layers"] == mixed["float_layers"] and tflite["quantization"]["float_layers"] == []
+    assert all(g.passed for g in checks("target tflite", tflite["accuracy"], ("quantize", float_accuracy),
+                                        budget.max_drop.export, "budget.max_drop.export", float_accuracy,
+                                        budget.max_drop_total))
+    model = Interpreter(model_path=str(tmp_path / "int16" / tflite["file"]))
+    tensors = model.get_tensor_details()
+    wide = [t["name"] for t in tensors if t["dtype"] == np.int16]
+    assert wide and all(any(f"_{layer}" in name for layer in mixed["float_layers"]) or "quantize" in name.lower()
+                        for name in wide), wide
+    weights = [t for t in tensors if len(t["shape"]) == 4 and t["shape"][0] in (WIDTH + 1, 16)]
+    assert weights and all(t["dtype"] == np.int8 for t in weights), [(t["name"], t["dtype"]) for t in weights]
+    assert onnx["quantization"]["sensitive_layers"].startswith("kept in float: onnx cannot")
+    assert onnx["quantization"]["float_layers"] == onnx["mixed_precision"]["float_layers"]
 
 
 def test_when_the_runtime_disagrees_with_the_simulation_the_search_goes_on_in_the_runtime(

@@ -78,7 +78,9 @@ class RunResult:
     passed: bool
     out_dir: Path
     manifest: dict  # manifest.json as written
-    record: Any  # the same, as its RunRecord (engine/manifest_schema.py): what the reports rendered
+    # The same, as its RunRecord (engine/manifest_schema.py): what the reports rendered; None
+    # only when the manifest does not fit its own schema (a bug, in `report_failures`).
+    record: Any
     gates: list[GateCheck | BudgetCheck]
     artifacts: list[Artifact]
     error: str | None = None
@@ -234,7 +236,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
                         _write_run_junit(Path(junit), json.loads((staging.path / "manifest.json").read_text()),
                                          name, time.perf_counter() - started)
                 raise
-            written, failures, passed, manifest = _finish(staging, out_dir, outcome, compare, name)
+            written, failures, passed, manifest, record = _finish(staging, out_dir, outcome, compare, name)
             if junit is not None:
                 with _output("junit", junit):
                     _write_run_junit(Path(junit), manifest, name, time.perf_counter() - started)
@@ -246,8 +248,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     paths.update({k: out_dir / p.name for k, p in written.items()})
     artifacts = list(outcome.artifacts)
     paths.update({f"artifact:{a.target}": out_dir / a.path for a in artifacts})
-    return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, record=run_record(manifest),
-                     gates=list(outcome.gates),
+    return RunResult(passed=passed, out_dir=out_dir, manifest=manifest, record=record, gates=list(outcome.gates),
                      unchecked=outcome.unchecked,
                      artifacts=artifacts, error=outcome.error, paths=paths, report_failures=failures,
                      published=staging.published)
@@ -255,9 +256,17 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
 
 def _finish(staging, out_dir: Path, outcome, compare, name: str):
     """The staged run's reports, and its manifest with any that failed: (paths written,
-    failures, whether the run passed, the manifest)."""
+    failures, whether the run passed, the manifest, its RunRecord)."""
     manifest = json.loads((staging.path / "manifest.json").read_text())
-    written, failures = _write_reports(staging.path, run_record(manifest), compare, name)
+    try:
+        record = run_record(manifest)
+    except InputError as e:  # the run's own manifest: a bug in edgekiln, not the user's input
+        record, written = None, {}
+        failures = [ReportFailure(report, staging.path / report, RuntimeError(f"its manifest does not fit its "
+                                                                              f"schema: {e}"))
+                    for report in ("report.png and tradeoff.png", "MODEL_CARD.md", "report.html")]
+    else:
+        written, failures = _write_reports(staging.path, record, compare, name)
     for f in failures:  # named as the user will find them
         f.path = out_dir / f.path.relative_to(staging.path)
     passed = outcome.passed
@@ -266,7 +275,9 @@ def _finish(staging, out_dir: Path, outcome, compare, name: str):
         # report step leaves the run standing, its manifest saying what is missing.
         passed = passed and all(f.bug for f in failures)
         manifest = _record_report_failures(staging.path, manifest, failures, staging)
-    return written, failures, passed, manifest
+        if record is not None:
+            record = run_record(manifest)
+    return written, failures, passed, manifest, record
 
 
 @contextlib.contextmanager

@@ -30,7 +30,11 @@ def run_and_report(config, out: Path, junit, compare, cache_dir, force: bool, ke
         raise typer.Exit(report_failures(
             result.report_failures, f"nothing was published: {out} keeps what it held, since even the manifest "
             "saying so could not be written; every stage is cached, so a re-run with room for the outputs is warm"))
-    summary.print_summary(result.record, result.paths["manifest"])
+    if result.record is not None:
+        summary.print_summary(result.record, result.paths["manifest"])
+    else:  # the run's manifest does not fit its own schema (a bug): its reports say why, the verdict stands
+        console.print(f"{result.verdict} — manifest: {result.paths['manifest']} (no summary: "
+                      f"{result.report_failures[0].message()})", markup=False)
     for gate in result.failed_gates:
         console.print(f"[bold red]{gate.message()}")
     console.print("reports: " + ", ".join(str(result.paths[k]) for k in ("report_html", "model_card", "junit")

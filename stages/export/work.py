@@ -105,7 +105,9 @@ def _keep_float(fmt, target, aware: _AccuracyAware, why: str, int8_accuracy: flo
         return {"applied": False, "breach": why,
                 "why_not": f"no layer kept in float can meet the budget: the float model itself scores "
                            f"{aware.float_accuracy:.2f}% ({ceiling})"}, built
-    console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float")
+    wide = fmt.INT16_LAYERS and aware.options.sensitive_as == "int16"
+    console.print(f"  [yellow]{target.name}: INT8 misses the budget ({why}); keeping sensitive layers in float"
+                  + (" (int16 activations in the artifact: sensitive_layers = \"int16\")" if wide else ""))
     if not fmt.MIXED_PRECISION:
         return {"applied": False, "breach": why,
                 "why_not": f"{target.format} artifacts cannot keep layers in float here"}, built
@@ -217,6 +219,9 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
                                                         val_x, val_y)
         accuracy = score(options)
     artifact.quantization = dict(applied)
+    if int8 and options.float_layers and options.sensitive_as == "int16" and not fmt.INT16_LAYERS:
+        artifact.quantization["sensitive_layers"] = (f"kept in float: {target.format} cannot give layers int16 "
+                                                     "activations here ([quantize] sensitive_layers = \"int16\")")
     artifact.size_bytes = size_bytes(path)
     artifact.update(accuracy)
     artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))

@@ -44,6 +44,12 @@ class QuantizeConfig(BaseModel):
     # When an INT8 artifact misses its accuracy budget, keep its most quantization-sensitive
     # layers in float, one at a time, until it holds (formats that can mix precisions).
     accuracy_aware: bool = True
+    # How those layers are kept: "float", or "int16": 16-bit activations with INT8 weights, so
+    # the artifact stays integer-only (an NPU or DSP that runs no float op). TFLite only (the
+    # other formats keep them float, and say so in the artifact's quantization record). The
+    # choice of layers is the same: int16 activations are decided on as float in simulation,
+    # and each artifact is measured in its runtime.
+    sensitive_layers: Literal["float", "int16"] = "float"
     # When the plain INT8 simulation (PTQ) misses the budget on val, the repairs tried in turn,
     # cheapest first, until one holds: "calibration" (the other activation calibrator:
     # histogram for min-max, min-max for a histogram one), "bias_correction" (each layer's INT8
@@ -79,7 +85,8 @@ class QuantizeConfig(BaseModel):
         return self
 
     def options(self) -> Int8Options:
-        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel)
+        return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel,
+                           sensitive_as=self.sensitive_layers)
 
     def resolve_paths(self, base: Path) -> None:
         """The calibration folder is relative to the config file."""

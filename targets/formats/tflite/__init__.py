@@ -128,6 +128,7 @@ class Tflite(Format):
     RUNTIME_MODULE = "ai_edge_litert.interpreter"
     PRECISION = "int8"  # weights and activations, as the cost model counts bytes
     MIXED_PRECISION = True  # layers can stay float inside an INT8 model
+    INT16_LAYERS = True  # ... or take int16 activations (ai-edge-quantizer's per-layer recipe)
     # litert-torch's INT8 path is the PT2E scheme, simulated in torch here (pt2e.py): the
     # quantize stage decides on it, and a mixed-precision search scores its steps there.
     INT8_SIMULATION = "edgekiln.targets.formats.tflite.pt2e"
@@ -174,6 +175,8 @@ class Tflite(Format):
         from edgekiln.targets.formats.tflite import pt2e
 
         metadata = {**metadata, "edgekiln_io": self.io_of(metadata)}
+        if options.float_layers and options.sensitive_as == "int16":
+            return self._export_int16_layers(model, example, calibration, path, metadata, options)
 
         simulated = pt2e.simulate(model, calibration, options)
         try:
@@ -235,6 +238,57 @@ class Tflite(Format):
             metadata.get("name", "image classifier"), metadata.get("description", ""),
             metadata.get("edgekiln_version", ""), io, int(pre["image_size"]), len(labels))
         return {litert_model.METADATA_NAME: standard}, {litert_model.LABELS_FILE: litert_model.labels_text(labels)}
+
+    def _export_int16_layers(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+                             options: Int8Options) -> dict:
+        """INT8 with `options.float_layers` given int16 activations (INT8 weights) instead of
+        float: integer-only. ai-edge-quantizer quantizes the converted fp32 body, a8w8 with a
+        16-bit-activation recipe on those layers' ops, and requantizes between them."""
+        import litert_torch
+
+        try:
+            litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
+            path.write_bytes(self._ai_edge_static(path, calibration, int16_layers=options.float_layers))
+        except ConversionError:
+            raise
+        except Exception as e:
+            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        standard, files = self._app_interface(path, metadata)
+        self.write_metadata(path, {**metadata, **standard})
+        litert_model.append_associated_files(path, files)
+        return {"calibrator": "minmax (ai-edge-quantizer)", "per_channel": True, "float_layers": [],
+                "int16_layers": list(options.float_layers), "calibration_images": len(calibration),
+                "activations": f"int8; int16 in {len(options.float_layers)} sensitive layer(s)"}
+
+    @staticmethod
+    def _ai_edge_static(body: Path, calibration: np.ndarray, int16_layers: tuple[str, ...] = ()) -> bytes:
+        """The converted fp32 body at `body` with INT8 weights and int8 activations, but int16
+        ones in the ops of `int16_layers` (torch module names), calibrated on `calibration`
+        (its own input). ConversionError naming a layer that matched no op of the body."""
+        import copy
+
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+
+        signatures = Interpreter(model_path=str(body)).get_signature_list()
+        key = next(iter(signatures))
+        name = signatures[key]["inputs"][0]
+        images = np.ascontiguousarray(calibration, dtype=np.float32)
+        # Ranges are recorded per tensor, whatever their bit width: calibrated once on the
+        # uniform recipe (a mixed one calibrates op by op, minutes instead of a second).
+        uniform = quantizer.Quantizer(str(body))
+        uniform.load_quantization_recipe(recipe.static_wi8_ai8())
+        ranges = uniform.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
+        wide = recipe.static_wi8_ai16()[0]
+        mixed = recipe.static_wi8_ai8() + [{**copy.deepcopy(wide), "regex": _op_scope(layer)} for layer in int16_layers]
+        qt = quantizer.Quantizer(str(body))
+        qt.load_quantization_recipe(mixed)
+        quantized = bytes(qt.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+        missing = _layers_without_int16(quantized, int16_layers)
+        if missing:
+            raise ConversionError(NAME, f"no op of the converted model matched layer(s) {', '.join(missing)}: they "
+                                        "cannot be given int16 activations (sensitive_layers = \"int16\")")
+        return litert_model.inline_buffers(quantized)  # its interface and metadata are added after
 
     @staticmethod
     def _int16x8(body: Path, calibration: np.ndarray) -> bytes:
@@ -319,3 +373,20 @@ class Tflite(Format):
 
     def parse_adb_output(self, text: str, profile=None) -> tuple[dict, float | None, list[str]]:
         return parse_benchmark_model(text)
+
+
+def _op_scope(layer: str) -> str:
+    """The regex of the ops litert-torch converted from torch module `layer` ("blocks.1.0.conv_pw"):
+    their tensor names carry the module path as "<Type>_<attribute>" segments joined by "/"
+    (fused ops join several names with ";")."""
+    import re
+
+    return "(^|.*[/;])" + "/".join(f"[^/;]*_{re.escape(part)}" for part in layer.split(".")) + "(;|$).*"
+
+
+def _layers_without_int16(model: bytes, layers: tuple[str, ...]) -> list[str]:
+    """The layers of `layers` none of whose tensors in `model` is int16."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    wide = [d["name"] for d in Interpreter(model_content=model).get_tensor_details() if d["dtype"] == np.int16]
+    return [layer for layer in layers if not any(re.match(_op_scope(layer), n) for n in wide)]
