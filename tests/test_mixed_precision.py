@@ -66,8 +66,8 @@ def trained(tmp_path_factory):
     return data, quantized, float_accuracy
 
 
-def export_once(data, quantized, accuracy_aware, workdir, targets, sensitive_layers="float"):
-    config = ExportSections(targets=[TargetConfig(name=fmt, format=fmt) for fmt in targets],
+def export_once(data, quantized, accuracy_aware, workdir, targets, sensitive_layers="float", more=()):
+    config = ExportSections(targets=[TargetConfig(name=fmt, format=fmt) for fmt in targets] + list(more),
               quantize=QuantizeConfig(per_channel=False, accuracy_aware=accuracy_aware,
                                       sensitive_layers=sensitive_layers),
               budget=BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0}))
@@ -119,7 +119,9 @@ def test_int16_sensitive_layers_keep_the_tflite_artifact_integer_only_and_within
 
     data, quantized, float_accuracy = trained
     budget = BudgetConfig(max_drop_total=100.0, max_drop={"export": 5.0})
-    tflite, onnx = export_once(data, quantized, True, tmp_path / "int16", ["tflite", "onnx"], "int16")
+    phone = TargetConfig(name="phone", format="tflite", profile="pixel-3-cpu", allow_estimate=True)
+    tflite, onnx, estimated = export_once(data, quantized, True, tmp_path / "int16", ["tflite", "onnx"], "int16",
+                                          more=[phone])
     mixed = tflite["mixed_precision"]
     assert mixed["applied"] and mixed["held"] and tflite["accuracy_source"] == "runtime"
     assert tflite["quantization"]["int16_layers"] == mixed["float_layers"] and tflite["quantization"]["float_layers"] == []
@@ -134,6 +136,9 @@ def test_int16_sensitive_layers_keep_the_tflite_artifact_integer_only_and_within
     weights = [t for t in tensors if len(t["shape"]) == 4 and t["shape"][0] in (WIDTH + 1, 16)]
     assert weights and all(t["dtype"] == np.int8 for t in weights), [(t["name"], t["dtype"]) for t in weights]
     assert onnx["quantization"]["sensitive_layers"].startswith("kept in float: onnx cannot")
+    # A phone's estimate knows whole-model precisions only: it decides no latency budget here.
+    assert estimated["latency_source"] == "estimate" and estimated["quantization"]["int16_layers"]
+    assert "int16 layers" in estimated["latency_detail"]["order_of_magnitude"]
     assert onnx["quantization"]["float_layers"] == onnx["mixed_precision"]["float_layers"]
 
 

@@ -225,6 +225,15 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     artifact.size_bytes = size_bytes(path)
     artifact.update(accuracy)
     artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
+    if artifact.quantization.get("int16_layers") and artifact.latency_source == "estimate":
+        # The cost model's rows are whole models of one precision; int16 layers inside an INT8
+        # model run on other kernels (on this host's XNNPACK, TFLite's reference ones: 4-5x).
+        why = ("the cost model has no rows for INT8 models with int16 layers (on an x86 host they ran 4-5x "
+               "slower than INT8, BENCHMARKS.md); a device's int16 kernels are its own")
+        artifact.latency_detail = {**(artifact.latency_detail or {}), "order_of_magnitude": why}
+        artifact.latency_notes = [*artifact.latency_notes, f"{precision} estimate for a model with "
+                                  f"{len(artifact.quantization['int16_layers'])} int16 layer(s): order of magnitude "
+                                  f"only ({why})"]
     artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
     artifact.interface = interface
     return artifact
