@@ -51,9 +51,14 @@ def _stage_sections(strict: bool, **context) -> list:
     """Each registered stage's part of the page (its candidates, steps...), in stage order."""
     from markupsafe import Markup
 
-    env = _environment(strict)
-    return [Markup(env.from_string(stage.reporting.html).render(**context))
+    return [Markup(_fragment(strict, stage.reporting.html).render(**context))
             for stage in registry.registered() if stage.reporting.html]
+
+
+@functools.lru_cache(maxsize=32)
+def _fragment(strict: bool, source: str):
+    """A stage's fragment, compiled once (compiling is most of a page's rendering time)."""
+    return _environment(strict).from_string(source)
 
 
 def render(run, images: dict[str, Path], diff=None, title: str | None = None) -> str:
