@@ -200,30 +200,41 @@ class Tflite(Format):
             return self.export_int8(model, example, calibration, path, metadata, options)
         if encoding not in self.ENCODINGS:
             raise ValueError(f"unknown TFLite encoding {encoding!r}; known: {', '.join(self.ENCODINGS)}")
-        import litert_torch
-
         if metadata.get("edgekiln_io") == "int8":
             raise ValueError(self.io_problem("int8", encoding))
         metadata = {**metadata, "edgekiln_io": self.io_of(metadata)}
+        self._convert_and_wrap(
+            model, example, path, metadata,
+            body=(lambda fp32: self._int16x8(fp32, calibration)) if encoding == "int16x8" else None,
+            weights=(lambda wrapped: self._ai_edge_quantized(wrapped, encoding)) if encoding in ("fp16", "dynamic")
+            else None)
+        if encoding == "int16x8":
+            return {"per_channel": True, "activations": "int16, calibrated", "calibration_images": len(calibration)}
+        return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
+
+    def _convert_and_wrap(self, model, example, path: Path, metadata: dict[str, str], body=None,
+                          weights=None) -> None:
+        """Convert `model` to an fp32 .tflite at `path`; `body(path)`, when given, returns it
+        quantized (on its own input, before the app's interface wraps it); then the interface
+        and metadata; then `weights(path)`, when given, returns it with its weights recast
+        (fp16, dynamic). ConversionError for anything the converters raise."""
+        import litert_torch
 
         try:
             litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
-            if encoding == "int16x8":  # the body quantized on its own input, before the app's interface wraps it
-                path.write_bytes(self._int16x8(path, calibration))
+            if body is not None:
+                path.write_bytes(body(path))
             standard, files = self._app_interface(path, metadata)
             # Metadata first: ai-edge-quantizer keeps it, and may write its weights past the
             # flatbuffer (buffer offsets), which write_metadata cannot repack.
             self.write_metadata(path, {**metadata, **standard})
-            if encoding in ("fp16", "dynamic"):
-                path.write_bytes(self._ai_edge_quantized(path, encoding))
+            if weights is not None:
+                path.write_bytes(weights(path))
             litert_model.append_associated_files(path, files)
         except ConversionError:
             raise
         except Exception as e:
             raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-        if encoding == "int16x8":
-            return {"per_channel": True, "activations": "int16, calibrated", "calibration_images": len(calibration)}
-        return {"per_channel": True, "activations": "quantized at run time"} if encoding == "dynamic" else {}
 
     def _app_interface(self, path: Path, metadata: dict[str, str]) -> tuple[dict[str, bytes], dict[str, str]]:
         """Wrap the converted body in the interface `metadata["edgekiln_io"]` asks for
@@ -244,47 +255,27 @@ class Tflite(Format):
         """INT8 with `options.float_layers` given int16 activations (INT8 weights) instead of
         float: integer-only. ai-edge-quantizer quantizes the converted fp32 body, a8w8 with a
         16-bit-activation recipe on those layers' ops, and requantizes between them."""
-        import litert_torch
-
-        try:
-            litert_torch.convert(model.cpu().eval(), (example.cpu(),)).export(str(path))
-            path.write_bytes(self._ai_edge_static(path, calibration, int16_layers=options.float_layers))
-        except ConversionError:
-            raise
-        except Exception as e:
-            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
-        standard, files = self._app_interface(path, metadata)
-        self.write_metadata(path, {**metadata, **standard})
-        litert_model.append_associated_files(path, files)
+        self._convert_and_wrap(model, example, path, metadata,
+                               body=lambda fp32: self._int16_layers(fp32, calibration, options.float_layers))
         return {"calibrator": "minmax (ai-edge-quantizer)", "per_channel": True, "float_layers": [],
                 "int16_layers": list(options.float_layers), "calibration_images": len(calibration),
                 "activations": f"int8; int16 in {len(options.float_layers)} sensitive layer(s)"}
 
     @staticmethod
-    def _ai_edge_static(body: Path, calibration: np.ndarray, int16_layers: tuple[str, ...] = ()) -> bytes:
+    def _int16_layers(body: Path, calibration: np.ndarray, layers: tuple[str, ...]) -> bytes:
         """The converted fp32 body at `body` with INT8 weights and int8 activations, but int16
-        ones in the ops of `int16_layers` (torch module names), calibrated on `calibration`
-        (its own input). ConversionError naming a layer that matched no op of the body."""
+        ones in the ops of `layers` (torch module names), calibrated on `calibration` (its own
+        input). ConversionError naming a layer that matched no op of the body."""
         import copy
 
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer import recipe
 
-        signatures = Interpreter(model_path=str(body)).get_signature_list()
-        key = next(iter(signatures))
-        name = signatures[key]["inputs"][0]
-        images = np.ascontiguousarray(calibration, dtype=np.float32)
+        wide = recipe.static_wi8_ai16()[0]
+        mixed = recipe.static_wi8_ai8() + [{**copy.deepcopy(wide), "regex": _op_scope(layer)} for layer in layers]
         # Ranges are recorded per tensor, whatever their bit width: calibrated once on the
         # uniform recipe (a mixed one calibrates op by op, minutes instead of a second).
-        uniform = quantizer.Quantizer(str(body))
-        uniform.load_quantization_recipe(recipe.static_wi8_ai8())
-        ranges = uniform.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
-        wide = recipe.static_wi8_ai16()[0]
-        mixed = recipe.static_wi8_ai8() + [{**copy.deepcopy(wide), "regex": _op_scope(layer)} for layer in int16_layers]
-        qt = quantizer.Quantizer(str(body))
-        qt.load_quantization_recipe(mixed)
-        quantized = bytes(qt.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
-        missing = _layers_without_int16(quantized, int16_layers)
+        quantized = _ai_edge_static(body, calibration, mixed, calibrate_with=recipe.static_wi8_ai8())
+        missing = _layers_without_int16(quantized, layers)
         if missing:
             raise ConversionError(NAME, f"no op of the converted model matched layer(s) {', '.join(missing)}: they "
                                         "cannot be given int16 activations (sensitive_layers = \"int16\")")
@@ -294,17 +285,9 @@ class Tflite(Format):
     def _int16x8(body: Path, calibration: np.ndarray) -> bytes:
         """The converted fp32 body at `body` with INT8 weights and int16 activations (ai-edge-
         quantizer's static_wi8_ai16 recipe), calibrated on `calibration` (its own input)."""
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer import recipe
 
-        signatures = Interpreter(model_path=str(body)).get_signature_list()
-        key = next(iter(signatures))
-        name = signatures[key]["inputs"][0]
-        qt = quantizer.Quantizer(str(body))
-        qt.load_quantization_recipe(recipe.static_wi8_ai16())
-        images = np.ascontiguousarray(calibration, dtype=np.float32)
-        ranges = qt.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
-        quantized = bytes(qt.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+        quantized = _ai_edge_static(body, calibration, recipe.static_wi8_ai16())
         return litert_model.inline_buffers(quantized)  # its interface and metadata are added after
 
     @staticmethod
@@ -373,6 +356,27 @@ class Tflite(Format):
 
     def parse_adb_output(self, text: str, profile=None) -> tuple[dict, float | None, list[str]]:
         return parse_benchmark_model(text)
+
+
+def _ai_edge_static(body: Path, calibration: np.ndarray, recipe: list[dict], calibrate_with: list[dict] | None = None
+                    ) -> bytes:
+    """The fp32 .tflite at `body` quantized by ai-edge-quantizer with `recipe` (static ranges),
+    calibrated on `calibration` (its own input) with `calibrate_with` (default: `recipe`)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer
+
+    signatures = Interpreter(model_path=str(body)).get_signature_list()
+    key = next(iter(signatures))
+    name = signatures[key]["inputs"][0]
+    images = np.ascontiguousarray(calibration, dtype=np.float32)
+    calibrating = quantizer.Quantizer(str(body))
+    calibrating.load_quantization_recipe(calibrate_with or recipe)
+    ranges = calibrating.calibrate({key: [{name: images[i:i + 1]} for i in range(len(images))]})
+    qt = calibrating
+    if calibrate_with is not None:
+        qt = quantizer.Quantizer(str(body))
+        qt.load_quantization_recipe(recipe)
+    return bytes(qt.quantize(ranges, enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
 def _op_scope(layer: str) -> str:
