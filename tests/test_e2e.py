@@ -521,10 +521,13 @@ def test_a_manifest_its_own_schema_refuses_is_a_bug_that_keeps_the_run(profilele
     monkeypatch.delenv("EDGEKILN_CHECK_MANIFESTS", raising=False)  # the suite's own check would stop it first
     monkeypatch.setattr(manifest_module, "stage_sections", wrong_type)
     out = tmp_path / "out"
-    result = invoke(work / "tiny.toml", out, work.parent / "cache")
+    result = invoke(work / "tiny.toml", out, work.parent / "cache", "--junit", tmp_path / "run.xml")
     assert result.exit_code == 3, result.output
     flat = " ".join(result.stderr.split())
     assert "report.html was not written: a bug in edgekiln's report step" in flat and "prune.stopped = 5" in flat
+    junit = (tmp_path / "run.xml").read_text()
+    assert "a bug in edgekiln: the run&apos;s manifest does not fit its schema" in junit or \
+        "a bug in edgekiln: the run's manifest does not fit its schema" in junit
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["report_errors"]) == {"report.html", "report.png and tradeoff.png", "MODEL_CARD.md"}
     assert [a["sha256"] for a in manifest["artifacts"]] == [a["sha256"] for a in first["artifacts"]]

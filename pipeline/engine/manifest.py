@@ -172,14 +172,13 @@ def read_run(path: Path):
     return run_record(manifest, manifest_path), manifest_path
 
 
-def read_manifest(path: Path) -> tuple[dict, Path]:
-    """manifest.json as JSON (validated as read_run validates it), and the file's path: for
-    the callers that hand the file's content on unchanged (`edgekiln.load`'s `manifest`)."""
+def read_manifest(path: Path) -> tuple[dict, object, Path]:
+    """manifest.json both as JSON and as its RunRecord (read_run's), and the file's path: for
+    a caller that also hands the file's content on unchanged (`edgekiln.load`'s `manifest`)."""
     from edgekiln.engine.manifest_schema import run_record
 
     manifest, manifest_path = _read_json(path)
-    run_record(manifest, manifest_path)
-    return manifest, manifest_path
+    return manifest, run_record(manifest, manifest_path), manifest_path
 
 
 def write_text(path: Path, text: str) -> Path:

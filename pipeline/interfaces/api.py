@@ -152,11 +152,9 @@ class FinishedRun:
 def load(out_dir: str | Path) -> FinishedRun:
     """A finished run from its output folder (or its manifest.json), typed. InputError when
     there is no manifest, or it does not fit the schema (naming the field)."""
-    from edgekiln.engine.manifest_schema import run_record
     from edgekiln.gates import gate_from_dict
 
-    manifest, path = read_manifest(Path(out_dir))
-    record = run_record(manifest, path)  # by its schema_version
+    manifest, record, path = read_manifest(Path(out_dir))
     return FinishedRun(out_dir=path.parent, record=record, manifest=manifest,
                        gates=[gate_from_dict(g) for g in manifest.get("gates") or []],
                        artifacts=[Artifact.from_dict(a) for a in manifest["artifacts"]])
@@ -218,7 +216,7 @@ def run(config: str | Path | dict, out: str | Path | None = None, cache_dir: str
     outputs.recover(out_dir)
     outputs.refuse_unsafe(out_dir, cache, outputs.input_paths(cfg, config_path))
     if compare is not None:
-        read_manifest(Path(compare))  # a bad base stops the run before any work
+        read_run(Path(compare))  # a bad base stops the run before any work
     started = time.perf_counter()
     staging = None
     try:
@@ -291,9 +289,14 @@ def _output(what: str, path: str | Path):
 
 
 def _write_run_junit(path: Path, manifest: dict, name: str, seconds: float) -> Path:
-    from edgekiln.release.junit import run_cases, write_junit
+    from edgekiln.release.junit import Case, run_cases, write_junit
 
-    return write_junit(path, f"edgekiln run {name}", run_cases(run_record(manifest)), seconds)
+    try:
+        cases = run_cases(run_record(manifest))
+    except InputError as e:  # the run's own manifest: a bug in edgekiln, said as one (never bad input)
+        cases = [Case("edgekiln.run", "run", "error", f"a bug in edgekiln: the run's manifest does not fit its "
+                                                      f"schema: {e}")]
+    return write_junit(path, f"edgekiln run {name}", cases, seconds)
 
 
 def report(out_dir: str | Path, compare: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
