@@ -89,8 +89,8 @@ class Artifact:
         record, without the per-image predictions and the cache file name."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k in _ALWAYS}
         if published:
-            out.pop("test_top1", None)
-            out.pop("file", None)
+            for key in UNPUBLISHED:
+                out.pop(key, None)
         return out
 
     @classmethod
@@ -105,6 +105,9 @@ class Artifact:
 _FIELDS = {f.name for f in dataclasses.fields(Artifact)}
 # Always in the record, even when None: a reader can tell "not measured" from "not recorded".
 _ALWAYS = {"latency_ms", "latency_source", "peak_memory_mb", "agreement", "profile_file"}
+# What the published record leaves out of an Artifact: the per-image predictions (cached,
+# never published) and the cache file name (the record has `path`).
+UNPUBLISHED = ("test_top1", "file")
 
 
 # ---- The published record: what manifest.json holds of an artifact, read back typed ----
@@ -218,7 +221,7 @@ class AnyGateRecord(Record):
 class ArtifactRecord(Record):
     """An artifact as manifest.json publishes it (Artifact.to_dict(published=True)), read
     back: every field of Artifact but the per-image predictions and the cache file name, its
-    parts typed. tests/test_run_record.py keeps the two in step."""
+    parts typed. tests/test_manifest_schema.py keeps the two in step."""
 
     target: str
     format: str
@@ -272,6 +275,3 @@ class ArtifactRecord(Record):
     def p50_ms(self) -> float | None:
         return None if self.latency_ms is None else self.latency_ms.p50
 
-
-# What the published record leaves out of an Artifact.
-UNPUBLISHED = ("test_top1", "file")

@@ -23,6 +23,21 @@ def test_the_shipped_json_schema_is_the_one_the_code_describes():
     assert gate["properties"]["status"]["enum"] == list(GATE_STATUSES)
 
 
+def test_the_published_artifact_record_declares_every_field_an_artifact_publishes():
+    """Artifact (built by export) and ArtifactRecord (read back from the manifest) stay in
+    step: a field added to one and not the other would be published untyped, or read as a
+    figure no artifact has."""
+    import dataclasses
+
+    from edgekiln.targets.artifact import UNPUBLISHED, Artifact, ArtifactRecord
+
+    published = {f.name for f in dataclasses.fields(Artifact)} - set(UNPUBLISHED)
+    assert published == set(ArtifactRecord.model_fields)
+    record = Artifact(target="phone", format="tflite", file="model.tflite", test_top1=[1, 2]).to_dict(published=True)
+    assert not set(UNPUBLISHED) & set(record)
+    assert ArtifactRecord.model_validate(record, strict=True).target == "phone"
+
+
 def test_a_run_writes_a_versioned_manifest_whose_gates_are_typed_records(run):
     _, _, manifest = run
     assert manifest["schema_version"] == SCHEMA_VERSION
