@@ -21,6 +21,7 @@ import torch
 from edgekiln.calibration import balanced_sample
 from edgekiln.data.dataset import DataConfig, load_dataset, to_input
 from edgekiln.engine.config import BudgetConfig
+from edgekiln.stages.distill import DistillSections
 from edgekiln.stages.distill import work as distill
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.formats.tflite import pt2e
@@ -76,9 +77,10 @@ def main() -> None:
             test = evaluation.accuracy(evaluation.logits(s, full.test_x), full.test_y)
             print(f"| {arch} | {lr:g} | {translate:g} | {seconds[(arch, translate)]:.0f} | "
                   f"{evaluation.evaluate(s, data):.2f} | {test:.2f} | {q:.2f} | {t_test - q:+.2f} |", flush=True)
-    config = {"student": distill.StudentConfig(arch=list(STUDENTS), epochs=EPOCHS, lr=3e-3, select="smallest"),
-              "distill": DistillConfig(), "train": TrainConfig(translate=0.1),
-              "budget": BudgetConfig(max_drop_total=1.0)}
+    config = DistillSections(student=distill.StudentConfig(arch=list(STUDENTS), epochs=EPOCHS, lr=3e-3,
+                                                           select="smallest"),
+                             distill=DistillConfig(), train=TrainConfig(translate=0.1),
+                             budget=BudgetConfig(max_drop_total=1.0))
     reference = StageResult.with_model(evaluation.evaluate(t, data), t, stage="teacher")
     started = time.perf_counter()
     result = distill.run(data, config, args.work, reference=reference)
