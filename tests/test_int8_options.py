@@ -362,6 +362,9 @@ def test_bias_correction_leaves_a_layer_whose_batch_norm_has_no_shift_and_says_s
     assert torch.equal(fixed[0].weight, model[0].weight)
 
 
+# Slow suite: 23 s of real training. The default suite keeps the rung's logic (scripted
+# accuracies, test_qat_is_the_last_rung_...) and a real QAT conversion (test_qat_state.py).
+@pytest.mark.slow
 def test_the_stage_climbs_to_a_real_qat_rung_and_hands_on_its_model_and_state(tmp_path):
     """The quantize stage itself, on digits at 16 px with a small trained network and a
     budget plain PTQ cannot meet: the QAT rung trains for real (one epoch, distilling from
