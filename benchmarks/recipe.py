@@ -24,6 +24,7 @@ from edgekiln.engine.config import BudgetConfig
 from edgekiln.stages.distill import DistillSections
 from edgekiln.stages.distill import work as distill
 from edgekiln.stages.result import StageResult
+from edgekiln.system.records import dumped
 from edgekiln.targets.formats.tflite import pt2e
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import distillation, evaluation, modeling, trainer
@@ -86,11 +87,11 @@ def main() -> None:
     result = distill.run(data, config, args.work, reference=reference)
     search = time.perf_counter() - started
     each = sum(seconds[(a, 0.1)] for a in STUDENTS)
-    student = result.metrics["student"]
-    print(f"\nsearch: {student['name']} chosen; {student['epochs_spent']} epochs trained of "
-          f"{student['epochs_if_each_trained_fully']}; {search:.0f} s against {each:.0f} s for each candidate "
+    student = result.figures.student
+    print(f"\nsearch: {student.name} chosen; {student.epochs_spent} epochs trained of "
+          f"{student.epochs_if_each_trained_fully}; {search:.0f} s against {each:.0f} s for each candidate "
           f"at {EPOCHS} epochs: {search / each:.2f}x")
-    print(json.dumps(student["candidates"], indent=1, default=str))
+    print(json.dumps(dumped(student)["candidates"], indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from edgekiln.system.records import Record
+
 
 @dataclass(frozen=True)
 class StageReport:
+    # The record type of its StageResult.figures: what its work returns beside the model (a
+    # cached result's figures are read back as it).
+    figures: type[Record] = Record
     # (its result or None when it did not run, {check name: record}) -> {manifest key: value}
     manifest: Callable[[Any, dict], dict] | None = None
     # Manifest key -> its record type (a system.records.Record, `| None` when the stage may not

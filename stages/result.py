@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgekiln.system.records import Record
 from edgekiln.targets.artifact import Artifact
 from edgekiln.training.evaluation import Grading
 from edgekiln.training.modeling import ModelBundle, load_bundle, save_bundle
@@ -31,12 +32,12 @@ class Fork:
 @dataclass
 class StageResult:
     """A stage's outcome: its accuracy on the whole val split (percent), the size of its model,
-    its own figures (`metrics`, which its report hook turns into its manifest section), an
-    optional model, and files (relative to the result's directory). The runner reads only the
-    typed fields."""
+    its own figures (`figures`: the record type its package declares, `StageReport.figures`,
+    which its report hook turns into its manifest section), an optional model, and files
+    (relative to the result's directory). The runner reads only the fields declared here."""
 
     accuracy: float
-    metrics: dict = field(default_factory=dict)
+    figures: Record = field(default_factory=Record)
     files: list[str] = field(default_factory=list)
     params: int | None = None  # of the model it goes on with
     macs: float | None = None
@@ -83,7 +84,7 @@ class StageResult:
         targets: that fork's model (loaded or not) and figures, its test grading where graded."""
         fork = self.forks[index]
         models = None if self._models is None else [self._models[index]]
-        out = StageResult(accuracy=fork.accuracy, metrics={**self.metrics, "arch": fork.student},
+        out = StageResult(accuracy=fork.accuracy, figures=self.figures.model_copy(update={"arch": fork.student}),
                           params=fork.params, macs=fork.macs, tests=self.tests[index:index + 1],
                           compute_seconds=self.compute_seconds, time_budget_cut=list(self.time_budget_cut),
                           _models=models, _model_dirs=self._model_dirs[index:index + 1], directory=self.directory)
@@ -108,7 +109,8 @@ def save_result(result: StageResult, directory: Path) -> None:
     models = result._models or []
     for i, bundle in enumerate(models):
         save_bundle(bundle, _model_dir(directory, i))
-    record = {"accuracy": result.accuracy, "metrics": result.metrics, "files": result.files,
+    record = {"accuracy": result.accuracy, "figures": result.figures.model_dump(mode="json", by_alias=True),
+              "files": result.files,
               "params": result.params, "macs": result.macs, "forks": [asdict(f) for f in result.forks],
               "tests": [asdict(t) for t in result.tests], "compute_seconds": result.compute_seconds,
               "time_budget_cut": result.time_budget_cut,
@@ -116,9 +118,12 @@ def save_result(result: StageResult, directory: Path) -> None:
     (directory / _RESULT_FILE).write_text(json.dumps(record, indent=1))
 
 
-def load_result(directory: Path) -> StageResult:
+def load_result(directory: Path, figures: type[Record] = Record) -> StageResult:
+    """The result `save_result` stored in `directory`, its figures read as `figures` (the
+    stage's record type)."""
     record = json.loads((directory / _RESULT_FILE).read_text())
-    return StageResult(accuracy=record["accuracy"], metrics=record["metrics"], files=record["files"],
+    return StageResult(accuracy=record["accuracy"], figures=figures.model_validate(record["figures"]),
+                       files=record["files"],
                        params=record["params"], macs=record["macs"], forks=[Fork(**f) for f in record["forks"]],
                        tests=[Grading(**t) for t in record["tests"]], compute_seconds=record["compute_seconds"],
                        time_budget_cut=record["time_budget_cut"],

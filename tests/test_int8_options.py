@@ -14,6 +14,7 @@ from edgekiln.targets.formats.tflite import pt2e
 onnx_format = get_format("onnx")
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.stages.quantize import QuantizeSections
+from edgekiln.stages.quantize.report import QuantizeRecord
 
 
 def small_model():
@@ -187,26 +188,26 @@ def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_bud
     def breach(accuracy):
         return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
 
-    metrics = {}
+    figures = QuantizeRecord()
     from types import SimpleNamespace
 
     bundle = SimpleNamespace(model=None)
     graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
-                                                 "minmax", 90.0, breach, metrics)
+                                                 "minmax", 90.0, breach, figures)
     assert kept is bundle  # no bias correction tried: the model is the one it was given
     assert (graph, accuracy, options.calibrator) == ("percentile", 97.5, "percentile") and floated == []
-    assert metrics["calibrator_chosen"] == "percentile" and "mixed_precision" not in metrics
-    steps = metrics["ladder"]["steps"]
-    assert [s["rung"] for s in steps] == ["plain", "calibration"] and steps[1]["breach"] is None
-    assert metrics["ladder"]["stopped"] == "within budget at rung calibration"
-    sentence = quantize_report.ladder_sentence(metrics["ladder"])
+    assert figures.calibrator_chosen == "percentile" and figures.mixed_precision is None
+    steps = figures.ladder.steps
+    assert [s.rung for s in steps] == ["plain", "calibration"] and steps[1].breach is None
+    assert figures.ladder.stopped == "within budget at rung calibration"
+    sentence = quantize_report.ladder_sentence(figures.ladder)
     assert "plain INT8 (minmax calibration) scored 90.00% on val" in sentence
     assert "histogram (L2 error) calibration -> 97.50% (within budget" in sentence
     # ladder = false: float layers only, from the configured calibrator
-    metrics = {}
+    figures = QuantizeRecord()
     work._climb(QuantizeConfig(ladder=False), Scheme(), bundle, None, Int8Options(), None, "minmax", 90.0, breach,
-                metrics)
-    assert floated == ["minmax"] and [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "float_layers"]
+                figures)
+    assert floated == ["minmax"] and [s.rung for s in figures.ladder.steps] == ["plain", "float_layers"]
     assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "bias_correction", "qat"]
     assert QuantizeConfig(mode="qat").rungs == []  # QAT is trained, not repaired
 
@@ -235,14 +236,14 @@ def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_whe
     def breach(accuracy):
         return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
 
-    metrics = {}
+    figures = QuantizeRecord()
     bundle = modeling.ModelBundle("resnet10t", "the model", 10, 32)
     graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
-                                                 "minmax", 90.0, breach, metrics)
+                                                 "minmax", 90.0, breach, figures)
     assert (graph, accuracy, options.calibrator, kept.model) == ("corrected", 97.2, "minmax", "corrected model")
-    assert [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "calibration", "bias_correction"]
-    assert metrics["bias_correction"]["layers_corrected"] == 54
-    assert "bias correction (54 layers) -> 97.20% (within budget" in quantize_report.ladder_sentence(metrics["ladder"])
+    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "bias_correction"]
+    assert figures.bias_correction.layers_corrected == 54
+    assert "bias correction (54 layers) -> 97.20% (within budget" in quantize_report.ladder_sentence(figures.ladder)
 
 
 def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(monkeypatch, tmp_path):
@@ -285,28 +286,28 @@ def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(
         return train
 
     monkeypatch.setattr(work, "save_file", lambda state, path: path.write_text(str(state)))
-    metrics = {}
+    figures = QuantizeRecord()
     graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
-                                                 "minmax", 90.0, breach, metrics, qat_rung=qat_rung(97.4),
+                                                 "minmax", 90.0, breach, figures, qat_rung=qat_rung(97.4),
                                                  workdir=tmp_path)
     assert trained_on == [("the model", ())]
     assert (graph, accuracy, kept.model) == ("qat graph", 97.4, "tuned model")
-    assert [s["rung"] for s in metrics["ladder"]["steps"]] == ["plain", "calibration", "bias_correction",
+    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "bias_correction",
                                                                "float_layers", "qat"]
-    assert metrics["ladder"]["stopped"] == "within budget at rung qat" and metrics["qat"]["epochs"] == 3
+    assert figures.ladder.stopped == "within budget at rung qat" and figures.qat.epochs == 3
     assert (tmp_path / QAT_STATE_FILE).is_file()
     assert "QAT with distillation (3 epochs) -> 97.40% (within budget" in quantize_report.ladder_sentence(
-        metrics["ladder"])
+        figures.ladder)
 
     other = tmp_path / "other"
     other.mkdir()
-    metrics = {}
+    figures = QuantizeRecord()
     graph, accuracy, _, kept = work._climb(QuantizeConfig(ladder=["qat"]), Scheme(), bundle, None, Int8Options(),
-                                           None, "minmax", 90.0, breach, metrics, qat_rung=qat_rung(85.0),
+                                           None, "minmax", 90.0, breach, figures, qat_rung=qat_rung(85.0),
                                            workdir=other)
-    assert (graph, accuracy, kept.model) == ("minmax", 90.0, "the model") and "qat" not in metrics
-    assert metrics["ladder"]["steps"][-1]["kept"] is False and not (other / QAT_STATE_FILE).exists()
-    assert metrics["ladder"]["stopped"].startswith("every rung tried, still 8.00 points below")
+    assert (graph, accuracy, kept.model) == ("minmax", 90.0, "the model") and figures.qat is None
+    assert figures.ladder.steps[-1].kept is False and not (other / QAT_STATE_FILE).exists()
+    assert figures.ladder.stopped.startswith("every rung tried, still 8.00 points below")
 
 
 def test_the_qat_rung_puts_the_training_recipes_in_the_stage_key():
@@ -391,13 +392,13 @@ def test_the_stage_climbs_to_a_real_qat_rung_and_hands_on_its_model_and_state(tm
     previous = StageResult.with_model(100.0, bundle, stage="prune", macs=0)
     config = QuantizeSections(quantize=cfg.quantize, train=cfg.train, distill=cfg.distill, budget=cfg.budget)
     result = work.run(data, config, tmp_path, previous=previous, reference=previous)
-    plain, qat = result.metrics["ladder"]["steps"]
-    assert plain["rung"] == "plain" and qat["rung"] == "qat" and qat["epochs"] == 1 and qat["seconds"] > 0
-    assert qat["kept"] == (qat["accuracy"] > plain["accuracy"])
-    assert (tmp_path / QAT_STATE_FILE).is_file() == qat["kept"]
-    assert result.accuracy == max(plain["accuracy"], qat["accuracy"])
-    if qat["kept"]:
-        assert result.bundle.model is not net and result.metrics["qat"]["accuracy"] == qat["accuracy"]
-        assert result.metrics["qat"]["float_accuracy"] == evaluation.evaluate(result.bundle, data)
+    plain, qat = result.figures.ladder.steps
+    assert plain.rung == "plain" and qat.rung == "qat" and qat.epochs == 1 and qat.seconds > 0
+    assert qat.kept == (qat.accuracy > plain.accuracy)
+    assert (tmp_path / QAT_STATE_FILE).is_file() == qat.kept
+    assert result.accuracy == max(plain.accuracy, qat.accuracy)
+    if qat.kept:
+        assert result.bundle.model is not net and result.figures.qat.accuracy == qat.accuracy
+        assert result.figures.qat.float_accuracy == evaluation.evaluate(result.bundle, data)
     else:
-        assert result.bundle.model is net and "qat" not in result.metrics
+        assert result.bundle.model is net and result.figures.qat is None

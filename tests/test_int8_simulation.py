@@ -66,8 +66,8 @@ def test_the_quantize_stage_decides_on_the_simulation_its_config_names(identity_
     result = quantize.run(data, QuantizeSections(quantize=cfg, budget=BudgetConfig(max_drop_total=100.0)), tmp_path,
                           previous=previous, reference=reference)
     assert simulated == [16]  # the stage simulated INT8 through this module, on its calibration sample
-    assert result.metrics["scheme"] == SCHEME and result.metrics["simulation"] == "identity-test"
-    assert result.metrics["simulation_calibrator"] == "none (identity)"
+    assert result.figures.scheme == SCHEME and result.figures.simulation == "identity-test"
+    assert result.figures.simulation_calibrator == "none (identity)"
     assert result.accuracy == pytest.approx(float_accuracy)  # the identity "INT8" loses nothing
     [graded] = result.grader(data.val_x, data.val_y)
     assert np.isclose(graded.accuracy, float_accuracy)

@@ -51,7 +51,7 @@ def test_a_teacher_on_auto_records_the_rate_it_trained_at(tmp_path):
     data = load_dataset(DataConfig(source="digits", image_size=16, max_samples=120))
     result = teacher.run(data, TeacherSections(teacher=TeacherConfig(candidates=["mobilenetv3_small_050"], epochs=1, lr="auto"),
                                 train=TrainConfig(batch_size=16)), tmp_path)
-    found = result.metrics["candidates"][0]["lr"]
+    found = result.figures.candidates[0].lr
     assert found["lr"] > 0 and "smoothed loss was lowest" in found["why"] and found["curve"]
 
 

@@ -174,7 +174,7 @@ def test_a_budget_that_even_the_float_model_misses_is_not_searched(trained, tmp_
     # The reference (the quantize stage's INT8 simulation) above float by more than the budget:
     # no layer kept in float can help, so no artifact is converted for nothing.
     lucky = StageResult.with_model(float_accuracy + 6.0, quantized.bundle, directory=quantized.directory,
-                                   metrics=quantized.metrics)
+                                   figures=quantized.figures)
     [onnx] = export_once(data, lucky, True, tmp_path / "ceiling", ["onnx"])
     mixed = onnx["mixed_precision"]
     assert mixed["applied"] is False and "steps" not in mixed

@@ -44,13 +44,13 @@ def test_a_step_that_breaks_the_budget_is_undone_and_pruning_stops_at_the_last_g
     budget = BudgetConfig(max_drop_total=50.0, max_drop={"prune": 15.0})
     cfg = prune.PruneConfig(macs_ratio=0.4, steps=3, finetune_epochs=0)
     result = prune.run(data, config(cfg, budget), tmp_path, **inputs(data))
-    steps = result.metrics["steps"]
-    assert [s["step"] for s in steps] == [0, 1, 2, 3]
-    assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"] > steps[3]["macs"]
-    assert steps[3]["note"].startswith("undone: 20.00 points below distill > budget.max_drop.prune = 15")
-    assert result.metrics["stopped"].startswith("backed off to step 2")
-    assert result.accuracy == 80.0 and result.macs == steps[2]["macs"]
-    assert modeling.macs(result.bundle.model, data.image_size) == steps[2]["macs"]  # the model is step 2's
+    steps = result.figures.steps
+    assert [s.step for s in steps] == [0, 1, 2, 3]
+    assert steps[0].macs > steps[1].macs > steps[2].macs > steps[3].macs
+    assert steps[3].note.startswith("undone: 20.00 points below distill > budget.max_drop.prune = 15")
+    assert result.figures.stopped.startswith("backed off to step 2")
+    assert result.accuracy == 80.0 and result.macs == steps[2].macs
+    assert modeling.macs(result.bundle.model, data.image_size) == steps[2].macs  # the model is step 2's
 
 
 def test_a_first_step_that_breaks_the_budget_backs_off_to_the_distilled_student(data, monkeypatch, tmp_path):
@@ -60,10 +60,10 @@ def test_a_first_step_that_breaks_the_budget_backs_off_to_the_distilled_student(
     distilled = inputs(data)
     macs_before = modeling.macs(distilled["previous"].bundle.model, data.image_size)
     result = prune.run(data, config(cfg, budget), tmp_path, **distilled)
-    steps = result.metrics["steps"]
-    assert [s["step"] for s in steps] == [0, 1] and steps[1]["note"].startswith("undone: 20.00 points below")
-    assert result.metrics["stopped"].startswith("backed off to the distilled student (no pruning)")
-    assert result.accuracy == 90.0 and result.metrics["macs_ratio"] == 1.0
+    steps = result.figures.steps
+    assert [s.step for s in steps] == [0, 1] and steps[1].note.startswith("undone: 20.00 points below")
+    assert result.figures.stopped.startswith("backed off to the distilled student (no pruning)")
+    assert result.accuracy == 90.0 and result.figures.macs_ratio == 1.0
     assert modeling.macs(result.bundle.model, data.image_size) == macs_before  # unpruned
 
 
@@ -73,11 +73,11 @@ def test_pruning_to_an_estimated_latency_stops_at_the_target(data, monkeypatch, 
     cfg = prune.PruneConfig(latency_ms=0.95 * start, profile="x86-server-avx2", steps=2, finetune_epochs=0,
                             importance="taylor")
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
-    steps = result.metrics["steps"]
-    assert [s["latency_source"] for s in steps] == ["estimate"] * 3
-    assert steps[0]["latency_ms"] > steps[1]["latency_ms"] > steps[2]["latency_ms"]
-    assert steps[1]["latency_ms"] <= 0.975 * start + 1e-9  # half-way goal after step 1
-    assert steps[2]["latency_ms"] <= 0.95 * start + 1e-9 and result.metrics["stopped"] == "reached the latency target"
+    steps = result.figures.steps
+    assert [s.latency_source for s in steps] == ["estimate"] * 3
+    assert steps[0].latency_ms > steps[1].latency_ms > steps[2].latency_ms
+    assert steps[1].latency_ms <= 0.975 * start + 1e-9  # half-way goal after step 1
+    assert steps[2].latency_ms <= 0.95 * start + 1e-9 and result.figures.stopped == "reached the latency target"
 
 
 def test_a_latency_below_the_runtimes_fixed_cost_is_reported_unreachable(data, monkeypatch, tmp_path):
@@ -85,8 +85,8 @@ def test_a_latency_below_the_runtimes_fixed_cost_is_reported_unreachable(data, m
     scripted_accuracies(monkeypatch, [88.0])
     cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", finetune_epochs=0)
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
-    assert result.metrics["stopped"] == "stopped at step 1: the target cannot be reached (no layer can give up more)"
-    assert result.metrics["steps"][1]["latency_ms"] > 0.1
+    assert result.figures.stopped == "stopped at step 1: the target cannot be reached (no layer can give up more)"
+    assert result.figures.steps[1].latency_ms > 0.1
 
 
 def fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.5):
@@ -116,14 +116,14 @@ def test_pruning_to_a_measured_latency_prunes_until_the_runner_says_so(data, mon
     target = 0.2 + 0.6 * (start - 0.2)  # 40% of the MAC-bound part: a fixed cost keeps one round short
     cfg = prune.PruneConfig(latency_ms=target, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
-    steps = result.metrics["steps"]
-    assert [s["latency_source"] for s in steps] == ["host"] * 3
-    assert steps[0]["latency_ms"] == pytest.approx(start)
-    assert steps[1]["latency_ms"] <= start - 0.5 * (start - target) + 1e-9  # half-way goal after step 1
-    assert steps[2]["latency_ms"] <= target and result.metrics["stopped"] == "reached the latency target"
-    assert all(s["latency_ms"] in timed for s in steps)  # every recorded figure is one the runner gave
+    steps = result.figures.steps
+    assert [s.latency_source for s in steps] == ["host"] * 3
+    assert steps[0].latency_ms == pytest.approx(start)
+    assert steps[1].latency_ms <= start - 0.5 * (start - target) + 1e-9  # half-way goal after step 1
+    assert steps[2].latency_ms <= target and result.figures.stopped == "reached the latency target"
+    assert all(s.latency_ms in timed for s in steps)  # every recorded figure is one the runner gave
     assert len(timed) > 3  # more than one measurement per step: the search measured as it went
-    assert result.metrics["target"] == {"latency_ms": target, "profile": "x86-server-avx2", "measured": True}
+    assert result.figures.target == {"latency_ms": target, "profile": "x86-server-avx2", "measured": True}
     assert list(tmp_path.iterdir()) == []  # the timed artifacts are not left behind
 
 
@@ -134,25 +134,25 @@ def test_a_measured_goal_missed_after_its_rounds_goes_on_to_the_next_step_and_th
     timed = fake_runner(monkeypatch, fixed_ms=0.2, ms_per_mmac=0.0)  # all fixed cost: MACs do not matter
     cfg = prune.PruneConfig(latency_ms=0.1, profile="x86-server-avx2", measure=True, steps=2, finetune_epochs=0)
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
-    steps = result.metrics["steps"]
-    assert steps[1]["note"] == (f"target not reached: still 0.200 ms measured against 0.150 "
+    steps = result.figures.steps
+    assert steps[1].note == (f"target not reached: still 0.200 ms measured against 0.150 "
                                 f"after {prune._MEASURE_ROUNDS} rounds of pruning and measuring")
-    assert steps[2]["note"].startswith("target not reached: still 0.200 ms measured against 0.100")
-    assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"]  # step 2 went on pruning from step 1
+    assert steps[2].note.startswith("target not reached: still 0.200 ms measured against 0.100")
+    assert steps[0].macs > steps[1].macs > steps[2].macs  # step 2 went on pruning from step 1
     assert len(timed) == 2 * prune._MEASURE_ROUNDS + 1  # the start, then one per round
-    assert result.metrics["stopped"].startswith("stopped at step 2: the target cannot be reached (still 0.200 ms")
+    assert result.figures.stopped.startswith("stopped at step 2: the target cannot be reached (still 0.200 ms")
 
 
 def test_pruning_to_a_measured_latency_times_each_step_on_the_host(data, monkeypatch, tmp_path):
     scripted_accuracies(monkeypatch, [88.0])
     cfg = prune.PruneConfig(latency_ms=0.001, profile="x86-server-avx2", measure=True, finetune_epochs=0)
     result = prune.run(data, config(cfg, BudgetConfig(max_drop_total=50.0)), tmp_path, **inputs(data))
-    steps = result.metrics["steps"]
-    assert [s["latency_source"] for s in steps] == ["host", "host"]
-    assert all(s["latency_ms"] > 0.001 for s in steps) and steps[1]["macs"] < steps[0]["macs"]
+    steps = result.figures.steps
+    assert [s.latency_source for s in steps] == ["host", "host"]
+    assert all(s.latency_ms > 0.001 for s in steps) and steps[1].macs < steps[0].macs
     # 1 µs is below any runtime's fixed cost: pruning goes on until the runner or the model gives out
-    assert result.metrics["stopped"].startswith("stopped at step 1: the target cannot be reached (")
-    assert steps[1]["note"].startswith("target not reached: ")
+    assert result.figures.stopped.startswith("stopped at step 1: the target cannot be reached (")
+    assert steps[1].note.startswith("target not reached: ")
 
 
 def test_prune_targets_are_validated():

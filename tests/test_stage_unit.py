@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from edgekiln import stages
 from edgekiln.stages import Stage, StageReport
 from edgekiln.stages.result import StageResult
-from edgekiln.system.records import Record
+from edgekiln.system.records import Record, dumped
 from edgekiln.training.evaluation import Grading
 
 
@@ -29,7 +29,7 @@ def audit(data, config, workdir: Path, *, previous: StageResult, reference: Stag
     assert len(artifacts) >= config.audit.min_artifacts and reference.accuracy > 0
     (workdir / "audit.txt").write_text(f"{len(artifacts)} artifacts\n")
     best = max(artifacts, key=lambda a: a.accuracy)
-    result = StageResult(accuracy=best.accuracy, metrics={"artifacts_seen": len(artifacts), "best": best.target},
+    result = StageResult(accuracy=best.accuracy, figures=AuditRecord(artifacts_seen=len(artifacts), best=best.target),
                          files=["audit.txt"])
     result.grader = lambda test_x, test_y: [Grading(best.test_accuracy, best.test_top1)]
     return result
@@ -45,8 +45,8 @@ class AuditRecord(Record):
 AUDIT = Stage(
     name="audit", order=60, run=audit, section="audit", schema=AuditConfig, default=AuditConfig(), budgeted=True,
     report=StageReport(
-        manifest=lambda result, checks: {"audit": None if result is None else {
-            k: result.metrics[k] for k in ("artifacts_seen", "best")}},
+        figures=AuditRecord,
+        manifest=lambda result, checks: {"audit": None if result is None else dumped(result.figures)},
         fields={"audit": AuditRecord | None},
         summary=lambda m, console: console.print(f"audit: {m.audit.artifacts_seen} artifacts seen")
         if m.audit else None,

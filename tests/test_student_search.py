@@ -118,15 +118,15 @@ def test_search_distils_each_candidate_and_records_the_rounds(data):
               distill=DistillConfig(), train=TrainConfig(batch_size=32),
               budget=BudgetConfig(max_drop_total=100.0))
     result = distill.run(data, config, None, reference=reference)
-    student = result.metrics["student"]
-    by_name = {c["name"]: c for c in student["candidates"]}
+    student = result.figures.student
+    by_name = {c.name: c for c in student.candidates}
     # everything within a 100-point budget: the smallest wins, the other stopped after round 1
-    assert student["name"] == result.metrics["arch"] == "mobilenetv3_small_050"
-    assert by_name["mobilenetv3_small_050"]["chosen"] and by_name["mobilenetv3_small_050"]["epochs_trained"] == 2
-    assert by_name["mobilenetv3_small_075"]["epochs_trained"] == 1
-    assert "dropped after round 1" in by_name["mobilenetv3_small_075"]["why"]
-    assert student["epochs_spent"] == 3 < student["epochs_if_each_trained_fully"] == 4
-    assert result.accuracy == by_name["mobilenetv3_small_050"]["accuracy"]
+    assert student.name == result.figures.arch == "mobilenetv3_small_050"
+    assert by_name["mobilenetv3_small_050"].chosen and by_name["mobilenetv3_small_050"].epochs_trained == 2
+    assert by_name["mobilenetv3_small_075"].epochs_trained == 1
+    assert "dropped after round 1" in by_name["mobilenetv3_small_075"].why
+    assert student.epochs_spent == 3 < student.epochs_if_each_trained_fully == 4
+    assert result.accuracy == by_name["mobilenetv3_small_050"].accuracy
     assert result.bundle.arch == "mobilenetv3_small_050"
 
 
@@ -249,14 +249,14 @@ def test_an_auto_search_of_three_students_costs_at_most_twice_its_winner(more_da
               budget=BudgetConfig(max_drop_total=100.0))
     result = distill.run(data, config, None, reference=reference)
     distill.refresh(result, config, reference.accuracy)  # as the runner does
-    student = result.metrics["student"]
-    assert student["schedule"] == [2, 4]
-    winner = next(c for c in student["candidates"] if c["chosen"])
-    assert all(c["steps"] == c["epochs_trained"] * 12 for c in student["candidates"])  # 360 images, batch 32
-    assert student["epochs_spent"] <= 2 * winner["epochs_trained"], student["candidates"]
-    assert winner["schedule"]["stopped"] and student["missed_budget"] is None
-    dropped = [c for c in student["candidates"] if not c["chosen"]]
-    assert len(dropped) == 2 and all(c["why"].startswith("dropped after round") for c in dropped)
+    student = result.figures.student
+    assert student.schedule == [2, 4]
+    winner = next(c for c in student.candidates if c.chosen)
+    assert all(c.steps == c.epochs_trained * 12 for c in student.candidates)  # 360 images, batch 32
+    assert student.epochs_spent <= 2 * winner.epochs_trained, student.candidates
+    assert winner.schedule["stopped"] and student.missed_budget is None
+    dropped = [c for c in student.candidates if not c.chosen]
+    assert len(dropped) == 2 and all(c.why.startswith("dropped after round") for c in dropped)
 
 
 def test_survivors_trained_to_the_end_are_ranked_on_where_they_ended(data, monkeypatch):
@@ -285,8 +285,8 @@ def test_survivors_trained_to_the_end_are_ranked_on_where_they_ended(data, monke
               budget=BudgetConfig(max_drop_total=1.5))
     result = distill.run(data, config, None, reference=reference)
     distill.refresh(result, config, reference.accuracy)  # as the runner does
-    assert result.metrics["student"]["name"] == "resnet10t_w24"
-    assert result.metrics["student"]["missed_budget"] is None
+    assert result.figures.student.name == "resnet10t_w24"
+    assert result.figures.student.missed_budget is None
 
 
 def test_a_run_whose_student_misses_the_budget_exits_1_naming_the_closest_and_what_to_try(run, tmp_path):

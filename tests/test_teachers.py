@@ -11,6 +11,7 @@ from edgekiln.stages.teacher import work as teacher
 from edgekiln.training import evaluation, modeling
 from edgekiln.training.config import TrainConfig
 from edgekiln.stages.teacher import TeacherSections
+from edgekiln.system.records import dumped
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +76,12 @@ def run_teacher(data, **cfg):
 def test_selection_records_every_candidate_with_why(data):
     result = run_teacher(data, candidates=["resnet10t", "mobilenetv3_small_050"], epochs=1,
                          select="accuracy_per_gflop", max_macs=20e6)
-    records = {r["name"]: r for r in result.metrics["candidates"]}
-    assert records["resnet10t"]["accuracy"] is None and "teacher.max_macs" in records["resnet10t"]["why"]
+    records = {r.name: r for r in result.figures.candidates}
+    assert records["resnet10t"].accuracy is None and "teacher.max_macs" in records["resnet10t"].why
     chosen = records["mobilenetv3_small_050"]
-    assert chosen["chosen"] and chosen["why"] == "best accuracy per GFLOP"
-    assert chosen["host_latency_ms"] > 0 and chosen["input_size"] == 32
-    json.dumps(result.metrics)  # the manifest stores it as is
+    assert chosen.chosen and chosen.why == "best accuracy per GFLOP"
+    assert chosen.host_latency_ms > 0 and chosen.input_size == 32
+    json.dumps(dumped(result.figures))  # the manifest and the cache store it
 
 
 def test_every_candidate_excluded_is_an_input_error(data):
@@ -90,20 +91,20 @@ def test_every_candidate_excluded_is_an_input_error(data):
 
 def test_ensemble_keeps_the_top_k_and_scores_their_average(data):
     result = run_teacher(data, candidates=["resnet10t", "mobilenetv3_small_050", "mobilenetv3_small_075"], epochs=1, ensemble=2)
-    chosen = [r for r in result.metrics["candidates"] if r["chosen"]]
+    chosen = [r for r in result.figures.candidates if r.chosen]
     assert len(chosen) == 2 and len(result.bundles) == 2
-    best = max(r["accuracy"] for r in result.metrics["candidates"])
-    assert chosen[0]["accuracy"] == best or chosen[1]["accuracy"] == best
+    best = max(r.accuracy for r in result.figures.candidates)
+    assert chosen[0].accuracy == best or chosen[1].accuracy == best
     averaged = torch.stack([evaluation.logits(b, data.val_x) for b in result.bundles]).mean(0)
     assert result.accuracy == evaluation.accuracy(averaged, data.val_y)
 
 
 def test_teacher_stage_fine_tunes_a_transformers_checkpoint_at_its_own_size(data, hf_dir):
     result = run_teacher(data, candidates=[f"hf:{hf_dir}", "mobilenetv3_small_050"], epochs=1)
-    records = {r["name"]: r for r in result.metrics["candidates"]}
+    records = {r.name: r for r in result.figures.candidates}
     hf = records[f"hf:{hf_dir}"]
-    assert hf["input_size"] == 48 and hf["accuracy"] is not None and hf["macs"] > 0
-    assert records["mobilenetv3_small_050"]["input_size"] == 32
+    assert hf.input_size == 48 and hf.accuracy is not None and hf.macs > 0
+    assert records["mobilenetv3_small_050"].input_size == 32
 
 
 def test_pretrained_weights_that_cannot_be_had_here_stop_the_run_at_preflight(monkeypatch):

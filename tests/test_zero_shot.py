@@ -158,9 +158,9 @@ def test_a_linear_probe_trains_the_head_only_and_competes_with_fine_tuned_teache
     cfg = TeacherConfig(candidates=[f"clip:{clip_dir}", "resnet10t"], epochs=1, clip_head="linear-probe",
                         ensemble=2)
     result = teacher.run(data, TeacherSections(teacher=cfg, train=TrainConfig()), tmp_path)
-    record = next(c for c in result.metrics["candidates"] if c["name"].startswith("clip:"))
-    assert record["zero_shot"]["labels_used"] and record["schedule"]["mode"] == "fixed"
-    assert "linear-probe head from 8 prompts per class name; trained on the labelled train split" in record["why"]
+    record = next(c for c in result.figures.candidates if c.name.startswith("clip:"))
+    assert record.zero_shot["labels_used"] and record.schedule["mode"] == "fixed"
+    assert "linear-probe head from 8 prompts per class name; trained on the labelled train split" in record.why
     after = next(b for b in result.bundles if b.arch.startswith("clip:")).model.state_dict()
     assert not torch.equal(after["head.weight"], before["head.weight"])
     tower = [k for k in before if k.startswith("hf.")]

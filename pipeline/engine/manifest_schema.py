@@ -86,11 +86,15 @@ class PlanRecord(Record):
     reference_title: str | None = REFERENCE
     skipped: Items[Skipped] = []
 
-    @model_validator(mode="after")
-    def _named_reference(self):
-        self.reference = self.reference or REFERENCE
-        self.reference_title = self.reference_title or self.reference
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _named_reference(cls, data):
+        # before, not after, validation: assigning in an after-validator validates the
+        # record again (records validate assignment), and so on without end
+        if isinstance(data, dict):
+            reference = data.get("reference") or REFERENCE
+            data = {**data, "reference": reference, "reference_title": data.get("reference_title") or reference}
+        return data
 
 
 class TimeBudgetRecord(Record):

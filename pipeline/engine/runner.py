@@ -174,12 +174,12 @@ def _run_stage(node: Stage, cfg: PipelineConfig, data: Dataset, cache: StageCach
     its result is then graded on the test split, and stored with those figures."""
     entry = cache.lookup(node.name, key)
     if entry is not None:
-        return _named(load_result(entry), node), True
+        return _named(load_result(entry, node.reporting.figures), node), True
     with cache.locked(node.name, key, on_wait=lambda: console.print(
             f"  {node.name}: another run is computing this stage; waiting to re-use its result")):
         entry = cache.lookup(node.name, key)  # the run we waited for finished it
         if entry is not None:
-            return _named(load_result(entry), node), True
+            return _named(load_result(entry, node.reporting.figures), node), True
         started = time.perf_counter()
         config = node.sections_of(cfg)
         checkpoints = cache.partial(node.name, key)

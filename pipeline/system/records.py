@@ -14,7 +14,9 @@ Number = float  # strict validation still takes an int for a float
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # A figure set after construction (a stage filling in its record as it goes) is checked
+    # against its type, and a dict given for a record becomes that record.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
 def _empty_list(value: Any) -> Any:
@@ -38,3 +40,9 @@ class Always:
 
     def __class_getitem__(cls, item):
         return Annotated[item, BeforeValidator(_empty_record, json_schema_input_type=item | None)]
+
+
+def dumped(record: Record, **more: Any) -> dict:
+    """`record` as JSON-ready data for manifest.json and the cache: the figures it was given
+    (a figure never set stays absent, as a reader of the file expects), and `more`."""
+    return {**record.model_dump(mode="json", by_alias=True, exclude_unset=True), **more}

@@ -21,11 +21,11 @@ def int8_options(result, options: Int8Options) -> Int8Options:
     """`options` (the config's) with QAT's state if the stage left one, and the layers it kept
     in float to hold its budget. `result`: the quantizing stage's StageResult."""
     state = result.directory / QAT_STATE_FILE
-    mixed = result.metrics.get("mixed_precision") or {}
+    mixed = result.figures.mixed_precision
     # the ladder's calibration rung may have chosen another calibrator than the config's
-    calibrator = result.metrics.get("calibrator_chosen") or options.calibrator
+    calibrator = result.figures.calibrator_chosen or options.calibrator
     return dataclasses.replace(options, qat_state=str(state) if state.is_file() else None, calibrator=calibrator,
-                               float_layers=tuple(mixed.get("float_layers") or ()) if mixed.get("applied") else ())
+                               float_layers=tuple(mixed.float_layers) if mixed and mixed.applied else ())
 
 
 def calibration_images(result, bundle: ModelBundle) -> np.ndarray:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from edgekiln.figures import millions, num, text
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Items, Number, Record
+from edgekiln.system.records import Items, Number, Record, dumped
 
 
 class StudentCandidate(Record):
@@ -24,6 +24,14 @@ class StudentCandidate(Record):
     latency_by_group: dict[str, Number | None] | None = None
     chosen: bool | None = None
     why: str | None = None
+    chosen_for: Items[str] = []  # a student per group of targets: the targets it was chosen for
+    rounds: Items[dict[str, Any]] = []  # the search's rounds it trained in: epochs, accuracy
+    round_schedule: dict[str, Any] | None = None  # epochs = "auto": its last round's schedule
+    schedule: dict[str, Any] | None = None  # epochs = "auto", the chosen: its whole schedule
+    steps: int | None = None
+    lr: dict[str, Any] | None = None  # lr = "auto": the range test's record
+    unlabelled_seen: int | None = None
+    teacher_outputs: dict[str, Any] | None = None  # what the teacher cost its loop
 
 
 class MissedBudget(Record):
@@ -41,9 +49,27 @@ class StudentRecord(Record):
 
     name: str | None = None
     select: str | None = None
+    profile: str | None = None  # the latency profile `select` ranked by
+    per_target: bool | None = None  # a student per group of targets
+    groups: Items[dict[str, Any]] = []  # per_target: each group's profile, targets, latency source
+    train_images: int | None = None
+    schedule: Any = None  # the search's rounds
+    epochs_spent: int | None = None
+    epochs_if_each_trained_fully: int | None = None
+    within_budget: bool | None = None
     missed_budget: MissedBudget | None = None
+    auto: dict[str, Any] | None = None  # epochs = "auto": the chosen one's schedule
     candidates: Items[StudentCandidate] = []
     unlabelled: dict[str, Any] | None = None
+
+
+class DistillFigures(Record):
+    """What stage `distill`'s work returns beside its student(s): the student's architecture,
+    the feature loss it distilled with, and the search (`student`)."""
+
+    arch: str | None = None
+    feature_loss: str | None = None
+    student: StudentRecord | None = None
 
 
 class PrecheckRecord(Record):
@@ -58,9 +84,9 @@ class PrecheckRecord(Record):
 
 def _manifest(result, checks: dict) -> dict:
     """The student search: every candidate, trained or dropped by the pre-check, and why."""
-    if result is None or "student" not in result.metrics:
+    if result is None or result.figures.student is None:
         return {"student": None}
-    student = dict(result.metrics["student"])
+    student = dumped(result.figures.student)
     dropped = [{"name": d["name"], "accuracy": None, "epochs_trained": 0, "chosen": False,
                 "why": f"dropped before training: {d['why']}"} for d in (checks.get("precheck") or {}).get("dropped", [])]
     student["candidates"] = student["candidates"] + dropped
@@ -133,5 +159,5 @@ def _lineage(m) -> tuple[str, str | None, str]:
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"student": StudentRecord | None, "precheck": PrecheckRecord | None},
+    figures=DistillFigures, manifest=_manifest, fields={"student": StudentRecord | None, "precheck": PrecheckRecord | None},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"student": ("#4c72b0", "o")})

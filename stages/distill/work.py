@@ -16,7 +16,9 @@ from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.distill import DistillSections, StudentConfig
+from edgekiln.stages.distill.report import DistillFigures, MissedBudget, StudentRecord
 from edgekiln.stages.result import Fork, StageResult
+from edgekiln.system.records import dumped
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer
 from edgekiln.training.config import DistillConfig
 
@@ -292,13 +294,13 @@ def run(data: Dataset, config: DistillSections, workdir: Path, *, reference: Sta
     model = winner.bundle.model
     spent = sum(c.record["epochs_trained"] for c in candidates)
     return StageResult.with_model(winner.record["accuracy"], winner.bundle, params=modeling.params(model),
-                                  macs=modeling.macs(model, winner.bundle.input_size), metrics={
-        "arch": winner.record["name"], "feature_loss": kd.feature_loss,
-        "student": {"name": winner.record["name"], "select": cfg.select, "profile": cfg.profile,
-                    "train_images": len(data.train_y), "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
-                        plan.length * len(candidates), "within_budget": within,
-                    "auto": winner.record.get("schedule"), "unlabelled": data.unlabelled,
-                    "candidates": [c.record for c in candidates]}})
+                                  macs=modeling.macs(model, winner.bundle.input_size), figures=DistillFigures(
+        arch=winner.record["name"], feature_loss=kd.feature_loss,
+        student=StudentRecord(name=winner.record["name"], select=cfg.select, profile=cfg.profile,
+                              train_images=len(data.train_y), schedule=rounds, epochs_spent=spent,
+                              epochs_if_each_trained_fully=plan.length * len(candidates), within_budget=within,
+                              auto=winner.record.get("schedule"), unlabelled=data.unlabelled,
+                              candidates=[c.record for c in candidates])))
 
 
 # Each student family from narrow to wide: what to try when the widest tried misses the budget.
@@ -315,16 +317,16 @@ def refresh(result: StageResult, config: DistillSections, teacher: float) -> Non
     """The search's budget verdicts under the budget in force: the stage's key leaves
     [budget] out when it cannot change the model (one candidate), so a cached result may
     have been recorded under another budget."""
-    student = result.metrics.get("student")
-    if not student:
+    student = result.figures.student
+    if student is None:
         return
     budget = config.budget
-    chosen = next((c for c in student["candidates"] if c.get("chosen")), None)
-    if chosen is not None and chosen.get("accuracy") is not None:
-        student["within_budget"] = budgets.within_total(chosen["accuracy"], teacher, budget)
+    chosen = next((c for c in student.candidates if c.chosen), None)
+    if chosen is not None and chosen.accuracy is not None:
+        student.within_budget = budgets.within_total(chosen.accuracy, teacher, budget)
     plan = schedule.from_config(config.student, config.train)
-    student["missed_budget"] = missed_budget(student["candidates"], teacher, budget, plan,
-                                             student.get("train_images") or 0)
+    missed = missed_budget([dumped(c) for c in student.candidates], teacher, budget, plan, student.train_images or 0)
+    student.missed_budget = None if missed is None else MissedBudget.model_validate(missed)
 
 
 def missed_budget(records: list[dict], teacher: float, budget, plan: schedule.Schedule,
@@ -450,16 +452,16 @@ def _per_target(candidates, alive, groups: list[TargetGroup], cfg: StudentConfig
              for e in chosen]
     result = StageResult.with_models(first.record["accuracy"], [e["candidate"].bundle for e in chosen],
                                      params=forks[0].params, macs=forks[0].macs,
-                                     forks=forks if len(forks) > 1 else [], metrics={
-        "arch": first.record["name"], "feature_loss": kd.feature_loss,
-        "student": {"name": first.record["name"], "select": cfg.select, "profile": None, "per_target": True,
-                    "train_images": len(data.train_y),
-                    "groups": [{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
-                    "schedule": rounds, "epochs_spent": spent, "epochs_if_each_trained_fully":
-                        plan.length * len(candidates),
-                    "within_budget": budgets.within_total(first.record["accuracy"], teacher_accuracy, total),
-                    "auto": first.record.get("schedule"), "unlabelled": data.unlabelled,
-                    "candidates": [c.record for c in candidates]}})
+                                     forks=forks if len(forks) > 1 else [], figures=DistillFigures(
+        arch=first.record["name"], feature_loss=kd.feature_loss,
+        student=StudentRecord(
+            name=first.record["name"], select=cfg.select, profile=None, per_target=True,
+            train_images=len(data.train_y),
+            groups=[{"profile": g.label, "targets": g.targets, "latency_source": g.source} for g in groups],
+            schedule=rounds, epochs_spent=spent, epochs_if_each_trained_fully=plan.length * len(candidates),
+            within_budget=budgets.within_total(first.record["accuracy"], teacher_accuracy, total),
+            auto=first.record.get("schedule"), unlabelled=data.unlabelled,
+            candidates=[c.record for c in candidates])))
     if len(forks) > 1:
         result.grader = evaluation.branches_grader(result.bundles)
     return result

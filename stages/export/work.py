@@ -20,6 +20,8 @@ from edgekiln import progress
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
+from edgekiln.system.records import dumped
+from edgekiln.stages.export.report import ExportFigures
 from edgekiln.targets import encodings, evaluate, get_format, runners
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features
@@ -309,7 +311,7 @@ def run(data: Dataset, config: ExportSections, workdir: Path, *, previous: Stage
     if quantize.accuracy_aware:
         aware = _AccuracyAware(bundle, calibration, options, breach, evaluation.accuracy(float_logits, data.val_y),
                                int8_simulation(quantize.simulation),
-                               ranking=(quantized.metrics.get("mixed_precision") or {}).get("ranking"))
+                               ranking=_ranking_of(quantized))
     metadata = {
         "edgekiln_version": version("edgekiln"),
         "labels": json.dumps(data.classes),
@@ -324,9 +326,15 @@ def run(data: Dataset, config: ExportSections, workdir: Path, *, previous: Stage
     worst = min(a.accuracy for a in artifacts)
     result = StageResult(accuracy=worst, files=[a.file for a in artifacts], artifacts=artifacts,
                          params=quantized.params, macs=quantized.macs,
-                         metrics={"preprocessing": preprocessing(bundle), "labels": data.classes})
+                         figures=ExportFigures(preprocessing=preprocessing(bundle), labels=data.classes))
     result.grader = _artifacts_grader(targets, artifacts, workdir, bundle, options)
     return result
+
+
+def _ranking_of(quantized: StageResult) -> list[dict] | None:
+    """The quantize stage's layer ranking by sensitivity to INT8, where it made one."""
+    mixed = quantized.figures.mixed_precision
+    return [dumped(r) for r in mixed.ranking] if mixed and mixed.ranking else None
 
 
 def _artifacts_grader(targets: list[TargetConfig], artifacts: list[Artifact], workdir: Path, bundle,

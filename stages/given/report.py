@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Number, Record
+from edgekiln.system.records import Number, Record, dumped
 
 
-def _manifest(result, checks: dict) -> dict:
-    if result is None:
-        return {"model": None}
-    keep = ("name", "arch", "checkpoint", "checkpoint_sha256", "input_size", "mean", "std", "preprocessing_from",
-            "fine_tuned")
-    return {"model": {**{k: result.metrics.get(k) for k in keep}, "params": result.params, "macs": result.macs,
-                      "accuracy": result.accuracy, "test_accuracy": None if result.test is None else result.test.accuracy}}
+class FineTuned(Record):
+    """[model] epochs: how it scored on val before fine-tuning here, and the schedule it trained."""
+
+    val_accuracy_before: Number | None = None
+    schedule: dict[str, Any] | None = None
 
 
-class GivenModelRecord(Record):
-    """manifest.json's `model`: the model the user gave, how it is fed, and its accuracy."""
+class GivenModelFigures(Record):
+    """What stage `given`'s work returns beside the model: the model the user gave and how it
+    is fed (where each of its preprocessing figures came from)."""
 
     name: str | None = None
     arch: str | None = None
@@ -28,11 +27,23 @@ class GivenModelRecord(Record):
     mean: list[Number] | None = None
     std: list[Number] | None = None
     preprocessing_from: dict[str, Any] | None = None
+    fine_tuned: FineTuned | None = None  # None: used as given
+
+
+class GivenModelRecord(GivenModelFigures):
+    """manifest.json's `model`: the model the user gave, how it is fed, and its accuracy."""
+
     accuracy: Number | None = None
     test_accuracy: Number | None = None
     params: Number | None = None
     macs: Number | None = None
-    fine_tuned: bool | None = None
+
+
+def _manifest(result, checks: dict) -> dict:
+    if result is None:
+        return {"model": None}
+    return {"model": dumped(result.figures, params=result.params, macs=result.macs, accuracy=result.accuracy,
+                            test_accuracy=None if result.test is None else result.test.accuracy)}
 
 
 class PreprocessingCheck(Record):
@@ -86,5 +97,5 @@ _HTML = """{% if m.model %}
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"model": GivenModelRecord | None, "preprocessing_check": PreprocessingCheck | None},
+    figures=GivenModelFigures, manifest=_manifest, fields={"model": GivenModelRecord | None, "preprocessing_check": PreprocessingCheck | None},
     summary=_summary, html=_HTML, lineage=_lineage)

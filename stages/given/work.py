@@ -11,6 +11,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.given import TRANSFORMERS, GivenSections, ModelConfig, metadata
 from edgekiln.stages.result import StageResult
+from edgekiln.stages.given.report import FineTuned, GivenModelFigures
 from edgekiln.system.files import sha256
 from edgekiln.training import evaluation, modeling, schedule, trainer
 
@@ -86,18 +87,17 @@ def _transformers(arch: str, data: Dataset):
 def run(data: Dataset, config: GivenSections, workdir: Path) -> StageResult:
     cfg: ModelConfig = config.model
     bundle, sources = load(cfg, data)
-    record = {"name": cfg.name, "arch": cfg.arch, "input_size": bundle.input_size,
-              "mean": list(bundle.mean), "std": list(bundle.std), "preprocessing_from": sources, "fine_tuned": None,
-              "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
-              "checkpoint_sha256": None if cfg.checkpoint is None else sha256(cfg.checkpoint)}
+    figures = GivenModelFigures(name=cfg.name, arch=cfg.arch, input_size=bundle.input_size, mean=list(bundle.mean),
+                                std=list(bundle.std), preprocessing_from=sources, fine_tuned=None,
+                                checkpoint=None if cfg.checkpoint is None else str(cfg.checkpoint),
+                                checkpoint_sha256=None if cfg.checkpoint is None else sha256(cfg.checkpoint))
     if cfg.epochs != 0:
         before = evaluation.evaluate(bundle, data)
         fitted = trainer.fit(bundle, data, schedule.from_config(cfg, config.train), lr=cfg.lr, seed=data.seed,
                              desc=f"fine-tune {cfg.name}", train=config.train, lr_key="model.lr")
-        record["fine_tuned"] = {"val_accuracy_before": before, "schedule": fitted["schedule"]}
+        figures.fine_tuned = FineTuned(val_accuracy_before=before, schedule=fitted["schedule"])
     accuracy = evaluation.evaluate(bundle, data)
     console.print(f"  {cfg.name}: {accuracy:.2f}% on val at {bundle.input_size} px"
-                  + (" (fine-tuned)" if record["fine_tuned"] else " (as given)"))
+                  + (" (fine-tuned)" if figures.fine_tuned else " (as given)"))
     return StageResult.with_model(accuracy, bundle, params=modeling.params(bundle.model),
-                                  macs=modeling.macs(bundle.model, bundle.input_size),
-                                  metrics={**record, "accuracy": accuracy})
+                                  macs=modeling.macs(bundle.model, bundle.input_size), figures=figures)

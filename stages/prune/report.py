@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from edgekiln.figures import millions, num, text
 from typing import Any
 
+from edgekiln.figures import millions, num, text
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Items, Number, Record
+from edgekiln.system.records import Items, Number, Record, dumped
 
 
 class PruneStep(Record):
@@ -20,7 +20,8 @@ class PruneStep(Record):
 
 
 class PruneRecord(Record):
-    """manifest.json's `prune`: the target, the importance, each step and why it stopped."""
+    """manifest.json's `prune` (and what the stage's work returns beside its model): the
+    target, the importance, each step and why it stopped."""
 
     target: dict[str, Any] | None = None
     importance: str | None = None
@@ -28,12 +29,12 @@ class PruneRecord(Record):
     stopped: str | None = None
     recovery_distils_from: str | None = None
     self_distillation: bool | None = None
+    macs_before: Number | None = None  # the student's, before the first step
+    macs_ratio: Number | None = None  # after the last step kept, of macs_before
 
 
 def _manifest(result, checks: dict) -> dict:
-    return {"prune": None if result is None else {
-        k: result.metrics.get(k) for k in ("target", "importance", "steps", "stopped", "recovery_distils_from",
-                                            "self_distillation")}}
+    return {"prune": None if result is None else dumped(result.figures)}
 
 
 def _summary(m, console) -> None:
@@ -74,5 +75,5 @@ def _lineage(m) -> tuple[str, str | None, str]:
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"prune": PruneRecord | None},
+    figures=PruneRecord, manifest=_manifest, fields={"prune": PruneRecord | None},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"prune step": ("#55a868", "^")})

@@ -17,6 +17,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.prune import PruneConfig, PruneSections
 from edgekiln.stages.result import StageResult
+from edgekiln.stages.prune.report import PruneRecord
 from edgekiln.training.model_latency import MeasuredLatency
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate
@@ -239,12 +240,10 @@ def run(data: Dataset, config: PruneSections, workdir: Path, *, previous: StageR
     stopped = stopped or ("reached the latency target" if latency else "reached the MACs target")
     console.print(f"  MACs {macs_before / 1e6:.2f}M -> {final['macs'] / 1e6:.2f}M "
                   f"({final['macs'] / macs_before:.2f} of the student); {stopped}")
-    return StageResult.with_model(final["accuracy"], student, params=final["params"], macs=final["macs"], metrics={
-        "macs_before": macs_before,
-        "macs_ratio": final["macs"] / macs_before, "steps": steps, "stopped": stopped,
-        "target": ({"latency_ms": cfg.latency_ms, "profile": cfg.profile, "measured": cfg.measure} if latency
-                   else {"macs_ratio": cfg.macs_ratio}),
-        "importance": cfg.importance,
+    return StageResult.with_model(final["accuracy"], student, params=final["params"], macs=final["macs"], figures=PruneRecord(
+        macs_before=macs_before, macs_ratio=final["macs"] / macs_before, steps=steps, stopped=stopped,
+        target=({"latency_ms": cfg.latency_ms, "profile": cfg.profile, "measured": cfg.measure} if latency
+                else {"macs_ratio": cfg.macs_ratio}),
+        importance=cfg.importance,
         # Recovery distils from the reference: the teacher, or the given model itself.
-        "recovery_distils_from": reference.stage,
-        "self_distillation": reference.stage == distilled.stage})
+        recovery_distils_from=reference.stage, self_distillation=reference.stage == distilled.stage))

@@ -6,19 +6,24 @@ from typing import Any
 
 from edgekiln.figures import num, text
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Items, Number, Record
+from edgekiln.system.records import Items, Number, Record, dumped
 from edgekiln.targets.artifact import MixedPrecision
 
 
 class Calibration(Record):
     count: int | None = None
     source: str | None = None
+    files: Items[str] = []  # calibration_path: the images it read
 
 
 class QatRecord(Record):
     epochs: int | None = None
     accuracy: Number | None = None
     float_accuracy: Number | None = None
+    lr: Any = None
+    seconds: Number | None = None
+    distils_from: str | None = None  # the stage whose model it distilled from
+    schedule: dict[str, Any] | None = None
 
 
 class LayerSqnr(Record):
@@ -28,14 +33,28 @@ class LayerSqnr(Record):
     in_float: bool | None = None
 
 
-class LadderStep(Record):
-    """One rung tried: what it did, the val accuracy it reached, the budget it still broke."""
+class BiasCorrection(Record):
+    """The bias-correction rung: the layers whose INT8 mean shift went back into a bias."""
+
+    layers_corrected: int | None = None
+    layers_without_a_bias: Items[str] = []
+    largest_shift: dict[str, Any] | None = None  # its layer and value
+    images: int | None = None
+
+
+class LadderStep(BiasCorrection):
+    """One rung tried: what it did, the val accuracy it reached, the budget it still broke
+    (a bias-correction rung also says what it corrected)."""
 
     rung: str
     accuracy: Number | None = None
     breach: str | None = None
     seconds: Number | None = None
     kept: bool | None = None
+    calibrator: str | None = None  # plain and calibration: the calibrator configured or tried
+    calibrator_used: str | None = None  # the calibration rung: as the simulation names it
+    float_layers: int | None = None  # the float-layers rung: how many
+    epochs: int | None = None  # the QAT rung
 
 
 class Ladder(Record):
@@ -46,11 +65,13 @@ class Ladder(Record):
 
 
 class QuantizeRecord(Record):
-    """manifest.json's `quantize`: the scheme, calibration, what QAT and the repair ladder
-    did, the layers kept in float and each layer's INT8 SQNR."""
+    """manifest.json's `quantize` (and what the stage's work returns beside its model): the
+    scheme, calibration, what QAT and the repair ladder did, the layers kept in float and
+    each layer's INT8 SQNR."""
 
     mode: str | None = None
     scheme: str | None = None
+    simulation: str | None = None
     calibration: Calibration | None = None
     calibrator: str | None = None
     simulation_calibrator: str | None = None
@@ -61,38 +82,37 @@ class QuantizeRecord(Record):
     layers: Items[LayerSqnr] = []
     layers_method: str | None = None
     ladder: Ladder | None = None
-    calibrator_chosen: Any = None
-    bias_correction: Any = None
+    calibrator_chosen: str | None = None  # the calibration rung kept another calibrator
+    bias_correction: BiasCorrection | None = None  # the bias-correction rung was kept
+
 
 def _manifest(result, checks: dict) -> dict:
     if result is None:
         return {"quantize": None}
-    section = {k: result.metrics.get(k) for k in (
-        "mode", "scheme", "calibration", "calibrator", "simulation_calibrator", "per_channel", "ptq_accuracy", "qat",
-        "mixed_precision", "layers", "layers_method", "ladder", "calibrator_chosen", "bias_correction")}
-    if section["ladder"]:
-        section["ladder"] = {**section["ladder"], "summary": ladder_sentence(section["ladder"])}
-    return {"quantize": section}
+    figures: QuantizeRecord = result.figures
+    if figures.ladder is not None:
+        figures = figures.model_copy(update={"ladder": figures.ladder.model_copy(
+            update={"summary": ladder_sentence(figures.ladder)})})
+    return {"quantize": dumped(figures)}
 
 
-def ladder_sentence(ladder: dict | None) -> str | None:
+def ladder_sentence(ladder: Ladder | None) -> str | None:
     """The ladder in one sentence: "INT8 lost 6.10 points with minmax calibration; histogram
     calibration brought it to 97.20% (within budget)"; None when plain INT8 held."""
-    steps = (ladder or {}).get("steps") or []
+    steps = ladder.steps if ladder else []
     if len(steps) < 2:
         return None
     plain, parts = steps[0], []
-    parts.append(f"plain INT8 ({plain.get('calibrator')} calibration) scored {plain['accuracy']:.2f}% on val: "
-                 f"{plain.get('breach')}")
+    parts.append(f"plain INT8 ({plain.calibrator} calibration) scored {plain.accuracy:.2f}% on val: {plain.breach}")
     for step in steps[1:]:
-        what = (f"{step.get('calibrator_used') or step.get('calibrator')} calibration" if step["rung"] == "calibration"
-                else f"bias correction ({step.get('layers_corrected')} layers)" if step["rung"] == "bias_correction"
-                else f"QAT with distillation ({step.get('epochs')} epochs)" if step["rung"] == "qat"
-                else f"{step.get('float_layers')} layer(s) kept in float")
-        verdict = "within budget" if step.get("breach") is None else "still over"
-        kept = "" if step.get("kept", True) else ", not kept (no better)"
-        parts.append(f"{what} -> {step['accuracy']:.2f}% ({verdict}{kept}, {step.get('seconds') or 0:.0f} s)")
-    return "; ".join(parts) + f". {ladder.get('stopped', '')}"
+        what = (f"{step.calibrator_used or step.calibrator} calibration" if step.rung == "calibration"
+                else f"bias correction ({step.layers_corrected} layers)" if step.rung == "bias_correction"
+                else f"QAT with distillation ({step.epochs} epochs)" if step.rung == "qat"
+                else f"{step.float_layers} layer(s) kept in float")
+        verdict = "within budget" if step.breach is None else "still over"
+        kept = "" if step.kept is not False else ", not kept (no better)"
+        parts.append(f"{what} -> {step.accuracy:.2f}% ({verdict}{kept}, {step.seconds or 0:.0f} s)")
+    return "; ".join(parts) + f". {ladder.stopped or ''}"
 
 
 def _summary(m, console) -> None:
@@ -140,5 +160,5 @@ def _lineage(m) -> tuple[str, str | None, str]:
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"quantize": QuantizeRecord | None},
+    figures=QuantizeRecord, manifest=_manifest, fields={"quantize": QuantizeRecord | None},
     summary=_summary, html=_HTML, lineage=_lineage)

@@ -35,8 +35,10 @@ from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, sensitivity
+from edgekiln.stages.quantize.report import BiasCorrection, Ladder, QatRecord, QuantizeRecord
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
+from edgekiln.targets.artifact import MixedPrecision
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import evaluation, mixed_precision, modeling, qat, schedule
 from edgekiln.training.int8_recipe import CALIBRATION_FILE, QAT_STATE_FILE
@@ -134,12 +136,12 @@ def _qat(cfg: QuantizeConfig, config: QuantizeSections, bundle: modeling.ModelBu
 
 
 def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
-           accuracy: float, breach, metrics: dict, *, qat_rung=None, workdir: Path | None = None):
+           accuracy: float, breach, figures: QuantizeRecord, *, qat_rung=None, workdir: Path | None = None):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
     at the first within budget: another activation calibrator, bias correction, layers kept
     in float, then QAT with distillation (`qat_rung(bundle, options)`: _qat's result; its
     fake-quantize state is written to `workdir` when kept). Records every rung tried
-    (accuracy, seconds, why it stopped) in `metrics["ladder"]`; returns the graph, its
+    (accuracy, seconds, why it stopped) in `figures.ladder`; returns the graph, its
     accuracy, the options and the bundle (a bias-corrected or QAT-tuned model, when that
     rung was kept)."""
     steps = [{"rung": "plain", "calibrator": options.calibrator, "accuracy": accuracy, "seconds": None,
@@ -164,7 +166,7 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
                           f"({'kept' if kept else 'no better'})")
             if kept:
                 graph, accuracy, options = candidate, score, tried
-                metrics["calibrator_chosen"] = other
+                figures.calibrator_chosen = other
         elif rung == "bias_correction":
             with progress.status(f"  INT8 misses the budget ({why}); correcting each layer's INT8 mean shift"):
                 model, record = bias_correction.corrected(bundle.model, calibration, options.per_channel)
@@ -178,13 +180,13 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             if kept:
                 graph, accuracy = candidate, score
                 bundle = dataclasses.replace(bundle, model=model)
-                metrics["bias_correction"] = record
+                figures.bias_correction = BiasCorrection(**record)
         elif rung == "float_layers":
-            graph, accuracy, metrics["mixed_precision"] = _keep_float(scheme, bundle, calibration, options, data, why,
-                                                                      breach)
+            graph, accuracy, mixed = _keep_float(scheme, bundle, calibration, options, data, why, breach)
+            figures.mixed_precision = MixedPrecision(**mixed)
             steps.append({"rung": "float_layers", "accuracy": accuracy, "breach": breach(accuracy),
                           "seconds": round(time.perf_counter() - started, 2),
-                          "float_layers": len(metrics["mixed_precision"].get("float_layers") or [])})
+                          "float_layers": len(figures.mixed_precision.float_layers)})
         elif rung == "qat":
             # All of the model in INT8 again (float layers that could not hold the budget are
             # not kept), and the calibrator the ladder chose, fine-tuned under fake quantization.
@@ -198,11 +200,11 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             if kept:
                 graph, accuracy, bundle = candidate, score, tuned
                 save_file(state, workdir / QAT_STATE_FILE)
-                metrics["qat"] = record
+                figures.qat = QatRecord(**record)
     final = breach(accuracy)
-    metrics["ladder"] = {"rungs": ["plain", *cfg.rungs], "steps": steps,
-                         "stopped": (f"within budget at rung {steps[-1]['rung']}" if final is None else
-                                     f"every rung tried, still {final}")}
+    figures.ladder = Ladder(rungs=["plain", *cfg.rungs], steps=steps,
+                            stopped=(f"within budget at rung {steps[-1]['rung']}" if final is None else
+                                     f"every rung tried, still {final}"))
     return graph, accuracy, options, bundle
 
 
@@ -218,18 +220,18 @@ def run(data: Dataset, config: QuantizeSections, workdir: Path, *, previous: Sta
     with progress.status("  PTQ: calibrating and scoring the INT8 simulation"):
         graph = scheme.simulate(bundle.model, calibration, options)
         ptq_accuracy = _simulated_accuracy(scheme, graph, data, bundle)
-    metrics = {"mode": cfg.mode, "scheme": scheme.SCHEME, "simulation": cfg.simulation, "calibration": sample,
-               "calibrator": cfg.calibrator, "simulation_calibrator": scheme.calibrator_used(options),
-               "per_channel": cfg.per_channel,
-               "ptq_accuracy": ptq_accuracy}
+    figures = QuantizeRecord(mode=cfg.mode, scheme=scheme.SCHEME, simulation=cfg.simulation, calibration=sample,
+                             calibrator=cfg.calibrator, simulation_calibrator=scheme.calibrator_used(options),
+                             per_channel=cfg.per_channel, ptq_accuracy=ptq_accuracy)
     accuracy = ptq_accuracy
     if cfg.mode == "qat":
         console.print(f"  PTQ would give {ptq_accuracy:.2f}%; QAT for {cfg.epochs} epochs with distillation")
-        graph, accuracy, bundle, state, metrics["qat"] = _qat(cfg, config, bundle, data, calibration, options, scheme,
-                                                              previous, reference)
+        graph, accuracy, bundle, state, qat_record = _qat(cfg, config, bundle, data, calibration, options, scheme,
+                                                          previous, reference)
+        figures.qat = QatRecord(**qat_record)
         save_file(state, workdir / QAT_STATE_FILE)
         console.print(f"  QAT: {accuracy:.2f}% INT8-simulated (PTQ {ptq_accuracy:.2f}%), "
-                      f"{metrics['qat']['float_accuracy']:.2f}% in float")
+                      f"{figures.qat.float_accuracy:.2f}% in float")
 
     def breach(value: float) -> str | None:
         return budget.breach(value, "quantize", (previous.stage, previous.accuracy), reference.accuracy,
@@ -240,13 +242,13 @@ def run(data: Dataset, config: QuantizeSections, workdir: Path, *, previous: Sta
             return _qat(cfg, config, bundle, data, calibration, options, scheme, previous, reference)
 
         graph, accuracy, options, bundle = _climb(cfg, scheme, bundle, calibration, options, data, graph, accuracy,
-                                                  breach, metrics, qat_rung=qat_rung, workdir=workdir)
-        metrics["simulation_calibrator"] = scheme.calibrator_used(options)
-    float_layers = tuple((metrics.get("mixed_precision") or {}).get("float_layers") or ())
-    metrics["layers"] = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
-    metrics["layers_method"] = sensitivity.METHOD
+                                                  breach, figures, qat_rung=qat_rung, workdir=workdir)
+        figures.simulation_calibrator = scheme.calibrator_used(options)
+    float_layers = tuple(figures.mixed_precision.float_layers) if figures.mixed_precision else ()
+    figures.layers = sensitivity.layer_sqnr(bundle.model, calibration, cfg.per_channel, float_layers)
+    figures.layers_method = sensitivity.METHOD
     result = StageResult.with_model(accuracy, bundle, params=modeling.params(bundle.model), macs=previous.macs,
-                                    metrics=metrics)
+                                    figures=figures)
     # Graded on test as it was scored on val: the INT8 simulation (PTQ's, or QAT's own).
     result.grader = lambda test_x, test_y: [evaluation.grading(_simulated_logits(scheme, graph, test_x, bundle),
                                                                test_y)]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgekiln.figures import millions, num, text
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Items, Number, Record
-
-
-def _manifest(result, checks: dict) -> dict:
-    return {"teacher": None if result is None else {
-        "name": result.metrics["name"], "accuracy": result.accuracy,
-        "test_accuracy": None if result.test is None else result.test.accuracy,
-        "select": result.metrics.get("select"), "candidates": result.metrics["candidates"]}}
+from edgekiln.system.records import Items, Number, Record, dumped
 
 
 class TeacherCandidate(Record):
@@ -23,16 +18,35 @@ class TeacherCandidate(Record):
     host_latency_ms: Number | None = None
     chosen: bool | None = None
     why: str | None = None
+    score: Number | None = None  # what `select` ranks by
+    schedule: dict[str, Any] | None = None  # the epochs it trained and why it stopped
+    lr: dict[str, Any] | None = None  # lr = "auto": the range test's record
+    zero_shot: dict[str, Any] | None = None  # a `clip:` candidate: its head and prompts
 
 
-class TeacherRecord(Record):
-    """manifest.json's `teacher`: the chosen teacher and every candidate weighed."""
+class TeacherFigures(Record):
+    """What stage `teacher`'s work returns beside its model(s): the teacher's name, the rule
+    it was chosen by, every candidate weighed."""
 
     name: str | None = None
-    accuracy: Number | None = None
-    test_accuracy: Number | None = None
     select: str | None = None
     candidates: Items[TeacherCandidate] = []
+    best_single_accuracy: Number | None = None  # an ensemble: its best member alone
+
+
+class TeacherRecord(TeacherFigures):
+    """manifest.json's `teacher`: the chosen teacher and every candidate weighed, with its
+    accuracy on val and test."""
+
+    accuracy: Number | None = None
+    test_accuracy: Number | None = None
+
+
+def _manifest(result, checks: dict) -> dict:
+    if result is None:
+        return {"teacher": None}
+    return {"teacher": dumped(result.figures, accuracy=result.accuracy,
+                              test_accuracy=None if result.test is None else result.test.accuracy)}
 
 
 def _summary(m, console) -> None:
@@ -79,5 +93,5 @@ def _lineage(m) -> tuple[str, str | None, str]:
 
 
 REPORT = StageReport(
-    manifest=_manifest, fields={"teacher": TeacherRecord | None},
+    figures=TeacherFigures, manifest=_manifest, fields={"teacher": TeacherRecord | None},
     summary=_summary, html=_HTML, points=_points, lineage=_lineage, styles={"teacher": ("#8172b3", "s")})

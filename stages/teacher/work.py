@@ -12,6 +12,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig, TeacherSections
+from edgekiln.stages.teacher.report import TeacherFigures
 from edgekiln.targets.timing import measure
 from edgekiln.training import evaluation, lr_range, modeling, schedule, trainer, zero_shot
 from edgekiln.training.config import TrainConfig
@@ -164,9 +165,9 @@ def run(data: Dataset, config: TeacherSections, workdir: Path) -> StageResult:
         console.print(f"  ensemble of {len(bundles)}: {accuracy:.2f}%")
     best = chosen[0][1]
     return StageResult.with_models(accuracy, bundles, params=sum(r["params"] for _, r in chosen),
-                                   macs=sum(r["macs"] for _, r in chosen), metrics={
-        "name": " + ".join(b.source for b in bundles), "select": cfg.select, "candidates": records,
-        "best_single_accuracy": best["accuracy"]})
+                                   macs=sum(r["macs"] for _, r in chosen), figures=TeacherFigures(
+        name=" + ".join(b.source for b in bundles), select=cfg.select, candidates=records,
+        best_single_accuracy=best["accuracy"]))
 
 
 def _excluded(cfg: TeacherConfig, record: dict) -> str:
