@@ -157,3 +157,23 @@ def test_unreadable_metadata_names_the_file(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="config.json: cannot read it as JSON"):
         metadata.read(tmp_path / "m.pt")
+
+
+def test_a_given_model_fine_tuned_here_records_it_in_a_section_its_schema_reads(trained, digits, tmp_path):
+    """[model] epochs > 0: the stage fine-tunes it and says so (its val accuracy before, the
+    schedule); the manifest section reads back strictly typed (fine_tuned is a record)."""
+    from safetensors.torch import save_file
+
+    from edgekiln.stages.given import GivenSections, ModelConfig
+    from edgekiln.stages.given import work as given
+    from edgekiln.stages.given.report import REPORT, GivenModelRecord
+    from edgekiln.training.config import TrainConfig
+
+    save_file(trained.state_dict(), tmp_path / "model.safetensors")
+    cfg = ModelConfig(arch="resnet10t", checkpoint=tmp_path / "model.safetensors", mean=IMAGENET[0],
+                      std=IMAGENET[1], image_size=32, epochs=1)
+    result = given.run(digits, GivenSections(model=cfg, train=TrainConfig(batch_size=64)), tmp_path)
+    assert result.figures.fine_tuned is not None and result.figures.fine_tuned.val_accuracy_before > 50
+    section = json.loads(json.dumps(REPORT.manifest(result, {})["model"]))
+    record = GivenModelRecord.model_validate(section, strict=True)
+    assert record.fine_tuned.schedule and record.accuracy == result.accuracy and record.params > 0
