@@ -208,14 +208,17 @@ def test_the_ladder_climbs_cheapest_first_and_stops_at_the_first_rung_within_bud
     work._climb(QuantizeConfig(ladder=False), Scheme(), bundle, None, Int8Options(), None, "minmax", 90.0, breach,
                 figures)
     assert floated == ["minmax"] and [s.rung for s in figures.ladder.steps] == ["plain", "float_layers"]
-    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "bias_correction", "qat"]
+    assert QuantizeConfig(accuracy_aware=False).rungs == ["calibration", "equalization", "bias_correction", "qat"]
     assert QuantizeConfig(mode="qat").rungs == []  # QAT is trained, not repaired
 
 
-def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_when_it_scores_higher(monkeypatch):
-    """The calibrator is no better; bias correction lifts the INT8 simulation within budget:
-    the stage goes on with the corrected model (what export converts), and says so."""
-    from edgekiln.stages.quantize import QuantizeConfig, bias_correction
+def test_equalization_then_bias_correction_follow_calibration_and_each_model_is_kept_when_it_scores_higher(
+        monkeypatch):
+    """The calibrator is no better; cross-layer equalization helps but not enough; bias
+    correction, measured on the equalized model (as Nagel et al. stack them), lifts the INT8
+    simulation within budget: the stage goes on with that model (what export converts), and
+    says so."""
+    from edgekiln.stages.quantize import QuantizeConfig, bias_correction, equalization
     from edgekiln.stages.quantize import report as quantize_report
     from edgekiln.stages.quantize import work
     from edgekiln.targets.int8 import Int8Options
@@ -223,15 +226,22 @@ def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_whe
 
     class Scheme:
         def simulate(self, model, calibration, options, **kwargs):
-            return "corrected" if model == "corrected model" else options.calibrator
+            return {"corrected model": "corrected", "equalized model": "equalized"}.get(model, options.calibrator)
 
         def calibrator_used(self, options):
             return options.calibrator
 
-    scores = {"minmax": 90.0, "percentile": 89.0, "corrected": 97.2}
+    scores = {"minmax": 90.0, "percentile": 89.0, "equalized": 93.0, "corrected": 97.2}
     monkeypatch.setattr(work, "_simulated_accuracy", lambda scheme, graph, data, bundle: scores[graph])
-    monkeypatch.setattr(bias_correction, "corrected", lambda model, calibration, per_channel: (
-        "corrected model", {"layers_corrected": 54, "layers_without_a_bias": [], "largest_shift": None, "images": 8}))
+    monkeypatch.setattr(equalization, "equalized", lambda model, calibration: (
+        "equalized model", {"pairs": 7, "layers": ["a -> b"], "rounds": 3, "largest_scale": 4.0}))
+
+    def corrected(model, calibration, per_channel):
+        assert model == "equalized model"
+        return "corrected model", {"layers_corrected": 54, "layers_without_a_bias": [], "largest_shift": None,
+                                   "images": 8}
+
+    monkeypatch.setattr(bias_correction, "corrected", corrected)
 
     def breach(accuracy):
         return None if accuracy >= 97.0 else f"{98.0 - accuracy:.2f} points below prune, budget 1"
@@ -241,9 +251,11 @@ def test_bias_correction_is_the_rung_after_calibration_and_its_model_is_kept_whe
     graph, accuracy, options, kept = work._climb(QuantizeConfig(), Scheme(), bundle, None, Int8Options(), None,
                                                  "minmax", 90.0, breach, figures)
     assert (graph, accuracy, options.calibrator, kept.model) == ("corrected", 97.2, "minmax", "corrected model")
-    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "bias_correction"]
-    assert figures.bias_correction.layers_corrected == 54
-    assert "bias correction (54 layers) -> 97.20% (within budget" in quantize_report.ladder_sentence(figures.ladder)
+    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "equalization", "bias_correction"]
+    assert figures.equalization.pairs == 7 and figures.bias_correction.layers_corrected == 54
+    sentence = quantize_report.ladder_sentence(figures.ladder)
+    assert "cross-layer equalization (7 layer pairs) -> 93.00% (still over" in sentence
+    assert "bias correction (54 layers) -> 97.20% (within budget" in sentence
 
 
 def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(monkeypatch, tmp_path):
@@ -253,7 +265,7 @@ def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(
     the rungs before it is recorded and not kept."""
     import dataclasses
 
-    from edgekiln.stages.quantize import QuantizeConfig, bias_correction
+    from edgekiln.stages.quantize import QuantizeConfig, bias_correction, equalization
     from edgekiln.stages.quantize import report as quantize_report
     from edgekiln.stages.quantize import work
     from edgekiln.targets.int8 import Int8Options
@@ -268,6 +280,8 @@ def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(
             return options.calibrator
 
     monkeypatch.setattr(work, "_simulated_accuracy", lambda scheme, graph, data, bundle: {"minmax": 90.0}.get(graph, 89.0))
+    monkeypatch.setattr(equalization, "equalized", lambda model, calibration: (
+        model, {"pairs": 2, "layers": [], "rounds": 1, "largest_scale": 1.0}))
     monkeypatch.setattr(bias_correction, "corrected", lambda model, calibration, per_channel: (
         model, {"layers_corrected": 3, "layers_without_a_bias": [], "largest_shift": None, "images": 8}))
     monkeypatch.setattr(work, "_keep_float", lambda scheme, bundle, calibration, options, data, why, breach: (
@@ -292,8 +306,8 @@ def test_qat_is_the_last_rung_and_its_model_and_state_are_kept_only_when_better(
                                                  workdir=tmp_path)
     assert trained_on == [("the model", ())]
     assert (graph, accuracy, kept.model) == ("qat graph", 97.4, "tuned model")
-    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "bias_correction",
-                                                               "float_layers", "qat"]
+    assert [s.rung for s in figures.ladder.steps] == ["plain", "calibration", "equalization", "bias_correction",
+                                                      "float_layers", "qat"]
     assert figures.ladder.stopped == "within budget at rung qat" and figures.qat.epochs == 3
     assert (tmp_path / QAT_STATE_FILE).is_file()
     assert "QAT with distillation (3 epochs) -> 97.40% (within budget" in quantize_report.ladder_sentence(

@@ -16,9 +16,11 @@ from edgekiln.targets.int8 import Int8Options
 from edgekiln.training.config import DistillConfig, Epochs, TrainConfig
 
 
-# The ladder's rungs by cost, cheapest first (seconds, seconds, a simulation per layer,
-# epochs of training). The order was set by cost, not tuned on any data.
-RUNGS = ("calibration", "bias_correction", "float_layers", "qat")
+# The ladder's rungs by cost, cheapest first (seconds, seconds, seconds, a simulation per
+# layer, epochs of training); equalization before bias correction, as Nagel et al. apply
+# them (the correction is measured on the equalized model). The order was set by cost and
+# that paper, not tuned on any data.
+RUNGS = ("calibration", "equalization", "bias_correction", "float_layers", "qat")
 
 
 class QuantizeConfig(BaseModel):
@@ -52,12 +54,15 @@ class QuantizeConfig(BaseModel):
     sensitive_layers: Literal["float", "int16"] = "float"
     # When the plain INT8 simulation (PTQ) misses the budget on val, the repairs tried in turn,
     # cheapest first, until one holds: "calibration" (the other activation calibrator:
-    # histogram for min-max, min-max for a histogram one), "bias_correction" (each layer's INT8
-    # mean shift added back to its bias: bias_correction.py), "float_layers" (the above, with
-    # accuracy_aware), then "qat" (QAT with distillation, `epochs` and `lr` as for mode = "qat",
-    # within the stage's time budget; all layers INT8). "auto": all four; a list: those, in
-    # the order given; false: float layers only, as before the ladder.
-    ladder: Literal["auto"] | list[Literal["calibration", "bias_correction", "float_layers", "qat"]] | bool = "auto"
+    # histogram for min-max, min-max for a histogram one), "equalization" (cross-layer
+    # equalization of each conv -> ReLU -> conv pair's channel ranges: equalization.py),
+    # "bias_correction" (each layer's INT8 mean shift added back to its bias:
+    # bias_correction.py), "float_layers" (the above, with accuracy_aware), then "qat" (QAT
+    # with distillation, `epochs` and `lr` as for mode = "qat", within the stage's time budget;
+    # all layers INT8). "auto": all five; a list: those, in the order given; false: float
+    # layers only, as before the ladder.
+    ladder: Literal["auto"] | list[Literal["calibration", "equalization", "bias_correction", "float_layers",
+                                           "qat"]] | bool = "auto"
 
     @property
     def rungs(self) -> list[str]:

@@ -42,7 +42,7 @@ def _folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> tuple[tor
     return weight.detach(), bias.detach()
 
 
-def _batch_norm_after(model: torch.nn.Module) -> dict[str, torch.nn.BatchNorm2d]:
+def batch_norm_after(model: torch.nn.Module) -> dict[str, torch.nn.BatchNorm2d]:
     """conv name -> the batch norm that normalizes its output: the first BatchNorm2d registered
     after it in the same parent with as many features (timm's conv/bn pairs: conv_dw then bn1,
     conv then bn). A pairing that were wrong would only lower the rung's score on val."""
@@ -64,9 +64,9 @@ def measure_shifts(model: torch.nn.Module, calibration: np.ndarray, per_channel:
                    norms: dict[str, torch.nn.BatchNorm2d] | None = None) -> dict[str, torch.Tensor]:
     """Per layer (convolution or linear, with its batch norm folded in): the mean per output
     channel of float output minus INT8 output, on the first IMAGES calibration images.
-    `norms`: `_batch_norm_after(model)`, when the caller has it already."""
+    `norms`: `batch_norm_after(model)`, when the caller has it already."""
     model = model.cpu().eval()
-    norms = _batch_norm_after(model) if norms is None else norms
+    norms = batch_norm_after(model) if norms is None else norms
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     handles = []
@@ -108,7 +108,7 @@ def corrected(model: torch.nn.Module, calibration: np.ndarray, per_channel: bool
     shift of the batch norm after it), and what was done: layers corrected, those left alone
     (no bias and no batch norm to carry it), the largest shift."""
     model = copy.deepcopy(model).cpu().eval()
-    norms = _batch_norm_after(model)
+    norms = batch_norm_after(model)
     shifts = measure_shifts(model, calibration, per_channel, norms)
     modules = dict(model.named_modules())
     done, skipped = [], []

@@ -42,6 +42,15 @@ class BiasCorrection(Record):
     images: int | None = None
 
 
+class Equalization(Record):
+    """The equalization rung: the conv -> conv pairs whose channel ranges it balanced."""
+
+    pairs: int | None = None
+    layers: Items[str] = []  # "first -> second" per pair
+    rounds: int | None = None
+    largest_scale: Number | None = None
+
+
 class LadderStep(BiasCorrection):
     """One rung tried: what it did, the val accuracy it reached, the budget it still broke
     (a bias-correction rung also says what it corrected)."""
@@ -55,6 +64,7 @@ class LadderStep(BiasCorrection):
     calibrator_used: str | None = None  # the calibration rung: as the simulation names it
     float_layers: int | None = None  # the float-layers rung: how many
     epochs: int | None = None  # the QAT rung
+    pairs: int | None = None  # the equalization rung: the layer pairs it equalized
 
 
 class Ladder(Record):
@@ -83,6 +93,7 @@ class QuantizeRecord(Record):
     layers_method: str | None = None
     ladder: Ladder | None = None
     calibrator_chosen: str | None = None  # the calibration rung kept another calibrator
+    equalization: Equalization | None = None  # the equalization rung was kept
     bias_correction: BiasCorrection | None = None  # the bias-correction rung was kept
 
 
@@ -106,6 +117,7 @@ def ladder_sentence(ladder: Ladder | None) -> str | None:
     parts.append(f"plain INT8 ({plain.calibrator} calibration) scored {plain.accuracy:.2f}% on val: {plain.breach}")
     for step in steps[1:]:
         what = (f"{step.calibrator_used or step.calibrator} calibration" if step.rung == "calibration"
+                else f"cross-layer equalization ({step.pairs} layer pairs)" if step.rung == "equalization"
                 else f"bias correction ({step.layers_corrected} layers)" if step.rung == "bias_correction"
                 else f"QAT with distillation ({step.epochs} epochs)" if step.rung == "qat"
                 else f"{step.float_layers} layer(s) kept in float")

@@ -34,8 +34,8 @@ from edgekiln.calibration import balanced_sample, folder_sample, image_files
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
-from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, sensitivity
-from edgekiln.stages.quantize.report import BiasCorrection, Ladder, QatRecord, QuantizeRecord
+from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, equalization, sensitivity
+from edgekiln.stages.quantize.report import BiasCorrection, Equalization, Ladder, QatRecord, QuantizeRecord
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.artifact import MixedPrecision
@@ -138,8 +138,8 @@ def _qat(cfg: QuantizeConfig, config: QuantizeSections, bundle: modeling.ModelBu
 def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
            accuracy: float, breach, figures: QuantizeRecord, *, qat_rung=None, workdir: Path | None = None):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
-    at the first within budget: another activation calibrator, bias correction, layers kept
-    in float, then QAT with distillation (`qat_rung(bundle, options)`: _qat's result; its
+    at the first within budget: another activation calibrator, cross-layer equalization, bias
+    correction, layers kept in float, then QAT with distillation (`qat_rung(bundle, options)`: _qat's result; its
     fake-quantize state is written to `workdir` when kept). Records every rung tried
     (accuracy, seconds, why it stopped) in `figures.ladder`; returns the graph, its
     accuracy, the options and the bundle (a bias-corrected or QAT-tuned model, when that
@@ -167,6 +167,20 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             if kept:
                 graph, accuracy, options = candidate, score, tried
                 figures.calibrator_chosen = other
+        elif rung == "equalization":
+            with progress.status(f"  INT8 misses the budget ({why}); equalizing channel ranges across layer pairs"):
+                model, record = equalization.equalized(bundle.model, calibration)
+                candidate = scheme.simulate(model, calibration, options) if record["pairs"] else None
+                score = _simulated_accuracy(scheme, candidate, data, bundle) if record["pairs"] else accuracy
+            kept = score > accuracy
+            steps.append({"rung": "equalization", "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
+                          "breach": breach(score), "kept": kept, "pairs": record["pairs"]})
+            console.print(f"  ladder: cross-layer equalization ({record['pairs']} layer pairs) -> {score:.2f}% val "
+                          f"({'kept' if kept else 'no better'})")
+            if kept:
+                graph, accuracy = candidate, score
+                bundle = dataclasses.replace(bundle, model=model)
+                figures.equalization = Equalization(**record)
         elif rung == "bias_correction":
             with progress.status(f"  INT8 misses the budget ({why}); correcting each layer's INT8 mean shift"):
                 model, record = bias_correction.corrected(bundle.model, calibration, options.per_channel)
