@@ -14,7 +14,7 @@ from edgekiln.targets.formats.tflite import pt2e
 onnx_format = get_format("onnx")
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.stages.quantize import QuantizeSections
-from edgekiln.stages.quantize.report import QuantizeRecord
+from edgekiln.stages.quantize.records import QuantizeRecord
 
 
 def small_model():

@@ -18,6 +18,7 @@ from edgekiln.training import evaluation, trainer
 from edgekiln.training.int8_recipe import CALIBRATION_FILE
 from edgekiln.training.modeling import ModelBundle
 from edgekiln.stages.export import ExportSections
+from edgekiln.stages.quantize.records import QuantizeRecord
 
 # Wide enough that coremltools quantizes conv1 (it leaves tensors under 2048 weights in float16).
 WIDTH = 96
@@ -62,7 +63,7 @@ def trained(tmp_path_factory):
     directory = tmp_path_factory.mktemp("quantize")
     np.save(directory / CALIBRATION_FILE, data.train_x[:64].numpy())
     quantized = StageResult.with_model(float_accuracy, bundle, directory=directory, params=0, macs=0,
-                                       stage="quantize")
+                                       stage="quantize", figures=QuantizeRecord())
     return data, quantized, float_accuracy
 
 

@@ -166,7 +166,8 @@ def test_a_given_model_fine_tuned_here_records_it_in_a_section_its_schema_reads(
 
     from edgekiln.stages.given import GivenSections, ModelConfig
     from edgekiln.stages.given import work as given
-    from edgekiln.stages.given.report import REPORT, GivenModelRecord
+    from edgekiln.stages.given.records import GivenModelRecord
+    from edgekiln.stages.given.report import REPORT
     from edgekiln.training.config import TrainConfig
 
     save_file(trained.state_dict(), tmp_path / "model.safetensors")

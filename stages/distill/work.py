@@ -16,7 +16,7 @@ from edgekiln.data.dataset import Dataset
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.distill import DistillSections, StudentConfig
-from edgekiln.stages.distill.report import DistillFigures, MissedBudget, StudentRecord
+from edgekiln.stages.distill.records import DistillFigures, MissedBudget, StudentRecord
 from edgekiln.stages.result import Fork, StageResult
 from edgekiln.system.records import dumped
 from edgekiln.training import distillation, evaluation, lr_range, modeling, schedule, trainer

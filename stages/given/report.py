@@ -2,41 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from edgekiln.stages.given.records import GivenModelFigures, GivenModelRecord, PreprocessingCheck
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Number, Record, dumped
-
-
-class FineTuned(Record):
-    """[model] epochs: how it scored on val before fine-tuning here, and the schedule it trained."""
-
-    val_accuracy_before: Number | None = None
-    schedule: dict[str, Any] | None = None
-
-
-class GivenModelFigures(Record):
-    """What stage `given`'s work returns beside the model: the model the user gave and how it
-    is fed (where each of its preprocessing figures came from)."""
-
-    name: str | None = None
-    arch: str | None = None
-    checkpoint: str | None = None
-    checkpoint_sha256: str | None = None
-    input_size: int | None = None
-    mean: list[Number] | None = None
-    std: list[Number] | None = None
-    preprocessing_from: dict[str, Any] | None = None
-    fine_tuned: FineTuned | None = None  # None: used as given
-
-
-class GivenModelRecord(GivenModelFigures):
-    """manifest.json's `model`: the model the user gave, how it is fed, and its accuracy."""
-
-    accuracy: Number | None = None
-    test_accuracy: Number | None = None
-    params: Number | None = None
-    macs: Number | None = None
+from edgekiln.system.records import dumped
 
 
 def _manifest(result, checks: dict) -> dict:
@@ -44,21 +12,6 @@ def _manifest(result, checks: dict) -> dict:
         return {"model": None}
     return {"model": dumped(result.figures, params=result.params, macs=result.macs, accuracy=result.accuracy,
                             test_accuracy=None if result.test is None else result.test.accuracy)}
-
-
-class PreprocessingCheck(Record):
-    """manifest.json's `preprocessing_check`: the model scored on val under the configured
-    preprocessing and its alternatives, and the verdict (or why it was skipped)."""
-
-    skipped: str | None = None
-    cached: bool | None = None
-    images: int | None = None
-    configured: dict[str, Any] | None = None
-    best: dict[str, Any] | None = None
-    screened_on: int | None = None
-    screened: dict[str, Number] | None = None
-    verdict: str | None = None
-    seconds: Number | None = None
 
 
 def _pct(value) -> str:
@@ -97,5 +50,6 @@ _HTML = """{% if m.model %}
 
 
 REPORT = StageReport(
-    figures=GivenModelFigures, manifest=_manifest, fields={"model": GivenModelRecord | None, "preprocessing_check": PreprocessingCheck | None},
+    figures=GivenModelFigures, manifest=_manifest,
+    fields={"model": GivenModelRecord | None, "preprocessing_check": PreprocessingCheck | None},
     summary=_summary, html=_HTML, lineage=_lineage)

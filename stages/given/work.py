@@ -11,7 +11,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.given import TRANSFORMERS, GivenSections, ModelConfig, metadata
 from edgekiln.stages.result import StageResult
-from edgekiln.stages.given.report import FineTuned, GivenModelFigures
+from edgekiln.stages.given.records import FineTuned, GivenModelFigures
 from edgekiln.system.files import sha256
 from edgekiln.training import evaluation, modeling, schedule, trainer
 

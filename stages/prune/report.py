@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from edgekiln.figures import millions, num, text
+from edgekiln.stages.prune.records import PruneRecord
 from edgekiln.stages.report import StageReport
-from edgekiln.system.records import Items, Number, Record, dumped
-
-
-class PruneStep(Record):
-    step: int | None = None
-    params: Number | None = None
-    macs: Number | None = None
-    latency_ms: Number | None = None
-    latency_source: str | None = None
-    accuracy: Number | None = None
-    note: str | None = None
-
-
-class PruneRecord(Record):
-    """manifest.json's `prune` (and what the stage's work returns beside its model): the
-    target, the importance, each step and why it stopped."""
-
-    target: dict[str, Any] | None = None
-    importance: str | None = None
-    steps: Items[PruneStep] = []
-    stopped: str | None = None
-    recovery_distils_from: str | None = None
-    self_distillation: bool | None = None
-    macs_before: Number | None = None  # the student's, before the first step
-    macs_ratio: Number | None = None  # after the last step kept, of macs_before
+from edgekiln.system.records import dumped
 
 
 def _manifest(result, checks: dict) -> dict:

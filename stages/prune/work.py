@@ -17,7 +17,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.prune import PruneConfig, PruneSections
 from edgekiln.stages.result import StageResult
-from edgekiln.stages.prune.report import PruneRecord
+from edgekiln.stages.prune.records import PruneRecord
 from edgekiln.training.model_latency import MeasuredLatency
 from edgekiln.targets.profiles import ProfileError, load_profile
 from edgekiln.targets.runners import estimate

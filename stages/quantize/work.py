@@ -35,7 +35,7 @@ from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, equalization, sensitivity
-from edgekiln.stages.quantize.report import BiasCorrection, Equalization, Ladder, QatRecord, QuantizeRecord
+from edgekiln.stages.quantize.records import BiasCorrection, Equalization, Ladder, QatRecord, QuantizeRecord
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.artifact import MixedPrecision

@@ -12,7 +12,7 @@ from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.result import StageResult
 from edgekiln.stages.teacher import TeacherCandidate, TeacherConfig, TeacherSections
-from edgekiln.stages.teacher.report import TeacherFigures
+from edgekiln.stages.teacher.records import TeacherFigures
 from edgekiln.targets.timing import measure
 from edgekiln.training import evaluation, lr_range, modeling, schedule, trainer, zero_shot
 from edgekiln.training.config import TrainConfig
