@@ -21,9 +21,9 @@ def _with_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=generator) * 4 + 0.05)
-                m.weight.copy_(torch.randn(n, generator=generator).abs() * 2 + 0.05)
-                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.1)
     return model.eval()
 
 
@@ -34,6 +34,7 @@ def _images(n=4, size=32):
 # MobileNetV2's ReLU6 clips (not positive-homogeneous): only linear bottlenecks that feed no residual pair.
 @pytest.mark.parametrize("arch,pairs", [("resnet10t", 6), ("mobilenetv3_small_050", 14), ("mobilenetv2_050", 2)])
 def test_timm_models_are_equalized_without_changing_what_they_compute(arch, pairs):
+    torch.manual_seed(0)
     model = _with_statistics(timm.create_model(arch, num_classes=10))
     images = _images()
     equalized, record = equalization.equalized(model, images)
@@ -41,7 +42,8 @@ def test_timm_models_are_equalized_without_changing_what_they_compute(arch, pair
     x = torch.from_numpy(images)
     with torch.no_grad():
         before, after = model(x), equalized(x)
-    assert torch.allclose(before, after, rtol=1e-4, atol=1e-4 * float(before.abs().max()))
+    # the same function, up to float32 rounding
+    assert float((before - after).abs().max()) < 1e-4 * float(before.abs().max())
     # each pair's ranges now match channel by channel (the last round moved them little)
     pairs = equalization.candidate_pairs(equalized, x[:1])
     norms_after = batch_norm_after(equalized)
@@ -79,6 +81,7 @@ def test_a_convolution_whose_output_also_feeds_a_residual_is_left_alone():
 def test_channel_ranges_unbalanced_by_a_factor_of_a_thousand_are_brought_back_together():
     """The model a converter or an unregularized training leaves: one layer's channels scaled
     by 1/s and the next one's inputs by s, the same function with ranges 1,000x apart."""
+    torch.manual_seed(0)
     model = _with_statistics(timm.create_model("resnet10t", num_classes=10))
     pair = next(p for p in equalization.candidate_pairs(model, torch.zeros(1, 3, 32, 32)) if p.norm)
     channels = model.get_submodule(pair.second).in_channels
