@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from edgekiln.system.records import Record
+from edgekiln.system.records import Record, dumped
 from edgekiln.targets.artifact import Artifact
 from edgekiln.training.evaluation import Grading
 from edgekiln.training.modeling import ModelBundle, load_bundle, save_bundle
@@ -109,8 +109,8 @@ def save_result(result: StageResult, directory: Path) -> None:
     models = result._models or []
     for i, bundle in enumerate(models):
         save_bundle(bundle, _model_dir(directory, i))
-    record = {"accuracy": result.accuracy, "figures": result.figures.model_dump(mode="json", by_alias=True),
-              "files": result.files,
+    # the figures as the stage set them: read back, they dump to the same manifest section
+    record = {"accuracy": result.accuracy, "figures": dumped(result.figures), "files": result.files,
               "params": result.params, "macs": result.macs, "forks": [asdict(f) for f in result.forks],
               "tests": [asdict(t) for t in result.tests], "compute_seconds": result.compute_seconds,
               "time_budget_cut": result.time_budget_cut,

@@ -101,3 +101,22 @@ def test_a_stage_budget_and_section_come_from_the_registry(registered_audit, tmp
     with pytest.raises(ConfigError, match=r"budget.max_drop.audit = 1.5 \(line \d+\): unknown key\n"
                                           r"  audit \(line \d+\): unknown key"):
         load_config(config)
+
+
+def test_a_cached_result_reads_back_as_its_stages_figures_and_writes_the_same_manifest_section(tmp_path):
+    """The cache stores a stage's figures as it set them and reads them back as its record
+    type: a cached stage's manifest section is the fresh one's, not one with every figure null."""
+    from edgekiln.stages.quantize.records import Ladder, LadderStep, QuantizeRecord
+    from edgekiln.stages.quantize.report import REPORT
+    from edgekiln.stages.result import load_result, save_result
+
+    figures = QuantizeRecord(mode="ptq", ptq_accuracy=90.0, ladder=Ladder(
+        rungs=["plain", "equalization"], steps=[LadderStep(rung="plain", accuracy=90.0, breach="1 point"),
+                                                LadderStep(rung="equalization", accuracy=95.0, pairs=3, kept=True)],
+        stopped="within budget at rung equalization"))
+    fresh = StageResult(accuracy=95.0, figures=figures)
+    save_result(fresh, tmp_path)
+    cached = load_result(tmp_path, QuantizeRecord)
+    assert isinstance(cached.figures, QuantizeRecord) and cached.figures.ladder.steps[1].pairs == 3
+    assert REPORT.manifest(cached, {}) == REPORT.manifest(fresh, {})
+    assert "qat" not in REPORT.manifest(cached, {})["quantize"]  # never set: absent, as when fresh
