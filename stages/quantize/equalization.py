@@ -123,7 +123,8 @@ def _input_range(conv: nn.Conv2d, norm_after: nn.BatchNorm2d | None) -> torch.Te
     """max |w| per input channel (folded with the batch norm after it)."""
     w = conv.weight.detach().abs()
     if norm_after is not None:
-        w = w * (norm_after.weight.detach().abs() / torch.sqrt(norm_after.running_var + norm_after.eps)).view(-1, 1, 1, 1)
+        gain = norm_after.weight.detach().abs() / torch.sqrt(norm_after.running_var + norm_after.eps)
+        w = w * gain.view(-1, 1, 1, 1)
     if conv.groups == 1:
         return w.transpose(0, 1).flatten(1).amax(1)
     return w.flatten(1).amax(1)  # depthwise: input channel c is output channel c

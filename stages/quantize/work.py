@@ -37,8 +37,8 @@ from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, equalization, sensitivity
 from edgekiln.stages.quantize.records import BiasCorrection, Equalization, Ladder, QatRecord, QuantizeRecord
 from edgekiln.stages.result import StageResult
-from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.artifact import MixedPrecision
+from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.training import evaluation, mixed_precision, modeling, qat, schedule
 from edgekiln.training.int8_recipe import CALIBRATION_FILE, QAT_STATE_FILE
@@ -139,11 +139,11 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
            accuracy: float, breach, figures: QuantizeRecord, *, qat_rung=None, workdir: Path | None = None):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
     at the first within budget: another activation calibrator, cross-layer equalization, bias
-    correction, layers kept in float, then QAT with distillation (`qat_rung(bundle, options)`: _qat's result; its
-    fake-quantize state is written to `workdir` when kept). Records every rung tried
-    (accuracy, seconds, why it stopped) in `figures.ladder`; returns the graph, its
-    accuracy, the options and the bundle (a bias-corrected or QAT-tuned model, when that
-    rung was kept)."""
+    correction, layers kept in float, then QAT with distillation (`qat_rung(bundle, options)`:
+    _qat's result; its fake-quantize state is written to `workdir` when kept). Records every
+    rung tried (accuracy, seconds, why it stopped) in `figures.ladder`; returns the graph, its
+    accuracy, the options and the bundle (an equalized, bias-corrected or QAT-tuned model,
+    when that rung was kept)."""
     steps = [{"rung": "plain", "calibrator": options.calibrator, "accuracy": accuracy, "seconds": None,
               "breach": breach(accuracy)}]
     for rung in cfg.rungs:
