@@ -20,8 +20,11 @@ class Int8Options:
     float_layers: tuple[str, ...] = field(default_factory=tuple)  # torch module names kept float
     sensitive_as: str = "float"  # what `float_layers` become in a format that can give them int16 activations
     # QAT's fake-quantize state (safetensors file): the PT2E scheme (TFLite) takes its
-    # activation ranges from it instead of calibrating, when no layer is kept in float.
+    # activation ranges from it instead of calibrating, when no layer is kept in float, and
+    # so does ONNX, through the graph `qat_scheme` (the INT8 simulation module QAT trained
+    # under) restores.
     qat_state: str | None = None
+    qat_scheme: str | None = None
     # How the weights are stored, for the kernels of the device that runs them: ONNX's
     # weight type (uint8 or int8; activations are uint8) and reduce_range (7-bit weights, so
     # x86 kernels without VNNI do not saturate). Set per target from its profile's [int8].
@@ -65,3 +68,5 @@ class Int8Simulation(Protocol):
     def qat_state(self, prepared, model) -> dict: ...
     def train_mode(self, graph, mode: bool) -> None: ...  # a prepared graph to training or eval
     def convert(self, prepared): ...  # a trained QAT graph as its INT8 simulation
+    # the graph QAT ended with, from the model and options.qat_state (fold_weights: INT8 weight constants)
+    def restore_qat(self, model, example, options: Int8Options, fold_weights: bool = False): ...

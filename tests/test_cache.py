@@ -310,7 +310,8 @@ def test_a_stage_key_holds_the_formats_its_config_uses_and_no_other():
         assert formats == set() and "coremltools" not in libraries, (name, formats)
     assert formats_in("quantize")[0] == {"tflite"}  # its INT8 simulation
     formats, libraries = formats_in("export")
-    assert formats == {"onnx", "coreml"} and "coremltools" in libraries
+    # its targets' formats, and the INT8 simulation it searches float layers with and takes QAT's graph from
+    assert formats == {"onnx", "coreml", "tflite"} and "coremltools" in libraries
     # a stage that declares nothing holds every format, as before
     all_formats = {m.split(".")[3] for m in stage_code.closure("edgekiln.stages.export.work", *stage_code.ENGINE)[0]
                    if m.startswith("edgekiln.targets.formats.")}

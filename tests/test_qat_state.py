@@ -77,6 +77,31 @@ def test_the_tflite_artifact_uses_qat_ranges(trained, tmp_path):
     assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
 
 
+def test_the_onnx_artifact_is_qats_own_graph_with_int8_weights_not_recalibrated(trained, tmp_path):
+    """ONNX from QAT state: the graph QAT ended with, exported as QDQ with its weights INT8,
+    runs in onnxruntime as the simulation does (quantize_static would calibrate new ranges)."""
+    import onnx
+
+    model, images, expected, path = trained
+    onnx_format = get_format("onnx")
+    options = Int8Options(qat_state=path, qat_scheme=pt2e.__name__)
+    applied = onnx_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "m.onnx", {}, options)
+    assert applied["calibrator"].startswith("QAT") and applied["calibration_images"] == 0
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    kinds = {n.op_type for n in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= kinds
+    weights = [t for t in graph.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 3  # both convolutions' and the linear layer's weights stored as INT8
+    got = onnx_format.predict(tmp_path / "m.onnx", images)
+    reference = pt2e.predict(expected, images)
+    assert (got.argmax(1) == reference.argmax(1)).mean() >= 0.9
+    assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
+    # calibrated afresh, as before: what a model without QAT state (or with float layers) gets
+    plain = onnx_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "p.onnx", {},
+                                    Int8Options(qat_state=path, qat_scheme=pt2e.__name__, float_layers=("0",)))
+    assert plain["calibrator"] == "minmax" and plain["calibration_images"] == len(images)
+
+
 def test_state_of_another_model_is_refused(trained, tmp_path):
     _, images, _, path = trained
     other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))

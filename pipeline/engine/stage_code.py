@@ -24,6 +24,8 @@ from pathlib import Path
 DISCOVERS = {"edgekiln.targets.format": ("edgekiln.targets.formats",),
              # a follower rank rebuilds QAT's graph with the INT8 simulation a format names
              "edgekiln.training.qat": ("edgekiln.targets.formats",),
+             # an INT8 artifact of a QAT model is the graph QAT trained, which that simulation restores
+             "edgekiln.targets.formats.onnx": ("edgekiln.targets.formats",),
              "edgekiln.targets.runners": ("edgekiln.targets.runners",),
              # its names are imported on first use (validate reads its image suffixes without torch)
              "edgekiln.calibration": ("edgekiln.calibration",)}

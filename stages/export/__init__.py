@@ -44,7 +44,10 @@ def _plan(cfg, model):
             for t in cfg.targets], model
 
 
-STAGE = register(Stage(plan=_plan, formats=lambda sections: {t.format for t in sections.targets},
+# Its key holds the targets' formats and the quantize stage's INT8 simulation, which it runs
+# (the accuracy-aware search) and whose QAT graph the INT8 artifacts of a QAT model start from.
+STAGE = register(Stage(plan=_plan, formats=lambda sections: {t.format for t in sections.targets}
+                       | {sections.quantize.simulation},
     name="export", order=50, follows="quantize", run="edgekiln.stages.export.work:run", section="targets",
     schema=Annotated[list[TargetConfig], Field(min_length=1)], default=REQUIRED, reads=ExportSections,
     unkeyed=unkeyed, profiles=_profiles, budgeted=True, publishes=True,

@@ -90,8 +90,11 @@ class QuantizeConfig(BaseModel):
         return self
 
     def options(self) -> Int8Options:
+        from edgekiln.targets.format import get_format
+
         return Int8Options(calibrator=self.calibrator, per_channel=self.per_channel,
-                           sensitive_as=self.sensitive_layers)
+                           sensitive_as=self.sensitive_layers,
+                           qat_scheme=get_format(self.simulation).INT8_SIMULATION)
 
     def resolve_paths(self, base: Path) -> None:
         """The calibration folder is relative to the config file."""

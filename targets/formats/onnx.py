@@ -44,6 +44,12 @@ def export_float(model: "torch.nn.Module", example: "torch.Tensor", path: Path) 
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 
+def _takes_qat_ranges(options: Int8Options) -> bool:
+    """Whether an INT8 artifact is QAT's own graph: QAT's state, the scheme that trained it,
+    and every layer quantized (a graph with float layers is calibrated afresh, as in TFLite)."""
+    return options.qat_state is not None and options.qat_scheme is not None and not options.float_layers
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over an array of model inputs."""
 
@@ -247,6 +253,8 @@ class Onnx(Format):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        if activations == "uint8" and _takes_qat_ranges(options) and self.io_of(metadata) != "uint8":
+            return self._export_qat(model, example, calibration, path, metadata, options)
         model, example, inputs, prefix = self._exportable(model, example, calibration, metadata)
         if activations == "int16":  # signed INT8 weights, as TFLite's 16x8 (uint8 weights serve x86's u8u8 INT8 kernels only)
             options = dataclasses.replace(options, weight_type="int8", reduce_range=False)
@@ -277,6 +285,30 @@ class Onnx(Format):
                 "float_layers": list(options.float_layers), "float_nodes": len(excluded),
                 "calibration_images": len(calibration),
                 **({"activations": "int16, calibrated"} if activations == "int16" else {})}
+
+    def _export_qat(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
+                    options: Int8Options) -> dict:
+        """The graph QAT ended with (its tuned weights as INT8 constants, its learned
+        activation ranges) exported as a QDQ model: the ranges QAT trained for, where
+        quantize_static would calibrate new ones on the QAT-tuned weights."""
+        import importlib
+
+        import torch
+
+        scheme = importlib.import_module(options.qat_scheme)
+        example = example.cpu()
+        graph = scheme.restore_qat(model.cpu().eval(), example, options, fold_weights=True)
+        try:
+            program = torch.onnx.export(graph, (example,), dynamo=True, opset_version=18, input_names=[INPUT],
+                                        output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        verbose=False)
+            program.save(str(path), external_data=False)  # one file: an artifact needs no .data beside it
+        except Exception as e:  # the exporter raises many types; the message names the op
+            raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        self.write_metadata(path, metadata)
+        return {"calibrator": "QAT (ranges tracked by its fake-quantize observers in training)",
+                "per_channel": options.per_channel, "weights": "S8 (QAT's graph)", "float_layers": [],
+                "float_nodes": 0, "calibration_images": 0}
 
     def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                encoding: str = "int8", options: Int8Options = Int8Options()) -> dict:

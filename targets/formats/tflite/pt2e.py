@@ -122,9 +122,12 @@ def qat_state(prepared, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in prepared.state_dict().items() if k not in own}
 
 
-def restore_qat(model: torch.nn.Module, example: torch.Tensor, options: Int8Options) -> torch.fx.GraphModule:
+def restore_qat(model: torch.nn.Module, example: torch.Tensor, options: Int8Options,
+                fold_weights: bool = False) -> torch.fx.GraphModule:
     """The INT8-simulated graph QAT ended with: `model` (holding the QAT-tuned weights)
-    prepared as in QAT, its fake-quantize state loaded from `options.qat_state`, converted."""
+    prepared as in QAT, its fake-quantize state loaded from `options.qat_state`, converted.
+    `fold_weights`: its weights stored as INT8 constants (for an exporter to keep them INT8),
+    else float weights quantized as the graph runs."""
     from safetensors.torch import load_file
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
@@ -137,7 +140,7 @@ def restore_qat(model: torch.nn.Module, example: torch.Tensor, options: Int8Opti
                                         f"({len(set(state) ^ wanted)} tensors differ)")
     prepared.load_state_dict(state, strict=False)
     move_exported_model_to_eval(prepared)
-    return convert_pt2e(prepared, fold_quantize=False)
+    return convert_pt2e(prepared, fold_quantize=fold_weights)
 
 
 def export_dynamic_batch(model: torch.nn.Module, example: torch.Tensor, *, name: str = "tflite"):
