@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.errors import InputError
 from edgekiln.progress import console
 from edgekiln.stages.quantize import QuantizeConfig, QuantizeSections, bias_correction, equalization, sensitivity
-from edgekiln.stages.quantize.records import BiasCorrection, Equalization, Ladder, QatRecord, QuantizeRecord
+from edgekiln.stages.quantize.records import Ladder, QatRecord, QuantizeRecord
 from edgekiln.stages.result import StageResult
 from edgekiln.targets.artifact import MixedPrecision
 from edgekiln.targets.format import int8_simulation
@@ -135,6 +136,29 @@ def _qat(cfg: QuantizeConfig, config: QuantizeSections, bundle: modeling.ModelBu
         "schedule": record}
 
 
+@dataclasses.dataclass(frozen=True)
+class _ModelRung:
+    """A rung that makes another float model for INT8 (the same function rescaled, or
+    corrected for INT8's mean shift): kept, it is the model export converts."""
+
+    make: Callable  # (model, calibration, options) -> (model, its record)
+    doing: str  # what the console says while it works
+    said: Callable[[dict], str]  # the rung in the ladder's sentence
+    step: Callable[[dict], dict]  # what its ladder step records of it
+
+
+_MODEL_RUNGS = {
+    "equalization": _ModelRung(
+        lambda model, calibration, options: equalization.equalized(model, calibration),
+        "equalizing channel ranges across layer pairs",
+        lambda r: f"cross-layer equalization ({r['pairs']} layer pairs)", lambda r: {"pairs": r["pairs"]}),
+    "bias_correction": _ModelRung(
+        lambda model, calibration, options: bias_correction.corrected(model, calibration, options.per_channel),
+        "correcting each layer's INT8 mean shift",
+        lambda r: f"bias correction ({r['layers_corrected']} layers)", lambda r: r),
+}
+
+
 def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, data: Dataset, graph,
            accuracy: float, breach, figures: QuantizeRecord, *, qat_rung=None, workdir: Path | None = None):
     """The repair ladder after plain PTQ, cheapest first, each rung scored on val, stopping
@@ -167,34 +191,20 @@ def _climb(cfg, scheme, bundle, calibration: np.ndarray, options: Int8Options, d
             if kept:
                 graph, accuracy, options = candidate, score, tried
                 figures.calibrator_chosen = other
-        elif rung == "equalization":
-            with progress.status(f"  INT8 misses the budget ({why}); equalizing channel ranges across layer pairs"):
-                model, record = equalization.equalized(bundle.model, calibration)
-                candidate = scheme.simulate(model, calibration, options) if record["pairs"] else None
-                score = _simulated_accuracy(scheme, candidate, data, bundle) if record["pairs"] else accuracy
-            kept = score > accuracy
-            steps.append({"rung": "equalization", "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
-                          "breach": breach(score), "kept": kept, "pairs": record["pairs"]})
-            console.print(f"  ladder: cross-layer equalization ({record['pairs']} layer pairs) -> {score:.2f}% val "
-                          f"({'kept' if kept else 'no better'})")
-            if kept:
-                graph, accuracy = candidate, score
-                bundle = dataclasses.replace(bundle, model=model)
-                figures.equalization = Equalization(**record)
-        elif rung == "bias_correction":
-            with progress.status(f"  INT8 misses the budget ({why}); correcting each layer's INT8 mean shift"):
-                model, record = bias_correction.corrected(bundle.model, calibration, options.per_channel)
+        elif rung in _MODEL_RUNGS:
+            remake = _MODEL_RUNGS[rung]
+            with progress.status(f"  INT8 misses the budget ({why}); {remake.doing}"):
+                model, record = remake.make(bundle.model, calibration, options)
                 candidate = scheme.simulate(model, calibration, options)
                 score = _simulated_accuracy(scheme, candidate, data, bundle)
             kept = score > accuracy
-            steps.append({"rung": "bias_correction", "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
-                          "breach": breach(score), "kept": kept, **record})
-            console.print(f"  ladder: bias correction ({record['layers_corrected']} layers) -> {score:.2f}% val "
-                          f"({'kept' if kept else 'no better'})")
+            steps.append({"rung": rung, "accuracy": score, "seconds": round(time.perf_counter() - started, 2),
+                          "breach": breach(score), "kept": kept, **remake.step(record)})
+            console.print(f"  ladder: {remake.said(record)} -> {score:.2f}% val ({'kept' if kept else 'no better'})")
             if kept:
                 graph, accuracy = candidate, score
                 bundle = dataclasses.replace(bundle, model=model)
-                figures.bias_correction = BiasCorrection(**record)
+                setattr(figures, rung, record)
         elif rung == "float_layers":
             graph, accuracy, mixed = _keep_float(scheme, bundle, calibration, options, data, why, breach)
             figures.mixed_precision = MixedPrecision(**mixed)
