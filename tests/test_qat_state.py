@@ -84,7 +84,7 @@ def test_the_onnx_artifact_is_qats_own_graph_with_int8_weights_not_recalibrated(
 
     model, images, expected, path = trained
     onnx_format = get_format("onnx")
-    options = Int8Options(qat_state=path, qat_scheme=pt2e.__name__)
+    options = Int8Options(qat_state=path, qat_scheme=pt2e.__name__, weight_type="int8")  # U8S8, as int8_types gives
     applied = onnx_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "m.onnx", {}, options)
     assert applied["calibrator"].startswith("QAT") and applied["calibration_images"] == 0
     graph = onnx.load(str(tmp_path / "m.onnx"))
@@ -102,8 +102,15 @@ def test_the_onnx_artifact_is_qats_own_graph_with_int8_weights_not_recalibrated(
     assert np.abs(got - reference).max() < 0.05 * np.abs(reference).max()
     # calibrated afresh, as before: what a model without QAT state (or with float layers) gets
     plain = onnx_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "p.onnx", {},
-                                    Int8Options(qat_state=path, qat_scheme=pt2e.__name__, float_layers=("0",)))
+                                    Int8Options(qat_state=path, qat_scheme=pt2e.__name__, weight_type="int8",
+                                                float_layers=("0",)))
     assert plain["calibrator"] == "minmax" and plain["calibration_images"] == len(images)
+    assert plain["qat_ranges"] == "not used: layers kept in float: calibrated afresh"
+    # a device whose kernels want 7-bit weights gets quantize_static's, and the record says why
+    narrow = onnx_format.export_int8(model, torch.from_numpy(images[:1]), images, tmp_path / "r.onnx", {},
+                                     Int8Options(qat_state=path, qat_scheme=pt2e.__name__, weight_type="int8",
+                                                 reduce_range=True))
+    assert "7 bits (reduce_range)" in narrow["qat_ranges"] and "reduce_range" in narrow["weights"]
 
 
 def test_state_of_another_model_is_refused(trained, tmp_path):

@@ -44,10 +44,22 @@ def export_float(model: "torch.nn.Module", example: "torch.Tensor", path: Path) 
         raise ConversionError(NAME, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 
-def _takes_qat_ranges(options: Int8Options) -> bool:
-    """Whether an INT8 artifact is QAT's own graph: QAT's state, the scheme that trained it,
-    and every layer quantized (a graph with float layers is calibrated afresh, as in TFLite)."""
-    return options.qat_state is not None and options.qat_scheme is not None and not options.float_layers
+def _qat_graph_problem(options: Int8Options) -> str | None:
+    """Why an INT8 artifact of a QAT model cannot be QAT's own graph (None: it is): a graph
+    with layers kept in float is calibrated afresh, as in TFLite; QAT trained full 8-bit int8
+    weights, which a device that wants 7-bit (reduce_range) or uint8 weights would run
+    saturating or slowly, so there quantize_static calibrates its own."""
+    if options.qat_state is None:
+        return "no QAT state"
+    if options.qat_scheme is None:
+        return "the INT8 simulation QAT trained under is not named (Int8Options.qat_scheme)"
+    if options.float_layers:
+        return "layers kept in float: calibrated afresh"
+    if options.reduce_range or options.weight_type != "int8":
+        return (f"the device's kernels want {options.weight_type} weights"
+                + (" of 7 bits (reduce_range)" if options.reduce_range else "")
+                + "; QAT trained full 8-bit int8 ones: calibrated afresh")
+    return None
 
 
 def _for_onnxruntime(path: Path) -> None:
@@ -284,7 +296,9 @@ class Onnx(Format):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        if activations == "uint8" and _takes_qat_ranges(options) and self.io_of(metadata) != "uint8":
+        qat_problem = _qat_graph_problem(options) or (
+            "the artifact takes uint8 pixels: calibrated afresh" if self.io_of(metadata) == "uint8" else None)
+        if activations == "uint8" and qat_problem is None:
             return self._export_qat(model, example, calibration, path, metadata, options)
         model, example, inputs, prefix = self._exportable(model, example, calibration, metadata)
         if activations == "int16":  # signed INT8 weights, as TFLite's 16x8 (uint8 weights serve x86's u8u8 INT8 kernels only)
@@ -315,7 +329,8 @@ class Onnx(Format):
                            + (", reduce_range (7-bit weights)" if options.reduce_range else ""),
                 "float_layers": list(options.float_layers), "float_nodes": len(excluded),
                 "calibration_images": len(calibration),
-                **({"activations": "int16, calibrated"} if activations == "int16" else {})}
+                **({"activations": "int16, calibrated"} if activations == "int16" else {}),
+                **({"qat_ranges": f"not used: {qat_problem}"} if options.qat_state is not None else {})}
 
     def _export_qat(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
                     options: Int8Options) -> dict:
@@ -339,7 +354,7 @@ class Onnx(Format):
         _for_onnxruntime(path)
         self.write_metadata(path, metadata)
         return {"calibrator": "QAT (ranges tracked by its fake-quantize observers in training)",
-                "per_channel": options.per_channel, "weights": "S8 (QAT's graph)", "float_layers": [],
+                "per_channel": options.per_channel, "weights": "U8S8 (QAT's graph)", "float_layers": [],
                 "float_nodes": 0, "calibration_images": 0}
 
     def export(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
