@@ -330,6 +330,9 @@ def test_qat_reuses_the_upstream_stages_and_writes_int8_artifacts(run):
     for target in ("server", "iphone"):
         assert by_target[target]["sha256"] != next(a for a in first["artifacts"] if a["target"] == target)["sha256"]
         assert by_target[target]["size_bytes"] < 0.5 * float_bytes, (target, by_target[target]["size_bytes"])
+    # ONNX is QAT's own graph (its trained ranges), unless this host's kernels want 7-bit weights (no VNNI)
+    onnx_record = by_target["server"]["quantization"]
+    assert onnx_record["calibrator"].startswith("QAT") or "7 bits (reduce_range)" in onnx_record["qat_ranges"]
 
 
 def test_a_plain_int8_simulation_that_misses_the_budget_keeps_layers_float_and_the_run_passes(run, profileless_run):
