@@ -52,9 +52,9 @@ def test_timm_models_are_equalized_without_changing_what_they_compute(arch, pair
     for pair in pairs:
         if f"{pair.first} -> {pair.second}" not in kept:
             continue
-        r1 = equalization._folded_range(equalized.get_submodule(pair.first),
-                                        equalized.get_submodule(pair.norm) if pair.norm else None)
-        r2 = equalization._input_range(equalized.get_submodule(pair.second), norms_after.get(pair.second))
+        r1 = equalization._output_ranges(equalized.get_submodule(pair.first),
+                                         equalized.get_submodule(pair.norm) if pair.norm else None)
+        r2 = equalization._input_ranges(equalized.get_submodule(pair.second), norms_after.get(pair.second))
         live = (r1 > 1e-6) & (r2 > 1e-6)
         assert torch.allclose(r1[live], r2[live], rtol=0.05), pair
 
@@ -89,7 +89,7 @@ def test_channel_ranges_unbalanced_by_a_factor_of_a_thousand_are_brought_back_to
     norm = model.get_submodule(pair.norm)
 
     def spread(m):
-        r = equalization._folded_range(m.get_submodule(pair.first), m.get_submodule(pair.norm))
+        r = equalization._output_ranges(m.get_submodule(pair.first), m.get_submodule(pair.norm))
         return float(r.max() / r.min())
 
     assert spread(model) > 300 and norm is not None

@@ -351,7 +351,7 @@ def test_bias_correction_makes_each_int8_layer_unbiased_through_its_batch_norm()
     x = torch.from_numpy(calibration)
 
     def int8_mean_error(m):
-        w, b = bc._folded(m[0], m[1])
+        w, b = bc.folded(m[0], m[1])
         y = F.conv2d(x, w, b, groups=8)
         y_int8 = F.conv2d(activation_int8(x), weight_int8(w, True), b, groups=8)
         return (model(x) - y_int8).mean((0, 2, 3)), (model(x) - y).abs().max()

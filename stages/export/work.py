@@ -19,9 +19,9 @@ from edgekiln import gates as budget
 from edgekiln import progress
 from edgekiln.data.dataset import Dataset, to_input
 from edgekiln.progress import console
+from edgekiln.stages.export.records import ExportFigures
 from edgekiln.stages.result import StageResult
 from edgekiln.system.records import dumped
-from edgekiln.stages.export.records import ExportFigures
 from edgekiln.targets import encodings, evaluate, get_format, runners
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import cost_features

@@ -30,7 +30,7 @@ IMAGES = 256  # calibration images the shifts are measured on
 BATCH = 64
 
 
-def _folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The convolution's weight and bias with the batch norm after it folded in, as converters fold it."""
     w = conv.weight.detach().float()
     b = None if conv.bias is None else conv.bias.detach().float()
@@ -75,7 +75,7 @@ def measure_shifts(model: torch.nn.Module, calibration: np.ndarray, per_channel:
         def hook(_module, inputs, _output):
             x = inputs[0].detach().float()
             if isinstance(module, torch.nn.Conv2d):
-                w, b = _folded(module, norms.get(name))
+                w, b = folded(module, norms.get(name))
                 run = lambda x_, w_: F.conv2d(x_, w_, b, module.stride, module.padding, module.dilation,  # noqa: E731
                                               module.groups)
             else:

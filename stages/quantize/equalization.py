@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekiln.stages.quantize.bias_correction import batch_norm_after
+from edgekiln.stages.quantize.bias_correction import batch_norm_after, folded
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # f(s x) = s f(x) for s > 0
 ROUNDS = 20  # equalizing one pair changes its neighbours' ranges: repeat until settled
@@ -111,20 +111,14 @@ def _inside_norm(model: nn.Module, name: str) -> bool:
     return bool(parent) and isinstance(model.get_submodule(parent), nn.BatchNorm2d)
 
 
-def _folded_range(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> torch.Tensor:
-    """max |w| per output channel, the batch norm after it folded in."""
-    w = conv.weight.detach().abs().flatten(1).amax(1)
-    if norm is None:
-        return w
-    return w * (norm.weight.detach().abs() / torch.sqrt(norm.running_var + norm.eps))
+def _output_ranges(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> torch.Tensor:
+    """max |w| per output channel, the batch norm after it folded in as converters fold it."""
+    return folded(conv, norm)[0].abs().flatten(1).amax(1)
 
 
-def _input_range(conv: nn.Conv2d, norm_after: nn.BatchNorm2d | None) -> torch.Tensor:
-    """max |w| per input channel (folded with the batch norm after it)."""
-    w = conv.weight.detach().abs()
-    if norm_after is not None:
-        gain = norm_after.weight.detach().abs() / torch.sqrt(norm_after.running_var + norm_after.eps)
-        w = w * gain.view(-1, 1, 1, 1)
+def _input_ranges(conv: nn.Conv2d, norm_after: nn.BatchNorm2d | None) -> torch.Tensor:
+    """max |w| per input channel, the batch norm after it folded in."""
+    w = folded(conv, norm_after)[0].abs()
     if conv.groups == 1:
         return w.transpose(0, 1).flatten(1).amax(1)
     return w.flatten(1).amax(1)  # depthwise: input channel c is output channel c
@@ -181,8 +175,8 @@ def equalized(model: nn.Module, calibration: np.ndarray) -> tuple[nn.Module, dic
         moved = 0.0
         for pair in pairs:
             first, second = model.get_submodule(pair.first), model.get_submodule(pair.second)
-            r1 = _folded_range(first, model.get_submodule(pair.norm) if pair.norm else None)
-            r2 = _input_range(second, norms_of.get(pair.second))
+            r1 = _output_ranges(first, model.get_submodule(pair.norm) if pair.norm else None)
+            r2 = _input_ranges(second, norms_of.get(pair.second))
             s = torch.where((r1 > 0) & (r2 > 0), torch.sqrt(r1 / r2.clamp_min(1e-12)), torch.ones_like(r1))
             rescale(model, pair, s)
             moved = max(moved, float(s.log().abs().max()))

@@ -11,11 +11,10 @@ from edgekiln.system.records import dumped
 def _manifest(result, checks: dict) -> dict:
     if result is None:
         return {"quantize": None}
-    figures: QuantizeRecord = result.figures
-    if figures.ladder is not None:
-        figures = figures.model_copy(update={"ladder": figures.ladder.model_copy(
-            update={"summary": ladder_sentence(figures.ladder)})})
-    return {"quantize": dumped(figures)}
+    section = dumped(result.figures)
+    if result.figures.ladder is not None:
+        section["ladder"]["summary"] = ladder_sentence(result.figures.ladder)
+    return {"quantize": section}
 
 
 def ladder_sentence(ladder: Ladder | None) -> str | None:

@@ -299,7 +299,7 @@ class Onnx(Format):
         qat_problem = _qat_graph_problem(options) or (
             "the artifact takes uint8 pixels: calibrated afresh" if self.io_of(metadata) == "uint8" else None)
         if activations == "uint8" and qat_problem is None:
-            return self._export_qat(model, example, calibration, path, metadata, options)
+            return self._export_qat(model, example, path, metadata, options)
         model, example, inputs, prefix = self._exportable(model, example, calibration, metadata)
         if activations == "int16":  # signed INT8 weights, as TFLite's 16x8 (uint8 weights serve x86's u8u8 INT8 kernels only)
             options = dataclasses.replace(options, weight_type="int8", reduce_range=False)
@@ -332,8 +332,7 @@ class Onnx(Format):
                 **({"activations": "int16, calibrated"} if activations == "int16" else {}),
                 **({"qat_ranges": f"not used: {qat_problem}"} if options.qat_state is not None else {})}
 
-    def _export_qat(self, model, example, calibration: np.ndarray, path: Path, metadata: dict[str, str],
-                    options: Int8Options) -> dict:
+    def _export_qat(self, model, example, path: Path, metadata: dict[str, str], options: Int8Options) -> dict:
         """The graph QAT ended with (its tuned weights as INT8 constants, its learned
         activation ranges) exported as a QDQ model: the ranges QAT trained for, where
         quantize_static would calibrate new ones on the QAT-tuned weights."""
