@@ -10,10 +10,11 @@ convolution's channels, whose ranges differ by orders of magnitude, and the acti
 between the two stop wasting INT8 levels on one loud channel (Nagel et al., "Data-Free
 Quantization Through Weight Equalization and Bias Correction", ICCV 2019; AIMET's CLE).
 
-AIMET's implementation finds no pair in timm's models (it does not see timm's fused
-BatchNormAct2d as a batch norm and an activation) and folds the batch norms away, which the
-model bundle (timm architecture + state dict) cannot hold; so this one scales the batch
-norm's affine parameters instead of folding them, and the model keeps its architecture.
+AIMET's implementation folds the batch norms into the convolutions (all 14 of resnet10t's),
+which the model bundle (timm architecture + state dict) cannot hold, and does not take
+timm's fused BatchNormAct2d for a batch norm and an activation (on mobilenetv2_050 it
+changes no parameter; BENCHMARKS.md); so this one scales the batch norm's affine parameters
+instead of folding them, and the model keeps its architecture.
 
 Pairs are found by tracing one forward pass (which module's output is which module's
 input); a pair is kept only if scaling it leaves the model's output unchanged on the
