@@ -138,8 +138,9 @@ def verdict(passed: bool | None, unchecked: int = 0) -> str:
 @dataclass(frozen=True)
 class BudgetCheck:
     """A resource budget of an artifact on its profile: latency, peak memory or size. An
-    estimated latency decides on its interval's upper end (rule "upper") unless the target
-    sets `estimate_gate = "point"`: an estimate without an interval cannot pass that way."""
+    estimated latency is decided first by a measured reference row that bounds it (rule
+    "bound", estimate.bounding_rows), else on its interval's upper end (rule "upper") unless the
+    target sets `estimate_gate = "point"`: an estimate without an interval cannot pass that way."""
 
     subject: str  # "target android-cpu"
     budget_key: str  # "budget.p50_ms of profile pixel-3-cpu"
@@ -148,14 +149,19 @@ class BudgetCheck:
     budget: float
     unit: str
     source: str  # host | device | estimate | file
-    interval: tuple[float, float] | None = None  # an estimate's interval
-    rule: str = "point"  # point | upper | rounds (a busy host's measurement: passes on its slowest round)
+    interval: tuple[float | None, float | None] | None = None  # an estimate's interval, or its bounds
+    # point | upper | rounds (a busy host's measurement: passes on its slowest round) | bound (a
+    # measured row doing at least, or at most, as much work: interval is (low, high), either None)
+    rule: str = "point"
     field: str = "p50_ms"  # the budget's field: p50_ms | p90_ms | peak_memory_mb | size_mb
 
     @property
     def decided_on(self) -> float:
         if self.rule == "rounds":  # a busy host: decided on its slowest round (made only when that is within)
             return self.interval[1]
+        if self.rule == "bound":  # a measured row's bound: the upper one when within, else the lower one over
+            low, high = self.interval
+            return high if high is not None and high <= self.budget + _EPS else low
         if self.rule != "upper":
             return self.value
         return self.interval[1] if self.interval is not None else math.inf
@@ -169,6 +175,11 @@ class BudgetCheck:
         how = self.source
         if self.rule == "rounds":
             how = f"host, busy: every round {self.interval[0]:.3g}-{self.interval[1]:.3g} {self.unit} within"
+        if self.rule == "bound":
+            low, high = self.interval
+            how = (f"estimate; a measured row doing at least as much of every counted cost took {high:.3g} {self.unit}"
+                   if self.passed else
+                   f"estimate; a measured row doing at most as much of every counted cost took {low:.3g} {self.unit}")
         if self.rule == "upper":
             how = (f"estimate, interval {self.interval[0]:.3g}-{self.interval[1]:.3g}: decided on its upper end"
                    if self.interval is not None else
@@ -241,7 +252,8 @@ _BUDGETS = (
 def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], list[NotChecked]]:
     """Checks of an artifact against its profile's budgets, and every budget set that could
     not be checked: its figure was not measured (nor estimated), or only estimated to an
-    order of magnitude (a profile table too small or too wrong to decide on)."""
+    order of magnitude (a profile table too small or too wrong to decide on) that no measured
+    row's bound decides."""
     checks_, unchecked = [], []
     for field, metric, unit, read, measured in _BUDGETS:
         if artifact.budget.get(field) is None:
@@ -256,12 +268,19 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
         source = artifact.latency_source if measured else "file"
         if source == "estimate" and unit == "MB":  # an estimated device's memory is measured in this host's runtime
             source = (artifact.latency_detail or {}).get("peak_memory_source") or source
+        bound = _decided_by_bound(artifact, field, limit) if source == "estimate" and unit == "ms" else None
+        if bound is not None:
+            checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source, bound, "bound", field))
+            continue
         weak = (artifact.latency_detail or {}).get("order_of_magnitude") if source == "estimate" else None
         if weak:
+            low, high = _bounds(artifact, field) if unit == "ms" else (None, None)
+            bounded = "".join([f"; no faster than a measured row's {low:.3g} {unit}" if low is not None else "",
+                               f"; no slower than a measured row's {high:.3g} {unit}" if high is not None else ""])
             unchecked.append(NotChecked(
                 subject, key, field, metric, unit, limit, f"{metric} {float(value):.3g} {unit} is an order-of-magnitude "
-                f"estimate ({weak}); measure on the device or calibrate the profile (edgekiln profile calibrate)",
-                float(value)))
+                f"estimate ({weak}){bounded}; measure on the device or calibrate the profile (edgekiln profile "
+                "calibrate)", float(value)))
             continue
         interval, rule = None, "point"
         if source == "estimate" and unit == "ms" and artifact.estimate_gate != "point":
@@ -281,6 +300,22 @@ def budget_checks(subject: str, artifact: Artifact) -> tuple[list[BudgetCheck], 
         checks_.append(BudgetCheck(subject, key, metric, float(value), limit, unit, source,
                                    None if interval is None else tuple(interval), rule, field))
     return checks_, unchecked
+
+
+def _bounds(artifact: Artifact, field: str) -> tuple[float | None, float | None]:
+    """(low, high) of an estimated latency `field` from the measured rows that bound it (either None)."""
+    return ((artifact.latency_detail or {}).get("bounds") or {}).get(field.removesuffix("_ms")) or (None, None)
+
+
+def _decided_by_bound(artifact: Artifact, field: str, limit: float) -> tuple[float | None, float | None] | None:
+    """An estimated latency's bounds from measured rows of its profile (estimate.bounding_rows) when
+    they decide `limit`: a row doing at least as much work within it, or one doing at most as
+    much over it. Such a row decides whatever the fit's quality (rows of a precision the fit
+    is not trusted on still measured what they measured); None when neither decides."""
+    low, high = _bounds(artifact, field)
+    if (high is not None and high <= limit + _EPS) or (low is not None and low > limit + _EPS):
+        return low, high
+    return None
 
 
 def gate_from_dict(record: dict) -> GateCheck | BudgetCheck | NotChecked:

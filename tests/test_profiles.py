@@ -191,6 +191,59 @@ def test_an_order_of_magnitude_estimate_decides_no_budget_whatever_the_target_al
         "label": "p50 latency", "why": None}
 
 
+def _row(name, latency, macs, depthwise, params, activations, layers, precision="w8a16"):
+    return estimate.Reference(name, precision, latency, CostFeatures(macs=macs, depthwise_macs=depthwise, params=params,
+                                                                     activations=activations, image_size=224,
+                                                                     layers=layers), f"paper of {name}")
+
+
+def test_a_measured_row_doing_more_of_every_cost_bounds_an_estimate_from_above_and_one_doing_less_from_below():
+    rows = [_row("big", 1.5, 4_000_000_000, 30_000_000, 25_000_000, 35_000_000, 190),
+            _row("v2", 0.44, 300_000_000, 20_000_000, 3_500_000, 25_000_000, 200),
+            _row("small", 0.2, 50_000_000, 5_000_000, 1_000_000, 4_000_000, 60),
+            _row("v2", 0.2, 300_000_000, 20_000_000, 3_500_000, 25_000_000, 200, precision="w8a8")]
+    tiny = CostFeatures(macs=2_000_000, depthwise_macs=0, params=280_000, activations=60_000, image_size=32, layers=57)
+    bound = estimate.bounding_rows(tiny, rows, "w8a16")
+    # the fastest row above it in every cost ("small"), none below; another precision's rows never count
+    assert bound.high.latency_ms == 0.2 and bound.low is None
+    assert bound.as_detail() == {"p50": [None, 0.2], "p90": [None, 0.4], "low_row": None,
+                                 "high_row": "small w8a16 at 224 px, 0.2 ms (paper of small)"}
+    # More layers than every row: fewer MACs may still be more dispatches, so no row is above it.
+    assert estimate.bounding_rows(CostFeatures(2_000_000, 0, 280_000, 60_000, 32, layers=300), rows,
+                                  "w8a16").high is None
+    assert estimate.bounding_rows(CostFeatures(2_000_000, 0, 280_000, 60_000, 32), rows, "w8a16").as_detail() is None
+    # Between the rows: "small" is below it in every cost, "big" above.
+    middle = CostFeatures(macs=400_000_000, depthwise_macs=10_000_000, params=5_000_000, activations=20_000_000,
+                          image_size=224, layers=100)
+    bound = estimate.bounding_rows(middle, rows, "w8a16")
+    assert (bound.low.model, bound.high.model) == ("small", "big")
+
+
+def test_an_order_of_magnitude_estimate_is_decided_by_a_row_that_bounds_it_and_only_then():
+    from edgekiln.gates import budget_checks
+    from edgekiln.targets.artifact import Artifact
+
+    detail = {"order_of_magnitude": "3 reference row(s) of its precision, fewer than 6",
+              "bounds": {"p50": [None, 0.44], "p90": [None, 0.88], "low_row": None, "high_row": "v2 w8a16 ..."}}
+    artifact = Artifact(target="phone", format="coreml", file="m.mlpackage", profile="p",
+                        budget={"p50_ms": 2.0, "p90_ms": 0.5}, latency_source="estimate",
+                        latency_ms={"p50": 0.37, "p90": 0.48, "p50_interval": [0.1, 0.6]}, latency_detail=detail)
+    [p50], [p90] = budget_checks("target phone", artifact)
+    assert p50.passed and p50.rule == "bound" and p50.decided_on == 0.44
+    assert "a measured row doing at least as much of every counted cost took 0.44 ms" in p50.message()
+    assert p50.to_dict()["interval"] == [None, 0.44] and p50.to_dict()["status"] == "passed"
+    # 0.88 ms bounds the p90 from above, over its 0.5 budget: undecided, and the reason says so
+    assert "order-of-magnitude estimate" in p90.message() and "no slower than a measured row's 0.88 ms" in p90.message()
+    # A row doing at most as much work, over the budget, fails it whatever the fit's quality.
+    artifact.latency_detail = {**detail, "bounds": {"p50": [3.0, None], "p90": [3.0, None]}}
+    artifact.budget = {"p50_ms": 2.0}
+    [p50], _ = budget_checks("target phone", artifact)
+    assert not p50.passed and p50.decided_on == 3.0 and "at most as much of every counted cost took 3 ms" in p50.message()
+    # The estimate's own record after the fact: read back from the manifest, the same gate.
+    from edgekiln.gates import gate_from_dict
+    assert gate_from_dict(p50.to_dict()) == p50
+
+
 def test_how_far_an_estimate_is_trusted_follows_its_rows_and_leave_one_out_error(tmp_path):
     assert estimate.order_of_magnitude(6, 24.9) is None
     assert "fewer than 6" in estimate.order_of_magnitude(5, 3.0)

@@ -48,6 +48,10 @@ profile = "x86-server-avx2"
 [[targets]]
 name = "iphone"
 profile = "iphone-15-pro-ane"
+# The profile's p50 (2 ms) is decided by a published row that does more of every cost (W8A16
+# MobileNetV2, 0.44 ms); a p90 of 0.5 ms is tighter than that row vouches for (0.44 x 2 for a
+# p90) and stays an order-of-magnitude estimate: the run passes with a budget not checked.
+budget = { p90_ms = 0.5 }
 """
 
 # No profile named: each format's host profile, where Core ML has no runtime (Linux) and so

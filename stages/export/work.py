@@ -232,7 +232,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
         # model run on other kernels (on this host's XNNPACK, TFLite's reference ones: 4-5x).
         why = ("the cost model has no rows for INT8 models with int16 layers (on an x86 host they ran 4-5x "
                "slower than INT8, BENCHMARKS.md); a device's int16 kernels are its own")
-        artifact.latency_detail = {**(artifact.latency_detail or {}), "order_of_magnitude": why}
+        # Nor do the rows bound it: they are whole-INT8 models.
+        artifact.latency_detail = {**(artifact.latency_detail or {}), "order_of_magnitude": why, "bounds": None}
         artifact.latency_notes = [*artifact.latency_notes, f"{precision} estimate for a model with "
                                   f"{len(artifact.quantization['int16_layers'])} int16 layer(s): order of magnitude "
                                   f"only ({why})"]

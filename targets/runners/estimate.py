@@ -198,6 +198,55 @@ def error_pct(pairs: list[tuple[Reference, float]], statistic=np.mean) -> float 
     return float(statistic([abs(pred - r.latency_ms) / r.latency_ms * 100 for r, pred in pairs]))
 
 
+# What an artifact and a reference row are compared on for a bound: the per-inference work
+# the cost model counts. Latency does not fall when every one of them rises: the assumption
+# behind the non-negative cost model, used here without any fit.
+_WORK = ("dense_macs", "depthwise_macs", "params", "activations", "layers")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What the measured rows alone say of an artifact's latency at their precision: `high`,
+    the fastest row that does at least as much of every counted cost (the artifact is no
+    slower), and `low`, the slowest row that does at most as much (it is no faster)."""
+
+    low: Reference | None
+    high: Reference | None
+
+    def as_detail(self) -> dict | None:
+        """The bounds in an estimate's detail (p50 and p90, ms, and the rows behind them); None
+        without either. Rows are medians or means: the p90 bound above is the row's latency
+        times P90_SAFETY, as an estimate's p90 interval is its p50 interval's."""
+        if self.low is None and self.high is None:
+            return None
+        low = None if self.low is None else self.low.latency_ms
+        high = None if self.high is None else self.high.latency_ms
+        return {"p50": [low, high], "p90": [low, None if high is None else high * P90_SAFETY],
+                "low_row": _described(self.low), "high_row": _described(self.high)}
+
+
+def _described(row: Reference | None) -> str | None:
+    return None if row is None else (f"{row.model} {row.precision} at {row.features.image_size} px, "
+                                     f"{row.latency_ms:g} ms ({row.source})")
+
+
+def bounding_rows(features: CostFeatures, references: list[Reference], precision: str) -> Bounds:
+    """The rows of `precision` that bound `features` from above and below (module _WORK). A
+    model far outside the rows, which the fit only extrapolates to, is often still below a
+    measured row in every cost: that row's latency is a bound no fit is needed for."""
+    if features.layers is None:  # without the dispatch count, fewer MACs may still be more work
+        return Bounds(None, None)
+    def work(f: CostFeatures) -> list[int]:
+        return [getattr(f, k) for k in _WORK]
+
+    mine = work(features)
+    rows = [r for r in references if r.precision == precision and r.features.layers is not None]
+    above = [r for r in rows if all(theirs >= own for theirs, own in zip(work(r.features), mine))]
+    below = [r for r in rows if all(theirs <= own for theirs, own in zip(work(r.features), mine))]
+    return Bounds(low=max(below, key=lambda r: r.latency_ms, default=None),
+                  high=min(above, key=lambda r: r.latency_ms, default=None))
+
+
 # An estimate may decide a budget only when its precision has this many reference rows and
 # their leave-one-out median error is under this (nn-Meter's bar is far higher: ~99% of
 # predictions within 10%); otherwise it is an order of magnitude, shown and never gating.
@@ -333,9 +382,15 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                      "smaller than the rows may be estimated below what the runtime can do")
     if extrapolated:
         notes.append(f"extrapolated: {extrapolated}")
+    bound = bounding_rows(features, references, calibrated.precision)
+    if bound.high is not None:
+        notes.append(f"no slower than {_described(bound.high)}: that row does at least as much of every counted "
+                     "cost (MACs, depthwise MACs, parameters, activations, layers)")
+    if bound.low is not None:
+        notes.append(f"no faster than {_described(bound.low)}: that row does at most as much of every counted cost")
     if weak:
-        notes.append(f"order of magnitude only ({weak}): no budget is decided on it; measure on the device "
-                     "or calibrate the profile on it (edgekiln profile calibrate)")
+        notes.append(f"order of magnitude only ({weak}): no budget is decided on it, only on a measured row's "
+                     "bound; measure on the device or calibrate the profile on it (edgekiln profile calibrate)")
     return Measurement(source="estimate", runner="estimate", device=profile.device, tool="edgekiln cost model",
                        latency_ms={"p50": p50, "p90": p90, "mean": None, "std": None, "runs": None,
                                    "p50_interval": bounds, "p90_interval": p90_bounds},
@@ -345,6 +400,7 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
                               "fixed_ms": model.fixed_ms, "error_pct_leave_one_out": loo,
                               "error_pct_leave_one_out_median": loo_median, "error_pct_in_sample": in_sample,
                               "extrapolated": extrapolated, "order_of_magnitude": weak,
+                              "bounds": bound.as_detail(),
                               "peak_memory_source": None if peak is None else "this host's runtime"})
 
 
