@@ -47,9 +47,14 @@ TIMM_NAMES = {
     # ImageNet accuracy matches the table's within a point).
     "MobileNetV1 0.25": "mobilenetv1_025", "MobileNetV1 0.5": "mobilenetv1_050", "MobileNetV1 0.75": "mobilenetv1_075",
     "MnasNet 0.5": "mnasnet_050", "MnasNet 0.75": "mnasnet_075", "MnasNet 1.0": "mnasnet_100",
+    # The OVIC benchmark's MobileNetV2 widths (its last 1x1 conv stays 1280 wide, as timm's).
+    "MobileNetV2 0.35": "mobilenetv2_035", "MobileNetV2 0.5": "mobilenetv2_050", "MobileNetV2 0.75": "mobilenetv2_075",
+    "MnasNet 1.3": "mnasnet_130",
+    "EfficientNet-Lite0": "tf_efficientnet_lite0", "EfficientNet-Lite2": "tf_efficientnet_lite2",
 }
-# Architectures timm has only as a generator's width: name -> channel multiplier of MobileNetV1.
-WIDTHS = {"mobilenetv1_025": 0.25, "mobilenetv1_050": 0.5, "mobilenetv1_075": 0.75}
+# Architectures timm has only as a generator's width: name -> (generator, channel multiplier).
+WIDTHS = {"mobilenetv1_025": ("_gen_mobilenet_v1", 0.25), "mobilenetv1_050": ("_gen_mobilenet_v1", 0.5),
+          "mobilenetv1_075": ("_gen_mobilenet_v1", 0.75), "mnasnet_130": ("_gen_mnasnet_b1", 1.3)}
 # W8A16 is Core ML's weight-only INT8 (edgekiln's Core ML INT8 encoding).
 PRECISIONS = {"float": "float", "int8": "int8", "fp16": "fp16", "W8A8": "w8a8", "W8A16": "w8a16"}
 
@@ -77,9 +82,10 @@ def features(arch: str, size: int):
     if (arch, size) not in _features_cache:
         torch.manual_seed(0)
         if arch in WIDTHS:
-            from timm.models.efficientnet import _gen_mobilenet_v1
+            from timm.models import efficientnet
 
-            model = _gen_mobilenet_v1(arch, channel_multiplier=WIDTHS[arch])
+            generator, width = WIDTHS[arch]
+            model = getattr(efficientnet, generator)(arch, channel_multiplier=width)
         else:
             model = timm.create_model(arch)
         _features_cache[arch, size] = cost_features(model, size)
