@@ -12,6 +12,9 @@ estimating profile's leave-one-out error table (BENCHMARKS.md, "Latency estimate
        cp /tmp/x86/x86-server-avx2.references.csv targets/profiles/
 3. For every profile with a table: per precision, the rows, the model, the leave-one-out
    error (median, mean, worst) and whether its estimates may decide budgets.
+4. Data a fit was not chosen on: each phone table's largest source alone predicting the
+   table's other sources; and the profile's device as published in another setup (another
+   runtime), which stays out of the table, against the table's estimate.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import timm
 import torch
 
 from edgekiln.targets.cost import cost_features
+from edgekiln.targets.errors import RunnerFailed
 from edgekiln.targets.profiles import SHIPPED_DIR, load_profile
 from edgekiln.targets.runners import estimate
 
@@ -133,6 +137,47 @@ def report(profile_name: str) -> None:
               + f" | {'order of magnitude' if row['order_of_magnitude'] else 'gates'} |")
 
 
+def across_sources(profile_name: str) -> None:
+    """Data a fit was not chosen on: per precision, the model fitted on the rows of the table's
+    largest source alone (6 rows or more), and its error on every other source's rows (another
+    paper, another model family)."""
+    references = estimate.load_references(load_profile(profile_name).references_path())
+    for precision in sorted({r.precision for r in references}):
+        rows = [r for r in references if r.precision == precision]
+        sources = {}
+        for r in rows:
+            sources.setdefault(r.source.split(" (")[0], []).append(r)
+        largest = max(sources, key=lambda k: len(sources[k]))
+        if len(sources) < 2 or len(sources[largest]) < 6:
+            continue
+        model = estimate.fit(sources[largest], precision)
+        for r in (r for k, group in sources.items() if k != largest for r in group):
+            predicted = model.predict(r.features)
+            print(f"| {profile_name} | {precision} | {len(sources[largest])} rows of {largest.split(': ')[-1]} | "
+                  f"{r.model} {r.features.image_size} px ({r.source.split(': ')[-1]}) | {r.latency_ms:g} | "
+                  f"{predicted:.3g} | {(predicted - r.latency_ms) / r.latency_ms * 100:+.0f} |")
+
+
+def other_setups(profile_name: str, published: Path) -> None:
+    """The profile's device measured in another setup (another runtime or thread count): its
+    rows stay out of the table, and the table's fit says how far apart the setups are."""
+    device, runtime, threads = PUBLISHED[profile_name]
+    profile = load_profile(profile_name)
+    source = None
+    with open(published, newline="") as f:
+        for r in csv.DictReader(f):
+            source = source if r["source"].startswith("same") and source else r["source"]
+            if r["device"] != device or (r["runtime"] == runtime and (not threads or r["threads"] == threads)):
+                continue
+            arch, size = TIMM_NAMES[r["model"]], int(r["input_px"])
+            try:
+                predicted = estimate.calibrate(profile, PRECISIONS[r["precision"]]).predict(features(arch, size))
+            except RunnerFailed:
+                continue
+            print(f"| {profile_name} | {r['runtime']} | {arch} {r['precision']} {size} px | {r['latency_ms']} | "
+                  f"{predicted:.3g} | {float(r['latency_ms']) / predicted:.1f}x | {source} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", type=Path, nargs="?", const=Path(__file__).with_name("published_latencies.csv"),
@@ -147,6 +192,16 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for profile in (*PUBLISHED, "x86-server-avx2"):
         report(profile)
+    print("\nFitted on one source's rows, predicting another's:\n")
+    print("| profile | precision | fitted on | row | measured ms | predicted ms | error % |")
+    print("|---|---|---|---|---|---|---|")
+    for profile in PUBLISHED:
+        across_sources(profile)
+    print("\nThe same device in another setup, against the profile's fit:\n")
+    print("| profile | setup | row | measured ms | the profile's estimate | measured / estimate | source |")
+    print("|---|---|---|---|---|---|---|")
+    for profile in PUBLISHED:
+        other_setups(profile, args.published or Path(__file__).with_name("published_latencies.csv"))
     return 0
 
 
