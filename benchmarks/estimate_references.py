@@ -77,7 +77,7 @@ STAND_INS = {
                           "other on the three models published for both"},
 }
 COLUMNS = ("model", "precision", "input_px", "threads", "latency_ms", "source",
-           "macs", "depthwise_macs", "params", "activations", "layers", "device", "runtime")
+           "macs", "depthwise_macs", "params", "activations", "layers", "device", "runtime", "stand_in")
 
 _features_cache: dict = {}
 
@@ -121,8 +121,8 @@ def published_rows(published: Path, device: str, runtime: str, threads: str | No
             arch, size = TIMM_NAMES[r["model"]], int(r["input_px"])
             rows.append({"model": arch, "precision": PRECISIONS[r["precision"]], "input_px": size,
                          "threads": r["threads"], "latency_ms": float(r["latency_ms"]),
-                         "source": f"{r['device']} {r['runtime']}: {source}" + (f" ({stand_in})" if stand_in else ""),
-                         "device": r["device"], "runtime": r["runtime"],
+                         "source": f"{r['device']} {r['runtime']}: {source}",
+                         "device": r["device"], "runtime": r["runtime"], "stand_in": stand_in or "",
                          **features(arch, size).to_dict()})
             rows[-1].pop("image_size")
     return rows

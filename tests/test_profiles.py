@@ -208,6 +208,9 @@ def test_a_measured_row_doing_more_of_every_cost_bounds_an_estimate_from_above_a
     assert bound.high.latency_ms == 0.2 and bound.low is None
     assert bound.as_detail() == {"p50": [None, 0.2], "p90": [None, 0.4], "low_row": None,
                                  "high_row": "small w8a16 at 224 px, 0.2 ms (paper of small)"}
+    # A row of another device standing in for the profile's may inform the fit, never a bound.
+    stand_in = estimate.Reference("v2", "w8a16", 0.1, rows[1].features, "another phone", stand_in="its sibling")
+    assert estimate.bounding_rows(tiny, [*rows, stand_in], "w8a16").high.latency_ms == 0.2
     # More layers than every row: fewer MACs may still be more dispatches, so no row is above it.
     assert estimate.bounding_rows(CostFeatures(2_000_000, 0, 280_000, 60_000, 32, layers=300), rows,
                                   "w8a16").high is None

@@ -34,14 +34,19 @@ class Reference:
     latency_ms: float
     features: CostFeatures
     source: str
+    # Why a row of another device stands in for the profile's (None: measured on it). The fit
+    # may use a stand-in; a bound may not (bounding_rows).
+    stand_in: str | None = None
 
 
 def load_references(path: Path) -> list[Reference]:
     """Rows of a reference CSV: model, precision, input_px, threads, latency_ms, source and the
-    cost features (macs, depthwise_macs, params, activations, and layers where counted)."""
+    cost features (macs, depthwise_macs, params, activations, and layers where counted), and
+    stand_in where a row of another device stands in."""
     with open(path, newline="") as f:
         return [Reference(model=row["model"], precision=row["precision"], latency_ms=float(row["latency_ms"]),
-                          source=row["source"], features=CostFeatures.from_dict({**row, "image_size": row["input_px"]}))
+                          source=row["source"], features=CostFeatures.from_dict({**row, "image_size": row["input_px"]}),
+                          stand_in=row.get("stand_in") or None)
                 for row in csv.DictReader(f)]
 
 
@@ -231,16 +236,17 @@ def _described(row: Reference | None) -> str | None:
 
 
 def bounding_rows(features: CostFeatures, references: list[Reference], precision: str) -> Bounds:
-    """The rows of `precision` that bound `features` from above and below (module _WORK). A
-    model far outside the rows, which the fit only extrapolates to, is often still below a
-    measured row in every cost: that row's latency is a bound no fit is needed for."""
+    """The rows of `precision` measured on the profile's device (no stand-ins) that bound
+    `features` from above and below (module _WORK). A model far outside the rows, which the
+    fit only extrapolates to, is often still below a measured row in every cost: that row's
+    latency is a bound no fit is needed for."""
     if features.layers is None:  # without the dispatch count, fewer MACs may still be more work
         return Bounds(None, None)
     def work(f: CostFeatures) -> list[int]:
         return [getattr(f, k) for k in _WORK]
 
     mine = work(features)
-    rows = [r for r in references if r.precision == precision and r.features.layers is not None]
+    rows = [r for r in references if r.precision == precision and r.features.layers is not None and not r.stand_in]
     above = [r for r in rows if all(theirs >= own for theirs, own in zip(work(r.features), mine))]
     below = [r for r in rows if all(theirs <= own for theirs, own in zip(work(r.features), mine))]
     return Bounds(low=max(below, key=lambda r: r.latency_ms, default=None),
