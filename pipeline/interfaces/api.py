@@ -104,7 +104,9 @@ class RunResult:
 
 @dataclass
 class CheckResult:
-    """What `check` found: per artifact its sha256, re-measured accuracy and budgets."""
+    """What `check` found: per artifact its sha256, re-measured accuracy and budgets. A budget
+    it could not decide is listed in `unchecked`; the run's [release] require_checked makes
+    that a failure, as it does for `run`."""
 
     passed: bool
     out_dir: Path
@@ -112,6 +114,18 @@ class CheckResult:
     checks: list  # verify.ArtifactCheck
     run_passed: bool
     paths: dict[str, Path] = field(default_factory=dict)
+    require_checked: bool = False
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Every budget the check could not decide, "target NAME: why"."""
+        return [f"target {c.target}: {line}" for c in self.checks for line in c.budgets_not_checked]
+
+    @property
+    def verdict(self) -> str:
+        from edgekiln.gates import verdict
+
+        return verdict(self.passed, len(self.unchecked))
 
 
 @dataclass
@@ -374,8 +388,11 @@ def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), ac
     record, checks = check_run(out_dir, measure_accuracy=accuracy, profiles=tuple(profiles),
                                allow_estimate=allow_estimate)
     run_passed = bool(record.passed)
-    result = CheckResult(passed=run_passed and all(c.passed for c in checks), out_dir=out_dir, record=record,
-                         checks=checks, run_passed=run_passed)
+    require_checked = bool((record.config.release or {}).get("require_checked"))
+    unchecked = any(c.budgets_not_checked for c in checks)
+    result = CheckResult(passed=run_passed and all(c.passed for c in checks) and not (require_checked and unchecked),
+                         out_dir=out_dir, record=record, checks=checks, run_passed=run_passed,
+                         require_checked=require_checked)
     if junit is not None:
         with _output("junit", junit):
             result.paths["junit"] = write_junit(Path(junit), f"edgekiln check {out_dir}",

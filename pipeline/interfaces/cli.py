@@ -136,7 +136,10 @@ def check(
     tables.print_findings(result.checks)
     if not result.run_passed:
         console.print("[bold red]the run itself did not pass its gates[/] (manifest: passed false)")
-    verdict(result.passed)
+    if result.unchecked and result.require_checked:
+        console.print(f"[bold red]release.require_checked = true:[/] the {len(result.unchecked)} budget(s) not "
+                      "checked fail the check")
+    verdict(result.passed, len(result.unchecked))
 
 
 @app.command()
@@ -220,7 +223,7 @@ def bench(
         result = api.bench(artifact, profile, allow_estimate=allow_estimate, runner=runner, json_out=json_out)
     console.print(tables.checks_table(f"bench {artifact}", [result]))
     tables.print_findings([result])
-    verdict(result.passed)
+    verdict(result.passed, len(result.budgets_not_checked))
 
 
 app.command()(starting.compress)

@@ -73,8 +73,13 @@ def exit_codes() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERNAL)
 
 
-def verdict(passed: bool) -> None:
-    console.print("[bold green]PASSED" if passed else "[bold red]FAILED")
+def verdict(passed: bool, unchecked: int = 0) -> None:
+    """Say the verdict as `run` says it ("PASSED with N budgets not checked" where some could
+    not be decided: never a bare PASSED for them) and exit 0 or 1."""
+    from edgekiln.gates import verdict as words
+
+    style = "[bold red]" if not passed else "[bold yellow]" if unchecked else "[bold green]"
+    console.print(style + words(passed, unchecked))
     raise typer.Exit(EXIT_OK if passed else EXIT_GATE_FAILED)
 
 
