@@ -1,6 +1,8 @@
 """Accuracy-aware quantization: an artifact whose plain INT8 misses the accuracy budget gets
 its most sensitive layers kept in float until the budget holds, and says which."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -136,8 +138,19 @@ def test_int16_sensitive_layers_keep_the_tflite_artifact_integer_only_and_within
     weights = [t for t in tensors if len(t["shape"]) == 4 and t["shape"][0] in (WIDTH + 1, 16)]
     assert weights and all(t["dtype"] == np.int8 for t in weights), [(t["name"], t["dtype"]) for t in weights]
     assert onnx["quantization"]["sensitive_layers"].startswith("kept in float: onnx cannot")
-    # A phone's estimate knows whole-model precisions only: it decides no latency budget here.
+    # A phone's estimate knows whole-model precisions only: it decides no latency budget here,
+    # and no whole-INT8 row bounds it; `bench` and `check` read that back from the artifact.
     assert tflite["latency_source"] == "estimate" and "int16 layers" in tflite["latency_detail"]["order_of_magnitude"]
+    assert tflite["latency_detail"]["bounds"] is None
+    from edgekiln.release.verify import bench_artifact
+    from edgekiln.targets import get_format
+    path = tmp_path / "int16" / tflite["file"]
+    assert json.loads(get_format("tflite").read_metadata(path)["edgekiln_other_layers"]) == {
+        "int16": len(mixed["float_layers"])}
+    benched = bench_artifact(path, "pixel-3-cpu", allow_estimate=True)
+    assert benched.measurement["extra"]["bounds"] is None
+    assert "int16 layers" in benched.measurement["extra"]["order_of_magnitude"]
+    assert not [b for b in benched.budgets if b.field in ("p50_ms", "p90_ms")] and benched.budgets_not_checked
     assert onnx["quantization"]["float_layers"] == onnx["mixed_precision"]["float_layers"]
 
 

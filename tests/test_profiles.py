@@ -222,6 +222,16 @@ def test_a_measured_row_doing_more_of_every_cost_bounds_an_estimate_from_above_a
     assert (bound.low.model, bound.high.model) == ("small", "big")
 
 
+def test_layers_kept_at_another_precision_take_the_bounds_away():
+    detail = {"order_of_magnitude": None, "bounds": {"p50": [None, 0.44]}}
+    assert estimate.with_other_layers(detail, {}) == (detail, [])
+    kept, notes = estimate.with_other_layers(detail, {"float": 2, "int16": 0})
+    assert kept["bounds"] is None and kept["order_of_magnitude"] is None and "keeps 2 float layer(s)" in notes[0]
+    kept, notes = estimate.with_other_layers(detail, {"int16": 3})
+    assert kept["bounds"] is None and "int16 layers" in kept["order_of_magnitude"] and len(notes) == 2
+    assert detail["bounds"] == {"p50": [None, 0.44]}  # the measurement's own detail is not changed
+
+
 def test_an_order_of_magnitude_estimate_is_decided_by_a_row_that_bounds_it_and_only_then():
     from edgekiln.gates import budget_checks
     from edgekiln.targets.artifact import Artifact

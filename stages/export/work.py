@@ -29,6 +29,7 @@ from edgekiln.system.files import size_bytes
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR
+from edgekiln.targets.runners import estimate
 from edgekiln.stages.export import ExportSections
 from edgekiln.targets.target import TargetConfig, artifact_budgets
 from edgekiln.training import evaluation, mixed_precision
@@ -193,9 +194,12 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
 
     def build(opts: Int8Options) -> None:
         opts, for_device = fmt.for_profile(opts, profile)  # e.g. ONNX's weight type for the device's kernels
+        # Which layers are not at the artifact's precision: `check` and `bench` read it back (an
+        # estimate of such a model has no measured row to bound it).
+        kept = _other_layers(fmt, opts) if int8 else {}
         with progress.status(f"  {target.name}: converting to {target.format} ({encoding})"):
-            applied.update(fmt.export(bundle.model, bundle.example_input(), calibration, path, metadata,
-                                      encoding, opts))
+            applied.update(fmt.export(bundle.model, bundle.example_input(), calibration, path,
+                                      {**metadata, "edgekiln_other_layers": json.dumps(kept)}, encoding, opts))
         if int8:
             applied.update(for_device)
 
@@ -227,19 +231,24 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
     artifact.size_bytes = size_bytes(path)
     artifact.update(accuracy)
     artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
-    if artifact.quantization.get("int16_layers") and artifact.latency_source == "estimate":
-        # The cost model's rows are whole models of one precision; int16 layers inside an INT8
-        # model run on other kernels (on this host's XNNPACK, TFLite's reference ones: 4-5x).
-        why = ("the cost model has no rows for INT8 models with int16 layers (on an x86 host they ran 4-5x "
-               "slower than INT8, BENCHMARKS.md); a device's int16 kernels are its own")
-        # Nor do the rows bound it: they are whole-INT8 models.
-        artifact.latency_detail = {**(artifact.latency_detail or {}), "order_of_magnitude": why, "bounds": None}
-        artifact.latency_notes = [*artifact.latency_notes, f"{precision} estimate for a model with "
-                                  f"{len(artifact.quantization['int16_layers'])} int16 layer(s): order of magnitude "
-                                  f"only ({why})"]
+    if artifact.latency_source == "estimate":
+        kept = {"float": len(artifact.quantization.get("float_layers") or ()),
+                "int16": len(artifact.quantization.get("int16_layers") or ())}
+        artifact.latency_detail, notes = estimate.with_other_layers(artifact.latency_detail or {}, kept)
+        artifact.latency_notes = [*artifact.latency_notes, *notes]
     artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
     artifact.interface = interface
     return artifact
+
+
+def _other_layers(fmt, options: Int8Options) -> dict[str, int]:
+    """How many layers an INT8 artifact built with `options` keeps at another precision."""
+    if not options.float_layers:
+        return {}
+    int16 = options.sensitive_as == "int16" and fmt.INT16_LAYERS
+    if not int16 and not fmt.MIXED_PRECISION:
+        return {}
+    return {"int16" if int16 else "float": len(options.float_layers)}
 
 
 def _remove(path: Path) -> None:

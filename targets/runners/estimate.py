@@ -253,6 +253,29 @@ def bounding_rows(features: CostFeatures, references: list[Reference], precision
                   high=min(above, key=lambda r: r.latency_ms, default=None))
 
 
+# int16 layers inside an INT8 model run on other kernels (on this host's XNNPACK, TFLite's
+# reference ones: 4-5x INT8, BENCHMARKS.md); no table has rows of such models.
+_INT16_LAYERS = ("the cost model has no rows for INT8 models with int16 layers (on an x86 host they ran 4-5x "
+                 "slower than INT8, BENCHMARKS.md); a device's int16 kernels are its own")
+
+
+def with_other_layers(extra: dict, other_layers: dict[str, int]) -> tuple[dict, list[str]]:
+    """An estimate's detail and extra notes for an artifact with layers kept at another
+    precision (`other_layers`: {"float": n, "int16": n}, as its metadata records them): the
+    rows are whole models of one precision, so none bounds it, and int16 layers make the
+    estimate an order of magnitude."""
+    kept = {kind: n for kind, n in other_layers.items() if n}
+    if not kept:
+        return extra, []
+    layers = " and ".join(f"{n} {kind} layer(s)" for kind, n in kept.items())
+    notes = [f"no measured row bounds it: the rows are whole models of one precision, and this one keeps {layers}"]
+    extra = {**extra, "bounds": None}
+    if kept.get("int16"):
+        extra["order_of_magnitude"] = _INT16_LAYERS
+        notes.append(f"a model with {kept['int16']} int16 layer(s): order of magnitude only ({_INT16_LAYERS})")
+    return extra, notes
+
+
 # An estimate may decide a budget only when its precision has this many reference rows and
 # their leave-one-out median error is under this (nn-Meter's bar is far higher: ~99% of
 # predictions within 10%); otherwise it is an order of magnitude, shown and never gating.
