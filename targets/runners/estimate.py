@@ -268,7 +268,9 @@ def with_other_layers(extra: dict, other_layers: dict[str, int]) -> tuple[dict, 
     if not kept:
         return extra, []
     layers = " and ".join(f"{n} {kind} layer(s)" for kind, n in kept.items())
-    notes = [f"no measured row bounds it: the rows are whole models of one precision, and this one keeps {layers}"]
+    notes = [f"no measured row bounds it: the rows are whole models of one precision, and this one keeps {layers}"
+             + ("; the estimate is the whole model's at its precision, which its float layers run slower than"
+                if kept.get("float") else "")]
     extra = {**extra, "bounds": None}
     if kept.get("int16"):
         extra["order_of_magnitude"] = _INT16_LAYERS
