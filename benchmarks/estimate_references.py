@@ -13,8 +13,9 @@ estimating profile's leave-one-out error table (BENCHMARKS.md, "Latency estimate
 3. For every profile with a table: per precision, the rows, the model, the leave-one-out
    error (median, mean, worst) and whether its estimates may decide budgets.
 4. Data a fit was not chosen on: each phone table's largest source alone predicting the
-   table's other sources; and the profile's device as published in another setup (another
-   runtime), which stays out of the table, against the table's estimate.
+   table's other sources; whether each table's own rows bear out the bounds' assumption
+   (latency rises with every counted cost); and the profile's device as published in another
+   setup (another runtime), which stays out of the table, against the table's estimate.
 """
 
 from __future__ import annotations
@@ -178,6 +179,18 @@ def other_setups(profile_name: str, published: Path) -> None:
                   f"{predicted:.3g} | {float(r['latency_ms']) / predicted:.1f}x | {source} |")
 
 
+def monotonic(profile_name: str) -> None:
+    """The bounds' assumption tested on each table's own rows: among the pairs of rows of one
+    precision where one does at least as much of every counted cost, how many have it faster."""
+    references = estimate.load_references(load_profile(profile_name).references_path())
+    for precision in sorted({r.precision for r in references}):
+        pairs, against = estimate.monotonic(references, precision)
+        worst = max(against, key=lambda p: p[1].latency_ms / p[0].latency_ms, default=None)
+        print(f"| {profile_name} | {precision} | {pairs} | {len(against)} | " + (
+            "-" if worst is None else f"{worst[0].model} {worst[0].features.image_size} px {worst[0].latency_ms:g} ms "
+            f"against {worst[1].model} {worst[1].features.image_size} px {worst[1].latency_ms:g} ms") + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", type=Path, nargs="?", const=Path(__file__).with_name("published_latencies.csv"),
@@ -197,6 +210,12 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for profile in PUBLISHED:
         across_sources(profile)
+    print("\nDoes latency rise with every counted cost? (a table that says no bounds nothing)\n")
+    print("| profile | precision | row pairs, one doing at least as much of every cost | of them, that one faster | "
+          "the worst |")
+    print("|---|---|---|---|---|")
+    for profile in (*PUBLISHED, "x86-server-avx2"):
+        monotonic(profile)
     print("\nThe same device in another setup, against the profile's fit:\n")
     print("| profile | setup | row | measured ms | the profile's estimate | measured / estimate | source |")
     print("|---|---|---|---|---|---|---|")

@@ -222,6 +222,21 @@ def test_a_measured_row_doing_more_of_every_cost_bounds_an_estimate_from_above_a
     assert (bound.low.model, bound.high.model) == ("small", "big")
 
 
+def test_a_table_whose_own_rows_refute_monotonic_latency_bounds_nothing():
+    rows = [_row("big", 0.9, 4_000_000_000, 30_000_000, 25_000_000, 35_000_000, 190),
+            _row("small", 1.5, 50_000_000, 5_000_000, 1_000_000, 4_000_000, 60)]  # less work, slower
+    tiny = CostFeatures(macs=2_000_000, depthwise_macs=0, params=280_000, activations=60_000, image_size=32, layers=57)
+    bound = estimate.bounding_rows(tiny, rows, "w8a16")
+    assert bound.as_detail() is None and bound.refuted.startswith("in 1 of the table's 1 w8a16 row pairs")
+    # This host's ONNX INT8 table does refute it (MobileNetV3's hard-swish); the published phone tables do not.
+    x86 = estimate.load_references(load_profile("x86-server-avx2").references_path())
+    assert estimate.monotonic(x86, "int8")[1]
+    for name in ("pixel-3-cpu", "android-midrange-cpu", "pixel-6-cpu", "iphone-15-pro-ane"):
+        references = estimate.load_references(load_profile(name).references_path())
+        for precision in {r.precision for r in references}:
+            assert not estimate.monotonic(references, precision)[1], (name, precision)
+
+
 def test_layers_kept_at_another_precision_take_the_bounds_away():
     detail = {"order_of_magnitude": None, "bounds": {"p50": [None, 0.44]}}
     assert estimate.with_other_layers(detail, {}) == (detail, [])

@@ -213,10 +213,12 @@ _WORK = ("dense_macs", "depthwise_macs", "params", "activations", "layers")
 class Bounds:
     """What the measured rows alone say of an artifact's latency at their precision: `high`,
     the fastest row that does at least as much of every counted cost (the artifact is no
-    slower), and `low`, the slowest row that does at most as much (it is no faster)."""
+    slower), and `low`, the slowest row that does at most as much (it is no faster). `refuted`:
+    why the table's own rows give no bound (see monotonic)."""
 
     low: Reference | None
     high: Reference | None
+    refuted: str | None = None
 
     def as_detail(self) -> dict | None:
         """The bounds in an estimate's detail (p50 and p90, ms, and the rows behind them); None
@@ -235,20 +237,49 @@ def _described(row: Reference | None) -> str | None:
                                      f"{row.latency_ms:g} ms ({row.source})")
 
 
+def _work(features: CostFeatures) -> list[int]:
+    return [getattr(features, k) for k in _WORK]
+
+
+def _at_least(a: CostFeatures, b: CostFeatures) -> bool:
+    """Whether `a` does at least as much of every counted cost as `b`."""
+    return all(x >= y for x, y in zip(_work(a), _work(b)))
+
+
+def _bounding(references: list[Reference], precision: str) -> list[Reference]:
+    """The rows of `precision` a bound may come from: measured on the profile's device (no
+    stand-ins), with a layer count."""
+    return [r for r in references if r.precision == precision and r.features.layers is not None and not r.stand_in]
+
+
+def monotonic(references: list[Reference], precision: str) -> tuple[int, list[tuple[Reference, Reference]]]:
+    """The table's own test of the bound's assumption: (how many pairs of rows of `precision`
+    have one doing at least as much of every cost as the other, the pairs in which that one is
+    nevertheless faster). On this host's onnxruntime INT8, a MobileNetV3 (hard-swish,
+    squeeze-excite) at 224 px took 1.75x a MobileNetV2 at 128 px that does more of every cost."""
+    rows = _bounding(references, precision)
+    pairs = [(a, b) for a in rows for b in rows if a is not b and _at_least(a.features, b.features)
+             and _work(a.features) != _work(b.features)]
+    return len(pairs), [(a, b) for a, b in pairs if a.latency_ms < b.latency_ms]
+
+
 def bounding_rows(features: CostFeatures, references: list[Reference], precision: str) -> Bounds:
-    """The rows of `precision` measured on the profile's device (no stand-ins) that bound
-    `features` from above and below (module _WORK). A model far outside the rows, which the
-    fit only extrapolates to, is often still below a measured row in every cost: that row's
-    latency is a bound no fit is needed for."""
+    """The rows of `precision` (see _bounding) that bound `features` from above and below
+    (module _WORK). A model far outside the rows, which the fit only extrapolates to, is
+    often still below a measured row in every cost: that row's latency is a bound no fit is
+    needed for. None where the table's own rows refute the assumption (monotonic)."""
     if features.layers is None:  # without the dispatch count, fewer MACs may still be more work
         return Bounds(None, None)
-    def work(f: CostFeatures) -> list[int]:
-        return [getattr(f, k) for k in _WORK]
-
-    mine = work(features)
-    rows = [r for r in references if r.precision == precision and r.features.layers is not None and not r.stand_in]
-    above = [r for r in rows if all(theirs >= own for theirs, own in zip(work(r.features), mine))]
-    below = [r for r in rows if all(theirs <= own for theirs, own in zip(work(r.features), mine))]
+    pairs, against = monotonic(references, precision)
+    if against:
+        faster, slower = against[0]
+        return Bounds(None, None, refuted=(
+            f"in {len(against)} of the table's {pairs} {precision} row pairs where one does at least as much of every "
+            f"cost, that one is faster (e.g. {faster.model} at {faster.features.image_size} px, {faster.latency_ms:g} ms, "
+            f"against {slower.model} at {slower.features.image_size} px, {slower.latency_ms:g} ms): its rows bound nothing"))
+    rows = _bounding(references, precision)
+    above = [r for r in rows if _at_least(r.features, features)]
+    below = [r for r in rows if _at_least(features, r.features)]
     return Bounds(low=max(below, key=lambda r: r.latency_ms, default=None),
                   high=min(above, key=lambda r: r.latency_ms, default=None))
 
@@ -414,6 +445,8 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
     if extrapolated:
         notes.append(f"extrapolated: {extrapolated}")
     bound = bounding_rows(features, references, calibrated.precision)
+    if bound.refuted:
+        notes.append(f"no measured row bounds it: {bound.refuted}")
     if bound.high is not None:
         notes.append(f"no slower than {_described(bound.high)}: that row does at least as much of every counted "
                      "cost (MACs, depthwise MACs, parameters, activations, layers)")
