@@ -104,6 +104,9 @@ def test_calibrate_refuses_bad_input_before_measuring(tmp_path):
 def test_profile_show_states_how_far_each_estimate_is_trusted():
     result = CliRunner().invoke(app, ["profile", "show", "iphone-15-pro-ane"])
     assert result.exit_code == 0 and "order of magnitude only" in result.output
+    assert "w8a16 yes (1 agree)" in " ".join(result.output.split())  # its rows may bound an estimate
+    result = CliRunner().invoke(app, ["profile", "show", "x86-server-avx2"])
+    assert "int8 no (faster in" in " ".join(result.output.split())  # this host's INT8 table refutes it
     result = CliRunner().invoke(app, ["profile", "show", "raspberry-pi-5-cpu"])
     assert result.exit_code == 0 and "measured only" in result.output
     assert CliRunner().invoke(app, ["profile", "show", "no-such-phone"]).exit_code == 2

@@ -84,15 +84,21 @@ def error_table(profile):
                   title_justify="left")
     for col in ("precision", "rows", "model", "fixed ms", "LOO median %", "LOO mean %", "LOO worst %", "estimates"):
         table.add_column(col, justify="left" if col in ("precision", "model", "estimates") else "right")
-    for row in rows_of(profile):
+    rows = rows_of(profile)
+    for row in rows:
         table.add_row(row["precision"], str(row["rows"]), row["model"],
                       "-" if row["fixed_ms"] is None else f"{row['fixed_ms']:.3g}",
                       *("-" if row[k] is None else f"{row[k]:.0f}" for k in ("loo_median_pct", "loo_mean_pct",
                                                                               "loo_worst_pct")),
                       f"order of magnitude only: {row['order_of_magnitude']}" if row["order_of_magnitude"]
                       else "decide budgets")
+    bound = "; ".join(f"{row['precision']} " + (f"no (faster in {row['monotonic_against']} of {row['monotonic_pairs']})"
+                                                if row["monotonic_against"] else f"yes ({row['monotonic_pairs']} agree)")
+                      for row in rows)
     table.caption = (f"An estimate decides a budget only with {MIN_ROWS}+ rows of its precision and a leave-one-out "
-                     f"median error under {MAX_MEDIAN_ERROR_PCT:g}%.")
+                     f"median error under {MAX_MEDIAN_ERROR_PCT:g}%, or where a row bounds it (a row doing at least as "
+                     "much of every cost is no faster), if the table's own row pairs never say otherwise: "
+                     f"{bound}.")
     return table
 
 

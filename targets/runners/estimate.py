@@ -331,8 +331,10 @@ def order_of_magnitude(rows: int, median_loo_pct: float | None) -> str | None:
 
 def error_table(profile: Profile) -> list[dict]:
     """Per precision of `profile`'s reference table: its rows, how it is estimated, the
-    leave-one-out error (median, mean, worst, percent) and why it is only an order of
-    magnitude (None when its estimates may decide budgets)."""
+    leave-one-out error (median, mean, worst, percent), why it is only an order of magnitude
+    (None when its estimates may decide budgets), and the bounds' test on its rows (monotonic:
+    the pairs where one row does at least as much of every cost, and how many of them it is
+    faster in)."""
     references = load_references(profile.references_path())
     floor = profile.estimate.floor_ms or 0.0
     table = []
@@ -343,10 +345,12 @@ def error_table(profile: Profile) -> list[dict]:
             f"float fit x {calibrated.ratio:.3f} (mean ratio of {paired_ratio(references, precision)[1]} pairs)")
         held_out = leave_one_out(references, precision, floor)
         median = error_pct(held_out, np.median)
+        pairs, against = monotonic(references, precision)
         table.append({"precision": precision, "rows": rows, "model": how, "fixed_ms": calibrated.model.fixed_ms,
                       "loo_median_pct": median, "loo_mean_pct": error_pct(held_out),
                       "loo_worst_pct": error_pct(held_out, np.max),
-                      "order_of_magnitude": order_of_magnitude(rows, median)})
+                      "order_of_magnitude": order_of_magnitude(rows, median),
+                      "monotonic_pairs": pairs, "monotonic_against": len(against)})
     return table
 
 
