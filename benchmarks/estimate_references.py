@@ -191,6 +191,15 @@ def monotonic(profile_name: str) -> None:
             f"against {worst[1].model} {worst[1].features.image_size} px {worst[1].latency_ms:g} ms") + " |")
 
 
+def _table(title: str, columns: tuple[str, ...], rows_of, profiles) -> None:
+    """A markdown table: its title, header, and `rows_of(profile)` printing each profile's rows."""
+    print(f"\n{title}\n" if title else "")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for profile in profiles:
+        rows_of(profile)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", type=Path, nargs="?", const=Path(__file__).with_name("published_latencies.csv"),
@@ -201,26 +210,19 @@ def main() -> int:
         for profile, selector in PUBLISHED.items():
             rows = published_rows(args.published, *selector, STAND_INS.get(profile))
             print(f"wrote {write(profile, rows)}")
-    print("\n| profile | precision | rows | model | LOO median % | LOO mean % | LOO worst % | estimate |")
-    print("|---|---|---|---|---|---|---|---|")
-    for profile in (*PUBLISHED, "x86-server-avx2"):
-        report(profile)
-    print("\nFitted on one source's rows, predicting another's:\n")
-    print("| profile | precision | fitted on | row | measured ms | predicted ms | error % |")
-    print("|---|---|---|---|---|---|---|")
-    for profile in PUBLISHED:
-        across_sources(profile)
-    print("\nDoes latency rise with every counted cost? (a table that says no bounds nothing)\n")
-    print("| profile | precision | row pairs, one doing at least as much of every cost | of them, that one faster | "
-          "the worst |")
-    print("|---|---|---|---|---|")
-    for profile in (*PUBLISHED, "x86-server-avx2"):
-        monotonic(profile)
-    print("\nThe same device in another setup, against the profile's fit:\n")
-    print("| profile | setup | row | measured ms | the profile's estimate | measured / estimate | source |")
-    print("|---|---|---|---|---|---|---|")
-    for profile in PUBLISHED:
-        other_setups(profile, args.published or Path(__file__).with_name("published_latencies.csv"))
+    published = args.published or Path(__file__).with_name("published_latencies.csv")
+    every = (*PUBLISHED, "x86-server-avx2")
+    _table("", ("profile", "precision", "rows", "model", "LOO median %", "LOO mean %", "LOO worst %", "estimate"),
+           report, every)
+    _table("Fitted on one source's rows, predicting another's:",
+           ("profile", "precision", "fitted on", "row", "measured ms", "predicted ms", "error %"), across_sources,
+           PUBLISHED)
+    _table("Does latency rise with every counted cost? (a table that says no bounds nothing)",
+           ("profile", "precision", "row pairs, one doing at least as much of every cost", "of them, that one faster",
+            "the worst"), monotonic, every)
+    _table("The same device in another setup, against the profile's fit:",
+           ("profile", "setup", "row", "measured ms", "the profile's estimate", "measured / estimate", "source"),
+           lambda profile: other_setups(profile, published), PUBLISHED)
     return 0
 
 
