@@ -556,10 +556,13 @@ def test_check_verifies_a_finished_run(run, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["config"]["release"] = {"require_checked": True}
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    result = CliRunner().invoke(app, ["check", str(copy), "--no-accuracy"])
+    result = CliRunner().invoke(app, ["check", str(copy), "--no-accuracy", "--junit", str(tmp_path / "check.xml")])
     assert result.exit_code == 1, result.output
     words = " ".join(result.output.split())
     assert "release.require_checked = true: the 1 budget(s) not checked fail the check" in words and "FAILED" in words
+    failed = [c for suite in junitparser.JUnitXml.fromfile(str(tmp_path / "check.xml")) for c in suite
+              if c.result and isinstance(c.result[0], junitparser.Failure)]
+    assert [c.name for c in failed] == ["targets.iphone.budget.p90_ms"]
 
 
 def test_check_against_a_tighter_profile_fails_naming_the_budget(run, tmp_path):
@@ -766,10 +769,15 @@ def test_a_pass_with_unchecked_budgets_says_so_everywhere_and_require_checked_fa
     work = root / "require-checked"
     work.mkdir()
     config = write_config(work, extra="\n[release]\nrequire_checked = true\n")
-    strict = invoke(config, work / "out", root / "cache")
+    strict = invoke(config, work / "out", root / "cache", "--junit", work / "run.xml")
     assert strict.exit_code == 1, strict.output
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     assert manifest["passed"] is False and manifest["verdict"] == "FAILED" and manifest["unchecked"] == unchecked
+    # The CI report shows what failed the job: the budget not checked is a failure case, not a skip.
+    failed = [c for suite in junitparser.JUnitXml.fromfile(str(work / "run.xml")) for c in suite
+              if c.result and isinstance(c.result[0], junitparser.Failure)]
+    assert [c.name for c in failed] == [unchecked[0].split(": ", 1)[1].split(" = ")[0]]
+    assert failed[0].result[0].message.startswith("release.require_checked = true: ")
     assert all(s["cached"] for s in manifest["stages"])  # [release] is no stage's input: nothing re-ran
 
 

@@ -396,7 +396,8 @@ def check(out_dir: str | Path, *, profiles: tuple[str, ...] | list[str] = (), ac
     if junit is not None:
         with _output("junit", junit):
             result.paths["junit"] = write_junit(Path(junit), f"edgekiln check {out_dir}",
-                                                check_cases(checks, run_passed), time.perf_counter() - started)
+                                                check_cases(checks, run_passed, require_checked),
+                                                time.perf_counter() - started)
     return result
 
 

@@ -3,7 +3,8 @@
 The layout is the one Jenkins, GitLab, GitHub's test reporters and Azure read: <testsuites>
 holding one <testsuite> with counts, each <testcase classname name time> carrying a <failure
 message type> for a failed gate, <skipped message> for a budget that was not checked (with
-the reason) and <error message> for a run that ended in an error instead of a verdict.
+the reason; a <failure> where [release] require_checked fails the job on it) and <error
+message> for a run that ended in an error instead of a verdict.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def run_cases(run) -> list[Case]:
     from edgekiln import stages
 
     cases = []
+    unchecked = _unchecked_outcome(bool((run.config.release or {}).get("require_checked")))
     for record in run.gates:
-        outcome = {"passed": "passed", "not_checked": "skipped"}.get(record.status)
+        outcome = {"passed": "passed", "not_checked": unchecked}.get(record.status)
         if outcome is None:
             outcome = "passed" if record.passed else "failure"
         cases.append(Case(_classname("run", record_subject(record)), record.budget_key or "gate", outcome,
-                          gate_message(record)))
+                          _unchecked_message(gate_message(record), outcome) if record.status == "not_checked"
+                          else gate_message(record)))
     if run.version < 2:  # the budgets not checked were not yet gate records
         for artifact in run.artifacts:
             for line in artifact.budgets_not_checked:
@@ -63,10 +66,21 @@ def run_cases(run) -> list[Case]:
     return cases
 
 
-def check_cases(checks, run_passed: bool | None = None) -> list[Case]:
+def _unchecked_outcome(require_checked: bool) -> str:
+    """A budget not checked is a skipped case, or a failure where [release] require_checked
+    fails the job on it: the report then shows what failed it."""
+    return "failure" if require_checked else "skipped"
+
+
+def _unchecked_message(message: str, outcome: str) -> str:
+    return f"release.require_checked = true: {message}" if outcome == "failure" else message
+
+
+def check_cases(checks, run_passed: bool | None = None, require_checked: bool = False) -> list[Case]:
     """`edgekiln check`/`bench`: per artifact, its sha256 and re-measured accuracy (one case),
     each budget re-measured, and each budget that could not be checked."""
     cases = []
+    unchecked = _unchecked_outcome(require_checked)
     if run_passed is False:
         cases.append(Case("edgekiln.check", "run passed", "failure", "the run itself did not pass its gates "
                           "(manifest: passed false)"))
@@ -77,7 +91,7 @@ def check_cases(checks, run_passed: bool | None = None) -> list[Case]:
         for gate in c.budgets:
             cases.append(Case(classname, gate.budget_key, "passed" if gate.passed else "failure", gate.message()))
         for line in c.budgets_not_checked:
-            cases.append(Case(classname, line.split(" = ")[0], "skipped", line))
+            cases.append(Case(classname, line.split(" = ")[0], unchecked, _unchecked_message(line, unchecked)))
     return cases
 
 
