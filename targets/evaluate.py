@@ -60,14 +60,15 @@ def runtime_logits(fmt: Format, subject: str, profile: Profile, path: Path, imag
 
 
 def latency(subject: str, profile: Profile, path: Path, features, precision: str, allow_estimate: bool = False,
-            candidate: bool = False, status=contextlib.nullcontext) -> dict:
+            candidate: bool = False, status=contextlib.nullcontext, other_layers: dict[str, int] | None = None) -> dict:
     """The profile's runner on the artifact; the record says where every figure comes from.
     A `candidate` encoding the runner cannot time (an estimate without references of its
     precision) gets no latency, and a note, rather than failing the run."""
     try:
         with status(f"  {subject}: latency on {profile.device} ({profile.runner.kind})"), \
                 device_errors(subject, profile):
-            m = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate)
+            m = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate,
+                                other_layers=other_layers)
     except RuntimeUnavailable as e:
         return {"latency_ms": None, "latency_source": None, "peak_memory_mb": None,
                 "latency_notes": [f"latency not measured: {e}"]}

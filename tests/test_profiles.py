@@ -237,14 +237,19 @@ def test_a_table_whose_own_rows_refute_monotonic_latency_bounds_nothing():
             assert not estimate.monotonic(references, precision)[1], (name, precision)
 
 
-def test_layers_kept_at_another_precision_take_the_bounds_away():
-    detail = {"order_of_magnitude": None, "bounds": {"p50": [None, 0.44]}}
-    assert estimate.with_other_layers(detail, {}) == (detail, [])
-    kept, notes = estimate.with_other_layers(detail, {"float": 2, "int16": 0})
-    assert kept["bounds"] is None and kept["order_of_magnitude"] is None and "keeps 2 float layer(s)" in notes[0]
-    kept, notes = estimate.with_other_layers(detail, {"int16": 3})
-    assert kept["bounds"] is None and "int16 layers" in kept["order_of_magnitude"] and len(notes) == 2
-    assert detail["bounds"] == {"p50": [None, 0.44]}  # the measurement's own detail is not changed
+def test_layers_kept_at_another_precision_take_the_bounds_away(tmp_path):
+    profile = load_profile("pixel-3-cpu")
+    tiny = CostFeatures(macs=2_000_000, depthwise_macs=0, params=280_000, activations=60_000, image_size=32, layers=57)
+    whole = estimate.measure(tmp_path / "m.tflite", profile, tiny, "int8")
+    assert whole.extra["bounds"]["p50"][1] is not None and whole.extra["order_of_magnitude"] is None
+    assert estimate.measure(tmp_path / "m.tflite", profile, tiny, "int8", {"float": 0}).extra == whole.extra
+    floats = estimate.measure(tmp_path / "m.tflite", profile, tiny, "int8", {"float": 2, "int16": 0})
+    assert floats.extra["bounds"] is None and floats.extra["order_of_magnitude"] is None
+    assert any("keeps 2 float layer(s)" in note for note in floats.notes)
+    assert floats.latency_ms["p50"] == whole.latency_ms["p50"]  # the whole INT8 model's estimate, and it says so
+    int16 = estimate.measure(tmp_path / "m.tflite", profile, tiny, "int8", {"int16": 3})
+    assert int16.extra["bounds"] is None and "int16 layers" in int16.extra["order_of_magnitude"]
+    assert any("keeps 3 int16 layer(s)" in note for note in int16.notes)
 
 
 def test_an_order_of_magnitude_estimate_is_decided_by_a_row_that_bounds_it_and_only_then():

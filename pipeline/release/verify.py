@@ -19,7 +19,6 @@ from edgekiln.gates import BudgetCheck, budget_checks
 from edgekiln.targets import evaluate
 from edgekiln.targets import format as formats
 from edgekiln.targets import get_format, runners
-from edgekiln.targets.runners import estimate
 from edgekiln.targets.artifact import Artifact
 from edgekiln.targets.cost import CostFeatures
 from edgekiln.targets.errors import ConversionError, RuntimeUnavailable
@@ -92,7 +91,8 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
     precision = metadata.get("edgekiln_precision", fmt.PRECISION)
     try:
         with device_errors(result.target, profile, estimate_hint="pass --allow-estimate"):
-            measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate)
+            measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate,
+                                          other_layers=json.loads(metadata.get("edgekiln_other_layers", "{}")))
     except RuntimeUnavailable as e:
         result.notes.append(f"latency not measured: {e}")
         measurement = None
@@ -100,13 +100,10 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
     measured = Artifact(target=result.target, format=fmt.NAME, file=path.name, precision=precision,
                         profile=profile.name, size_bytes=size_bytes(path), **artifact_budgets(target, profile))
     if measurement is not None:
-        detail, notes = measurement.extra, []
-        if measurement.source == "estimate":  # layers kept at another precision, as export recorded them
-            detail, notes = estimate.with_other_layers(detail, json.loads(metadata.get("edgekiln_other_layers", "{}")))
-        result.measurement = {**measurement.to_dict(), "extra": detail}
-        result.notes += measurement.notes + notes
+        result.measurement = measurement.to_dict()
+        result.notes += measurement.notes
         measured.update(dict(latency_ms=measurement.latency_ms, peak_memory_mb=measurement.peak_memory_mb,
-                             latency_source=measurement.source, latency_detail=detail))
+                             latency_source=measurement.source, latency_detail=measurement.extra))
     result.budgets, not_checked = budget_checks(f"target {result.target}", measured)
     result.budgets_not_checked = [n.message() for n in not_checked]
 

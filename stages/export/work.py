@@ -29,7 +29,6 @@ from edgekiln.system.files import size_bytes
 from edgekiln.targets.format import int8_simulation
 from edgekiln.targets.int8 import Int8Options
 from edgekiln.targets.profiles import SHIPPED_DIR
-from edgekiln.targets.runners import estimate
 from edgekiln.stages.export import ExportSections
 from edgekiln.targets.target import TargetConfig, artifact_budgets
 from edgekiln.training import evaluation, mixed_precision
@@ -170,9 +169,11 @@ def _most_accurate(found: dict, aware: _AccuracyAware, int8_accuracy: float, bui
             "outcome": f"{found['outcome']}; ships the most accurate measured: {what} ({accuracy:.2f}%)"}, options
 
 
-def _latency(target, profile, path, features, precision, candidate: bool = False) -> dict:
+def _latency(target, profile, path, features, precision, candidate: bool = False,
+             other_layers: dict[str, int] | None = None) -> dict:
     return evaluate.latency(f"target {target.name}", profile, path, features, precision,
-                            allow_estimate=target.allow_estimate, candidate=candidate, status=progress.status)
+                            allow_estimate=target.allow_estimate, candidate=candidate, status=progress.status,
+                            other_layers=other_layers)
 
 
 def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features, calibration, val_x, val_y,
@@ -230,12 +231,8 @@ def _candidate(target: TargetConfig, encoding: str, path: Path, bundle, features
                                                      "activations here ([quantize] sensitive_layers = \"int16\")")
     artifact.size_bytes = size_bytes(path)
     artifact.update(accuracy)
-    artifact.update(_latency(target, profile, path, features, precision, candidate=choosing))
-    if artifact.latency_source == "estimate":
-        kept = {"float": len(artifact.quantization.get("float_layers") or ()),
-                "int16": len(artifact.quantization.get("int16_layers") or ())}
-        artifact.latency_detail, notes = estimate.with_other_layers(artifact.latency_detail or {}, kept)
-        artifact.latency_notes = [*artifact.latency_notes, *notes]
+    artifact.update(_latency(target, profile, path, features, precision, candidate=choosing,
+                             other_layers=_other_layers(fmt, options) if int8 else {}))
     artifact.structure = fmt.check(path, tuple(bundle.example_input().shape), encoding)
     artifact.interface = interface
     return artifact

@@ -86,14 +86,14 @@ def check_reachable(profile: Profile) -> None:
 
 
 def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str,
-            allow_estimate: bool = False) -> Measurement:
+            allow_estimate: bool = False, other_layers: dict[str, int] | None = None) -> Measurement:
     """Latency (and peak memory where the runner can tell) of `artifact` on `profile`'s device.
     An unreachable device falls back to the estimate runner when `allow_estimate` or the
     profile's `runner.fallback` says so; otherwise DeviceUnreachable propagates."""
     kind = profile.runner.kind
     runner = importlib.import_module(f"edgekiln.targets.runners.{kind}")
     if kind == "estimate":
-        return runner.measure(artifact, profile, features, precision)
+        return runner.measure(artifact, profile, features, precision, other_layers)
     try:
         return runner.measure(artifact, profile)
     except DeviceUnreachable as e:
@@ -101,6 +101,6 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
             raise
         from edgekiln.targets.runners import estimate
 
-        result = estimate.measure(artifact, profile, features, precision)
+        result = estimate.measure(artifact, profile, features, precision, other_layers)
         result.notes.insert(0, f"{kind} runner could not reach the device ({e}); estimated instead")
         return result

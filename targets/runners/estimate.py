@@ -290,23 +290,10 @@ _INT16_LAYERS = ("the cost model has no rows for INT8 models with int16 layers (
                  "slower than INT8, BENCHMARKS.md); a device's int16 kernels are its own")
 
 
-def with_other_layers(extra: dict, other_layers: dict[str, int]) -> tuple[dict, list[str]]:
-    """An estimate's detail and extra notes for an artifact with layers kept at another
-    precision (`other_layers`: {"float": n, "int16": n}, as its metadata records them): the
-    rows are whole models of one precision, so none bounds it, and int16 layers make the
-    estimate an order of magnitude."""
-    kept = {kind: n for kind, n in other_layers.items() if n}
-    if not kept:
-        return extra, []
-    layers = " and ".join(f"{n} {kind} layer(s)" for kind, n in kept.items())
-    notes = [f"no measured row bounds it: the rows are whole models of one precision, and this one keeps {layers}"
-             + ("; the estimate is the whole model's at its precision, which its float layers run slower than"
-                if kept.get("float") else "")]
-    extra = {**extra, "bounds": None}
-    if kept.get("int16"):
-        extra["order_of_magnitude"] = _INT16_LAYERS
-        notes.append(f"a model with {kept['int16']} int16 layer(s): order of magnitude only ({_INT16_LAYERS})")
-    return extra, notes
+def _kept(other_layers: dict[str, int] | None) -> dict[str, int]:
+    """The layers an INT8 artifact keeps at another precision ({"float": n, "int16": n}, as
+    its metadata `edgekiln_other_layers` records them), the kinds it has any of."""
+    return {kind: n for kind, n in (other_layers or {}).items() if n}
 
 
 # An estimate may decide a budget only when its precision has this many reference rows and
@@ -400,7 +387,11 @@ def calibrate(profile: Profile, precision: str) -> Calibrated:
     return Calibrated(fit(references, wanted, floor=floor), ratio, references, notes, asked)
 
 
-def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str):
+def measure(artifact: Path, profile: Profile, features: CostFeatures | None, precision: str,
+            other_layers: dict[str, int] | None = None):
+    """The estimate of an artifact of `precision` with these cost features; `other_layers`:
+    how many layers it keeps in float or int16 (the rows are whole models of one precision:
+    none bounds such a model, and int16 layers make its estimate an order of magnitude)."""
     from edgekiln.targets.runners import Measurement
 
     if features is None:
@@ -422,6 +413,9 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
     loo_median = error_pct(held_out, np.median)
     # A declared ratio (no rows of the precision at all) is borrowed, never calibrated.
     weak = order_of_magnitude(sum(r.precision == calibrated.precision for r in references), loo_median)
+    kept = _kept(other_layers)
+    if kept.get("int16"):
+        weak = _INT16_LAYERS
     in_sample = error_pct([(r, predict(r.features)) for r in references if r.precision == scored])
     p50 = calibrated.predict(features)
     bounds = interval(held_out, p50)
@@ -449,6 +443,12 @@ def measure(artifact: Path, profile: Profile, features: CostFeatures | None, pre
     if extrapolated:
         notes.append(f"extrapolated: {extrapolated}")
     bound = bounding_rows(features, references, calibrated.precision)
+    if kept:
+        bound = Bounds(None, None)
+        notes.append("no measured row bounds it: the rows are whole models of one precision, and this one keeps "
+                     + " and ".join(f"{n} {kind} layer(s)" for kind, n in kept.items())
+                     + ("; the estimate is the whole model's at its precision, which its float layers run slower "
+                        "than" if kept.get("float") else ""))
     if bound.refuted:
         notes.append(f"no measured row bounds it: {bound.refuted}")
     if bound.high is not None:
