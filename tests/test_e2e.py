@@ -611,6 +611,18 @@ def test_bench_measures_one_artifact_on_a_profile(run, tmp_path):
     result = CliRunner().invoke(app, ["bench", str(copy / "model.onnx"), "--profile", "x86-server-avx2"])
     assert result.exit_code == 1 and "sha256 differs" in result.output
 
+    # An artifact whose edgekiln metadata was edited by hand, alone (no manifest beside it): exit 2, naming the key.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out / "model.tflite", alone / "model.tflite")
+    tflite = get_format("tflite")
+    tflite.write_metadata(alone / "model.tflite", {**tflite.read_metadata(alone / "model.tflite"),
+                                                   "edgekiln_other_layers": "two float layers"})
+    result = CliRunner().invoke(app, ["bench", str(alone / "model.tflite"), "--profile", "pixel-3-cpu",
+                                      "--allow-estimate"])
+    assert result.exit_code == 2 and "its metadata 'edgekiln_other_layers' is not what edgekiln writes" in \
+        " ".join(result.stderr.split())
+
 
 def test_check_fails_a_tampered_artifact_and_rejects_a_non_run(run, tmp_path):
     root, _, _ = run

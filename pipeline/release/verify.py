@@ -87,12 +87,12 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
         metadata = fmt.read_metadata(path)
     except Exception as e:  # protobuf / flatbuffer / spec parsers raise their own types
         raise InputError(f"{path} cannot be read as a {fmt.NAME} artifact: {str(e).splitlines()[0]}") from e
-    features = CostFeatures.from_dict(json.loads(metadata["edgekiln_cost"])) if "edgekiln_cost" in metadata else None
+    features, other_layers = _estimate_inputs(path, metadata)
     precision = metadata.get("edgekiln_precision", fmt.PRECISION)
     try:
         with device_errors(result.target, profile, estimate_hint="pass --allow-estimate"):
             measurement = runners.measure(path, profile, features, precision, allow_estimate=allow_estimate,
-                                          other_layers=json.loads(metadata.get("edgekiln_other_layers", "{}")))
+                                          other_layers=other_layers)
     except RuntimeUnavailable as e:
         result.notes.append(f"latency not measured: {e}")
         measurement = None
@@ -106,6 +106,20 @@ def measure_against(result: ArtifactCheck, path: Path, profile: Profile, allow_e
                              latency_source=measurement.source, latency_detail=measurement.extra))
     result.budgets, not_checked = budget_checks(f"target {result.target}", measured)
     result.budgets_not_checked = [n.message() for n in not_checked]
+
+
+def _estimate_inputs(path: Path, metadata: dict[str, str]) -> tuple[CostFeatures | None, dict[str, int]]:
+    """What export recorded in the artifact for an estimate of it: its cost features (None
+    when absent: not an edgekiln artifact) and the layers it keeps at another precision."""
+    key = "edgekiln_cost"
+    try:
+        features = CostFeatures.from_dict(json.loads(metadata[key])) if key in metadata else None
+        key = "edgekiln_other_layers"
+        other_layers = {str(kind): int(n) for kind, n in json.loads(metadata.get(key, "{}")).items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise InputError(f"{path}: its metadata {key!r} is not what edgekiln writes ({type(e).__name__}: {e}); "
+                         "re-export the artifact") from None
+    return features, other_layers
 
 
 def bench_artifact(path: Path, profile_name: str, allow_estimate: bool = False,
